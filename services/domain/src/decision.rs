@@ -1,0 +1,176 @@
+//! What Presence answers: a status, a message for the gate screen, and the places
+//! the ticket admits.
+
+use crate::ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
+use crate::scan::{DeviceOs, ScanKind};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every `result.status` the API can return. The first thirteen are the seed's;
+/// the rest are the SPEC's statuses for errors outside the seed's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Okay,
+    Exit,
+    InternalScan,
+    NotFound,
+    BadRequest,
+    AlreadyEntered,
+    InvalidTicket,
+    StartRestriction,
+    EndRestriction,
+    SectionRestriction,
+    EventRestriction,
+    TooEarly,
+    TooLate,
+    Unauthorized,
+    Forbidden,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl Status {
+    /// Every status, for metrics and documentation.
+    pub const ALL: [Status; 20] = [
+        Status::Okay,
+        Status::Exit,
+        Status::InternalScan,
+        Status::NotFound,
+        Status::BadRequest,
+        Status::AlreadyEntered,
+        Status::InvalidTicket,
+        Status::StartRestriction,
+        Status::EndRestriction,
+        Status::SectionRestriction,
+        Status::EventRestriction,
+        Status::TooEarly,
+        Status::TooLate,
+        Status::Unauthorized,
+        Status::Forbidden,
+        Status::MethodNotAllowed,
+        Status::PayloadTooLarge,
+        Status::RateLimited,
+        Status::Unavailable,
+        Status::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Okay => "OKAY",
+            Status::Exit => "EXIT",
+            Status::InternalScan => "INTERNAL_SCAN",
+            Status::NotFound => "NOT_FOUND",
+            Status::BadRequest => "BAD_REQUEST",
+            Status::AlreadyEntered => "ALREADY_ENTERED",
+            Status::InvalidTicket => "INVALID_TICKET",
+            Status::StartRestriction => "START_RESTRICTION",
+            Status::EndRestriction => "END_RESTRICTION",
+            Status::SectionRestriction => "SECTION_RESTRICTION",
+            Status::EventRestriction => "EVENT_RESTRICTION",
+            Status::TooEarly => "TOO_EARLY",
+            Status::TooLate => "TOO_LATE",
+            Status::Unauthorized => "UNAUTHORIZED",
+            Status::Forbidden => "FORBIDDEN",
+            Status::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Status::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Status::RateLimited => "RATE_LIMITED",
+            Status::Unavailable => "UNAVAILABLE",
+            Status::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether a scan decision with this status is remembered for idempotent
+    /// retries. BAD_REQUEST decided nothing, so a corrected retry must be judged anew.
+    pub fn is_remembered(self) -> bool {
+        self != Status::BadRequest
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One place a ticket admits, as the response lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketPlace {
+    pub place: String,
+    pub event_id: EventId,
+}
+
+/// The answer to one scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub status: Status,
+    pub message: String,
+    pub tickets: Vec<TicketPlace>,
+}
+
+impl Decision {
+    pub fn new(status: Status, message: impl Into<String>, tickets: Vec<TicketPlace>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            tickets,
+        }
+    }
+}
+
+/// A decision as stored for idempotent retries: the scan that first received it
+/// and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberedDecision {
+    pub scan_id: ScanId,
+    pub decision: Decision,
+    pub decided_at: UnixMillis,
+}
+
+/// One record of the `decisions` stream: everything analytics needs about a scan
+/// and its outcome. Never carries an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionEvent {
+    pub scan_id: ScanId,
+    pub kind: ScanKind,
+    pub decision: Decision,
+    pub token: Token,
+    pub venue_id: VenueId,
+    pub gate_id: GateId,
+    pub gate_name: String,
+    pub device_id: DeviceId,
+    pub device_os: DeviceOs,
+    pub channel_id: Option<String>,
+    pub scan_time: UnixMillis,
+    pub decided_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn only_bad_requests_are_forgotten() {
+        assert!(!Status::BadRequest.is_remembered());
+        assert!(Status::NotFound.is_remembered());
+        assert!(Status::AlreadyEntered.is_remembered());
+    }
+}

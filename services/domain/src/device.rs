@@ -1,0 +1,296 @@
+//! Scanning devices: the device/init request, lookups, MAC and IP normalisation,
+//! and how gate names are matched.
+
+use crate::fields::{FieldErrors, FieldReader};
+use crate::ids::{DeviceId, GateId, VenueId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::net::IpAddr;
+
+/// A MAC address, stored upper-case with `:` separators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Mac(String);
+
+impl Mac {
+    /// Six hex pairs separated by `:` or `-` (one kind throughout).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let separator = if text.contains('-') { '-' } else { ':' };
+        let pairs: Vec<&str> = text.split(separator).collect();
+        let valid = pairs.len() == 6
+            && pairs
+                .iter()
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+        valid.then(|| Self(pairs.join(":").to_ascii_uppercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name under which a gate is found: trimmed and case-insensitive, so
+/// "Gate 2", " gate 2 " and "GATE 2" are one gate.
+pub fn gate_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// How a device/init names its gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GateRef {
+    /// Created on first use at the venue.
+    Name(String),
+    /// Must be an existing gate of the venue.
+    Id(GateId),
+}
+
+/// A valid device/init request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInitRequest {
+    pub venue_id: VenueId,
+    pub name: String,
+    pub mac: Mac,
+    pub ip: IpAddr,
+    pub gate: GateRef,
+    pub serial: String,
+    pub model: String,
+}
+
+impl DeviceInitRequest {
+    /// Reads a request body. `gateName` wins over `gateId` when both are sent.
+    pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        let mut reader = FieldReader::new(body)?;
+        let venue_id = reader.required_string("venueId");
+        let name = reader.required_string("name");
+        let mac = reader.required_string("mac").and_then(|text| {
+            let mac = Mac::parse(&text);
+            if mac.is_none() {
+                reader.reject("mac", "must be six hex pairs separated by ':' or '-'");
+            }
+            mac
+        });
+        let ip = reader.required_string("ip").and_then(|text| {
+            let ip = text.trim().parse::<IpAddr>().ok();
+            if ip.is_none() {
+                reader.reject("ip", "must be an IPv4 or IPv6 address");
+            }
+            ip
+        });
+        let gate = if reader.has("gateName") {
+            reader
+                .required_string("gateName")
+                .map(|n| GateRef::Name(n.trim().to_owned()))
+        } else if reader.has("gateId") {
+            reader
+                .optional_positive("gateId")
+                .map(|id| GateRef::Id(GateId::new(id)))
+        } else {
+            reader.reject("gateName", "is required (or gateId of an existing gate)");
+            None
+        };
+        let serial = reader.required_string("serial");
+        let model = reader.required_string("model");
+        reader.finish()?;
+        match (venue_id, name, mac, ip, gate, serial, model) {
+            (
+                Some(venue_id),
+                Some(name),
+                Some(mac),
+                Some(ip),
+                Some(gate),
+                Some(serial),
+                Some(model),
+            ) => Ok(Self {
+                venue_id: VenueId::new(venue_id),
+                name,
+                mac,
+                ip,
+                gate,
+                serial,
+                model,
+            }),
+            // `finish` reports every field that did not produce a value.
+            _ => Err(FieldErrors::single("body", "is not a valid device request")),
+        }
+    }
+}
+
+/// A valid `GET device?venue=…&mac=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLookup {
+    pub venue_id: VenueId,
+    pub mac: Mac,
+}
+
+impl DeviceLookup {
+    /// Reads the query parameters; `venueId` is accepted for `venue`.
+    pub fn parse(
+        venue: Option<&str>,
+        venue_id: Option<&str>,
+        mac: Option<&str>,
+    ) -> Result<Self, FieldErrors> {
+        let venue = venue.or(venue_id).map(str::trim).filter(|v| !v.is_empty());
+        let mac_text = mac.map(str::trim).filter(|m| !m.is_empty());
+        let parsed_mac = mac_text.and_then(Mac::parse);
+        match (venue, mac_text, parsed_mac) {
+            (Some(venue), Some(_), Some(mac)) => Ok(Self {
+                venue_id: VenueId::new(venue),
+                mac,
+            }),
+            (None, _, _) => Err(FieldErrors::single("venue", "is required")),
+            (_, None, _) => Err(FieldErrors::single("mac", "is required")),
+            (_, Some(_), None) => Err(FieldErrors::single(
+                "mac",
+                "must be six hex pairs separated by ':' or '-'",
+            )),
+        }
+    }
+}
+
+/// A configured device, as device/init and device lookup return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub venue_id: VenueId,
+    pub name: String,
+    pub mac: Mac,
+    pub ip: String,
+    pub gate_id: GateId,
+    pub gate_name: String,
+    pub serial: String,
+    pub model: String,
+}
+
+impl Device {
+    /// Whether the device may scan for `venue_id` at `gate_id` (rule 1).
+    pub fn is_configured_at(&self, venue_id: &VenueId, gate_id: GateId) -> bool {
+        &self.venue_id == venue_id && self.gate_id == gate_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body() -> Value {
+        json!({"name": "Test device 2", "mac": "00:00:00:00:00:01", "ip": "192.168.1.1",
+               "gateName": "Test Gate", "venueId": "2", "serial": "aBcDEFg12", "model": "Best Phone"})
+    }
+
+    #[test]
+    fn macs_normalise_to_upper_case_colons() {
+        assert_eq!(
+            Mac::parse("00-24-06-f0-f9-fb").unwrap().as_str(),
+            "00:24:06:F0:F9:FB"
+        );
+        assert_eq!(
+            Mac::parse("00:24:06:f0:f9:fb").unwrap().as_str(),
+            "00:24:06:F0:F9:FB"
+        );
+        for bad in [
+            "",
+            "00:24:06:F0:F9",
+            "00:24:06:F0:F9:FB:00",
+            "0:24:06:F0:F9:FB",
+            "00:24:06:F0:F9:FG",
+            "00-24:06-F0:F9-FB",
+        ] {
+            assert_eq!(Mac::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_the_seed_example() {
+        let request = DeviceInitRequest::parse(&body()).unwrap();
+        assert_eq!(request.gate, GateRef::Name("Test Gate".into()));
+        assert_eq!(request.ip.to_string(), "192.168.1.1");
+    }
+
+    #[test]
+    fn gate_id_may_replace_gate_name_and_name_wins_when_both() {
+        let mut b = body();
+        b.as_object_mut().unwrap().remove("gateName");
+        b["gateId"] = json!("1");
+        assert_eq!(
+            DeviceInitRequest::parse(&b).unwrap().gate,
+            GateRef::Id(GateId::new(1))
+        );
+        b["gateName"] = json!(" North ");
+        assert_eq!(
+            DeviceInitRequest::parse(&b).unwrap().gate,
+            GateRef::Name("North".into())
+        );
+    }
+
+    #[test]
+    fn names_bad_fields() {
+        for (field, value, expected) in [
+            (
+                "mac",
+                json!("nope"),
+                "mac must be six hex pairs separated by ':' or '-'",
+            ),
+            (
+                "ip",
+                json!("300.1.1.1"),
+                "ip must be an IPv4 or IPv6 address",
+            ),
+            ("serial", json!(""), "serial must not be empty"),
+            ("model", json!(null), "model is required"),
+        ] {
+            let mut b = body();
+            b[field] = value;
+            assert_eq!(
+                DeviceInitRequest::parse(&b).unwrap_err().to_string(),
+                expected
+            );
+        }
+        let mut b = body();
+        b.as_object_mut().unwrap().remove("gateName");
+        assert_eq!(
+            DeviceInitRequest::parse(&b).unwrap_err().to_string(),
+            "gateName is required (or gateId of an existing gate)"
+        );
+    }
+
+    #[test]
+    fn ipv6_is_accepted() {
+        let mut b = body();
+        b["ip"] = json!("fe80::1");
+        assert!(DeviceInitRequest::parse(&b).is_ok());
+    }
+
+    #[test]
+    fn lookup_accepts_venue_id_and_names_problems() {
+        let lookup =
+            DeviceLookup::parse(None, Some("KovZpZAFF17J"), Some("00:24:06:f0:f9:fb")).unwrap();
+        assert_eq!(lookup.mac.as_str(), "00:24:06:F0:F9:FB");
+        assert_eq!(
+            DeviceLookup::parse(None, None, Some("00:24:06:F0:F9:FB"))
+                .unwrap_err()
+                .to_string(),
+            "venue is required"
+        );
+        assert_eq!(
+            DeviceLookup::parse(Some("V"), None, None)
+                .unwrap_err()
+                .to_string(),
+            "mac is required"
+        );
+        assert!(DeviceLookup::parse(Some("V"), None, Some("zz")).is_err());
+    }
+
+    #[test]
+    fn gate_names_match_trimmed_and_case_insensitively() {
+        assert_eq!(gate_key(" Gate 2 "), gate_key("GATE 2"));
+    }
+}

@@ -1,0 +1,270 @@
+//! Reading fields out of untrusted JSON objects, naming the field when it is wrong.
+//!
+//! Scanner apps send integers as JSON numbers or as strings of digits (the seed's own
+//! example sends `"gateId": "1"`), so both are accepted wherever the SPEC says int.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// One field that is missing or invalid, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.problem)
+    }
+}
+
+/// Every problem found in one request, in field order. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn single(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self(vec![FieldError::new(field, problem)])
+    }
+
+    pub fn errors(&self) -> &[FieldError] {
+        &self.0
+    }
+
+    /// Names of the offending fields, for responses and metrics.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|e| e.field.as_str())
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FieldErrors {}
+
+/// Collects field errors while a request is read, so one response names all of them.
+#[derive(Debug)]
+pub struct FieldReader<'a> {
+    object: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> FieldReader<'a> {
+    /// Starts reading `value`, which must be a JSON object.
+    pub fn new(value: &'a Value) -> Result<Self, FieldErrors> {
+        match value {
+            Value::Object(object) => Ok(Self {
+                object,
+                errors: Vec::new(),
+            }),
+            _ => Err(FieldErrors::single("body", "must be a JSON object")),
+        }
+    }
+
+    fn present(&self, field: &str) -> Option<&'a Value> {
+        self.object.get(field).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.present(field).is_some()
+    }
+
+    pub fn reject(&mut self, field: &str, problem: impl Into<String>) {
+        self.errors.push(FieldError::new(field, problem));
+    }
+
+    /// A required string that is not blank.
+    pub fn required_string(&mut self, field: &str) -> Option<String> {
+        match self.optional_string(field) {
+            Some(s) if s.trim().is_empty() => {
+                self.reject(field, "must not be empty");
+                None
+            }
+            Some(s) => Some(s),
+            None if !self.has(field) => {
+                self.reject(field, "is required");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An optional string; absent and `null` are `None`.
+    pub fn optional_string(&mut self, field: &str) -> Option<String> {
+        match self.present(field)? {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.reject(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A required positive integer (JSON integer or string of digits).
+    pub fn required_positive(&mut self, field: &str) -> Option<u64> {
+        if !self.has(field) {
+            self.reject(field, "is required");
+            return None;
+        }
+        self.optional_positive(field)
+    }
+
+    /// An optional positive integer (JSON integer or string of digits).
+    pub fn optional_positive(&mut self, field: &str) -> Option<u64> {
+        let value = self.present(field)?;
+        match integer(value) {
+            Some(n) if n > 0 => u64::try_from(n).ok(),
+            Some(_) => {
+                self.reject(field, "must be greater than 0");
+                None
+            }
+            None => {
+                self.reject(field, "must be an integer or a string of digits");
+                None
+            }
+        }
+    }
+
+    /// An optional Unix-millisecond time (JSON integer or string of digits, ≥ 0).
+    pub fn optional_millis(&mut self, field: &str) -> Option<i64> {
+        let value = self.present(field)?;
+        match integer(value) {
+            Some(n) if n >= 0 => Some(n),
+            Some(_) => {
+                self.reject(field, "must not be negative");
+                None
+            }
+            None => {
+                self.reject(field, "must be an integer (Unix milliseconds)");
+                None
+            }
+        }
+    }
+
+    /// A required Unix-millisecond time.
+    pub fn required_millis(&mut self, field: &str) -> Option<i64> {
+        if !self.has(field) {
+            self.reject(field, "is required");
+            return None;
+        }
+        self.optional_millis(field)
+    }
+
+    /// An optional boolean; absent and `null` are `None`.
+    pub fn optional_bool(&mut self, field: &str) -> Option<bool> {
+        match self.present(field)? {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.reject(field, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// An optional list of non-empty strings; absent and `null` are empty.
+    pub fn string_list(&mut self, field: &str) -> Vec<String> {
+        let Some(value) = self.present(field) else {
+            return Vec::new();
+        };
+        let items = match value {
+            Value::Array(items) => items,
+            _ => {
+                self.reject(field, "must be a list of strings");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(s) if !s.trim().is_empty() => out.push(s.clone()),
+                _ => {
+                    self.reject(field, "must contain only non-empty strings");
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends reading: every collected error, or none.
+    pub fn finish(self) -> Result<(), FieldErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FieldErrors(self.errors))
+        }
+    }
+}
+
+/// A JSON integer, or a string of ASCII digits, that fits in an `i64`.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s)
+            if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_come_as_numbers_or_digit_strings() {
+        assert_eq!(integer(&json!(224)), Some(224));
+        assert_eq!(integer(&json!("224")), Some(224));
+        assert_eq!(integer(&json!("22a")), None);
+        assert_eq!(integer(&json!("-1")), None);
+        assert_eq!(integer(&json!(" 1")), None);
+        assert_eq!(integer(&json!(1.5)), None);
+        assert_eq!(integer(&json!("99999999999999999999")), None);
+        assert_eq!(integer(&json!(true)), None);
+    }
+
+    #[test]
+    fn reader_collects_every_problem() {
+        let body = json!({"a": 1, "b": "", "c": 0});
+        let mut reader = FieldReader::new(&body).unwrap();
+        assert_eq!(reader.required_string("a"), None);
+        assert_eq!(reader.required_string("b"), None);
+        assert_eq!(reader.required_positive("c"), None);
+        assert_eq!(reader.required_positive("d"), None);
+        let errors = reader.finish().err().map(|e| e.to_string());
+        assert_eq!(
+            errors.as_deref(),
+            Some(
+                "a must be a string; b must not be empty; c must be greater than 0; d is required"
+            )
+        );
+    }
+
+    #[test]
+    fn non_objects_are_rejected_as_body() {
+        let error = FieldReader::new(&json!([1])).err().map(|e| e.to_string());
+        assert_eq!(error.as_deref(), Some("body must be a JSON object"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The rules of Presence, free of I/O.
+//!
+//! This crate owns everything the SPEC decides without asking a store or a network:
+//! - [`scan`]: the enter/exit/validate request, parsed from untrusted JSON;
+//! - [`rules`]: the SPEC §2 rule table, in its exact order, and [`state`] the
+//!   NEVER/IN/OUT machine behind rule 10;
+//! - [`decision`]: statuses, decisions and the decision event analytics consume;
+//! - [`device`]: device init and lookup requests, MAC and IP normalisation, gate names;
+//! - [`inventory`]: venues, events, gates and tickets, and NDJSON inventory validation.
+//!
+//! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
+//! the rules never see a wire format.
+
+pub mod decision;
+pub mod device;
+pub mod fields;
+pub mod ids;
+pub mod inventory;
+pub mod rules;
+pub mod scan;
+pub mod state;
+pub mod time;
+
+pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
+pub use device::{Device, DeviceInitRequest, DeviceLookup, GateRef, Mac};
+pub use fields::{FieldError, FieldErrors};
+pub use ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
+pub use inventory::{
+    Event, EventStatus, Gate, GateSpec, InventoryRecord, LineError, Ticket, TicketStatus, Venue,
+};
+pub use rules::{Outcome, TicketFacts};
+pub use scan::{DeviceOs, ScanKey, ScanKind, ScanRequest};
+pub use state::{Entry, StateRecord, TokenState};

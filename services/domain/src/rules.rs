@@ -1,0 +1,509 @@
+//! The SPEC §2 rule table, checked in its exact order; the first rule that fails
+//! decides. Rule 1's body checks live in [`crate::scan`]; its device check and
+//! rules 2–10 live here.
+
+use crate::decision::{Decision, Status, TicketPlace};
+use crate::device::Device;
+use crate::inventory::{Event, EventStatus, Gate, Ticket, TicketStatus};
+use crate::scan::{ScanKind, ScanRequest};
+use crate::state::{Entry, StateRecord, transition};
+use crate::time::iso8601;
+
+/// What the stores know about the scanned token: the ticket (if any), its event
+/// and the gate scanned at.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketFacts<'a> {
+    pub ticket: Option<&'a Ticket>,
+    pub event: Option<&'a Event>,
+    pub gate: Option<&'a Gate>,
+}
+
+/// A decision and, when it changes the token's state, the state to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub next_state: Option<StateRecord>,
+}
+
+/// Rule 1, device part: the device must be configured at the venue and gate scanned.
+pub fn check_device(request: &ScanRequest, device: Option<&Device>) -> Result<(), Decision> {
+    let problem = match device {
+        None => format!("deviceId {} is not a configured device", request.device_id),
+        Some(device) if device.venue_id != request.venue_id => {
+            format!(
+                "deviceId {} is not configured at venueId {}",
+                request.device_id, request.venue_id
+            )
+        }
+        Some(device) if !device.is_configured_at(&request.venue_id, request.gate_id) => {
+            format!(
+                "deviceId {} is not configured at gateId {}",
+                request.device_id, request.gate_id
+            )
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(Decision::new(Status::BadRequest, problem, Vec::new()))
+}
+
+/// Rules 2–10 for a request that passed rule 1.
+pub fn decide(
+    kind: ScanKind,
+    request: &ScanRequest,
+    facts: TicketFacts<'_>,
+    state: &StateRecord,
+) -> Outcome {
+    let Some(ticket) = facts.ticket else {
+        return denied(Status::NotFound, "Ticket was not found", Vec::new());
+    };
+    let tickets: Vec<TicketPlace> = ticket
+        .places
+        .iter()
+        .map(|place| TicketPlace {
+            place: place.clone(),
+            event_id: ticket.event_id.clone(),
+        })
+        .collect();
+    if let Err((status, message)) = check_restrictions(kind, request, ticket, facts) {
+        return denied(status, message, tickets);
+    }
+    let allow_reentry = facts.event.is_none_or(|event| event.allow_reentry);
+    let entry = Entry {
+        gate_name: request.gate_name.clone(),
+        scan_time: request.scan_time,
+    };
+    let result = transition(kind, state, allow_reentry, entry, tickets);
+    Outcome {
+        decision: result.decision,
+        next_state: result.next,
+    }
+}
+
+fn denied(status: Status, message: impl Into<String>, tickets: Vec<TicketPlace>) -> Outcome {
+    Outcome {
+        decision: Decision::new(status, message, tickets),
+        next_state: None,
+    }
+}
+
+type Denial = (Status, String);
+
+/// Rules 3–9. Exit checks rule 3 only: a fan inside may always leave.
+fn check_restrictions(
+    kind: ScanKind,
+    request: &ScanRequest,
+    ticket: &Ticket,
+    facts: TicketFacts<'_>,
+) -> Result<(), Denial> {
+    let scan_time = request.scan_time;
+    let gate = facts.gate.map(|g| &g.spec);
+
+    // Rule 3.
+    let event = match facts.event {
+        Some(event) if event.venue_id == request.venue_id => event,
+        _ => {
+            return Err((
+                Status::EventRestriction,
+                format!(
+                    "Event {} is not at venue {}",
+                    ticket.event_id, request.venue_id
+                ),
+            ));
+        }
+    };
+    if let Some(gate) = gate
+        && !gate.allowed_events.is_empty()
+        && !gate.allowed_events.contains(&ticket.event_id)
+    {
+        return Err((
+            Status::EventRestriction,
+            format!("Event {} is not admitted at {}", ticket.event_id, gate.name),
+        ));
+    }
+    if kind == ScanKind::Exit {
+        return Ok(());
+    }
+
+    // Rule 4.
+    if ticket.status == TicketStatus::Void {
+        return Err((Status::InvalidTicket, "Ticket is void".to_owned()));
+    }
+    if event.status == EventStatus::Cancelled {
+        return Err((
+            Status::InvalidTicket,
+            format!("Event {} is cancelled", event.id),
+        ));
+    }
+
+    // Rule 5.
+    if let Some(gate) = gate
+        && !gate.allowed_sections.is_empty()
+        && let Some(section) = ticket
+            .places
+            .iter()
+            .map(|p| section_of(p))
+            .find(|s| !gate.allowed_sections.iter().any(|a| a == s))
+    {
+        return Err((
+            Status::SectionRestriction,
+            format!("Section {section} is not admitted at {}", gate.name),
+        ));
+    }
+
+    // Rules 6 and 7.
+    if scan_time < event.doors_open {
+        return Err((
+            Status::TooEarly,
+            format!("Doors open at {}", iso8601(event.doors_open)),
+        ));
+    }
+    if scan_time > event.ends_at {
+        return Err((
+            Status::TooLate,
+            format!("Event ended at {}", iso8601(event.ends_at)),
+        ));
+    }
+
+    // Rule 8.
+    if let Some(from) = ticket.valid_from
+        && scan_time < from
+    {
+        return Err((
+            Status::StartRestriction,
+            format!("Ticket is valid from {}", iso8601(from)),
+        ));
+    }
+    if let Some(from) = gate.and_then(|g| g.open_from)
+        && scan_time < from
+    {
+        return Err((
+            Status::StartRestriction,
+            format!("Gate opens at {}", iso8601(from)),
+        ));
+    }
+
+    // Rule 9.
+    if let Some(until) = ticket.valid_until
+        && scan_time > until
+    {
+        return Err((
+            Status::EndRestriction,
+            format!("Ticket was valid until {}", iso8601(until)),
+        ));
+    }
+    if let Some(until) = gate.and_then(|g| g.open_until)
+        && scan_time > until
+    {
+        return Err((
+            Status::EndRestriction,
+            format!("Gate closed at {}", iso8601(until)),
+        ));
+    }
+    Ok(())
+}
+
+/// The section of a place is the part before the first `:`.
+pub fn section_of(place: &str) -> &str {
+    place.split(':').next().unwrap_or(place)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{DeviceId, EventId, GateId, Token, VenueId};
+    use crate::inventory::GateSpec;
+    use crate::scan::DeviceOs;
+    use crate::state::TokenState;
+
+    const DOORS: i64 = 1_480_000_000_000;
+    const ENDS: i64 = 1_480_030_000_000;
+    const DURING: i64 = 1_480_003_200_001;
+
+    struct World {
+        ticket: Ticket,
+        event: Event,
+        gate: Gate,
+        request: ScanRequest,
+    }
+
+    fn world() -> World {
+        World {
+            ticket: Ticket {
+                token: Token::new("721744537954"),
+                event_id: EventId::new("E1"),
+                places: vec!["PIT1:3:4".into(), "PIT1:3:5".into()],
+                status: TicketStatus::Valid,
+                valid_from: None,
+                valid_until: None,
+            },
+            event: Event {
+                id: EventId::new("E1"),
+                venue_id: VenueId::new("V1"),
+                name: "Show".into(),
+                doors_open: DOORS,
+                ends_at: ENDS,
+                status: EventStatus::Active,
+                allow_reentry: true,
+            },
+            gate: GateSpec::unrestricted(VenueId::new("V1"), "Gate 2").with_id(GateId::new(7)),
+            request: ScanRequest {
+                channel_id: None,
+                device_os: DeviceOs::Printed,
+                gate_name: "Gate 2".into(),
+                token: Token::new("721744537954"),
+                venue_id: VenueId::new("V1"),
+                device_id: DeviceId::new(1),
+                gate_id: GateId::new(7),
+                scan_time: DURING,
+            },
+        }
+    }
+
+    impl World {
+        fn decide_in(&self, kind: ScanKind, state: TokenState) -> Outcome {
+            let facts = TicketFacts {
+                ticket: Some(&self.ticket),
+                event: Some(&self.event),
+                gate: Some(&self.gate),
+            };
+            let record = StateRecord {
+                state,
+                last_entry: (state != TokenState::Never).then(|| Entry {
+                    gate_name: "Gate 1".into(),
+                    scan_time: DOORS,
+                }),
+                version: 3,
+            };
+            decide(kind, &self.request, facts, &record)
+        }
+
+        fn status(&self, kind: ScanKind) -> Status {
+            self.decide_in(kind, TokenState::Never).decision.status
+        }
+    }
+
+    /// Each rule row, made to fail on its own: (what breaks it, expected status per kind enter/exit/validate).
+    fn breakers() -> Vec<(&'static str, fn(&mut World), [Status; 3])> {
+        use Status::*;
+        vec![
+            (
+                "event at another venue",
+                |w| w.event.venue_id = VenueId::new("V2"),
+                [EventRestriction, EventRestriction, EventRestriction],
+            ),
+            (
+                "gate limited to other events",
+                |w| w.gate.spec.allowed_events = vec![EventId::new("E9")],
+                [EventRestriction, EventRestriction, EventRestriction],
+            ),
+            (
+                "ticket void",
+                |w| w.ticket.status = TicketStatus::Void,
+                [InvalidTicket, InvalidTicket, InvalidTicket],
+            ),
+            (
+                "event cancelled",
+                |w| w.event.status = EventStatus::Cancelled,
+                [InvalidTicket, InvalidTicket, InvalidTicket],
+            ),
+            (
+                "section not allowed",
+                |w| w.gate.spec.allowed_sections = vec!["FLOOR".into()],
+                [SectionRestriction, InvalidTicket, SectionRestriction],
+            ),
+            (
+                "before doors open",
+                |w| w.request.scan_time = DOORS - 1,
+                [TooEarly, InvalidTicket, TooEarly],
+            ),
+            (
+                "after the event",
+                |w| w.request.scan_time = ENDS + 1,
+                [TooLate, InvalidTicket, TooLate],
+            ),
+            (
+                "before ticket validFrom",
+                |w| w.ticket.valid_from = Some(DURING + 1),
+                [StartRestriction, InvalidTicket, StartRestriction],
+            ),
+            (
+                "before gate openFrom",
+                |w| w.gate.spec.open_from = Some(DURING + 1),
+                [StartRestriction, InvalidTicket, StartRestriction],
+            ),
+            (
+                "after ticket validUntil",
+                |w| w.ticket.valid_until = Some(DURING - 1),
+                [EndRestriction, InvalidTicket, EndRestriction],
+            ),
+            (
+                "after gate openUntil",
+                |w| w.gate.spec.open_until = Some(DURING - 1),
+                [EndRestriction, InvalidTicket, EndRestriction],
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_row_of_the_rule_table() {
+        // Exit from NEVER is INVALID_TICKET ("not entered") for every row that exit skips.
+        for (name, breaker, expected) in breakers() {
+            let mut w = world();
+            breaker(&mut w);
+            let got = [
+                w.status(ScanKind::Enter),
+                w.status(ScanKind::Exit),
+                w.status(ScanKind::Validate),
+            ];
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn exit_ignores_rules_4_to_9_when_inside() {
+        for (name, breaker, expected) in breakers() {
+            let mut w = world();
+            breaker(&mut w);
+            let exit = w.decide_in(ScanKind::Exit, TokenState::In).decision.status;
+            let want = if expected[1] == Status::EventRestriction {
+                Status::EventRestriction
+            } else {
+                Status::Exit
+            };
+            assert_eq!(exit, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn earlier_rules_win_over_later_ones() {
+        // Break rows pairwise; the row listed first in the table must decide.
+        let rows = breakers();
+        for (i, (first, break_first, expected_first)) in rows.iter().enumerate() {
+            for (second, break_second, _) in rows.iter().skip(i + 1) {
+                let mut w = world();
+                // The first breaker goes last so that it holds when both touch scanTime.
+                break_second(&mut w);
+                break_first(&mut w);
+                assert_eq!(
+                    w.status(ScanKind::Enter),
+                    expected_first[0],
+                    "{first} before {second}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_token_is_not_found_with_no_tickets() {
+        let w = world();
+        let facts = TicketFacts {
+            ticket: None,
+            event: None,
+            gate: Some(&w.gate),
+        };
+        for kind in ScanKind::ALL {
+            let outcome = decide(kind, &w.request, facts, &StateRecord::default());
+            assert_eq!(outcome.decision.status, Status::NotFound);
+            assert!(outcome.decision.tickets.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_valid_enter_lists_every_place_of_a_group_ticket() {
+        let outcome = world().decide_in(ScanKind::Enter, TokenState::Never);
+        assert_eq!(outcome.decision.status, Status::Okay);
+        let places: Vec<_> = outcome
+            .decision
+            .tickets
+            .iter()
+            .map(|t| t.place.as_str())
+            .collect();
+        assert_eq!(places, ["PIT1:3:4", "PIT1:3:5"]);
+        assert_eq!(outcome.next_state.unwrap().state, TokenState::In);
+    }
+
+    #[test]
+    fn a_group_ticket_with_one_place_outside_the_allowed_sections_is_restricted() {
+        let mut w = world();
+        w.ticket.places.push("FLOOR:1:1".into());
+        w.gate.spec.allowed_sections = vec!["PIT1".into()];
+        assert_eq!(w.status(ScanKind::Enter), Status::SectionRestriction);
+        w.gate.spec.allowed_sections.push("FLOOR".into());
+        assert_eq!(w.status(ScanKind::Enter), Status::Okay);
+    }
+
+    #[test]
+    fn boundaries_are_inclusive() {
+        let mut w = world();
+        w.request.scan_time = DOORS;
+        assert_eq!(w.status(ScanKind::Enter), Status::Okay);
+        w.request.scan_time = ENDS;
+        assert_eq!(w.status(ScanKind::Enter), Status::Okay);
+    }
+
+    #[test]
+    fn reentry_off_blocks_a_second_entry() {
+        let mut w = world();
+        assert_eq!(
+            w.decide_in(ScanKind::Enter, TokenState::Out)
+                .decision
+                .status,
+            Status::Okay
+        );
+        w.event.allow_reentry = false;
+        let outcome = w.decide_in(ScanKind::Enter, TokenState::Out);
+        assert_eq!(outcome.decision.status, Status::AlreadyEntered);
+        assert_eq!(
+            outcome.decision.message,
+            "Already entered at Gate 1 at 2016-11-24T15:06:40Z"
+        );
+        assert_eq!(outcome.next_state, None);
+    }
+
+    #[test]
+    fn device_must_be_configured_at_venue_and_gate() {
+        let w = world();
+        let device = Device {
+            id: DeviceId::new(1),
+            venue_id: VenueId::new("V1"),
+            name: "d".into(),
+            mac: crate::device::Mac::parse("00:00:00:00:00:01").unwrap(),
+            ip: "10.0.0.1".into(),
+            gate_id: GateId::new(7),
+            gate_name: "Gate 2".into(),
+            serial: "s".into(),
+            model: "m".into(),
+        };
+        assert!(check_device(&w.request, Some(&device)).is_ok());
+        assert_eq!(
+            check_device(&w.request, None).unwrap_err().message,
+            "deviceId 1 is not a configured device"
+        );
+        let elsewhere = Device {
+            gate_id: GateId::new(8),
+            ..device.clone()
+        };
+        assert_eq!(
+            check_device(&w.request, Some(&elsewhere))
+                .unwrap_err()
+                .message,
+            "deviceId 1 is not configured at gateId 7"
+        );
+        let other_venue = Device {
+            venue_id: VenueId::new("V9"),
+            ..device
+        };
+        assert_eq!(
+            check_device(&w.request, Some(&other_venue))
+                .unwrap_err()
+                .status,
+            Status::BadRequest
+        );
+    }
+
+    #[test]
+    fn section_is_the_part_before_the_first_colon() {
+        assert_eq!(section_of("PIT1:3:4"), "PIT1");
+        assert_eq!(section_of("GA"), "GA");
+    }
+}

@@ -1,0 +1,23 @@
+//! The seams of Presence.
+//!
+//! The gateway, validator and registry are written against these traits only:
+//! - [`store`]: where tickets, token state, remembered decisions, gates and devices
+//!   live ([`TicketStore`], [`DeviceStore`], [`InventoryStore`]);
+//! - [`transport`]: how a request reaches the service that decides it and how
+//!   decisions leave ([`Transport`], [`DecisionSink`]);
+//! - [`in_process`]: the adapters that need no technology (a broadcast decision sink);
+//! - [`conformance`]: the contract tests every store adapter must pass, so the
+//!   embedded and Redis stores are interchangeable.
+
+pub mod conformance;
+pub mod in_process;
+pub mod store;
+pub mod transport;
+
+pub use store::{
+    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
+    Stores, TicketStore,
+};
+pub use transport::{
+    DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
+};

@@ -1,0 +1,165 @@
+//! Store traits. Every method is one atomic operation of the adapter; the rules
+//! that decide what to write stay in the domain crate.
+
+use async_trait::async_trait;
+use presence_domain::inventory::{InventoryRecord, Reference};
+use presence_domain::{
+    Device, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord, Ticket,
+    Venue, VenueId,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+/// Why a store could not answer. Every variant means "try again later": the
+/// gateway turns it into 503 UNAVAILABLE, never into a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Everything rules 2–10 need about one scan, read together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanContext {
+    pub ticket: Option<Ticket>,
+    /// The ticket's event, when the ticket is known.
+    pub event: Option<Event>,
+    pub gate: Option<Gate>,
+    pub state: StateRecord,
+    /// The decision already given to this scan key, if any.
+    pub remembered: Option<RememberedDecision>,
+}
+
+/// A decision to record, with the state change it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub key: ScanKey,
+    /// The state version the decision was computed from.
+    pub expected_version: u64,
+    /// The token's new state, when the decision changes it.
+    pub next_state: Option<StateRecord>,
+    pub remembered: RememberedDecision,
+}
+
+/// What became of a [`Commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Recorded, and the state changed if the commit asked for it.
+    Committed,
+    /// This scan key was already decided; nothing was written. The first decision wins.
+    AlreadyDecided(RememberedDecision),
+    /// The token changed since it was read; nothing was written. Read again and redecide.
+    Conflict,
+}
+
+/// Tickets, token state and remembered decisions.
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    /// Reads the ticket for `key.token`, its event, the gate, the token's state and
+    /// the decision remembered for `key`.
+    async fn scan_context(&self, key: &ScanKey, gate_id: GateId)
+    -> Result<ScanContext, StoreError>;
+
+    /// Atomically: if `commit.key` is remembered, returns that decision; else if the
+    /// token's version is not `expected_version`, returns `Conflict`; else stores the
+    /// new state (if any) and remembers the decision for at least the retention period.
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
+
+    /// Succeeds when the store can serve requests.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A device as device/init asks to save it; the store keeps or assigns the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDraft {
+    pub venue_id: VenueId,
+    pub name: String,
+    pub mac: Mac,
+    pub ip: String,
+    pub gate_id: GateId,
+    pub gate_name: String,
+    pub serial: String,
+    pub model: String,
+}
+
+impl DeviceDraft {
+    pub fn with_id(self, id: DeviceId) -> Device {
+        Device {
+            id,
+            venue_id: self.venue_id,
+            name: self.name,
+            mac: self.mac,
+            ip: self.ip,
+            gate_id: self.gate_id,
+            gate_name: self.gate_name,
+            serial: self.serial,
+            model: self.model,
+        }
+    }
+}
+
+/// Venues, gates and devices, as the registry sees them.
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
+    async fn venue(&self, id: &VenueId) -> Result<Option<Venue>, StoreError>;
+
+    async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError>;
+
+    /// The venue's gate of that name (trimmed, case-insensitive), created without
+    /// restrictions and with a new positive id if absent.
+    async fn ensure_gate(&self, venue_id: &VenueId, name: &str) -> Result<Gate, StoreError>;
+
+    /// Saves a device keyed by (venue, MAC): a re-init keeps the id and replaces the
+    /// rest; a new device gets a new positive id.
+    async fn save_device(&self, draft: DeviceDraft) -> Result<Device, StoreError>;
+
+    async fn device_by_mac(
+        &self,
+        venue_id: &VenueId,
+        mac: &Mac,
+    ) -> Result<Option<Device>, StoreError>;
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
+}
+
+/// Inventory writes.
+#[async_trait]
+pub trait InventoryStore: Send + Sync + 'static {
+    /// Which of `references` are stored.
+    async fn stored(
+        &self,
+        references: &BTreeSet<Reference>,
+    ) -> Result<HashSet<Reference>, StoreError>;
+
+    /// Applies the records in order, all or nothing: upsert by id (last write wins);
+    /// a gate record creates its gate if absent (as [`DeviceStore::ensure_gate`]) and
+    /// replaces its restrictions. Returns how many records were applied.
+    async fn apply(&self, records: Vec<InventoryRecord>) -> Result<usize, StoreError>;
+}
+
+/// One backend's three stores, as the services are wired with them.
+#[derive(Clone)]
+pub struct Stores {
+    pub tickets: Arc<dyn TicketStore>,
+    pub devices: Arc<dyn DeviceStore>,
+    pub inventory: Arc<dyn InventoryStore>,
+}
+
+impl Stores {
+    /// Wires a backend that implements all three traits.
+    pub fn from_backend<B: TicketStore + DeviceStore + InventoryStore>(backend: Arc<B>) -> Self {
+        Self {
+            tickets: backend.clone(),
+            devices: backend.clone(),
+            inventory: backend,
+        }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}

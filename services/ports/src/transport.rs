@@ -1,0 +1,73 @@
+//! Transport traits: how the gateway reaches whoever decides, and where decisions go.
+
+use async_trait::async_trait;
+use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::{
+    Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup, GateId, ScanId, ScanKind,
+    ScanRequest,
+};
+
+/// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
+/// Retry-After; a retry of a scan returns its decision if it was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    #[error("no answer within the deadline")]
+    Timeout,
+}
+
+/// One scan on its way to the validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanCommand {
+    pub scan_id: ScanId,
+    pub kind: ScanKind,
+    pub request: ScanRequest,
+}
+
+/// The registry's answer to device/init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceInitOutcome {
+    Configured(Device),
+    /// 404 NOT_FOUND.
+    VenueNotFound,
+    /// 400: `gateId` names no gate of the venue.
+    UnknownGate(GateId),
+}
+
+/// The answer to an inventory upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryOutcome {
+    /// Every record applied; scans see them from now on.
+    Applied(usize),
+    /// Nothing applied; one error per bad line.
+    Rejected(Vec<LineError>),
+}
+
+/// Request → answer, however the services are deployed.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError>;
+
+    async fn init_device(
+        &self,
+        request: DeviceInitRequest,
+    ) -> Result<DeviceInitOutcome, TransportError>;
+
+    async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError>;
+
+    /// Applies already-parsed records; references are checked against the store.
+    async fn apply_inventory(
+        &self,
+        records: Vec<NumberedRecord>,
+    ) -> Result<InventoryOutcome, TransportError>;
+
+    /// Succeeds when every dependency answers.
+    async fn ready(&self) -> Result<(), TransportError>;
+}
+
+/// Where every decision goes: the `decisions` stream.
+#[async_trait]
+pub trait DecisionSink: Send + Sync + 'static {
+    async fn publish(&self, event: DecisionEvent) -> Result<(), TransportError>;
+}
