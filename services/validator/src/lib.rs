@@ -1,1 +1,156 @@
-//! placeholder
+//! The validation worker: decides scans and applies inventory.
+//!
+//! [`Validator`] runs the domain rules against a [`TicketStore`] and commits each
+//! decision with its state change atomically (optimistic: read, decide in Rust,
+//! commit if the token is unchanged, else read again). [`InventoryApplier`] checks
+//! an inventory batch's references against the store and applies it whole.
+//! Neither knows which store or transport it runs on.
+
+mod inventory;
+
+pub use inventory::InventoryApplier;
+
+use presence_domain::rules::{self, TicketFacts};
+use presence_domain::{Decision, DecisionEvent, RememberedDecision};
+use presence_ports::{Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores, TicketStore, TransportError};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{Instrument, field};
+
+/// How often one scan re-reads a token that others keep changing before giving
+/// up with "unavailable". A token changes state a handful of times a night, so
+/// running out means something is wrong, not busy.
+const MAX_COMMIT_ATTEMPTS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("token kept changing; gave up after {MAX_COMMIT_ATTEMPTS} attempts")]
+    Contention,
+    #[error("decision could not be published: {0}")]
+    Publish(#[from] TransportError),
+}
+
+/// Decides scans. Cheap to clone.
+#[derive(Clone)]
+pub struct Validator {
+    tickets: Arc<dyn TicketStore>,
+    devices: Arc<dyn DeviceStore>,
+    decisions: Arc<dyn DecisionSink>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator").finish_non_exhaustive()
+    }
+}
+
+/// How a decision came about, which decides whether it is published.
+enum Decided {
+    /// Decided now (or rejected by rule 1): publish.
+    Fresh(Decision),
+    /// Remembered from an earlier request of the same scan key.
+    Remembered(RememberedDecision),
+}
+
+impl Validator {
+    pub fn new(stores: &Stores, decisions: Arc<dyn DecisionSink>) -> Self {
+        Self { tickets: stores.tickets.clone(), devices: stores.devices.clone(), decisions }
+    }
+
+    /// Decides one scan, records it, and publishes it to the decision sink.
+    ///
+    /// A retry of an already decided scan key returns the first decision. It is
+    /// published again only when it is a redelivery of the very same scan (same scan
+    /// id, e.g. a message transport retrying after a crash), so the decision stream
+    /// holds each scan once after deduplication by scan id and never counts a
+    /// client retry as a second scan.
+    pub async fn decide(&self, command: &ScanCommand) -> Result<Decision, ValidatorError> {
+        let request = &command.request;
+        let span = tracing::info_span!(
+            "scan",
+            scan_id = %command.scan_id,
+            kind = %command.kind,
+            venue = %request.venue_id,
+            gate = %request.gate_id,
+            device = %request.device_id,
+            status = field::Empty,
+        );
+        async move {
+            let decided_at = now_millis();
+            let decision = match self.decide_once(command, decided_at).await? {
+                Decided::Fresh(decision) => {
+                    self.publish(command, &decision, decided_at).await?;
+                    decision
+                }
+                Decided::Remembered(remembered) => {
+                    if remembered.scan_id == command.scan_id {
+                        self.publish(command, &remembered.decision, remembered.decided_at).await?;
+                    }
+                    remembered.decision
+                }
+            };
+            tracing::Span::current().record("status", decision.status.as_str());
+            Ok(decision)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn decide_once(&self, command: &ScanCommand, decided_at: i64) -> Result<Decided, ValidatorError> {
+        let request = &command.request;
+        let device = self.devices.device(request.device_id).await?;
+        if let Err(rejection) = rules::check_device(request, device.as_ref()) {
+            return Ok(Decided::Fresh(rejection));
+        }
+        let key = request.key(command.kind);
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let context = self.tickets.scan_context(&key, request.gate_id).await?;
+            if let Some(remembered) = context.remembered {
+                return Ok(Decided::Remembered(remembered));
+            }
+            let facts =
+                TicketFacts { ticket: context.ticket.as_ref(), event: context.event.as_ref(), gate: context.gate.as_ref() };
+            let outcome = rules::decide(command.kind, request, facts, &context.state);
+            let remembered =
+                RememberedDecision { scan_id: command.scan_id.clone(), decision: outcome.decision, decided_at };
+            let commit = Commit {
+                key: key.clone(),
+                expected_version: context.state.version,
+                next_state: outcome.next_state,
+                remembered,
+            };
+            let decision = commit.remembered.decision.clone();
+            match self.tickets.commit(commit).await? {
+                CommitOutcome::Committed => return Ok(Decided::Fresh(decision)),
+                CommitOutcome::AlreadyDecided(first) => return Ok(Decided::Remembered(first)),
+                CommitOutcome::Conflict => tracing::debug!("token changed while deciding; deciding again"),
+            }
+        }
+        Err(ValidatorError::Contention)
+    }
+
+    async fn publish(&self, command: &ScanCommand, decision: &Decision, decided_at: i64) -> Result<(), ValidatorError> {
+        let request = &command.request;
+        let event = DecisionEvent {
+            scan_id: command.scan_id.clone(),
+            kind: command.kind,
+            decision: decision.clone(),
+            token: request.token.clone(),
+            venue_id: request.venue_id.clone(),
+            gate_id: request.gate_id,
+            gate_name: request.gate_name.clone(),
+            device_id: request.device_id,
+            device_os: request.device_os,
+            channel_id: request.channel_id.clone(),
+            scan_time: request.scan_time,
+            decided_at,
+        };
+        self.decisions.publish(event).await.map_err(ValidatorError::from)
+    }
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
