@@ -1,1 +1,406 @@
-//! placeholder
+//! The `presence.v1` protobuf messages carried on the Kafka topics, and their
+//! conversions to and from domain types.
+//!
+//! Generated code stays behind [`pb`]; the rest of the workspace sees domain
+//! types only. Decoding untrusted bytes goes through `TryFrom`, which names the
+//! field that is missing or out of range.
+
+use presence_domain::inventory::{Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue};
+use presence_domain::{
+    Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind, ScanRequest, Status,
+    TicketPlace, Token, VenueId,
+};
+
+/// Generated messages of package `presence.v1`.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/presence.v1.rs"));
+}
+
+/// The serialized `FileDescriptorSet` of `presence.v1`, for consumers that decode
+/// without generated code (Flink, Spark, ksqlDB, `protoc --decode`).
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/presence_v1_descriptor.bin"));
+
+/// A message that cannot become a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("field {0} is missing")]
+    Missing(&'static str),
+    #[error("field {field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: &'static str },
+}
+
+fn required(field: &'static str, value: String) -> Result<String, ProtoError> {
+    if value.is_empty() { Err(ProtoError::Missing(field)) } else { Ok(value) }
+}
+
+fn positive(field: &'static str, value: u64) -> Result<u64, ProtoError> {
+    if value == 0 { Err(ProtoError::Missing(field)) } else { Ok(value) }
+}
+
+impl From<ScanKind> for pb::ScanKind {
+    fn from(kind: ScanKind) -> Self {
+        match kind {
+            ScanKind::Enter => pb::ScanKind::Enter,
+            ScanKind::Exit => pb::ScanKind::Exit,
+            ScanKind::Validate => pb::ScanKind::Validate,
+        }
+    }
+}
+
+fn scan_kind(value: i32) -> Result<ScanKind, ProtoError> {
+    match pb::ScanKind::try_from(value) {
+        Ok(pb::ScanKind::Enter) => Ok(ScanKind::Enter),
+        Ok(pb::ScanKind::Exit) => Ok(ScanKind::Exit),
+        Ok(pb::ScanKind::Validate) => Ok(ScanKind::Validate),
+        Ok(pb::ScanKind::Unspecified) => Err(ProtoError::Missing("kind")),
+        Err(_) => Err(ProtoError::Invalid { field: "kind", reason: "unknown scan kind" }),
+    }
+}
+
+impl From<DeviceOs> for pb::DeviceOs {
+    fn from(os: DeviceOs) -> Self {
+        match os {
+            DeviceOs::Printed => pb::DeviceOs::Printed,
+            DeviceOs::Ios => pb::DeviceOs::Ios,
+            DeviceOs::Android => pb::DeviceOs::Android,
+        }
+    }
+}
+
+fn device_os(value: i32) -> Result<DeviceOs, ProtoError> {
+    match pb::DeviceOs::try_from(value) {
+        Ok(pb::DeviceOs::Printed) => Ok(DeviceOs::Printed),
+        Ok(pb::DeviceOs::Ios) => Ok(DeviceOs::Ios),
+        Ok(pb::DeviceOs::Android) => Ok(DeviceOs::Android),
+        Ok(pb::DeviceOs::Unspecified) => Err(ProtoError::Missing("device_os")),
+        Err(_) => Err(ProtoError::Invalid { field: "device_os", reason: "unknown device OS" }),
+    }
+}
+
+/// Decision statuses only: the HTTP-level statuses never reach a topic.
+fn status_to_pb(status: Status) -> pb::Status {
+    match status {
+        Status::Okay => pb::Status::Okay,
+        Status::Exit => pb::Status::Exit,
+        Status::InternalScan => pb::Status::InternalScan,
+        Status::NotFound => pb::Status::NotFound,
+        Status::BadRequest => pb::Status::BadRequest,
+        Status::AlreadyEntered => pb::Status::AlreadyEntered,
+        Status::InvalidTicket => pb::Status::InvalidTicket,
+        Status::StartRestriction => pb::Status::StartRestriction,
+        Status::EndRestriction => pb::Status::EndRestriction,
+        Status::SectionRestriction => pb::Status::SectionRestriction,
+        Status::EventRestriction => pb::Status::EventRestriction,
+        Status::TooEarly => pb::Status::TooEarly,
+        Status::TooLate => pb::Status::TooLate,
+        Status::Unauthorized
+        | Status::Forbidden
+        | Status::MethodNotAllowed
+        | Status::PayloadTooLarge
+        | Status::RateLimited
+        | Status::Unavailable
+        | Status::Internal => pb::Status::Unspecified,
+    }
+}
+
+fn status_from_pb(value: i32) -> Result<Status, ProtoError> {
+    let status = pb::Status::try_from(value).map_err(|_| ProtoError::Invalid { field: "status", reason: "unknown status" })?;
+    Status::ALL
+        .into_iter()
+        .find(|s| status_to_pb(*s) == status && status != pb::Status::Unspecified)
+        .ok_or(ProtoError::Missing("status"))
+}
+
+/// A scan request as the gateway publishes it.
+pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb::ScanRequest {
+    pb::ScanRequest {
+        scan_id: scan_id.to_string(),
+        kind: pb::ScanKind::from(kind).into(),
+        channel_id: request.channel_id.clone(),
+        device_os: pb::DeviceOs::from(request.device_os).into(),
+        gate_name: request.gate_name.clone(),
+        token: request.token.to_string(),
+        venue_id: request.venue_id.to_string(),
+        device_id: request.device_id.get(),
+        gate_id: request.gate_id.get(),
+        scan_time: request.scan_time,
+    }
+}
+
+/// A scan request as the validator consumes it.
+pub fn scan_from_pb(message: pb::ScanRequest) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
+    let request = ScanRequest {
+        channel_id: message.channel_id,
+        device_os: device_os(message.device_os)?,
+        gate_name: required("gate_name", message.gate_name)?,
+        token: Token::new(required("token", message.token)?),
+        venue_id: VenueId::new(required("venue_id", message.venue_id)?),
+        device_id: DeviceId::new(positive("device_id", message.device_id)?),
+        gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+        scan_time: message.scan_time,
+    };
+    Ok((ScanId::new(required("scan_id", message.scan_id)?), scan_kind(message.kind)?, request))
+}
+
+impl From<&DecisionEvent> for pb::Decision {
+    fn from(event: &DecisionEvent) -> Self {
+        pb::Decision {
+            scan_id: event.scan_id.to_string(),
+            kind: pb::ScanKind::from(event.kind).into(),
+            status: status_to_pb(event.decision.status).into(),
+            message: event.decision.message.clone(),
+            tickets: event
+                .decision
+                .tickets
+                .iter()
+                .map(|t| pb::TicketPlace { place: t.place.clone(), event_id: t.event_id.to_string() })
+                .collect(),
+            token: event.token.to_string(),
+            venue_id: event.venue_id.to_string(),
+            gate_id: event.gate_id.get(),
+            gate_name: event.gate_name.clone(),
+            device_id: event.device_id.get(),
+            device_os: pb::DeviceOs::from(event.device_os).into(),
+            channel_id: event.channel_id.clone(),
+            scan_time: event.scan_time,
+            decided_at: event.decided_at,
+        }
+    }
+}
+
+impl TryFrom<pb::Decision> for DecisionEvent {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::Decision) -> Result<Self, ProtoError> {
+        Ok(DecisionEvent {
+            scan_id: ScanId::new(required("scan_id", message.scan_id)?),
+            kind: scan_kind(message.kind)?,
+            decision: Decision {
+                status: status_from_pb(message.status)?,
+                message: message.message,
+                tickets: message
+                    .tickets
+                    .into_iter()
+                    .map(|t| TicketPlace { place: t.place, event_id: EventId::new(t.event_id) })
+                    .collect(),
+            },
+            token: Token::new(required("token", message.token)?),
+            venue_id: VenueId::new(required("venue_id", message.venue_id)?),
+            gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+            gate_name: message.gate_name,
+            device_id: DeviceId::new(positive("device_id", message.device_id)?),
+            device_os: device_os(message.device_os)?,
+            channel_id: message.channel_id,
+            scan_time: message.scan_time,
+            decided_at: message.decided_at,
+        })
+    }
+}
+
+impl From<&Device> for pb::Device {
+    fn from(device: &Device) -> Self {
+        pb::Device {
+            id: device.id.get(),
+            venue_id: device.venue_id.to_string(),
+            name: device.name.clone(),
+            mac: device.mac.to_string(),
+            ip: device.ip.clone(),
+            gate_id: device.gate_id.get(),
+            gate_name: device.gate_name.clone(),
+            serial: device.serial.clone(),
+            model: device.model.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::Device> for Device {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::Device) -> Result<Self, ProtoError> {
+        Ok(Device {
+            id: DeviceId::new(positive("id", message.id)?),
+            venue_id: VenueId::new(required("venue_id", message.venue_id)?),
+            name: message.name,
+            mac: Mac::parse(&message.mac).ok_or(ProtoError::Invalid { field: "mac", reason: "not a MAC address" })?,
+            ip: message.ip,
+            gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+            gate_name: message.gate_name,
+            serial: message.serial,
+            model: message.model,
+        })
+    }
+}
+
+impl From<&InventoryRecord> for pb::InventoryRecord {
+    fn from(record: &InventoryRecord) -> Self {
+        use pb::inventory_record::Record;
+        let record = match record {
+            InventoryRecord::Venue(v) => Record::Venue(pb::Venue { id: v.id.to_string(), name: v.name.clone() }),
+            InventoryRecord::Event(e) => Record::Event(pb::Event {
+                id: e.id.to_string(),
+                venue_id: e.venue_id.to_string(),
+                name: e.name.clone(),
+                doors_open: e.doors_open,
+                ends_at: e.ends_at,
+                status: match e.status {
+                    EventStatus::Active => pb::EventStatus::Active,
+                    EventStatus::Cancelled => pb::EventStatus::Cancelled,
+                }
+                .into(),
+                allow_reentry: Some(e.allow_reentry),
+            }),
+            InventoryRecord::Gate(g) => Record::Gate(pb::Gate {
+                venue_id: g.venue_id.to_string(),
+                name: g.name.clone(),
+                allowed_sections: g.allowed_sections.clone(),
+                allowed_events: g.allowed_events.iter().map(ToString::to_string).collect(),
+                open_from: g.open_from,
+                open_until: g.open_until,
+            }),
+            InventoryRecord::Ticket(t) => Record::Ticket(pb::Ticket {
+                token: t.token.to_string(),
+                event_id: t.event_id.to_string(),
+                places: t.places.clone(),
+                status: match t.status {
+                    TicketStatus::Valid => pb::TicketStatus::Valid,
+                    TicketStatus::Void => pb::TicketStatus::Void,
+                }
+                .into(),
+                valid_from: t.valid_from,
+                valid_until: t.valid_until,
+            }),
+        };
+        pb::InventoryRecord { record: Some(record) }
+    }
+}
+
+impl TryFrom<pb::InventoryRecord> for InventoryRecord {
+    type Error = ProtoError;
+
+    /// Applies the same defaults as NDJSON inventory; the field rules of SPEC §3
+    /// are checked again by whoever applies the record.
+    fn try_from(message: pb::InventoryRecord) -> Result<Self, ProtoError> {
+        use pb::inventory_record::Record;
+        Ok(match message.record.ok_or(ProtoError::Missing("record"))? {
+            Record::Venue(v) => InventoryRecord::Venue(Venue { id: VenueId::new(required("id", v.id)?), name: required("name", v.name)? }),
+            Record::Event(e) => {
+                let id = required("id", e.id)?;
+                InventoryRecord::Event(Event {
+                    name: if e.name.is_empty() { id.clone() } else { e.name },
+                    id: EventId::new(id),
+                    venue_id: VenueId::new(required("venue_id", e.venue_id)?),
+                    doors_open: e.doors_open,
+                    ends_at: e.ends_at,
+                    status: match pb::EventStatus::try_from(e.status) {
+                        Ok(pb::EventStatus::Unspecified | pb::EventStatus::Active) => EventStatus::Active,
+                        Ok(pb::EventStatus::Cancelled) => EventStatus::Cancelled,
+                        Err(_) => return Err(ProtoError::Invalid { field: "status", reason: "unknown event status" }),
+                    },
+                    allow_reentry: e.allow_reentry.unwrap_or(true),
+                })
+            }
+            Record::Gate(g) => InventoryRecord::Gate(GateSpec {
+                venue_id: VenueId::new(required("venue_id", g.venue_id)?),
+                name: required("name", g.name)?.trim().to_owned(),
+                allowed_sections: g.allowed_sections,
+                allowed_events: g.allowed_events.into_iter().map(EventId::new).collect(),
+                open_from: g.open_from,
+                open_until: g.open_until,
+            }),
+            Record::Ticket(t) => InventoryRecord::Ticket(Ticket {
+                token: Token::new(required("token", t.token)?),
+                event_id: EventId::new(required("event_id", t.event_id)?),
+                places: t.places,
+                status: match pb::TicketStatus::try_from(t.status) {
+                    Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => TicketStatus::Valid,
+                    Ok(pb::TicketStatus::Void) => TicketStatus::Void,
+                    Err(_) => return Err(ProtoError::Invalid { field: "status", reason: "unknown ticket status" }),
+                },
+                valid_from: t.valid_from,
+                valid_until: t.valid_until,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_domain::inventory::parse_ndjson;
+    use prost::Message;
+
+    fn scan() -> ScanRequest {
+        ScanRequest {
+            channel_id: Some("A".into()),
+            device_os: DeviceOs::Ios,
+            gate_name: "Gate 2".into(),
+            token: Token::new("721744537954"),
+            venue_id: VenueId::new("KovZpZAnAtJJ"),
+            device_id: DeviceId::new(224),
+            gate_id: GateId::new(274),
+            scan_time: 1_480_003_200_001,
+        }
+    }
+
+    #[test]
+    fn scans_round_trip_through_bytes() {
+        let bytes = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan()).encode_to_vec();
+        let decoded = scan_from_pb(pb::ScanRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan()));
+    }
+
+    #[test]
+    fn decisions_round_trip_for_every_decision_status() {
+        for status in Status::ALL.into_iter().take(13) {
+            let request = scan();
+            let event = DecisionEvent {
+                scan_id: ScanId::new("s1"),
+                kind: ScanKind::Enter,
+                decision: Decision::new(status, "m", vec![TicketPlace { place: "PIT1:3:4".into(), event_id: EventId::new("E") }]),
+                token: request.token,
+                venue_id: request.venue_id,
+                gate_id: request.gate_id,
+                gate_name: request.gate_name,
+                device_id: request.device_id,
+                device_os: request.device_os,
+                channel_id: None,
+                scan_time: request.scan_time,
+                decided_at: 1_480_003_200_002,
+            };
+            assert_eq!(DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn inventory_round_trips() {
+        let text = r#"{"type":"venue","id":"V","name":"Arena"}
+{"type":"event","id":"E","venueId":"V","doorsOpen":1,"endsAt":2,"status":"CANCELLED","allowReentry":false}
+{"type":"gate","venueId":"V","name":"G","allowedSections":["PIT1"],"allowedEvents":["E"],"openFrom":5}
+{"type":"ticket","token":"T","eventId":"E","places":["PIT1:1:1"],"status":"VOID","validUntil":9}"#;
+        let (records, errors) = parse_ndjson(text);
+        assert!(errors.is_empty());
+        for numbered in records {
+            let bytes = pb::InventoryRecord::from(&numbered.record).encode_to_vec();
+            let back = InventoryRecord::try_from(pb::InventoryRecord::decode(bytes.as_slice()).unwrap()).unwrap();
+            assert_eq!(back, numbered.record);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_field() {
+        assert_eq!(scan_from_pb(pb::ScanRequest::default()).unwrap_err(), ProtoError::Missing("device_os"));
+        let bad_kind = pb::ScanRequest { kind: 99, ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan()) };
+        assert!(matches!(scan_from_pb(bad_kind), Err(ProtoError::Invalid { field: "kind", .. })));
+        assert_eq!(InventoryRecord::try_from(pb::InventoryRecord::default()).unwrap_err(), ProtoError::Missing("record"));
+    }
+
+    #[test]
+    fn the_descriptor_set_names_every_file() {
+        // A FileDescriptorSet holds each file name as a plain string.
+        let text = String::from_utf8_lossy(DESCRIPTOR_SET);
+        for file in ["scan", "decision", "device", "inventory"] {
+            assert!(text.contains(&format!("presence/v1/{file}.proto")), "{file}");
+        }
+    }
+}
