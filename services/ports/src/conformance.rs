@@ -1,1 +1,701 @@
-//! Filled in below.
+//! The store contract, as tests every store adapter must pass.
+//!
+//! Each check is a `pub async fn` taking a fresh, empty [`Stores`]; it panics
+//! (like an assertion) when the adapter breaks the contract. An adapter's test crate
+//! runs them all with one line:
+//!
+//! ```ignore
+//! presence_ports::store_conformance_tests!(async { fresh_stores().await });
+//! ```
+//!
+//! The factory expression is evaluated once per check and may return [`Stores`] or
+//! any [`Fixture`] that also owns what the stores need to live (a temporary
+//! directory, a key prefix). The expansion uses `#[tokio::test]`, so the calling
+//! crate needs `tokio` (with `macros` and `rt-multi-thread`) among its dev-dependencies.
+#![allow(
+    clippy::expect_used,
+    reason = "this module is a test suite: a failed store call is a failed check"
+)]
+
+use crate::store::{Commit, CommitOutcome, DeviceDraft, ScanContext, Stores};
+use presence_domain::inventory::{InventoryRecord, Reference};
+use presence_domain::{
+    Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
+    RememberedDecision, ScanId, ScanKey, ScanKind, StateRecord, Status, Ticket, TicketPlace,
+    TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
+
+/// What a conformance factory returns: the stores under test, kept together with
+/// whatever must outlive them.
+pub trait Fixture {
+    fn stores(&self) -> Stores;
+}
+
+impl Fixture for Stores {
+    fn stores(&self) -> Stores {
+        self.clone()
+    }
+}
+
+/// Expands into one `#[tokio::test]` per conformance check. The argument is an
+/// expression evaluating to a future of a fresh, empty [`Fixture`] (e.g. [`Stores`]).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@checks $factory;
+            unknown_token_has_an_empty_context,
+            applied_inventory_is_in_the_scan_context,
+            unknown_gate_is_absent_from_the_scan_context,
+            committed_state_and_decision_are_visible,
+            commit_without_state_change_only_remembers,
+            stale_version_conflicts_and_writes_nothing,
+            remembered_key_returns_the_first_decision,
+            concurrent_commits_of_one_token_commit_once,
+            concurrent_repeats_of_one_scan_decide_once,
+            stored_answers_which_references_exist,
+            ensure_gate_is_idempotent_trimmed_and_case_insensitive,
+            gate_ids_are_positive_and_distinct_across_venues,
+            device_reinit_keeps_the_id_and_replaces_the_rest,
+            devices_are_found_by_mac_and_by_id,
+            inventory_gate_updates_the_gate_ensure_gate_created,
+            inventory_gate_creates_a_missing_gate,
+            apply_is_last_write_wins,
+            ping_succeeds,
+        );
+    };
+    (@checks $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let fixture = $factory.await;
+                let stores = $crate::conformance::Fixture::stores(&fixture);
+                $crate::conformance::$check(stores).await;
+                drop(fixture);
+            }
+        )+
+    };
+}
+
+const VENUE: &str = "KovZpZAnAtJJ";
+const EVENT: &str = "3F005062B2B4E313";
+const TOKEN: &str = "721744537954";
+
+/// Decisions are stamped with the current time, so that no adapter's retention
+/// sweep can forget them while a check runs.
+fn now() -> UnixMillis {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(since.as_millis()).expect("milliseconds fit in i64")
+}
+
+fn scan_key(kind: ScanKind, token: &str, scan_time: UnixMillis) -> ScanKey {
+    ScanKey {
+        kind,
+        device_id: DeviceId::new(7),
+        token: Token::new(token),
+        scan_time,
+    }
+}
+
+fn remembered(status: Status, message: &str, scan_id: &str) -> RememberedDecision {
+    RememberedDecision {
+        scan_id: ScanId::new(scan_id),
+        decision: Decision::new(
+            status,
+            message,
+            vec![TicketPlace {
+                place: "PIT1:3:4".into(),
+                event_id: EventId::new(EVENT),
+            }],
+        ),
+        decided_at: now(),
+    }
+}
+
+fn entered(version: u64, gate_name: &str, scan_time: UnixMillis) -> StateRecord {
+    StateRecord {
+        state: TokenState::In,
+        last_entry: Some(Entry {
+            gate_name: gate_name.into(),
+            scan_time,
+        }),
+        version,
+    }
+}
+
+/// The commit a validator makes for an OKAY entry of `token` from version 0.
+fn first_entry(token: &str, scan_time: UnixMillis, scan_id: &str) -> Commit {
+    Commit {
+        key: scan_key(ScanKind::Enter, token, scan_time),
+        expected_version: 0,
+        next_state: Some(entered(1, "Gate 2", scan_time)),
+        remembered: remembered(Status::Okay, "Okay", scan_id),
+    }
+}
+
+fn venue(id: &str, name: &str) -> InventoryRecord {
+    InventoryRecord::Venue(Venue {
+        id: VenueId::new(id),
+        name: name.into(),
+    })
+}
+
+fn event(id: &str, venue_id: &str, name: &str) -> InventoryRecord {
+    InventoryRecord::Event(Event {
+        id: EventId::new(id),
+        venue_id: VenueId::new(venue_id),
+        name: name.into(),
+        doors_open: 1_480_000_000_000,
+        ends_at: 1_480_030_000_000,
+        status: EventStatus::Active,
+        allow_reentry: true,
+    })
+}
+
+fn ticket(token: &str, places: &[&str]) -> Ticket {
+    Ticket {
+        token: Token::new(token),
+        event_id: EventId::new(EVENT),
+        places: places.iter().map(|p| (*p).to_owned()).collect(),
+        status: TicketStatus::Valid,
+        valid_from: None,
+        valid_until: Some(1_480_030_000_000),
+    }
+}
+
+fn restricted_gate(name: &str) -> GateSpec {
+    GateSpec {
+        venue_id: VenueId::new(VENUE),
+        name: name.into(),
+        allowed_sections: vec!["PIT1".into()],
+        allowed_events: vec![EventId::new(EVENT)],
+        open_from: Some(1_479_990_000_000),
+        open_until: None,
+    }
+}
+
+fn draft(venue_id: &str, mac: &str, name: &str, gate_id: GateId) -> DeviceDraft {
+    DeviceDraft {
+        venue_id: VenueId::new(venue_id),
+        name: name.into(),
+        mac: Mac::parse(mac).expect("a valid MAC"),
+        ip: "192.168.1.1".into(),
+        gate_id,
+        gate_name: "Gate 2".into(),
+        serial: "aBcDEFg12".into(),
+        model: "Best Phone".into(),
+    }
+}
+
+async fn apply(stores: &Stores, records: Vec<InventoryRecord>) {
+    let count = records.len();
+    let applied = stores.inventory.apply(records).await.expect("apply");
+    assert_eq!(applied, count, "apply reports every record applied");
+}
+
+async fn venue_and_event(stores: &Stores) {
+    apply(
+        stores,
+        vec![venue(VENUE, "Arena"), event(EVENT, VENUE, "Show")],
+    )
+    .await;
+}
+
+async fn context(stores: &Stores, key: &ScanKey, gate_id: GateId) -> ScanContext {
+    stores
+        .tickets
+        .scan_context(key, gate_id)
+        .await
+        .expect("scan_context")
+}
+
+async fn commit(stores: &Stores, commit: Commit) -> CommitOutcome {
+    stores.tickets.commit(commit).await.expect("commit")
+}
+
+/// An unknown token reads as never scanned, with no ticket and nothing remembered.
+pub async fn unknown_token_has_an_empty_context(stores: Stores) {
+    let key = scan_key(ScanKind::Enter, "no-such-token", 1_480_003_200_000);
+    let found = context(&stores, &key, GateId::new(1)).await;
+    assert_eq!(found, ScanContext::default());
+    assert_eq!(found.state.version, 0);
+}
+
+/// After inventory, a scan context holds the ticket, its event and the gate.
+pub async fn applied_inventory_is_in_the_scan_context(stores: Stores) {
+    let gate = restricted_gate("Gate 2");
+    let t = ticket(TOKEN, &["PIT1:3:4", "PIT1:3:5"]);
+    apply(
+        &stores,
+        vec![
+            venue(VENUE, "Arena"),
+            event(EVENT, VENUE, "Show"),
+            InventoryRecord::Gate(gate.clone()),
+            InventoryRecord::Ticket(t.clone()),
+        ],
+    )
+    .await;
+    let stored_gate = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "Gate 2")
+        .await
+        .expect("ensure_gate");
+    assert_eq!(
+        stored_gate.spec, gate,
+        "ensure_gate finds the inventory gate"
+    );
+
+    let key = scan_key(ScanKind::Enter, TOKEN, 1_480_003_200_000);
+    let found = context(&stores, &key, stored_gate.id).await;
+    assert_eq!(found.ticket, Some(t));
+    let event = found.event.expect("the ticket's event");
+    assert_eq!(
+        (
+            event.id.as_str(),
+            event.venue_id.as_str(),
+            event.name.as_str()
+        ),
+        (EVENT, VENUE, "Show")
+    );
+    assert_eq!(found.gate, Some(stored_gate));
+    assert_eq!(found.state, StateRecord::default());
+    assert_eq!(found.remembered, None);
+}
+
+/// A gate id nobody created reads as no gate.
+pub async fn unknown_gate_is_absent_from_the_scan_context(stores: Stores) {
+    venue_and_event(&stores).await;
+    apply(
+        &stores,
+        vec![InventoryRecord::Ticket(ticket(TOKEN, &["A:1:1"]))],
+    )
+    .await;
+    let key = scan_key(ScanKind::Validate, TOKEN, 1);
+    let found = context(&stores, &key, GateId::new(987_654)).await;
+    assert!(found.ticket.is_some());
+    assert_eq!(found.gate, None);
+    assert_eq!(
+        stores
+            .devices
+            .gate(GateId::new(987_654))
+            .await
+            .expect("gate"),
+        None
+    );
+}
+
+/// A committed decision and its state change are read back exactly.
+pub async fn committed_state_and_decision_are_visible(stores: Stores) {
+    let entry = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    assert_eq!(
+        commit(&stores, entry.clone()).await,
+        CommitOutcome::Committed
+    );
+    let found = context(&stores, &entry.key, GateId::new(1)).await;
+    assert_eq!(Some(found.state), entry.next_state);
+    assert_eq!(found.remembered, Some(entry.remembered));
+
+    let other_key = scan_key(ScanKind::Enter, TOKEN, 1_480_003_300_000);
+    let other = context(&stores, &other_key, GateId::new(1)).await;
+    assert_eq!(other.state.version, 1, "state belongs to the token");
+    assert_eq!(other.remembered, None, "decisions belong to the scan key");
+}
+
+/// A decision that changes nothing (validate, a refusal) is remembered and leaves
+/// the state as it was; the version is still checked.
+pub async fn commit_without_state_change_only_remembers(stores: Stores) {
+    let validate = Commit {
+        key: scan_key(ScanKind::Validate, TOKEN, 1_480_003_200_000),
+        expected_version: 0,
+        next_state: None,
+        remembered: remembered(Status::InternalScan, "Internal scan", "scan-v"),
+    };
+    assert_eq!(
+        commit(&stores, validate.clone()).await,
+        CommitOutcome::Committed
+    );
+    let found = context(&stores, &validate.key, GateId::new(1)).await;
+    assert_eq!(found.state, StateRecord::default());
+    assert_eq!(found.remembered, Some(validate.remembered));
+
+    let stale = Commit {
+        key: scan_key(ScanKind::Validate, TOKEN, 1_480_003_200_001),
+        expected_version: 3,
+        next_state: None,
+        remembered: remembered(Status::InternalScan, "Internal scan", "scan-stale"),
+    };
+    assert_eq!(commit(&stores, stale).await, CommitOutcome::Conflict);
+}
+
+/// A commit computed from an old version is refused and writes nothing at all.
+pub async fn stale_version_conflicts_and_writes_nothing(stores: Stores) {
+    let first = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    assert_eq!(commit(&stores, first).await, CommitOutcome::Committed);
+
+    let late = first_entry(TOKEN, 1_480_003_200_500, "scan-2");
+    assert_eq!(commit(&stores, late.clone()).await, CommitOutcome::Conflict);
+    let found = context(&stores, &late.key, GateId::new(1)).await;
+    assert_eq!(found.remembered, None, "a conflict is not remembered");
+    assert_eq!(found.state, entered(1, "Gate 2", 1_480_003_200_000));
+
+    let ahead = Commit {
+        expected_version: 5,
+        ..first_entry(TOKEN, 1_480_003_200_900, "scan-3")
+    };
+    assert_eq!(commit(&stores, ahead).await, CommitOutcome::Conflict);
+}
+
+/// A repeated scan key gets the first decision back, whatever the repeat carries.
+pub async fn remembered_key_returns_the_first_decision(stores: Stores) {
+    let first = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    assert_eq!(
+        commit(&stores, first.clone()).await,
+        CommitOutcome::Committed
+    );
+    let repeat = Commit {
+        key: first.key.clone(),
+        expected_version: 1,
+        next_state: Some(entered(2, "Gate 9", 1_480_003_999_000)),
+        remembered: remembered(Status::AlreadyEntered, "Already entered", "scan-2"),
+    };
+    assert_eq!(
+        commit(&stores, repeat).await,
+        CommitOutcome::AlreadyDecided(first.remembered.clone())
+    );
+    let found = context(&stores, &first.key, GateId::new(1)).await;
+    assert_eq!(
+        Some(found.state),
+        first.next_state,
+        "the repeat wrote nothing"
+    );
+    assert_eq!(found.remembered, Some(first.remembered));
+}
+
+/// Fifty enters of one token, all read at version 0, race: exactly one commits.
+pub async fn concurrent_commits_of_one_token_commit_once(stores: Stores) {
+    let mut racers = JoinSet::new();
+    for i in 0..50_i64 {
+        let tickets = stores.tickets.clone();
+        let entry = first_entry(TOKEN, 1_480_003_200_000 + i, &format!("scan-{i}"));
+        racers.spawn(async move { (entry.clone(), tickets.commit(entry).await) });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (entry, outcome) = joined.expect("task");
+        match outcome.expect("commit") {
+            CommitOutcome::Committed => winners.push(entry),
+            CommitOutcome::Conflict => {}
+            CommitOutcome::AlreadyDecided(d) => panic!("distinct keys cannot repeat: {d:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one enter commits");
+    let winner = &winners[0];
+    let found = context(&stores, &winner.key, GateId::new(1)).await;
+    assert_eq!(Some(found.state), winner.next_state.clone());
+    assert_eq!(found.remembered, Some(winner.remembered.clone()));
+}
+
+/// Fifty deliveries of one scan race: one commits, the rest get its decision.
+pub async fn concurrent_repeats_of_one_scan_decide_once(stores: Stores) {
+    let mut racers = JoinSet::new();
+    for i in 0..50 {
+        let tickets = stores.tickets.clone();
+        let entry = first_entry(TOKEN, 1_480_003_200_000, &format!("delivery-{i}"));
+        racers.spawn(async move { (entry.remembered.clone(), tickets.commit(entry).await) });
+    }
+    let mut winner = None;
+    let mut repeats = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        let (mine, outcome) = joined.expect("task");
+        match outcome.expect("commit") {
+            CommitOutcome::Committed => {
+                assert!(winner.is_none(), "a second delivery committed");
+                winner = Some(mine);
+            }
+            CommitOutcome::AlreadyDecided(first) => repeats.push(first),
+            CommitOutcome::Conflict => panic!("a repeat must get the first decision, not Conflict"),
+        }
+    }
+    let winner = winner.expect("one delivery commits");
+    assert_eq!(repeats.len(), 49);
+    assert!(repeats.iter().all(|first| *first == winner));
+}
+
+/// `stored` answers exactly which referenced venues and events exist.
+pub async fn stored_answers_which_references_exist(stores: Stores) {
+    venue_and_event(&stores).await;
+    let asked: BTreeSet<Reference> = [
+        Reference::Venue(VenueId::new(VENUE)),
+        Reference::Venue(VenueId::new("elsewhere")),
+        Reference::Event(EventId::new(EVENT)),
+        Reference::Event(EventId::new("other-event")),
+        // An id is not found under the other kind.
+        Reference::Event(EventId::new(VENUE)),
+    ]
+    .into_iter()
+    .collect();
+    let found = stores.inventory.stored(&asked).await.expect("stored");
+    let expected: HashSet<Reference> = [
+        Reference::Venue(VenueId::new(VENUE)),
+        Reference::Event(EventId::new(EVENT)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected);
+    let none = stores
+        .inventory
+        .stored(&BTreeSet::new())
+        .await
+        .expect("stored");
+    assert!(none.is_empty());
+}
+
+/// One gate per venue and name, however the name is spaced or cased.
+pub async fn ensure_gate_is_idempotent_trimmed_and_case_insensitive(stores: Stores) {
+    let venue_id = VenueId::new(VENUE);
+    let gate = stores
+        .devices
+        .ensure_gate(&venue_id, " Gate 2 ")
+        .await
+        .expect("ensure_gate");
+    assert!(gate.id.get() > 0, "gate ids are positive");
+    assert_eq!(
+        gate.spec,
+        GateSpec::unrestricted(venue_id.clone(), "Gate 2")
+    );
+    for spelling in ["Gate 2", "GATE 2", "  gate 2", "gAtE 2\t"] {
+        let again = stores
+            .devices
+            .ensure_gate(&venue_id, spelling)
+            .await
+            .expect("ensure_gate");
+        assert_eq!(again, gate, "{spelling:?} is the same gate");
+    }
+    assert_eq!(
+        stores.devices.gate(gate.id).await.expect("gate"),
+        Some(gate)
+    );
+}
+
+/// Different names or venues get different positive ids.
+pub async fn gate_ids_are_positive_and_distinct_across_venues(stores: Stores) {
+    let mut ids = HashSet::new();
+    for venue_id in ["V1", "V2", "V3"] {
+        for name in ["North", "South"] {
+            let gate = stores
+                .devices
+                .ensure_gate(&VenueId::new(venue_id), name)
+                .await
+                .expect("ensure_gate");
+            assert!(gate.id.get() > 0);
+            assert_eq!(gate.spec.venue_id.as_str(), venue_id);
+            assert!(ids.insert(gate.id), "{venue_id}/{name} got a fresh id");
+        }
+    }
+    let mut racers = JoinSet::new();
+    for _ in 0..20 {
+        let devices = stores.devices.clone();
+        racers.spawn(async move { devices.ensure_gate(&VenueId::new("V4"), "East").await });
+    }
+    let mut raced = HashSet::new();
+    while let Some(joined) = racers.join_next().await {
+        raced.insert(joined.expect("task").expect("ensure_gate").id);
+    }
+    assert_eq!(raced.len(), 1, "concurrent first uses create one gate");
+    assert!(ids.is_disjoint(&raced));
+}
+
+/// A re-init of (venue, MAC) keeps the id and replaces the rest; a new MAC or
+/// another venue is a new device.
+pub async fn device_reinit_keeps_the_id_and_replaces_the_rest(stores: Stores) {
+    let gate = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "Gate 2")
+        .await
+        .expect("ensure_gate");
+    let first = stores
+        .devices
+        .save_device(draft(VENUE, "00:24:06:F0:F9:FB", "Scanner A", gate.id))
+        .await
+        .expect("save_device");
+    assert!(first.id.get() > 0, "device ids are positive");
+    assert_eq!(first.name, "Scanner A");
+
+    let mut renamed = draft(VENUE, "00-24-06-f0-f9-fb", "Scanner B", gate.id);
+    renamed.ip = "10.0.0.9".into();
+    renamed.model = "Better Phone".into();
+    let again = stores
+        .devices
+        .save_device(renamed.clone())
+        .await
+        .expect("save_device");
+    assert_eq!(again, renamed.with_id(first.id));
+
+    let other_mac = stores
+        .devices
+        .save_device(draft(VENUE, "00:24:06:F0:F9:FC", "Scanner C", gate.id))
+        .await
+        .expect("save_device");
+    let other_venue = stores
+        .devices
+        .save_device(draft("V2", "00:24:06:F0:F9:FB", "Scanner D", gate.id))
+        .await
+        .expect("save_device");
+    let ids: HashSet<DeviceId> = [first.id, other_mac.id, other_venue.id].into();
+    assert_eq!(ids.len(), 3, "each (venue, MAC) is its own device");
+    assert!(ids.iter().all(|id| id.get() > 0));
+}
+
+/// Devices are found by (venue, MAC) and by id, and only there.
+pub async fn devices_are_found_by_mac_and_by_id(stores: Stores) {
+    let saved = stores
+        .devices
+        .save_device(draft(VENUE, "00:24:06:F0:F9:FB", "Scanner", GateId::new(3)))
+        .await
+        .expect("save_device");
+    let mac = Mac::parse("00:24:06:f0:f9:fb").expect("a valid MAC");
+    let venue_id = VenueId::new(VENUE);
+    assert_eq!(
+        stores
+            .devices
+            .device_by_mac(&venue_id, &mac)
+            .await
+            .expect("device_by_mac"),
+        Some(saved.clone())
+    );
+    assert_eq!(
+        stores.devices.device(saved.id).await.expect("device"),
+        Some(saved.clone())
+    );
+    let elsewhere = stores
+        .devices
+        .device_by_mac(&VenueId::new("V2"), &mac)
+        .await
+        .expect("device_by_mac");
+    assert_eq!(elsewhere, None, "a MAC is looked up within its venue");
+    let unknown_mac = Mac::parse("00:00:00:00:00:01").expect("a valid MAC");
+    assert_eq!(
+        stores
+            .devices
+            .device_by_mac(&venue_id, &unknown_mac)
+            .await
+            .expect("device_by_mac"),
+        None
+    );
+    let unknown_id = DeviceId::new(saved.id.get() + 1_000);
+    assert_eq!(
+        stores.devices.device(unknown_id).await.expect("device"),
+        None
+    );
+}
+
+/// A gate record for a gate device/init created keeps its id and sets its
+/// restrictions and display name; a later record replaces them again.
+pub async fn inventory_gate_updates_the_gate_ensure_gate_created(stores: Stores) {
+    venue_and_event(&stores).await;
+    let created = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "gate 2")
+        .await
+        .expect("ensure_gate");
+    let restricted = restricted_gate("Gate 2");
+    apply(&stores, vec![InventoryRecord::Gate(restricted.clone())]).await;
+    let updated = stores
+        .devices
+        .gate(created.id)
+        .await
+        .expect("gate")
+        .expect("the gate is still there");
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.spec, restricted);
+
+    let opened = GateSpec::unrestricted(VenueId::new(VENUE), "GATE 2");
+    apply(&stores, vec![InventoryRecord::Gate(opened.clone())]).await;
+    let reopened = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "Gate 2")
+        .await
+        .expect("ensure_gate");
+    assert_eq!(reopened, opened.with_id(created.id));
+    let another = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "Gate 3")
+        .await
+        .expect("ensure_gate");
+    assert_ne!(another.id, created.id);
+}
+
+/// A gate record for a new name creates the gate, with its restrictions.
+pub async fn inventory_gate_creates_a_missing_gate(stores: Stores) {
+    venue_and_event(&stores).await;
+    let spec = restricted_gate("North");
+    apply(&stores, vec![InventoryRecord::Gate(spec.clone())]).await;
+    let found = stores
+        .devices
+        .ensure_gate(&VenueId::new(VENUE), "north")
+        .await
+        .expect("ensure_gate");
+    assert!(found.id.get() > 0);
+    assert_eq!(found.spec, spec, "ensure_gate does not reset restrictions");
+    assert_eq!(
+        stores.devices.gate(found.id).await.expect("gate"),
+        Some(found)
+    );
+}
+
+/// Records upsert by id in order: the last one wins, within a batch and across.
+pub async fn apply_is_last_write_wins(stores: Stores) {
+    apply(
+        &stores,
+        vec![
+            venue(VENUE, "Old Arena"),
+            event(EVENT, VENUE, "Rehearsal"),
+            InventoryRecord::Ticket(ticket(TOKEN, &["A:1:1"])),
+            venue(VENUE, "Arena"),
+            InventoryRecord::Ticket(ticket(TOKEN, &["B:2:2", "B:2:3"])),
+        ],
+    )
+    .await;
+    let found = stores
+        .devices
+        .venue(&VenueId::new(VENUE))
+        .await
+        .expect("venue")
+        .expect("the venue");
+    assert_eq!(found.name, "Arena");
+    let key = scan_key(ScanKind::Enter, TOKEN, 1);
+    let read = context(&stores, &key, GateId::new(1)).await;
+    assert_eq!(read.ticket.expect("ticket").places, ["B:2:2", "B:2:3"]);
+    assert_eq!(read.event.expect("event").name, "Rehearsal");
+
+    let mut voided = ticket(TOKEN, &["B:2:2"]);
+    voided.status = TicketStatus::Void;
+    apply(
+        &stores,
+        vec![
+            event(EVENT, VENUE, "Show"),
+            InventoryRecord::Ticket(voided.clone()),
+        ],
+    )
+    .await;
+    let read = context(&stores, &key, GateId::new(1)).await;
+    assert_eq!(read.ticket, Some(voided));
+    assert_eq!(read.event.expect("event").name, "Show");
+    assert_eq!(
+        stores
+            .devices
+            .venue(&VenueId::new("elsewhere"))
+            .await
+            .expect("venue"),
+        None
+    );
+}
+
+/// A fresh store is ready to serve.
+pub async fn ping_succeeds(stores: Stores) {
+    stores.tickets.ping().await.expect("ping");
+}

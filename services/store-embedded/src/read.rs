@@ -1,0 +1,137 @@
+//! Reads, each in its own read transaction (a consistent snapshot that never waits
+//! for the writer).
+
+use crate::tables::{
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, REMEMBERED, STATES, TICKETS, VENUES,
+    find_gate, get_json, unavailable,
+};
+use presence_domain::inventory::Reference;
+use presence_domain::{
+    Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, Ticket, Venue, VenueId,
+};
+use presence_ports::{ScanContext, StoreError};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use std::collections::{BTreeSet, HashSet};
+
+/// How many of each thing the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InventoryCounts {
+    pub venues: u64,
+    pub events: u64,
+    pub gates: u64,
+    pub tickets: u64,
+    pub devices: u64,
+}
+
+fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
+    db.begin_read().map_err(unavailable)
+}
+
+fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+    txn.open_table(definition).map_err(unavailable)
+}
+
+pub(crate) fn scan_context(
+    db: &Database,
+    key: &ScanKey,
+    gate_id: GateId,
+) -> Result<ScanContext, StoreError> {
+    let txn = begin(db)?;
+    let token = key.token.as_str();
+    let ticket: Option<Ticket> = get_json(&table(&txn, TICKETS)?, token, "ticket")?;
+    let event: Option<Event> = match &ticket {
+        Some(ticket) => get_json(&table(&txn, EVENTS)?, ticket.event_id.as_str(), "event")?,
+        None => None,
+    };
+    let gate = get_json::<_, GateSpec>(&table(&txn, GATES)?, gate_id.get(), "gate")?
+        .map(|spec| spec.with_id(gate_id));
+    let state = get_json(&table(&txn, STATES)?, token, "token state")?.unwrap_or_default();
+    let remembered = get_json(&table(&txn, REMEMBERED)?, key.encode().as_str(), "decision")?;
+    Ok(ScanContext {
+        ticket,
+        event,
+        gate,
+        state,
+        remembered,
+    })
+}
+
+pub(crate) fn venue(db: &Database, id: &VenueId) -> Result<Option<Venue>, StoreError> {
+    get_json(&table(&begin(db)?, VENUES)?, id.as_str(), "venue")
+}
+
+pub(crate) fn gate(db: &Database, id: GateId) -> Result<Option<Gate>, StoreError> {
+    let spec: Option<GateSpec> = get_json(&table(&begin(db)?, GATES)?, id.get(), "gate")?;
+    Ok(spec.map(|spec| spec.with_id(id)))
+}
+
+pub(crate) fn gate_by_name(
+    db: &Database,
+    venue_id: &VenueId,
+    name: &str,
+) -> Result<Option<Gate>, StoreError> {
+    let txn = begin(db)?;
+    find_gate(
+        &table(&txn, GATE_NAMES)?,
+        &table(&txn, GATES)?,
+        venue_id,
+        name,
+    )
+}
+
+pub(crate) fn device(db: &Database, id: DeviceId) -> Result<Option<Device>, StoreError> {
+    get_json(&table(&begin(db)?, DEVICES)?, id.get(), "device")
+}
+
+pub(crate) fn device_by_mac(
+    db: &Database,
+    venue_id: &VenueId,
+    mac: &Mac,
+) -> Result<Option<Device>, StoreError> {
+    let txn = begin(db)?;
+    let id = table(&txn, DEVICE_MACS)?
+        .get((venue_id.as_str(), mac.as_str()))
+        .map_err(unavailable)?
+        .map(|guard| guard.value());
+    match id {
+        Some(id) => get_json(&table(&txn, DEVICES)?, id, "device"),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn stored(
+    db: &Database,
+    references: &BTreeSet<Reference>,
+) -> Result<HashSet<Reference>, StoreError> {
+    let txn = begin(db)?;
+    let venues = table(&txn, VENUES)?;
+    let events = table(&txn, EVENTS)?;
+    let mut found = HashSet::new();
+    for reference in references {
+        let present = match reference {
+            Reference::Venue(id) => venues.get(id.as_str()),
+            Reference::Event(id) => events.get(id.as_str()),
+        }
+        .map_err(unavailable)?
+        .is_some();
+        if present {
+            found.insert(reference.clone());
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) fn counts(db: &Database) -> Result<InventoryCounts, StoreError> {
+    let txn = begin(db)?;
+    let len = |result: Result<u64, redb::StorageError>| result.map_err(unavailable);
+    Ok(InventoryCounts {
+        venues: len(table(&txn, VENUES)?.len())?,
+        events: len(table(&txn, EVENTS)?.len())?,
+        gates: len(table(&txn, GATES)?.len())?,
+        tickets: len(table(&txn, TICKETS)?.len())?,
+        devices: len(table(&txn, DEVICES)?.len())?,
+    })
+}

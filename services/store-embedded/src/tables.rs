@@ -1,0 +1,333 @@
+//! The tables of `presence.redb`, how values are encoded in them, and the writes
+//! one command makes inside the writer's shared transaction.
+//!
+//! Every write command below keeps one invariant the group commit relies on: it can
+//! fail with [`StoreError::Corrupt`] only before its first write (it decodes and
+//! encodes everything first), so a corrupt record fails that command alone and the
+//! rest of the batch commits. Any redb error is [`StoreError::Unavailable`] and
+//! abandons the whole batch.
+
+use presence_domain::device::gate_key;
+use presence_domain::{
+    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, UnixMillis,
+    VenueId,
+};
+use presence_ports::{Commit, CommitOutcome, DeviceDraft, StoreError};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::borrow::Borrow;
+use std::fmt::Display;
+
+/// Id sequences, by name; the value is the last id handed out.
+pub(crate) const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+pub(crate) const VENUES: TableDefinition<&str, &[u8]> = TableDefinition::new("venues");
+pub(crate) const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+/// Gate id → its [`GateSpec`]; the id is the key, so it is not stored twice.
+pub(crate) const GATES: TableDefinition<u64, &[u8]> = TableDefinition::new("gates");
+/// (venue, [`gate_key`]) → gate id.
+pub(crate) const GATE_NAMES: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("gate_names");
+pub(crate) const TICKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tickets");
+/// Token → its [`StateRecord`]; absent means never scanned.
+pub(crate) const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
+/// `ScanKey::encode()` → the [`RememberedDecision`].
+pub(crate) const REMEMBERED: TableDefinition<&str, &[u8]> = TableDefinition::new("remembered");
+/// (decided_at, scan key) of every remembered decision, so that expiry is a range
+/// scan from the oldest instead of a pass over every decision.
+pub(crate) const REMEMBERED_BY_TIME: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("remembered_by_time");
+pub(crate) const DEVICES: TableDefinition<u64, &[u8]> = TableDefinition::new("devices");
+/// (venue, MAC) → device id.
+pub(crate) const DEVICE_MACS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("device_macs");
+
+const GATE_SEQUENCE: &str = "gate";
+const DEVICE_SEQUENCE: &str = "device";
+
+pub(crate) fn unavailable(error: impl Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{what} record is unreadable: {e}")))
+}
+
+/// Reads and decodes one JSON value, from a read or a write transaction.
+pub(crate) fn get_json<'k, K, T>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: impl Borrow<K::SelfType<'k>>,
+    what: &str,
+) -> Result<Option<T>, StoreError>
+where
+    K: redb::Key + 'static,
+    T: DeserializeOwned,
+{
+    table
+        .get(key)
+        .map_err(unavailable)?
+        .map(|guard| decode(what, guard.value()))
+        .transpose()
+}
+
+/// Creates every table, so that read transactions never meet a missing one.
+pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+    WriteTables::open(txn).map(drop)
+}
+
+/// Every table, opened once for a whole batch.
+pub(crate) struct WriteTables<'t> {
+    sequences: Table<'t, &'static str, u64>,
+    venues: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, &'static str, &'static [u8]>,
+    gates: Table<'t, u64, &'static [u8]>,
+    gate_names: Table<'t, (&'static str, &'static str), u64>,
+    tickets: Table<'t, &'static str, &'static [u8]>,
+    states: Table<'t, &'static str, &'static [u8]>,
+    remembered: Table<'t, &'static str, &'static [u8]>,
+    remembered_by_time: Table<'t, (i64, &'static str), ()>,
+    devices: Table<'t, u64, &'static [u8]>,
+    device_macs: Table<'t, (&'static str, &'static str), u64>,
+    /// Whether a command of this batch wrote anything. A batch that only read
+    /// (conflicts, repeats, existing gates) is not committed, so it costs no fsync.
+    pub(crate) wrote: bool,
+}
+
+impl<'t> WriteTables<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Self {
+            sequences: txn.open_table(SEQUENCES)?,
+            venues: txn.open_table(VENUES)?,
+            events: txn.open_table(EVENTS)?,
+            gates: txn.open_table(GATES)?,
+            gate_names: txn.open_table(GATE_NAMES)?,
+            tickets: txn.open_table(TICKETS)?,
+            states: txn.open_table(STATES)?,
+            remembered: txn.open_table(REMEMBERED)?,
+            remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
+            devices: txn.open_table(DEVICES)?,
+            device_macs: txn.open_table(DEVICE_MACS)?,
+            wrote: false,
+        })
+    }
+
+    /// [`presence_ports::TicketStore::commit`]: the first decision for a key wins,
+    /// then the version check, then the write.
+    pub(crate) fn commit(&mut self, commit: &Commit) -> Result<CommitOutcome, StoreError> {
+        let key = commit.key.encode();
+        let token = commit.key.token.as_str();
+        if let Some(first) =
+            get_json::<_, RememberedDecision>(&self.remembered, key.as_str(), "decision")?
+        {
+            return Ok(CommitOutcome::AlreadyDecided(first));
+        }
+        let current =
+            get_json::<_, StateRecord>(&self.states, token, "token state")?.unwrap_or_default();
+        if current.version != commit.expected_version {
+            return Ok(CommitOutcome::Conflict);
+        }
+        let next = commit
+            .next_state
+            .as_ref()
+            .map(|state| encode("token state", state))
+            .transpose()?;
+        let remembered = encode("decision", &commit.remembered)?;
+        if let Some(next) = next {
+            self.states
+                .insert(token, next.as_slice())
+                .map_err(unavailable)?;
+        }
+        self.remembered
+            .insert(key.as_str(), remembered.as_slice())
+            .map_err(unavailable)?;
+        self.remembered_by_time
+            .insert((commit.remembered.decided_at, key.as_str()), ())
+            .map_err(unavailable)?;
+        self.wrote = true;
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// [`presence_ports::DeviceStore::ensure_gate`].
+    pub(crate) fn ensure_gate(
+        &mut self,
+        venue_id: &VenueId,
+        name: &str,
+    ) -> Result<Gate, StoreError> {
+        if let Some(gate) = find_gate(&self.gate_names, &self.gates, venue_id, name)? {
+            return Ok(gate);
+        }
+        let spec = GateSpec::unrestricted(venue_id.clone(), name);
+        let bytes = encode("gate", &spec)?;
+        let id = self.put_gate(&spec, &bytes)?;
+        Ok(spec.with_id(id))
+    }
+
+    /// Stores a gate under its (venue, name) id, creating the id if the name is new.
+    fn put_gate(&mut self, spec: &GateSpec, bytes: &[u8]) -> Result<GateId, StoreError> {
+        let key = spec.key();
+        let index = (spec.venue_id.as_str(), key.as_str());
+        let existing = self
+            .gate_names
+            .get(index)
+            .map_err(unavailable)?
+            .map(|guard| guard.value());
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = self.next_id(GATE_SEQUENCE)?;
+                self.gate_names.insert(index, id).map_err(unavailable)?;
+                id
+            }
+        };
+        self.gates.insert(id, bytes).map_err(unavailable)?;
+        self.wrote = true;
+        Ok(GateId::new(id))
+    }
+
+    /// [`presence_ports::DeviceStore::save_device`].
+    pub(crate) fn save_device(&mut self, draft: DeviceDraft) -> Result<Device, StoreError> {
+        let existing = self
+            .device_macs
+            .get((draft.venue_id.as_str(), draft.mac.as_str()))
+            .map_err(unavailable)?
+            .map(|guard| guard.value());
+        let id = match existing {
+            Some(id) => id,
+            None => self.peek_next_id(DEVICE_SEQUENCE)?,
+        };
+        let device = draft.with_id(presence_domain::DeviceId::new(id));
+        let bytes = encode("device", &device)?;
+        if existing.is_none() {
+            self.claim_id(DEVICE_SEQUENCE, id)?;
+            self.device_macs
+                .insert((device.venue_id.as_str(), device.mac.as_str()), id)
+                .map_err(unavailable)?;
+        }
+        self.devices
+            .insert(id, bytes.as_slice())
+            .map_err(unavailable)?;
+        self.wrote = true;
+        Ok(device)
+    }
+
+    /// [`presence_ports::InventoryStore::apply`]: every value is encoded before the
+    /// first write, so the records apply all together or not at all.
+    pub(crate) fn apply(&mut self, records: &[InventoryRecord]) -> Result<usize, StoreError> {
+        let encoded = records
+            .iter()
+            .map(|record| match record {
+                InventoryRecord::Venue(venue) => encode("venue", venue),
+                InventoryRecord::Event(event) => encode("event", event),
+                InventoryRecord::Gate(spec) => encode("gate", spec),
+                InventoryRecord::Ticket(ticket) => encode("ticket", ticket),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (record, bytes) in records.iter().zip(&encoded) {
+            let bytes = bytes.as_slice();
+            match record {
+                InventoryRecord::Venue(venue) => {
+                    self.venues
+                        .insert(venue.id.as_str(), bytes)
+                        .map_err(unavailable)?;
+                }
+                InventoryRecord::Event(event) => {
+                    self.events
+                        .insert(event.id.as_str(), bytes)
+                        .map_err(unavailable)?;
+                }
+                InventoryRecord::Gate(spec) => {
+                    self.put_gate(spec, bytes)?;
+                }
+                InventoryRecord::Ticket(ticket) => {
+                    self.tickets
+                        .insert(ticket.token.as_str(), bytes)
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        self.wrote |= !records.is_empty();
+        Ok(records.len())
+    }
+
+    /// Forgets up to `limit` remembered decisions decided before `cutoff`, oldest
+    /// first. Returns how many it removed.
+    pub(crate) fn sweep(&mut self, cutoff: UnixMillis, limit: usize) -> Result<usize, StoreError> {
+        let expired = self
+            .remembered_by_time
+            .range::<(i64, &str)>(..(cutoff, ""))
+            .map_err(unavailable)?
+            .take(limit)
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (decided_at, scan_key) = key.value();
+                    (decided_at, scan_key.to_owned())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (decided_at, scan_key) in &expired {
+            self.remembered_by_time
+                .remove((*decided_at, scan_key.as_str()))
+                .map_err(unavailable)?;
+            self.remembered
+                .remove(scan_key.as_str())
+                .map_err(unavailable)?;
+        }
+        self.wrote |= !expired.is_empty();
+        Ok(expired.len())
+    }
+
+    fn next_id(&mut self, sequence: &str) -> Result<u64, StoreError> {
+        let id = self.peek_next_id(sequence)?;
+        self.claim_id(sequence, id)?;
+        Ok(id)
+    }
+
+    /// The id a sequence hands out next; ids start at 1, so every id is positive.
+    fn peek_next_id(&self, sequence: &str) -> Result<u64, StoreError> {
+        let last = self
+            .sequences
+            .get(sequence)
+            .map_err(unavailable)?
+            .map_or(0, |guard| guard.value());
+        // An exhausted sequence may be met after an inventory batch has already
+        // written some records, so it must abandon the whole batch (Unavailable)
+        // rather than fail one command (which would commit half an inventory).
+        last.checked_add(1).ok_or_else(|| {
+            StoreError::Unavailable(format!("the {sequence} id sequence is exhausted"))
+        })
+    }
+
+    fn claim_id(&mut self, sequence: &str, id: u64) -> Result<(), StoreError> {
+        self.sequences.insert(sequence, id).map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// The venue's gate of that name (trimmed, case-insensitive), if stored.
+pub(crate) fn find_gate(
+    gate_names: &impl ReadableTable<(&'static str, &'static str), u64>,
+    gates: &impl ReadableTable<u64, &'static [u8]>,
+    venue_id: &VenueId,
+    name: &str,
+) -> Result<Option<Gate>, StoreError> {
+    let key = gate_key(name);
+    let id = gate_names
+        .get((venue_id.as_str(), key.as_str()))
+        .map_err(unavailable)?
+        .map(|guard| guard.value());
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let spec = get_json::<_, GateSpec>(gates, id, "gate")?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "gate name '{key}' of venue '{venue_id}' points at missing gate {id}"
+        ))
+    })?;
+    Ok(Some(spec.with_id(GateId::new(id))))
+}

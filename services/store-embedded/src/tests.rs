@@ -1,0 +1,392 @@
+//! The store's own guarantees beyond the shared contract: group commit, per-command
+//! isolation inside a batch, durability across reopen, expiry and shutdown.
+
+use super::*;
+use crate::tables::{REMEMBERED, REMEMBERED_BY_TIME, STATES};
+use crate::writer::{Counters, Job, job, run_batch};
+use presence_domain::{
+    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Token,
+    TokenState, UnixMillis,
+};
+use redb::{ReadableDatabase, ReadableTableMetadata};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::oneshot;
+
+type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+fn open(dir: &Path) -> Arc<EmbeddedStore> {
+    EmbeddedStore::open(dir, EmbeddedOptions::default()).unwrap()
+}
+
+fn now() -> UnixMillis {
+    sweeper::cutoff(SystemTime::now(), Duration::ZERO)
+}
+
+fn commit_of(token: &str, scan_time: UnixMillis, expected: u64, decided_at: UnixMillis) -> Commit {
+    Commit {
+        key: ScanKey {
+            kind: ScanKind::Enter,
+            device_id: DeviceId::new(1),
+            token: Token::new(token),
+            scan_time,
+        },
+        expected_version: expected,
+        next_state: Some(StateRecord {
+            state: TokenState::In,
+            last_entry: None,
+            version: expected + 1,
+        }),
+        remembered: RememberedDecision {
+            scan_id: ScanId::new(format!("{token}-{scan_time}")),
+            decision: Decision::new(Status::Okay, "Okay", Vec::new()),
+            decided_at,
+        },
+    }
+}
+
+fn commit_job(commit: Commit) -> (Box<dyn Job>, Answer<CommitOutcome>) {
+    job(move |tables| tables.commit(&commit))
+}
+
+fn answer<T>(mut receiver: Answer<T>) -> Result<T, StoreError> {
+    receiver
+        .try_recv()
+        .expect("answered when the batch settled")
+}
+
+fn remembered_count(store: &EmbeddedStore) -> (u64, u64) {
+    let txn = store.db.begin_read().unwrap();
+    (
+        txn.open_table(REMEMBERED).unwrap().len().unwrap(),
+        txn.open_table(REMEMBERED_BY_TIME).unwrap().len().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .commit(commit_of(&format!("token-{i}"), 1, 0, now()))
+                .await
+        });
+    }
+    while let Some(outcome) = tasks.join_next().await {
+        assert_eq!(outcome.unwrap().unwrap(), CommitOutcome::Committed);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.jobs, 200);
+    assert!(
+        stats.batches <= 40 && stats.largest_batch >= 10,
+        "200 commits should share few transactions: {stats:?}"
+    );
+    assert_eq!(stats.durable_commits, stats.batches);
+}
+
+#[tokio::test]
+async fn one_batch_resolves_its_commits_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = commit_of("T", 100, 0, now());
+    let (a, a_answer) = commit_job(first.clone());
+    let (b, b_answer) = commit_job(commit_of("T", 200, 0, now()));
+    let (c, c_answer) = commit_job(commit_of("T", 100, 1, now()));
+    let (d, d_answer) = commit_job(commit_of("T", 300, 1, now()));
+    let counters = Counters::default();
+    run_batch(&store.db, &mut vec![a, b, c, d], &counters);
+
+    assert_eq!(answer(a_answer).unwrap(), CommitOutcome::Committed);
+    assert_eq!(answer(b_answer).unwrap(), CommitOutcome::Conflict);
+    assert_eq!(
+        answer(c_answer).unwrap(),
+        CommitOutcome::AlreadyDecided(first.remembered)
+    );
+    assert_eq!(answer(d_answer).unwrap(), CommitOutcome::Committed);
+    let stats = counters.snapshot();
+    assert_eq!(
+        (stats.batches, stats.jobs, stats.durable_commits),
+        (1, 4, 1)
+    );
+    let state = store
+        .scan_context(&commit_of("T", 300, 1, 0).key, GateId::new(1))
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(state.version, 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_record_fails_only_its_own_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(STATES)
+        .unwrap()
+        .insert("broken", b"not json".as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+
+    let (bad, bad_answer) = commit_job(commit_of("broken", 1, 0, now()));
+    let good_commit = commit_of("fine", 1, 0, now());
+    let (good, good_answer) = commit_job(good_commit.clone());
+    run_batch(&store.db, &mut vec![bad, good], &Counters::default());
+
+    assert!(matches!(answer(bad_answer), Err(StoreError::Corrupt(_))));
+    assert_eq!(answer(good_answer).unwrap(), CommitOutcome::Committed);
+    let read = store
+        .scan_context(&good_commit.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(read.remembered, Some(good_commit.remembered));
+    let broken = store
+        .scan_context(&commit_of("broken", 1, 0, 0).key, GateId::new(1))
+        .await;
+    assert!(matches!(broken, Err(StoreError::Corrupt(_))));
+}
+
+#[tokio::test]
+async fn a_store_failure_acknowledges_nothing_in_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let written = commit_of("T", 1, 0, now());
+    let (before, before_answer) = commit_job(written.clone());
+    let (failing, failing_answer) =
+        job(|_tables| Err::<(), _>(StoreError::Unavailable("disk full".into())));
+    let (after, after_answer) = commit_job(commit_of("U", 1, 0, now()));
+    let counters = Counters::default();
+    run_batch(&store.db, &mut vec![before, failing, after], &counters);
+
+    for outcome in [answer(before_answer), answer(after_answer)] {
+        assert!(matches!(outcome, Err(StoreError::Unavailable(reason)) if reason == "disk full"));
+    }
+    assert!(matches!(
+        answer(failing_answer),
+        Err(StoreError::Unavailable(_))
+    ));
+    let read = store
+        .scan_context(&written.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(read, ScanContext::default(), "the batch was rolled back");
+    assert_eq!(counters.snapshot().failed_batches, 1);
+}
+
+#[tokio::test]
+async fn a_batch_that_changes_nothing_costs_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = commit_of("T", 1, 0, now());
+    assert_eq!(
+        store.commit(first.clone()).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let before = store.stats();
+    assert!(matches!(
+        store.commit(first).await.unwrap(),
+        CommitOutcome::AlreadyDecided(_)
+    ));
+    assert_eq!(
+        store.commit(commit_of("T", 2, 0, now())).await.unwrap(),
+        CommitOutcome::Conflict
+    );
+    let gate = store
+        .ensure_gate(&VenueId::new("V"), "North")
+        .await
+        .unwrap();
+    let after_gate = store.stats();
+    assert_eq!(
+        store
+            .ensure_gate(&VenueId::new("V"), " NORTH")
+            .await
+            .unwrap(),
+        gate
+    );
+    let after = store.stats();
+    assert_eq!(after.batches, before.batches + 3);
+    assert_eq!(after.durable_commits, before.durable_commits + 1);
+    assert_eq!(
+        after, after_gate,
+        "an existing gate is found without the writer"
+    );
+}
+
+#[tokio::test]
+async fn answered_writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit = commit_of("T", 1, 0, now());
+    let venue_id = VenueId::new("V");
+    let (gate, device) = {
+        let store = open(dir.path());
+        store
+            .apply(vec![
+                InventoryRecord::Venue(Venue {
+                    id: venue_id.clone(),
+                    name: "Arena".into(),
+                }),
+                InventoryRecord::Gate(GateSpec {
+                    allowed_events: vec![EventId::new("E")],
+                    ..GateSpec::unrestricted(venue_id.clone(), "North")
+                }),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.commit(commit.clone()).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        let gate = store.ensure_gate(&venue_id, "north").await.unwrap();
+        let device = store
+            .save_device(DeviceDraft {
+                venue_id: venue_id.clone(),
+                name: "Scanner".into(),
+                mac: Mac::parse("00:24:06:F0:F9:FB").unwrap(),
+                ip: "10.0.0.1".into(),
+                gate_id: gate.id,
+                gate_name: "North".into(),
+                serial: "S".into(),
+                model: "M".into(),
+            })
+            .await
+            .unwrap();
+        (gate, device)
+    };
+
+    let store = open(dir.path());
+    let read = store.scan_context(&commit.key, gate.id).await.unwrap();
+    assert_eq!(Some(read.state), commit.next_state);
+    assert_eq!(read.remembered, Some(commit.remembered));
+    assert_eq!(read.gate, Some(gate.clone()));
+    assert_eq!(store.device(device.id).await.unwrap(), Some(device.clone()));
+    assert_eq!(
+        store.venue(&venue_id).await.unwrap().map(|v| v.name),
+        Some("Arena".into())
+    );
+    let next_gate = store.ensure_gate(&venue_id, "South").await.unwrap();
+    assert!(next_gate.id > gate.id, "id sequences survive reopening");
+    assert_eq!(
+        store.counts().await.unwrap(),
+        InventoryCounts {
+            venues: 1,
+            events: 0,
+            gates: 2,
+            tickets: 0,
+            devices: 1,
+        }
+    );
+}
+
+#[tokio::test]
+async fn sweep_forgets_decisions_before_the_cutoff_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (token, decided_at) in [("A", 100), ("B", 200), ("C", 300)] {
+        store
+            .commit(commit_of(token, 1, 0, decided_at))
+            .await
+            .unwrap();
+    }
+    let (one, one_answer) = job(|tables| tables.sweep(250, 1));
+    run_batch(&store.db, &mut vec![one], &Counters::default());
+    assert_eq!(answer(one_answer).unwrap(), 1);
+    let gone = store
+        .scan_context(&commit_of("A", 1, 0, 0).key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(gone.remembered, None, "the oldest goes first");
+    assert_eq!(gone.state.version, 1, "expiry forgets decisions, not state");
+
+    let (rest, rest_answer) = job(|tables| tables.sweep(250, 100));
+    run_batch(&store.db, &mut vec![rest], &Counters::default());
+    assert_eq!(answer(rest_answer).unwrap(), 1);
+    assert_eq!(
+        remembered_count(&store),
+        (1, 1),
+        "C is kept, in both tables"
+    );
+    let kept = store
+        .scan_context(&commit_of("C", 1, 0, 0).key, GateId::new(1))
+        .await
+        .unwrap();
+    assert!(kept.remembered.is_some());
+}
+
+#[tokio::test]
+async fn the_sweeper_forgets_old_decisions_and_keeps_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Duration::from_secs(3);
+    let options = EmbeddedOptions {
+        idempotency_retention: retention,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let old = commit_of("old", 1, 0, now() - 60_000);
+    let new = commit_of("new", 1, 0, now());
+    store.commit(old.clone()).await.unwrap();
+    store.commit(new.clone()).await.unwrap();
+
+    let deadline = Instant::now() + sweeper::interval(retention) * 8;
+    loop {
+        let read = store.scan_context(&old.key, GateId::new(1)).await.unwrap();
+        if read.remembered.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweeper never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = store.scan_context(&new.key, GateId::new(1)).await.unwrap();
+    assert_eq!(read.remembered, Some(new.remembered));
+    assert_eq!(remembered_count(&store), (1, 1));
+}
+
+#[test]
+fn opens_outside_a_runtime_and_closes_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.path(), dir.path().join(FILE_NAME));
+    let weak = Arc::downgrade(&store);
+    drop(store);
+    assert!(weak.upgrade().is_none());
+    // redb refuses a second open of a file still held; this one succeeds only
+    // because the drop joined the writer and released the database.
+    let again = open(dir.path());
+    drop(again);
+}
+
+#[tokio::test]
+async fn queued_commits_are_answered_when_the_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let sender = store.writer.weak_sender().unwrap().upgrade().unwrap();
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let (job, answer) = commit_job(commit_of(&format!("t{i}"), 1, 0, now()));
+        sender.send(job).await.unwrap();
+        answers.push(answer);
+    }
+    drop(sender);
+    tokio::task::spawn_blocking(move || drop(store))
+        .await
+        .unwrap();
+    for answer in answers {
+        assert_eq!(answer.await.unwrap().unwrap(), CommitOutcome::Committed);
+    }
+    let reopened = open(dir.path());
+    let read = reopened
+        .scan_context(&commit_of("t19", 1, 0, 0).key, GateId::new(1))
+        .await
+        .unwrap();
+    assert!(read.remembered.is_some());
+}
+
+#[test]
+fn opening_fails_cleanly_when_the_data_dir_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("occupied");
+    std::fs::write(&file, b"x").unwrap();
+    let error = EmbeddedStore::open(&file, EmbeddedOptions::default()).unwrap_err();
+    assert!(matches!(error, EmbeddedError::DataDir { .. }), "{error}");
+}
