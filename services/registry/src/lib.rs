@@ -23,7 +23,9 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub fn new(stores: &Stores) -> Self {
-        Self { devices: stores.devices.clone() }
+        Self {
+            devices: stores.devices.clone(),
+        }
     }
 
     #[tracing::instrument(skip_all, fields(venue = %request.venue_id, mac = %request.mac))]
@@ -54,6 +56,8 @@ impl Registry {
     }
 
     pub async fn lookup(&self, lookup: &DeviceLookup) -> Result<Option<Device>, StoreError> {
-        self.devices.device_by_mac(&lookup.venue_id, &lookup.mac).await
+        self.devices
+            .device_by_mac(&lookup.venue_id, &lookup.mac)
+            .await
     }
 }

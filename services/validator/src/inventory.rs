@@ -18,20 +18,33 @@ impl std::fmt::Debug for InventoryApplier {
 
 impl InventoryApplier {
     pub fn new(stores: &Stores) -> Self {
-        Self { store: stores.inventory.clone() }
+        Self {
+            store: stores.inventory.clone(),
+        }
     }
 
     /// Applies records that parsed; any reference to a venue or event that is
     /// neither stored nor defined on an earlier line rejects the whole batch.
     /// Inventory is never deleted, so a reference found here still holds when the
     /// batch is written.
-    pub async fn apply(&self, records: Vec<NumberedRecord>) -> Result<InventoryOutcome, StoreError> {
+    pub async fn apply(
+        &self,
+        records: Vec<NumberedRecord>,
+    ) -> Result<InventoryOutcome, StoreError> {
         let stored = self.store.stored(&referenced(&records)).await?;
         let errors = check_references(&records, |reference| stored.contains(reference));
         if !errors.is_empty() {
             return Ok(InventoryOutcome::Rejected(errors));
         }
-        let applied = self.store.apply(records.into_iter().map(|numbered| numbered.record).collect()).await?;
+        let applied = self
+            .store
+            .apply(
+                records
+                    .into_iter()
+                    .map(|numbered| numbered.record)
+                    .collect(),
+            )
+            .await?;
         tracing::info!(applied, "inventory applied");
         Ok(InventoryOutcome::Applied(applied))
     }

@@ -12,7 +12,10 @@ pub use inventory::InventoryApplier;
 
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::{Decision, DecisionEvent, RememberedDecision};
-use presence_ports::{Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores, TicketStore, TransportError};
+use presence_ports::{
+    Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores, TicketStore,
+    TransportError,
+};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{Instrument, field};
@@ -56,7 +59,11 @@ enum Decided {
 
 impl Validator {
     pub fn new(stores: &Stores, decisions: Arc<dyn DecisionSink>) -> Self {
-        Self { tickets: stores.tickets.clone(), devices: stores.devices.clone(), decisions }
+        Self {
+            tickets: stores.tickets.clone(),
+            devices: stores.devices.clone(),
+            decisions,
+        }
     }
 
     /// Decides one scan, records it, and publishes it to the decision sink.
@@ -86,7 +93,8 @@ impl Validator {
                 }
                 Decided::Remembered(remembered) => {
                     if remembered.scan_id == command.scan_id {
-                        self.publish(command, &remembered.decision, remembered.decided_at).await?;
+                        self.publish(command, &remembered.decision, remembered.decided_at)
+                            .await?;
                     }
                     remembered.decision
                 }
@@ -98,7 +106,11 @@ impl Validator {
         .await
     }
 
-    async fn decide_once(&self, command: &ScanCommand, decided_at: i64) -> Result<Decided, ValidatorError> {
+    async fn decide_once(
+        &self,
+        command: &ScanCommand,
+        decided_at: i64,
+    ) -> Result<Decided, ValidatorError> {
         let request = &command.request;
         let device = self.devices.device(request.device_id).await?;
         if let Err(rejection) = rules::check_device(request, device.as_ref()) {
@@ -110,11 +122,17 @@ impl Validator {
             if let Some(remembered) = context.remembered {
                 return Ok(Decided::Remembered(remembered));
             }
-            let facts =
-                TicketFacts { ticket: context.ticket.as_ref(), event: context.event.as_ref(), gate: context.gate.as_ref() };
+            let facts = TicketFacts {
+                ticket: context.ticket.as_ref(),
+                event: context.event.as_ref(),
+                gate: context.gate.as_ref(),
+            };
             let outcome = rules::decide(command.kind, request, facts, &context.state);
-            let remembered =
-                RememberedDecision { scan_id: command.scan_id.clone(), decision: outcome.decision, decided_at };
+            let remembered = RememberedDecision {
+                scan_id: command.scan_id.clone(),
+                decision: outcome.decision,
+                decided_at,
+            };
             let commit = Commit {
                 key: key.clone(),
                 expected_version: context.state.version,
@@ -125,13 +143,20 @@ impl Validator {
             match self.tickets.commit(commit).await? {
                 CommitOutcome::Committed => return Ok(Decided::Fresh(decision)),
                 CommitOutcome::AlreadyDecided(first) => return Ok(Decided::Remembered(first)),
-                CommitOutcome::Conflict => tracing::debug!("token changed while deciding; deciding again"),
+                CommitOutcome::Conflict => {
+                    tracing::debug!("token changed while deciding; deciding again")
+                }
             }
         }
         Err(ValidatorError::Contention)
     }
 
-    async fn publish(&self, command: &ScanCommand, decision: &Decision, decided_at: i64) -> Result<(), ValidatorError> {
+    async fn publish(
+        &self,
+        command: &ScanCommand,
+        decision: &Decision,
+        decided_at: i64,
+    ) -> Result<(), ValidatorError> {
         let request = &command.request;
         let event = DecisionEvent {
             scan_id: command.scan_id.clone(),
@@ -147,10 +172,15 @@ impl Validator {
             scan_time: request.scan_time,
             decided_at,
         };
-        self.decisions.publish(event).await.map_err(ValidatorError::from)
+        self.decisions
+            .publish(event)
+            .await
+            .map_err(ValidatorError::from)
     }
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,0 +1,233 @@
+//! The validator against the embedded store: decisions, retries, races and what
+//! reaches the decision stream.
+
+use presence_domain::inventory::parse_ndjson;
+use presence_domain::{
+    DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,
+};
+use presence_ports::in_process::BroadcastDecisions;
+use presence_ports::{DeviceDraft, InventoryOutcome, ScanCommand, Stores};
+use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
+use presence_validator::{InventoryApplier, Validator};
+use std::sync::Arc;
+use tokio::sync::broadcast::error::TryRecvError;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    stores: Stores,
+    validator: Validator,
+    decisions: BroadcastDecisions,
+    device: presence_domain::DeviceId,
+    gate: GateId,
+}
+
+const INVENTORY: &str = r#"{"type":"venue","id":"V","name":"Arena"}
+{"type":"event","id":"E","venueId":"V","doorsOpen":1000,"endsAt":9000}
+{"type":"ticket","token":"T1","eventId":"E","places":["A:1:1"]}
+{"type":"ticket","token":"T2","eventId":"E","places":["A:1:2"]}"#;
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let stores =
+        Stores::from_backend(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let (records, errors) = parse_ndjson(INVENTORY);
+    assert!(errors.is_empty());
+    let applied = InventoryApplier::new(&stores).apply(records).await.unwrap();
+    assert_eq!(applied, InventoryOutcome::Applied(4));
+    let gate = stores
+        .devices
+        .ensure_gate(&VenueId::new("V"), "Gate 1")
+        .await
+        .unwrap();
+    let device = stores
+        .devices
+        .save_device(DeviceDraft {
+            venue_id: VenueId::new("V"),
+            name: "d".into(),
+            mac: Mac::parse("00:00:00:00:00:01").unwrap(),
+            ip: "10.0.0.1".into(),
+            gate_id: gate.id,
+            gate_name: gate.spec.name.clone(),
+            serial: "s".into(),
+            model: "m".into(),
+        })
+        .await
+        .unwrap();
+    let decisions = BroadcastDecisions::new(1024);
+    let validator = Validator::new(&stores, Arc::new(decisions.clone()));
+    Fixture {
+        _dir: dir,
+        stores,
+        validator,
+        decisions,
+        device: device.id,
+        gate: gate.id,
+    }
+}
+
+impl Fixture {
+    fn command(&self, scan_id: &str, kind: ScanKind, token: &str, scan_time: i64) -> ScanCommand {
+        ScanCommand {
+            scan_id: ScanId::new(scan_id),
+            kind,
+            request: ScanRequest {
+                channel_id: Some("A".into()),
+                device_os: DeviceOs::Android,
+                gate_name: "Gate 1".into(),
+                token: Token::new(token),
+                venue_id: VenueId::new("V"),
+                device_id: self.device,
+                gate_id: self.gate,
+                scan_time,
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn publishes_each_fresh_decision_with_every_field() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let decision = f
+        .validator
+        .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    assert_eq!(decision.status, Status::Okay);
+    let event = events.try_recv().unwrap();
+    assert_eq!(event.scan_id, ScanId::new("s1"));
+    assert_eq!(event.kind, ScanKind::Enter);
+    assert_eq!(event.decision, decision);
+    assert_eq!(
+        (
+            event.token.as_str(),
+            event.venue_id.as_str(),
+            event.gate_name.as_str()
+        ),
+        ("T1", "V", "Gate 1")
+    );
+    assert_eq!(
+        (event.gate_id, event.device_id, event.device_os),
+        (f.gate, f.device, DeviceOs::Android)
+    );
+    assert_eq!(
+        (event.channel_id.as_deref(), event.scan_time),
+        (Some("A"), 2000)
+    );
+    assert!(event.decided_at > 1_600_000_000_000);
+}
+
+#[tokio::test]
+async fn a_client_retry_gets_the_first_decision_and_is_not_published_again() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    f.validator
+        .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    let retry = f
+        .validator
+        .decide(&f.command("s2", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    assert_eq!(retry.status, Status::Okay);
+    let later = f
+        .validator
+        .decide(&f.command("s3", ScanKind::Enter, "T1", 2001))
+        .await
+        .unwrap();
+    assert_eq!(later.status, Status::AlreadyEntered);
+    let published: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| e.scan_id)
+        .collect();
+    assert_eq!(published, [ScanId::new("s1"), ScanId::new("s3")]);
+}
+
+#[tokio::test]
+async fn a_redelivered_scan_is_published_again_under_its_own_id() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let command = f.command("s1", ScanKind::Enter, "T1", 2000);
+    f.validator.decide(&command).await.unwrap();
+    let again = f.validator.decide(&command).await.unwrap();
+    assert_eq!(again.status, Status::Okay);
+    assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
+    assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
+    assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+}
+
+#[tokio::test]
+async fn an_unconfigured_device_is_a_published_bad_request_that_is_not_remembered() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let mut command = f.command("s1", ScanKind::Enter, "T1", 2000);
+    command.request.gate_id = GateId::new(f.gate.get() + 100);
+    let decision = f.validator.decide(&command).await.unwrap();
+    assert_eq!(decision.status, Status::BadRequest);
+    assert_eq!(
+        events.try_recv().unwrap().decision.status,
+        Status::BadRequest
+    );
+    // The corrected request is judged anew, not answered from memory.
+    let fixed = f
+        .validator
+        .decide(&f.command("s2", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    assert_eq!(fixed.status, Status::Okay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_enters_of_one_ticket_admit_one() {
+    let f = Arc::new(fixture().await);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                f.validator
+                    .decide(&f.command(&format!("s{i}"), ScanKind::Enter, "T2", 2000 + i))
+                    .await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().unwrap().status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == Status::Okay).count(), 1);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == Status::AlreadyEntered)
+            .count(),
+        49
+    );
+}
+
+#[tokio::test]
+async fn inventory_with_unknown_references_is_rejected_whole() {
+    let f = fixture().await;
+    let (records, _) = parse_ndjson(
+        r#"{"type":"ticket","token":"T3","eventId":"E","places":["A:1:3"]}
+{"type":"ticket","token":"T4","eventId":"NOPE","places":["A:1:4"]}"#,
+    );
+    let outcome = InventoryApplier::new(&f.stores)
+        .apply(records)
+        .await
+        .unwrap();
+    let InventoryOutcome::Rejected(errors) = outcome else {
+        panic!("expected a rejection")
+    };
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, 2);
+    let unknown = f
+        .validator
+        .decide(&f.command("s1", ScanKind::Enter, "T3", 2000))
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.status,
+        Status::NotFound,
+        "nothing of a rejected batch is applied"
+    );
+}
