@@ -282,8 +282,10 @@ mod tests {
         }
     }
 
-    /// Each rule row, made to fail on its own: (what breaks it, expected status per kind enter/exit/validate).
-    fn breakers() -> Vec<(&'static str, fn(&mut World), [Status; 3])> {
+    /// A rule row made to fail: its name, what breaks it, and the status expected for enter, exit, validate.
+    type Breaker = (&'static str, fn(&mut World), [Status; 3]);
+
+    fn breakers() -> Vec<Breaker> {
         use Status::*;
         vec![
             (

@@ -1,6 +1,8 @@
 //! Property tests: parsers never panic on hostile input, and the state machine
 //! keeps its invariants whatever sequence of scans arrives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup should fail the test loudly
+
 use presence_domain::inventory::parse_ndjson;
 use presence_domain::state::{Entry, StateRecord, TokenState, transition};
 use presence_domain::{DeviceInitRequest, DeviceLookup, Mac, ScanKind, ScanRequest, Status};

@@ -1,1 +1,82 @@
-//! placeholder
+//! The HTTP gateway of Presence: the public API of SPEC §2 over a
+//! [`Transport`](presence_ports::Transport).
+//!
+//! It owns everything about HTTP and nothing about the rules:
+//! - `paths`: the public paths and their aliases; [`wire`]: the JSON shapes;
+//!   `docs`: the OpenAPI document generated from them;
+//! - `keys`: API keys (digests only), checked by `middleware` before anything
+//!   else; `middleware` also sets deadlines, catches panics, traces and measures;
+//! - `body`: size-limited bodies read as JSON; `reply`: envelopes and statuses;
+//! - `routes`: the handlers for scans, devices, inventory and operations;
+//! - `metrics`: Prometheus metrics; `state`: what handlers share;
+//!   `server`: binding, serving and graceful shutdown.
+//!
+//! Whatever it cannot answer alone goes to the transport: in-process in the
+//! all-in-one binary, Kafka in the distributed deployment.
+
+mod body;
+mod config;
+mod docs;
+mod error;
+mod keys;
+mod metrics;
+mod middleware;
+mod paths;
+mod reply;
+mod routes;
+mod server;
+mod state;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::GatewayConfig;
+pub use docs::openapi;
+pub use error::GatewayError;
+pub use keys::ApiKeys;
+pub use metrics::MetricsHandle;
+pub use server::Gateway;
+pub use state::GatewayState;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodRouter, get, post};
+use paths::{
+    DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER, TICKET_EXIT,
+    TICKET_VALIDATE, with_aliases,
+};
+use routes::{devices, inventory, ops, tickets};
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// The whole HTTP API as a router, for serving or for `oneshot` tests.
+pub fn router(state: GatewayState) -> Router {
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 10] = [
+        (TICKET_ENTER, post(tickets::ticket_enter)),
+        (TICKET_EXIT, post(tickets::ticket_exit)),
+        (TICKET_VALIDATE, post(tickets::ticket_validate)),
+        (DEVICE_INIT, post(devices::device_init)),
+        (DEVICE, get(devices::device_lookup)),
+        (INVENTORY, post(inventory::upload)),
+        (HEALTHZ, get(ops::healthz)),
+        (READYZ, get(ops::readyz)),
+        (METRICS, get(ops::metrics)),
+        (OPENAPI, get(ops::openapi_json)),
+    ];
+    let mut router = Router::new();
+    for (path, endpoint) in endpoints {
+        for alias in with_aliases(path) {
+            router = router.route(alias, endpoint.clone());
+        }
+    }
+    // `Router::layer` wraps each route after routing, so the matched route is
+    // known to every layer; the last layer added runs first.
+    router
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .fallback(middleware::not_found)
+        .layer(from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(from_fn_with_state(state.clone(), middleware::deadline))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}

@@ -1,1 +1,236 @@
-fn main() {}
+//! `presence`: the all-in-one Presence server and its tools.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
+use presence::{demo, inventory_file};
+use presence_gateway::{ApiKeys, GatewayConfig};
+use presence_store_embedded::EmbeddedOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "presence",
+    version,
+    about = "Ticket validation and scanning-device management for live events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Presence API from the embedded store.
+    Serve(ServeArgs),
+    /// Serve a demo venue with tickets in a fresh data dir, and print curl commands to try it.
+    Demo(DemoArgs),
+    /// Inventory file tools.
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Validate an NDJSON inventory file offline (the admin endpoint's errors, against an empty store).
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "presence-data")]
+    data_dir: PathBuf,
+    /// One unrestricted admin API key (development).
+    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// TOML file of API keys (SHA-256 digests, venue limits, admin flag).
+    #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// NDJSON inventory applied at start-up.
+    #[arg(long, env = "PRESENCE_INVENTORY")]
+    inventory: Option<PathBuf>,
+    /// Append every decision to this file as JSON lines.
+    #[arg(long, env = "PRESENCE_DECISIONS_LOG")]
+    decisions_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Keep the demo's data here instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Inventory {
+            command: InventoryCommand::Check { file },
+        } => check_inventory(&file),
+        Command::Serve(args) => run_async(serve(args)),
+        Command::Demo(args) => run_async(run_demo(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_async(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(work)
+}
+
+fn check_inventory(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = inventory_file::read(file)?;
+    match inventory_file::check_offline(&text) {
+        Ok(records) => {
+            println!(
+                "{}: valid, {}",
+                file.display(),
+                inventory_file::RecordCounts::of(&records)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{}", describe_line_errors(&errors));
+            eprintln!(
+                "{}: {} bad line(s); nothing would be applied",
+                file.display(),
+                errors.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut api_keys = args
+        .api_key
+        .as_deref()
+        .map(ApiKeys::single_admin)
+        .unwrap_or_default();
+    if let Some(path) = &args.api_keys_file {
+        api_keys = api_keys.merge(
+            ApiKeys::from_toml_file(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+    }
+    let settings = ServeSettings {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        api_keys,
+        inventory: args.inventory,
+        decisions_log: args.decisions_log,
+        gateway: GatewayConfig::default(),
+        store: EmbeddedOptions::default(),
+    };
+    let app = EmbeddedApp::build(settings).await?;
+    announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))?;
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let temp_dir;
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => {
+            temp_dir = tempfile::Builder::new()
+                .prefix("presence-demo-")
+                .tempdir()
+                .context("creating a demo data dir")?;
+            temp_dir.path().to_path_buf()
+        }
+    };
+    let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let settings = ServeSettings {
+        listen: args.listen,
+        data_dir,
+        api_keys: ApiKeys::single_admin(&api_key),
+        inventory: None,
+        decisions_log: None,
+        gateway: GatewayConfig::default(),
+        store: EmbeddedOptions::default(),
+    };
+    let app = EmbeddedApp::build(settings).await?;
+    let now = now_millis();
+    load_inventory(app.transport(), &demo::inventory(now))
+        .await
+        .context("loading the demo inventory")?;
+    let scanner = demo::configure_scanner(app.transport()).await?;
+    let url = format!("http://{}", app.local_addr());
+    println!("{}", demo::instructions(&url, &api_key, &scanner, now));
+    announce(&format!("PRESENCE_URL={url}"))?;
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a line on stdout and flushes it, so a supervising script sees it at once.
+fn announce(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

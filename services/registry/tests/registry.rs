@@ -1,5 +1,7 @@
 //! The registry against the embedded store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup should fail the test loudly
+
 use presence_domain::inventory::{InventoryRecord, Venue};
 use presence_domain::{DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId};
 use presence_ports::{DeviceInitOutcome, Stores};

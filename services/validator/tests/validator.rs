@@ -1,6 +1,8 @@
 //! The validator against the embedded store: decisions, retries, races and what
 //! reaches the decision stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup should fail the test loudly
+
 use presence_domain::inventory::parse_ndjson;
 use presence_domain::{
     DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,

@@ -1,0 +1,63 @@
+//! Reading request bodies: size-limited whatever the headers say, JSON whatever
+//! the Content-Type says.
+
+use crate::reply::Failure;
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+
+/// Reads at most `limit` bytes. A declared length above the limit is refused
+/// before reading; a chunked or lying body is cut off when it crosses the limit.
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Failure> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return Err(Failure::payload_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Failure::payload_too_large(limit)),
+        Err(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            Err(Failure::bad_request("The body could not be read"))
+        }
+    }
+}
+
+/// Parses a body as JSON.
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, Failure> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| Failure::bad_request(format!("The body is not valid JSON: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_declared_and_actual_oversize() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, "11".parse().unwrap());
+        let declared = read_limited(&headers, Body::from("x"), 10).await;
+        assert_eq!(declared, Err(Failure::payload_too_large(10)));
+        let actual = read_limited(&HeaderMap::new(), Body::from("x".repeat(11)), 10).await;
+        assert_eq!(actual, Err(Failure::payload_too_large(10)));
+        let fits = read_limited(&HeaderMap::new(), Body::from("x".repeat(10)), 10).await;
+        assert_eq!(fits.unwrap().len(), 10);
+    }
+
+    #[test]
+    fn invalid_json_says_so() {
+        let failure = parse_json(b"{nope").unwrap_err();
+        assert_eq!(failure.status(), presence_domain::Status::BadRequest);
+        assert!(parse_json(b"{\"a\":1}").is_ok());
+    }
+}

@@ -1,0 +1,295 @@
+//! Prometheus metrics of the gateway. Every label has a small, fixed set of
+//! values: route templates (never raw paths), methods, status names and scan
+//! kinds; never a token, device or key.
+
+use axum::http::Method;
+use presence_domain::{ScanKind, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+/// The route label of requests that matched no route.
+pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// From half a millisecond to ten seconds: an HTTP request.
+const HTTP_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Fine-grained from half a millisecond to five seconds: a scan must feel instant,
+/// so the low end is where regressions show.
+const SCAN_BUCKETS: [f64; 22] = [
+    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: &'static str,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabels {
+    kind: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The registry behind `/metrics`, shared so the embedding binary can add its own
+/// metrics (store counters, consumer lag) to the same page.
+#[derive(Clone, Default)]
+pub struct MetricsHandle {
+    registry: Arc<RwLock<Registry>>,
+}
+
+impl MetricsHandle {
+    /// Gives the registry to `register`; names get the `presence_` prefix.
+    pub fn with_registry<R>(&self, register: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut registry = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        register(&mut registry)
+    }
+
+    /// The OpenMetrics text of every registered metric.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
+impl fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsHandle").finish_non_exhaustive()
+    }
+}
+
+/// The gateway's own metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    handle: MetricsHandle,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<RouteLabels>,
+    scans: Family<ScanLabels, Counter>,
+    scan_duration: HistogramFamily<KindLabels>,
+    in_flight: Gauge,
+    decision_timeouts: Counter,
+    unavailable: Counter,
+    inventory_applied: Counter,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS)
+}
+
+fn scan_histogram() -> Histogram {
+    Histogram::new(SCAN_BUCKETS)
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let metrics = Self {
+            handle: MetricsHandle {
+                registry: Arc::new(RwLock::new(Registry::with_prefix("presence"))),
+            },
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(http_histogram),
+            scans: Family::default(),
+            scan_duration: Family::new_with_constructor(scan_histogram),
+            in_flight: Gauge::default(),
+            decision_timeouts: Counter::default(),
+            unavailable: Counter::default(),
+            inventory_applied: Counter::default(),
+        };
+        metrics.handle.with_registry(|registry| {
+            registry.register(
+                "http_requests",
+                "HTTP requests answered, by route template, method and status code",
+                metrics.http_requests.clone(),
+            );
+            registry.register(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request, by route template",
+                metrics.http_duration.clone(),
+            );
+            registry.register(
+                "scans",
+                "Scan requests answered, by kind and result status",
+                metrics.scans.clone(),
+            );
+            registry.register(
+                "scan_duration_seconds",
+                "Time from handing a scan to the validator to its decision (or giving up)",
+                metrics.scan_duration.clone(),
+            );
+            registry.register(
+                "requests_in_flight",
+                "HTTP requests being answered now",
+                metrics.in_flight.clone(),
+            );
+            registry.register(
+                "decision_timeouts",
+                "Requests whose answer did not arrive within the decision timeout",
+                metrics.decision_timeouts.clone(),
+            );
+            registry.register(
+                "unavailable",
+                "Requests answered 503 UNAVAILABLE",
+                metrics.unavailable.clone(),
+            );
+            registry.register(
+                "inventory_records_applied",
+                "Inventory records applied through the admin API",
+                metrics.inventory_applied.clone(),
+            );
+        });
+        metrics
+    }
+
+    pub(crate) fn handle(&self) -> &MetricsHandle {
+        &self.handle
+    }
+
+    pub(crate) fn request_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub(crate) fn request_finished(
+        &self,
+        route: &str,
+        method: &Method,
+        code: u16,
+        elapsed: Duration,
+    ) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method_label(method),
+                code,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn scan_answered(&self, kind: ScanKind, status: Status) {
+        self.scans
+            .get_or_create(&ScanLabels {
+                kind: kind.as_str(),
+                status: status.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn scan_round_trip(&self, kind: ScanKind, elapsed: Duration) {
+        self.scan_duration
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn decision_timed_out(&self) {
+        self.decision_timeouts.inc();
+    }
+
+    pub(crate) fn answered_unavailable(&self) {
+        self.unavailable.inc();
+    }
+
+    pub(crate) fn inventory_applied(&self, records: u64) {
+        self.inventory_applied.inc_by(records);
+    }
+}
+
+/// Counts a request as in flight until dropped, so a request whose client went
+/// away (its future dropped) is not counted forever.
+#[derive(Debug)]
+pub(crate) struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Methods outside the standard set share one label value, so a client cannot
+/// grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_every_metric_with_the_prefix() {
+        let metrics = Metrics::new();
+        metrics.request_finished(
+            "/healthz",
+            &Method::from_bytes(b"BREW").unwrap(),
+            200,
+            Duration::from_millis(1),
+        );
+        metrics.scan_answered(ScanKind::Enter, Status::Okay);
+        metrics.scan_round_trip(ScanKind::Enter, Duration::from_micros(700));
+        let text = metrics.handle().encode().unwrap();
+        for name in [
+            "presence_http_requests_total{route=\"/healthz\",method=\"OTHER\",code=\"200\"} 1",
+            "presence_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/healthz\"} 1",
+            "presence_scans_total{kind=\"enter\",status=\"OKAY\"} 1",
+            "presence_scan_duration_seconds_bucket{le=\"0.00075\",kind=\"enter\"} 1",
+            "presence_requests_in_flight 0",
+            "presence_decision_timeouts_total 0",
+            "presence_unavailable_total 0",
+            "presence_inventory_records_applied_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn in_flight_drops_back() {
+        let metrics = Metrics::new();
+        let guard = metrics.request_started();
+        assert_eq!(metrics.in_flight.get(), 1);
+        drop(guard);
+        assert_eq!(metrics.in_flight.get(), 0);
+    }
+}

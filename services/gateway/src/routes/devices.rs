@@ -1,0 +1,127 @@
+//! `device/init` and `GET device`: the registry's side of the API.
+
+use super::forbidden_venue;
+use crate::body::{parse_json, read_limited};
+use crate::keys::Caller;
+use crate::reply::Failure;
+use crate::state::GatewayState;
+use crate::wire::{
+    DeviceBody, DeviceEnvelope, DeviceInitBody, DeviceQuery, ErrorEnvelope, ResultBody,
+};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use presence_domain::{Device, DeviceInitRequest, DeviceLookup, Status};
+use presence_ports::DeviceInitOutcome;
+
+#[utoipa::path(
+    post,
+    path = "/presence/v1/device/init",
+    tag = "devices",
+    summary = "Configure a scanning device",
+    description = "Creates the gate on first use of its name at the venue; re-init of the same venue and MAC keeps the device id. Also at `/presence/v1/device/init.json`.",
+    request_body(content = DeviceInitBody, content_type = "application/json",
+        description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
+    responses(
+        (status = 200, description = "OKAY: the device is configured", body = DeviceEnvelope),
+        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or a gateId that is not a gate of the venue", body = ErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such venue", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = ErrorEnvelope),
+        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+    ),
+    security(("apikey" = []), ("X-Api-Key" = [])),
+)]
+pub(crate) async fn device_init(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
+    let bytes = read_limited(&headers, body, state.config().body_limit).await?;
+    let value = parse_json(&bytes)?;
+    let request =
+        DeviceInitRequest::parse(&value).map_err(|errors| Failure::invalid_fields(&errors))?;
+    if !caller.may_use(&request.venue_id) {
+        return Err(forbidden_venue(&request.venue_id));
+    }
+    let venue = request.venue_id.clone();
+    match state
+        .within_deadline(state.transport().init_device(request))
+        .await?
+    {
+        DeviceInitOutcome::Configured(device) => Ok(device_response(&device)),
+        DeviceInitOutcome::VenueNotFound => {
+            Err(Failure::not_found(format!("Venue {venue} was not found")))
+        }
+        DeviceInitOutcome::UnknownGate(gate) => Err(Failure::bad_request(format!(
+            "gateId {gate} is not a gate of venue {venue}"
+        ))),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/presence/v1/device",
+    tag = "devices",
+    summary = "Look up a configured device",
+    description = "Finds the device by venue and MAC (matched after normalisation). Also at `/presence/v1/device.json` and `/presence/v1/device/`.",
+    params(DeviceQuery),
+    responses(
+        (status = 200, description = "OKAY: the device", body = DeviceEnvelope),
+        (status = 400, description = "BAD_REQUEST: a missing parameter, a malformed MAC or an unreadable query string", body = ErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such device at this venue", body = ErrorEnvelope),
+        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+    ),
+    security(("apikey" = []), ("X-Api-Key" = [])),
+)]
+pub(crate) async fn device_lookup(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    // Parsed here rather than by the `Query` extractor so that a bad query string
+    // gets an envelope, not axum's plain-text rejection.
+    let Query(query) = Query::<DeviceQuery>::try_from_uri(&uri).map_err(|rejection| {
+        Failure::bad_request(format!(
+            "The query string is not valid: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let lookup = DeviceLookup::parse(
+        query.venue.as_deref(),
+        query.venue_id.as_deref(),
+        query.mac.as_deref(),
+    )
+    .map_err(|errors| Failure::invalid_fields(&errors))?;
+    if !caller.may_use(&lookup.venue_id) {
+        return Err(forbidden_venue(&lookup.venue_id));
+    }
+    let (venue, mac) = (lookup.venue_id.clone(), lookup.mac.clone());
+    match state
+        .within_deadline(state.transport().lookup_device(lookup))
+        .await?
+    {
+        Some(device) => Ok(device_response(&device)),
+        None => Err(Failure::not_found(format!(
+            "No device with MAC {mac} at venue {venue}"
+        ))),
+    }
+}
+
+fn device_response(device: &Device) -> Response {
+    Json(DeviceEnvelope {
+        result: ResultBody::new(Status::Okay, "Okay"),
+        message: DeviceBody::from(device),
+    })
+    .into_response()
+}

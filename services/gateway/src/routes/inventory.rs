@@ -1,0 +1,102 @@
+//! `POST /admin/v1/inventory`: NDJSON validated whole, then applied all at once.
+
+use crate::body::read_limited;
+use crate::keys::Caller;
+use crate::reply::Failure;
+use crate::state::GatewayState;
+use crate::wire::{
+    AppliedMessage, ErrorEnvelope, InventoryAppliedEnvelope, InventoryErrorEnvelope, LineErrorBody,
+    ResultBody,
+};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use presence_domain::Status;
+use presence_domain::inventory::{LineError, parse_ndjson};
+use presence_ports::InventoryOutcome;
+
+#[utoipa::path(
+    post,
+    path = "/admin/v1/inventory",
+    tag = "admin",
+    summary = "Upload inventory",
+    description = "One JSON record a line (venue, event, gate, ticket), upserted by id. Validated whole first: any bad line and nothing is applied. When the answer arrives, scans see the new data.",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "NDJSON, UTF-8, up to the configured limit (default 256 MiB)."),
+    responses(
+        (status = 200, description = "OKAY: every record applied", body = InventoryAppliedEnvelope),
+        (status = 400, description = "BAD_REQUEST: bad lines, each listed with its number (from 1) and reason; or a body with no records; nothing applied", body = InventoryErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key is not an admin key", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = ErrorEnvelope),
+        (status = 503, description = "UNAVAILABLE: the store did not answer in time or is down", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+    ),
+    security(("apikey" = []), ("X-Api-Key" = [])),
+)]
+pub(crate) async fn upload(
+    State(state): State<GatewayState>,
+    // Authentication refused non-admin keys already; the extractor makes sure an
+    // authenticated caller is present at all.
+    _admin: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_limited(&headers, body, state.config().inventory_limit).await {
+        Ok(bytes) => bytes,
+        Err(failure) if failure.status() == Status::BadRequest => {
+            return failure.with_line_errors(Vec::new());
+        }
+        Err(failure) => return failure.plain(),
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let line = bytes[..error.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            return rejected(&[LineError {
+                line,
+                error: "not valid UTF-8".to_owned(),
+            }]);
+        }
+    };
+    let (records, errors) = parse_ndjson(text);
+    if !errors.is_empty() {
+        return rejected(&errors);
+    }
+    if records.is_empty() {
+        return Failure::bad_request("The body holds no inventory records")
+            .with_line_errors(Vec::new());
+    }
+    // No decision deadline: a large inventory takes a while; the admin request
+    // timeout bounds it.
+    let outcome = state.settle(state.transport().apply_inventory(records).await);
+    match outcome {
+        Ok(InventoryOutcome::Applied(count)) => {
+            let applied = u64::try_from(count).unwrap_or(u64::MAX);
+            state.gateway_metrics().inventory_applied(applied);
+            tracing::info!(applied, "inventory applied");
+            Json(InventoryAppliedEnvelope {
+                result: ResultBody::new(Status::Okay, "Okay"),
+                message: AppliedMessage { applied },
+            })
+            .into_response()
+        }
+        Ok(InventoryOutcome::Rejected(errors)) => rejected(&errors),
+        Err(failure) => failure.plain(),
+    }
+}
+
+fn rejected(errors: &[LineError]) -> Response {
+    let message = match errors.len() {
+        1 => "1 bad line; nothing applied".to_owned(),
+        n => format!("{n} bad lines; nothing applied"),
+    };
+    Failure::bad_request(message).with_line_errors(errors.iter().map(LineErrorBody::from).collect())
+}

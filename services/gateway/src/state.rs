@@ -1,0 +1,118 @@
+//! What every handler shares: configuration, keys, the transport, metrics and
+//! whether the gateway is shutting down.
+
+use crate::config::GatewayConfig;
+use crate::keys::ApiKeys;
+use crate::metrics::{Metrics, MetricsHandle};
+use crate::reply::Failure;
+use presence_ports::{Transport, TransportError};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The state behind [`router`](crate::router). Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    keys: ApiKeys,
+    transport: Arc<dyn Transport>,
+    metrics: Metrics,
+    stopping: AtomicBool,
+}
+
+impl GatewayState {
+    pub fn new(config: GatewayConfig, keys: ApiKeys, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                transport,
+                metrics: Metrics::new(),
+                stopping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The registry behind `/metrics`, to add metrics of the embedding process.
+    pub fn metrics(&self) -> MetricsHandle {
+        self.inner.metrics.handle().clone()
+    }
+
+    /// Turns `/readyz` red for good: the gateway is about to stop.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn keys(&self) -> &ApiKeys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        self.inner.transport.as_ref()
+    }
+
+    pub(crate) fn gateway_metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn retry_after_seconds(&self) -> u64 {
+        self.inner.config.retry_after_seconds()
+    }
+
+    /// Awaits a transport call for at most the decision timeout.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, Failure> {
+        let deadline = self.inner.config.decision_timeout;
+        match tokio::time::timeout(deadline, call).await {
+            Ok(outcome) => self.settle(outcome),
+            Err(_) => {
+                tracing::warn!(deadline_ms = deadline.as_millis(), "no answer in time");
+                self.settle(Err(TransportError::Timeout))
+            }
+        }
+    }
+
+    /// A transport failure becomes 503 UNAVAILABLE; the cause is logged, never
+    /// sent, as it may name internal hosts.
+    pub(crate) fn settle<T>(&self, outcome: Result<T, TransportError>) -> Result<T, Failure> {
+        let metrics = &self.inner.metrics;
+        let message = match outcome {
+            Ok(answer) => return Ok(answer),
+            Err(TransportError::Timeout) => {
+                metrics.decision_timed_out();
+                "No answer in time; please retry"
+            }
+            Err(TransportError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "dependency unavailable");
+                "A dependency is unavailable; please retry"
+            }
+        };
+        metrics.answered_unavailable();
+        Err(Failure::unavailable(message, self.retry_after_seconds()))
+    }
+}
+
+impl fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayState")
+            .field("config", &self.inner.config)
+            .field("keys", &self.inner.keys)
+            .field("stopping", &self.is_stopping())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1220 @@
+//! The router end to end, over a test double of the transport that returns canned
+//! answers and records what it was asked.
+
+use super::*;
+use async_trait::async_trait;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::{
+    Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId, Mac, ScanKind,
+    Status, TicketPlace, VenueId,
+};
+use presence_ports::{DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const ADMIN_KEY: &str = "admin-secret";
+const GATE_KEY: &str = "gate-secret";
+const PLAIN_KEY: &str = "plain-secret";
+const VENUE: &str = "KovZpZAnAtJJ";
+
+#[derive(Clone)]
+enum ScanAnswer {
+    Decide(Decision),
+    Hang,
+    Fail,
+    Panic,
+}
+
+struct Fake {
+    scan_answer: Mutex<ScanAnswer>,
+    scans: Mutex<Vec<ScanCommand>>,
+    init_answer: Mutex<DeviceInitOutcome>,
+    inits: Mutex<Vec<DeviceInitRequest>>,
+    device: Mutex<Option<Device>>,
+    lookups: Mutex<Vec<DeviceLookup>>,
+    inventory_rejects: Mutex<Option<Vec<LineError>>>,
+    applied: Mutex<Vec<NumberedRecord>>,
+    ready: Mutex<bool>,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Self {
+            scan_answer: Mutex::new(ScanAnswer::Decide(okay())),
+            scans: Mutex::default(),
+            init_answer: Mutex::new(DeviceInitOutcome::Configured(device())),
+            inits: Mutex::default(),
+            device: Mutex::new(Some(device())),
+            lookups: Mutex::default(),
+            inventory_rejects: Mutex::default(),
+            applied: Mutex::default(),
+            ready: Mutex::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl presence_ports::Transport for Fake {
+    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+        self.scans.lock().unwrap().push(command);
+        let answer = self.scan_answer.lock().unwrap().clone();
+        match answer {
+            ScanAnswer::Decide(decision) => Ok(decision),
+            ScanAnswer::Hang => std::future::pending().await,
+            ScanAnswer::Fail => Err(TransportError::Unavailable(
+                "broker at 10.0.0.7 down".into(),
+            )),
+            ScanAnswer::Panic => panic!("validator bug"),
+        }
+    }
+
+    async fn init_device(
+        &self,
+        request: DeviceInitRequest,
+    ) -> Result<DeviceInitOutcome, TransportError> {
+        self.inits.lock().unwrap().push(request);
+        Ok(self.init_answer.lock().unwrap().clone())
+    }
+
+    async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError> {
+        self.lookups.lock().unwrap().push(lookup);
+        Ok(self.device.lock().unwrap().clone())
+    }
+
+    async fn apply_inventory(
+        &self,
+        records: Vec<NumberedRecord>,
+    ) -> Result<InventoryOutcome, TransportError> {
+        if let Some(errors) = self.inventory_rejects.lock().unwrap().clone() {
+            return Ok(InventoryOutcome::Rejected(errors));
+        }
+        let count = records.len();
+        self.applied.lock().unwrap().extend(records);
+        Ok(InventoryOutcome::Applied(count))
+    }
+
+    async fn ready(&self) -> Result<(), TransportError> {
+        if *self.ready.lock().unwrap() {
+            Ok(())
+        } else {
+            Err(TransportError::Unavailable("redis down".into()))
+        }
+    }
+}
+
+fn okay() -> Decision {
+    Decision::new(
+        Status::Okay,
+        "Okay",
+        vec![TicketPlace {
+            place: "PIT1:3:4".into(),
+            event_id: EventId::new("3F005062B2B4E313"),
+        }],
+    )
+}
+
+fn device() -> Device {
+    Device {
+        id: DeviceId::new(37),
+        venue_id: VenueId::new(VENUE),
+        name: "East 1".into(),
+        mac: Mac::parse("00:24:06:F0:F9:FB").unwrap(),
+        ip: "192.168.1.1".into(),
+        gate_id: GateId::new(2),
+        gate_name: "Gate 2".into(),
+        serial: "aBcDEFg12".into(),
+        model: "Janam XT2".into(),
+    }
+}
+
+fn scan_body() -> Value {
+    json!({
+        "channelId": "A", "deviceOs": "printed", "gateName": "Gate 2", "token": "721744537954",
+        "venueId": VENUE, "deviceId": 224, "scanTime": 1480003200001u64, "gateId": 274
+    })
+}
+
+fn init_body() -> Value {
+    json!({"name": "Test device", "mac": "00:00:00:00:00:01", "ip": "192.168.1.1",
+           "gateId": "1", "venueId": VENUE, "serial": "aBcDEFg12", "model": "Janam XT2"})
+}
+
+fn keys() -> ApiKeys {
+    let file = format!(
+        "[[keys]]\nname = \"north\"\nkey = \"{GATE_KEY}\"\nvenues = [\"{VENUE}\"]\n\
+         [[keys]]\nname = \"plain\"\nkey = \"{PLAIN_KEY}\"\n"
+    );
+    ApiKeys::from_toml_str(&file)
+        .unwrap()
+        .merge(ApiKeys::single_admin(ADMIN_KEY))
+}
+
+fn test_config() -> GatewayConfig {
+    GatewayConfig {
+        decision_timeout: Duration::from_millis(50),
+        retry_after: Duration::from_secs(3),
+        ..GatewayConfig::default()
+    }
+}
+
+struct Harness {
+    fake: Arc<Fake>,
+    state: GatewayState,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    fn result_status(&self) -> String {
+        self.json()["result"]["status"].as_str().unwrap().to_owned()
+    }
+
+    fn result_message(&self) -> String {
+        self.json()["result"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn tickets(&self) -> Value {
+        self.json()["message"]["tickets"].clone()
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(test_config())
+    }
+
+    fn with_config(config: GatewayConfig) -> Self {
+        let fake = Arc::new(Fake::default());
+        let state = GatewayState::new(config, keys(), fake.clone());
+        Self { fake, state }
+    }
+
+    async fn call(&self, request: Request<Body>) -> Reply {
+        let response = router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: impl Into<Body>) -> Reply {
+        self.call(request(Method::POST, path, key, body.into()))
+            .await
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        self.call(request(Method::GET, path, key, Body::empty()))
+            .await
+    }
+
+    async fn metrics_text(&self) -> String {
+        let reply = self.get("/metrics", None).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.text
+    }
+}
+
+fn request(method: Method, path: &str, key: Option<&str>, body: Body) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        builder = builder.header("X-Api-Key", key);
+    }
+    builder.body(body).unwrap()
+}
+
+fn json_body(value: &Value) -> Body {
+    Body::from(value.to_string())
+}
+
+/// A body without a known length, as a chunked upload arrives.
+fn chunked(chunks: Vec<Bytes>) -> Body {
+    let (mut sender, body) = http_body_util::channel::Channel::<Bytes>::new(chunks.len().max(1));
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if sender.send_data(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    Body::new(body)
+}
+
+/// The value of one sample line of the metrics page, if present.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_ticket_route_and_its_json_twin_decide() {
+    let harness = Harness::new();
+    for (kind, path) in [
+        (ScanKind::Enter, "/presence/v1/ticket/enter"),
+        (ScanKind::Exit, "/presence/v1/ticket/exit"),
+        (ScanKind::Validate, "/presence/v1/ticket/validate"),
+    ] {
+        for path in [path.to_owned(), format!("{path}.json")] {
+            let reply = harness
+                .post(&path, Some(ADMIN_KEY), json_body(&scan_body()))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+            assert_eq!(reply.result_status(), "OKAY");
+            assert_eq!(reply.result_message(), "Okay");
+            assert_eq!(
+                reply.tickets(),
+                json!([{"place": "PIT1:3:4", "eventId": "3F005062B2B4E313"}])
+            );
+            let command = harness.fake.scans.lock().unwrap().pop().unwrap();
+            assert_eq!(command.kind, kind, "{path}");
+            assert_eq!(
+                reply.json()["result"]["scanId"].as_str(),
+                Some(command.scan_id.as_str())
+            );
+            assert_eq!(
+                uuid::Uuid::parse_str(command.scan_id.as_str())
+                    .unwrap()
+                    .get_version_num(),
+                7
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn device_init_and_its_json_twin_configure() {
+    let harness = Harness::new();
+    for path in ["/presence/v1/device/init", "/presence/v1/device/init.json"] {
+        let reply = harness
+            .post(path, Some(ADMIN_KEY), json_body(&init_body()))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+        assert_eq!(
+            reply.json(),
+            json!({
+                "result": {"status": "OKAY", "message": "Okay"},
+                "message": {"id": 37, "venueId": VENUE, "name": "East 1",
+                            "mac": "00:24:06:F0:F9:FB", "ip": "192.168.1.1", "gateId": 2,
+                            "gateName": "Gate 2", "serial": "aBcDEFg12", "model": "Janam XT2"}
+            })
+        );
+    }
+    let request = harness.fake.inits.lock().unwrap().pop().unwrap();
+    assert_eq!(request.gate, presence_domain::GateRef::Id(GateId::new(1)));
+}
+
+#[tokio::test]
+async fn device_init_outcomes_map_to_404_and_400() {
+    let harness = Harness::new();
+    *harness.fake.init_answer.lock().unwrap() = DeviceInitOutcome::VenueNotFound;
+    let reply = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.result_status(), "NOT_FOUND");
+    *harness.fake.init_answer.lock().unwrap() = DeviceInitOutcome::UnknownGate(GateId::new(1));
+    let reply = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.result_message().contains("gateId"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn device_lookup_on_every_path() {
+    let harness = Harness::new();
+    for path in [
+        "/presence/v1/device",
+        "/presence/v1/device.json",
+        "/presence/v1/device/",
+    ] {
+        let reply = harness
+            .get(
+                &format!("{path}?venueId={VENUE}&mac=00-24-06-f0-f9-fb"),
+                Some(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+        assert_eq!(reply.json()["message"]["id"], json!(37));
+        assert_eq!(reply.json()["message"]["gateId"], json!(2));
+        let lookup = harness.fake.lookups.lock().unwrap().pop().unwrap();
+        assert_eq!(lookup.mac.as_str(), "00:24:06:F0:F9:FB");
+        assert_eq!(lookup.venue_id, VenueId::new(VENUE));
+    }
+}
+
+#[tokio::test]
+async fn device_lookup_not_found_and_bad_parameters() {
+    let harness = Harness::new();
+    *harness.fake.device.lock().unwrap() = None;
+    let reply = harness
+        .get(
+            &format!("/presence/v1/device?venue={VENUE}&mac=00:24:06:F0:F9:FB"),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.result_status(), "NOT_FOUND");
+    for (query, field) in [
+        ("mac=00:24:06:F0:F9:FB", "venue"),
+        (&format!("venue={VENUE}") as &str, "mac"),
+        (&format!("venue={VENUE}&mac=zz"), "mac"),
+    ] {
+        let reply = harness
+            .get(&format!("/presence/v1/device?{query}"), Some(ADMIN_KEY))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.result_message().starts_with(field), "{}", reply.text);
+    }
+    // Only the well-formed lookup reached the registry.
+    assert_eq!(harness.fake.lookups.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unparsable_query_strings_get_an_envelope() {
+    let harness = Harness::new();
+    let reply = harness
+        .get(
+            &format!("/presence/v1/device?venue={VENUE}&mac=a&mac=b"),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.result_status(), "BAD_REQUEST");
+    assert!(
+        reply.result_message().contains("query string"),
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn missing_or_wrong_keys_are_401_before_anything_else() {
+    let harness = Harness::new();
+    for key in [None, Some("wrong"), Some("")] {
+        let reply = harness
+            .post("/presence/v1/ticket/enter", key, json_body(&scan_body()))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{key:?}");
+        assert_eq!(reply.result_status(), "UNAUTHORIZED");
+        assert_eq!(reply.tickets(), json!([]));
+        // Auth comes before the body limit, the 404 and the 405.
+        let huge = harness
+            .post("/presence/v1/device/init", key, vec![b'x'; 70 * 1024])
+            .await;
+        assert_eq!(huge.status, StatusCode::UNAUTHORIZED);
+        let unknown = harness.get("/presence/v1/nothing", key).await;
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        let method = harness.get("/presence/v1/ticket/exit", key).await;
+        assert_eq!(method.status, StatusCode::UNAUTHORIZED);
+        let admin = harness.post("/admin/v1/inventory", key, "").await;
+        assert_eq!(admin.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(admin.result_status(), "UNAUTHORIZED");
+    }
+    assert!(harness.fake.scans.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn keys_work_in_the_query_and_the_header() {
+    let harness = Harness::new();
+    let by_query = harness
+        .call(request(
+            Method::POST,
+            &format!("/presence/v1/ticket/enter?apikey={ADMIN_KEY}"),
+            None,
+            json_body(&scan_body()),
+        ))
+        .await;
+    assert_eq!(by_query.status, StatusCode::OK, "{}", by_query.text);
+    let by_header = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(by_header.status, StatusCode::OK);
+    // A wrong header is not rescued by a right query parameter.
+    let both = harness
+        .call(request(
+            Method::POST,
+            &format!("/presence/v1/ticket/enter?apikey={ADMIN_KEY}"),
+            Some("wrong"),
+            json_body(&scan_body()),
+        ))
+        .await;
+    assert_eq!(both.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn venue_limited_keys_are_403_for_other_venues() {
+    let harness = Harness::new();
+    let own = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(GATE_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    let mut elsewhere = scan_body();
+    elsewhere["venueId"] = json!("OtherVenue");
+    for path in [
+        "/presence/v1/ticket/enter",
+        "/presence/v1/ticket/validate.json",
+    ] {
+        let reply = harness
+            .post(path, Some(GATE_KEY), json_body(&elsewhere))
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(reply.result_status(), "FORBIDDEN");
+        assert_eq!(reply.tickets(), json!([]));
+    }
+    let mut init = init_body();
+    init["venueId"] = json!("OtherVenue");
+    let reply = harness
+        .post("/presence/v1/device/init", Some(GATE_KEY), json_body(&init))
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = harness
+        .get(
+            "/presence/v1/device?venue=OtherVenue&mac=00:24:06:F0:F9:FB",
+            Some(GATE_KEY),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(harness.fake.scans.lock().unwrap().len(), 1);
+    assert!(harness.fake.inits.lock().unwrap().is_empty());
+    assert!(harness.fake.lookups.lock().unwrap().is_empty());
+    // A bad body is a 400, whoever sends it.
+    let reply = harness
+        .post("/presence/v1/ticket/enter", Some(GATE_KEY), "{}")
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn non_admin_keys_are_403_on_admin_paths() {
+    let harness = Harness::new();
+    for key in [GATE_KEY, PLAIN_KEY] {
+        for path in ["/admin/v1/inventory", "/admin/v1/other"] {
+            let reply = harness.post(path, Some(key), vec![b'x'; 1024 * 1024]).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+            assert_eq!(reply.result_status(), "FORBIDDEN");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_envelopes() {
+    let harness = Harness::new();
+    for path in [
+        "/presence/v1/tickets/enter",
+        "/admin/v1/nothing",
+        "/nowhere",
+    ] {
+        let reply = harness.get(path, Some(ADMIN_KEY)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            reply.json(),
+            json!({"result": {"status": "NOT_FOUND", "message": "No such path"}})
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_methods_are_405_envelopes() {
+    let harness = Harness::new();
+    let reply = harness
+        .get("/presence/v1/ticket/enter", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.result_status(), "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.tickets(), json!([]));
+    assert_eq!(reply.headers[header::ALLOW], "POST");
+    let reply = harness
+        .call(request(
+            Method::DELETE,
+            "/presence/v1/device.json",
+            Some(ADMIN_KEY),
+            Body::empty(),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.result_status(), "METHOD_NOT_ALLOWED");
+    let reply = harness.post("/healthz", None, "").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_are_413_with_or_without_length() {
+    let harness = Harness::new();
+    let big = vec![b' '; 65 * 1024 + 1];
+    let reply = harness
+        .post("/presence/v1/ticket/enter", Some(ADMIN_KEY), big.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.result_status(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(reply.tickets(), json!([]));
+    let chunks = big.chunks(4096).map(Bytes::copy_from_slice).collect();
+    let reply = harness
+        .post("/presence/v1/ticket/exit", Some(ADMIN_KEY), chunked(chunks))
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.tickets(), json!([]));
+    let reply = harness
+        .post("/presence/v1/device/init", Some(ADMIN_KEY), big)
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.result_status(), "PAYLOAD_TOO_LARGE");
+    // Exactly at the limit is fine: padding whitespace keeps it valid JSON.
+    let mut at_limit = scan_body().to_string().into_bytes();
+    at_limit.resize(64 * 1024, b' ');
+    let chunks = at_limit.chunks(1000).map(Bytes::copy_from_slice).collect();
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            chunked(chunks),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(harness.fake.inits.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn json_is_read_whatever_the_content_type() {
+    let harness = Harness::new();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/presence/v1/ticket/enter")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header("X-Api-Key", ADMIN_KEY)
+        .body(json_body(&scan_body()))
+        .unwrap();
+    let reply = harness.call(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let without = Request::builder()
+        .method(Method::POST)
+        .uri("/presence/v1/device/init")
+        .header("X-Api-Key", ADMIN_KEY)
+        .body(json_body(&init_body()))
+        .unwrap();
+    assert_eq!(harness.call(without).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn integers_may_be_digit_strings() {
+    let harness = Harness::new();
+    let mut body = scan_body();
+    body["deviceId"] = json!("224");
+    body["gateId"] = json!("274");
+    body["scanTime"] = json!("1480003200001");
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let command = harness.fake.scans.lock().unwrap().pop().unwrap();
+    assert_eq!(command.request.device_id, DeviceId::new(224));
+    assert_eq!(command.request.gate_id, GateId::new(274));
+    assert_eq!(command.request.scan_time, 1_480_003_200_001);
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field_and_keep_tickets() {
+    let harness = Harness::new();
+    let mut body = scan_body();
+    body.as_object_mut().unwrap().remove("token");
+    body["deviceId"] = json!(0);
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.result_status(), "BAD_REQUEST");
+    assert_eq!(
+        reply.result_message(),
+        "token is required; deviceId must be greater than 0"
+    );
+    assert_eq!(reply.tickets(), json!([]));
+    for (text, expected) in [
+        ("{not json", "The body is not valid JSON"),
+        ("", "The body is not valid JSON"),
+        ("[1,2]", "body must be a JSON object"),
+    ] {
+        let reply = harness
+            .post("/presence/v1/ticket/validate", Some(ADMIN_KEY), text)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(
+            reply.result_message().starts_with(expected),
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.tickets(), json!([]));
+    }
+    let mut init = init_body();
+    init["mac"] = json!("nope");
+    let reply = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.result_message().starts_with("mac "), "{}", reply.text);
+    assert!(harness.fake.scans.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_request_decision_is_400_with_its_tickets() {
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Decide(Decision::new(
+        Status::BadRequest,
+        "Device 224 is not configured at gate 274",
+        Vec::new(),
+    ));
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.result_status(), "BAD_REQUEST");
+    assert_eq!(reply.tickets(), json!([]));
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Decide(Decision::new(
+        Status::AlreadyEntered,
+        "Already entered",
+        Vec::new(),
+    ));
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.result_status(), "ALREADY_ENTERED");
+}
+
+#[tokio::test]
+async fn no_decision_in_time_is_503_with_retry_after_and_tickets() {
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Hang;
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.result_status(), "UNAVAILABLE");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "3");
+    assert_eq!(reply.tickets(), json!([]));
+    assert!(reply.json()["result"]["scanId"].is_string());
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Fail;
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/exit",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!reply.text.contains("10.0.0.7"), "{}", reply.text);
+    let metrics = harness.metrics_text().await;
+    assert_eq!(
+        sample(&metrics, "presence_decision_timeouts_total"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "presence_unavailable_total"), Some(2.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "presence_scans_total{kind=\"enter\",status=\"UNAVAILABLE\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_cut_off() {
+    let harness = Harness::with_config(GatewayConfig {
+        request_timeout: Duration::from_millis(50),
+        ..test_config()
+    });
+    // A client that starts a body and never finishes it.
+    let (sender, body) = http_body_util::channel::Channel::<Bytes>::new(1);
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            Body::new(body),
+        )
+        .await;
+    drop(sender);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.result_status(), "UNAVAILABLE");
+    assert_eq!(reply.tickets(), json!([]));
+    assert!(reply.headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn a_panic_is_a_500_envelope() {
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Panic;
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.json(),
+        json!({"result": {"status": "INTERNAL", "message": "Internal error"}})
+    );
+}
+
+const VENUE_LINE: &str = r#"{"type":"venue","id":"KovZpZAnAtJJ","name":"Arena"}"#;
+const EVENT_LINE: &str =
+    r#"{"type":"event","id":"E1","venueId":"KovZpZAnAtJJ","doorsOpen":1,"endsAt":2}"#;
+const TICKET_LINE: &str = r#"{"type":"ticket","token":"T1","eventId":"E1","places":["PIT1:3:4"]}"#;
+
+#[tokio::test]
+async fn inventory_is_applied_and_counted() {
+    let harness = Harness::new();
+    let body = format!("{VENUE_LINE}\n{EVENT_LINE}\r\n\n{TICKET_LINE}\n");
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), body)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"result": {"status": "OKAY", "message": "Okay"}, "message": {"applied": 3}})
+    );
+    let lines: Vec<usize> = harness
+        .fake
+        .applied
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(lines, [1, 2, 4]);
+    let metrics = harness.metrics_text().await;
+    assert_eq!(
+        sample(&metrics, "presence_inventory_records_applied_total"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn inventory_lists_every_bad_line_and_applies_nothing() {
+    let harness = Harness::new();
+    let body = format!(
+        "{VENUE_LINE}\n{{broken\n{EVENT_LINE}\n{{\"type\":\"stadium\"}}\n{{\"type\":\"venue\",\"id\":\"V\"}}\n"
+    );
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), body)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.result_status(), "BAD_REQUEST");
+    let errors = reply.json()["message"]["errors"].clone();
+    let lines: Vec<u64> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 4, 5], "{errors}");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON")
+    );
+    assert!(errors[2]["error"].as_str().unwrap().contains("name"));
+    assert!(harness.fake.applied.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn inventory_rejections_empty_bodies_and_bad_utf8_are_400() {
+    let harness = Harness::new();
+    *harness.fake.inventory_rejects.lock().unwrap() = Some(vec![LineError {
+        line: 1,
+        error: "venue X is neither stored nor defined earlier".into(),
+    }]);
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), EVENT_LINE)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["message"]["errors"],
+        json!([{"line": 1, "error": "venue X is neither stored nor defined earlier"}])
+    );
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), "\n  \n")
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["message"]["errors"], json!([]));
+    assert!(reply.result_message().contains("no inventory records"));
+    let mut bytes = format!("{VENUE_LINE}\n").into_bytes();
+    bytes.extend_from_slice(b"{\"type\":\"venue\",\"id\":\"\xff\"}\n");
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), bytes)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["message"]["errors"],
+        json!([{"line": 2, "error": "not valid UTF-8"}])
+    );
+}
+
+#[tokio::test]
+async fn inventory_has_its_own_size_limit() {
+    let harness = Harness::with_config(GatewayConfig {
+        inventory_limit: 100 * 1024,
+        ..test_config()
+    });
+    let lines = format!("{VENUE_LINE}\n").repeat(1500);
+    assert!(lines.len() > 64 * 1024 && lines.len() < 100 * 1024);
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), lines.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let chunks = vec![Bytes::from(lines.clone()), Bytes::from(lines)];
+    let reply = harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), chunked(chunks))
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.result_status(), "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count() {
+    let harness = Harness::new();
+    harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    harness.get("/nowhere", None).await;
+    harness
+        .post("/presence/v1/ticket/enter", None, json_body(&scan_body()))
+        .await;
+    let reply = harness.get("/metrics", None).await;
+    assert_eq!(
+        reply.headers[header::CONTENT_TYPE],
+        routes::ops::METRICS_CONTENT_TYPE
+    );
+    let text = reply.text;
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("presence_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    let enter = "route=\"/presence/v1/ticket/enter\",method=\"POST\"";
+    assert_eq!(
+        sample(
+            &text,
+            &format!("presence_http_requests_total{{{enter},code=\"200\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("presence_http_requests_total{{{enter},code=\"401\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "presence_http_requests_total{route=\"unmatched\",method=\"GET\",code=\"404\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "presence_scans_total{kind=\"enter\",status=\"OKAY\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "presence_scan_duration_seconds_count{kind=\"enter\"}"
+        ),
+        Some(1.0)
+    );
+    // The scrape itself is in flight while the page is written.
+    assert_eq!(sample(&text, "presence_requests_in_flight"), Some(1.0));
+    assert!(!text.contains(ADMIN_KEY));
+    assert!(!text.contains("721744537954"));
+}
+
+#[tokio::test]
+async fn openapi_lists_every_path_and_every_listed_path_routes() {
+    let harness = Harness::new();
+    let reply = harness.get("/openapi.json", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        "/presence/v1/ticket/enter",
+        "/presence/v1/ticket/enter.json",
+        "/presence/v1/ticket/exit",
+        "/presence/v1/ticket/exit.json",
+        "/presence/v1/ticket/validate",
+        "/presence/v1/ticket/validate.json",
+        "/presence/v1/device/init",
+        "/presence/v1/device/init.json",
+        "/presence/v1/device",
+        "/presence/v1/device.json",
+        "/presence/v1/device/",
+        "/admin/v1/inventory",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ];
+    let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    let mut sorted = expected;
+    sorted.sort_unstable();
+    assert_eq!(listed, sorted);
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["apikey"]["in"], "query");
+    assert_eq!(schemes["X-Api-Key"]["in"], "header");
+    let mut operation_ids = Vec::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            operation_ids.push(operation["operationId"].as_str().unwrap().to_owned());
+            let responses = operation["responses"].as_object().unwrap();
+            if path.starts_with("/presence/") || path.starts_with("/admin/") {
+                for code in ["200", "400", "401", "503"] {
+                    assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+                assert!(responses["503"]["headers"]["Retry-After"].is_object());
+                assert_eq!(operation["security"].as_array().unwrap().len(), 2);
+            }
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let reply = harness
+                .call(request(method, path, Some(ADMIN_KEY), Body::from("{}")))
+                .await;
+            assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert!(!reply.text.contains("No such path"), "{path}");
+        }
+    }
+    let count = operation_ids.len();
+    operation_ids.sort_unstable();
+    operation_ids.dedup();
+    assert_eq!(operation_ids.len(), count, "operation ids must be unique");
+}
+
+#[test]
+fn aliases_get_their_own_operation_ids_and_statuses_are_enumerated() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let ticket = &doc["paths"]["/presence/v1/ticket/enter.json"]["post"];
+    assert_eq!(ticket["operationId"], "ticket_enter_json");
+    let schema = &doc["components"]["schemas"]["ResultBody"]["properties"]["status"];
+    assert!(
+        schema["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ALREADY_ENTERED"))
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let harness = Harness::new();
+    let reply = harness.get("/healthz", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"status": "alive"}));
+    let reply = harness.get("/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"status": "ready"}));
+    *harness.fake.ready.lock().unwrap() = false;
+    let reply = harness.get("/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json(), json!({"status": "unavailable"}));
+    *harness.fake.ready.lock().unwrap() = true;
+    harness.state.begin_shutdown();
+    let reply = harness.get("/readyz", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json(), json!({"status": "shutting_down"}));
+}
+
+/// One HTTP/1.1 request over a fresh connection; the raw response.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn serves_and_stops_gracefully_with_readiness_red_first() {
+    let config = GatewayConfig {
+        shutdown_grace: Duration::from_millis(300),
+        ..test_config()
+    };
+    let gateway = Gateway::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        keys(),
+        Arc::new(Fake::default()),
+    )
+    .await
+    .unwrap();
+    let addr = gateway.local_addr();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    assert!(raw_get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let during_grace = raw_get(addr, "/readyz").await;
+    assert!(during_grace.starts_with("HTTP/1.1 503"), "{during_grace}");
+    server.await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn binding_a_taken_port_fails_cleanly() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = Gateway::bind(addr, test_config(), keys(), Arc::new(Fake::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, GatewayError::Bind { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn embedding_processes_can_add_metrics() {
+    let harness = Harness::new();
+    let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+    harness.state.metrics().with_registry(|registry| {
+        registry.register("store_writes", "Writes to the store", counter.clone());
+    });
+    counter.inc_by(5);
+    let text = harness.metrics_text().await;
+    assert_eq!(sample(&text, "presence_store_writes_total"), Some(5.0));
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_name_the_key_and_hash_the_token_but_never_show_either() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Fail;
+    harness
+        .call(request(
+            Method::POST,
+            &format!("/presence/v1/ticket/enter?apikey={GATE_KEY}"),
+            None,
+            json_body(&scan_body()),
+        ))
+        .await;
+    harness
+        .post(
+            "/presence/v1/ticket/exit",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    harness
+        .post(
+            "/presence/v1/ticket/exit",
+            Some("not-a-key"),
+            json_body(&scan_body()),
+        )
+        .await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("key=\"north\""), "{text}");
+    assert!(text.contains("key=\"PRESENCE_API_KEY\""), "{text}");
+    assert!(text.contains("token_hash="), "{text}");
+    assert!(text.contains("scan_id="), "{text}");
+    assert!(text.contains("route=/presence/v1/ticket/enter"), "{text}");
+    for secret in [GATE_KEY, ADMIN_KEY, "not-a-key", "721744537954", "apikey="] {
+        assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+    }
+}

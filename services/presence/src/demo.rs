@@ -1,0 +1,120 @@
+//! `presence demo`: a venue, an event, gates and tickets around the current
+//! time, one configured scanner, and curl commands to paste.
+
+use presence_domain::{Device, DeviceInitRequest, GateRef, Mac, VenueId};
+use presence_ports::{DeviceInitOutcome, Transport};
+use std::fmt::Write;
+
+pub const VENUE: &str = "DEMO-ARENA";
+pub const EVENT: &str = "DEMO-SHOW";
+pub const TICKETS: usize = 100;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The demo inventory: doors opened an hour before `now`, the show ends six hours after.
+pub fn inventory(now: i64) -> String {
+    let mut lines = vec![
+        format!(r#"{{"type":"venue","id":"{VENUE}","name":"Demo Arena"}}"#),
+        format!(
+            r#"{{"type":"event","id":"{EVENT}","venueId":"{VENUE}","name":"Demo Show","doorsOpen":{},"endsAt":{},"status":"ACTIVE","allowReentry":true}}"#,
+            now - HOUR_MS,
+            now + 6 * HOUR_MS
+        ),
+        format!(r#"{{"type":"gate","venueId":"{VENUE}","name":"North Gate"}}"#),
+        format!(
+            r#"{{"type":"gate","venueId":"{VENUE}","name":"VIP Gate","allowedSections":["VIP"]}}"#
+        ),
+        format!(
+            r#"{{"type":"ticket","token":"DEMO-VIP-GROUP","eventId":"{EVENT}","places":["VIP:1:1","VIP:1:2","VIP:1:3"]}}"#
+        ),
+        format!(
+            r#"{{"type":"ticket","token":"DEMO-VOID","eventId":"{EVENT}","places":["A:9:9"],"status":"VOID"}}"#
+        ),
+    ];
+    lines.extend((1..=TICKETS).map(|n| {
+        format!(
+            r#"{{"type":"ticket","token":"DEMO-{n:04}","eventId":"{EVENT}","places":["A:{}:{}"]}}"#,
+            (n - 1) / 20 + 1,
+            (n - 1) % 20 + 1
+        )
+    }));
+    lines.join("\n") + "\n"
+}
+
+/// Configures the demo scanner at the North Gate.
+pub async fn configure_scanner(transport: &dyn Transport) -> anyhow::Result<Device> {
+    let request = DeviceInitRequest {
+        venue_id: VenueId::new(VENUE),
+        name: "Demo scanner".into(),
+        mac: Mac::parse("00:00:00:00:00:01")
+            .ok_or_else(|| anyhow::anyhow!("demo MAC is invalid"))?,
+        ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        gate: GateRef::Name("North Gate".into()),
+        serial: "DEMO-0001".into(),
+        model: "Demo Phone".into(),
+    };
+    match transport.init_device(request).await? {
+        DeviceInitOutcome::Configured(device) => Ok(device),
+        other => anyhow::bail!("demo scanner could not be configured: {other:?}"),
+    }
+}
+
+/// What `presence demo` prints: the key and commands to paste into a shell.
+pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> String {
+    let scan_body = |token: &str| {
+        format!(
+            r#"{{"deviceOs":"Printed","gateName":"{}","token":"{token}","venueId":"{VENUE}","deviceId":{},"gateId":{},"scanTime":{now}}}"#,
+            scanner.gate_name, scanner.id, scanner.gate_id
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Presence demo is running at {url}");
+    let _ = writeln!(out, "API key: {api_key}");
+    let _ = writeln!(
+        out,
+        "Venue {VENUE}, event {EVENT}, tickets DEMO-0001..DEMO-{TICKETS:04}, DEMO-VIP-GROUP (3 VIP seats), DEMO-VOID."
+    );
+    let _ = writeln!(
+        out,
+        "A scanner is configured at the North Gate: deviceId {}, gateId {}.\n",
+        scanner.id, scanner.gate_id
+    );
+    let _ = writeln!(out, "# Configure another scanner (device init):");
+    let _ = writeln!(
+        out,
+        r#"curl -s -X POST "{url}/presence/v1/device/init?apikey={api_key}" -H 'Content-Type: application/json' -d '{{"venueId":"{VENUE}","name":"Scanner 2","mac":"00:00:00:00:00:02","ip":"192.168.1.2","gateName":"VIP Gate","serial":"SN-2","model":"Demo Phone"}}'"#
+    );
+    let _ = writeln!(out, "\n# Look a scanner up:");
+    let _ = writeln!(
+        out,
+        r#"curl -s "{url}/presence/v1/device?venue={VENUE}&mac=00:00:00:00:00:01" -H 'X-Api-Key: {api_key}'"#
+    );
+    for (what, kind, token) in [
+        (
+            "Enter (OKAY; again with a new scanTime: ALREADY_ENTERED)",
+            "enter",
+            "DEMO-0001",
+        ),
+        ("Exit", "exit", "DEMO-0001"),
+        (
+            "Validate (secondary scan, no state change)",
+            "validate",
+            "DEMO-0002",
+        ),
+    ] {
+        let _ = writeln!(out, "\n# {what}:");
+        let _ = writeln!(
+            out,
+            r#"curl -s -X POST "{url}/presence/v1/ticket/{kind}?apikey={api_key}" -H 'Content-Type: application/json' -d '{}'"#,
+            scan_body(token)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe same scan (device, token, scanTime, kind) sent twice returns its first answer."
+    );
+    let _ = writeln!(
+        out,
+        "API description: {url}/openapi.json   Metrics: {url}/metrics   Stop: Ctrl-C"
+    );
+    out
+}

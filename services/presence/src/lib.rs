@@ -1,0 +1,15 @@
+//! Presence in one process: the gateway, validator and registry wired together
+//! with in-process adapters and the embedded store. No Kafka, no Redis.
+//!
+//! - [`transport`]: [`InProcessTransport`], the `Transport` that calls the
+//!   validator and registry directly;
+//! - [`app`]: builds and runs the whole server from [`app::ServeSettings`];
+//! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
+//! - [`inventory_file`]: reading and checking NDJSON inventory files offline.
+
+pub mod app;
+pub mod demo;
+pub mod inventory_file;
+pub mod transport;
+
+pub use transport::InProcessTransport;

@@ -1,0 +1,65 @@
+//! The in-process transport: a request is a function call.
+
+use async_trait::async_trait;
+use presence_domain::inventory::NumberedRecord;
+use presence_domain::{Decision, Device, DeviceInitRequest, DeviceLookup};
+use presence_ports::{
+    DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Stores, Transport,
+    TransportError,
+};
+use presence_registry::Registry;
+use presence_validator::{InventoryApplier, Validator};
+use std::sync::Arc;
+
+/// Calls the validator, registry and inventory applier of this process.
+#[derive(Debug, Clone)]
+pub struct InProcessTransport {
+    validator: Validator,
+    registry: Registry,
+    inventory: InventoryApplier,
+    stores: Stores,
+}
+
+impl InProcessTransport {
+    pub fn new(stores: Stores, decisions: Arc<dyn DecisionSink>) -> Self {
+        Self {
+            validator: Validator::new(&stores, decisions),
+            registry: Registry::new(&stores),
+            inventory: InventoryApplier::new(&stores),
+            stores,
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl Transport for InProcessTransport {
+    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+        self.validator.decide(&command).await.map_err(unavailable)
+    }
+
+    async fn init_device(
+        &self,
+        request: DeviceInitRequest,
+    ) -> Result<DeviceInitOutcome, TransportError> {
+        self.registry.init(request).await.map_err(unavailable)
+    }
+
+    async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError> {
+        self.registry.lookup(&lookup).await.map_err(unavailable)
+    }
+
+    async fn apply_inventory(
+        &self,
+        records: Vec<NumberedRecord>,
+    ) -> Result<InventoryOutcome, TransportError> {
+        self.inventory.apply(records).await.map_err(unavailable)
+    }
+
+    async fn ready(&self) -> Result<(), TransportError> {
+        self.stores.tickets.ping().await.map_err(unavailable)
+    }
+}
