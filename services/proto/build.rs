@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<PathBuf> =
-        ["scan", "decision", "device", "inventory"].iter().map(|name| root.join(format!("presence/v1/{name}.proto"))).collect();
+    let files: Vec<PathBuf> = ["scan", "decision", "device", "inventory"]
+        .iter()
+        .map(|name| root.join(format!("presence/v1/{name}.proto")))
+        .collect();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -5,10 +5,12 @@
 //! types only. Decoding untrusted bytes goes through `TryFrom`, which names the
 //! field that is missing or out of range.
 
-use presence_domain::inventory::{Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue};
+use presence_domain::inventory::{
+    Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue,
+};
 use presence_domain::{
-    Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind, ScanRequest, Status,
-    TicketPlace, Token, VenueId,
+    Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind,
+    ScanRequest, Status, TicketPlace, Token, VenueId,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -19,7 +21,8 @@ pub mod pb {
 
 /// The serialized `FileDescriptorSet` of `presence.v1`, for consumers that decode
 /// without generated code (Flink, Spark, ksqlDB, `protoc --decode`).
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/presence_v1_descriptor.bin"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/presence_v1_descriptor.bin"));
 
 /// A message that cannot become a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,15 +30,26 @@ pub enum ProtoError {
     #[error("field {0} is missing")]
     Missing(&'static str),
     #[error("field {field} is invalid: {reason}")]
-    Invalid { field: &'static str, reason: &'static str },
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 fn required(field: &'static str, value: String) -> Result<String, ProtoError> {
-    if value.is_empty() { Err(ProtoError::Missing(field)) } else { Ok(value) }
+    if value.is_empty() {
+        Err(ProtoError::Missing(field))
+    } else {
+        Ok(value)
+    }
 }
 
 fn positive(field: &'static str, value: u64) -> Result<u64, ProtoError> {
-    if value == 0 { Err(ProtoError::Missing(field)) } else { Ok(value) }
+    if value == 0 {
+        Err(ProtoError::Missing(field))
+    } else {
+        Ok(value)
+    }
 }
 
 impl From<ScanKind> for pb::ScanKind {
@@ -54,7 +68,10 @@ fn scan_kind(value: i32) -> Result<ScanKind, ProtoError> {
         Ok(pb::ScanKind::Exit) => Ok(ScanKind::Exit),
         Ok(pb::ScanKind::Validate) => Ok(ScanKind::Validate),
         Ok(pb::ScanKind::Unspecified) => Err(ProtoError::Missing("kind")),
-        Err(_) => Err(ProtoError::Invalid { field: "kind", reason: "unknown scan kind" }),
+        Err(_) => Err(ProtoError::Invalid {
+            field: "kind",
+            reason: "unknown scan kind",
+        }),
     }
 }
 
@@ -74,7 +91,10 @@ fn device_os(value: i32) -> Result<DeviceOs, ProtoError> {
         Ok(pb::DeviceOs::Ios) => Ok(DeviceOs::Ios),
         Ok(pb::DeviceOs::Android) => Ok(DeviceOs::Android),
         Ok(pb::DeviceOs::Unspecified) => Err(ProtoError::Missing("device_os")),
-        Err(_) => Err(ProtoError::Invalid { field: "device_os", reason: "unknown device OS" }),
+        Err(_) => Err(ProtoError::Invalid {
+            field: "device_os",
+            reason: "unknown device OS",
+        }),
     }
 }
 
@@ -105,7 +125,10 @@ fn status_to_pb(status: Status) -> pb::Status {
 }
 
 fn status_from_pb(value: i32) -> Result<Status, ProtoError> {
-    let status = pb::Status::try_from(value).map_err(|_| ProtoError::Invalid { field: "status", reason: "unknown status" })?;
+    let status = pb::Status::try_from(value).map_err(|_| ProtoError::Invalid {
+        field: "status",
+        reason: "unknown status",
+    })?;
     Status::ALL
         .into_iter()
         .find(|s| status_to_pb(*s) == status && status != pb::Status::Unspecified)
@@ -129,7 +152,9 @@ pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb
 }
 
 /// A scan request as the validator consumes it.
-pub fn scan_from_pb(message: pb::ScanRequest) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
+pub fn scan_from_pb(
+    message: pb::ScanRequest,
+) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
     let request = ScanRequest {
         channel_id: message.channel_id,
         device_os: device_os(message.device_os)?,
@@ -140,7 +165,11 @@ pub fn scan_from_pb(message: pb::ScanRequest) -> Result<(ScanId, ScanKind, ScanR
         gate_id: GateId::new(positive("gate_id", message.gate_id)?),
         scan_time: message.scan_time,
     };
-    Ok((ScanId::new(required("scan_id", message.scan_id)?), scan_kind(message.kind)?, request))
+    Ok((
+        ScanId::new(required("scan_id", message.scan_id)?),
+        scan_kind(message.kind)?,
+        request,
+    ))
 }
 
 impl From<&DecisionEvent> for pb::Decision {
@@ -154,7 +183,10 @@ impl From<&DecisionEvent> for pb::Decision {
                 .decision
                 .tickets
                 .iter()
-                .map(|t| pb::TicketPlace { place: t.place.clone(), event_id: t.event_id.to_string() })
+                .map(|t| pb::TicketPlace {
+                    place: t.place.clone(),
+                    event_id: t.event_id.to_string(),
+                })
                 .collect(),
             token: event.token.to_string(),
             venue_id: event.venue_id.to_string(),
@@ -182,7 +214,10 @@ impl TryFrom<pb::Decision> for DecisionEvent {
                 tickets: message
                     .tickets
                     .into_iter()
-                    .map(|t| TicketPlace { place: t.place, event_id: EventId::new(t.event_id) })
+                    .map(|t| TicketPlace {
+                        place: t.place,
+                        event_id: EventId::new(t.event_id),
+                    })
                     .collect(),
             },
             token: Token::new(required("token", message.token)?),
@@ -222,7 +257,10 @@ impl TryFrom<pb::Device> for Device {
             id: DeviceId::new(positive("id", message.id)?),
             venue_id: VenueId::new(required("venue_id", message.venue_id)?),
             name: message.name,
-            mac: Mac::parse(&message.mac).ok_or(ProtoError::Invalid { field: "mac", reason: "not a MAC address" })?,
+            mac: Mac::parse(&message.mac).ok_or(ProtoError::Invalid {
+                field: "mac",
+                reason: "not a MAC address",
+            })?,
             ip: message.ip,
             gate_id: GateId::new(positive("gate_id", message.gate_id)?),
             gate_name: message.gate_name,
@@ -236,7 +274,10 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
     fn from(record: &InventoryRecord) -> Self {
         use pb::inventory_record::Record;
         let record = match record {
-            InventoryRecord::Venue(v) => Record::Venue(pb::Venue { id: v.id.to_string(), name: v.name.clone() }),
+            InventoryRecord::Venue(v) => Record::Venue(pb::Venue {
+                id: v.id.to_string(),
+                name: v.name.clone(),
+            }),
             InventoryRecord::Event(e) => Record::Event(pb::Event {
                 id: e.id.to_string(),
                 venue_id: e.venue_id.to_string(),
@@ -271,7 +312,9 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
                 valid_until: t.valid_until,
             }),
         };
-        pb::InventoryRecord { record: Some(record) }
+        pb::InventoryRecord {
+            record: Some(record),
+        }
     }
 }
 
@@ -283,19 +326,33 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
     fn try_from(message: pb::InventoryRecord) -> Result<Self, ProtoError> {
         use pb::inventory_record::Record;
         Ok(match message.record.ok_or(ProtoError::Missing("record"))? {
-            Record::Venue(v) => InventoryRecord::Venue(Venue { id: VenueId::new(required("id", v.id)?), name: required("name", v.name)? }),
+            Record::Venue(v) => InventoryRecord::Venue(Venue {
+                id: VenueId::new(required("id", v.id)?),
+                name: required("name", v.name)?,
+            }),
             Record::Event(e) => {
                 let id = required("id", e.id)?;
                 InventoryRecord::Event(Event {
-                    name: if e.name.is_empty() { id.clone() } else { e.name },
+                    name: if e.name.is_empty() {
+                        id.clone()
+                    } else {
+                        e.name
+                    },
                     id: EventId::new(id),
                     venue_id: VenueId::new(required("venue_id", e.venue_id)?),
                     doors_open: e.doors_open,
                     ends_at: e.ends_at,
                     status: match pb::EventStatus::try_from(e.status) {
-                        Ok(pb::EventStatus::Unspecified | pb::EventStatus::Active) => EventStatus::Active,
+                        Ok(pb::EventStatus::Unspecified | pb::EventStatus::Active) => {
+                            EventStatus::Active
+                        }
                         Ok(pb::EventStatus::Cancelled) => EventStatus::Cancelled,
-                        Err(_) => return Err(ProtoError::Invalid { field: "status", reason: "unknown event status" }),
+                        Err(_) => {
+                            return Err(ProtoError::Invalid {
+                                field: "status",
+                                reason: "unknown event status",
+                            });
+                        }
                     },
                     allow_reentry: e.allow_reentry.unwrap_or(true),
                 })
@@ -313,9 +370,16 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
                 event_id: EventId::new(required("event_id", t.event_id)?),
                 places: t.places,
                 status: match pb::TicketStatus::try_from(t.status) {
-                    Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => TicketStatus::Valid,
+                    Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => {
+                        TicketStatus::Valid
+                    }
                     Ok(pb::TicketStatus::Void) => TicketStatus::Void,
-                    Err(_) => return Err(ProtoError::Invalid { field: "status", reason: "unknown ticket status" }),
+                    Err(_) => {
+                        return Err(ProtoError::Invalid {
+                            field: "status",
+                            reason: "unknown ticket status",
+                        });
+                    }
                 },
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
@@ -357,7 +421,14 @@ mod tests {
             let event = DecisionEvent {
                 scan_id: ScanId::new("s1"),
                 kind: ScanKind::Enter,
-                decision: Decision::new(status, "m", vec![TicketPlace { place: "PIT1:3:4".into(), event_id: EventId::new("E") }]),
+                decision: Decision::new(
+                    status,
+                    "m",
+                    vec![TicketPlace {
+                        place: "PIT1:3:4".into(),
+                        event_id: EventId::new("E"),
+                    }],
+                ),
                 token: request.token,
                 venue_id: request.venue_id,
                 gate_id: request.gate_id,
@@ -368,7 +439,10 @@ mod tests {
                 scan_time: request.scan_time,
                 decided_at: 1_480_003_200_002,
             };
-            assert_eq!(DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(), event);
+            assert_eq!(
+                DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(),
+                event
+            );
         }
     }
 
@@ -382,17 +456,31 @@ mod tests {
         assert!(errors.is_empty());
         for numbered in records {
             let bytes = pb::InventoryRecord::from(&numbered.record).encode_to_vec();
-            let back = InventoryRecord::try_from(pb::InventoryRecord::decode(bytes.as_slice()).unwrap()).unwrap();
+            let back =
+                InventoryRecord::try_from(pb::InventoryRecord::decode(bytes.as_slice()).unwrap())
+                    .unwrap();
             assert_eq!(back, numbered.record);
         }
     }
 
     #[test]
     fn garbage_is_an_error_naming_the_field() {
-        assert_eq!(scan_from_pb(pb::ScanRequest::default()).unwrap_err(), ProtoError::Missing("device_os"));
-        let bad_kind = pb::ScanRequest { kind: 99, ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan()) };
-        assert!(matches!(scan_from_pb(bad_kind), Err(ProtoError::Invalid { field: "kind", .. })));
-        assert_eq!(InventoryRecord::try_from(pb::InventoryRecord::default()).unwrap_err(), ProtoError::Missing("record"));
+        assert_eq!(
+            scan_from_pb(pb::ScanRequest::default()).unwrap_err(),
+            ProtoError::Missing("device_os")
+        );
+        let bad_kind = pb::ScanRequest {
+            kind: 99,
+            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan())
+        };
+        assert!(matches!(
+            scan_from_pb(bad_kind),
+            Err(ProtoError::Invalid { field: "kind", .. })
+        ));
+        assert_eq!(
+            InventoryRecord::try_from(pb::InventoryRecord::default()).unwrap_err(),
+            ProtoError::Missing("record")
+        );
     }
 
     #[test]
@@ -400,7 +488,10 @@ mod tests {
         // A FileDescriptorSet holds each file name as a plain string.
         let text = String::from_utf8_lossy(DESCRIPTOR_SET);
         for file in ["scan", "decision", "device", "inventory"] {
-            assert!(text.contains(&format!("presence/v1/{file}.proto")), "{file}");
+            assert!(
+                text.contains(&format!("presence/v1/{file}.proto")),
+                "{file}"
+            );
         }
     }
 }
