@@ -1,1 +1,50 @@
-//! placeholder
+//! End-to-end harness for Presence: start the real binaries, then speak the
+//! public contract (SPEC §2) the way a scanner, an operator and an upstream
+//! ticketing system do.
+//!
+//! One test body, several fixtures: a contract test is an
+//! `async fn(&TestApp) -> anyhow::Result<()>` and [`contract_tests!`] runs it
+//! once per fixture, each in its own process with its own port, data and keys.
+//! - [`app`]: [`TestApp`] (fixtures, HTTP calls, restarts) and [`Reply`];
+//! - [`process`]: spawning the `presence` binary and reading its output;
+//! - [`scenario`]: unique names, inventory records around now, scan bodies;
+//! - [`curl`]: the curl commands `presence demo` prints, as a reader pastes them.
+
+pub mod app;
+pub mod curl;
+pub mod process;
+pub mod scenario;
+
+pub use anyhow;
+pub use app::{Auth, Keys, Reply, TestApp};
+pub use presence_domain::ScanKind;
+pub use process::{Launch, PresenceProcess};
+pub use scenario::{HOUR_MS, Scanner, Show, ndjson, next_scan_time, now_ms, unique, unique_mac};
+
+/// Runs each listed test body once per listed fixture.
+///
+/// `contract_tests!(embedded => [a, b]);` defines `embedded::a` and `embedded::b`,
+/// each starting its own `TestApp::embedded()` and calling `a(&app)` / `b(&app)`.
+/// A fixture is any `TestApp` constructor `async fn() -> anyhow::Result<TestApp>`;
+/// the server's logs are printed when a test fails.
+#[macro_export]
+macro_rules! contract_tests {
+    (@fixture $fixture:ident [$($test:ident),* $(,)?]) => {
+        mod $fixture {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() -> $crate::anyhow::Result<()> {
+                    let app = $crate::TestApp::$fixture().await?;
+                    let outcome = super::$test(&app).await;
+                    if outcome.is_err() {
+                        app.print_logs();
+                    }
+                    outcome
+                }
+            )*
+        }
+    };
+    ($($fixture:ident),+ => $tests:tt) => {
+        $( $crate::contract_tests!(@fixture $fixture $tests); )+
+    };
+}

@@ -78,5 +78,6 @@ pub fn router(state: GatewayState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::deadline))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .layer(axum::middleware::from_fn(middleware::close_if_body_unread))
         .with_state(state)
 }

@@ -1,18 +1,26 @@
 //! What happens around every handler: a span and metrics, a panic guard, a
-//! deadline, and authentication — in that order from the outside in.
+//! deadline, and authentication — in that order from the outside in — and
+//! closing connections whose request body was left unread.
 
 use crate::keys::Caller;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::paths::{ADMIN_PREFIX, requires_key};
 use crate::reply::Failure;
 use crate::state::GatewayState;
+use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::any::Any;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -176,4 +184,58 @@ pub(crate) async fn not_found() -> Response {
 /// Known path, wrong method: 405 METHOD_NOT_ALLOWED envelope (axum adds `Allow`).
 pub(crate) async fn method_not_allowed(uri: Uri) -> Response {
     Failure::method_not_allowed().for_path(uri.path())
+}
+
+/// Marks a response `Connection: close` when the request body was not read to its
+/// end (refused for its size, its key or its path). hyper cannot reuse such a
+/// connection, since the unread bytes would be taken for the next request, so it
+/// closes it; the header tells the client so instead of letting its next request
+/// on that connection fail.
+pub(crate) async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let tracked = Body::new(ReadToEnd {
+        inner: body,
+        finished: finished.clone(),
+    });
+    let mut response = next.run(Request::from_parts(parts, tracked)).await;
+    if !finished.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that records when it has been read to its end.
+struct ReadToEnd {
+    inner: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl HttpBody for ReadToEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

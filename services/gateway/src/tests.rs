@@ -89,7 +89,11 @@ impl presence_ports::Transport for Fake {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
+        syntax_errors: Vec<LineError>,
     ) -> Result<InventoryOutcome, TransportError> {
+        if !syntax_errors.is_empty() {
+            return Ok(InventoryOutcome::Rejected(syntax_errors));
+        }
         if let Some(errors) = self.inventory_rejects.lock().unwrap().clone() {
             return Ok(InventoryOutcome::Rejected(errors));
         }

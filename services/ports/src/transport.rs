@@ -56,10 +56,14 @@ pub trait Transport: Send + Sync + 'static {
 
     async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError>;
 
-    /// Applies already-parsed records; references are checked against the store.
+    /// Applies the records of one batch, all or nothing. `syntax_errors` are the
+    /// batch's lines that did not parse: when there are any, nothing is applied and
+    /// the rejection lists them together with the reference errors of the lines that
+    /// did, so one answer names every bad line.
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
+        syntax_errors: Vec<LineError>,
     ) -> Result<InventoryOutcome, TransportError>;
 
     /// Succeeds when every dependency answers.

@@ -107,11 +107,8 @@ impl EmbeddedApp {
 
 /// Applies NDJSON inventory through the same path as `POST /admin/v1/inventory`.
 pub async fn load_inventory(transport: &dyn Transport, text: &str) -> anyhow::Result<usize> {
-    let (records, syntax) = parse_ndjson(text);
-    if !syntax.is_empty() {
-        bail!(describe_line_errors(&syntax));
-    }
-    match transport.apply_inventory(records).await? {
+    let (records, syntax_errors) = parse_ndjson(text);
+    match transport.apply_inventory(records, syntax_errors).await? {
         InventoryOutcome::Applied(applied) => Ok(applied),
         InventoryOutcome::Rejected(errors) => bail!(describe_line_errors(&errors)),
     }

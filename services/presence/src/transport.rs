@@ -1,7 +1,7 @@
 //! The in-process transport: a request is a function call.
 
 use async_trait::async_trait;
-use presence_domain::inventory::NumberedRecord;
+use presence_domain::inventory::{LineError, NumberedRecord};
 use presence_domain::{Decision, Device, DeviceInitRequest, DeviceLookup};
 use presence_ports::{
     DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Stores, Transport,
@@ -55,8 +55,12 @@ impl Transport for InProcessTransport {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
+        syntax_errors: Vec<LineError>,
     ) -> Result<InventoryOutcome, TransportError> {
-        self.inventory.apply(records).await.map_err(unavailable)
+        self.inventory
+            .apply(records, syntax_errors)
+            .await
+            .map_err(unavailable)
     }
 
     async fn ready(&self) -> Result<(), TransportError> {

@@ -1,6 +1,8 @@
 //! Applying inventory: references checked against the store, then all or nothing.
 
-use presence_domain::inventory::{NumberedRecord, check_references, referenced};
+use presence_domain::inventory::{
+    LineError, NumberedRecord, check_references, merge_errors, referenced,
+};
 use presence_ports::{InventoryOutcome, InventoryStore, StoreError, Stores};
 use std::sync::Arc;
 
@@ -23,16 +25,21 @@ impl InventoryApplier {
         }
     }
 
-    /// Applies records that parsed; any reference to a venue or event that is
-    /// neither stored nor defined on an earlier line rejects the whole batch.
+    /// Applies a batch whose `syntax_errors` lines did not parse. Any such line, or
+    /// any reference to a venue or event that is neither stored nor defined on an
+    /// earlier line, rejects the whole batch, listing every bad line.
     /// Inventory is never deleted, so a reference found here still holds when the
     /// batch is written.
     pub async fn apply(
         &self,
         records: Vec<NumberedRecord>,
+        syntax_errors: Vec<LineError>,
     ) -> Result<InventoryOutcome, StoreError> {
         let stored = self.store.stored(&referenced(&records)).await?;
-        let errors = check_references(&records, |reference| stored.contains(reference));
+        let errors = merge_errors(
+            syntax_errors,
+            check_references(&records, |reference| stored.contains(reference)),
+        );
         if !errors.is_empty() {
             return Ok(InventoryOutcome::Rejected(errors));
         }

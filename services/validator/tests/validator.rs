@@ -34,7 +34,10 @@ async fn fixture() -> Fixture {
         Stores::from_backend(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
     let (records, errors) = parse_ndjson(INVENTORY);
     assert!(errors.is_empty());
-    let applied = InventoryApplier::new(&stores).apply(records).await.unwrap();
+    let applied = InventoryApplier::new(&stores)
+        .apply(records, Vec::new())
+        .await
+        .unwrap();
     assert_eq!(applied, InventoryOutcome::Applied(4));
     let gate = stores
         .devices
@@ -214,7 +217,7 @@ async fn inventory_with_unknown_references_is_rejected_whole() {
 {"type":"ticket","token":"T4","eventId":"NOPE","places":["A:1:4"]}"#,
     );
     let outcome = InventoryApplier::new(&f.stores)
-        .apply(records)
+        .apply(records, Vec::new())
         .await
         .unwrap();
     let InventoryOutcome::Rejected(errors) = outcome else {
@@ -229,6 +232,35 @@ async fn inventory_with_unknown_references_is_rejected_whole() {
         .unwrap();
     assert_eq!(
         unknown.status,
+        Status::NotFound,
+        "nothing of a rejected batch is applied"
+    );
+}
+
+#[tokio::test]
+async fn one_rejection_names_syntax_and_reference_errors_together() {
+    let f = fixture().await;
+    let (records, syntax_errors) = parse_ndjson(
+        r#"{"type":"ticket","token":"T5"}
+{"type":"ticket","token":"T6","eventId":"NOPE","places":["A:1:6"]}
+{"type":"ticket","token":"T7","eventId":"E","places":["A:1:7"]}"#,
+    );
+    let outcome = InventoryApplier::new(&f.stores)
+        .apply(records, syntax_errors)
+        .await
+        .unwrap();
+    let InventoryOutcome::Rejected(errors) = outcome else {
+        panic!("expected a rejection")
+    };
+    let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [1, 2]);
+    let good_line = f
+        .validator
+        .decide(&f.command("s1", ScanKind::Enter, "T7", 2000))
+        .await
+        .unwrap();
+    assert_eq!(
+        good_line.status,
         Status::NotFound,
         "nothing of a rejected batch is applied"
     );

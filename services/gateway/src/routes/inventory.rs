@@ -66,17 +66,19 @@ pub(crate) async fn upload(
             }]);
         }
     };
-    let (records, errors) = parse_ndjson(text);
-    if !errors.is_empty() {
-        return rejected(&errors);
-    }
-    if records.is_empty() {
+    let (records, syntax_errors) = parse_ndjson(text);
+    if records.is_empty() && syntax_errors.is_empty() {
         return Failure::bad_request("The body holds no inventory records")
             .with_line_errors(Vec::new());
     }
     // No decision deadline: a large inventory takes a while; the admin request
     // timeout bounds it.
-    let outcome = state.settle(state.transport().apply_inventory(records).await);
+    let outcome = state.settle(
+        state
+            .transport()
+            .apply_inventory(records, syntax_errors)
+            .await,
+    );
     match outcome {
         Ok(InventoryOutcome::Applied(count)) => {
             let applied = u64::try_from(count).unwrap_or(u64::MAX);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine, installing what it needs.
+#
+#   scripts/test.sh                 # every test of the workspace
+#   scripts/test.sh -E 'test(auth)' # extra arguments go to `cargo nextest run`
+#
+# Each prerequisite is one function, called from main; a prerequisite that needs
+# a running service (a broker, Redis) gets its own ensure_* function the same way.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+ensure_cargo() {
+    # rustup installs into ~/.cargo/bin, which a non-login shell may not have on PATH.
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-${HOME:-}/.cargo}/bin/cargo" ]; then
+        export PATH="${CARGO_HOME:-${HOME:-}/.cargo}/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "cargo is missing: install the Rust toolchain (rustup) first"
+        exit 1
+    fi
+}
+
+# The test runner. protoc needs nothing: it comes from the protoc-bin-vendored crate.
+ensure_nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        log "installing cargo-nextest"
+        cargo install cargo-nextest --locked
+    fi
+}
+
+# The end-to-end tests spawn the real binaries; `cargo nextest run --workspace`
+# builds test targets only, so the binaries are built (or refreshed) first.
+build_binaries() {
+    log "cargo build --workspace --bins"
+    cargo build --workspace --bins
+}
+
+run_tests() {
+    log "cargo nextest run --workspace --no-fail-fast $*"
+    cargo nextest run --workspace --no-fail-fast "$@"
+}
+
+main() {
+    ensure_cargo
+    ensure_nextest
+    build_binaries
+    run_tests "$@"
+}
+
+main "$@"

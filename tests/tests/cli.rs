@@ -1,0 +1,427 @@
+//! The `presence` command line: `serve` flags and their environment twins,
+//! signals, `inventory check`, and `demo`.
+
+use anyhow::{Result, anyhow, ensure};
+use presence_tests::curl::{CurlCommand, curl_commands};
+use presence_tests::process::{Launch, PresenceProcess, run_to_completion, served_url};
+use presence_tests::{Show, TestApp, ndjson, next_scan_time};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use tempfile::TempDir;
+
+fn temp_dir() -> Result<TempDir> {
+    Ok(tempfile::Builder::new().prefix("presence-cli-").tempdir()?)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// A venue, an event on now, a gate and two tickets, as an inventory file.
+fn good_inventory(show: &Show, tokens: [&str; 2]) -> String {
+    ndjson(&[
+        show.venue(),
+        show.event(),
+        show.gate("Gate 1"),
+        show.ticket(tokens[0], &["A:1:1"]),
+        show.ticket(tokens[1], &["A:1:2", "A:1:3"]),
+    ])
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .build()?)
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> Result<(u16, Value)> {
+    let response = client
+        .post(url)
+        .header("X-Api-Key", key)
+        .body(body.to_string())
+        .send()
+        .await?;
+    let code = response.status().as_u16();
+    Ok((code, response.json().await?))
+}
+
+/// Configures a device at "Gate 1" of `venue` and enters `token` there.
+async fn enter_via(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    venue: &str,
+    token: &str,
+) -> Result<(u16, Value)> {
+    let init = json!({
+        "venueId": venue, "name": "Scanner", "mac": presence_tests::unique_mac(), "ip": "10.0.0.1",
+        "gateName": "Gate 1", "serial": "S1", "model": "M1"
+    });
+    let (code, device) = post_json(
+        client,
+        &format!("{url}/presence/v1/device/init"),
+        key,
+        &init,
+    )
+    .await?;
+    ensure!(code == 200, "device/init: HTTP {code} {device}");
+    let scan = json!({
+        "deviceOs": "Printed", "gateName": "Gate 1", "token": token, "venueId": venue,
+        "deviceId": device["message"]["id"], "gateId": device["message"]["gateId"],
+        "scanTime": next_scan_time()
+    });
+    post_json(
+        client,
+        &format!("{url}/presence/v1/ticket/enter"),
+        key,
+        &scan,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn inventory_check_accepts_a_good_file() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let file = write(
+        dir.path(),
+        "good.ndjson",
+        &good_inventory(&show, ["T1", "T2"]),
+    )?;
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("inventory")
+            .arg("check")
+            .arg(&file),
+    )
+    .await?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    ensure!(
+        output.status.success(),
+        "exit {}: {stdout}\n{stderr}",
+        output.status
+    );
+    ensure!(
+        !stdout.trim().is_empty(),
+        "no summary on stdout; stderr: {stderr}"
+    );
+    ensure!(
+        !stderr.lines().any(|l| l.starts_with("line ")),
+        "errors for a good file: {stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn inventory_check_names_every_bad_line() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let lines = [
+        show.venue().to_string(),
+        "{\"type\":\"venue\"".to_owned(),
+        show.event().to_string(),
+        json!({"type": "arena", "id": "X"}).to_string(),
+        Show::new().ticket("T9", &["A:1:1"]).to_string(),
+        show.ticket("T1", &["A:1:1"]).to_string(),
+        show.ticket("T2", &[]).to_string(),
+    ];
+    let file = write(dir.path(), "bad.ndjson", &(lines.join("\n") + "\n"))?;
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("inventory")
+            .arg("check")
+            .arg(&file),
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "a bad file passed: {stderr}");
+    let reported: Vec<u64> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("line "))
+        .filter_map(|rest| rest.split_once(':'))
+        .filter_map(|(number, reason)| {
+            (!reason.trim().is_empty()).then(|| number.trim().parse().ok())?
+        })
+        .collect();
+    ensure!(
+        reported == [2, 4, 5, 7],
+        "reported lines {reported:?}:\n{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn inventory_check_fails_on_a_missing_file() -> Result<()> {
+    let dir = temp_dir()?;
+    let missing = dir.path().join("missing.ndjson");
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("inventory")
+            .arg("check")
+            .arg(&missing),
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "a missing file passed");
+    ensure!(
+        stderr.contains("missing.ndjson"),
+        "the error does not name the file: {stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_cleanly_on_sigterm() -> Result<()> {
+    let app = TestApp::embedded().await?;
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let status = app.terminate().await?;
+    ensure!(status.success(), "exit status after SIGTERM: {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_its_settings_from_the_environment() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let token = show.token();
+    let inventory = write(
+        dir.path(),
+        "inventory.ndjson",
+        &good_inventory(&show, [&token, "other"]),
+    )?;
+    let scanner_key = presence_tests::unique("env-scanner");
+    let keys = write(
+        dir.path(),
+        "keys.toml",
+        &format!("[[keys]]\nname = \"env\"\nkey = \"{scanner_key}\"\n"),
+    )?;
+    let admin_key = presence_tests::unique("env-admin");
+    let launch = Launch::new(dir.path())
+        .arg("serve")
+        .env("PRESENCE_LISTEN", "127.0.0.1:0")
+        .env("PRESENCE_DATA_DIR", dir.path().join("data"))
+        .env("PRESENCE_API_KEY", &admin_key)
+        .env("PRESENCE_API_KEYS_FILE", &keys)
+        .env("PRESENCE_INVENTORY", &inventory);
+    let (_process, url) = PresenceProcess::start(&launch).await?;
+    let client = http_client()?;
+    // The inventory was applied at start; both keys work.
+    let (code, reply) = enter_via(&client, &url, &scanner_key, &show.venue_id, &token).await?;
+    ensure!(
+        code == 200 && reply["result"]["status"] == "OKAY",
+        "HTTP {code} {reply}"
+    );
+    let (code, reply) = post_json(
+        &client,
+        &format!("{url}/admin/v1/inventory"),
+        &scanner_key,
+        &json!({}),
+    )
+    .await?;
+    ensure!(
+        code == 403,
+        "the file's key is not admin, got HTTP {code} {reply}"
+    );
+    let response = client
+        .post(format!("{url}/admin/v1/inventory"))
+        .header("X-Api-Key", &admin_key)
+        .body(ndjson(&[show.ticket(&show.token(), &["A:1:1"])]))
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 200,
+        "the env admin key: HTTP {}",
+        response.status()
+    );
+    ensure!(
+        dir.path().join("data").exists(),
+        "PRESENCE_DATA_DIR was not used"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_an_inventory_file_at_start() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let (first, group) = (show.token(), show.token());
+    let inventory = write(
+        dir.path(),
+        "inventory.ndjson",
+        &good_inventory(&show, [&first, &group]),
+    )?;
+    let key = presence_tests::unique("admin");
+    let launch = Launch::new(dir.path())
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--api-key")
+        .arg(&key)
+        .arg("--inventory")
+        .arg(&inventory);
+    let (_process, url) = PresenceProcess::start(&launch).await?;
+    let client = http_client()?;
+    let (code, reply) = enter_via(&client, &url, &key, &show.venue_id, &group).await?;
+    ensure!(
+        code == 200 && reply["result"]["status"] == "OKAY",
+        "HTTP {code} {reply}"
+    );
+    ensure!(
+        reply["message"]["tickets"].as_array().map(Vec::len) == Some(2),
+        "{reply}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_start_with_a_broken_keys_file() -> Result<()> {
+    let dir = temp_dir()?;
+    let keys = write(dir.path(), "keys.toml", "[[keys]\nname = \"broken\n")?;
+    let launch = Launch::new(dir.path())
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--api-keys-file")
+        .arg(&keys);
+    let mut process = PresenceProcess::spawn(&launch)?;
+    let started = process.wait_for_url().await;
+    ensure!(started.is_err(), "presence served with a broken keys file");
+    let status = process.try_exit()?;
+    ensure!(
+        status.is_some_and(|s| !s.success()),
+        "expected a failed exit, got {status:?}"
+    );
+    ensure!(
+        process.stderr().contains("keys.toml"),
+        "the error does not name the file:\n{}",
+        process.stderr()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
+    let dir = temp_dir()?;
+    let launch = Launch::new(dir.path())
+        .arg("demo")
+        .arg("--listen")
+        .arg("127.0.0.1:0");
+    let mut process = PresenceProcess::spawn(&launch)?;
+    let url = process.wait_for_url().await?;
+    let commands = process
+        .wait_for_stdout(Duration::from_secs(10), |stdout| {
+            curl_commands(stdout)
+                .ok()
+                .filter(|commands| commands.iter().any(|c| c.url.contains("/ticket/enter")))
+        })
+        .await?;
+    let stdout = process.stdout();
+    ensure!(
+        served_url(&stdout).as_deref() == Some(url.as_str()),
+        "{stdout}"
+    );
+    for command in &commands {
+        ensure!(
+            command.url.starts_with(&url),
+            "{} is not on {url}",
+            command.url
+        );
+    }
+    let client = http_client()?;
+    let enter = commands
+        .iter()
+        .find(|c| c.url.contains("/ticket/enter"))
+        .ok_or_else(|| anyhow!("no enter command in:\n{stdout}"))?;
+
+    // The key the commands use is printed for the reader too.
+    let key =
+        api_key_of(enter).ok_or_else(|| anyhow!("the enter command carries no key: {enter:?}"))?;
+    ensure!(
+        stdout
+            .lines()
+            .any(|line| line.contains(&key) && !line.contains("curl ")),
+        "the API key is not printed on its own:\n{stdout}"
+    );
+
+    // Pasting the enter command admits the ticket, and the server keeps state like
+    // any other: the same ticket scanned again later is already in.
+    let (code, reply) = send(&client, enter).await?;
+    ensure!(
+        code == 200 && reply["result"]["status"] == "OKAY",
+        "enter: HTTP {code} {reply}\n{stdout}"
+    );
+    let mut later = enter.clone();
+    let mut body: Value = serde_json::from_str(enter.body.as_deref().unwrap_or("{}"))?;
+    body["scanTime"] = json!(next_scan_time());
+    later.body = Some(body.to_string());
+    let (code, reply) = send(&client, &later).await?;
+    ensure!(
+        code == 200 && reply["result"]["status"] == "ALREADY_ENTERED",
+        "HTTP {code} {reply}"
+    );
+    // Every other printed command answers too.
+    for command in commands.iter().filter(|c| !c.url.contains("/ticket/enter")) {
+        let (code, reply) = send(&client, command).await?;
+        ensure!(
+            (200..300).contains(&code) && reply["result"]["status"].is_string(),
+            "{} {}: HTTP {code} {reply}",
+            command.method,
+            command.url
+        );
+    }
+    let status = process.terminate().await?;
+    ensure!(status.success(), "demo exit status after SIGTERM: {status}");
+    Ok(())
+}
+
+/// The API key a printed command sends, in its query or its `X-Api-Key` header.
+fn api_key_of(command: &CurlCommand) -> Option<String> {
+    let from_header = command
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-api-key"))
+        .map(|(_, value)| value.clone());
+    let from_query = reqwest::Url::parse(&command.url).ok().and_then(|url| {
+        url.query_pairs()
+            .find(|(name, _)| name == "apikey")
+            .map(|(_, value)| value.into_owned())
+    });
+    from_header.or(from_query)
+}
+
+/// Sends a printed curl command as curl would.
+async fn send(client: &reqwest::Client, command: &CurlCommand) -> Result<(u16, Value)> {
+    let method = Method::from_bytes(command.method.as_bytes())?;
+    let mut request = client.request(method, &command.url);
+    for (name, value) in &command.headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = &command.body {
+        request = request.body(body.clone());
+    }
+    let response = request.send().await?;
+    let code = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((
+        code,
+        serde_json::from_str(&text).map_err(|e| anyhow!("{e}: {text}"))?,
+    ))
+}

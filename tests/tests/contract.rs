@@ -1,0 +1,2262 @@
+//! The public HTTP contract (SPEC §2, §3), from the outside: every test body
+//! below runs against every fixture listed in `contract_tests!` at the bottom.
+
+use anyhow::{Result, anyhow, ensure};
+use presence_tests::{
+    Auth, HOUR_MS, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, ndjson, next_scan_time,
+    now_ms, unique, unique_mac,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use reqwest::Method;
+use reqwest::header::{CONNECTION, CONTENT_TYPE};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+const ENTER: ScanKind = ScanKind::Enter;
+const EXIT: ScanKind = ScanKind::Exit;
+const VALIDATE: ScanKind = ScanKind::Validate;
+
+/// 2016-11-24T16:00:00Z, the SPEC's example entry time.
+const SPEC_ENTRY: i64 = 1_480_003_200_000;
+
+/// Every POST endpoint, with and without `.json`.
+const POST_PATHS: [&str; 9] = [
+    "/presence/v1/ticket/enter",
+    "/presence/v1/ticket/enter.json",
+    "/presence/v1/ticket/exit",
+    "/presence/v1/ticket/exit.json",
+    "/presence/v1/ticket/validate",
+    "/presence/v1/ticket/validate.json",
+    "/presence/v1/device/init",
+    "/presence/v1/device/init.json",
+    "/admin/v1/inventory",
+];
+
+/// A venue with an event on now, and one device at "Gate 1".
+async fn setup(app: &TestApp) -> Result<(Show, Scanner)> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    Ok((show, scanner))
+}
+
+/// Loads one valid ticket for `show` and returns its token.
+async fn new_ticket(app: &TestApp, show: &Show, places: &[&str]) -> Result<String> {
+    let token = show.token();
+    app.load(&[show.ticket(&token, places)]).await?;
+    Ok(token)
+}
+
+/// Scans `token` at `scanner` now (a scan time no earlier scan used).
+async fn scan_now(app: &TestApp, kind: ScanKind, scanner: &Scanner, token: &str) -> Result<Reply> {
+    app.scan(kind, &scanner.body(token, next_scan_time())).await
+}
+
+/// Expects a ticket decision: HTTP 200, `status`, and `message.tickets` an array.
+fn decided(reply: &Reply, status: &str) -> Result<()> {
+    reply.expect(200, status)?;
+    ensure!(
+        reply.json["message"]["tickets"].is_array(),
+        "decision without message.tickets: {}",
+        reply.text
+    );
+    Ok(())
+}
+
+/// `body` without `field`.
+fn without(mut body: Value, field: &str) -> Value {
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove(field);
+    }
+    body
+}
+
+fn places(reply: &Reply) -> Vec<String> {
+    reply
+        .tickets()
+        .into_iter()
+        .map(|(place, _)| place)
+        .collect()
+}
+
+fn device_init_body(venue_id: &str, mac: &str, gate_name: &str) -> Value {
+    json!({
+        "venueId": venue_id, "name": "East 1", "mac": mac, "ip": "10.40.184.153",
+        "gateName": gate_name, "serial": "3c39f9af", "model": "Janam XT2"
+    })
+}
+
+// ---------------------------------------------------------------- paths, envelope, auth
+
+async fn every_path_answers_with_and_without_json_suffix(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let a = new_ticket(app, &show, &["A:1:1"]).await?;
+    let b = new_ticket(app, &show, &["A:1:2"]).await?;
+    for (path, token, status) in [
+        ("/presence/v1/ticket/enter", &a, "OKAY"),
+        ("/presence/v1/ticket/enter.json", &b, "OKAY"),
+        ("/presence/v1/ticket/exit", &a, "EXIT"),
+        ("/presence/v1/ticket/exit.json", &b, "EXIT"),
+        ("/presence/v1/ticket/validate", &a, "INTERNAL_SCAN"),
+        ("/presence/v1/ticket/validate.json", &b, "INTERNAL_SCAN"),
+    ] {
+        let reply = app
+            .post_json(path, &scanner.body(token, next_scan_time()))
+            .await?;
+        decided(&reply, status).map_err(|e| anyhow!("{path}: {e}"))?;
+    }
+    for path in ["/presence/v1/device/init", "/presence/v1/device/init.json"] {
+        let reply = app
+            .post_json(
+                path,
+                &device_init_body(&show.venue_id, &unique_mac(), "Gate 1"),
+            )
+            .await?;
+        reply
+            .expect(200, "OKAY")
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+    }
+    for path in [
+        "/presence/v1/device",
+        "/presence/v1/device.json",
+        "/presence/v1/device/",
+    ] {
+        let query = format!("{path}?venue={}&mac={}", show.venue_id, scanner.mac);
+        let reply = app.get(&query, Auth::Query(app.admin_key())).await?;
+        reply
+            .expect(200, "OKAY")
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+        ensure!(
+            reply.json["message"]["id"].as_u64() == Some(scanner.device_id),
+            "{path}: {}",
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+async fn api_key_goes_in_the_query_or_a_header(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let keys = app.keys().clone();
+    for (i, auth) in [
+        Auth::Query(&keys.admin),
+        Auth::Header(&keys.admin),
+        Auth::Query(&keys.scanner),
+        Auth::Header(&keys.scanner),
+        Auth::Query(&keys.ops),
+        Auth::Header(&keys.ops),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let token = new_ticket(app, &show, &["A:1:1"]).await?;
+        let body = scanner.body(&token, next_scan_time()).to_string();
+        let reply = app
+            .post(
+                "/presence/v1/ticket/enter",
+                auth,
+                body,
+                Some("application/json"),
+            )
+            .await?;
+        decided(&reply, "OKAY").map_err(|e| anyhow!("auth #{i} {auth:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn missing_or_unknown_keys_are_unauthorized(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let scan = scanner.body(&token, next_scan_time()).to_string();
+    let init = device_init_body(&show.venue_id, &unique_mac(), "Gate 1").to_string();
+    let inventory = ndjson(&[show.ticket(&show.token(), &["A:1:1"])]);
+    let unknown = unique("not-a-key");
+    for auth in [
+        Auth::None,
+        Auth::Query(&unknown),
+        Auth::Header(&unknown),
+        Auth::Query(""),
+    ] {
+        for (path, body) in [
+            ("/presence/v1/ticket/enter", &scan),
+            ("/presence/v1/ticket/exit.json", &scan),
+            ("/presence/v1/ticket/validate", &scan),
+            ("/presence/v1/device/init", &init),
+            ("/admin/v1/inventory", &inventory),
+        ] {
+            let reply = app
+                .post(path, auth, body.clone(), Some("application/json"))
+                .await?;
+            reply
+                .expect(401, "UNAUTHORIZED")
+                .map_err(|e| anyhow!("POST {path} with {auth:?}: {e}"))?;
+        }
+        let lookup = format!(
+            "/presence/v1/device?venue={}&mac={}",
+            show.venue_id, scanner.mac
+        );
+        app.get(&lookup, auth)
+            .await?
+            .expect(401, "UNAUTHORIZED")
+            .map_err(|e| anyhow!("GET device with {auth:?}: {e}"))?;
+    }
+    // None of the refused scans counted: the ticket was never entered.
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+async fn authentication_is_checked_before_the_request(app: &TestApp) -> Result<()> {
+    let oversized = format!("{{\"pad\":\"{}\"}}", " ".repeat(70_000));
+    let unknown = unique("not-a-key");
+    for auth in [Auth::None, Auth::Header(&unknown)] {
+        for (path, body) in [
+            ("/presence/v1/ticket/enter", "{not json".to_owned()),
+            ("/presence/v1/ticket/enter", "{}".to_owned()),
+            ("/presence/v1/ticket/exit", oversized.clone()),
+            ("/presence/v1/device/init", "[1,2,3]".to_owned()),
+            (
+                "/presence/v1/device/init",
+                json!({"venueId": unique("nowhere")}).to_string(),
+            ),
+            ("/admin/v1/inventory", "{\"type\":\"stadium\"}\n".to_owned()),
+        ] {
+            let reply = post_unread(app, path, auth, body).await?;
+            reply
+                .expect(401, "UNAUTHORIZED")
+                .map_err(|e| anyhow!("POST {path} with {auth:?}: {e}"))?;
+        }
+        app.get("/presence/v1/device", auth)
+            .await?
+            .expect(401, "UNAUTHORIZED")?;
+    }
+    Ok(())
+}
+
+async fn venue_limited_keys_are_forbidden_elsewhere(app: &TestApp) -> Result<()> {
+    let keys = app.keys().clone();
+    let home = Show::at_venue(&keys.limited_venue);
+    let away = Show::new();
+    app.load(&[home.venue(), home.event(), away.venue(), away.event()])
+        .await?;
+    let limited = Auth::Header(&keys.limited);
+
+    // At its own venue the key works for everything a scanner does.
+    let mac = unique_mac();
+    let init = device_init_body(&home.venue_id, &mac, "Gate 1").to_string();
+    let reply = app
+        .post("/presence/v1/device/init", limited, init, None)
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let home_scanner = Scanner {
+        venue_id: home.venue_id.clone(),
+        mac: mac.clone(),
+        device_id: reply.json["message"]["id"].as_u64().unwrap_or_default(),
+        gate_id: reply.json["message"]["gateId"].as_u64().unwrap_or_default(),
+        gate_name: "Gate 1".to_owned(),
+    };
+    let token = new_ticket(app, &home, &["A:1:1"]).await?;
+    let body = home_scanner.body(&token, next_scan_time()).to_string();
+    let reply = app
+        .post("/presence/v1/ticket/enter", limited, body, None)
+        .await?;
+    decided(&reply, "OKAY")?;
+    let lookup = format!("/presence/v1/device?venue={}&mac={mac}", home.venue_id);
+    app.get(&lookup, limited).await?.expect(200, "OKAY")?;
+
+    // Anywhere else: 403, and nothing happens.
+    let away_scanner = app.scanner(&away.venue_id, "Gate 1").await?;
+    let away_token = new_ticket(app, &away, &["A:1:1"]).await?;
+    for kind in ScanKind::ALL {
+        let body = away_scanner.body(&away_token, next_scan_time()).to_string();
+        let reply = app
+            .post(&format!("/presence/v1/ticket/{kind}"), limited, body, None)
+            .await?;
+        reply
+            .expect(403, "FORBIDDEN")
+            .map_err(|e| anyhow!("{kind}: {e}"))?;
+    }
+    let init = device_init_body(&away.venue_id, &unique_mac(), "Gate 1").to_string();
+    app.post("/presence/v1/device/init", limited, init, None)
+        .await?
+        .expect(403, "FORBIDDEN")?;
+    let lookup = format!(
+        "/presence/v1/device?venue={}&mac={}",
+        away.venue_id, away_scanner.mac
+    );
+    app.get(&lookup, limited).await?.expect(403, "FORBIDDEN")?;
+    let lookup = format!(
+        "/presence/v1/device?venueId={}&mac={}",
+        away.venue_id, away_scanner.mac
+    );
+    app.get(&lookup, Auth::Query(&keys.limited))
+        .await?
+        .expect(403, "FORBIDDEN")?;
+    decided(
+        &scan_now(app, ENTER, &away_scanner, &away_token).await?,
+        "OKAY",
+    )
+}
+
+async fn only_admin_keys_load_inventory(app: &TestApp) -> Result<()> {
+    let keys = app.keys().clone();
+    for (name, key) in [("scanner", &keys.scanner), ("limited", &keys.limited)] {
+        let show = Show::at_venue(&keys.limited_venue);
+        let body = ndjson(&show.records());
+        let reply = app
+            .post(
+                "/admin/v1/inventory",
+                Auth::Header(key),
+                body,
+                Some("application/x-ndjson"),
+            )
+            .await?;
+        reply
+            .expect(403, "FORBIDDEN")
+            .map_err(|e| anyhow!("{name} key: {e}"))?;
+        // Nothing was applied: the event is unknown to a ticket line.
+        let probe = app
+            .load_inventory(&ndjson(&[show.ticket(&show.token(), &["A:1:1"])]))
+            .await?;
+        probe.expect(400, "BAD_REQUEST")?;
+    }
+    let show = Show::new();
+    let reply = app
+        .post(
+            "/admin/v1/inventory",
+            Auth::Query(&keys.ops),
+            ndjson(&show.records()),
+            None,
+        )
+        .await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["applied"] == json!(2),
+        "{}",
+        reply.text
+    );
+    Ok(())
+}
+
+async fn unknown_paths_are_not_found(app: &TestApp) -> Result<()> {
+    let key = Auth::Header(app.admin_key());
+    for path in [
+        "/presence/v1/nope",
+        "/presence/v1/ticket/teleport",
+        "/presence/v1/ticket/enter/again",
+        "/admin/v1/nope",
+    ] {
+        for method in [Method::GET, Method::POST] {
+            let reply = app
+                .send(app.request(method.clone(), path, key).body("{}"))
+                .await?;
+            reply
+                .expect(404, "NOT_FOUND")
+                .map_err(|e| anyhow!("{method} {path}: {e}"))?;
+        }
+    }
+    for path in ["/definitely/not/here", "/presence/v2/ticket/enter"] {
+        let reply = app.get(path, key).await?;
+        ensure!(
+            reply.code == 404,
+            "{path}: HTTP {} {}",
+            reply.code,
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+async fn wrong_methods_are_not_allowed(app: &TestApp) -> Result<()> {
+    let key = Auth::Header(app.admin_key());
+    for (method, path) in [
+        (Method::GET, "/presence/v1/ticket/enter"),
+        (Method::GET, "/presence/v1/ticket/exit.json"),
+        (Method::PUT, "/presence/v1/ticket/validate"),
+        (Method::DELETE, "/presence/v1/ticket/enter"),
+        (Method::GET, "/presence/v1/device/init"),
+        (Method::POST, "/presence/v1/device"),
+        (Method::DELETE, "/presence/v1/device.json"),
+        (Method::GET, "/admin/v1/inventory"),
+    ] {
+        let reply = app.send(app.request(method.clone(), path, key)).await?;
+        reply
+            .expect(405, "METHOD_NOT_ALLOWED")
+            .map_err(|e| anyhow!("{method} {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn bodies_over_64_kib_are_too_large(app: &TestApp) -> Result<()> {
+    const LIMIT: usize = 64 * 1024;
+    let (show, scanner) = setup(app).await?;
+    let key = Auth::Header(app.admin_key());
+
+    // Exactly at the limit is accepted: a valid body padded with spaces.
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let mut body = scanner.body(&token, next_scan_time()).to_string();
+    body.push_str(&" ".repeat(LIMIT - body.len()));
+    let reply = app
+        .post("/presence/v1/ticket/enter", key, body, None)
+        .await?;
+    decided(&reply, "OKAY")?;
+
+    // One byte more is refused, on every scanner endpoint, and nothing is decided.
+    let other = new_ticket(app, &show, &["A:1:2"]).await?;
+    let mut body = scanner.body(&other, next_scan_time()).to_string();
+    body.push_str(&" ".repeat(LIMIT + 1 - body.len()));
+    for path in &POST_PATHS[..8] {
+        let reply = post_unread(app, path, key, body.clone()).await?;
+        reply
+            .expect(413, "PAYLOAD_TOO_LARGE")
+            .map_err(|e| anyhow!("{path}: {e}"))?;
+    }
+    decided(&scan_now(app, ENTER, &scanner, &other).await?, "OKAY")
+}
+
+/// POSTs a body the server may refuse without reading, on a connection that is
+/// not reused: see `refusals_of_unread_bodies_close_the_connection` for why.
+async fn post_unread(app: &TestApp, path: &str, auth: Auth<'_>, body: String) -> Result<Reply> {
+    let request = app
+        .request(Method::POST, path, auth)
+        .header(CONNECTION, "close")
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    app.send(request).await
+}
+
+async fn refusals_of_unread_bodies_close_the_connection(app: &TestApp) -> Result<()> {
+    // A server that answers before reading the body cannot reuse the connection.
+    // Unless it says so, a keep-alive client sends its next request down the dead
+    // connection and fails ("connection closed before message completed").
+    let oversized = format!("{{\"pad\":\"{}\"}}", " ".repeat(70_000));
+    // A fresh connection per request, so that this test cannot trip over it itself.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    for (key, code) in [(Some(app.admin_key()), 413), (None, 401)] {
+        let mut request = client
+            .post(app.url("/presence/v1/ticket/enter"))
+            .body(oversized.clone());
+        if let Some(key) = key {
+            request = request.header("X-Api-Key", key);
+        }
+        let response = request.send().await?;
+        let connection = response
+            .headers()
+            .get(CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        ensure!(
+            response.status().as_u16() == code && connection.as_deref() == Some("close"),
+            "HTTP {} with Connection: {connection:?} after an unread {}-byte body",
+            response.status(),
+            oversized.len()
+        );
+    }
+    Ok(())
+}
+
+async fn json_is_read_whatever_the_content_type(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    for content_type in [
+        None,
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/octet-stream"),
+    ] {
+        let token = new_ticket(app, &show, &["A:1:1"]).await?;
+        let body = scanner.body(&token, next_scan_time()).to_string();
+        let reply = app
+            .post(
+                "/presence/v1/ticket/enter",
+                Auth::Header(app.admin_key()),
+                body,
+                content_type,
+            )
+            .await?;
+        decided(&reply, "OKAY").map_err(|e| anyhow!("Content-Type {content_type:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn integers_may_be_digit_strings(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let scan_time = next_scan_time();
+    let mut body = scanner.body(&token, scan_time);
+    body["deviceId"] = json!(scanner.device_id.to_string());
+    body["gateId"] = json!(scanner.gate_id.to_string());
+    body["scanTime"] = json!(scan_time.to_string());
+    decided(&app.scan(ENTER, &body).await?, "OKAY")?;
+    // Device init answers with JSON integers even when given strings.
+    let mut init = without(
+        device_init_body(&show.venue_id, &unique_mac(), "x"),
+        "gateName",
+    );
+    init["gateId"] = json!(scanner.gate_id.to_string());
+    let reply = app.device_init(&init).await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(reply.json["message"]["id"].is_u64(), "{}", reply.text);
+    ensure!(
+        reply.json["message"]["gateId"] == json!(scanner.gate_id),
+        "{}",
+        reply.text
+    );
+    Ok(())
+}
+
+async fn device_os_is_case_insensitive_and_unknown_fields_are_ignored(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    for os in ["Printed", "printed", "iOS", "IOS", "android", "ANDROID"] {
+        let token = new_ticket(app, &show, &["A:1:1"]).await?;
+        let mut body = scanner.body(&token, next_scan_time());
+        body["deviceOs"] = json!(os);
+        body["somethingNew"] = json!({"nested": [1, 2, 3]});
+        decided(&app.scan(ENTER, &body).await?, "OKAY").map_err(|e| anyhow!("{os}: {e}"))?;
+    }
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let body = without(scanner.body(&token, next_scan_time()), "channelId");
+    decided(&app.scan(ENTER, &body).await?, "OKAY")
+}
+
+async fn malformed_scan_bodies_are_bad_requests_naming_the_field(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let key = Auth::Header(app.admin_key());
+    let base = scanner.body(&token, next_scan_time());
+
+    for raw in ["", "{", "not json", "[1,2]", "\"token\"", "42", "null"] {
+        for kind in ScanKind::ALL {
+            let reply = app
+                .post(
+                    &format!("/presence/v1/ticket/{kind}"),
+                    key,
+                    raw.to_owned(),
+                    Some("application/json"),
+                )
+                .await?;
+            reply
+                .expect(400, "BAD_REQUEST")
+                .map_err(|e| anyhow!("{kind} with body {raw:?}: {e}"))?;
+        }
+    }
+
+    let required = [
+        "deviceOs", "gateName", "token", "venueId", "deviceId", "gateId", "scanTime",
+    ];
+    for field in required {
+        let body = without(base.clone(), field);
+        for kind in ScanKind::ALL {
+            let reply = app.scan(kind, &body).await?;
+            reply
+                .expect(400, "BAD_REQUEST")
+                .map_err(|e| anyhow!("{kind} without {field}: {e}"))?;
+            ensure!(
+                reply.message().contains(field),
+                "{kind} without {field}: {}",
+                reply.text
+            );
+        }
+    }
+    let reply = app.scan(ENTER, &json!({})).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    for field in required {
+        ensure!(
+            reply.message().contains(field),
+            "empty body, {field} not named: {}",
+            reply.text
+        );
+    }
+
+    let invalid = [
+        ("deviceOs", json!("Windows")),
+        ("deviceOs", json!(1)),
+        ("gateName", json!("")),
+        ("gateName", json!(["Gate 1"])),
+        ("token", json!("")),
+        ("token", json!("x".repeat(257))),
+        ("token", json!(721_744_537_954_u64)),
+        ("venueId", json!(7)),
+        ("venueId", json!("")),
+        ("deviceId", json!(0)),
+        ("deviceId", json!(-1)),
+        ("deviceId", json!("12a")),
+        ("deviceId", json!(" 12")),
+        ("deviceId", json!(1.5)),
+        ("gateId", json!(0)),
+        ("gateId", json!("")),
+        ("gateId", json!(true)),
+        ("scanTime", json!(0)),
+        ("scanTime", json!(-5)),
+        ("scanTime", json!("abc")),
+        ("scanTime", json!("99999999999999999999")),
+        ("scanTime", json!({"ms": 1})),
+        ("channelId", json!(5)),
+    ];
+    for (field, value) in invalid {
+        let mut body = base.clone();
+        body[field] = value.clone();
+        let reply = app.scan(ENTER, &body).await?;
+        reply
+            .expect(400, "BAD_REQUEST")
+            .map_err(|e| anyhow!("{field} = {value}: {e}"))?;
+        ensure!(
+            reply.message().contains(field),
+            "{field} = {value} not named: {}",
+            reply.text
+        );
+    }
+    // A 256-character token is valid (and unknown).
+    let mut body = base.clone();
+    body["token"] = json!("t".repeat(256));
+    decided(&app.scan(ENTER, &body).await?, "NOT_FOUND")?;
+    // None of the above decided anything about the real ticket.
+    decided(&app.scan(ENTER, &base).await?, "OKAY")
+}
+
+async fn devices_must_be_configured_at_the_venue_and_gate(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let other = Show::new();
+    app.load(&other.records()).await?;
+    let elsewhere = app.scanner(&other.venue_id, "Gate 1").await?;
+    let gate2 = app.scanner(&show.venue_id, "Gate 2").await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+
+    let mut unknown_device = scanner.body(&token, next_scan_time());
+    unknown_device["deviceId"] = json!(987_654_321);
+    let mut wrong_venue = scanner.body(&token, next_scan_time());
+    wrong_venue["venueId"] = json!(other.venue_id);
+    let mut wrong_gate = scanner.body(&token, next_scan_time());
+    wrong_gate["gateId"] = json!(gate2.gate_id);
+    let mut other_venues_gate = scanner.body(&token, next_scan_time());
+    other_venues_gate["gateId"] = json!(elsewhere.gate_id);
+    let mut unknown_venue = scanner.body(&token, next_scan_time());
+    unknown_venue["venueId"] = json!(unique("nowhere"));
+    for (case, body, named) in [
+        ("unknown device", &unknown_device, "device"),
+        ("device of another venue", &wrong_venue, "venue"),
+        ("device of another gate", &wrong_gate, "gate"),
+        ("gate of another venue", &other_venues_gate, "gate"),
+        ("unknown venue", &unknown_venue, "venue"),
+    ] {
+        for kind in ScanKind::ALL {
+            let reply = app.scan(kind, body).await?;
+            reply
+                .expect(400, "BAD_REQUEST")
+                .map_err(|e| anyhow!("{kind}, {case}: {e}"))?;
+            ensure!(
+                reply.message().to_lowercase().contains(named),
+                "{kind}, {case}: message does not name the {named}: {}",
+                reply.text
+            );
+        }
+    }
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+async fn bad_requests_are_not_remembered(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let gate2 = app.scanner(&show.venue_id, "Gate 2").await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    // The device is at Gate 1 but claims Gate 2: refused.
+    let mut body = scanner.body(&token, next_scan_time());
+    body["gateId"] = json!(gate2.gate_id);
+    body["gateName"] = json!("Gate 2");
+    app.scan(ENTER, &body).await?.expect(400, "BAD_REQUEST")?;
+    // The device is moved to Gate 2; the very same scan is now judged anew.
+    app.init_device(&show.venue_id, &scanner.mac, "Gate 2")
+        .await?;
+    decided(&app.scan(ENTER, &body).await?, "OKAY")
+}
+
+async fn api_keys_never_reach_logs_or_answers(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let keys = app.keys().clone();
+    let unknown = unique("leaked-key");
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let body = scanner.body(&token, next_scan_time()).to_string();
+    let elsewhere = Show::new();
+    app.load(&elsewhere.records()).await?;
+    let foreign = app.scanner(&elsewhere.venue_id, "Gate 1").await?;
+    let foreign_body = foreign.body(&token, next_scan_time()).to_string();
+    let mut answers = Vec::new();
+    for (auth, body) in [
+        (Auth::Query(&keys.admin), &body),
+        (Auth::Query(&keys.scanner), &body),
+        (Auth::Header(&keys.ops), &body),
+        (Auth::Query(&keys.limited), &foreign_body),
+        (Auth::Header(&keys.limited), &foreign_body),
+        (Auth::Query(&unknown), &body),
+        (Auth::Header(&unknown), &body),
+        (Auth::Query(&keys.scanner), &"{".to_owned()),
+    ] {
+        let reply = app
+            .post("/presence/v1/ticket/enter", auth, body.clone(), None)
+            .await?;
+        answers.push(reply.text);
+    }
+    let lookup = format!(
+        "/presence/v1/device?venue={}&mac={}",
+        show.venue_id, scanner.mac
+    );
+    answers.push(app.get(&lookup, Auth::Query(&keys.scanner)).await?.text);
+    answers.push(app.get("/metrics", Auth::None).await?.text);
+    let logs = app.logs();
+    ensure!(!logs.is_empty(), "the server logged nothing at all");
+    for key in [
+        &keys.admin,
+        &keys.scanner,
+        &keys.ops,
+        &keys.limited,
+        &unknown,
+    ] {
+        ensure!(
+            !logs.contains(key.as_str()),
+            "an API key was logged:\n{logs}"
+        );
+        for answer in &answers {
+            ensure!(
+                !answer.contains(key.as_str()),
+                "an API key was echoed: {answer}"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the rule table
+
+async fn unknown_tokens_are_not_found(app: &TestApp) -> Result<()> {
+    let (_show, scanner) = setup(app).await?;
+    for kind in ScanKind::ALL {
+        let reply = scan_now(app, kind, &scanner, &unique("nobody")).await?;
+        decided(&reply, "NOT_FOUND").map_err(|e| anyhow!("{kind}: {e}"))?;
+        ensure!(reply.tickets().is_empty(), "{kind}: {}", reply.text);
+    }
+    Ok(())
+}
+
+async fn events_of_other_venues_are_event_restricted(app: &TestApp) -> Result<()> {
+    let (_show, scanner) = setup(app).await?;
+    let other = Show::new();
+    app.load(&other.records()).await?;
+    let token = new_ticket(app, &other, &["A:1:1"]).await?;
+    for kind in ScanKind::ALL {
+        let reply = scan_now(app, kind, &scanner, &token).await?;
+        decided(&reply, "EVENT_RESTRICTION").map_err(|e| anyhow!("{kind}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn gates_limited_to_other_events_are_event_restricted(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let late_show = Show::at_venue(&show.venue_id);
+    let mut gate = show.gate("VIP Door");
+    gate["allowedEvents"] = json!([late_show.event_id]);
+    let (early, late) = (show.token(), late_show.token());
+    app.load(&[
+        show.venue(),
+        show.event(),
+        late_show.event(),
+        gate,
+        show.ticket(&early, &["A:1:1"]),
+        late_show.ticket(&late, &["A:1:2"]),
+    ])
+    .await?;
+    // Names match trimmed and case-insensitively: this is the inventory's gate.
+    let scanner = app.scanner(&show.venue_id, "  vip door ").await?;
+    for kind in ScanKind::ALL {
+        let reply = scan_now(app, kind, &scanner, &early).await?;
+        decided(&reply, "EVENT_RESTRICTION").map_err(|e| anyhow!("{kind}: {e}"))?;
+    }
+    decided(&scan_now(app, ENTER, &scanner, &late).await?, "OKAY")?;
+    // An unrestricted gate admits either event.
+    let side = app.scanner(&show.venue_id, "Side").await?;
+    decided(&scan_now(app, ENTER, &side, &early).await?, "OKAY")
+}
+
+async fn void_tickets_and_cancelled_events_are_invalid(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let void = show.token();
+    let mut void_ticket = show.ticket(&void, &["A:1:1"]);
+    void_ticket["status"] = json!("VOID");
+    let cancelled_show = Show::at_venue(&show.venue_id);
+    let mut cancelled_event = cancelled_show.event();
+    cancelled_event["status"] = json!("CANCELLED");
+    let cancelled = cancelled_show.token();
+    app.load(&[
+        void_ticket,
+        cancelled_event,
+        cancelled_show.ticket(&cancelled, &["A:1:2"]),
+    ])
+    .await?;
+    for token in [&void, &cancelled] {
+        for kind in [ENTER, VALIDATE] {
+            let reply = scan_now(app, kind, &scanner, token).await?;
+            decided(&reply, "INVALID_TICKET").map_err(|e| anyhow!("{kind} {token}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn exits_of_tickets_not_inside_are_invalid(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let reply = scan_now(app, EXIT, &scanner, &token).await?;
+    decided(&reply, "INVALID_TICKET")?;
+    ensure!(reply.message() == "Ticket is not entered", "{}", reply.text);
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    decided(&scan_now(app, EXIT, &scanner, &token).await?, "EXIT")?;
+    let reply = scan_now(app, EXIT, &scanner, &token).await?;
+    decided(&reply, "INVALID_TICKET")?;
+    ensure!(reply.message() == "Ticket is not entered", "{}", reply.text);
+    Ok(())
+}
+
+async fn sections_outside_the_gate_are_restricted(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let mut gate = show.gate("Pit Entrance");
+    gate["allowedSections"] = json!(["PIT1", "FLOOR"]);
+    let tokens: Vec<String> = (0..5).map(|_| show.token()).collect();
+    app.load(&[
+        show.venue(),
+        show.event(),
+        gate,
+        show.ticket(&tokens[0], &["BALC:1:1"]),
+        show.ticket(&tokens[1], &["PIT1:1:1", "BALC:1:2"]),
+        show.ticket(&tokens[2], &["PIT10:1:1"]),
+        show.ticket(&tokens[3], &["PIT1:3:4"]),
+        show.ticket(&tokens[4], &["FLOOR:9:9", "PIT1:3:5"]),
+    ])
+    .await?;
+    let scanner = app.scanner(&show.venue_id, "PIT ENTRANCE").await?;
+    for token in &tokens[..3] {
+        for kind in [ENTER, VALIDATE] {
+            let reply = scan_now(app, kind, &scanner, token).await?;
+            decided(&reply, "SECTION_RESTRICTION").map_err(|e| anyhow!("{kind} {token}: {e}"))?;
+        }
+    }
+    for token in &tokens[3..] {
+        decided(&scan_now(app, ENTER, &scanner, token).await?, "OKAY")?;
+    }
+    Ok(())
+}
+
+async fn event_windows_make_scans_too_early_or_too_late(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let early = Show::at_venue(&show.venue_id);
+    let mut early_event = early.event();
+    early_event["doorsOpen"] = json!(now_ms() + HOUR_MS);
+    early_event["endsAt"] = json!(now_ms() + 4 * HOUR_MS);
+    let over = Show::at_venue(&show.venue_id);
+    let mut over_event = over.event();
+    over_event["doorsOpen"] = json!(now_ms() - 5 * HOUR_MS);
+    over_event["endsAt"] = json!(now_ms() - HOUR_MS);
+    let (e, o) = (early.token(), over.token());
+    app.load(&[
+        early_event,
+        over_event,
+        early.ticket(&e, &["A:1:1"]),
+        over.ticket(&o, &["A:1:2"]),
+    ])
+    .await?;
+    for kind in [ENTER, VALIDATE] {
+        decided(&scan_now(app, kind, &scanner, &e).await?, "TOO_EARLY")?;
+        decided(&scan_now(app, kind, &scanner, &o).await?, "TOO_LATE")?;
+    }
+    // The bounds themselves are inside the window.
+    let (first, last, before, after) = (show.token(), show.token(), show.token(), show.token());
+    app.load(&[
+        show.ticket(&first, &["A:2:1"]),
+        show.ticket(&last, &["A:2:2"]),
+        show.ticket(&before, &["A:2:3"]),
+        show.ticket(&after, &["A:2:4"]),
+    ])
+    .await?;
+    decided(
+        &app.scan(ENTER, &scanner.body(&first, show.doors_open))
+            .await?,
+        "OKAY",
+    )?;
+    decided(
+        &app.scan(ENTER, &scanner.body(&last, show.ends_at)).await?,
+        "OKAY",
+    )?;
+    decided(
+        &app.scan(ENTER, &scanner.body(&before, show.doors_open - 1))
+            .await?,
+        "TOO_EARLY",
+    )?;
+    decided(
+        &app.scan(ENTER, &scanner.body(&after, show.ends_at + 1))
+            .await?,
+        "TOO_LATE",
+    )
+}
+
+async fn ticket_and_gate_start_times_restrict(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let mut gate = show.gate("Late Gate");
+    gate["openFrom"] = json!(now_ms() + HOUR_MS);
+    let (future, plain) = (show.token(), show.token());
+    let mut future_ticket = show.ticket(&future, &["A:1:1"]);
+    future_ticket["validFrom"] = json!(now_ms() + HOUR_MS);
+    app.load(&[
+        show.venue(),
+        show.event(),
+        gate,
+        future_ticket,
+        show.ticket(&plain, &["A:1:2"]),
+    ])
+    .await?;
+    let main = app.scanner(&show.venue_id, "Main").await?;
+    let late = app.scanner(&show.venue_id, "late gate").await?;
+    for kind in [ENTER, VALIDATE] {
+        decided(
+            &scan_now(app, kind, &main, &future).await?,
+            "START_RESTRICTION",
+        )?;
+        decided(
+            &scan_now(app, kind, &late, &plain).await?,
+            "START_RESTRICTION",
+        )?;
+    }
+    decided(&scan_now(app, ENTER, &main, &plain).await?, "OKAY")
+}
+
+async fn ticket_and_gate_end_times_restrict(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let mut gate = show.gate("Early Gate");
+    gate["openUntil"] = json!(now_ms() - 60_000);
+    let (expired, plain) = (show.token(), show.token());
+    let mut expired_ticket = show.ticket(&expired, &["A:1:1"]);
+    expired_ticket["validUntil"] = json!(now_ms() - 60_000);
+    app.load(&[
+        show.venue(),
+        show.event(),
+        gate,
+        expired_ticket,
+        show.ticket(&plain, &["A:1:2"]),
+    ])
+    .await?;
+    let main = app.scanner(&show.venue_id, "Main").await?;
+    let closed = app.scanner(&show.venue_id, "EARLY GATE").await?;
+    for kind in [ENTER, VALIDATE] {
+        decided(
+            &scan_now(app, kind, &main, &expired).await?,
+            "END_RESTRICTION",
+        )?;
+        decided(
+            &scan_now(app, kind, &closed, &plain).await?,
+            "END_RESTRICTION",
+        )?;
+    }
+    decided(&scan_now(app, ENTER, &main, &plain).await?, "OKAY")
+}
+
+async fn the_first_failing_rule_decides(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let other = Show::new();
+    let future = Show::at_venue(&show.venue_id);
+    let mut future_event = future.event();
+    future_event["doorsOpen"] = json!(now_ms() + HOUR_MS);
+    future_event["endsAt"] = json!(now_ms() + 2 * HOUR_MS);
+    let past = Show::at_venue(&show.venue_id);
+    let mut past_event = past.event();
+    past_event["doorsOpen"] = json!(now_ms() - 3 * HOUR_MS);
+    past_event["endsAt"] = json!(now_ms() - 2 * HOUR_MS);
+    let mut section_gate = show.gate("Sections");
+    section_gate["allowedSections"] = json!(["A"]);
+    let mut closed_gate = show.gate("Closed");
+    closed_gate["openUntil"] = json!(now_ms() - HOUR_MS);
+
+    let void_elsewhere = other.token();
+    let mut t1 = other.ticket(&void_elsewhere, &["A:1:1"]);
+    t1["status"] = json!("VOID");
+    let void_wrong_section = show.token();
+    let mut t2 = show.ticket(&void_wrong_section, &["B:1:1"]);
+    t2["status"] = json!("VOID");
+    let early_wrong_section = future.token();
+    let t3 = future.ticket(&early_wrong_section, &["B:1:1"]);
+    let early_not_yet_valid = future.token();
+    let mut t4 = future.ticket(&early_not_yet_valid, &["A:1:1"]);
+    t4["validFrom"] = json!(now_ms() + 90 * 60_000);
+    let late_expired = past.token();
+    let mut t5 = past.ticket(&late_expired, &["A:1:1"]);
+    t5["validUntil"] = json!(now_ms() - 150 * 60_000);
+    let not_yet_at_closed_gate = show.token();
+    let mut t6 = show.ticket(&not_yet_at_closed_gate, &["A:1:1"]);
+    t6["validFrom"] = json!(now_ms() + 60_000);
+
+    app.load(&[
+        show.venue(),
+        show.event(),
+        other.venue(),
+        other.event(),
+        future_event,
+        past_event,
+        section_gate,
+        closed_gate,
+        t1,
+        t2,
+        t3,
+        t4,
+        t5,
+        t6,
+    ])
+    .await?;
+    let sections = app.scanner(&show.venue_id, "Sections").await?;
+    let closed = app.scanner(&show.venue_id, "Closed").await?;
+    for (case, scanner, token, status) in [
+        (
+            "event elsewhere before void (3 < 4)",
+            &sections,
+            &void_elsewhere,
+            "EVENT_RESTRICTION",
+        ),
+        (
+            "void before section (4 < 5)",
+            &sections,
+            &void_wrong_section,
+            "INVALID_TICKET",
+        ),
+        (
+            "section before too early (5 < 6)",
+            &sections,
+            &early_wrong_section,
+            "SECTION_RESTRICTION",
+        ),
+        (
+            "too early before start (6 < 8)",
+            &closed,
+            &early_not_yet_valid,
+            "TOO_EARLY",
+        ),
+        (
+            "too late before end (7 < 9)",
+            &closed,
+            &late_expired,
+            "TOO_LATE",
+        ),
+        (
+            "start before end (8 < 9)",
+            &closed,
+            &not_yet_at_closed_gate,
+            "START_RESTRICTION",
+        ),
+    ] {
+        let reply = scan_now(app, ENTER, scanner, token).await?;
+        decided(&reply, status).map_err(|e| anyhow!("{case}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn exits_are_judged_only_on_venue_and_event(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let (voided, cancelled_show) = (show.token(), Show::at_venue(&show.venue_id));
+    let cancelled = cancelled_show.token();
+    app.load(&[
+        show.ticket(&voided, &["A:1:1"]),
+        cancelled_show.event(),
+        cancelled_show.ticket(&cancelled, &["A:1:2"]),
+    ])
+    .await?;
+    decided(&scan_now(app, ENTER, &scanner, &voided).await?, "OKAY")?;
+    decided(&scan_now(app, ENTER, &scanner, &cancelled).await?, "OKAY")?;
+    // While they are inside, the ticket is voided and the other event cancelled.
+    let mut void_ticket = show.ticket(&voided, &["A:1:1"]);
+    void_ticket["status"] = json!("VOID");
+    let mut cancelled_event = cancelled_show.event();
+    cancelled_event["status"] = json!("CANCELLED");
+    app.load(&[void_ticket, cancelled_event]).await?;
+    // A fan inside may always leave.
+    decided(&scan_now(app, EXIT, &scanner, &voided).await?, "EXIT")?;
+    decided(&scan_now(app, EXIT, &scanner, &cancelled).await?, "EXIT")?;
+    // But not come back.
+    decided(
+        &scan_now(app, ENTER, &scanner, &voided).await?,
+        "INVALID_TICKET",
+    )
+}
+
+async fn validate_is_an_internal_scan_that_changes_nothing(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let reply = scan_now(app, VALIDATE, &scanner, &token).await?;
+    decided(&reply, "INTERNAL_SCAN")?;
+    ensure!(places(&reply) == ["A:1:1"], "{}", reply.text);
+    decided(
+        &scan_now(app, EXIT, &scanner, &token).await?,
+        "INVALID_TICKET",
+    )?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    decided(
+        &scan_now(app, VALIDATE, &scanner, &token).await?,
+        "INTERNAL_SCAN",
+    )?;
+    decided(&scan_now(app, EXIT, &scanner, &token).await?, "EXIT")?;
+    decided(
+        &scan_now(app, VALIDATE, &scanner, &token).await?,
+        "INTERNAL_SCAN",
+    )
+}
+
+async fn enter_exit_and_reenter(app: &TestApp) -> Result<()> {
+    let venue = unique("venue");
+    let show = Show {
+        doors_open: SPEC_ENTRY - HOUR_MS,
+        ..Show::at_venue(&venue)
+    };
+    let token = show.token();
+    app.load(&[
+        show.venue(),
+        show.event(),
+        show.ticket(&token, &["PIT1:3:4"]),
+    ])
+    .await?;
+    let gate1 = app.scanner(&venue, "Gate 1").await?;
+    let gate2 = app.scanner(&venue, "Gate 2").await?;
+
+    let reply = app.scan(ENTER, &gate2.body(&token, SPEC_ENTRY)).await?;
+    decided(&reply, "OKAY")?;
+    ensure!(
+        reply.tickets() == [("PIT1:3:4".to_owned(), show.event_id.clone())],
+        "{}",
+        reply.text
+    );
+
+    let reply = app
+        .scan(ENTER, &gate1.body(&token, SPEC_ENTRY + 5_000))
+        .await?;
+    decided(&reply, "ALREADY_ENTERED")?;
+    ensure!(
+        reply.message().contains("Gate 2") && reply.message().contains("2016-11-24T16:00:00Z"),
+        "ALREADY_ENTERED must name the gate and time of the entry: {}",
+        reply.text
+    );
+    ensure!(places(&reply) == ["PIT1:3:4"], "{}", reply.text);
+
+    decided(
+        &app.scan(EXIT, &gate1.body(&token, SPEC_ENTRY + 60_000))
+            .await?,
+        "EXIT",
+    )?;
+    decided(
+        &app.scan(EXIT, &gate1.body(&token, SPEC_ENTRY + 61_000))
+            .await?,
+        "INVALID_TICKET",
+    )?;
+    // Re-entry is allowed by default.
+    decided(
+        &app.scan(ENTER, &gate1.body(&token, SPEC_ENTRY + 120_000))
+            .await?,
+        "OKAY",
+    )?;
+    let reply = app
+        .scan(ENTER, &gate2.body(&token, SPEC_ENTRY + 180_000))
+        .await?;
+    decided(&reply, "ALREADY_ENTERED")?;
+    ensure!(
+        reply.message().contains("Gate 1") && reply.message().contains("2016-11-24T16:02:00Z"),
+        "ALREADY_ENTERED must name the latest entry: {}",
+        reply.text
+    );
+    Ok(())
+}
+
+async fn reentry_can_be_turned_off(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let strict = Show::at_venue(&show.venue_id);
+    let mut event = strict.event();
+    event["allowReentry"] = json!(false);
+    let token = strict.token();
+    app.load(&[event, strict.ticket(&token, &["A:1:1"])])
+        .await?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    decided(&scan_now(app, EXIT, &scanner, &token).await?, "EXIT")?;
+    let reply = scan_now(app, ENTER, &scanner, &token).await?;
+    decided(&reply, "ALREADY_ENTERED")?;
+    ensure!(reply.message().contains("Gate 1"), "{}", reply.text);
+    Ok(())
+}
+
+async fn group_tickets_list_every_place(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let group = ["PIT1:3:4", "PIT1:3:5", "PIT1:3:6", "FLOOR:1:1"];
+    let token = new_ticket(app, &show, &group).await?;
+    for (kind, status) in [
+        (VALIDATE, "INTERNAL_SCAN"),
+        (ENTER, "OKAY"),
+        (ENTER, "ALREADY_ENTERED"),
+        (EXIT, "EXIT"),
+    ] {
+        let reply = scan_now(app, kind, &scanner, &token).await?;
+        decided(&reply, status)?;
+        let expected: Vec<(String, String)> = group
+            .iter()
+            .map(|p| ((*p).to_owned(), show.event_id.clone()))
+            .collect();
+        ensure!(reply.tickets() == expected, "{kind}: {}", reply.text);
+    }
+    Ok(())
+}
+
+async fn identical_retries_return_the_first_decision(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let other_device = app.scanner(&show.venue_id, "Gate 2").await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let first = scanner.body(&token, next_scan_time());
+    let reply = app.scan(ENTER, &first).await?;
+    decided(&reply, "OKAY")?;
+    let original = reply.json.clone();
+
+    // The scanner timed out and retries: same device, token, scanTime, kind.
+    let retry = app.scan(ENTER, &first).await?;
+    decided(&retry, "OKAY")?;
+    ensure!(
+        retry.json["message"] == original["message"],
+        "{}",
+        retry.text
+    );
+    // The same scan with digit strings and another channel is still the same scan.
+    let mut restyled = first.clone();
+    restyled["deviceId"] = json!(scanner.device_id.to_string());
+    restyled["scanTime"] = json!(first["scanTime"].to_string());
+    restyled["channelId"] = json!("B");
+    decided(&app.scan(ENTER, &restyled).await?, "OKAY")?;
+
+    // Anything else is a new scan.
+    decided(
+        &scan_now(app, ENTER, &scanner, &token).await?,
+        "ALREADY_ENTERED",
+    )?;
+    decided(
+        &app.scan(
+            ENTER,
+            &other_device.body(&token, first["scanTime"].as_i64().unwrap_or_default()),
+        )
+        .await?,
+        "ALREADY_ENTERED",
+    )?;
+    decided(&app.scan(VALIDATE, &first).await?, "INTERNAL_SCAN")?;
+    decided(&app.scan(ENTER, &first).await?, "OKAY")?;
+
+    // Exits too: the retry of an EXIT is EXIT, not "not entered".
+    let exit = scanner.body(&token, next_scan_time());
+    decided(&app.scan(EXIT, &exit).await?, "EXIT")?;
+    let reply = app.scan(EXIT, &exit).await?;
+    decided(&reply, "EXIT")?;
+    decided(
+        &scan_now(app, EXIT, &scanner, &token).await?,
+        "INVALID_TICKET",
+    )
+}
+
+async fn every_decision_is_remembered(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    // NOT_FOUND is a decision: it stays the answer to that scan after the ticket arrives.
+    let token = show.token();
+    let scan = scanner.body(&token, next_scan_time());
+    decided(&app.scan(ENTER, &scan).await?, "NOT_FOUND")?;
+    app.load(&[show.ticket(&token, &["A:1:1"])]).await?;
+    decided(&app.scan(ENTER, &scan).await?, "NOT_FOUND")?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    // ALREADY_ENTERED is remembered too, even after the holder left.
+    let again = scanner.body(&token, next_scan_time());
+    decided(&app.scan(ENTER, &again).await?, "ALREADY_ENTERED")?;
+    decided(&scan_now(app, EXIT, &scanner, &token).await?, "EXIT")?;
+    decided(&app.scan(ENTER, &again).await?, "ALREADY_ENTERED")?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+// ---------------------------------------------------------------- devices
+
+async fn device_init_configures_a_device(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let body = json!({
+        "venueId": show.venue_id, "name": "Test device 2", "mac": "0a-1b-2c-3d-4e-5f",
+        "ip": "192.168.1.1", "gateName": "Test Gate", "serial": "aBcDEFg12", "model": "Best Phone",
+        "extra": "ignored"
+    });
+    let reply = app.device_init(&body).await?;
+    reply.expect(200, "OKAY")?;
+    let device = &reply.json["message"];
+    ensure!(
+        device["id"].as_u64().is_some_and(|id| id > 0),
+        "{}",
+        reply.text
+    );
+    ensure!(
+        device["gateId"].as_u64().is_some_and(|id| id > 0),
+        "{}",
+        reply.text
+    );
+    for (field, value) in [
+        ("venueId", show.venue_id.as_str()),
+        ("name", "Test device 2"),
+        ("mac", "0A:1B:2C:3D:4E:5F"),
+        ("ip", "192.168.1.1"),
+        ("gateName", "Test Gate"),
+        ("serial", "aBcDEFg12"),
+        ("model", "Best Phone"),
+    ] {
+        ensure!(device[field] == json!(value), "{field}: {}", reply.text);
+    }
+    for mac in [
+        "00:24:06:f0:f9:fb",
+        "00:24:06:F0:F9:FB",
+        "00-24-06-f0-f9-fb",
+    ] {
+        let reply = app
+            .device_init(&device_init_body(&show.venue_id, mac, "Test Gate"))
+            .await?;
+        reply.expect(200, "OKAY")?;
+        ensure!(
+            reply.json["message"]["mac"] == json!("00:24:06:F0:F9:FB"),
+            "{mac}: {}",
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+async fn device_init_accepts_ipv4_and_ipv6_only(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    for ip in ["10.0.0.1", "fe80::1", "2001:DB8::42", "::1"] {
+        let mut body = device_init_body(&show.venue_id, &unique_mac(), "Gate 1");
+        body["ip"] = json!(ip);
+        let reply = app.device_init(&body).await?;
+        reply
+            .expect(200, "OKAY")
+            .map_err(|e| anyhow!("{ip}: {e}"))?;
+        let echoed: Option<IpAddr> = reply.json["message"]["ip"]
+            .as_str()
+            .and_then(|s| s.parse().ok());
+        ensure!(echoed == ip.parse().ok(), "{ip}: {}", reply.text);
+    }
+    for ip in [
+        json!("300.1.1.1"),
+        json!("not-an-ip"),
+        json!(""),
+        json!("10.0.0"),
+        json!(10),
+        json!("fe80::1::2"),
+    ] {
+        let mut body = device_init_body(&show.venue_id, &unique_mac(), "Gate 1");
+        body["ip"] = ip.clone();
+        let reply = app.device_init(&body).await?;
+        reply
+            .expect(400, "BAD_REQUEST")
+            .map_err(|e| anyhow!("{ip}: {e}"))?;
+        ensure!(reply.message().contains("ip"), "{ip}: {}", reply.text);
+    }
+    Ok(())
+}
+
+async fn device_init_names_bad_fields(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let base = device_init_body(&show.venue_id, &unique_mac(), "Gate 1");
+    for field in ["venueId", "name", "mac", "ip", "serial", "model"] {
+        for value in [None, Some(json!("")), Some(json!(42))] {
+            let body = match &value {
+                None => without(base.clone(), field),
+                Some(v) => {
+                    let mut body = base.clone();
+                    body[field] = v.clone();
+                    body
+                }
+            };
+            let reply = app.device_init(&body).await?;
+            reply
+                .expect(400, "BAD_REQUEST")
+                .map_err(|e| anyhow!("{field} = {value:?}: {e}"))?;
+            ensure!(
+                reply.message().contains(field),
+                "{field} = {value:?}: {}",
+                reply.text
+            );
+        }
+    }
+    let no_gate = without(base.clone(), "gateName");
+    let reply = app.device_init(&no_gate).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(reply.message().contains("gate"), "{}", reply.text);
+    for mac in [
+        "nope",
+        "00:24:06:F0:F9",
+        "00:24:06:F0:F9:FB:00",
+        "0:24:06:F0:F9:FB",
+        "00:24:06:F0:F9:FG",
+        "0024.06F0.F9FB",
+    ] {
+        let mut body = base.clone();
+        body["mac"] = json!(mac);
+        let reply = app.device_init(&body).await?;
+        reply
+            .expect(400, "BAD_REQUEST")
+            .map_err(|e| anyhow!("{mac}: {e}"))?;
+        ensure!(reply.message().contains("mac"), "{mac}: {}", reply.text);
+    }
+    for raw in ["", "{", "[]", "\"x\""] {
+        app.post(
+            "/presence/v1/device/init",
+            Auth::Header(app.admin_key()),
+            raw.to_owned(),
+            None,
+        )
+        .await?
+        .expect(400, "BAD_REQUEST")
+        .map_err(|e| anyhow!("{raw:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn device_init_at_an_unknown_venue_is_not_found(app: &TestApp) -> Result<()> {
+    let reply = app
+        .device_init(&device_init_body(
+            &unique("nowhere"),
+            &unique_mac(),
+            "Gate 1",
+        ))
+        .await?;
+    reply.expect(404, "NOT_FOUND")?;
+    Ok(())
+}
+
+async fn gates_are_created_once_per_name(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let (_, north) = app
+        .init_device(&show.venue_id, &unique_mac(), "North Gate")
+        .await?;
+    ensure!(north > 0, "gateId {north}");
+    for name in [" north gate ", "NORTH GATE", "North Gate\t"] {
+        let (_, same) = app.init_device(&show.venue_id, &unique_mac(), name).await?;
+        ensure!(same == north, "{name:?} made gate {same}, not {north}");
+    }
+    let (_, south) = app
+        .init_device(&show.venue_id, &unique_mac(), "South Gate")
+        .await?;
+    ensure!(south > 0 && south != north, "south {south}, north {north}");
+    // The same name at another venue is another gate.
+    let other = Show::new();
+    app.load(&other.records()).await?;
+    let (_, elsewhere) = app
+        .init_device(&other.venue_id, &unique_mac(), "North Gate")
+        .await?;
+    ensure!(elsewhere != north, "gates of two venues share id {north}");
+    Ok(())
+}
+
+async fn reinit_of_a_mac_keeps_the_device_id(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let mac = unique_mac();
+    let (id, gate_a) = app.init_device(&show.venue_id, &mac, "Gate A").await?;
+    let mut body = device_init_body(
+        &show.venue_id,
+        &mac.to_lowercase().replace(':', "-"),
+        "Gate B",
+    );
+    body["name"] = json!("Renamed");
+    body["ip"] = json!("10.9.9.9");
+    let reply = app.device_init(&body).await?;
+    reply.expect(200, "OKAY")?;
+    let device = reply.json["message"].clone();
+    ensure!(
+        device["id"] == json!(id),
+        "re-init changed the id: {}",
+        reply.text
+    );
+    ensure!(
+        device["gateId"] != json!(gate_a),
+        "re-init kept the old gate: {}",
+        reply.text
+    );
+    ensure!(
+        device["name"] == json!("Renamed") && device["ip"] == json!("10.9.9.9"),
+        "{}",
+        reply.text
+    );
+    let lookup = app
+        .get(
+            &format!("/presence/v1/device?venue={}&mac={mac}", show.venue_id),
+            Auth::Header(app.admin_key()),
+        )
+        .await?;
+    lookup.expect(200, "OKAY")?;
+    ensure!(
+        lookup.json["message"] == device,
+        "lookup {} != init {device}",
+        lookup.text
+    );
+    let (other, _) = app
+        .init_device(&show.venue_id, &unique_mac(), "Gate A")
+        .await?;
+    ensure!(other != id, "two MACs share device id {id}");
+    Ok(())
+}
+
+async fn device_init_accepts_a_gate_id_instead_of_a_name(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let (_, gate_a) = app
+        .init_device(&show.venue_id, &unique_mac(), "Gate A")
+        .await?;
+    let (_, gate_b) = app
+        .init_device(&show.venue_id, &unique_mac(), "Gate B")
+        .await?;
+    let mut by_id = without(
+        device_init_body(&show.venue_id, &unique_mac(), "unused"),
+        "gateName",
+    );
+    by_id["gateId"] = json!(gate_a);
+    let reply = app.device_init(&by_id).await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["gateId"] == json!(gate_a),
+        "{}",
+        reply.text
+    );
+    ensure!(
+        reply.json["message"]["gateName"] == json!("Gate A"),
+        "{}",
+        reply.text
+    );
+
+    // Both sent: gateName wins.
+    let mut both = device_init_body(&show.venue_id, &unique_mac(), "Gate B");
+    both["gateId"] = json!(gate_a);
+    let reply = app.device_init(&both).await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["gateId"] == json!(gate_b),
+        "{}",
+        reply.text
+    );
+
+    // Unknown, malformed, or another venue's gate: 400.
+    let other = Show::new();
+    app.load(&other.records()).await?;
+    let (_, foreign) = app
+        .init_device(&other.venue_id, &unique_mac(), "Gate A")
+        .await?;
+    for gate_id in [json!(987_654_321), json!(foreign), json!(0), json!("abc")] {
+        let mut body = by_id.clone();
+        body["mac"] = json!(unique_mac());
+        body["gateId"] = gate_id.clone();
+        let reply = app.device_init(&body).await?;
+        reply
+            .expect(400, "BAD_REQUEST")
+            .map_err(|e| anyhow!("gateId {gate_id}: {e}"))?;
+        ensure!(
+            reply.message().contains("gate"),
+            "gateId {gate_id}: {}",
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+async fn device_lookup_finds_configured_devices(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let mac = unique_mac();
+    let init = app
+        .device_init(&device_init_body(&show.venue_id, &mac, "Entrance 1"))
+        .await?;
+    init.expect(200, "OKAY")?;
+    let key = Auth::Query(app.admin_key());
+    let dashed = mac.to_lowercase().replace(':', "-");
+    for query in [
+        format!("/presence/v1/device?venue={}&mac={mac}", show.venue_id),
+        format!(
+            "/presence/v1/device.json?venueId={}&mac={mac}",
+            show.venue_id
+        ),
+        format!(
+            "/presence/v1/device/?venueId={}&mac={dashed}",
+            show.venue_id
+        ),
+        format!(
+            "/presence/v1/device?mac={}&venue={}",
+            mac.to_lowercase(),
+            show.venue_id
+        ),
+    ] {
+        let reply = app.get(&query, key).await?;
+        reply
+            .expect(200, "OKAY")
+            .map_err(|e| anyhow!("{query}: {e}"))?;
+        ensure!(
+            reply.json["message"] == init.json["message"],
+            "{query}: {} != {}",
+            reply.text,
+            init.text
+        );
+    }
+    for (query, code, status) in [
+        (format!("/presence/v1/device?mac={mac}"), 400, "BAD_REQUEST"),
+        (
+            format!("/presence/v1/device?venue={}", show.venue_id),
+            400,
+            "BAD_REQUEST",
+        ),
+        ("/presence/v1/device".to_owned(), 400, "BAD_REQUEST"),
+        (
+            format!("/presence/v1/device?venue={}&mac=zz:zz", show.venue_id),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            format!(
+                "/presence/v1/device?venue={}&mac={}",
+                show.venue_id,
+                unique_mac()
+            ),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            format!("/presence/v1/device?venue={}&mac={mac}", unique("nowhere")),
+            404,
+            "NOT_FOUND",
+        ),
+    ] {
+        let reply = app.get(&query, key).await?;
+        reply
+            .expect(code, status)
+            .map_err(|e| anyhow!("{query}: {e}"))?;
+    }
+    let reply = app
+        .get(&format!("/presence/v1/device?mac={mac}"), key)
+        .await?;
+    ensure!(reply.message().contains("venue"), "{}", reply.text);
+    let reply = app
+        .get(&format!("/presence/v1/device?venue={}", show.venue_id), key)
+        .await?;
+    ensure!(reply.message().contains("mac"), "{}", reply.text);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- inventory
+
+async fn inventory_is_all_or_nothing(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let token = show.token();
+    let mut backwards = Show::at_venue(&show.venue_id).event();
+    backwards["doorsOpen"] = json!(now_ms() + HOUR_MS);
+    backwards["endsAt"] = json!(now_ms());
+    let no_venue = without(Show::at_venue(&show.venue_id).event(), "venueId");
+    let lines = [
+        show.venue().to_string(),                                  // 1 good
+        "{\"type\":\"venue\",\"id\":".to_owned(),                  // 2 bad JSON
+        show.event().to_string(),                                  // 3 good
+        json!({"type": "stadium", "id": "X"}).to_string(),         // 4 unknown type
+        Show::new().ticket(&show.token(), &["A:1:1"]).to_string(), // 5 unknown event
+        backwards.to_string(),                                     // 6 doorsOpen > endsAt
+        show.ticket(&show.token(), &[]).to_string(),               // 7 no places
+        no_venue.to_string(),                                      // 8 missing venueId
+        String::new(),                                             // 9 blank, skipped
+        show.ticket(&token, &["A:1:1"]).to_string(),               // 10 good
+        json!({"id": "no type"}).to_string(),                      // 11 no type
+    ];
+    let reply = app.load_inventory(&lines.join("\n")).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    let errors = reply.json["message"]["errors"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no message.errors: {}", reply.text))?;
+    let mut numbers = Vec::new();
+    for error in errors {
+        let line = error["line"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("error without line: {error}"))?;
+        let reason = error["error"].as_str().unwrap_or_default();
+        ensure!(
+            !reason.trim().is_empty(),
+            "line {line} has no reason: {error}"
+        );
+        numbers.push(line);
+    }
+    ensure!(
+        numbers == [2, 4, 5, 6, 7, 8, 11],
+        "bad lines reported: {numbers:?} in {}",
+        reply.text
+    );
+    let reason_of = |line: u64| {
+        errors
+            .iter()
+            .find(|e| e["line"] == json!(line))
+            .and_then(|e| e["error"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    ensure!(reason_of(7).contains("places"), "line 7: {}", reason_of(7));
+    ensure!(reason_of(8).contains("venueId"), "line 8: {}", reason_of(8));
+
+    // Nothing was applied: not the venue, not the ticket.
+    app.device_init(&device_init_body(&show.venue_id, &unique_mac(), "Gate 1"))
+        .await?
+        .expect(404, "NOT_FOUND")?;
+    // The good lines alone are applied.
+    let good: Vec<Value> = [0, 2, 9]
+        .iter()
+        .map(|&i| serde_json::from_str(&lines[i]))
+        .collect::<Result<_, _>>()?;
+    ensure!(app.load(&good).await? == 3, "applied count");
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+async fn inventory_is_readable_right_after_it_is_applied(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    for round in 0..10 {
+        let token = show.token();
+        app.load(&[show.ticket(&token, &["A:1:1"])]).await?;
+        let reply = scan_now(app, ENTER, &scanner, &token).await?;
+        decided(&reply, "OKAY").map_err(|e| anyhow!("round {round}: {e}"))?;
+        // And an update is seen at once too.
+        let mut void = show.ticket(&token, &["A:1:1"]);
+        void["status"] = json!("VOID");
+        app.load(&[void]).await?;
+        decided(
+            &scan_now(app, VALIDATE, &scanner, &token).await?,
+            "INVALID_TICKET",
+        )
+        .map_err(|e| anyhow!("round {round}: {e}"))?;
+    }
+    // A venue and event arriving in one batch with the ticket and the device's venue.
+    let fresh = Show::new();
+    let token = fresh.token();
+    app.load(&[
+        fresh.venue(),
+        fresh.event(),
+        fresh.ticket(&token, &["B:2:3"]),
+    ])
+    .await?;
+    let there = app.scanner(&fresh.venue_id, "Gate 1").await?;
+    decided(&scan_now(app, ENTER, &there, &token).await?, "OKAY")
+}
+
+async fn inventory_upserts_and_counts(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = show.token();
+    let mut void = show.ticket(&token, &["A:1:1"]);
+    void["status"] = json!("VOID");
+    // Last write wins within a batch; blank lines are skipped but not counted.
+    let body = format!(
+        "{}\n\n{}\r\n{}\n",
+        show.ticket(&token, &["A:1:1"]),
+        void,
+        show.event()
+    );
+    let reply = app.load_inventory(&body).await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["applied"] == json!(3),
+        "{}",
+        reply.text
+    );
+    decided(
+        &scan_now(app, ENTER, &scanner, &token).await?,
+        "INVALID_TICKET",
+    )?;
+    // And across batches.
+    app.load(&[show.ticket(&token, &["A:1:1", "A:1:2"])])
+        .await?;
+    let reply = scan_now(app, ENTER, &scanner, &token).await?;
+    decided(&reply, "OKAY")?;
+    ensure!(places(&reply) == ["A:1:1", "A:1:2"], "{}", reply.text);
+    // Optional fields may be null; unknown fields are ignored.
+    let mut relaxed = show.ticket(&show.token(), &["A:1:3"]);
+    relaxed["validFrom"] = Value::Null;
+    relaxed["validUntil"] = Value::Null;
+    relaxed["status"] = Value::Null;
+    relaxed["origin"] = json!("box office");
+    let mut open_gate = show.gate("Open");
+    open_gate["allowedSections"] = json!([]);
+    open_gate["allowedEvents"] = Value::Null;
+    open_gate["openFrom"] = Value::Null;
+    ensure!(
+        app.load(&[relaxed.clone(), open_gate]).await? == 2,
+        "applied count"
+    );
+    let open = app.scanner(&show.venue_id, "open").await?;
+    let token = relaxed["token"].as_str().unwrap_or_default().to_owned();
+    decided(&scan_now(app, ENTER, &open, &token).await?, "OKAY")
+}
+
+async fn inventories_larger_than_a_scan_body_are_accepted(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let tokens: Vec<String> = (0..2_000).map(|_| show.token()).collect();
+    let records: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| show.ticket(token, &[&format!("S{}:{}:{}", i % 7, i / 50, i % 50)]))
+        .collect();
+    let body = ndjson(&records);
+    ensure!(
+        body.len() > 128 * 1024,
+        "inventory only {} bytes",
+        body.len()
+    );
+    ensure!(app.load(&records).await? == 2_000, "applied count");
+    for token in [&tokens[0], &tokens[999], &tokens[1_999]] {
+        decided(&scan_now(app, ENTER, &scanner, token).await?, "OKAY")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- operations
+
+async fn health_and_readiness_need_no_key(app: &TestApp) -> Result<()> {
+    for path in ["/healthz", "/readyz"] {
+        let reply = app.get(path, Auth::None).await?;
+        ensure!(
+            reply.code == 200,
+            "{path}: HTTP {} {}",
+            reply.code,
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+/// Prometheus/OpenMetrics samples: `name{labels} value` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn metrics_count_scans(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let before = app.get("/metrics", Auth::None).await?;
+    ensure!(before.code == 200, "HTTP {} {}", before.code, before.text);
+    for line in before.text.lines().filter(|l| !l.trim().is_empty()) {
+        let ok = line.starts_with('#')
+            || line
+                .rsplit_once(' ')
+                .is_some_and(|(series, value)| !series.is_empty() && value.parse::<f64>().is_ok());
+        ensure!(ok, "not Prometheus text: {line:?}");
+    }
+    ensure!(
+        before.text.contains("# TYPE"),
+        "no metric types: {}",
+        before.text
+    );
+    const SCANS: f64 = 5.0;
+    for _ in 0..5 {
+        let token = new_ticket(app, &show, &["A:1:1"]).await?;
+        decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    }
+    let after = app.get("/metrics", Auth::None).await?;
+    let (was, now) = (samples(&before.text), samples(&after.text));
+    let moved: Vec<&String> = now
+        .iter()
+        .filter(|(series, value)| **value - was.get(*series).copied().unwrap_or(0.0) >= SCANS)
+        .map(|(series, _)| series)
+        .collect();
+    ensure!(
+        moved
+            .iter()
+            .any(|series| series.to_lowercase().contains("okay")),
+        "no OKAY-labelled series counted the {SCANS} scans; moved: {moved:?}\n{}",
+        after.text
+    );
+    Ok(())
+}
+
+async fn openapi_describes_the_public_api(app: &TestApp) -> Result<()> {
+    let reply = app.get("/openapi.json", Auth::None).await?;
+    ensure!(reply.code == 200, "HTTP {} {}", reply.code, reply.text);
+    let version = reply.json["openapi"].as_str().unwrap_or_default();
+    ensure!(version.starts_with("3."), "openapi version {version:?}");
+    let paths = reply.json["paths"]
+        .as_object()
+        .ok_or_else(|| anyhow!("no paths: {}", reply.text))?;
+    for path in [
+        "/presence/v1/ticket/enter",
+        "/presence/v1/ticket/exit",
+        "/presence/v1/ticket/validate",
+        "/presence/v1/device/init",
+        "/presence/v1/device",
+    ] {
+        ensure!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    ensure!(
+        paths["/presence/v1/ticket/enter"].get("post").is_some(),
+        "enter is not a POST"
+    );
+    ensure!(
+        paths["/presence/v1/device"].get("get").is_some(),
+        "device is not a GET"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- concurrency
+
+async fn concurrent_enters_admit_exactly_once(app: &TestApp) -> Result<()> {
+    const PER_TOKEN: usize = 50;
+    let show = Show::new();
+    app.load(&show.records()).await?;
+    let mut scanners = Vec::new();
+    for gate in 1..=5 {
+        for _ in 0..2 {
+            scanners.push(app.scanner(&show.venue_id, &format!("Gate {gate}")).await?);
+        }
+    }
+    let tokens: Vec<String> = (0..3).map(|_| show.token()).collect();
+    let tickets: Vec<Value> = tokens.iter().map(|t| show.ticket(t, &["A:1:1"])).collect();
+    app.load(&tickets).await?;
+
+    let mut set = JoinSet::new();
+    for i in 0..PER_TOKEN {
+        for token in &tokens {
+            let scanner = scanners[i % scanners.len()].clone();
+            let body = scanner.body(token, next_scan_time());
+            let (app, token) = (app.clone(), token.clone());
+            set.spawn(async move {
+                let reply = app.scan(ENTER, &body).await;
+                (token, scanner, reply)
+            });
+        }
+    }
+    let mut outcomes: BTreeMap<String, Vec<(Scanner, Reply)>> = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        let (token, scanner, reply) = joined?;
+        outcomes.entry(token).or_default().push((scanner, reply?));
+    }
+    for (token, replies) in outcomes {
+        ensure!(
+            replies.len() == PER_TOKEN,
+            "{token}: {} replies",
+            replies.len()
+        );
+        let winners: Vec<&Scanner> = replies
+            .iter()
+            .filter(|(_, r)| r.status() == "OKAY")
+            .map(|(s, _)| s)
+            .collect();
+        ensure!(winners.len() == 1, "{token}: {} OKAYs", winners.len());
+        let winner_gate = &winners[0].gate_name;
+        for (_, reply) in &replies {
+            reply.check_envelope()?;
+            ensure!(reply.code == 200, "{token}: {}", reply.text);
+            if reply.status() != "OKAY" {
+                ensure!(
+                    reply.status() == "ALREADY_ENTERED",
+                    "{token}: {}",
+                    reply.text
+                );
+                ensure!(
+                    reply.message().contains(winner_gate.as_str()),
+                    "{token}: ALREADY_ENTERED does not name the winning gate {winner_gate}: {}",
+                    reply.text
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- durability
+
+async fn answered_scans_survive_a_crash(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let strict = Show::at_venue(&show.venue_id);
+    let mut strict_event = strict.event();
+    strict_event["allowReentry"] = json!(false);
+    let tokens: Vec<String> = (0..4).map(|_| show.token()).collect();
+    let left = strict.token();
+    let mut records = vec![
+        show.venue(),
+        show.event(),
+        strict_event,
+        strict.ticket(&left, &["B:1:1"]),
+    ];
+    records.extend(tokens.iter().map(|t| show.ticket(t, &["A:1:1"])));
+    app.load(&records).await?;
+    let a = app.scanner(&show.venue_id, "Gate A").await?;
+    let b = app.scanner(&show.venue_id, "Gate B").await?;
+
+    let mut first_scans = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let scanner = if i % 2 == 0 { &a } else { &b };
+        let body = scanner.body(token, next_scan_time());
+        decided(&app.scan(ENTER, &body).await?, "OKAY")?;
+        first_scans.push((scanner.gate_name.clone(), body));
+    }
+    decided(&scan_now(app, ENTER, &a, &left).await?, "OKAY")?;
+    let exit = a.body(&left, next_scan_time());
+    decided(&app.scan(EXIT, &exit).await?, "EXIT")?;
+
+    app.crash_and_restart().await?;
+
+    for (token, (gate, body)) in tokens.iter().zip(&first_scans) {
+        let other = if gate == "Gate A" { &b } else { &a };
+        let reply = scan_now(app, ENTER, other, token).await?;
+        decided(&reply, "ALREADY_ENTERED")?;
+        ensure!(reply.message().contains(gate.as_str()), "{}", reply.text);
+        // The answered scan is remembered: its retry is OKAY.
+        decided(&app.scan(ENTER, body).await?, "OKAY")?;
+    }
+    // The exit survived too: OUT without re-entry, and the exit's retry is EXIT.
+    decided(&scan_now(app, ENTER, &b, &left).await?, "ALREADY_ENTERED")?;
+    decided(&app.scan(EXIT, &exit).await?, "EXIT")?;
+
+    // Devices, gates and their ids survived.
+    for scanner in [&a, &b] {
+        let reply = app
+            .get(
+                &format!(
+                    "/presence/v1/device?venue={}&mac={}",
+                    show.venue_id, scanner.mac
+                ),
+                Auth::Header(app.admin_key()),
+            )
+            .await?;
+        reply.expect(200, "OKAY")?;
+        ensure!(
+            reply.json["message"]["id"] == json!(scanner.device_id),
+            "{}",
+            reply.text
+        );
+        ensure!(
+            reply.json["message"]["gateId"] == json!(scanner.gate_id),
+            "{}",
+            reply.text
+        );
+    }
+    let (_, gate_a_again) = app
+        .init_device(&show.venue_id, &unique_mac(), "gate a")
+        .await?;
+    ensure!(
+        gate_a_again == a.gate_id,
+        "Gate A became {gate_a_again}, was {}",
+        a.gate_id
+    );
+    // Ids handed out before the crash are not handed out again.
+    let c = app.scanner(&show.venue_id, "Gate C").await?;
+    ensure!(
+        ![a.device_id, b.device_id].contains(&c.device_id),
+        "device id {} reused",
+        c.device_id
+    );
+    ensure!(
+        ![a.gate_id, b.gate_id].contains(&c.gate_id),
+        "gate id {} reused",
+        c.gate_id
+    );
+    // And the restarted server keeps working.
+    let fresh = new_ticket(app, &show, &["A:9:9"]).await?;
+    decided(&scan_now(app, ENTER, &c, &fresh).await?, "OKAY")
+}
+
+// ---------------------------------------------------------------- bad input, generated
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
+        ".{0,40}".prop_map(Value::from),
+        "[0-9]{1,21}".prop_map(Value::from),
+        "([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// Objects made of the field names the endpoints read, with any values: they get
+/// past "is it an object" into the field checks.
+fn field_objects() -> impl Strategy<Value = Value> {
+    let names = prop::sample::select(vec![
+        "channelId",
+        "deviceOs",
+        "gateName",
+        "token",
+        "venueId",
+        "deviceId",
+        "gateId",
+        "scanTime",
+        "name",
+        "mac",
+        "ip",
+        "serial",
+        "model",
+        "type",
+        "id",
+        "eventId",
+        "places",
+        "status",
+        "doorsOpen",
+        "endsAt",
+    ]);
+    prop::collection::btree_map(names, json_value(), 0..12).prop_map(|fields| {
+        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    })
+}
+
+/// A valid scan with one field replaced or removed: it gets as far as the rules.
+fn mutated_scans(valid: Value) -> impl Strategy<Value = Value> {
+    let fields = prop::sample::select(vec![
+        "channelId",
+        "deviceOs",
+        "gateName",
+        "token",
+        "venueId",
+        "deviceId",
+        "gateId",
+        "scanTime",
+    ]);
+    (fields, prop::option::of(json_value())).prop_map(move |(field, value)| match value {
+        Some(value) => {
+            let mut body = valid.clone();
+            body[field] = value;
+            body
+        }
+        None => without(valid.clone(), field),
+    })
+}
+
+/// Posts each generated body to a generated endpoint and requires an envelope
+/// that is not a 5xx.
+async fn never_a_server_error<S>(app: &TestApp, bodies: S) -> Result<()>
+where
+    S: Strategy,
+    S::Value: Into<reqwest::Body>,
+{
+    let handle = tokio::runtime::Handle::current();
+    let strategy = (prop::sample::select(POST_PATHS.to_vec()), bodies);
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        failure_persistence: None,
+        max_shrink_iters: 256,
+        ..Config::default()
+    });
+    tokio::task::block_in_place(|| {
+        runner.run(&strategy, |(path, body)| {
+            let reply = handle
+                .block_on(app.post(
+                    path,
+                    Auth::Header(app.admin_key()),
+                    body,
+                    Some("application/json"),
+                ))
+                .map_err(|e| TestCaseError::fail(format!("{path}: {e:#}")))?;
+            prop_assert!(
+                reply.code < 500,
+                "{path}: HTTP {} {}",
+                reply.code,
+                reply.text
+            );
+            reply
+                .check_envelope()
+                .map_err(|e| TestCaseError::fail(format!("{path}: {e:#}")))?;
+            Ok(())
+        })
+    })
+    .map_err(|e| anyhow!("{e}"))
+}
+
+async fn arbitrary_json_bodies_get_4xx_not_5xx(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let valid = scanner.body(&token, next_scan_time());
+    let bodies = prop_oneof![json_value(), field_objects(), mutated_scans(valid)]
+        .prop_map(|body| body.to_string());
+    never_a_server_error(app, bodies).await
+}
+
+async fn arbitrary_bytes_get_4xx_not_5xx(app: &TestApp) -> Result<()> {
+    let bodies = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..2048),
+        ".{0,512}".prop_map(String::into_bytes),
+        prop::collection::vec(json_value(), 0..8).prop_map(|values| ndjson(&values).into_bytes()),
+    ];
+    never_a_server_error(app, bodies).await
+}
+
+contract_tests!(embedded => [
+    every_path_answers_with_and_without_json_suffix,
+    api_key_goes_in_the_query_or_a_header,
+    missing_or_unknown_keys_are_unauthorized,
+    authentication_is_checked_before_the_request,
+    venue_limited_keys_are_forbidden_elsewhere,
+    only_admin_keys_load_inventory,
+    unknown_paths_are_not_found,
+    wrong_methods_are_not_allowed,
+    bodies_over_64_kib_are_too_large,
+    refusals_of_unread_bodies_close_the_connection,
+    json_is_read_whatever_the_content_type,
+    integers_may_be_digit_strings,
+    device_os_is_case_insensitive_and_unknown_fields_are_ignored,
+    malformed_scan_bodies_are_bad_requests_naming_the_field,
+    devices_must_be_configured_at_the_venue_and_gate,
+    bad_requests_are_not_remembered,
+    api_keys_never_reach_logs_or_answers,
+    unknown_tokens_are_not_found,
+    events_of_other_venues_are_event_restricted,
+    gates_limited_to_other_events_are_event_restricted,
+    void_tickets_and_cancelled_events_are_invalid,
+    exits_of_tickets_not_inside_are_invalid,
+    sections_outside_the_gate_are_restricted,
+    event_windows_make_scans_too_early_or_too_late,
+    ticket_and_gate_start_times_restrict,
+    ticket_and_gate_end_times_restrict,
+    the_first_failing_rule_decides,
+    exits_are_judged_only_on_venue_and_event,
+    validate_is_an_internal_scan_that_changes_nothing,
+    enter_exit_and_reenter,
+    reentry_can_be_turned_off,
+    group_tickets_list_every_place,
+    identical_retries_return_the_first_decision,
+    every_decision_is_remembered,
+    device_init_configures_a_device,
+    device_init_accepts_ipv4_and_ipv6_only,
+    device_init_names_bad_fields,
+    device_init_at_an_unknown_venue_is_not_found,
+    gates_are_created_once_per_name,
+    reinit_of_a_mac_keeps_the_device_id,
+    device_init_accepts_a_gate_id_instead_of_a_name,
+    device_lookup_finds_configured_devices,
+    inventory_is_all_or_nothing,
+    inventory_is_readable_right_after_it_is_applied,
+    inventory_upserts_and_counts,
+    inventories_larger_than_a_scan_body_are_accepted,
+    health_and_readiness_need_no_key,
+    metrics_count_scans,
+    openapi_describes_the_public_api,
+    concurrent_enters_admit_exactly_once,
+    answered_scans_survive_a_crash,
+    arbitrary_json_bodies_get_4xx_not_5xx,
+    arbitrary_bytes_get_4xx_not_5xx,
+]);
