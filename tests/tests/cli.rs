@@ -290,6 +290,91 @@ async fn serve_applies_an_inventory_file_at_start() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_every_decision_once_with_every_field() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let (first, second) = (show.token(), show.token());
+    let inventory = write(
+        dir.path(),
+        "inventory.ndjson",
+        &good_inventory(&show, [&first, &second]),
+    )?;
+    let log = dir.path().join("decisions.ndjson");
+    let key = presence_tests::unique("admin");
+    let launch = Launch::new(dir.path())
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--api-key")
+        .arg(&key)
+        .arg("--inventory")
+        .arg(&inventory)
+        .arg("--decisions-log")
+        .arg(&log);
+    let (_process, url) = PresenceProcess::start(&launch).await?;
+    let client = http_client()?;
+    let (code, entered) = enter_via(&client, &url, &key, &show.venue_id, &first).await?;
+    ensure!(
+        code == 200 && entered["result"]["status"] == "OKAY",
+        "HTTP {code} {entered}"
+    );
+    let scan_id = entered["result"]["scanId"].clone();
+    let (code, again) = enter_via(&client, &url, &key, &show.venue_id, &first).await?;
+    ensure!(
+        code == 200 && again["result"]["status"] == "ALREADY_ENTERED",
+        "HTTP {code} {again}"
+    );
+
+    // The log is written behind the answers: wait for both lines.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(serde_json::from_str::<Value>)
+            .collect::<Result<Vec<_>, _>>()?;
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(lines.len() == 2, "expected two decisions, got {lines:?}");
+    let okay = &lines[0];
+    ensure!(okay["scanId"] == scan_id, "{okay}");
+    ensure!(
+        okay["kind"] == "enter" && okay["status"] == "OKAY",
+        "{okay}"
+    );
+    ensure!(
+        okay["token"] == first.as_str() && okay["venueId"] == show.venue_id.as_str(),
+        "{okay}"
+    );
+    ensure!(
+        okay["gateName"] == "Gate 1" && okay["deviceOs"] == "Printed",
+        "{okay}"
+    );
+    ensure!(okay["tickets"][0]["place"] == "A:1:1", "{okay}");
+    ensure!(
+        okay["tickets"][0]["eventId"] == show.event_id.as_str(),
+        "{okay}"
+    );
+    for field in ["gateId", "deviceId", "scanTime", "decidedAt"] {
+        ensure!(
+            okay[field].as_u64().is_some_and(|n| n > 0),
+            "{field} in {okay}"
+        );
+    }
+    ensure!(lines[1]["status"] == "ALREADY_ENTERED", "{}", lines[1]);
+    ensure!(
+        !std::fs::read_to_string(&log)?.contains(&key),
+        "the key leaked into the log"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_to_start_with_a_broken_keys_file() -> Result<()> {
     let dir = temp_dir()?;
     let keys = write(dir.path(), "keys.toml", "[[keys]\nname = \"broken\n")?;

@@ -102,6 +102,7 @@ impl fmt::Display for Status {
 
 /// One place a ticket admits, as the response lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TicketPlace {
     pub place: String,
     pub event_id: EventId,
@@ -135,11 +136,15 @@ pub struct RememberedDecision {
 }
 
 /// One record of the `decisions` stream: everything analytics needs about a scan
-/// and its outcome. Never carries an API key.
+/// and its outcome. Never carries an API key. As JSON (the embedded mode's
+/// decisions log) its fields are camelCase like the API's, with the decision's
+/// `status`, `message` and `tickets` at the top level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DecisionEvent {
     pub scan_id: ScanId,
     pub kind: ScanKind,
+    #[serde(flatten)]
     pub decision: Decision,
     pub token: Token,
     pub venue_id: VenueId,
