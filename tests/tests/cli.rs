@@ -32,6 +32,20 @@ fn good_inventory(show: &Show, tokens: [&str; 2]) -> String {
     ])
 }
 
+/// `presence serve` on a free port in `dir`, with one admin key and an inventory file.
+fn serve_with_inventory(dir: &Path, key: &str, inventory: &str) -> Launch {
+    Launch::new(dir)
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--api-key")
+        .arg(key)
+        .arg("--inventory")
+        .arg(inventory)
+}
+
 fn http_client() -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -265,16 +279,7 @@ async fn serve_applies_an_inventory_file_at_start() -> Result<()> {
         &good_inventory(&show, [&first, &group]),
     )?;
     let key = presence_tests::unique("admin");
-    let launch = Launch::new(dir.path())
-        .arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--api-key")
-        .arg(&key)
-        .arg("--inventory")
-        .arg(&inventory);
+    let launch = serve_with_inventory(dir.path(), &key, &inventory);
     let (_process, url) = PresenceProcess::start(&launch).await?;
     let client = http_client()?;
     let (code, reply) = enter_via(&client, &url, &key, &show.venue_id, &group).await?;
@@ -301,16 +306,7 @@ async fn serve_logs_every_decision_once_with_every_field() -> Result<()> {
     )?;
     let log = dir.path().join("decisions.ndjson");
     let key = presence_tests::unique("admin");
-    let launch = Launch::new(dir.path())
-        .arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--api-key")
-        .arg(&key)
-        .arg("--inventory")
-        .arg(&inventory)
+    let launch = serve_with_inventory(dir.path(), &key, &inventory)
         .arg("--decisions-log")
         .arg(&log);
     let (_process, url) = PresenceProcess::start(&launch).await?;
