@@ -33,21 +33,33 @@ ensure_nextest() {
     fi
 }
 
+# Redis for the Redis store's tests: each test starts its own redis-server on a
+# free loopback port, so only the program is needed.
+ensure_redis_server() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        log "installing redis-server"
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    fi
+}
+
 # The end-to-end tests spawn the real binaries; `cargo nextest run --workspace`
-# builds test targets only, so the binaries are built (or refreshed) first.
+# builds test targets only, so the binaries are built (or refreshed) first. All
+# features: the distributed services' binaries and Kafka handlers are behind the
+# `distributed` feature of their crates.
 build_binaries() {
-    log "cargo build --workspace --bins"
-    cargo build --workspace --bins
+    log "cargo build --workspace --all-features --bins"
+    cargo build --workspace --all-features --bins
 }
 
 run_tests() {
-    log "cargo nextest run --workspace --no-fail-fast $*"
-    cargo nextest run --workspace --no-fail-fast "$@"
+    log "cargo nextest run --workspace --all-features --no-fail-fast $*"
+    cargo nextest run --workspace --all-features --no-fail-fast "$@"
 }
 
 main() {
     ensure_cargo
     ensure_nextest
+    ensure_redis_server
     build_binaries
     run_tests "$@"
 }

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod curl;
 pub mod process;
+pub mod redis_server;
 pub mod scenario;
 
 pub use anyhow;

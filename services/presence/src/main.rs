@@ -6,7 +6,6 @@ use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inven
 use presence::{demo, inventory_file};
 use presence_gateway::{ApiKeys, GatewayConfig};
 use presence_store_embedded::EmbeddedOptions;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,7 +73,7 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    presence_runtime::init_tracing();
     let result = match cli.command {
         Command::Inventory {
             command: InventoryCommand::Check { file },
@@ -89,15 +88,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn run_async(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
@@ -152,8 +142,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: EmbeddedOptions::default(),
     };
     let app = EmbeddedApp::build(settings).await?;
-    announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))?;
-    app.run_until_stopped(shutdown_signal()).await?;
+    presence_runtime::announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))
+        .context("writing to stdout")?;
+    app.run_until_stopped(presence_runtime::shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,50 +179,14 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let scanner = demo::configure_scanner(app.transport()).await?;
     let url = format!("http://{}", app.local_addr());
     println!("{}", demo::instructions(&url, &api_key, &scanner, now));
-    announce(&format!("PRESENCE_URL={url}"))?;
-    app.run_until_stopped(shutdown_signal()).await?;
+    presence_runtime::announce(&format!("PRESENCE_URL={url}")).context("writing to stdout")?;
+    app.run_until_stopped(presence_runtime::shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints a line on stdout and flushes it, so a supervising script sees it at once.
-fn announce(line: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .context("writing to stdout")
 }
 
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutdown requested");
 }

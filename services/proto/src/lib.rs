@@ -487,7 +487,7 @@ mod tests {
     fn the_descriptor_set_names_every_file() {
         // A FileDescriptorSet holds each file name as a plain string.
         let text = String::from_utf8_lossy(DESCRIPTOR_SET);
-        for file in ["scan", "decision", "device", "inventory"] {
+        for file in ["scan", "decision", "device", "inventory", "rpc"] {
             assert!(
                 text.contains(&format!("presence/v1/{file}.proto")),
                 "{file}"

@@ -5,6 +5,9 @@
 //! venue), and a re-init of the same (venue, MAC) keeps the device id. Storage is
 //! behind [`DeviceStore`].
 
+#[cfg(feature = "distributed")]
+pub mod distributed;
+
 use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateRef};
 use presence_ports::{DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores};
 use std::sync::Arc;

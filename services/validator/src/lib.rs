@@ -8,6 +8,9 @@
 
 mod inventory;
 
+#[cfg(feature = "distributed")]
+pub mod distributed;
+
 pub use inventory::InventoryApplier;
 
 use presence_domain::rules::{self, TicketFacts};

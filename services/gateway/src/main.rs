@@ -1,0 +1,86 @@
+//! `presence-gateway`: the public HTTP API, reaching the validator and the
+//! registry over Kafka.
+
+use anyhow::Context;
+use clap::Parser;
+use presence_gateway::{ApiKeys, Gateway, GatewayConfig};
+use presence_kafka::transport::AnswerDeadlines;
+use presence_kafka::{KafkaSettings, KafkaTransport};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "presence-gateway",
+    version,
+    about = "The Presence HTTP API over Kafka"
+)]
+struct Settings {
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[arg(long, env = "PRESENCE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
+    topic_prefix: String,
+    /// One unrestricted admin API key (development).
+    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// TOML file of API keys.
+    #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// Partitions of the request topics when this gateway creates them.
+    #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
+    partitions: i32,
+    /// Names this instance's reply topic; defaults to a random id.
+    #[arg(long, env = "PRESENCE_INSTANCE_ID")]
+    instance_id: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    presence_runtime::init_tracing();
+    let settings = Settings::parse();
+    let mut keys = settings
+        .api_key
+        .as_deref()
+        .map(ApiKeys::single_admin)
+        .unwrap_or_default();
+    if let Some(path) = &settings.api_keys_file {
+        keys = keys.merge(
+            ApiKeys::from_toml_file(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+    }
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "no API keys configured: set PRESENCE_API_KEY or PRESENCE_API_KEYS_FILE"
+    );
+    let mut kafka = KafkaSettings::new(&settings.kafka_brokers, &settings.topic_prefix);
+    kafka.partitions = settings.partitions;
+    if let Some(id) = settings.instance_id {
+        kafka.instance_id = id;
+    }
+    let config = GatewayConfig::default();
+    let deadlines = AnswerDeadlines {
+        request: config.decision_timeout,
+        ..AnswerDeadlines::default()
+    };
+    let transport = Arc::new(
+        KafkaTransport::start(kafka, deadlines)
+            .await
+            .context("connecting to Kafka")?,
+    );
+    let gateway = Gateway::bind(settings.listen, config, keys, transport.clone())
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    presence_runtime::announce(&format!("PRESENCE_URL=http://{}", gateway.local_addr()))
+        .context("writing to stdout")?;
+    gateway
+        .run_until_stopped(presence_runtime::shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    if let Some(transport) = Arc::into_inner(transport) {
+        transport.close().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Producer and consumer configuration, topic creation, and the headers every
+//! record carries.
+
+use crate::KafkaError;
+use crate::settings::KafkaSettings;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// The topic a request's answer goes to.
+pub const REPLY_TO: &str = "presence-reply-to";
+/// Pairs an answer with its request: the scan id, or a request id.
+pub const CORRELATION_ID: &str = "presence-correlation-id";
+/// Unix milliseconds after which the gateway no longer waits: a scan found
+/// later is not decided, so that no scan answered 503 changes state afterwards.
+pub const DEADLINE: &str = "presence-deadline";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// Why a record went to a dead-letter topic.
+pub const DEAD_LETTER_REASON: &str = "presence-dead-letter-reason";
+
+/// A producer for every topic: idempotent, acknowledged by all in-sync replicas.
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    let timeout = settings.delivery_timeout.as_millis().to_string();
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // A scan waits for its acknowledgement: batch only what arrives together.
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", &timeout)
+        .create()?)
+}
+
+/// A consumer configuration in `group`, storing offsets only when told to.
+pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // A scan waits on two fetches (request, then reply): a broker that holds
+        // an empty fetch for the default 500 ms instead of answering when data
+        // arrives would add that to every scan.
+        .set(
+            "fetch.wait.max.ms",
+            settings.fetch_wait.as_millis().to_string(),
+        );
+    config
+}
+
+/// A topic this service needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(settings.replication),
+            );
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(topics.iter(), &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::Topic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a topic (a gateway's reply topic, when it stops).
+pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[topic], &options).await? {
+        if let Err((topic, code)) = result {
+            return Err(KafkaError::Topic {
+                topic,
+                reason: code.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Produces one record and waits for its acknowledgement.
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: OwnedHeaders,
+) -> Result<(), KafkaError> {
+    let record = FutureRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(0))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| KafkaError::Client(error))
+}
+
+/// Adds a text header.
+pub fn with_header(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    headers.insert(Header {
+        key,
+        value: Some(value),
+    })
+}
+
+/// The first header called `name`, as text.
+pub fn header<'a>(headers: Option<&'a impl Headers>, name: &str) -> Option<&'a str> {
+    headers?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// A W3C trace context (`traceparent`), carried through every record of one
+/// request so one trace spans gateway, topics and services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: String,
+    span_id: String,
+    sampled: bool,
+}
+
+impl TraceContext {
+    /// Starts a new trace.
+    pub fn root() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            span_id: id[..16].to_owned(),
+            trace_id: id,
+            sampled: true,
+        }
+    }
+
+    /// Reads `00-<32 hex>-<16 hex>-<2 hex>`; anything else is no context.
+    pub fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.trim().split('-').collect();
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match parts.as_slice() {
+            ["00", trace, span, flags] if hex(trace, 32) && hex(span, 16) && hex(flags, 2) => {
+                let all_zero = |s: &str| s.bytes().all(|b| b == b'0');
+                (!all_zero(trace) && !all_zero(span)).then(|| Self {
+                    trace_id: trace.to_ascii_lowercase(),
+                    span_id: span.to_ascii_lowercase(),
+                    sampled: u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The same trace, one hop further.
+    pub fn child(&self) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            trace_id: self.trace_id.clone(),
+            span_id: id[..16].to_owned(),
+            sampled: self.sampled,
+        }
+    }
+
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    pub fn header_value(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            self.span_id,
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_round_trips_and_rejects_garbage() {
+        let root = TraceContext::root();
+        let parsed = TraceContext::parse(&root.header_value()).unwrap();
+        assert_eq!(parsed, root);
+        let child = root.child();
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_ne!(child.header_value(), root.header_value());
+        let example = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(
+            TraceContext::parse(example).unwrap().header_value(),
+            example
+        );
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+    }
+}

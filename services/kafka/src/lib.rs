@@ -1,0 +1,37 @@
+//! Presence over Kafka.
+//!
+//! The gateway reaches the validator and the registry through topics, and every
+//! decision leaves on the `decisions` stream:
+//! - [`settings`]: brokers, topic names and partition counts;
+//! - [`client`]: producer and consumer configuration, topic creation, headers and
+//!   the W3C trace context they carry;
+//! - [`transport`]: [`KafkaTransport`], the gateway's `Transport`: requests out,
+//!   answers back on this gateway's own reply topic ([`replies`]);
+//! - [`sink`]: [`KafkaDecisions`], the validator's `DecisionSink`;
+//! - [`runner`]: the consumer loop the services run on: key-ordered lanes, offsets
+//!   stored only once a record's work is acknowledged, poison records to
+//!   `<topic>.dlq`; the services plug their handlers into it;
+//! - [`wire`]: the request and reply messages between gateway and services.
+
+pub mod client;
+pub mod replies;
+pub mod runner;
+pub mod settings;
+pub mod sink;
+pub mod transport;
+pub mod wire;
+
+pub use settings::{KafkaSettings, Topics};
+pub use sink::KafkaDecisions;
+pub use transport::KafkaTransport;
+
+/// What can go wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("message could not be decoded: {0}")]
+    Decode(String),
+}

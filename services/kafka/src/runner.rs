@@ -1,0 +1,352 @@
+//! The consumer loop every service runs on.
+//!
+//! Records of one key (one ticket, one venue) are handled one after another in
+//! arrival order, on one of several lanes; records of different keys run side by
+//! side. A record's offset is stored for commit only when it and every earlier
+//! record of its partition are done, so a crash at any point redelivers whatever
+//! was not finished: at-least-once, with the handlers making a redelivery
+//! harmless. A record the handler cannot understand goes to `<topic>.dlq` with
+//! the reason, and the partition keeps flowing.
+
+use crate::KafkaError;
+use crate::client::{self, DEAD_LETTER_REASON};
+use crate::settings::KafkaSettings;
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done, and so is every earlier record of its partition this handler held back.
+    Done,
+    /// Accepted but not finished (a chunk of a batch still arriving): its offset
+    /// is not stored until a later record of the partition is `Done`.
+    HeldBack,
+}
+
+/// Why a record was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The record can never be handled: it goes to the dead-letter topic.
+    #[error("poison record: {0}")]
+    Poison(String),
+    /// Something it needs is down: the same record is tried again after a pause.
+    #[error("retry: {0}")]
+    Retry(String),
+}
+
+/// What a service does with one record.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError>;
+}
+
+/// One consumer loop's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerConfig {
+    pub group: String,
+    pub topic: String,
+    /// Records of different keys handled at once; 1 keeps the partition's order.
+    pub lanes: usize,
+    /// How long a stopping runner waits for records in flight.
+    pub drain: Duration,
+}
+
+/// Runs `handler` over `config.topic` until `shutdown` turns true, then finishes
+/// what is in flight (up to `config.drain`), stores and commits the offsets.
+pub async fn run(
+    settings: KafkaSettings,
+    config: RunnerConfig,
+    handler: Arc<dyn Handler>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), KafkaError> {
+    let consumer: StreamConsumer = client::consumer_config(&settings, &config.group).create()?;
+    consumer.subscribe(&[config.topic.as_str()])?;
+    let dead_letters = DeadLetters {
+        producer: client::producer(&settings)?,
+        settings,
+    };
+    let (done_sender, mut done) = mpsc::unbounded_channel::<Finished>();
+    let lanes: Vec<mpsc::Sender<OwnedMessage>> = (0..config.lanes.max(1))
+        .map(|_| {
+            let (sender, receiver) = mpsc::channel(64);
+            tokio::spawn(lane(
+                receiver,
+                handler.clone(),
+                dead_letters.clone(),
+                done_sender.clone(),
+                shutdown.clone(),
+            ));
+            sender
+        })
+        .collect();
+    drop(done_sender);
+    let mut offsets = OffsetTracker::default();
+    tracing::info!(topic = %config.topic, group = %config.group, lanes = lanes.len(), "consuming");
+    loop {
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            Some(finished) = done.recv() => {
+                store(&consumer, &config.topic, offsets.finish(finished));
+            }
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    let message = message.detach();
+                    offsets.start(message.partition(), message.offset());
+                    let lane = lane_of(message.key(), lanes.len());
+                    if lanes[lane].send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %config.topic, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+    // Stop feeding the lanes; let them finish what they hold.
+    drop(lanes);
+    let drained = tokio::time::timeout(config.drain, async {
+        while let Some(finished) = done.recv().await {
+            store(&consumer, &config.topic, offsets.finish(finished));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(topic = %config.topic, "records still in flight at shutdown; they will be redelivered");
+    }
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last commit is not an error worth more than a note.
+        tracing::debug!(%error, "final offset commit");
+    }
+    consumer.unsubscribe();
+    tracing::info!(topic = %config.topic, "consumer stopped");
+    Ok(())
+}
+
+fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    usize::try_from(hasher.finish() % u64::try_from(lanes).unwrap_or(1)).unwrap_or(0)
+}
+
+fn store(consumer: &StreamConsumer, topic: &str, advanced: Option<(i32, i64)>) {
+    if let Some((partition, offset)) = advanced
+        && let Err(error) = consumer.store_offset(topic, partition, offset)
+    {
+        // The partition was revoked meanwhile: its new owner redelivers from the last commit.
+        tracing::debug!(%error, partition, offset, "offset not stored");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Finished {
+    partition: i32,
+    offset: i64,
+    disposition: Disposition,
+}
+
+async fn lane(
+    mut records: mpsc::Receiver<OwnedMessage>,
+    handler: Arc<dyn Handler>,
+    dead_letters: DeadLetters,
+    done: mpsc::UnboundedSender<Finished>,
+    shutdown: watch::Receiver<bool>,
+) {
+    while let Some(record) = records.recv().await {
+        let mut pause = Duration::from_millis(100);
+        let disposition = loop {
+            let outcome = match handler.handle(&record).await {
+                Err(HandlerError::Poison(reason)) => dead_letters
+                    .send(&record, &reason)
+                    .await
+                    .map(|()| Disposition::Done),
+                other => other,
+            };
+            match outcome {
+                Ok(disposition) => break Some(disposition),
+                Err(error) => {
+                    tracing::warn!(%error, topic = record.topic(), partition = record.partition(), offset = record.offset(), "record not handled; retrying");
+                    if *shutdown.borrow() {
+                        break None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let Some(disposition) = disposition else {
+            continue;
+        };
+        let finished = Finished {
+            partition: record.partition(),
+            offset: record.offset(),
+            disposition,
+        };
+        if done.send(finished).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct DeadLetters {
+    producer: FutureProducer,
+    settings: KafkaSettings,
+}
+
+impl DeadLetters {
+    /// Copies the record to `<topic>.dlq` with the reason; the original stays
+    /// readable there for whoever investigates.
+    async fn send(&self, record: &OwnedMessage, reason: &str) -> Result<(), HandlerError> {
+        let topic = self.settings.topics().dead_letters(record.topic());
+        tracing::error!(
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            reason,
+            "poison record dead-lettered"
+        );
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = record.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        headers = client::with_header(headers, DEAD_LETTER_REASON, reason);
+        client::send(
+            &self.producer,
+            &topic,
+            record.key().unwrap_or_default(),
+            record.payload().unwrap_or_default(),
+            headers,
+        )
+        .await
+        .map_err(|error| HandlerError::Retry(format!("dead-letter topic {topic}: {error}")))
+    }
+}
+
+/// Which offsets of each partition are in flight, held back or done.
+#[derive(Debug, Default)]
+struct OffsetTracker {
+    partitions: HashMap<i32, BTreeMap<i64, State>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    InFlight,
+    HeldBack,
+    Done,
+}
+
+impl OffsetTracker {
+    fn start(&mut self, partition: i32, offset: i64) {
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .insert(offset, State::InFlight);
+    }
+
+    /// Records a finished record; returns the partition and the last offset that
+    /// may now be stored, when the done prefix of the partition grew.
+    fn finish(&mut self, finished: Finished) -> Option<(i32, i64)> {
+        let offsets = self.partitions.get_mut(&finished.partition)?;
+        match finished.disposition {
+            Disposition::HeldBack => {
+                offsets.insert(finished.offset, State::HeldBack);
+                return None;
+            }
+            Disposition::Done => {
+                for (_, state) in offsets
+                    .range_mut(..finished.offset)
+                    .filter(|(_, s)| **s == State::HeldBack)
+                {
+                    *state = State::Done;
+                }
+                offsets.insert(finished.offset, State::Done);
+            }
+        }
+        let mut last = None;
+        while let Some(entry) = offsets.first_entry() {
+            if *entry.get() != State::Done {
+                break;
+            }
+            last = Some(entry.remove_entry().0);
+        }
+        last.map(|offset| (finished.partition, offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(partition: i32, offset: i64, disposition: Disposition) -> Finished {
+        Finished {
+            partition,
+            offset,
+            disposition,
+        }
+    }
+
+    #[test]
+    fn offsets_advance_only_over_a_done_prefix() {
+        let mut tracker = OffsetTracker::default();
+        for offset in 0..4 {
+            tracker.start(0, offset);
+        }
+        tracker.start(1, 10);
+        assert_eq!(tracker.finish(finished(0, 2, Disposition::Done)), None);
+        assert_eq!(
+            tracker.finish(finished(0, 0, Disposition::Done)),
+            Some((0, 0))
+        );
+        assert_eq!(
+            tracker.finish(finished(0, 1, Disposition::Done)),
+            Some((0, 2))
+        );
+        assert_eq!(
+            tracker.finish(finished(1, 10, Disposition::Done)),
+            Some((1, 10))
+        );
+        assert_eq!(
+            tracker.finish(finished(0, 3, Disposition::Done)),
+            Some((0, 3))
+        );
+    }
+
+    #[test]
+    fn held_back_records_complete_with_a_later_done_record() {
+        let mut tracker = OffsetTracker::default();
+        for offset in 5..8 {
+            tracker.start(0, offset);
+        }
+        assert_eq!(tracker.finish(finished(0, 5, Disposition::HeldBack)), None);
+        assert_eq!(tracker.finish(finished(0, 6, Disposition::HeldBack)), None);
+        assert_eq!(
+            tracker.finish(finished(0, 7, Disposition::Done)),
+            Some((0, 7))
+        );
+    }
+
+    #[test]
+    fn keys_keep_their_lane() {
+        assert_eq!(lane_of(Some(b"T1"), 8), lane_of(Some(b"T1"), 8));
+        assert!(lane_of(Some(b"T1"), 8) < 8);
+        assert_eq!(lane_of(None, 1), 0);
+    }
+}

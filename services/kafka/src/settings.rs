@@ -1,0 +1,86 @@
+//! Where Kafka is and what the topics are called.
+
+use std::time::Duration;
+
+/// Settings shared by every service that talks to Kafka (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `PRESENCE_KAFKA_BROKERS`.
+    pub brokers: String,
+    /// `PRESENCE_TOPIC_PREFIX`.
+    pub topic_prefix: String,
+    /// Partitions of `scans` and `decisions` when this service creates them; the
+    /// most validator instances that can share the scan load.
+    pub partitions: i32,
+    /// Replication factor of topics this service creates (3 in production).
+    pub replication: i32,
+    /// Names this process's reply topic; unique per running gateway.
+    pub instance_id: String,
+    /// How long a producer may take to get a record acknowledged.
+    pub delivery_timeout: Duration,
+    /// Longest a consumer's fetch waits at the broker for data.
+    pub fetch_wait: Duration,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>, topic_prefix: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: topic_prefix.into(),
+            partitions: 12,
+            replication: 1,
+            instance_id: uuid::Uuid::new_v4().simple().to_string(),
+            delivery_timeout: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(10),
+        }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics {
+            prefix: self.topic_prefix.clone(),
+        }
+    }
+}
+
+/// Topic names under the configured prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Scan requests, keyed by token.
+    pub fn scans(&self) -> String {
+        format!("{}scans", self.prefix)
+    }
+
+    /// Every decision, keyed by token: the analytics stream.
+    pub fn decisions(&self) -> String {
+        format!("{}decisions", self.prefix)
+    }
+
+    /// Configured devices, compacted, keyed by venue and MAC.
+    pub fn devices(&self) -> String {
+        format!("{}devices", self.prefix)
+    }
+
+    /// Inventory chunks; one partition, so batches apply in the order sent.
+    pub fn inventory(&self) -> String {
+        format!("{}inventory", self.prefix)
+    }
+
+    /// Device init and lookup requests, keyed by venue.
+    pub fn registry(&self) -> String {
+        format!("{}registry", self.prefix)
+    }
+
+    /// One gateway's answers.
+    pub fn replies(&self, instance_id: &str) -> String {
+        format!("{}replies.{instance_id}", self.prefix)
+    }
+
+    /// Where records that cannot be processed go, with the reason.
+    pub fn dead_letters(&self, topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+}

@@ -1,0 +1,49 @@
+//! The `decisions` stream.
+
+use crate::KafkaError;
+use crate::client;
+use async_trait::async_trait;
+use presence_domain::DecisionEvent;
+use presence_ports::{DecisionSink, TransportError};
+use presence_proto::pb;
+use prost::Message as _;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureProducer;
+
+/// Publishes every decision to `decisions`, keyed by token, and returns once
+/// the brokers acknowledged it.
+#[derive(Clone)]
+pub struct KafkaDecisions {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KafkaDecisions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaDecisions")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaDecisions {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+}
+
+#[async_trait]
+impl DecisionSink for KafkaDecisions {
+    async fn publish(&self, event: DecisionEvent) -> Result<(), TransportError> {
+        let payload = pb::Decision::from(&event).encode_to_vec();
+        client::send(
+            &self.producer,
+            &self.topic,
+            event.token.as_str().as_bytes(),
+            &payload,
+            OwnedHeaders::new(),
+        )
+        .await
+        .map_err(|error: KafkaError| TransportError::Unavailable(error.to_string()))
+    }
+}

@@ -1,0 +1,350 @@
+//! The gateway's transport: each request is a record on the topic of the
+//! service that answers it, and the answer comes back on this gateway's reply
+//! topic.
+
+use crate::client::{
+    self, CORRELATION_ID, DEADLINE, REPLY_TO, TRACEPARENT, TopicSpec, TraceContext,
+};
+use crate::replies::ReplyRouter;
+use crate::settings::{KafkaSettings, Topics};
+use crate::{KafkaError, wire};
+use async_trait::async_trait;
+use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::{Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup};
+use presence_ports::{DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError};
+use presence_proto::pb;
+use presence_proto::pb::reply::Outcome;
+use prost::Message as _;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, Producer};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
+const INVENTORY_CHUNK_BYTES: usize = 512 * 1024;
+
+/// How long the gateway waits for answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerDeadlines {
+    /// Scans and device calls (the SPEC's 2 s).
+    pub request: Duration,
+    /// A whole inventory batch being applied.
+    pub inventory: Duration,
+}
+
+impl Default for AnswerDeadlines {
+    fn default() -> Self {
+        Self {
+            request: Duration::from_secs(2),
+            inventory: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `Transport` over Kafka, for the gateway.
+pub struct KafkaTransport {
+    settings: KafkaSettings,
+    topics: Topics,
+    producer: FutureProducer,
+    replies: ReplyRouter,
+    deadlines: AnswerDeadlines,
+}
+
+impl std::fmt::Debug for KafkaTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("replies", &self.replies.topic())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The topics a gateway writes to, and its own reply topic.
+pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
+    let topics = settings.topics();
+    vec![
+        TopicSpec {
+            name: topics.scans(),
+            partitions: settings.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.registry(),
+            partitions: settings.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.inventory(),
+            partitions: 1,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.replies(&settings.instance_id),
+            partitions: 1,
+            compacted: false,
+        },
+    ]
+}
+
+impl KafkaTransport {
+    /// Creates missing topics and starts reading this instance's reply topic.
+    pub async fn start(
+        settings: KafkaSettings,
+        deadlines: AnswerDeadlines,
+    ) -> Result<Self, KafkaError> {
+        client::ensure_topics(&settings, &gateway_topics(&settings)).await?;
+        let topics = settings.topics();
+        let producer = client::producer(&settings)?;
+        let replies = ReplyRouter::start(&settings, topics.replies(&settings.instance_id))?;
+        tracing::info!(replies = replies.topic(), "kafka transport started");
+        Ok(Self {
+            settings,
+            topics,
+            producer,
+            replies,
+            deadlines,
+        })
+    }
+
+    /// Sends one request and waits for its answer until `deadline` elapses.
+    async fn request(
+        &self,
+        topic: &str,
+        key: &[u8],
+        correlation_id: &str,
+        payloads: Vec<Vec<u8>>,
+        deadline: Duration,
+    ) -> Result<Outcome, TransportError> {
+        let trace = TraceContext::root();
+        let expires = unix_millis(SystemTime::now() + deadline).to_string();
+        let mut waiting = self.replies.wait_for(correlation_id);
+        let answer = async {
+            for payload in payloads {
+                let headers = [
+                    (REPLY_TO, self.replies.topic()),
+                    (CORRELATION_ID, correlation_id),
+                    (DEADLINE, expires.as_str()),
+                    (TRACEPARENT, trace.header_value().as_str()),
+                ]
+                .into_iter()
+                .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                    client::with_header(headers, name, value)
+                });
+                client::send(&self.producer, topic, key, &payload, headers)
+                    .await
+                    .map_err(|error| TransportError::Unavailable(error.to_string()))?;
+            }
+            waiting
+                .answer()
+                .await
+                .ok_or_else(|| TransportError::Unavailable("reply reader stopped".into()))
+        };
+        let reply = tokio::time::timeout(deadline, answer)
+            .await
+            .map_err(|_| TransportError::Timeout)??;
+        match reply.outcome {
+            Some(Outcome::Unavailable(reason)) => Err(TransportError::Unavailable(reason)),
+            Some(outcome) => Ok(outcome),
+            None => Err(TransportError::Unavailable("empty reply".into())),
+        }
+    }
+
+    /// Deletes this instance's reply topic; call once the gateway has stopped.
+    pub async fn close(self) {
+        let topic = self.replies.topic().to_owned();
+        if let Err(error) = client::delete_topic(&self.settings, &topic).await {
+            tracing::warn!(%error, topic, "reply topic not deleted; it expires by retention");
+        }
+    }
+}
+
+fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn unexpected(what: &str) -> TransportError {
+    TransportError::Unavailable(format!("unexpected reply: {what}"))
+}
+
+fn undecodable(error: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable(format!("undecodable reply: {error}"))
+}
+
+/// Splits inventory into chunks under the size limit; the syntax errors and the
+/// `last` flag go on the final chunk.
+fn inventory_chunks(
+    batch_id: &str,
+    records: &[NumberedRecord],
+    syntax_errors: &[LineError],
+) -> Vec<Vec<u8>> {
+    let empty = || pb::InventoryChunk {
+        batch_id: batch_id.to_owned(),
+        ..Default::default()
+    };
+    let mut chunks = Vec::new();
+    let mut current = empty();
+    let mut size = current.encoded_len();
+    for record in wire::records_to_pb(records) {
+        // A repeated field costs its tag byte and length prefix on top of the record.
+        let cost = 1 + prost::length_delimiter_len(record.encoded_len()) + record.encoded_len();
+        if size + cost > INVENTORY_CHUNK_BYTES && !current.records.is_empty() {
+            chunks.push(std::mem::replace(&mut current, empty()).encode_to_vec());
+            size = current.encoded_len();
+        }
+        size += cost;
+        current.records.push(record);
+    }
+    current.syntax_errors = wire::line_errors_to_pb(syntax_errors);
+    current.last = true;
+    chunks.push(current.encode_to_vec());
+    chunks
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+        let message = presence_proto::scan_to_pb(&command.scan_id, command.kind, &command.request);
+        let outcome = self
+            .request(
+                &self.topics.scans(),
+                command.request.token.as_str().as_bytes(),
+                command.scan_id.as_str(),
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Decision(decision) => Ok(DecisionEvent::try_from(decision)
+                .map_err(undecodable)?
+                .decision),
+            _ => Err(unexpected("not a decision")),
+        }
+    }
+
+    async fn init_device(
+        &self,
+        request: DeviceInitRequest,
+    ) -> Result<DeviceInitOutcome, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(pb::registry_request::Request::Init(
+                wire::device_init_to_pb(&request),
+            )),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                request.venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => wire::init_outcome_from_pb(reply).map_err(undecodable),
+            _ => Err(unexpected("not a registry reply")),
+        }
+    }
+
+    async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(pb::registry_request::Request::Lookup(wire::lookup_to_pb(
+                &lookup,
+            ))),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                lookup.venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => wire::lookup_outcome_from_pb(reply).map_err(undecodable),
+            _ => Err(unexpected("not a registry reply")),
+        }
+    }
+
+    async fn apply_inventory(
+        &self,
+        records: Vec<NumberedRecord>,
+        syntax_errors: Vec<LineError>,
+    ) -> Result<InventoryOutcome, TransportError> {
+        let batch_id = uuid::Uuid::now_v7().to_string();
+        let chunks = inventory_chunks(&batch_id, &records, &syntax_errors);
+        let outcome = self
+            .request(
+                &self.topics.inventory(),
+                batch_id.as_bytes(),
+                &batch_id,
+                chunks,
+                self.deadlines.inventory,
+            )
+            .await?;
+        match outcome {
+            Outcome::Inventory(reply) => Ok(wire::inventory_outcome_from_pb(reply)),
+            _ => Err(unexpected("not an inventory reply")),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), TransportError> {
+        if !self.replies.is_running() {
+            return Err(TransportError::Unavailable("reply reader stopped".into()));
+        }
+        let producer = self.producer.clone();
+        let topic = self.topics.scans();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|error| TransportError::Unavailable(error.to_string()))?
+        .map_err(|error| TransportError::Unavailable(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_domain::inventory::parse_ndjson;
+
+    #[test]
+    fn large_inventories_are_chunked_with_errors_on_the_last_chunk() {
+        let text: String = (0..20_000)
+            .map(|n| format!("{{\"type\":\"ticket\",\"token\":\"T{n}\",\"eventId\":\"E\",\"places\":[\"A:1:{n}\"]}}\n"))
+            .collect();
+        let (records, _) = parse_ndjson(&text);
+        let errors = vec![LineError {
+            line: 3,
+            error: "bad".into(),
+        }];
+        let chunks = inventory_chunks("b", &records, &errors);
+        assert!(chunks.len() > 1);
+        let decoded: Vec<pb::InventoryChunk> = chunks
+            .iter()
+            .map(|c| pb::InventoryChunk::decode(c.as_slice()).unwrap())
+            .collect();
+        assert!(
+            decoded
+                .iter()
+                .all(|c| c.encoded_len() <= INVENTORY_CHUNK_BYTES && c.batch_id == "b")
+        );
+        assert_eq!(
+            decoded.iter().map(|c| c.records.len()).sum::<usize>(),
+            20_000
+        );
+        assert!(
+            decoded
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|c| !c.last && c.syntax_errors.is_empty())
+        );
+        let last = decoded.last().unwrap();
+        assert!(last.last && last.syntax_errors.len() == 1);
+    }
+}

@@ -1,0 +1,293 @@
+//! The request and reply messages between the gateway and the services, and
+//! their conversions. Everything decoded here came over the network: a bad
+//! message is an error naming the field, never a panic.
+
+use crate::KafkaError;
+use presence_domain::inventory::{InventoryRecord, LineError, NumberedRecord};
+use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId};
+use presence_ports::{DeviceInitOutcome, InventoryOutcome};
+use presence_proto::pb;
+use presence_proto::pb::registry_reply::Outcome as RegistryOutcome;
+
+fn bad(what: &str) -> KafkaError {
+    KafkaError::Decode(what.to_owned())
+}
+
+fn mac(text: &str) -> Result<Mac, KafkaError> {
+    Mac::parse(text).ok_or_else(|| bad("mac is not a MAC address"))
+}
+
+pub fn device_init_to_pb(request: &DeviceInitRequest) -> pb::DeviceInit {
+    pb::DeviceInit {
+        venue_id: request.venue_id.to_string(),
+        name: request.name.clone(),
+        mac: request.mac.to_string(),
+        ip: request.ip.to_string(),
+        gate: Some(match &request.gate {
+            GateRef::Name(name) => pb::device_init::Gate::GateName(name.clone()),
+            GateRef::Id(id) => pb::device_init::Gate::GateId(id.get()),
+        }),
+        serial: request.serial.clone(),
+        model: request.model.clone(),
+    }
+}
+
+pub fn device_init_from_pb(message: pb::DeviceInit) -> Result<DeviceInitRequest, KafkaError> {
+    Ok(DeviceInitRequest {
+        venue_id: VenueId::new(message.venue_id),
+        name: message.name,
+        mac: mac(&message.mac)?,
+        ip: message
+            .ip
+            .parse()
+            .map_err(|_| bad("ip is not an IP address"))?,
+        gate: match message.gate.ok_or_else(|| bad("gate is missing"))? {
+            pb::device_init::Gate::GateName(name) => GateRef::Name(name),
+            pb::device_init::Gate::GateId(id) => GateRef::Id(GateId::new(id)),
+        },
+        serial: message.serial,
+        model: message.model,
+    })
+}
+
+pub fn lookup_to_pb(lookup: &DeviceLookup) -> pb::DeviceLookup {
+    pb::DeviceLookup {
+        venue_id: lookup.venue_id.to_string(),
+        mac: lookup.mac.to_string(),
+    }
+}
+
+pub fn lookup_from_pb(message: pb::DeviceLookup) -> Result<DeviceLookup, KafkaError> {
+    Ok(DeviceLookup {
+        venue_id: VenueId::new(message.venue_id),
+        mac: mac(&message.mac)?,
+    })
+}
+
+pub fn init_outcome_to_pb(outcome: &DeviceInitOutcome) -> pb::RegistryReply {
+    let outcome = match outcome {
+        DeviceInitOutcome::Configured(device) => RegistryOutcome::Device(pb::Device::from(device)),
+        DeviceInitOutcome::VenueNotFound => RegistryOutcome::VenueNotFound(true),
+        DeviceInitOutcome::UnknownGate(id) => RegistryOutcome::UnknownGate(id.get()),
+    };
+    pb::RegistryReply {
+        outcome: Some(outcome),
+    }
+}
+
+pub fn init_outcome_from_pb(reply: pb::RegistryReply) -> Result<DeviceInitOutcome, KafkaError> {
+    match reply
+        .outcome
+        .ok_or_else(|| bad("registry reply is empty"))?
+    {
+        RegistryOutcome::Device(device) => Ok(DeviceInitOutcome::Configured(
+            Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
+        )),
+        RegistryOutcome::VenueNotFound(_) => Ok(DeviceInitOutcome::VenueNotFound),
+        RegistryOutcome::UnknownGate(id) => Ok(DeviceInitOutcome::UnknownGate(GateId::new(id))),
+        RegistryOutcome::DeviceNotFound(_) => Err(bad("a lookup answer to a device init")),
+    }
+}
+
+pub fn lookup_outcome_to_pb(found: Option<&Device>) -> pb::RegistryReply {
+    let outcome = match found {
+        Some(device) => RegistryOutcome::Device(pb::Device::from(device)),
+        None => RegistryOutcome::DeviceNotFound(true),
+    };
+    pb::RegistryReply {
+        outcome: Some(outcome),
+    }
+}
+
+pub fn lookup_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<Device>, KafkaError> {
+    match reply
+        .outcome
+        .ok_or_else(|| bad("registry reply is empty"))?
+    {
+        RegistryOutcome::Device(device) => Ok(Some(
+            Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
+        )),
+        RegistryOutcome::DeviceNotFound(_) => Ok(None),
+        RegistryOutcome::VenueNotFound(_) | RegistryOutcome::UnknownGate(_) => {
+            Err(bad("a device init answer to a lookup"))
+        }
+    }
+}
+
+fn line(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+fn line_from(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+pub fn line_errors_to_pb(errors: &[LineError]) -> Vec<pb::LineError> {
+    errors
+        .iter()
+        .map(|e| pb::LineError {
+            line: line(e.line),
+            error: e.error.clone(),
+        })
+        .collect()
+}
+
+pub fn line_errors_from_pb(errors: Vec<pb::LineError>) -> Vec<LineError> {
+    errors
+        .into_iter()
+        .map(|e| LineError {
+            line: line_from(e.line),
+            error: e.error,
+        })
+        .collect()
+}
+
+pub fn records_to_pb(records: &[NumberedRecord]) -> Vec<pb::NumberedRecord> {
+    records
+        .iter()
+        .map(|r| pb::NumberedRecord {
+            line: line(r.line),
+            record: Some(pb::InventoryRecord::from(&r.record)),
+        })
+        .collect()
+}
+
+/// Records of a chunk; one that is not a valid record becomes a line error, so a
+/// bad upstream record rejects its batch like a bad NDJSON line would.
+pub fn records_from_pb(records: Vec<pb::NumberedRecord>) -> (Vec<NumberedRecord>, Vec<LineError>) {
+    let mut good = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    for numbered in records {
+        let line = line_from(numbered.line);
+        match numbered.record.map(InventoryRecord::try_from) {
+            Some(Ok(record)) => good.push(NumberedRecord { line, record }),
+            Some(Err(error)) => errors.push(LineError {
+                line,
+                error: error.to_string(),
+            }),
+            None => errors.push(LineError {
+                line,
+                error: "record is missing".to_owned(),
+            }),
+        }
+    }
+    (good, errors)
+}
+
+pub fn inventory_outcome_to_pb(outcome: &InventoryOutcome) -> pb::InventoryReply {
+    match outcome {
+        InventoryOutcome::Applied(count) => pb::InventoryReply {
+            applied: line(*count),
+            errors: Vec::new(),
+        },
+        InventoryOutcome::Rejected(errors) => pb::InventoryReply {
+            applied: 0,
+            errors: line_errors_to_pb(errors),
+        },
+    }
+}
+
+pub fn inventory_outcome_from_pb(reply: pb::InventoryReply) -> InventoryOutcome {
+    if reply.errors.is_empty() {
+        InventoryOutcome::Applied(line_from(reply.applied))
+    } else {
+        InventoryOutcome::Rejected(line_errors_from_pb(reply.errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_domain::DeviceId;
+    use presence_domain::inventory::parse_ndjson;
+
+    fn init() -> DeviceInitRequest {
+        DeviceInitRequest {
+            venue_id: VenueId::new("V"),
+            name: "n".into(),
+            mac: Mac::parse("00:00:00:00:00:0a").unwrap(),
+            ip: "fe80::1".parse().unwrap(),
+            gate: GateRef::Name("North".into()),
+            serial: "s".into(),
+            model: "m".into(),
+        }
+    }
+
+    #[test]
+    fn registry_messages_round_trip() {
+        let request = init();
+        assert_eq!(
+            device_init_from_pb(device_init_to_pb(&request)).unwrap(),
+            request
+        );
+        let by_id = DeviceInitRequest {
+            gate: GateRef::Id(GateId::new(7)),
+            ..init()
+        };
+        assert_eq!(
+            device_init_from_pb(device_init_to_pb(&by_id)).unwrap(),
+            by_id
+        );
+        let device = Device {
+            id: DeviceId::new(3),
+            venue_id: VenueId::new("V"),
+            name: "n".into(),
+            mac: Mac::parse("00:00:00:00:00:0A").unwrap(),
+            ip: "fe80::1".into(),
+            gate_id: GateId::new(7),
+            gate_name: "North".into(),
+            serial: "s".into(),
+            model: "m".into(),
+        };
+        for outcome in [
+            DeviceInitOutcome::Configured(device.clone()),
+            DeviceInitOutcome::VenueNotFound,
+            DeviceInitOutcome::UnknownGate(GateId::new(9)),
+        ] {
+            assert_eq!(
+                init_outcome_from_pb(init_outcome_to_pb(&outcome)).unwrap(),
+                outcome
+            );
+        }
+        assert_eq!(
+            lookup_outcome_from_pb(lookup_outcome_to_pb(Some(&device))).unwrap(),
+            Some(device)
+        );
+        assert_eq!(
+            lookup_outcome_from_pb(lookup_outcome_to_pb(None)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn inventory_messages_round_trip_with_their_lines() {
+        let (records, _) = parse_ndjson("\n{\"type\":\"venue\",\"id\":\"V\",\"name\":\"A\"}\n");
+        let (back, errors) = records_from_pb(records_to_pb(&records));
+        assert_eq!((back, errors), (records, Vec::new()));
+        let (_, errors) = records_from_pb(vec![pb::NumberedRecord {
+            line: 4,
+            record: None,
+        }]);
+        assert_eq!(errors[0].line, 4);
+        let rejected = InventoryOutcome::Rejected(vec![LineError {
+            line: 2,
+            error: "bad".into(),
+        }]);
+        assert_eq!(
+            inventory_outcome_from_pb(inventory_outcome_to_pb(&rejected)),
+            rejected
+        );
+        let applied = InventoryOutcome::Applied(5);
+        assert_eq!(
+            inventory_outcome_from_pb(inventory_outcome_to_pb(&applied)),
+            applied
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(device_init_from_pb(pb::DeviceInit::default()).is_err());
+        assert!(init_outcome_from_pb(pb::RegistryReply::default()).is_err());
+        assert!(lookup_from_pb(pb::DeviceLookup::default()).is_err());
+    }
+}

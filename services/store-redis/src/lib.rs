@@ -1,0 +1,309 @@
+//! The Redis store of distributed mode: tickets, token state, remembered decisions,
+//! venues, events, gates and devices in Redis, behind the [`TicketStore`],
+//! [`DeviceStore`] and [`InventoryStore`] ports.
+//!
+//! - `keys`: every key name; `codec`: how values are encoded;
+//! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
+//! - `registry`: venues, gates and devices, and how new ids are claimed;
+//! - `inventory`: reference checks and the all-or-nothing inventory transaction.
+//!
+//! # Key layout
+//!
+//! Every key starts with [`RedisOptions::key_prefix`] (`presence:` by default),
+//! shown as `P`. Values are JSON; the two there is one of per ticket are compact
+//! (one-letter fields, no token, see `codec`): a loaded ticket costs Redis about
+//! 170 bytes (measured over a million; a test holds it under 250).
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `P{t:<token>}:tk` | the ticket |
+//! | `P{t:<token>}:st` | the token's state, with its version in `v`; absent = never scanned |
+//! | `P{t:<token>}:sc:<kind>:<device>:<scan time>` | a remembered decision, expiring after [`RedisOptions::idempotency_retention`] |
+//! | `Pvn:<venue>`, `Pev:<event>` | a venue, an event |
+//! | `Pgt:<gate id>` | a gate's spec (the id is the key) |
+//! | `Pvg:<venue>` | hash: gate key (trimmed, lower-case name) → gate id |
+//! | `Pdv:<device id>` | a device |
+//! | `Pvm:<venue>` | hash: MAC → device id |
+//! | `Pseq:gate`, `Pseq:device` | id counters (`INCR`, so ids start at 1) |
+//!
+//! The keys of one token share the hash tag `{t:<token>}`, so the commit script,
+//! the only multi-key operation, touches one Redis Cluster slot, and a scan context
+//! reads them in one round trip (the gate joins that round trip, the event follows).
+//! Everything else is a single-key command.
+//!
+//! # Concurrency
+//!
+//! - A commit is one script run: Redis runs scripts one at a time, so of many
+//!   transitions computed from one version exactly one commits.
+//! - A new gate or device is claimed without a script: the value is written under a
+//!   fresh id (`INCR`) first, then the id is offered to the venue's index with
+//!   `HSETNX`. The first offer wins; a loser deletes its value and uses the winner's
+//!   id. An index entry therefore never points at a missing value; a crash between
+//!   the two steps leaves an unreachable value under an unused id, nothing worse.
+//! - Commands travel on one multiplexed connection ([`ConnectionManager`]), which
+//!   reconnects by itself. While Redis is unreachable every call answers
+//!   [`StoreError::Unavailable`] after a few quick reconnect attempts (well under
+//!   a second when the port refuses; [`RedisOptions::response_timeout`] bounds a
+//!   server that accepts but does not answer).
+//!
+//! # Inventory transactions
+//!
+//! [`InventoryStore::apply`] is all or nothing on one Redis server: it opens its own
+//! connection, sends `MULTI`, streams the records as `MSET` chunks of
+//! [`APPLY_CHUNK`] records per round trip, then `EXEC`. Redis queues the chunks and
+//! applies them at `EXEC` in one step; if anything fails before, the connection is
+//! dropped and Redis discards the queue. `EXEC` holds Redis for as long as the
+//! writes take, and scans wait meanwhile: about 0.9 s for a million tickets on the
+//! 2-core dev machine, just under the default [`RedisOptions::response_timeout`].
+//!
+//! One write happens before the transaction: a gate record naming a gate that does
+//! not exist yet claims its id as [`DeviceStore::ensure_gate`] would (an
+//! unrestricted gate), and the transaction then sets its restrictions. A failed
+//! apply may leave that unrestricted gate behind; a retry reuses it.
+//!
+//! This store talks to one Redis server (or a primary behind a failover proxy). The
+//! layout is ready for Redis Cluster, where a transaction cannot span slots: a
+//! cluster adapter would run one transaction per slot, atomic per slot only, and
+//! rely on upserts being last-write-wins to make a retried apply converge.
+
+mod codec;
+mod inventory;
+mod keys;
+mod registry;
+mod tickets;
+
+pub use inventory::APPLY_CHUNK;
+
+use async_trait::async_trait;
+use keys::Keys;
+use presence_domain::inventory::{InventoryRecord, Reference};
+use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
+use presence_ports::{
+    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
+    TicketStore,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How the store behaves; the defaults suit production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Starts every key, so that several deployments (or tests) can share a server.
+    /// Must not contain `{` or `}`.
+    pub key_prefix: String,
+    /// How long a decision is remembered for idempotent retries.
+    pub idempotency_retention: Duration,
+    /// How long a call waits for Redis to answer before it fails as unavailable.
+    pub response_timeout: Duration,
+    /// How long each command of an inventory transaction may wait for Redis.
+    /// `EXEC` performs every write of the batch, so this bounds the largest batch
+    /// (a million tickets took about a second on a 2-core machine).
+    pub apply_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            key_prefix: "presence:".to_owned(),
+            idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            response_timeout: Duration::from_secs(1),
+            apply_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why the store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] RedisError),
+    #[error("invalid Redis store options: {0}")]
+    Options(String),
+    #[error("cannot connect to Redis: {0}")]
+    Connect(#[source] RedisError),
+}
+
+/// How long a connection attempt may take, and how a lost connection is retried:
+/// a few quick attempts, so that a call made during an outage fails in about a
+/// second instead of waiting out a long backoff. Every later call tries again.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RECONNECT_ATTEMPTS: usize = 3;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// The Redis store. Share it as `Arc<RedisStore>`.
+pub struct RedisStore {
+    /// For connections of their own (inventory transactions).
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    commit_script: Script,
+    retention_ms: u64,
+    apply_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("retention_ms", &self.retention_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379/0`); fails if Redis does not
+    /// answer within a few attempts. Once connected, a lost connection is
+    /// re-established by itself.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<Self>, RedisStoreError> {
+        if options.key_prefix.contains(['{', '}']) {
+            return Err(RedisStoreError::Options(format!(
+                "the key prefix {:?} must not contain braces: they would move the hash tags",
+                options.key_prefix
+            )));
+        }
+        let retention_ms = u64::try_from(options.idempotency_retention.as_millis())
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                RedisStoreError::Options(format!(
+                    "the idempotency retention {:?} must be at least a millisecond",
+                    options.idempotency_retention
+                ))
+            })?;
+        let client = Client::open(url).map_err(RedisStoreError::Url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(RECONNECT_ATTEMPTS)
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(RedisStoreError::Connect)?;
+        tracing::info!(prefix = %options.key_prefix, "redis store connected");
+        Ok(Arc::new(Self {
+            client,
+            conn,
+            keys: Keys::new(&options.key_prefix),
+            commit_script: tickets::commit_script(),
+            retention_ms,
+            apply_timeout: options.apply_timeout,
+        }))
+    }
+
+    /// A handle on the shared connection; clones are cheap and share one socket.
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Redis errors are outages (try again later), except when the data is not what
+/// this store wrote: a value of the wrong type, or a state the commit script
+/// cannot read.
+pub(crate) fn store_error(error: RedisError) -> StoreError {
+    match error.code() {
+        Some("WRONGTYPE" | tickets::CORRUPT_CODE) => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl TicketStore for RedisStore {
+    async fn scan_context(
+        &self,
+        key: &ScanKey,
+        gate_id: GateId,
+    ) -> Result<ScanContext, StoreError> {
+        let span = tracing::debug_span!("redis.scan_context", kind = %key.kind, device = %key.device_id, gate = %gate_id);
+        tickets::scan_context(self, key, gate_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let span = tracing::debug_span!(
+            "redis.commit",
+            kind = %commit.key.kind,
+            device = %commit.key.device_id,
+            expected_version = commit.expected_version,
+            changes_state = commit.next_state.is_some(),
+        );
+        tickets::commit(self, &commit).instrument(span).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn())
+            .instrument(tracing::debug_span!("redis.ping"))
+            .await
+            .map_err(store_error)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for RedisStore {
+    async fn venue(&self, id: &VenueId) -> Result<Option<Venue>, StoreError> {
+        registry::venue(self, id)
+            .instrument(tracing::debug_span!("redis.venue", venue = %id))
+            .await
+    }
+
+    async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError> {
+        registry::gate(self, id)
+            .instrument(tracing::debug_span!("redis.gate", gate = %id))
+            .await
+    }
+
+    async fn ensure_gate(&self, venue_id: &VenueId, name: &str) -> Result<Gate, StoreError> {
+        registry::ensure_gate(self, venue_id, name)
+            .instrument(tracing::debug_span!("redis.ensure_gate", venue = %venue_id, name))
+            .await
+    }
+
+    async fn save_device(&self, draft: DeviceDraft) -> Result<Device, StoreError> {
+        let span =
+            tracing::debug_span!("redis.save_device", venue = %draft.venue_id, mac = %draft.mac);
+        registry::save_device(self, draft).instrument(span).await
+    }
+
+    async fn device_by_mac(
+        &self,
+        venue_id: &VenueId,
+        mac: &Mac,
+    ) -> Result<Option<Device>, StoreError> {
+        registry::device_by_mac(self, venue_id, mac)
+            .instrument(tracing::debug_span!("redis.device_by_mac", venue = %venue_id, mac = %mac))
+            .await
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        registry::device(self, id)
+            .instrument(tracing::debug_span!("redis.device", device = %id))
+            .await
+    }
+}
+
+#[async_trait]
+impl InventoryStore for RedisStore {
+    async fn stored(
+        &self,
+        references: &BTreeSet<Reference>,
+    ) -> Result<HashSet<Reference>, StoreError> {
+        inventory::stored(self, references)
+            .instrument(tracing::debug_span!(
+                "redis.stored",
+                references = references.len()
+            ))
+            .await
+    }
+
+    async fn apply(&self, records: Vec<InventoryRecord>) -> Result<usize, StoreError> {
+        let span = tracing::debug_span!("redis.apply", records = records.len());
+        inventory::apply(self, records).instrument(span).await
+    }
+}

@@ -1,0 +1,479 @@
+//! What only a Redis store has: the commit script under load, NOSCRIPT, expiry,
+//! outages, the key layout and the inventory transaction, each against a private
+//! redis-server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed call is a failed test"
+)]
+
+use presence_domain::inventory::InventoryRecord;
+use presence_domain::{
+    Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, RememberedDecision, ScanId,
+    ScanKey, ScanKind, StateRecord, Status, Ticket, TicketStatus, Token, TokenState, Venue,
+    VenueId,
+};
+use presence_ports::{Commit, CommitOutcome, InventoryStore, StoreError, TicketStore};
+use presence_store_redis::{APPLY_CHUNK, RedisOptions, RedisStore, RedisStoreError};
+use presence_tests::redis_server::RedisServer;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+const TOKEN: &str = "721744537954";
+const EVENT: &str = "3F005062B2B4E313";
+const VENUE: &str = "KovZpZAnAtJJ";
+
+async fn server_and_store(options: RedisOptions) -> (RedisServer, Arc<RedisStore>) {
+    let server = RedisServer::start().await.unwrap();
+    let store = RedisStore::connect(&server.url(), options).await.unwrap();
+    (server, store)
+}
+
+/// A plain connection for looking at what the store wrote.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn key(device: u64, scan_time: i64) -> ScanKey {
+    ScanKey {
+        kind: ScanKind::Enter,
+        device_id: DeviceId::new(device),
+        token: Token::new(TOKEN),
+        scan_time,
+    }
+}
+
+/// An entry computed from `from`: what a validator commits for an OKAY enter.
+fn entry(key: ScanKey, from: u64) -> Commit {
+    Commit {
+        expected_version: from,
+        next_state: Some(StateRecord {
+            state: TokenState::In,
+            last_entry: Some(Entry {
+                gate_name: format!("Gate {}", key.device_id),
+                scan_time: key.scan_time,
+            }),
+            version: from + 1,
+        }),
+        remembered: RememberedDecision {
+            scan_id: ScanId::new(format!("scan-{}-{}", key.device_id, key.scan_time)),
+            decision: Decision::new(Status::Okay, "Okay", Vec::new()),
+            decided_at: 1_480_003_200_000,
+        },
+        key,
+    }
+}
+
+/// Sixteen writers each make five transitions of one token, reading the version
+/// and racing the others every time: every version is left by exactly one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_transitions_of_one_token_commit_once_per_version() {
+    let (_server, store) = server_and_store(RedisOptions::default()).await;
+    const WRITERS: u64 = 16;
+    const EACH: usize = 5;
+    let mut writers = JoinSet::new();
+    for writer in 1..=WRITERS {
+        let store = store.clone();
+        writers.spawn(async move {
+            let mut committed_from = Vec::new();
+            let mut conflicts = 0;
+            let mut attempt = 0;
+            while committed_from.len() < EACH {
+                attempt += 1;
+                let key = key(writer, attempt);
+                let read = store.scan_context(&key, GateId::new(1)).await.unwrap();
+                let from = read.state.version;
+                match store.commit(entry(key, from)).await.unwrap() {
+                    CommitOutcome::Committed => committed_from.push(from),
+                    CommitOutcome::Conflict => conflicts += 1,
+                    CommitOutcome::AlreadyDecided(d) => panic!("fresh keys repeat: {d:?}"),
+                }
+            }
+            (committed_from, conflicts)
+        });
+    }
+    let mut winners_by_version: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut conflicts = 0;
+    while let Some(joined) = writers.join_next().await {
+        let (committed_from, lost) = joined.unwrap();
+        conflicts += lost;
+        for from in committed_from {
+            *winners_by_version.entry(from).or_default() += 1;
+        }
+    }
+    let total = WRITERS * EACH as u64;
+    let expected: BTreeMap<u64, usize> = (0..total).map(|version| (version, 1)).collect();
+    assert_eq!(
+        winners_by_version, expected,
+        "one commit leaves each version"
+    );
+    let last = store
+        .scan_context(&key(1, 0), GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(last.state.version, total);
+    assert!(
+        conflicts > 0,
+        "the writers did race ({conflicts} conflicts)"
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_decision_expires_after_the_retention() {
+    let retention = Duration::from_secs(3600);
+    let options = RedisOptions {
+        idempotency_retention: retention,
+        ..RedisOptions::default()
+    };
+    let (server, store) = server_and_store(options).await;
+    let commit = entry(key(7, 1_480_003_200_000), 0);
+    assert_eq!(
+        store.commit(commit.clone()).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let mut conn = raw(&server).await;
+    let decision_key = format!("presence:{{t:{TOKEN}}}:sc:enter:7:1480003200000");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&decision_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap();
+    assert!(
+        (retention_ms - 10_000..=retention_ms).contains(&ttl),
+        "PTTL {ttl} ms, retention {retention_ms} ms"
+    );
+    let state_ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("presence:{{t:{TOKEN}}}:st"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(state_ttl, -1, "token state never expires");
+}
+
+#[tokio::test]
+async fn a_short_retention_forgets_the_decision() {
+    let options = RedisOptions {
+        idempotency_retention: Duration::from_millis(200),
+        ..RedisOptions::default()
+    };
+    let (_server, store) = server_and_store(options).await;
+    let commit = entry(key(7, 1), 0);
+    store.commit(commit.clone()).await.unwrap();
+    let read = store
+        .scan_context(&commit.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(read.remembered, Some(commit.remembered.clone()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let read = store
+        .scan_context(&commit.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(read.remembered, None, "the decision expired");
+    assert_eq!(read.state.version, 1, "the state stays");
+}
+
+#[tokio::test]
+async fn the_commit_script_is_reloaded_after_script_flush() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    assert_eq!(
+        store.commit(entry(key(1, 1), 0)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let sha = redis::Script::new(include_str!("../src/lua/commit.lua"))
+        .get_hash()
+        .to_owned();
+    let mut conn = raw(&server).await;
+    let loaded = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let sha = sha.clone();
+        async move {
+            let exists: Vec<bool> = redis::cmd("SCRIPT")
+                .arg("EXISTS")
+                .arg(&sha)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            exists == [true]
+        }
+    };
+    assert!(
+        loaded(&mut conn).await,
+        "the first commit loaded the script"
+    );
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(!loaded(&mut conn).await);
+    assert_eq!(
+        store.commit(entry(key(1, 2), 1)).await.unwrap(),
+        CommitOutcome::Committed,
+        "NOSCRIPT is answered by loading the script again"
+    );
+    assert!(loaded(&mut conn).await);
+}
+
+#[tokio::test]
+async fn a_state_without_a_version_is_corrupt() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    redis::cmd("SET")
+        .arg(format!("presence:{{t:{TOKEN}}}:st"))
+        .arg("not json")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let commit = store.commit(entry(key(1, 1), 0)).await;
+    assert!(matches!(commit, Err(StoreError::Corrupt(_))), "{commit:?}");
+    let read = store.scan_context(&key(1, 1), GateId::new(1)).await;
+    assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+}
+
+/// Redis goes away for a while: calls fail as unavailable (promptly, without a
+/// panic), and once Redis is back on the same port the store serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_survives_a_redis_restart() {
+    let (mut server, store) = server_and_store(RedisOptions::default()).await;
+    assert_eq!(
+        store.commit(entry(key(1, 1), 0)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    server.stop().unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let ping = store.ping().await;
+        assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+        let read = store.scan_context(&key(1, 2), GateId::new(1)).await;
+        assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        let commit = store.commit(entry(key(1, 2), 1)).await;
+        assert!(
+            matches!(commit, Err(StoreError::Unavailable(_))),
+            "{commit:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "calls during the outage fail promptly ({:?})",
+            started.elapsed()
+        );
+    }
+    server.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "the store never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server kept nothing (no persistence): the token starts over.
+    assert_eq!(
+        store.commit(entry(key(1, 3), 0)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+}
+
+#[tokio::test]
+async fn connect_refuses_bad_options_and_absent_servers() {
+    let braces = RedisOptions {
+        key_prefix: "presence:{x}:".into(),
+        ..RedisOptions::default()
+    };
+    let refused = RedisStore::connect("redis://127.0.0.1:1/0", braces).await;
+    assert!(
+        matches!(refused, Err(RedisStoreError::Options(_))),
+        "{refused:?}"
+    );
+    let bad_url = RedisStore::connect("http://nowhere", RedisOptions::default()).await;
+    assert!(
+        matches!(bad_url, Err(RedisStoreError::Url(_))),
+        "{bad_url:?}"
+    );
+
+    let mut server = RedisServer::start().await.unwrap();
+    let url = server.url();
+    server.stop().unwrap();
+    let started = Instant::now();
+    let absent = RedisStore::connect(&url, RedisOptions::default()).await;
+    assert!(
+        matches!(absent, Err(RedisStoreError::Connect(_))),
+        "{absent:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+fn tickets(count: usize, tag: &str) -> Vec<InventoryRecord> {
+    (0..count)
+        .map(|i| {
+            InventoryRecord::Ticket(Ticket {
+                token: Token::new(format!("{tag}{i:08}")),
+                event_id: EventId::new(EVENT),
+                places: vec![format!("SEC{}:{}:{}", i % 40, i % 30, i % 20)],
+                status: TicketStatus::Valid,
+                valid_from: None,
+                valid_until: Some(1_480_030_000_000),
+            })
+        })
+        .collect()
+}
+
+fn venue_and_event() -> Vec<InventoryRecord> {
+    vec![
+        InventoryRecord::Venue(Venue {
+            id: VenueId::new(VENUE),
+            name: "Arena".into(),
+        }),
+        InventoryRecord::Event(Event {
+            id: EventId::new(EVENT),
+            venue_id: VenueId::new(VENUE),
+            name: "Show".into(),
+            doors_open: 1_480_000_000_000,
+            ends_at: 1_480_030_000_000,
+            status: EventStatus::Active,
+            allow_reentry: true,
+        }),
+    ]
+}
+
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
+/// A batch larger than many chunks lands whole, readable, and small: a ticket
+/// costs Redis less than the 250 bytes the distributed mode budgets for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_inventory_lands_whole_in_under_250_bytes_a_ticket() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    store.apply(venue_and_event()).await.unwrap();
+    let count = 40 * APPLY_CHUNK + 7;
+    let before = used_memory(&mut conn).await;
+    assert_eq!(store.apply(tickets(count, "T")).await.unwrap(), count);
+    let after = used_memory(&mut conn).await;
+    let per_ticket = (after - before) / i64::try_from(count).unwrap();
+    assert!(per_ticket <= 250, "{per_ticket} bytes a ticket");
+    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(keys, i64::try_from(count).unwrap() + 2);
+    for i in [0, APPLY_CHUNK, count - 1] {
+        let token = Token::new(format!("T{i:08}"));
+        let read = store
+            .scan_context(
+                &ScanKey {
+                    kind: ScanKind::Validate,
+                    device_id: DeviceId::new(1),
+                    token: token.clone(),
+                    scan_time: 1,
+                },
+                GateId::new(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.ticket.expect("the ticket").token, token);
+        assert_eq!(read.event.expect("its event").name, "Show");
+    }
+}
+
+/// Looks for a client inside MULTI (flag `x`) and kills it. Returns whether it did.
+async fn kill_a_client_in_multi(conn: &mut redis::aio::MultiplexedConnection) -> bool {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let in_multi = clients.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let flags = fields.iter().find_map(|f| f.strip_prefix("flags="))?;
+        let id = fields.iter().find_map(|f| f.strip_prefix("id="))?;
+        flags.contains('x').then(|| id.to_owned())
+    });
+    let Some(id) = in_multi else {
+        return false;
+    };
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query_async(conn)
+        .await
+        .unwrap();
+    killed == 1
+}
+
+/// An apply cut off halfway through its transaction writes nothing; one that
+/// completes becomes visible all at once (the first ticket is never there
+/// without the last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_inventory_apply_is_all_or_nothing() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    store.apply(venue_and_event()).await.unwrap();
+    let count = 60 * APPLY_CHUNK;
+    let first = format!("presence:{{t:A{:08}}}:tk", 0);
+    let last = format!("presence:{{t:A{:08}}}:tk", count - 1);
+
+    let mut killer = raw(&server).await;
+    let applying = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply(tickets(count, "A")).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kill_a_client_in_multi(&mut killer).await {
+        assert!(
+            !applying.is_finished(),
+            "the apply ended before it was cut off"
+        );
+        assert!(Instant::now() < deadline, "no transaction was seen");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let cut = applying.await.unwrap();
+    assert!(matches!(cut, Err(StoreError::Unavailable(_))), "{cut:?}");
+    let present: (bool, bool) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(&first)
+        .cmd("EXISTS")
+        .arg(&last)
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    assert_eq!(present, (false, false), "a cut-off apply wrote nothing");
+
+    let mut watcher = raw(&server).await;
+    let applying = tokio::spawn({
+        let store = store.clone();
+        async move { store.apply(tickets(count, "A")).await }
+    });
+    let mut looks = 0;
+    loop {
+        let (first_there, last_there): (bool, bool) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(&first)
+            .cmd("EXISTS")
+            .arg(&last)
+            .query_async(&mut watcher)
+            .await
+            .unwrap();
+        looks += 1;
+        assert!(
+            !first_there || last_there,
+            "the first ticket showed before the last"
+        );
+        if first_there {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(applying.await.unwrap().unwrap(), count);
+    assert!(looks > 1, "the watcher looked while the apply ran");
+}

@@ -1,0 +1,188 @@
+//! The validator as a Kafka service: scan requests in, decisions and answers out;
+//! inventory chunks in, applied to the store.
+
+use crate::{InventoryApplier, Validator, ValidatorError};
+use async_trait::async_trait;
+use presence_domain::DecisionEvent;
+use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_kafka::replies::{answer, expired};
+use presence_kafka::runner::{Disposition, Handler, HandlerError};
+use presence_kafka::wire;
+use presence_ports::{InventoryOutcome, ScanCommand};
+use presence_proto::pb;
+use presence_proto::pb::reply::Outcome;
+use prost::Message as _;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn retry(error: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retry(error.to_string())
+}
+
+/// Decides scan requests from the `scans` topic.
+pub struct ScanHandler {
+    validator: Validator,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for ScanHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanHandler").finish_non_exhaustive()
+    }
+}
+
+impl ScanHandler {
+    pub fn new(validator: Validator, producer: FutureProducer) -> Self {
+        Self {
+            validator,
+            producer,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ScanHandler {
+    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
+        let message = pb::ScanRequest::decode(record.payload().unwrap_or_default())
+            .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
+        let (scan_id, kind, request) = presence_proto::scan_from_pb(message)
+            .map_err(|error| HandlerError::Poison(error.to_string()))?;
+        if expired(record, now_millis()) {
+            // The gateway answered 503 already: deciding now would change state
+            // behind an answer that said nothing happened. Its retry decides.
+            tracing::warn!(%scan_id, "scan request expired before it was decided; dropped");
+            return Ok(Disposition::Done);
+        }
+        let command = ScanCommand {
+            scan_id,
+            kind,
+            request,
+        };
+        let outcome = match self.validator.decide(&command).await {
+            Ok(decision) => {
+                let request = command.request;
+                let event = DecisionEvent {
+                    scan_id: command.scan_id,
+                    kind: command.kind,
+                    decision,
+                    token: request.token,
+                    venue_id: request.venue_id,
+                    gate_id: request.gate_id,
+                    gate_name: request.gate_name,
+                    device_id: request.device_id,
+                    device_os: request.device_os,
+                    channel_id: request.channel_id,
+                    scan_time: request.scan_time,
+                    decided_at: now_millis(),
+                };
+                Outcome::Decision(pb::Decision::from(&event))
+            }
+            // Decided, but not yet on the decisions stream: the redelivery of this
+            // very scan replays the decision and publishes it.
+            Err(error @ ValidatorError::Publish(_)) => return Err(retry(error)),
+            // Nothing was decided: the gateway answers 503 now rather than waiting.
+            Err(error) => Outcome::Unavailable(error.to_string()),
+        };
+        answer(&self.producer, record, outcome)
+            .await
+            .map_err(retry)?;
+        Ok(Disposition::Done)
+    }
+}
+
+/// Applies inventory chunks from the `inventory` topic, a batch at a time.
+/// Runs on one lane: chunks of a batch arrive in order on the topic's one partition.
+pub struct InventoryHandler {
+    applier: InventoryApplier,
+    producer: FutureProducer,
+    batches: Mutex<HashMap<String, Batch>>,
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<NumberedRecord>,
+    errors: Vec<LineError>,
+}
+
+impl std::fmt::Debug for InventoryHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventoryHandler").finish_non_exhaustive()
+    }
+}
+
+impl InventoryHandler {
+    pub fn new(applier: InventoryApplier, producer: FutureProducer) -> Self {
+        Self {
+            applier,
+            producer,
+            batches: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for InventoryHandler {
+    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
+        let chunk = pb::InventoryChunk::decode(record.payload().unwrap_or_default())
+            .map_err(|error| HandlerError::Poison(format!("not an InventoryChunk: {error}")))?;
+        let (records, mut errors) = wire::records_from_pb(chunk.records);
+        errors.extend(wire::line_errors_from_pb(chunk.syntax_errors));
+        let batch = {
+            let mut batches = self
+                .batches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let batch = batches.entry(chunk.batch_id.clone()).or_default();
+            batch.records.extend(records);
+            batch.errors.extend(errors);
+            if !chunk.last && !chunk.batch_id.is_empty() {
+                return Ok(Disposition::HeldBack);
+            }
+            batches.remove(&chunk.batch_id).unwrap_or_default()
+        };
+        let mut errors = batch.errors;
+        errors.sort_by_key(|e| e.line);
+        let outcome = match self.applier.apply(batch.records, errors).await {
+            Ok(outcome) => outcome,
+            Err(error)
+                if presence_kafka::client::header(
+                    record.headers(),
+                    presence_kafka::client::REPLY_TO,
+                )
+                .is_some() =>
+            {
+                // An upload is waiting: tell it now; the operator uploads again.
+                answer(
+                    &self.producer,
+                    record,
+                    Outcome::Unavailable(error.to_string()),
+                )
+                .await
+                .map_err(retry)?;
+                return Ok(Disposition::Done);
+            }
+            // Published by another system: keep trying, inventory must not be lost.
+            Err(error) => return Err(retry(error)),
+        };
+        if let InventoryOutcome::Rejected(errors) = &outcome {
+            tracing::warn!(bad_lines = errors.len(), batch = %chunk.batch_id, "inventory batch rejected");
+        }
+        answer(
+            &self.producer,
+            record,
+            Outcome::Inventory(wire::inventory_outcome_to_pb(&outcome)),
+        )
+        .await
+        .map_err(retry)?;
+        Ok(Disposition::Done)
+    }
+}

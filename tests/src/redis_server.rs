@@ -1,0 +1,232 @@
+//! A private `redis-server` for one test: its own loopback port and directory,
+//! killed when dropped, so tests run in parallel without sharing data.
+//!
+//! Needs `redis-server` on `PATH` (Debian: `apt-get install redis-server`).
+
+use anyhow::{Context, Result, bail};
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a server may take to answer PING after it is spawned.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Free ports tried before giving up: another process may take a port between the
+/// moment it is picked and the moment Redis binds it.
+const PORT_ATTEMPTS: usize = 5;
+const POLL: Duration = Duration::from_millis(20);
+const LOG_FILE: &str = "redis.log";
+/// What Redis logs once it listens (7.0: "...connections", 7.2+: "...connections tcp").
+const READY_LINE: &str = "Ready to accept connections";
+
+/// A running `redis-server` on `127.0.0.1:port()`, data in `dir()`.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A server with no persistence (`--save "" --appendonly no`).
+    pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// A server with `args` appended to the defaults; a repeated option overrides
+    /// the default (e.g. `["--appendonly", "yes"]`).
+    pub async fn start_with(args: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("presence-redis-")
+            .tempdir()
+            .context("creating the Redis directory")?;
+        let mut server = Self {
+            port: 0,
+            dir,
+            extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            child: None,
+        };
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port()?;
+            match server.launch().await {
+                Ok(()) => return Ok(server),
+                Err(error) => failures.push(format!("port {}: {error:#}", server.port)),
+            }
+        }
+        bail!(
+            "redis-server did not start in {PORT_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        )
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's working directory (`--dir`): its log and any RDB/AOF files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits for it to exit. What
+    /// survives depends on the persistence options it was started with.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // `kill` fails only when the child has already exited; `wait` reaps it.
+            let _ = child.kill();
+            child.wait().context("waiting for redis-server to exit")?;
+        }
+        Ok(())
+    }
+
+    /// Stops the server if it runs, then starts it again on the same port and
+    /// directory with the same arguments.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.launch().await
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(LOG_FILE)
+    }
+
+    /// Spawns `redis-server` and waits until it is ours and answers PING.
+    async fn launch(&mut self) -> Result<()> {
+        let log = self.log_path();
+        // Redis appends to its log; a fresh file means a READY_LINE is this run's.
+        if log.exists() {
+            fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
+        }
+        let stderr = File::create(self.dir.path().join("stderr.log"))
+            .context("creating the redis-server stderr file")?;
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("spawning redis-server (is it installed? apt-get install redis-server)")?;
+        self.child = Some(child);
+        match self.wait_ready().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let log_text = fs::read_to_string(&log).unwrap_or_default();
+                self.stop()?;
+                Err(error.context(format!("redis-server log:\n{log_text}")))
+            }
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let log = self.log_path();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().context("polling redis-server")?
+            {
+                bail!("redis-server exited with {status}");
+            }
+            // Another server may already listen on the port: only a READY_LINE in
+            // our own log proves that the PONG comes from our process.
+            let ours = fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE));
+            if ours && ping(self.port).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("redis-server did not answer PING within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A failure here has nowhere to go: the process is gone or never was.
+        let _ = self.stop();
+    }
+}
+
+/// A port the OS just gave out and took back.
+fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 for a port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
+}
+
+/// Whether the server on `port` answers PING with PONG (not e.g. -LOADING).
+async fn ping(port: u16) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut reply = [0_u8; 7];
+        stream.read_exact(&mut reply).await?;
+        Ok::<bool, std::io::Error>(&reply == b"+PONG\r\n")
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .is_ok_and(|answered| answered.unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_stops_and_restarts_on_the_same_port() {
+        let mut server = RedisServer::start().await.unwrap();
+        let port = server.port();
+        assert_eq!(server.url(), format!("redis://127.0.0.1:{port}/0"));
+        assert!(ping(port).await);
+        server.stop().unwrap();
+        assert!(!ping(port).await, "a stopped server does not answer");
+        server.restart().await.unwrap();
+        assert_eq!(server.port(), port);
+        assert!(ping(port).await);
+        let dir = server.dir().to_owned();
+        drop(server);
+        assert!(!ping(port).await, "dropping the server kills it");
+        assert!(!dir.exists(), "dropping the server removes its directory");
+    }
+
+    #[tokio::test]
+    async fn parallel_servers_get_their_own_ports() {
+        let (a, b) = tokio::join!(RedisServer::start(), RedisServer::start());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_ne!(a.port(), b.port());
+        assert_ne!(a.dir(), b.dir());
+    }
+
+    #[tokio::test]
+    async fn extra_arguments_override_the_defaults() {
+        let server = RedisServer::start_with(&["--appendonly", "yes"])
+            .await
+            .unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        // Redis 7 keeps its AOF files in `appendonlydir` under --dir.
+        while !server.dir().join("appendonlydir").exists() {
+            assert!(Instant::now() < deadline, "no AOF directory was created");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
