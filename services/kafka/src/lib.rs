@@ -34,4 +34,6 @@ pub enum KafkaError {
     Topic { topic: String, reason: String },
     #[error("message could not be decoded: {0}")]
     Decode(String),
+    #[error("consumer task failed: {0}")]
+    Task(String),
 }

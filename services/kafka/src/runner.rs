@@ -12,13 +12,17 @@ use crate::KafkaError;
 use crate::client::{self, DEAD_LETTER_REASON};
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -60,15 +64,47 @@ pub struct RunnerConfig {
     pub drain: Duration,
 }
 
+/// How many partitions a runner's consumer holds, for readiness: a service whose
+/// consumer has joined its group and holds partitions is doing its job.
+#[derive(Debug, Clone, Default)]
+pub struct Assignment(Arc<AtomicUsize>);
+
+impl Assignment {
+    pub fn partitions(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for Assignment {}
+
+impl ConsumerContext for Assignment {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.0.store(partitions.count(), Ordering::Relaxed);
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+                self.0.store(0, Ordering::Relaxed);
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}
+
 /// Runs `handler` over `config.topic` until `shutdown` turns true, then finishes
 /// what is in flight (up to `config.drain`), stores and commits the offsets.
+/// `assignment` follows the partitions the consumer holds.
 pub async fn run(
     settings: KafkaSettings,
     config: RunnerConfig,
     handler: Arc<dyn Handler>,
+    assignment: Assignment,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = client::consumer_config(&settings, &config.group).create()?;
+    let consumer: StreamConsumer<Assignment> =
+        client::consumer_config(&settings, &config.group).create_with_context(assignment)?;
     consumer.subscribe(&[config.topic.as_str()])?;
     let dead_letters = DeadLetters {
         producer: client::producer(&settings)?,
@@ -138,13 +174,64 @@ pub async fn run(
     Ok(())
 }
 
+/// One consumer of a service: what it reads and who handles it.
+pub struct Consumer {
+    pub config: RunnerConfig,
+    pub handler: Arc<dyn Handler>,
+    pub assignment: Assignment,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a service's consumers until `shutdown` resolves or one of them ends on
+/// its own (which ends the service, for its orchestrator to restart); then stops
+/// the others gracefully. Returns the first error.
+pub async fn run_all(
+    settings: &KafkaSettings,
+    consumers: Vec<Consumer>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), KafkaError> {
+    let (stop, stopped) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    for consumer in consumers {
+        running.spawn(run(
+            settings.clone(),
+            consumer.config,
+            consumer.handler,
+            consumer.assignment,
+            stopped.clone(),
+        ));
+    }
+    let early = tokio::select! {
+        () = shutdown => None,
+        ended = running.join_next() => {
+            tracing::error!("a consumer ended on its own; stopping the service");
+            ended
+        }
+    };
+    let _ = stop.send(true);
+    let mut ended: Vec<_> = early.into_iter().collect();
+    while let Some(next) = running.join_next().await {
+        ended.push(next);
+    }
+    ended
+        .into_iter()
+        .try_for_each(|task| task.map_err(|error| KafkaError::Task(error.to_string()))?)
+}
+
 fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     key.hash(&mut hasher);
     usize::try_from(hasher.finish() % u64::try_from(lanes).unwrap_or(1)).unwrap_or(0)
 }
 
-fn store(consumer: &StreamConsumer, topic: &str, advanced: Option<(i32, i64)>) {
+fn store(consumer: &StreamConsumer<Assignment>, topic: &str, advanced: Option<(i32, i64)>) {
     if let Some((partition, offset)) = advanced
         && let Err(error) = consumer.store_offset(topic, partition, offset)
     {

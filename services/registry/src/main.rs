@@ -1,17 +1,19 @@
 //! `presence-registry`: device init and lookup from Kafka, devices in Redis.
 
 use anyhow::Context;
+use async_trait::async_trait;
 use clap::Parser;
 use presence_kafka::KafkaSettings;
 use presence_kafka::client::{self, TopicSpec};
-use presence_kafka::runner::{self, RunnerConfig};
-use presence_ports::Stores;
+use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
+use presence_ports::{Stores, TicketStore};
 use presence_registry::Registry;
 use presence_registry::distributed::RegistryHandler;
+use presence_runtime::ops::{OpsServer, Readiness};
 use presence_store_redis::{RedisOptions, RedisStore};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,9 +32,28 @@ struct Settings {
     redis_url: String,
     #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
     topic_prefix: String,
+    /// Where `/healthz` and `/readyz` are served; port 0 picks one.
+    #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
+    ops_listen: SocketAddr,
     /// Partitions of the registry requests topic when this service creates it.
     #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
     partitions: i32,
+}
+
+/// Ready while the request consumer holds partitions and Redis answers.
+struct RegistryReadiness {
+    requests: Assignment,
+    store: Arc<RedisStore>,
+}
+
+#[async_trait]
+impl Readiness for RegistryReadiness {
+    async fn check(&self) -> Result<(), String> {
+        if self.requests.partitions() == 0 {
+            return Err("no registry partitions assigned".into());
+        }
+        self.store.ping().await.map_err(|error| error.to_string())
+    }
 }
 
 #[tokio::main]
@@ -63,28 +84,36 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;
-    let handler = Arc::new(RegistryHandler::new(
-        Registry::new(&Stores::from_backend(store)),
-        producer,
-        topics.devices(),
-    ));
-    let (stop, stopped) = watch::channel(false);
-    let config = RunnerConfig {
-        group: format!("{}registry", settings.topic_prefix),
-        topic: topics.registry(),
-        lanes: 16,
-        drain: Duration::from_secs(10),
+    let registry = Registry::new(&Stores::from_backend(store.clone()));
+    let requests = Consumer {
+        config: RunnerConfig {
+            group: format!("{}registry", settings.topic_prefix),
+            topic: topics.registry(),
+            lanes: 16,
+            drain: Duration::from_secs(10),
+        },
+        handler: Arc::new(RegistryHandler::new(registry, producer, topics.devices())),
+        assignment: Assignment::default(),
     };
-    let consumer = runner::run(kafka, config, handler, stopped);
-    tokio::pin!(consumer);
-    let ended = tokio::select! {
-        () = presence_runtime::shutdown_signal() => None,
-        ended = &mut consumer => Some(ended),
-    };
-    let _ = stop.send(true);
-    match ended {
-        Some(ended) => ended.context("registry consumer ended")?,
-        None => consumer.await.context("registry consumer")?,
-    }
+    let readiness = Arc::new(RegistryReadiness {
+        requests: requests.assignment.clone(),
+        store,
+    });
+    let ops = OpsServer::bind(settings.ops_listen)
+        .await
+        .with_context(|| format!("binding {}", settings.ops_listen))?;
+    presence_runtime::announce(&format!("PRESENCE_OPS_URL=http://{}", ops.local_addr()?))
+        .context("writing to stdout")?;
+    let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
+    let ops = tokio::spawn(ops.serve(readiness, async {
+        let _ = stop_ops.await;
+    }));
+    runner::run_all(&kafka, vec![requests], presence_runtime::shutdown_signal())
+        .await
+        .context("consumer")?;
+    let _ = stopping.send(());
+    ops.await
+        .context("ops server task")?
+        .context("ops server")?;
     Ok(())
 }

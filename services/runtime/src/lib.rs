@@ -1,5 +1,8 @@
 //! What every Presence binary does the same way: logs to stderr filtered by
-//! `RUST_LOG`, and one shutdown signal (Ctrl-C or SIGTERM).
+//! `RUST_LOG`, one shutdown signal (Ctrl-C or SIGTERM), and, for the services
+//! without a public API, the probes an orchestrator polls ([`ops`]).
+
+pub mod ops;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {

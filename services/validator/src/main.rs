@@ -1,18 +1,19 @@
 //! `presence-validator`: decides scans from Kafka against ticket state in Redis.
 
 use anyhow::Context;
+use async_trait::async_trait;
 use clap::Parser;
 use presence_kafka::client::{self, TopicSpec};
-use presence_kafka::runner::{self, RunnerConfig};
+use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
 use presence_kafka::{KafkaDecisions, KafkaSettings};
-use presence_ports::Stores;
+use presence_ports::{Stores, TicketStore};
+use presence_runtime::ops::{OpsServer, Readiness};
 use presence_store_redis::{RedisOptions, RedisStore};
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
 use presence_validator::{InventoryApplier, Validator};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,12 +32,31 @@ struct Settings {
     redis_url: String,
     #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
     topic_prefix: String,
+    /// Where `/healthz` and `/readyz` are served; port 0 picks one.
+    #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    ops_listen: SocketAddr,
     /// Partitions of `scans` and `decisions` when this service creates them.
     #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
     partitions: i32,
     /// Scans of different tickets decided at once.
     #[arg(long, env = "PRESENCE_VALIDATOR_LANES", default_value_t = 64)]
     lanes: usize,
+}
+
+/// Ready while the scan consumer holds partitions and Redis answers.
+struct ValidatorReadiness {
+    scans: Assignment,
+    tickets: Arc<dyn TicketStore>,
+}
+
+#[async_trait]
+impl Readiness for ValidatorReadiness {
+    async fn check(&self) -> Result<(), String> {
+        if self.scans.partitions() == 0 {
+            return Err("no scan partitions assigned".into());
+        }
+        self.tickets.ping().await.map_err(|error| error.to_string())
+    }
 }
 
 #[tokio::main]
@@ -74,52 +94,57 @@ async fn main() -> anyhow::Result<()> {
     let stores = Stores::from_backend(store);
     let producer = client::producer(&kafka).context("creating the producer")?;
     let decisions = Arc::new(KafkaDecisions::new(producer.clone(), topics.decisions()));
-    let scans = Arc::new(ScanHandler::new(
-        Validator::new(&stores, decisions),
-        producer.clone(),
-    ));
-    let inventory = Arc::new(InventoryHandler::new(
-        InventoryApplier::new(&stores),
-        producer,
-    ));
-
-    let (stop, stopped) = watch::channel(false);
-    let drain = Duration::from_secs(10);
     let group = format!("{}validator", settings.topic_prefix);
-    let mut consumers = JoinSet::new();
-    consumers.spawn(runner::run(
-        kafka.clone(),
-        RunnerConfig {
+    let drain = Duration::from_secs(10);
+    let scans = Consumer {
+        config: RunnerConfig {
             group: group.clone(),
             topic: topics.scans(),
             lanes: settings.lanes,
             drain,
         },
-        scans,
-        stopped.clone(),
-    ));
-    consumers.spawn(runner::run(
-        kafka,
-        RunnerConfig {
+        handler: Arc::new(ScanHandler::new(
+            Validator::new(&stores, decisions),
+            producer.clone(),
+        )),
+        assignment: Assignment::default(),
+    };
+    let inventory = Consumer {
+        config: RunnerConfig {
             group: format!("{group}.inventory"),
             topic: topics.inventory(),
             lanes: 1,
             drain,
         },
-        inventory,
-        stopped,
-    ));
-    // A consumer that ends on its own ends the service, for its orchestrator to restart.
-    let early = tokio::select! {
-        () = presence_runtime::shutdown_signal() => None,
-        ended = consumers.join_next() => ended,
+        handler: Arc::new(InventoryHandler::new(
+            InventoryApplier::new(&stores),
+            producer,
+        )),
+        assignment: Assignment::default(),
     };
-    let _ = stop.send(true);
-    for ended in early
-        .into_iter()
-        .chain(consumers.join_all().await.into_iter().map(Ok))
-    {
-        ended.context("consumer task")?.context("consumer")?;
-    }
+    let readiness = Arc::new(ValidatorReadiness {
+        scans: scans.assignment.clone(),
+        tickets: stores.tickets.clone(),
+    });
+    let ops = OpsServer::bind(settings.ops_listen)
+        .await
+        .with_context(|| format!("binding {}", settings.ops_listen))?;
+    presence_runtime::announce(&format!("PRESENCE_OPS_URL=http://{}", ops.local_addr()?))
+        .context("writing to stdout")?;
+    let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
+    let ops = tokio::spawn(ops.serve(readiness, async {
+        let _ = stop_ops.await;
+    }));
+    runner::run_all(
+        &kafka,
+        vec![scans, inventory],
+        presence_runtime::shutdown_signal(),
+    )
+    .await
+    .context("consumers")?;
+    let _ = stopping.send(());
+    ops.await
+        .context("ops server task")?
+        .context("ops server")?;
     Ok(())
 }
