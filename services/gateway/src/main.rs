@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use presence_gateway::{ApiKeys, Gateway, GatewayConfig};
 use presence_kafka::transport::AnswerDeadlines;
-use presence_kafka::{KafkaSettings, KafkaTransport};
+use presence_kafka::{KafkaArgs, KafkaTransport};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,19 +19,14 @@ use std::sync::Arc;
 struct Settings {
     #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    #[arg(long, env = "PRESENCE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
-    #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
-    topic_prefix: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// One unrestricted admin API key (development).
     #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// TOML file of API keys.
     #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
     api_keys_file: Option<PathBuf>,
-    /// Partitions of the request topics when this gateway creates them.
-    #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
-    partitions: i32,
     /// Names this instance's reply topic; defaults to a random id.
     #[arg(long, env = "PRESENCE_INSTANCE_ID")]
     instance_id: Option<String>,
@@ -55,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
         !keys.is_empty(),
         "no API keys configured: set PRESENCE_API_KEY or PRESENCE_API_KEYS_FILE"
     );
-    let mut kafka = KafkaSettings::new(&settings.kafka_brokers, &settings.topic_prefix);
-    kafka.partitions = settings.partitions;
+    let mut kafka = settings.kafka.settings();
     if let Some(id) = settings.instance_id {
         kafka.instance_id = id;
     }

@@ -21,7 +21,7 @@ pub mod sink;
 pub mod transport;
 pub mod wire;
 
-pub use settings::{KafkaSettings, Topics};
+pub use settings::{KafkaArgs, KafkaSettings, Topics};
 pub use sink::KafkaDecisions;
 pub use transport::KafkaTransport;
 

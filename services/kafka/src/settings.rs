@@ -2,6 +2,39 @@
 
 use std::time::Duration;
 
+/// The Kafka flags every distributed binary takes, each with its environment twin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    #[arg(
+        long = "kafka-brokers",
+        env = "PRESENCE_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
+    pub topic_prefix: String,
+    /// Partitions of the topics this service creates when they are missing.
+    #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// Replication factor of the topics this service creates.
+    #[arg(long, env = "PRESENCE_REPLICATION", default_value_t = 1)]
+    pub replication: i32,
+    /// Longest a consumer fetch waits at the broker; a broker that holds empty
+    /// fetches to the end adds this to each hop of a scan.
+    #[arg(long, env = "PRESENCE_KAFKA_FETCH_WAIT_MS", default_value_t = 10)]
+    pub fetch_wait_ms: u64,
+}
+
+impl KafkaArgs {
+    pub fn settings(&self) -> KafkaSettings {
+        let mut settings = KafkaSettings::new(&self.brokers, &self.topic_prefix);
+        settings.partitions = self.partitions;
+        settings.replication = self.replication;
+        settings.fetch_wait = Duration::from_millis(self.fetch_wait_ms);
+        settings
+    }
+}
+
 /// Settings shared by every service that talks to Kafka (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use clap::Parser;
-use presence_kafka::KafkaSettings;
+use presence_kafka::KafkaArgs;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
 use presence_ports::{Stores, TicketStore};
@@ -22,22 +22,17 @@ use std::time::Duration;
     about = "Device init and lookup from Kafka, devices in Redis"
 )]
 struct Settings {
-    #[arg(long, env = "PRESENCE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[arg(
         long,
         env = "PRESENCE_REDIS_URL",
         default_value = "redis://127.0.0.1:6379/0"
     )]
     redis_url: String,
-    #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
-    topic_prefix: String,
     /// Where `/healthz` and `/readyz` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
-    /// Partitions of the registry requests topic when this service creates it.
-    #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
-    partitions: i32,
 }
 
 /// Ready while the request consumer holds partitions and Redis answers.
@@ -60,8 +55,7 @@ impl Readiness for RegistryReadiness {
 async fn main() -> anyhow::Result<()> {
     presence_runtime::init_tracing();
     let settings = Settings::parse();
-    let mut kafka = KafkaSettings::new(&settings.kafka_brokers, &settings.topic_prefix);
-    kafka.partitions = settings.partitions;
+    let kafka = settings.kafka.settings();
     let topics = kafka.topics();
     client::ensure_topics(
         &kafka,
@@ -87,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let registry = Registry::new(&Stores::from_backend(store.clone()));
     let requests = Consumer {
         config: RunnerConfig {
-            group: format!("{}registry", settings.topic_prefix),
+            group: format!("{}registry", settings.kafka.topic_prefix),
             topic: topics.registry(),
             lanes: 16,
             drain: Duration::from_secs(10),

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
-use presence_kafka::{KafkaDecisions, KafkaSettings};
+use presence_kafka::{KafkaArgs, KafkaDecisions};
 use presence_ports::{Stores, TicketStore};
 use presence_runtime::ops::{OpsServer, Readiness};
 use presence_store_redis::{RedisOptions, RedisStore};
@@ -22,22 +22,17 @@ use std::time::Duration;
     about = "Decides scans from Kafka against ticket state in Redis"
 )]
 struct Settings {
-    #[arg(long, env = "PRESENCE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[arg(
         long,
         env = "PRESENCE_REDIS_URL",
         default_value = "redis://127.0.0.1:6379/0"
     )]
     redis_url: String,
-    #[arg(long, env = "PRESENCE_TOPIC_PREFIX", default_value = "presence.")]
-    topic_prefix: String,
     /// Where `/healthz` and `/readyz` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
     ops_listen: SocketAddr,
-    /// Partitions of `scans` and `decisions` when this service creates them.
-    #[arg(long, env = "PRESENCE_PARTITIONS", default_value_t = 12)]
-    partitions: i32,
     /// Scans of different tickets decided at once.
     #[arg(long, env = "PRESENCE_VALIDATOR_LANES", default_value_t = 64)]
     lanes: usize,
@@ -63,8 +58,7 @@ impl Readiness for ValidatorReadiness {
 async fn main() -> anyhow::Result<()> {
     presence_runtime::init_tracing();
     let settings = Settings::parse();
-    let mut kafka = KafkaSettings::new(&settings.kafka_brokers, &settings.topic_prefix);
-    kafka.partitions = settings.partitions;
+    let kafka = settings.kafka.settings();
     let topics = kafka.topics();
     client::ensure_topics(
         &kafka,
@@ -94,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let stores = Stores::from_backend(store);
     let producer = client::producer(&kafka).context("creating the producer")?;
     let decisions = Arc::new(KafkaDecisions::new(producer.clone(), topics.decisions()));
-    let group = format!("{}validator", settings.topic_prefix);
+    let group = format!("{}validator", settings.kafka.topic_prefix);
     let drain = Duration::from_secs(10);
     let scans = Consumer {
         config: RunnerConfig {
