@@ -1,6 +1,7 @@
 //! Builds the all-in-one server and runs it until shutdown.
 
 use crate::inventory_file;
+use crate::metrics::StoreMetrics;
 use crate::transport::InProcessTransport;
 use anyhow::{Context, bail};
 use presence_domain::DecisionEvent;
@@ -57,8 +58,10 @@ impl EmbeddedApp {
         if let Some(path) = &settings.decisions_log {
             spawn_decision_log(decisions.subscribe(), path.clone())?;
         }
-        let transport =
-            InProcessTransport::new(Stores::from_backend(store), Arc::new(decisions.clone()));
+        let transport = InProcessTransport::new(
+            Stores::from_backend(store.clone()),
+            Arc::new(decisions.clone()),
+        );
         if let Some(path) = &settings.inventory {
             let applied = load_inventory(&transport, &inventory_file::read(path)?)
                 .await
@@ -73,6 +76,9 @@ impl EmbeddedApp {
         )
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+        gateway.metrics().with_registry(|registry| {
+            registry.register_collector(Box::new(StoreMetrics::new(store)))
+        });
         Ok(Self {
             gateway,
             transport,

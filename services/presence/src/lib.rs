@@ -5,11 +5,13 @@
 //!   validator and registry directly;
 //! - [`app`]: builds and runs the whole server from [`app::ServeSettings`];
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
-//! - [`inventory_file`]: reading and checking NDJSON inventory files offline.
+//! - [`inventory_file`]: reading and checking NDJSON inventory files offline;
+//! - [`metrics`]: the embedded store's group-commit figures on `/metrics`.
 
 pub mod app;
 pub mod demo;
 pub mod inventory_file;
+pub mod metrics;
 pub mod transport;
 
 pub use transport::InProcessTransport;
