@@ -11,7 +11,7 @@ use presence_domain::{
     Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId, Mac, ScanKind,
     Status, TicketPlace, VenueId,
 };
-use presence_ports::{DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError};
+use presence_ports::{Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,11 +60,12 @@ impl Default for Fake {
 
 #[async_trait]
 impl presence_ports::Transport for Fake {
-    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+    async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
+        let scan_id = command.scan_id.clone();
         self.scans.lock().unwrap().push(command);
         let answer = self.scan_answer.lock().unwrap().clone();
         match answer {
-            ScanAnswer::Decide(decision) => Ok(decision),
+            ScanAnswer::Decide(decision) => Ok(Answer { scan_id, decision }),
             ScanAnswer::Hang => std::future::pending().await,
             ScanAnswer::Fail => Err(TransportError::Unavailable(
                 "broker at 10.0.0.7 down".into(),

@@ -10,8 +10,10 @@ use crate::settings::{KafkaSettings, Topics};
 use crate::{KafkaError, wire};
 use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
-use presence_domain::{Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup};
-use presence_ports::{DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError};
+use presence_domain::{DecisionEvent, Device, DeviceInitRequest, DeviceLookup};
+use presence_ports::{
+    Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
+};
 use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
@@ -201,7 +203,7 @@ fn inventory_chunks(
 
 #[async_trait]
 impl Transport for KafkaTransport {
-    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+    async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
         let message = presence_proto::scan_to_pb(&command.scan_id, command.kind, &command.request);
         let outcome = self
             .request(
@@ -213,9 +215,13 @@ impl Transport for KafkaTransport {
             )
             .await?;
         match outcome {
-            Outcome::Decision(decision) => Ok(DecisionEvent::try_from(decision)
-                .map_err(undecodable)?
-                .decision),
+            Outcome::Decision(decision) => {
+                let event = DecisionEvent::try_from(decision).map_err(undecodable)?;
+                Ok(Answer {
+                    scan_id: event.scan_id,
+                    decision: event.decision,
+                })
+            }
             _ => Err(unexpected("not a decision")),
         }
     }

@@ -19,5 +19,6 @@ pub use store::{
     Stores, TicketStore,
 };
 pub use transport::{
-    DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
+    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,
+    TransportError,
 };

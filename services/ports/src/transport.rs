@@ -25,6 +25,15 @@ pub struct ScanCommand {
     pub request: ScanRequest,
 }
 
+/// The answer to a scan: the decision and the id of the scan it was made for.
+/// A retry answered from memory carries the first scan's id, the one under which
+/// the decision is on the decisions stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub scan_id: ScanId,
+    pub decision: Decision,
+}
+
 /// The registry's answer to device/init.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceInitOutcome {
@@ -47,7 +56,7 @@ pub enum InventoryOutcome {
 /// Request → answer, however the services are deployed.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError>;
+    async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError>;
 
     async fn init_device(
         &self,

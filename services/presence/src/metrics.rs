@@ -85,10 +85,19 @@ mod tests {
         let mut registry = Registry::with_prefix("presence");
         registry.register_collector(Box::new(StoreMetrics::new(store.clone())));
         assert!(scrape(&registry).contains("presence_store_durable_commits_total 0"));
-        store.ensure_gate(&VenueId::new("V"), "North").await.unwrap();
+        store
+            .ensure_gate(&VenueId::new("V"), "North")
+            .await
+            .unwrap();
         let text = scrape(&registry);
         assert!(text.contains("presence_store_writes_total 1"), "{text}");
-        assert!(text.contains("presence_store_durable_commits_total 1"), "{text}");
-        assert!(text.contains("# TYPE presence_store_largest_batch gauge"), "{text}");
+        assert!(
+            text.contains("presence_store_durable_commits_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE presence_store_largest_batch gauge"),
+            "{text}"
+        );
     }
 }

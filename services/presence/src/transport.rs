@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
-use presence_domain::{Decision, Device, DeviceInitRequest, DeviceLookup};
+use presence_domain::{Device, DeviceInitRequest, DeviceLookup};
 use presence_ports::{
-    DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Stores, Transport,
+    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Stores, Transport,
     TransportError,
 };
 use presence_registry::Registry;
@@ -37,7 +37,7 @@ fn unavailable(error: impl std::fmt::Display) -> TransportError {
 
 #[async_trait]
 impl Transport for InProcessTransport {
-    async fn scan(&self, command: ScanCommand) -> Result<Decision, TransportError> {
+    async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
         self.validator.decide(&command).await.map_err(unavailable)
     }
 

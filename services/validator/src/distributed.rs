@@ -68,12 +68,12 @@ impl Handler for ScanHandler {
             request,
         };
         let outcome = match self.validator.decide(&command).await {
-            Ok(decision) => {
+            Ok(answer) => {
                 let request = command.request;
                 let event = DecisionEvent {
-                    scan_id: command.scan_id,
+                    scan_id: answer.scan_id,
                     kind: command.kind,
-                    decision,
+                    decision: answer.decision,
                     token: request.token,
                     venue_id: request.venue_id,
                     gate_id: request.gate_id,

@@ -16,8 +16,8 @@ pub use inventory::InventoryApplier;
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::{Decision, DecisionEvent, RememberedDecision};
 use presence_ports::{
-    Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores, TicketStore,
-    TransportError,
+    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores,
+    TicketStore, TransportError,
 };
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,12 +71,12 @@ impl Validator {
 
     /// Decides one scan, records it, and publishes it to the decision sink.
     ///
-    /// A retry of an already decided scan key returns the first decision. It is
-    /// published again only when it is a redelivery of the very same scan (same scan
-    /// id, e.g. a message transport retrying after a crash), so the decision stream
-    /// holds each scan once after deduplication by scan id and never counts a
-    /// client retry as a second scan.
-    pub async fn decide(&self, command: &ScanCommand) -> Result<Decision, ValidatorError> {
+    /// A retry of an already decided scan key returns the first decision with the
+    /// first scan's id. It is published again only when it is a redelivery of the
+    /// very same scan (same scan id, e.g. a message transport retrying after a
+    /// crash), so the decision stream holds each scan once after deduplication by
+    /// scan id and never counts a client retry as a second scan.
+    pub async fn decide(&self, command: &ScanCommand) -> Result<Answer, ValidatorError> {
         let request = &command.request;
         let span = tracing::info_span!(
             "scan",
@@ -89,21 +89,27 @@ impl Validator {
         );
         async move {
             let decided_at = now_millis();
-            let decision = match self.decide_once(command, decided_at).await? {
+            let answer = match self.decide_once(command, decided_at).await? {
                 Decided::Fresh(decision) => {
                     self.publish(command, &decision, decided_at).await?;
-                    decision
+                    Answer {
+                        scan_id: command.scan_id.clone(),
+                        decision,
+                    }
                 }
                 Decided::Remembered(remembered) => {
                     if remembered.scan_id == command.scan_id {
                         self.publish(command, &remembered.decision, remembered.decided_at)
                             .await?;
                     }
-                    remembered.decision
+                    Answer {
+                        scan_id: remembered.scan_id,
+                        decision: remembered.decision,
+                    }
                 }
             };
-            tracing::Span::current().record("status", decision.status.as_str());
-            Ok(decision)
+            tracing::Span::current().record("status", answer.decision.status.as_str());
+            Ok(answer)
         }
         .instrument(span)
         .await

@@ -98,11 +98,12 @@ async fn publishes_each_fresh_decision_with_every_field() {
         .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
         .await
         .unwrap();
-    assert_eq!(decision.status, Status::Okay);
+    assert_eq!(decision.decision.status, Status::Okay);
     let event = events.try_recv().unwrap();
     assert_eq!(event.scan_id, ScanId::new("s1"));
     assert_eq!(event.kind, ScanKind::Enter);
-    assert_eq!(event.decision, decision);
+    assert_eq!(event.decision, decision.decision);
+    assert_eq!(decision.scan_id, ScanId::new("s1"));
     assert_eq!(
         (
             event.token.as_str(),
@@ -135,13 +136,18 @@ async fn a_client_retry_gets_the_first_decision_and_is_not_published_again() {
         .decide(&f.command("s2", ScanKind::Enter, "T1", 2000))
         .await
         .unwrap();
-    assert_eq!(retry.status, Status::Okay);
+    assert_eq!(retry.decision.status, Status::Okay);
+    assert_eq!(
+        retry.scan_id,
+        ScanId::new("s1"),
+        "a retry carries the first scan's id"
+    );
     let later = f
         .validator
         .decide(&f.command("s3", ScanKind::Enter, "T1", 2001))
         .await
         .unwrap();
-    assert_eq!(later.status, Status::AlreadyEntered);
+    assert_eq!(later.decision.status, Status::AlreadyEntered);
     let published: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
         .map(|e| e.scan_id)
         .collect();
@@ -155,7 +161,7 @@ async fn a_redelivered_scan_is_published_again_under_its_own_id() {
     let command = f.command("s1", ScanKind::Enter, "T1", 2000);
     f.validator.decide(&command).await.unwrap();
     let again = f.validator.decide(&command).await.unwrap();
-    assert_eq!(again.status, Status::Okay);
+    assert_eq!(again.decision.status, Status::Okay);
     assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
     assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
     assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
@@ -168,7 +174,7 @@ async fn an_unconfigured_device_is_a_published_bad_request_that_is_not_remembere
     let mut command = f.command("s1", ScanKind::Enter, "T1", 2000);
     command.request.gate_id = GateId::new(f.gate.get() + 100);
     let decision = f.validator.decide(&command).await.unwrap();
-    assert_eq!(decision.status, Status::BadRequest);
+    assert_eq!(decision.decision.status, Status::BadRequest);
     assert_eq!(
         events.try_recv().unwrap().decision.status,
         Status::BadRequest
@@ -179,7 +185,7 @@ async fn an_unconfigured_device_is_a_published_bad_request_that_is_not_remembere
         .decide(&f.command("s2", ScanKind::Enter, "T1", 2000))
         .await
         .unwrap();
-    assert_eq!(fixed.status, Status::Okay);
+    assert_eq!(fixed.decision.status, Status::Okay);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,7 +203,7 @@ async fn fifty_concurrent_enters_of_one_ticket_admit_one() {
         .collect();
     let mut statuses = Vec::new();
     for task in tasks {
-        statuses.push(task.await.unwrap().unwrap().status);
+        statuses.push(task.await.unwrap().unwrap().decision.status);
     }
     assert_eq!(statuses.iter().filter(|s| **s == Status::Okay).count(), 1);
     assert_eq!(
@@ -231,7 +237,7 @@ async fn inventory_with_unknown_references_is_rejected_whole() {
         .await
         .unwrap();
     assert_eq!(
-        unknown.status,
+        unknown.decision.status,
         Status::NotFound,
         "nothing of a rejected batch is applied"
     );
@@ -260,7 +266,7 @@ async fn one_rejection_names_syntax_and_reference_errors_together() {
         .await
         .unwrap();
     assert_eq!(
-        good_line.status,
+        good_line.decision.status,
         Status::NotFound,
         "nothing of a rejected batch is applied"
     );

@@ -135,9 +135,9 @@ async fn scan(
     let outcome = state.within_deadline(state.transport().scan(command)).await;
     metrics.scan_round_trip(kind, started.elapsed());
     match outcome {
-        Ok(decision) => {
-            metrics.scan_answered(kind, decision.status);
-            decision_response(decision, scan_id)
+        Ok(answer) => {
+            metrics.scan_answered(kind, answer.decision.status);
+            decision_response(answer.decision, answer.scan_id)
         }
         Err(failure) => {
             metrics.scan_answered(kind, failure.status());
