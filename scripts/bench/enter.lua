@@ -1,6 +1,6 @@
--- wrk script: every request enters a distinct ticket T<thread>-<n>, as
--- scripts/bench/embedded-wrk.sh loads them. Device and gate ids come from the
--- environment (DEVICE_ID, GATE_ID), the key from API_KEY.
+-- wrk script: every request enters a distinct ticket <VENUE>-T<thread>-<n>, as
+-- scripts/bench/wrk-enter.sh loads them. Venue, device and gate ids come from
+-- the environment (VENUE, DEVICE_ID, GATE_ID), the key from API_KEY.
 local threads = {}
 local counter = 0
 
@@ -14,13 +14,14 @@ function init(args)
   gate_id = os.getenv("GATE_ID")
   api_key = os.getenv("API_KEY")
   scan_time = os.getenv("SCAN_TIME")
+  venue = os.getenv("VENUE")
 end
 
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"deviceOs":"Printed","gateName":"Bench Gate","token":"T%d-%d","venueId":"BENCH","deviceId":%s,"gateId":%s,"scanTime":%s}',
-    thread_id, counter, device_id, gate_id, scan_time)
+    '{"deviceOs":"Printed","gateName":"Bench Gate","token":"%s-T%d-%d","venueId":"%s","deviceId":%s,"gateId":%s,"scanTime":%s}',
+    venue, thread_id, counter, venue, device_id, gate_id, scan_time)
   return wrk.format("POST", "/presence/v1/ticket/enter", {["X-Api-Key"] = api_key, ["Content-Type"] = "application/json"}, body)
 end
 
