@@ -103,6 +103,18 @@ pub async fn run(
     assignment: Assignment,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
+    // Brokers need not create topics on first use: the dead-letter topic must
+    // exist before the first poison record.
+    let dead_letter_topic = settings.topics().dead_letters(&config.topic);
+    client::ensure_topics(
+        &settings,
+        &[client::TopicSpec {
+            name: dead_letter_topic,
+            partitions: 1,
+            compacted: false,
+        }],
+    )
+    .await?;
     let consumer: StreamConsumer<Assignment> =
         client::consumer_config(&settings, &config.group).create_with_context(assignment)?;
     consumer.subscribe(&[config.topic.as_str()])?;

@@ -56,18 +56,27 @@ impl Handler for ScanHandler {
             .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
         let (scan_id, kind, request) = presence_proto::scan_from_pb(message)
             .map_err(|error| HandlerError::Poison(error.to_string()))?;
-        if expired(record, now_millis()) {
-            // The gateway answered 503 already: deciding now would change state
-            // behind an answer that said nothing happened. Its retry decides.
-            tracing::warn!(%scan_id, "scan request expired before it was decided; dropped");
-            return Ok(Disposition::Done);
-        }
         let command = ScanCommand {
             scan_id,
             kind,
             request,
         };
-        let outcome = match self.validator.decide(&command).await {
+        let decided = if expired(record, now_millis()) {
+            // The gateway answered 503 already: deciding now would change state
+            // behind an answer that said nothing happened (its retry decides). Only
+            // a decision already made for this very scan is finished: published.
+            match self.validator.redeliver(&command).await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => {
+                    tracing::warn!(scan_id = %command.scan_id, "scan request expired before it was decided; dropped");
+                    return Ok(Disposition::Done);
+                }
+                Err(error) => Err(error),
+            }
+        } else {
+            self.validator.decide(&command).await
+        };
+        let outcome = match decided {
             Ok(answer) => {
                 let request = command.request;
                 let event = DecisionEvent {

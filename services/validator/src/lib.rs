@@ -115,6 +115,29 @@ impl Validator {
         .await
     }
 
+    /// Finishes a scan that arrives after its requester stopped waiting. A
+    /// decision already recorded for this very scan (a redelivery after a crash or
+    /// a failed publish) is published and returned; nothing new is decided, so no
+    /// state changes behind an answer that said nothing happened.
+    pub async fn redeliver(&self, command: &ScanCommand) -> Result<Option<Answer>, ValidatorError> {
+        let key = command.request.key(command.kind);
+        let context = self
+            .tickets
+            .scan_context(&key, command.request.gate_id)
+            .await?;
+        match context.remembered {
+            Some(remembered) if remembered.scan_id == command.scan_id => {
+                self.publish(command, &remembered.decision, remembered.decided_at)
+                    .await?;
+                Ok(Some(Answer {
+                    scan_id: remembered.scan_id,
+                    decision: remembered.decision,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn decide_once(
         &self,
         command: &ScanCommand,

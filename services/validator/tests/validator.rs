@@ -271,3 +271,37 @@ async fn one_rejection_names_syntax_and_reference_errors_together() {
         "nothing of a rejected batch is applied"
     );
 }
+
+#[tokio::test]
+async fn a_late_redelivery_publishes_what_was_decided_and_decides_nothing_new() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let decided = f.command("s1", ScanKind::Enter, "T1", 2000);
+    f.validator.decide(&decided).await.unwrap();
+    assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
+
+    let replayed = f.validator.redeliver(&decided).await.unwrap().unwrap();
+    assert_eq!(
+        (replayed.scan_id, replayed.decision.status),
+        (ScanId::new("s1"), Status::Okay)
+    );
+    assert_eq!(
+        events.try_recv().unwrap().scan_id,
+        ScanId::new("s1"),
+        "published again"
+    );
+
+    let never_decided = f.command("s2", ScanKind::Enter, "T2", 2000);
+    assert_eq!(f.validator.redeliver(&never_decided).await.unwrap(), None);
+    assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+    let fresh = f
+        .validator
+        .decide(&f.command("s3", ScanKind::Enter, "T2", 2001))
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.decision.status,
+        Status::Okay,
+        "the late scan changed nothing"
+    );
+}
