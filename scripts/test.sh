@@ -42,6 +42,28 @@ ensure_redis_server() {
     fi
 }
 
+# The Kafka-protocol broker that the distributed tests and deploy/local/stack.sh
+# run (tansu, storage in memory): installed with cargo when missing, its path
+# exported as PRESENCE_TANSU.
+TANSU_VERSION=0.6.0
+ensure_tansu() {
+    if [ -n "${PRESENCE_TANSU:-}" ] && [ -x "$PRESENCE_TANSU" ]; then
+        return
+    fi
+    local tansu
+    tansu=$(command -v tansu || echo "${CARGO_HOME:-${HOME:-}/.cargo}/bin/tansu")
+    if [ ! -x "$tansu" ]; then
+        log "installing tansu $TANSU_VERSION (about 12 minutes on 2 cores)"
+        cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,postgres
+        tansu=$(command -v tansu || echo "$tansu")
+        if [ ! -x "$tansu" ]; then
+            log "cargo install tansu left no tansu on PATH or in ~/.cargo/bin"
+            exit 1
+        fi
+    fi
+    export PRESENCE_TANSU="$tansu"
+}
+
 # The end-to-end tests spawn the real binaries; `cargo nextest run --workspace`
 # builds test targets only, so the binaries are built (or refreshed) first. All
 # features: the distributed services' binaries and Kafka handlers are behind the
@@ -56,12 +78,21 @@ run_tests() {
     cargo nextest run --workspace --all-features --no-fail-fast "$@"
 }
 
+# deploy/local/stack.sh end to end: up, a scan through it, down, nothing left
+# running. On the debug binaries built above: a release build would add minutes.
+test_local_stack() {
+    log "deploy/local/test-stack.sh"
+    PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" deploy/local/test-stack.sh
+}
+
 main() {
     ensure_cargo
     ensure_nextest
     ensure_redis_server
+    ensure_tansu
     build_binaries
     run_tests "$@"
+    test_local_stack
 }
 
 main "$@"

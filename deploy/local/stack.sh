@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# Presence's distributed mode on one machine: Redis, a Kafka-protocol broker
+# (tansu) and one presence-gateway, presence-validator and presence-registry,
+# each on a free loopback port.
+#
+#   PRESENCE_API_KEY=secret deploy/local/stack.sh up   # starts it; prints KEY=value lines
+#   deploy/local/stack.sh status [DIR]                 # what runs, and whether it is ready
+#   deploy/local/stack.sh down [DIR]                   # stops what `up` started
+#
+# `up` prints only KEY=value lines on stdout (PRESENCE_STACK_DIR, PRESENCE_REDIS_URL,
+# PRESENCE_KAFKA_BROKERS, ..., and PRESENCE_URL last), so `eval "$(... up)"` sets
+# them in a shell; progress and errors go to stderr. `status` and `down` find the
+# stack in DIR, else in $PRESENCE_STACK_DIR.
+#
+# Environment:
+#   PRESENCE_API_KEY        the gateway's admin key; `up` refuses to start without it
+#   PRESENCE_STACK_DIR      pids, logs (NAME.log) and Redis data; `up` defaults to a new
+#                           temporary directory
+#   PRESENCE_BIN_DIR        where presence-gateway, presence-validator and
+#                           presence-registry are; default: built here with
+#                           `cargo build --release`
+#   PRESENCE_TANSU          the tansu binary; default: tansu on PATH or in
+#                           ~/.cargo/bin, installed with cargo when missing
+#   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
+# Other settings the services read (RUST_LOG, PRESENCE_TOPIC_PREFIX,
+# PRESENCE_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass through to them.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Start order; `down` stops in the reverse order, so the services still reach the
+# broker while they drain (the gateway deletes its reply topic last thing).
+readonly COMPONENTS=(redis tansu validator registry gateway)
+readonly TANSU_VERSION=0.6.0
+readonly SERVICES_BUILD=(cargo build --release --all-features --bins
+    -p presence-gateway -p presence-validator -p presence-registry)
+# How long a component may take to exit after SIGTERM (the services drain for up
+# to 10 s) before it is killed.
+readonly STOP_TIMEOUT=20
+readonly POLL=0.1
+readonly PORT_ATTEMPTS=3
+
+timeout=${PRESENCE_STACK_TIMEOUT:-60}
+dir=
+started=()
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+die() {
+    printf 'stack.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+}
+
+binary_of() {
+    case $1 in
+        redis) echo redis-server ;;
+        tansu) echo tansu ;;
+        *) echo "presence-$1" ;;
+    esac
+}
+
+# Whether pid $1 is a live process (a zombie is not).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]
+}
+
+# Prints the pid of component $1 if the process `up` started for it still runs:
+# the pid file must name a live process with the start time recorded with it, so
+# that a pid the system has since given to another process is never touched.
+running_pid() {
+    local name=$1 pid started
+    [ -f "$dir/$name.pid" ] || return 1
+    pid=$(<"$dir/$name.pid")
+    started=$(ps -o lstart= -p "$pid" 2>/dev/null) || return 1
+    [ -f "$dir/$name.started" ] && [ "$started" = "$(<"$dir/$name.started")" ] || return 1
+    alive "$pid" || return 1
+    echo "$pid"
+}
+
+# The end of component $1's log; a backtrace (RUST_BACKTRACE) is cut so that the
+# error above it stays in view.
+log_tail() {
+    local file="$dir/$1.log"
+    if [ -s "$file" ]; then
+        printf -- '--- last lines of %s ---\n' "$file" >&2
+        awk 'tolower($0) ~ /^stack backtrace:/ { print "[backtrace omitted]"; exit } { print }' "$file" |
+            tail -n 40 >&2
+        printf -- '---\n' >&2
+    fi
+}
+
+# Stops component $1 if it runs: SIGTERM, then SIGKILL after STOP_TIMEOUT.
+stop() {
+    local name=$1 pid deadline
+    pid=$(running_pid "$name") || {
+        rm -f "$dir/$name.pid" "$dir/$name.started"
+        return 1
+    }
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    while alive "$pid" && ((SECONDS < deadline)); do
+        sleep "$POLL"
+    done
+    if alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid"; do sleep "$POLL"; done
+        log "killed $(binary_of "$name") (pid $pid): still running ${STOP_TIMEOUT}s after SIGTERM"
+    else
+        log "stopped $(binary_of "$name") (pid $pid)"
+    fi
+    # `up` reaps its own children when it cleans up after a failure.
+    wait "$pid" 2>/dev/null || true
+    rm -f "$dir/$name.pid" "$dir/$name.started"
+}
+
+# Runs "$@" in the background as component $1, output to NAME.log, and records
+# its pid and start time.
+launch() {
+    local name=$1 pid
+    shift
+    "$@" </dev/null >"$dir/$name.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/$name.pid"
+    ps -o lstart= -p "$pid" >"$dir/$name.started" 2>/dev/null || true
+    started+=("$name")
+}
+
+# Polls "$@" until it succeeds. Returns 1 if component $1's process exits
+# meanwhile, 2 when PRESENCE_STACK_TIMEOUT elapses.
+wait_until() {
+    local name=$1 deadline=$((SECONDS + timeout))
+    shift
+    until "$@" >/dev/null; do
+        running_pid "$name" >/dev/null || return 1
+        ((SECONDS < deadline)) || return 2
+        sleep "$POLL"
+    done
+}
+
+# Like wait_until, but a failure ends `up` with the component's log.
+must_wait() {
+    local name=$1 what=$2 status=0
+    shift 2
+    wait_until "$name" "$@" || status=$?
+    case $status in
+        0) return 0 ;;
+        1) log_tail "$name"; die "$(binary_of "$name") exited before $what" ;;
+        *) log_tail "$name"; die "$(binary_of "$name"): no $what within ${timeout}s" ;;
+    esac
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# The first line of component $1's log that starts with $2, without the prefix.
+announced() {
+    local line
+    line=$(grep -m 1 "^$2" "$dir/$1.log" 2>/dev/null) || return 1
+    printf '%s\n' "${line#"$2"}"
+}
+
+ready() {
+    curl -fsS -o /dev/null --max-time 2 "$1/readyz" 2>/dev/null
+}
+
+redis_ready() {
+    # Only our server writes our log: a PONG from another server on the port
+    # must not count.
+    grep -q 'Ready to accept connections' "$dir/redis.log" 2>/dev/null &&
+        [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
+}
+
+tansu_ready() {
+    grep -q '^ready in' "$dir/tansu.log" 2>/dev/null && port_open "$1"
+}
+
+require() {
+    command -v "$1" >/dev/null 2>&1 || die "$1 is needed: $2"
+}
+
+# Points $dir at the stack: the argument, else PRESENCE_STACK_DIR.
+find_stack() {
+    dir=${1:-${PRESENCE_STACK_DIR:-}}
+    [ -n "$dir" ] || die "which stack? Pass the directory \`up\` printed (PRESENCE_STACK_DIR=...) or set PRESENCE_STACK_DIR"
+    [ -d "$dir" ] || die "$dir does not exist"
+    dir=$(cd "$dir" && pwd)
+}
+
+ensure_cargo_path() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    fi
+}
+
+find_tansu() {
+    if [ -n "${PRESENCE_TANSU:-}" ]; then
+        [ -x "$PRESENCE_TANSU" ] || die "PRESENCE_TANSU=$PRESENCE_TANSU is not an executable"
+        tansu=$PRESENCE_TANSU
+        return
+    fi
+    ensure_cargo_path
+    if tansu=$(command -v tansu); then
+        return
+    fi
+    tansu="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    if [ ! -x "$tansu" ]; then
+        require cargo "install the Rust toolchain (rustup), or point PRESENCE_TANSU at a tansu binary"
+        log "installing the tansu broker with cargo (about 12 minutes on 2 cores)"
+        cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,postgres >&2
+        [ -x "$tansu" ] || die "cargo install tansu did not leave $tansu"
+    fi
+}
+
+find_services() {
+    if [ -n "${PRESENCE_BIN_DIR:-}" ]; then
+        bin_dir=$PRESENCE_BIN_DIR
+    else
+        ensure_cargo_path
+        require cargo "install the Rust toolchain (rustup), or point PRESENCE_BIN_DIR at built binaries"
+        log "${SERVICES_BUILD[*]}"
+        (cd "$repo" && "${SERVICES_BUILD[@]}") >&2
+        bin_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release"
+    fi
+    local name
+    for name in validator registry gateway; do
+        [ -x "$bin_dir/presence-$name" ] || die "$bin_dir/presence-$name is missing"
+    done
+}
+
+start_redis() {
+    local attempt status
+    mkdir -p "$dir/redis"
+    for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
+        redis_port=$(free_port)
+        # Append-only file on, as in production: an answered scan survives a Redis restart.
+        launch redis redis-server --port "$redis_port" --bind 127.0.0.1 \
+            --dir "$dir/redis" --appendonly yes --daemonize no
+        status=0
+        wait_until redis redis_ready "$redis_port" || status=$?
+        ((status == 1)) || break
+        # Most likely another process took the port since it was picked.
+        log "redis-server exited on port $redis_port; trying another port"
+    done
+    case $status in
+        0) log "redis-server listening on 127.0.0.1:$redis_port" ;;
+        1) log_tail redis; die "redis-server did not start in $PORT_ATTEMPTS attempts" ;;
+        *) log_tail redis; die "redis-server did not answer PING within ${timeout}s" ;;
+    esac
+}
+
+start_tansu() {
+    local attempt status url
+    for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
+        kafka_port=$(free_port)
+        url="tcp://127.0.0.1:$kafka_port"
+        # tansu reads these from the environment too; they are meant for the
+        # services (RUST_LOG) or for no one here.
+        launch tansu env -u CLUSTER_ID -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT -u RUST_LOG \
+            "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
+            --storage-engine memory://tansu/
+        status=0
+        wait_until tansu tansu_ready "$kafka_port" || status=$?
+        ((status == 1)) || break
+        log "tansu exited on port $kafka_port; trying another port"
+    done
+    case $status in
+        0) log "tansu listening on 127.0.0.1:$kafka_port" ;;
+        1) log_tail tansu; die "tansu did not start in $PORT_ATTEMPTS attempts" ;;
+        *) log_tail tansu; die "tansu did not accept connections within ${timeout}s" ;;
+    esac
+}
+
+start_services() {
+    # NO_COLOR: the logs go to files, where colour codes are noise.
+    local common=(env NO_COLOR=1 "PRESENCE_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+        "PRESENCE_REDIS_URL=redis://127.0.0.1:$redis_port/0")
+    # Port 0: each service binds a free port and announces it.
+    launch validator "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-validator"
+    launch registry "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-registry"
+    launch gateway "${common[@]}" PRESENCE_LISTEN=127.0.0.1:0 "$bin_dir/presence-gateway"
+    must_wait validator "announcing its address" announced validator PRESENCE_OPS_URL=
+    must_wait registry "announcing its address" announced registry PRESENCE_OPS_URL=
+    must_wait gateway "announcing its address" announced gateway PRESENCE_URL=
+    validator_url=$(announced validator PRESENCE_OPS_URL=)
+    registry_url=$(announced registry PRESENCE_OPS_URL=)
+    gateway_url=$(announced gateway PRESENCE_URL=)
+    # Ready once each consumer holds its partitions and Redis and the broker answer.
+    must_wait validator "ready at $validator_url/readyz" ready "$validator_url"
+    must_wait registry "ready at $registry_url/readyz" ready "$registry_url"
+    must_wait gateway "ready at $gateway_url/readyz" ready "$gateway_url"
+}
+
+# Stops what a failed `up` had started, newest first.
+clean_up_failed_up() {
+    local status=$? i
+    trap - EXIT
+    if ((status != 0 && ${#started[@]} > 0)); then
+        log "up did not finish; stopping what it started"
+        for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+            stop "${started[i]}" || true
+        done
+        log "logs are in $dir"
+    fi
+    exit "$status"
+}
+
+cmd_up() {
+    [ -n "${PRESENCE_API_KEY:-}" ] ||
+        die "PRESENCE_API_KEY is not set: it is the stack's admin API key (e.g. PRESENCE_API_KEY=\$(openssl rand -hex 16) $0 up)"
+    [[ $timeout =~ ^[1-9][0-9]*$ ]] || die "PRESENCE_STACK_TIMEOUT=$timeout is not a number of seconds"
+    require python3 "it picks the free ports"
+    require curl "it probes /readyz"
+    require redis-server "apt-get install redis-server"
+    require redis-cli "apt-get install redis-tools"
+    if [ -n "${PRESENCE_STACK_DIR:-}" ]; then
+        mkdir -p "$PRESENCE_STACK_DIR"
+        dir=$(cd "$PRESENCE_STACK_DIR" && pwd)
+        local name
+        for name in "${COMPONENTS[@]}"; do
+            if running_pid "$name" >/dev/null; then
+                die "a stack is already running in $dir: stop it first with \`$0 down $dir\`"
+            fi
+        done
+    else
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/presence-stack.XXXXXX")
+    fi
+    log "stack directory: $dir"
+    find_tansu
+    find_services
+    trap clean_up_failed_up EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    start_redis
+    start_tansu
+    start_services
+    {
+        printf 'PRESENCE_STACK_DIR=%q\n' "$dir"
+        printf 'PRESENCE_REDIS_URL=%q\n' "redis://127.0.0.1:$redis_port/0"
+        printf 'PRESENCE_KAFKA_BROKERS=%q\n' "127.0.0.1:$kafka_port"
+        printf 'PRESENCE_TOPIC_PREFIX=%q\n' "${PRESENCE_TOPIC_PREFIX:-presence.}"
+        printf 'PRESENCE_VALIDATOR_OPS_URL=%q\n' "$validator_url"
+        printf 'PRESENCE_REGISTRY_OPS_URL=%q\n' "$registry_url"
+        printf 'PRESENCE_URL=%q\n' "$gateway_url"
+    } >"$dir/stack.env"
+    trap - EXIT INT TERM
+    log "ready; stop it with: $0 down $dir"
+    cat "$dir/stack.env"
+}
+
+cmd_down() {
+    find_stack "${1:-}"
+    local name i stopped=0
+    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+        name=${COMPONENTS[i]}
+        [ -f "$dir/$name.pid" ] || continue
+        if stop "$name"; then
+            stopped=$((stopped + 1))
+        else
+            log "$(binary_of "$name") was not running"
+        fi
+    done
+    rm -f "$dir/stack.env"
+    if ((stopped == 0)); then
+        log "nothing was running in $dir"
+    else
+        log "stopped $stopped processes; logs are in $dir"
+    fi
+}
+
+cmd_status() {
+    find_stack "${1:-}"
+    local name pid health healthy=0 total=0
+    local PRESENCE_REDIS_URL='' PRESENCE_KAFKA_BROKERS='' PRESENCE_VALIDATOR_OPS_URL='' \
+        PRESENCE_REGISTRY_OPS_URL='' PRESENCE_URL=''
+    if [ -f "$dir/stack.env" ]; then
+        # Written by `up` with %q: plain assignments.
+        # shellcheck disable=SC1091
+        source "$dir/stack.env"
+    fi
+    for name in "${COMPONENTS[@]}"; do
+        total=$((total + 1))
+        if ! pid=$(running_pid "$name"); then
+            printf '%-20s not running\n' "$(binary_of "$name")"
+            continue
+        fi
+        case $name in
+            redis) [ "$(redis-cli -u "$PRESENCE_REDIS_URL" ping 2>/dev/null)" = PONG ] ;;
+            tansu) port_open "${PRESENCE_KAFKA_BROKERS##*:}" ;;
+            validator) ready "$PRESENCE_VALIDATOR_OPS_URL" ;;
+            registry) ready "$PRESENCE_REGISTRY_OPS_URL" ;;
+            gateway) ready "$PRESENCE_URL" ;;
+        esac && health=ready || health="NOT ready"
+        [ "$health" = ready ] && healthy=$((healthy + 1))
+        printf '%-20s pid %-8s %s\n' "$(binary_of "$name")" "$pid" "$health"
+    done
+    ((healthy == total))
+}
+
+main() {
+    local command=${1:-}
+    shift || true
+    case $command in
+        up) cmd_up ;;
+        down) cmd_down "$@" ;;
+        status) cmd_status "$@" ;;
+        -h | --help | help) usage ;;
+        *) usage; exit 2 ;;
+    esac
+}
+
+main "$@"
