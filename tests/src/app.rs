@@ -1,19 +1,22 @@
 //! [`TestApp`]: one running Presence for one test, and the calls a scanner, an
 //! operator and an upstream ticketing system make against it.
 
-use crate::process::{
-    Launch, PresenceProcess, STOP_TIMEOUT, print_logs_in, read_logs_in, wait_for_exit,
-};
+use crate::process::{STOP_TIMEOUT, print_logs_in, read_logs_in, tail, wait_for_exit};
 use crate::scenario::{Scanner, unique, unique_mac};
+use crate::stack::{
+    Cluster, Distributed, Plan, Running, Service, held_scan_partitions, outlive_session, readiness,
+    settle,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use presence_domain::ScanKind;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// Longest any single HTTP call may take before the test fails.
@@ -157,8 +160,10 @@ impl Reply {
     }
 }
 
-/// A running Presence for one test, with its own port, data directory and keys.
-/// Cloning is cheap (shared); the process is killed when the last clone drops.
+/// A running Presence for one test, with its own port, data and keys: either the
+/// embedded `presence serve`, or the distributed services on a private broker and
+/// Redis. Cloning is cheap (shared); the processes are killed when the last clone
+/// drops.
 #[derive(Debug, Clone)]
 pub struct TestApp {
     inner: Arc<Inner>,
@@ -168,22 +173,33 @@ pub struct TestApp {
 struct Inner {
     client: reqwest::Client,
     keys: Keys,
-    launch: Launch,
-    // Dropped before `dir`: the process dies before its data directory goes.
+    // Dropped first: the processes die before their broker, Redis and directory.
     running: Mutex<Running>,
+    plan: Plan,
     dir: TempDir,
-}
-
-#[derive(Debug)]
-struct Running {
-    process: PresenceProcess,
-    base_url: String,
 }
 
 impl TestApp {
     /// The embedded fixture: `presence serve` on port 0 with its own data directory,
     /// the admin key on the command line and the other keys in a keys file.
     pub async fn embedded() -> Result<Self> {
+        let (dir, keys, keys_file) = Self::prepare()?;
+        let plan = Plan::embedded(dir.path(), &keys, &keys_file);
+        Self::start(dir, keys, plan).await
+    }
+
+    /// The distributed fixture: a private tansu broker and Redis, a topic prefix
+    /// of its own, and one `presence-validator`, one `presence-registry` and one
+    /// `presence-gateway` (port 0; the admin key in `PRESENCE_API_KEY`, the other
+    /// keys in a keys file). Returns once every service reports ready and each
+    /// consumer group holds all its partitions.
+    pub async fn distributed() -> Result<Self> {
+        let (dir, keys, keys_file) = Self::prepare()?;
+        let plan = Plan::distributed(dir.path(), &keys, &keys_file).await?;
+        Self::start(dir, keys, plan).await
+    }
+
+    fn prepare() -> Result<(TempDir, Keys, PathBuf)> {
         let dir = tempfile::Builder::new()
             .prefix("presence-test-")
             .tempdir()
@@ -191,24 +207,24 @@ impl TestApp {
         let keys = Keys::generate();
         let keys_file = dir.path().join("keys.toml");
         std::fs::write(&keys_file, keys.file()).context("writing the keys file")?;
-        let data_dir = dir.path().join("data");
-        let launch = Launch::new(dir.path())
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--api-key")
-            .arg(&keys.admin)
-            .arg("--api-keys-file")
-            .arg(&keys_file);
-        let (process, base_url) = PresenceProcess::start(&launch).await?;
+        Ok((dir, keys, keys_file))
+    }
+
+    async fn start(dir: TempDir, keys: Keys, plan: Plan) -> Result<Self> {
+        let client = client()?;
+        let running = match plan.start(&client, &[true]).await {
+            Ok(running) => running,
+            Err(error) => {
+                print_logs_in(dir.path());
+                return Err(error);
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                client: client()?,
+                client,
                 keys,
-                launch,
-                running: Mutex::new(Running { process, base_url }),
+                running: Mutex::new(running),
+                plan,
                 dir,
             }),
         })
@@ -354,26 +370,73 @@ impl TestApp {
         })
     }
 
-    /// Kills the process with SIGKILL (no chance to flush) and starts it again on
-    /// the same data directory and keys; the port changes.
+    /// Kills every process with SIGKILL (no chance to flush) and starts them again
+    /// on the same data: the embedded server on its data directory; the
+    /// distributed services (each validator that was running) on the same broker
+    /// and Redis, waiting until every consumer group holds only the new processes.
+    /// The port changes.
     pub async fn crash_and_restart(&self) -> Result<()> {
-        self.running().process.kill()?;
-        let (process, base_url) = PresenceProcess::start(&self.inner.launch).await?;
-        *self.running() = Running { process, base_url };
+        let slots: Vec<bool> = {
+            let mut running = self.running();
+            for process in running.processes_mut() {
+                process.kill()?;
+            }
+            running.validators.iter().map(Option::is_some).collect()
+        };
+        if self.inner.plan.distributed_plan().is_some() {
+            outlive_session(Some(Instant::now())).await;
+        }
+        let restarted = self.inner.plan.start(&self.inner.client, &slots).await?;
+        *self.running() = restarted;
         Ok(())
     }
 
-    /// Sends SIGTERM and returns how the process exited (SIGKILL and an error
-    /// if it does not within [`STOP_TIMEOUT`]).
+    /// Sends SIGTERM to every process at once and returns how they exited: the
+    /// first unsuccessful status, else the API process's. An error (and SIGKILL)
+    /// if they have not all exited within [`STOP_TIMEOUT`].
     pub async fn terminate(&self) -> Result<ExitStatus> {
-        self.running().process.signal_term()?;
+        let statuses = self.terminate_all().await?;
+        statuses
+            .iter()
+            .map(|(_, status)| status)
+            .find(|status| !status.success())
+            .or(statuses.first().map(|(_, status)| status))
+            .copied()
+            .ok_or_else(|| anyhow!("no process to terminate"))
+    }
+
+    /// Sends SIGTERM to every process at once and returns how each exited, by
+    /// program, the API process first. An error (and SIGKILL) if they have not all
+    /// exited within [`STOP_TIMEOUT`].
+    pub async fn terminate_all(&self) -> Result<Vec<(String, ExitStatus)>> {
+        for process in self.running().processes_mut() {
+            process.signal_term()?;
+        }
         // The lock is taken for each poll, never held across a sleep.
-        match wait_for_exit(|| self.running().process.try_exit()).await? {
-            Some(status) => Ok(status),
+        let exited = wait_for_exit(|| {
+            let mut running = self.running();
+            let mut statuses = Vec::new();
+            for process in running.processes_mut() {
+                match process.try_exit()? {
+                    Some(status) => statuses.push((process.program().to_owned(), status)),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(statuses))
+        })
+        .await?;
+        match exited {
+            Some(statuses) => Ok(statuses),
             None => {
-                self.running().process.kill()?;
+                let mut stuck = Vec::new();
+                for process in self.running().processes_mut() {
+                    if process.try_exit()?.is_none() {
+                        stuck.push(process.program().to_owned());
+                        process.kill()?;
+                    }
+                }
                 self.print_logs();
-                bail!("presence did not exit within {STOP_TIMEOUT:?} of SIGTERM")
+                bail!("{stuck:?} did not exit within {STOP_TIMEOUT:?} of SIGTERM")
             }
         }
     }
@@ -384,9 +447,135 @@ impl TestApp {
     }
 
     /// Prints the end of every log this app's processes wrote (a restart starts a
-    /// new one), for a failing test's report.
+    /// new one), and of the broker's, for a failing test's report.
     pub fn print_logs(&self) {
         print_logs_in(self.inner.dir.path());
+        if let Some(plan) = self.inner.plan.distributed_plan() {
+            eprintln!("--- tansu ---\n{}", tail(&plan.broker.log()));
+        }
+    }
+
+    // ------------------------------------------------------------ distributed only
+
+    fn distributed_plan(&self) -> Result<&Distributed> {
+        self.inner
+            .plan
+            .distributed_plan()
+            .ok_or_else(|| anyhow!("not a distributed fixture"))
+    }
+
+    /// Where the distributed services meet; `None` for the embedded fixture.
+    pub fn cluster(&self) -> Option<Cluster> {
+        self.inner
+            .plan
+            .distributed_plan()
+            .map(|plan| plan.cluster.clone())
+    }
+
+    /// Starts one more validator in the same consumer group and waits until it is
+    /// ready (it holds scan partitions) and the groups have settled on the
+    /// running validators; returns its index.
+    pub async fn start_validator(&self) -> Result<usize> {
+        let service = self
+            .distributed_plan()?
+            .start_validator(&self.inner.client)
+            .await?;
+        let index = {
+            let mut running = self.running();
+            running.validators.push(Some(service));
+            running.validators.len() - 1
+        };
+        self.settle().await?;
+        Ok(index)
+    }
+
+    /// Starts validator `index` again after it was stopped or killed, and waits
+    /// until the groups have settled on the running validators. After a SIGKILL
+    /// the new process starts only once the killed one's group session has
+    /// expired (see [`outlive_session`]), up to
+    /// [`SESSION_EXPIRY`](crate::stack::SESSION_EXPIRY) after the kill.
+    pub async fn restart_validator(&self, index: usize) -> Result<()> {
+        if self.validator_slot(index)?.is_some() {
+            bail!("validator {index} is still running");
+        }
+        let last_kill = self.running().last_kill;
+        outlive_session(last_kill).await;
+        let service = self
+            .distributed_plan()?
+            .start_validator(&self.inner.client)
+            .await?;
+        self.running().validators[index] = Some(service);
+        self.settle().await
+    }
+
+    /// SIGTERM to validator `index`; waits for it to exit and returns how it did.
+    pub async fn stop_validator(&self, index: usize) -> Result<ExitStatus> {
+        let mut service = self
+            .take_validator(index)?
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        service.process.terminate().await
+    }
+
+    /// SIGKILL to validator `index`: it gets no chance to finish, store offsets or
+    /// leave its group.
+    pub fn kill_validator(&self, index: usize) -> Result<()> {
+        let mut service = self
+            .take_validator(index)?
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        service.process.kill()?;
+        self.running().last_kill = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Waits until the registry and the running validators together hold every
+    /// partition of their topics, each validator some: after a validator stopped
+    /// or was killed, its partitions have moved to the others.
+    pub async fn settle(&self) -> Result<()> {
+        self.distributed_plan()?;
+        settle(|| self.running().consumer_logs()).await
+    }
+
+    /// Validator `index`'s `/readyz`: whether it is ready, and its answer.
+    pub async fn validator_readiness(&self, index: usize) -> Result<(bool, String)> {
+        let ops_url = self
+            .validator_slot(index)?
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        readiness(&self.inner.client, &ops_url).await
+    }
+
+    /// How many scan partitions validator `index` holds, as its log reports.
+    pub fn validator_partitions(&self, index: usize) -> Result<usize> {
+        Ok(held_scan_partitions(&self.validator_log(index)?))
+    }
+
+    /// The log of validator `index`'s current process.
+    pub fn validator_log(&self, index: usize) -> Result<String> {
+        let running = self.running();
+        let service = running
+            .validators
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        Ok(service.process.stderr())
+    }
+
+    /// The ops URL of validator `index` if it runs; an error if there is no such slot.
+    fn validator_slot(&self, index: usize) -> Result<Option<String>> {
+        let running = self.running();
+        let slot = running
+            .validators
+            .get(index)
+            .ok_or_else(|| anyhow!("no validator {index}"))?;
+        Ok(slot.as_ref().map(|service| service.ops_url.clone()))
+    }
+
+    fn take_validator(&self, index: usize) -> Result<Option<Service>> {
+        let mut running = self.running();
+        let slot = running
+            .validators
+            .get_mut(index)
+            .ok_or_else(|| anyhow!("no validator {index}"))?;
+        Ok(slot.take())
     }
 }
 

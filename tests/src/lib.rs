@@ -6,26 +6,35 @@
 //! `async fn(&TestApp) -> anyhow::Result<()>` and [`contract_tests!`] runs it
 //! once per fixture, each in its own process with its own port, data and keys.
 //! - [`app`]: [`TestApp`] (fixtures, HTTP calls, restarts) and [`Reply`];
-//! - [`process`]: spawning the `presence` binary and reading its output;
+//! - [`stack`]: the processes behind each fixture and how to (re)start them;
+//! - [`process`]: spawning the workspace binaries and reading their output;
+//! - [`broker`], [`redis_server`]: a private Kafka broker (tansu) and Redis;
+//! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scenario`]: unique names, inventory records around now, scan bodies;
 //! - [`curl`]: the curl commands `presence demo` prints, as a reader pastes them.
 
 pub mod app;
+pub mod broker;
 pub mod curl;
+pub mod kafka;
 pub mod process;
 pub mod redis_server;
 pub mod scenario;
+pub mod stack;
 
 pub use anyhow;
 pub use app::{Auth, Keys, Reply, TestApp};
 pub use presence_domain::ScanKind;
 pub use process::{Launch, PresenceProcess};
 pub use scenario::{HOUR_MS, Scanner, Show, ndjson, next_scan_time, now_ms, unique, unique_mac};
+pub use stack::Cluster;
 
 /// Runs each listed test body once per listed fixture.
 ///
-/// `contract_tests!(embedded => [a, b]);` defines `embedded::a` and `embedded::b`,
-/// each starting its own `TestApp::embedded()` and calling `a(&app)` / `b(&app)`.
+/// `contract_tests!(embedded, distributed => [a, b]);` defines `embedded::a`,
+/// `embedded::b`, `distributed::a` and `distributed::b`, each starting its own
+/// fixture (`TestApp::embedded()`, `TestApp::distributed()`) and calling
+/// `a(&app)` / `b(&app)`.
 /// A fixture is any `TestApp` constructor `async fn() -> anyhow::Result<TestApp>`;
 /// the server's logs are printed when a test fails.
 #[macro_export]

@@ -1,4 +1,6 @@
-//! Starting the real `presence` binary and watching what it prints.
+//! Starting the real binaries (`presence`, and the distributed services
+//! `presence-gateway`, `presence-validator`, `presence-registry`) and watching
+//! what they print.
 //!
 //! stdout and stderr go to files rather than pipes: nothing has to drain them
 //! while a test runs, they survive a SIGKILL for the post-mortem, and the child
@@ -12,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a process may take to print its `PRESENCE_URL=` line.
+/// How long a process may take to print the line announcing where it serves.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process may take to exit after SIGTERM may take to drain and exit.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -20,14 +22,23 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The line the binary prints once it is serving.
 pub const URL_PREFIX: &str = "PRESENCE_URL=";
+/// The line the validator and the registry print once their probes are served.
+pub const OPS_URL_PREFIX: &str = "PRESENCE_OPS_URL=";
 
 const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_validator=debug,\
-                          presence_registry=debug,presence_store_embedded=debug";
+                          presence_registry=debug,presence_store_embedded=debug,\
+                          presence_store_redis=debug,presence_kafka=debug";
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 9] = [
+const AMBIENT_SETTINGS: [&str; 15] = [
     "PRESENCE_LISTEN",
+    "PRESENCE_OPS_LISTEN",
+    "PRESENCE_PARTITIONS",
+    "PRESENCE_REPLICATION",
+    "PRESENCE_KAFKA_FETCH_WAIT_MS",
+    "PRESENCE_INSTANCE_ID",
+    "PRESENCE_VALIDATOR_LANES",
     "PRESENCE_DATA_DIR",
     "PRESENCE_API_KEY",
     "PRESENCE_API_KEYS_FILE",
@@ -44,26 +55,45 @@ pub fn presence_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PRESENCE_BIN") {
         return Ok(PathBuf::from(path));
     }
+    built_binary(PRESENCE)
+}
+
+/// A binary of this workspace as cargo built it next to this test binary:
+/// `target/<profile>/deps/<test>` → `target/<profile>/<name>`.
+pub fn built_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test binary")?;
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("{} has no target/<profile> folder", exe.display()))?;
-    let candidate = profile_dir.join(format!("presence{}", std::env::consts::EXE_SUFFIX));
+    let candidate = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if candidate.is_file() {
         Ok(candidate)
     } else {
         bail!(
-            "{} does not exist: build it (`cargo build -p presence`, or run the suite with \
-             `cargo nextest run --workspace`) or point PRESENCE_BIN at it",
-            candidate.display()
+            "{} does not exist: build it (`cargo build --workspace --all-features --bins`, as \
+             scripts/test.sh does){}",
+            candidate.display(),
+            if name == PRESENCE {
+                " or point PRESENCE_BIN at it"
+            } else {
+                ""
+            }
         )
     }
 }
 
-/// The `presence` command for `launch`, isolated from the caller's settings.
+/// The all-in-one binary's name.
+pub const PRESENCE: &str = "presence";
+
+/// The command for `launch`, isolated from the caller's settings.
 fn command(launch: &Launch) -> Result<Command> {
-    let mut command = Command::new(presence_bin()?);
+    let program = if launch.program == PRESENCE {
+        presence_bin()?
+    } else {
+        built_binary(&launch.program)?
+    };
+    let mut command = Command::new(program);
     for key in AMBIENT_SETTINGS {
         command.env_remove(key);
     }
@@ -72,6 +102,8 @@ fn command(launch: &Launch) -> Result<Command> {
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", LOG_FILTER);
     }
+    // Plain text logs: read by tests and by people, not by a terminal.
+    command.env("NO_COLOR", "1");
     command
         .args(&launch.args)
         .envs(launch.envs.iter().map(|(k, v)| (k, v)))
@@ -92,25 +124,35 @@ pub async fn run_to_completion(launch: &Launch) -> Result<Output> {
         .await
         .map_err(|_| {
             anyhow!(
-                "presence {:?} did not finish within {RUN_TIMEOUT:?}",
+                "{} {:?} did not finish within {RUN_TIMEOUT:?}",
+                launch.program,
                 launch.args
             )
         })?
-        .context("running presence")
+        .with_context(|| format!("running {}", launch.program))
 }
 
-/// How to start one process: its arguments, extra environment, and the folder it
-/// runs in (which also receives its output files).
+/// How to start one process: which binary, its arguments, extra environment, and
+/// the folder it runs in (which also receives its output files).
 #[derive(Debug, Clone)]
 pub struct Launch {
+    /// A binary of this workspace, e.g. `presence` or `presence-validator`.
+    pub program: String,
     pub args: Vec<OsString>,
     pub envs: Vec<(String, OsString)>,
     pub cwd: PathBuf,
 }
 
 impl Launch {
+    /// Runs `presence` in `cwd`.
     pub fn new(cwd: impl Into<PathBuf>) -> Self {
+        Self::program(PRESENCE, cwd)
+    }
+
+    /// Runs the workspace binary `program` in `cwd`.
+    pub fn program(program: &str, cwd: impl Into<PathBuf>) -> Self {
         Self {
+            program: program.to_owned(),
             args: Vec::new(),
             envs: Vec::new(),
             cwd: cwd.into(),
@@ -128,9 +170,11 @@ impl Launch {
     }
 }
 
-/// A running `presence` process. Dropping it kills it (SIGKILL) and reaps it.
+/// A running process of a workspace binary. Dropping it kills it (SIGKILL) and
+/// reaps it.
 #[derive(Debug)]
 pub struct PresenceProcess {
+    program: String,
     child: Child,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
@@ -141,8 +185,9 @@ impl PresenceProcess {
     pub fn spawn(launch: &Launch) -> Result<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let stdout_path = launch.cwd.join(format!("presence-{n:03}.stdout"));
-        let stderr_path = launch.cwd.join(format!("presence-{n:03}.stderr"));
+        // The number first: a folder's logs sort in start order, whatever the binary.
+        let stdout_path = launch.cwd.join(format!("{n:03}-{}.stdout", launch.program));
+        let stderr_path = launch.cwd.join(format!("{n:03}-{}.stderr", launch.program));
         let stdout = File::create(&stdout_path)
             .with_context(|| format!("creating {}", stdout_path.display()))?;
         let stderr = File::create(&stderr_path)
@@ -151,8 +196,9 @@ impl PresenceProcess {
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .context("spawning presence")?;
+            .with_context(|| format!("spawning {}", launch.program))?;
         Ok(Self {
+            program: launch.program.clone(),
             child,
             stdout_path,
             stderr_path,
@@ -199,16 +245,18 @@ impl PresenceProcess {
                     return Ok(value);
                 }
                 bail!(
-                    "presence exited ({status}) before printing what the test waits for\n\
+                    "{} exited ({status}) before printing what the test waits for\n\
                      --- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.program,
                     self.stdout(),
                     tail(&self.stderr())
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "presence printed nothing the test waits for within {timeout:?}\n\
+                    "{} printed nothing the test waits for within {timeout:?}\n\
                      --- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.program,
                     self.stdout(),
                     tail(&self.stderr())
                 );
@@ -222,12 +270,24 @@ impl PresenceProcess {
         self.wait_for_stdout(START_TIMEOUT, served_url).await
     }
 
+    /// Waits for the `PRESENCE_OPS_URL=` line of a service without a public API.
+    pub async fn wait_for_ops_url(&mut self) -> Result<String> {
+        self.wait_for_stdout(START_TIMEOUT, ops_url).await
+    }
+
+    /// The workspace binary this process runs.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
     /// SIGKILL, then reap: the process gets no chance to flush or clean up.
     pub fn kill(&mut self) -> Result<()> {
         if self.child.try_wait()?.is_none() {
             self.child.kill().context("sending SIGKILL")?;
         }
-        self.child.wait().context("reaping presence")?;
+        self.child
+            .wait()
+            .with_context(|| format!("reaping {}", self.program))?;
         Ok(())
     }
 
@@ -257,7 +317,8 @@ impl PresenceProcess {
             None => {
                 self.kill()?;
                 bail!(
-                    "presence did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr ---\n{}",
+                    "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- stderr ---\n{}",
+                    self.program,
                     tail(&self.stderr())
                 )
             }
@@ -267,7 +328,8 @@ impl PresenceProcess {
     /// Prints the end of this process's log, for a failing test's report.
     pub fn print_logs(&self) {
         eprintln!(
-            "--- presence (pid {}) stderr, {} ---\n{}",
+            "--- {} (pid {}) stderr, {} ---\n{}",
+            self.program,
             self.pid(),
             self.stderr_path.display(),
             tail(&self.stderr())
@@ -281,24 +343,33 @@ impl Drop for PresenceProcess {
             self.print_logs();
         }
         if let Err(error) = self.kill() {
-            eprintln!("stopping presence (pid {}): {error:#}", self.pid());
+            eprintln!("stopping {} (pid {}): {error:#}", self.program, self.pid());
         }
     }
 }
 
 /// The URL of a complete `PRESENCE_URL=http://…` line, without a trailing slash.
 pub fn served_url(stdout: &str) -> Option<String> {
+    announced_url(stdout, URL_PREFIX)
+}
+
+/// The URL of a complete `PRESENCE_OPS_URL=http://…` line, without a trailing slash.
+pub fn ops_url(stdout: &str) -> Option<String> {
+    announced_url(stdout, OPS_URL_PREFIX)
+}
+
+fn announced_url(stdout: &str, prefix: &str) -> Option<String> {
     complete_lines(stdout)
-        .find_map(|line| line.trim().strip_prefix(URL_PREFIX))
+        .find_map(|line| line.trim().strip_prefix(prefix))
         .map(|url| url.trim().trim_end_matches('/').to_owned())
         .filter(|url| !url.is_empty())
 }
 
-/// Polls `try_exit` until it reports an exit status, for at most
-/// [`STOP_TIMEOUT`]; `None` if the process is still running then.
-pub async fn wait_for_exit(
-    mut try_exit: impl FnMut() -> Result<Option<ExitStatus>>,
-) -> Result<Option<ExitStatus>> {
+/// Polls `try_exit` until it reports an exit status (or statuses), for at most
+/// [`STOP_TIMEOUT`]; `None` if a process is still running then.
+pub async fn wait_for_exit<T>(
+    mut try_exit: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
         if let Some(status) = try_exit()? {
@@ -311,7 +382,7 @@ pub async fn wait_for_exit(
     }
 }
 
-/// Every `presence-*.stderr` in `dir`, oldest first.
+/// Every process log (`*.stderr`) in `dir`, oldest first.
 fn logs_in(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = fs::read_dir(dir)
         .map(|entries| {
@@ -350,7 +421,7 @@ pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The last lines of a log, enough to see why a process failed.
-fn tail(log: &str) -> String {
+pub fn tail(log: &str) -> String {
     const LINES: usize = 80;
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(LINES)..].join("\n")
@@ -370,6 +441,10 @@ mod tests {
         assert_eq!(served_url("PRESENCE_URL=\n"), None);
         assert_eq!(served_url("nothing yet"), None);
         assert_eq!(served_url("PRESENCE_URL=http://127.0.0.1:4"), None);
+        let ops = "PRESENCE_OPS_URL=http://127.0.0.1:9090\n";
+        assert_eq!(ops_url(ops).as_deref(), Some("http://127.0.0.1:9090"));
+        assert_eq!(served_url(ops), None, "an ops URL is not the API's URL");
+        assert_eq!(ops_url(stdout), None);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Drop for RedisServer {
 }
 
 /// A port the OS just gave out and took back.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 for a port")?;
     Ok(listener

@@ -2205,7 +2205,7 @@ async fn arbitrary_bytes_get_4xx_not_5xx(app: &TestApp) -> Result<()> {
     never_a_server_error(app, bodies).await
 }
 
-contract_tests!(embedded => [
+contract_tests!(embedded, distributed => [
     every_path_answers_with_and_without_json_suffix,
     api_key_goes_in_the_query_or_a_header,
     missing_or_unknown_keys_are_unauthorized,

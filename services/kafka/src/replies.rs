@@ -94,6 +94,13 @@ impl ReplyRouter {
             receiver,
         }
     }
+
+    /// Stops reading and returns once the reply consumer is closed.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        // The aborted task drops (closes) its consumer before the handle resolves.
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for ReplyRouter {

@@ -152,6 +152,10 @@ impl KafkaTransport {
     /// Deletes this instance's reply topic; call once the gateway has stopped.
     pub async fn close(self) {
         let topic = self.replies.topic().to_owned();
+        // The reply consumer goes first: deleting the topic under a live consumer
+        // assigned to it crashed librdkafka (2.12, SIGSEGV in its metadata cache;
+        // seen against tansu) in most shutdowns.
+        self.replies.stop().await;
         if let Err(error) = client::delete_topic(&self.settings, &topic).await {
             tracing::warn!(%error, topic, "reply topic not deleted; it expires by retention");
         }

@@ -1,0 +1,451 @@
+//! The processes behind a [`TestApp`](crate::TestApp), and how to start them
+//! again: `presence serve` alone (embedded), or a private broker and Redis with
+//! the gateway, registry and validator services on them (distributed).
+
+use crate::app::Keys;
+use crate::broker::Broker;
+use crate::process::{Launch, PresenceProcess};
+use crate::redis_server::RedisServer;
+use crate::scenario::unique;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long a started service may take to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the consumer groups may take to settle on the running services. A
+/// member killed with SIGKILL leaves its group only when its session expires
+/// (10 s, the services' `session.timeout.ms`), so this covers that and the
+/// rebalance after it.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long a consumer killed with SIGKILL stays a member of its groups: the
+/// services' `session.timeout.ms` (10 s), and a margin.
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(11);
+/// What the services' consumer runner logs when its partitions change.
+const ASSIGNED: &str = "partitions assigned partitions=";
+const REVOKED: &str = "partitions revoked partitions=";
+/// Partitions of every topic the services create. Fewer than production's 12:
+/// still enough for two validators to split, and cheaper for a test broker on a
+/// small machine.
+pub const PARTITIONS: i32 = 6;
+
+/// Where a distributed fixture's services meet, for tests that look past the HTTP
+/// API (a plain Kafka consumer, a Redis client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `bootstrap.servers` of the private broker.
+    pub bootstrap: String,
+    /// This fixture's `PRESENCE_TOPIC_PREFIX`, ending with a dot.
+    pub topic_prefix: String,
+    /// The private Redis, `redis://127.0.0.1:<port>/0`.
+    pub redis_url: String,
+    /// Partitions of the topics the services created.
+    pub partitions: i32,
+}
+
+impl Cluster {
+    /// The full name of topic `name` (`scans`, `decisions`, …).
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// The consumer group the validators share for `scans`.
+    pub fn validator_group(&self) -> String {
+        format!("{}validator", self.topic_prefix)
+    }
+
+    /// The consumer group of the registries.
+    pub fn registry_group(&self) -> String {
+        format!("{}registry", self.topic_prefix)
+    }
+}
+
+/// A running validator or registry and where its probes are served.
+#[derive(Debug)]
+pub struct Service {
+    pub process: PresenceProcess,
+    pub ops_url: String,
+}
+
+/// The processes running now. Dropping it kills them all.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub base_url: String,
+    /// The process serving the HTTP API: `presence` or `presence-gateway`.
+    pub api: PresenceProcess,
+    pub registry: Option<Service>,
+    /// Validator slots: a stopped validator leaves `None` until restarted.
+    pub validators: Vec<Option<Service>>,
+    /// When a consumer was last killed with SIGKILL.
+    pub last_kill: Option<Instant>,
+}
+
+impl Running {
+    /// The logs of the running registry and validators.
+    pub fn consumer_logs(&self) -> ConsumerLogs {
+        ConsumerLogs {
+            registry: self.registry.as_ref().map(|s| s.process.stderr()),
+            validators: self
+                .validators
+                .iter()
+                .flatten()
+                .map(|s| s.process.stderr())
+                .collect(),
+        }
+    }
+
+    /// Every process, the API's first.
+    pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut PresenceProcess> {
+        std::iter::once(&mut self.api).chain(
+            self.registry
+                .iter_mut()
+                .chain(self.validators.iter_mut().flatten())
+                .map(|service| &mut service.process),
+        )
+    }
+}
+
+/// How to start a fixture's processes, and what they need that outlives them.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    Embedded(Launch),
+    Distributed(Box<Distributed>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Distributed {
+    pub cluster: Cluster,
+    gateway: Launch,
+    registry: Launch,
+    validator: Launch,
+    pub broker: Broker,
+    /// Held for the fixture's lifetime: dropping it kills the server.
+    _redis: RedisServer,
+}
+
+impl Plan {
+    /// `presence serve` on port 0 with its own data directory, the admin key on
+    /// the command line and the other keys in `keys_file`.
+    pub fn embedded(dir: &Path, keys: &Keys, keys_file: &Path) -> Self {
+        Plan::Embedded(
+            Launch::new(dir)
+                .arg("serve")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .arg("--api-key")
+                .arg(&keys.admin)
+                .arg("--api-keys-file")
+                .arg(keys_file),
+        )
+    }
+
+    /// A private broker and Redis, and the three services configured for them
+    /// under a topic prefix of their own; the gateway takes the admin key from
+    /// `PRESENCE_API_KEY` and the others from `keys_file`.
+    pub async fn distributed(dir: &Path, keys: &Keys, keys_file: &Path) -> Result<Self> {
+        let (broker, redis) = tokio::join!(Broker::start(), RedisServer::start());
+        let (broker, redis) = (broker?, redis?);
+        let cluster = Cluster {
+            bootstrap: broker.bootstrap(),
+            topic_prefix: format!("{}.", unique("presence")),
+            redis_url: redis.url(),
+            partitions: PARTITIONS,
+        };
+        let kafka = |program: &str| {
+            Launch::program(program, dir)
+                .env("PRESENCE_KAFKA_BROKERS", &cluster.bootstrap)
+                .env("PRESENCE_TOPIC_PREFIX", &cluster.topic_prefix)
+                .env("PRESENCE_PARTITIONS", cluster.partitions.to_string())
+        };
+        let service = |program: &str| {
+            kafka(program)
+                .env("PRESENCE_REDIS_URL", &cluster.redis_url)
+                .arg("--ops-listen")
+                .arg("127.0.0.1:0")
+        };
+        Ok(Plan::Distributed(Box::new(Distributed {
+            gateway: kafka("presence-gateway")
+                .env("PRESENCE_LISTEN", "127.0.0.1:0")
+                .env("PRESENCE_API_KEY", &keys.admin)
+                .env("PRESENCE_API_KEYS_FILE", keys_file),
+            registry: service("presence-registry"),
+            validator: service("presence-validator"),
+            cluster,
+            broker,
+            _redis: redis,
+        })))
+    }
+
+    pub fn distributed_plan(&self) -> Option<&Distributed> {
+        match self {
+            Plan::Embedded(_) => None,
+            Plan::Distributed(plan) => Some(plan),
+        }
+    }
+
+    /// Starts every process and waits until each is ready and every consumer
+    /// group holds only them. In distributed mode a validator is started for each
+    /// `true` of `validator_slots`, keeping its index.
+    pub async fn start(
+        &self,
+        client: &reqwest::Client,
+        validator_slots: &[bool],
+    ) -> Result<Running> {
+        match self {
+            Plan::Embedded(launch) => {
+                let (api, base_url) = PresenceProcess::start(launch).await?;
+                Ok(Running {
+                    base_url,
+                    api,
+                    registry: None,
+                    validators: Vec::new(),
+                    last_kill: None,
+                })
+            }
+            Plan::Distributed(plan) => plan.start(client, validator_slots).await,
+        }
+    }
+}
+
+impl Distributed {
+    async fn start(&self, client: &reqwest::Client, slots: &[bool]) -> Result<Running> {
+        // All at once: each creates the topics it needs, and creating an existing
+        // topic is no error.
+        let gateway = async {
+            let (process, base_url) = PresenceProcess::start(&self.gateway).await?;
+            wait_ready(client, &format!("{base_url}/readyz"), process.program()).await?;
+            Ok::<_, anyhow::Error>((process, base_url))
+        };
+        let validators = async {
+            let mut started = Vec::new();
+            for live in slots {
+                started.push(if *live {
+                    Some(self.start_validator(client).await?)
+                } else {
+                    None
+                });
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
+        let (gateway, registry, validators) =
+            tokio::join!(gateway, self.start_registry(client), validators);
+        let (api, base_url) = gateway?;
+        let running = Running {
+            base_url,
+            api,
+            registry: Some(registry?),
+            validators: validators?,
+            last_kill: None,
+        };
+        settle(|| running.consumer_logs()).await?;
+        Ok(running)
+    }
+
+    /// Starts one more validator and waits until it is ready (it holds scan
+    /// partitions and reaches Redis).
+    pub async fn start_validator(&self, client: &reqwest::Client) -> Result<Service> {
+        start_service(client, &self.validator).await
+    }
+
+    async fn start_registry(&self, client: &reqwest::Client) -> Result<Service> {
+        start_service(client, &self.registry).await
+    }
+}
+
+/// Waits until a consumer killed at `killed_at` has surely left its groups.
+///
+/// Its replacement must not join earlier. tansu (0.6) drops a dead member only
+/// when a request to the group notices that its session expired; if that request
+/// is the SyncGroup of a newcomer waiting as a follower of the dead leader, the
+/// rebalance completes with the follower's empty assignment, and the group then
+/// stays stable with every partition unassigned. A newcomer joining after the
+/// expiry has its JoinGroup drop the dead member first, and leads the group.
+pub async fn outlive_session(killed_at: Option<Instant>) {
+    if let Some(killed_at) = killed_at {
+        tokio::time::sleep_until((killed_at + SESSION_EXPIRY).into()).await;
+    }
+}
+
+/// Spawns a service, waits for its `PRESENCE_OPS_URL=` line, then for `/readyz`.
+async fn start_service(client: &reqwest::Client, launch: &Launch) -> Result<Service> {
+    let mut process = PresenceProcess::spawn(launch)?;
+    let ops_url = process.wait_for_ops_url().await?;
+    if let Err(error) = wait_ready(client, &format!("{ops_url}/readyz"), process.program()).await {
+        return Err(error.context(format!(
+            "--- {} stderr ---\n{}",
+            process.program(),
+            process.stderr()
+        )));
+    }
+    Ok(Service { process, ops_url })
+}
+
+/// Polls `url` until it answers 200, for at most [`READY_TIMEOUT`].
+pub async fn wait_ready(client: &reqwest::Client, url: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let last = match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => format!(
+                "HTTP {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ),
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() >= deadline {
+            bail!("{what} was not ready within {READY_TIMEOUT:?}: {url}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `/readyz` of a service once: whether it is ready, and its answer.
+pub async fn readiness(client: &reqwest::Client, ops_url: &str) -> Result<(bool, String)> {
+    let response = client
+        .get(format!("{ops_url}/readyz"))
+        .send()
+        .await
+        .with_context(|| format!("GET {ops_url}/readyz"))?;
+    let ready = response.status().is_success();
+    Ok((ready, response.text().await.unwrap_or_default()))
+}
+
+/// What the running consumers logged, to tell which partitions each holds.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerLogs {
+    pub registry: Option<String>,
+    pub validators: Vec<String>,
+}
+
+impl ConsumerLogs {
+    /// Whether the registry holds every registry partition and the validators
+    /// together hold every scan partition, each some, none twice: the groups
+    /// have settled on the running processes, and no killed member (whose session
+    /// has not expired yet) still holds partitions nobody reads.
+    pub fn settled(&self) -> bool {
+        let registry = self
+            .registry
+            .as_deref()
+            .is_none_or(|log| held_partitions(log, 1) == PARTITIONS_USIZE);
+        let shares: Vec<usize> = self
+            .validators
+            .iter()
+            .map(|log| held_scan_partitions(log))
+            .collect();
+        let validators = shares.iter().all(|share| *share > 0)
+            && (shares.is_empty() || shares.iter().sum::<usize>() == PARTITIONS_USIZE);
+        registry && validators
+    }
+}
+
+const PARTITIONS_USIZE: usize = PARTITIONS as usize;
+/// The fewest scan partitions a validator holds while at most three share the
+/// six. A validator runs two consumers that log alike, and the other one (of the
+/// single-partition `inventory` topic) only ever holds 0 or 1: an assignment of
+/// at least this many is the scan consumer's.
+const SCAN_SHARE_MIN: usize = 2;
+
+/// The partitions a consumer holds by its log: its last assignment of at least
+/// `min` partitions, or 0 if such a holding was revoked since (an eager
+/// rebalance revokes everything before it assigns anew).
+pub fn held_partitions(log: &str, min: usize) -> usize {
+    let mut held = 0;
+    for line in crate::process::complete_lines(log) {
+        let count = |marker: &str| {
+            line.split_once(marker)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+        };
+        if let Some(n) = count(ASSIGNED).filter(|n| *n >= min) {
+            held = n;
+        } else if count(REVOKED).is_some_and(|n| n >= min) {
+            held = 0;
+        }
+    }
+    held
+}
+
+/// The scan partitions a validator holds by its log.
+pub fn held_scan_partitions(log: &str) -> usize {
+    held_partitions(log, SCAN_SHARE_MIN)
+}
+
+/// Waits until the consumers whose logs `logs` returns have [`settled`](ConsumerLogs::settled).
+pub async fn settle(logs: impl Fn() -> ConsumerLogs) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        if logs().settled() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the consumer groups did not settle within {SETTLE_TIMEOUT:?}: registry holds \
+                 {:?}, validators hold {:?} of {PARTITIONS} partitions",
+                logs().registry.map(|log| held_partitions(&log, 1)),
+                logs()
+                    .validators
+                    .iter()
+                    .map(|log| held_scan_partitions(log))
+                    .collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+2026-11-27T14:15:01.525282Z  INFO presence_store_redis: redis store connected prefix=presence:
+2026-11-27T14:15:04.537366Z  INFO presence_kafka::runner: partitions assigned partitions=6
+2026-11-27T14:15:04.584600Z  INFO presence_kafka::runner: partitions assigned partitions=1
+";
+
+    #[test]
+    fn reads_the_partitions_held_from_the_log() {
+        assert_eq!(held_partitions(LOG, SCAN_SHARE_MIN), 6);
+        assert_eq!(
+            held_partitions(LOG, 1),
+            1,
+            "the last assignment of any size"
+        );
+        let rebalanced = format!(
+            "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6\n\
+             x INFO presence_kafka::runner: partitions revoked partitions=1\n\
+             x INFO presence_kafka::runner: partitions assigned partitions=1\n"
+        );
+        assert_eq!(held_partitions(&rebalanced, SCAN_SHARE_MIN), 0);
+        let shared = format!(
+            "{rebalanced}x INFO presence_kafka::runner: partitions assigned partitions=3\n"
+        );
+        assert_eq!(held_partitions(&shared, SCAN_SHARE_MIN), 3);
+        assert_eq!(held_partitions("", 1), 0);
+        let cut = format!("{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6");
+        assert_eq!(
+            held_partitions(&cut, SCAN_SHARE_MIN),
+            6,
+            "a line still being written"
+        );
+    }
+
+    #[test]
+    fn groups_settle_when_every_partition_has_one_live_holder() {
+        let held = |n: usize| format!("x {ASSIGNED}{n}\n");
+        let logs = |registry: usize, validators: &[usize]| ConsumerLogs {
+            registry: Some(held(registry)),
+            validators: validators.iter().map(|n| held(*n)).collect(),
+        };
+        assert!(logs(6, &[6]).settled());
+        assert!(logs(6, &[3, 3]).settled());
+        assert!(logs(6, &[]).settled());
+        assert!(!logs(6, &[3]).settled(), "a dead member holds the rest");
+        assert!(!logs(6, &[6, 3]).settled(), "a rebalance in progress");
+        assert!(!logs(6, &[6, 0]).settled());
+        assert!(!logs(3, &[6]).settled());
+    }
+}
