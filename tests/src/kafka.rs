@@ -7,7 +7,7 @@ use presence_proto::pb;
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,24 +35,16 @@ fn consumer(bootstrap: &str) -> Result<BaseConsumer> {
 }
 
 /// Every record of `topic` from the beginning up to its end when called, as
-/// (partition, offset, payload), within `timeout`. Records appended while it
+/// [`RawRecord`]s, within `timeout`. Records appended while it
 /// reads may be included.
-pub async fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<(i32, i64, Vec<u8>)>> {
+pub async fn read_topic(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<RawRecord>> {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || read_topic_blocking(&bootstrap, &topic, timeout))
         .await
         .context("the topic reader panicked")?
 }
 
-fn read_topic_blocking(
-    bootstrap: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<(i32, i64, Vec<u8>)>> {
+fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<RawRecord>> {
     let deadline = Instant::now() + timeout;
     let consumer = consumer(bootstrap)?;
     let partitions = partition_count(&consumer, topic)?;
@@ -90,11 +82,19 @@ fn read_topic_blocking(
                 if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
                     ends.remove(&partition);
                 }
-                records.push((
+                let traceparent = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == "traceparent")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                records.push(RawRecord {
                     partition,
                     offset,
-                    message.payload().unwrap_or_default().to_vec(),
-                ));
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    traceparent,
+                });
                 last_record = Instant::now();
             }
             Some(Err(error)) => bail!("reading {topic}: {error}"),
@@ -118,12 +118,23 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
     i32::try_from(found.partitions().len()).context("partition count")
 }
 
+/// One record of a topic as read, undecoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    /// The W3C `traceparent` header, if the record has one.
+    pub traceparent: Option<String>,
+}
+
 /// One record of the `decisions` stream, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRecord {
     pub partition: i32,
     pub offset: i64,
     pub decision: pb::Decision,
+    pub traceparent: Option<String>,
 }
 
 impl DecisionRecord {
@@ -152,14 +163,18 @@ pub async fn read_decisions(
     read_topic(bootstrap, topic, timeout)
         .await?
         .into_iter()
-        .map(|(partition, offset, payload)| {
-            let decision = pb::Decision::decode(payload.as_slice()).with_context(|| {
-                format!("{topic}/{partition}@{offset} is not a presence.v1.Decision")
+        .map(|raw| {
+            let decision = pb::Decision::decode(raw.payload.as_slice()).with_context(|| {
+                format!(
+                    "{topic}/{}@{} is not a presence.v1.Decision",
+                    raw.partition, raw.offset
+                )
             })?;
             Ok(DecisionRecord {
-                partition,
-                offset,
+                partition: raw.partition,
+                offset: raw.offset,
                 decision,
+                traceparent: raw.traceparent,
             })
         })
         .collect()

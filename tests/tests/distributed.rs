@@ -453,6 +453,19 @@ async fn the_decisions_stream_holds_every_answered_scan_once() -> Result<()> {
             sent.len(),
             records.len()
         );
+        // W3C trace context travels with every decision: `00-<trace>-<span>-<flags>`.
+        for record in &records {
+            let traceparent = record.traceparent.as_deref().unwrap_or_default();
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            ensure!(
+                parts.len() == 4
+                    && parts[0] == "00"
+                    && parts[1].len() == 32
+                    && parts[2].len() == 16,
+                "decision {} carries no valid traceparent: {traceparent:?}",
+                record.decision.scan_id
+            );
+        }
         let stream = check_stream(&sent, &deduplicate(records)?)?;
         for (key, record) in &stream {
             let d = &record.decision;

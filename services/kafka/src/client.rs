@@ -158,6 +158,27 @@ pub fn header<'a>(headers: Option<&'a impl Headers>, name: &str) -> Option<&'a s
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
+tokio::task_local! {
+    /// The trace context of the record being handled, for the records it produces.
+    static CURRENT_TRACE: TraceContext;
+}
+
+/// Runs `work` with `trace` as the context of every record it produces.
+pub async fn with_trace<F: std::future::Future>(trace: Option<TraceContext>, work: F) -> F::Output {
+    match trace {
+        Some(trace) => CURRENT_TRACE.scope(trace, work).await,
+        None => work.await,
+    }
+}
+
+/// Adds a `traceparent` header continuing the current trace, when there is one.
+pub fn with_current_trace(headers: OwnedHeaders) -> OwnedHeaders {
+    match CURRENT_TRACE.try_with(|trace| trace.child().header_value()) {
+        Ok(traceparent) => with_header(headers, TRACEPARENT, &traceparent),
+        Err(_) => headers,
+    }
+}
+
 /// A W3C trace context (`traceparent`), carried through every record of one
 /// request so one trace spans gateway, topics and services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +243,21 @@ impl TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn records_produced_while_handling_continue_its_trace() {
+        let header_of =
+            |headers: OwnedHeaders| header(Some(&headers), TRACEPARENT).map(str::to_owned);
+        assert_eq!(header_of(with_current_trace(OwnedHeaders::new())), None);
+        let incoming = TraceContext::root();
+        let produced = with_trace(Some(incoming.clone()), async {
+            header_of(with_current_trace(OwnedHeaders::new()))
+        })
+        .await;
+        let produced = TraceContext::parse(&produced.unwrap()).unwrap();
+        assert_eq!(produced.trace_id(), incoming.trace_id());
+        assert_ne!(produced, incoming, "a new span of the same trace");
+    }
 
     #[test]
     fn trace_context_round_trips_and_rejects_garbage() {

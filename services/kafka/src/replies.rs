@@ -143,8 +143,8 @@ async fn read_replies(consumer: StreamConsumer, waiters: Waiters) {
     }
 }
 
-/// Answers `request` on the reply topic it names, with its correlation id and a
-/// child of its trace context. A request that names no reply topic (published by
+/// Answers `request` on the reply topic it names, with its correlation id and
+/// the current trace context (see [`client::with_trace`]). A request that names no reply topic (published by
 /// another system) gets no answer.
 pub async fn answer(
     producer: &rdkafka::producer::FutureProducer,
@@ -156,20 +156,11 @@ pub async fn answer(
         return Ok(());
     };
     let correlation_id = client::header(headers, CORRELATION_ID).unwrap_or_default();
-    let mut reply_headers = client::with_header(
+    let reply_headers = client::with_current_trace(client::with_header(
         rdkafka::message::OwnedHeaders::new(),
         CORRELATION_ID,
         correlation_id,
-    );
-    if let Some(trace) =
-        client::header(headers, client::TRACEPARENT).and_then(client::TraceContext::parse)
-    {
-        reply_headers = client::with_header(
-            reply_headers,
-            client::TRACEPARENT,
-            &trace.child().header_value(),
-        );
-    }
+    ));
     let payload = pb::Reply {
         outcome: Some(outcome),
     }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,12 @@ impl ConsumerContext for Assignment {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                let topic = partitions.elements().first().map(|p| p.topic().to_owned());
+                tracing::info!(
+                    partitions = partitions.count(),
+                    topic,
+                    "partitions assigned"
+                );
                 self.0.store(partitions.count(), Ordering::Relaxed);
             }
             Rebalance::Revoke(partitions) => {
@@ -269,7 +275,19 @@ async fn lane(
     while let Some(record) = records.recv().await {
         let mut pause = Duration::from_millis(100);
         let disposition = loop {
-            let outcome = match handler.handle(&record).await {
+            let trace = client::header(record.headers(), client::TRACEPARENT)
+                .and_then(client::TraceContext::parse);
+            let span = tracing::info_span!(
+                "record",
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                trace_id = trace.as_ref().map(client::TraceContext::trace_id),
+            );
+            let handled = client::with_trace(trace, handler.handle(&record))
+                .instrument(span)
+                .await;
+            let outcome = match handled {
                 Err(HandlerError::Poison(reason)) => dead_letters
                     .send(&record, &reason)
                     .await

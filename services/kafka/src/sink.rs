@@ -41,7 +41,7 @@ impl DecisionSink for KafkaDecisions {
             &self.topic,
             event.token.as_str().as_bytes(),
             &payload,
-            OwnedHeaders::new(),
+            client::with_current_trace(OwnedHeaders::new()),
         )
         .await
         .map_err(|error: KafkaError| TransportError::Unavailable(error.to_string()))

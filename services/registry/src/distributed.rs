@@ -71,7 +71,7 @@ impl Handler for RegistryHandler {
                             &self.devices_topic,
                             key.as_bytes(),
                             &payload,
-                            OwnedHeaders::new(),
+                            client::with_current_trace(OwnedHeaders::new()),
                         )
                         .await
                         .map_err(retry)?;
