@@ -1817,6 +1817,38 @@ async fn inventories_larger_than_a_scan_body_are_accepted(app: &TestApp) -> Resu
     Ok(())
 }
 
+/// Larger than one Kafka message in the distributed mode (it travels as several
+/// chunks): still validated and applied as one batch.
+async fn inventories_of_many_chunks_apply_all_or_nothing(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let tokens: Vec<String> = (0..20_000).map(|_| show.token()).collect();
+    let mut records: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| show.ticket(token, &[&format!("S{}:{}:{}", i % 7, i / 50, i % 50)]))
+        .collect();
+    let mut bad = show.ticket(&show.token(), &["A:1:1"]);
+    bad["eventId"] = json!("NO-SUCH-EVENT");
+    records.push(bad);
+    let reply = app.load_inventory(&ndjson(&records)).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    let lines: Vec<u64> = reply.json["message"]["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["line"].as_u64()).collect())
+        .unwrap_or_default();
+    ensure!(lines == [20_001], "bad lines reported: {lines:?}");
+    decided(
+        &scan_now(app, ENTER, &scanner, &tokens[0]).await?,
+        "NOT_FOUND",
+    )?;
+    records.pop();
+    ensure!(app.load(&records).await? == 20_000, "applied count");
+    for token in [&tokens[0], &tokens[10_000], &tokens[19_999]] {
+        decided(&scan_now(app, ENTER, &scanner, token).await?, "OKAY")?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- operations
 
 async fn health_and_readiness_need_no_key(app: &TestApp) -> Result<()> {
@@ -2251,6 +2283,7 @@ contract_tests!(embedded, distributed => [
     inventory_is_all_or_nothing,
     inventory_is_readable_right_after_it_is_applied,
     inventory_upserts_and_counts,
+    inventories_of_many_chunks_apply_all_or_nothing,
     inventories_larger_than_a_scan_body_are_accepted,
     health_and_readiness_need_no_key,
     metrics_count_scans,

@@ -28,13 +28,16 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 /// What became of a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    /// Done, and so is every earlier record of its partition this handler held back.
+    /// Done.
     Done,
     /// Accepted but not finished (a chunk of a batch still arriving): its offset
-    /// is not stored until a later record of the partition is `Done`.
+    /// is not stored until the handler releases it.
     HeldBack,
+    /// Done, and so are these earlier held-back offsets of its partition (the rest
+    /// of a batch just applied, or of one given up).
+    Releases(Vec<i64>),
 }
 
 /// Why a record was not handled.
@@ -258,7 +261,7 @@ fn store(consumer: &StreamConsumer<Assignment>, topic: &str, advanced: Option<(i
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Finished {
     partition: i32,
     offset: i64,
@@ -388,11 +391,13 @@ impl OffsetTracker {
                 return None;
             }
             Disposition::Done => {
-                for (_, state) in offsets
-                    .range_mut(..finished.offset)
-                    .filter(|(_, s)| **s == State::HeldBack)
-                {
-                    *state = State::Done;
+                offsets.insert(finished.offset, State::Done);
+            }
+            Disposition::Releases(released) => {
+                for offset in released {
+                    if let Some(state) = offsets.get_mut(&offset) {
+                        *state = State::Done;
+                    }
                 }
                 offsets.insert(finished.offset, State::Done);
             }
@@ -447,16 +452,21 @@ mod tests {
     }
 
     #[test]
-    fn held_back_records_complete_with_a_later_done_record() {
+    fn held_back_records_wait_until_their_batch_releases_them() {
         let mut tracker = OffsetTracker::default();
-        for offset in 5..8 {
+        for offset in 5..9 {
             tracker.start(0, offset);
         }
+        // Offsets 5 and 7 are one batch, 6 and 8 another, interleaved.
         assert_eq!(tracker.finish(finished(0, 5, Disposition::HeldBack)), None);
         assert_eq!(tracker.finish(finished(0, 6, Disposition::HeldBack)), None);
         assert_eq!(
-            tracker.finish(finished(0, 7, Disposition::Done)),
-            Some((0, 7))
+            tracker.finish(finished(0, 7, Disposition::Releases(vec![5]))),
+            Some((0, 5))
+        );
+        assert_eq!(
+            tracker.finish(finished(0, 8, Disposition::Releases(vec![6]))),
+            Some((0, 8))
         );
     }
 

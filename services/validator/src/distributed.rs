@@ -5,6 +5,7 @@ use crate::{InventoryApplier, Validator, ValidatorError};
 use async_trait::async_trait;
 use presence_domain::DecisionEvent;
 use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_kafka::client;
 use presence_kafka::replies::{answer, expired};
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
 use presence_kafka::wire;
@@ -109,17 +110,48 @@ impl Handler for ScanHandler {
 }
 
 /// Applies inventory chunks from the `inventory` topic, a batch at a time.
-/// Runs on one lane: chunks of a batch arrive in order on the topic's one partition.
+/// Runs on one lane: chunks arrive in order on the topic's one partition, those
+/// of concurrent uploads interleaved. A chunk's offset is held back until its
+/// batch is applied, so a crash mid-batch replays the whole batch.
 pub struct InventoryHandler {
     applier: InventoryApplier,
     producer: FutureProducer,
-    batches: Mutex<HashMap<String, Batch>>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    batches: HashMap<String, Batch>,
+    /// Offsets of batches given up, released with the next finished record.
+    released: Vec<i64>,
 }
 
 #[derive(Default)]
 struct Batch {
     records: Vec<NumberedRecord>,
     errors: Vec<LineError>,
+    offsets: Vec<i64>,
+    /// When its uploader stops waiting (Unix ms); none for upstream publishers.
+    deadline: Option<i64>,
+}
+
+impl Pending {
+    /// Drops batches whose uploader stopped waiting (their gateway answered 503:
+    /// the upload is to be sent again), releasing their offsets.
+    fn give_up_expired(&mut self, now: i64) {
+        let expired: Vec<String> = self
+            .batches
+            .iter()
+            .filter(|(_, batch)| batch.deadline.is_some_and(|deadline| now > deadline))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(batch) = self.batches.remove(&id) {
+                tracing::warn!(batch = %id, chunks = batch.offsets.len(), "inventory batch incomplete past its deadline; given up");
+                self.released.extend(batch.offsets);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for InventoryHandler {
@@ -133,8 +165,14 @@ impl InventoryHandler {
         Self {
             applier,
             producer,
-            batches: Mutex::default(),
+            pending: Mutex::default(),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -143,55 +181,55 @@ impl Handler for InventoryHandler {
     async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
         let chunk = pb::InventoryChunk::decode(record.payload().unwrap_or_default())
             .map_err(|error| HandlerError::Poison(format!("not an InventoryChunk: {error}")))?;
-        let (records, mut errors) = wire::records_from_pb(chunk.records);
-        errors.extend(wire::line_errors_from_pb(chunk.syntax_errors));
-        let batch = {
-            let mut batches = self
-                .batches
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let batch = batches.entry(chunk.batch_id.clone()).or_default();
-            batch.records.extend(records);
-            batch.errors.extend(errors);
+        let (records, mut errors) = {
+            let mut pending = self.pending();
+            pending.give_up_expired(now_millis());
+            let batch = pending.batches.entry(chunk.batch_id.clone()).or_default();
+            // A chunk tried again after an outage is in its batch already.
+            if !batch.offsets.contains(&record.offset()) {
+                let (records, errors) = wire::records_from_pb(chunk.records);
+                batch.records.extend(records);
+                batch.errors.extend(errors);
+                batch
+                    .errors
+                    .extend(wire::line_errors_from_pb(chunk.syntax_errors));
+                batch.offsets.push(record.offset());
+                batch.deadline =
+                    client::header(record.headers(), client::DEADLINE).and_then(|d| d.parse().ok());
+            }
             if !chunk.last && !chunk.batch_id.is_empty() {
                 return Ok(Disposition::HeldBack);
             }
-            batches.remove(&chunk.batch_id).unwrap_or_default()
+            // The batch stays pending until it is applied and answered: an outage
+            // meanwhile retries the last chunk, which finds the whole batch here.
+            (batch.records.clone(), batch.errors.clone())
         };
-        let mut errors = batch.errors;
         errors.sort_by_key(|e| e.line);
-        let outcome = match self.applier.apply(batch.records, errors).await {
-            Ok(outcome) => outcome,
-            Err(error)
-                if presence_kafka::client::header(
-                    record.headers(),
-                    presence_kafka::client::REPLY_TO,
-                )
-                .is_some() =>
-            {
-                // An upload is waiting: tell it now; the operator uploads again.
-                answer(
-                    &self.producer,
-                    record,
-                    Outcome::Unavailable(error.to_string()),
-                )
-                .await
-                .map_err(retry)?;
-                return Ok(Disposition::Done);
+        let uploader_waits = client::header(record.headers(), client::REPLY_TO).is_some();
+        let outcome = match self.applier.apply(records, errors).await {
+            Ok(outcome) => {
+                if let InventoryOutcome::Rejected(errors) = &outcome {
+                    tracing::warn!(bad_lines = errors.len(), batch = %chunk.batch_id, "inventory batch rejected");
+                }
+                Outcome::Inventory(wire::inventory_outcome_to_pb(&outcome))
             }
+            // An upload is waiting: tell it now; the operator uploads again.
+            Err(error) if uploader_waits => Outcome::Unavailable(error.to_string()),
             // Published by another system: keep trying, inventory must not be lost.
             Err(error) => return Err(retry(error)),
         };
-        if let InventoryOutcome::Rejected(errors) = &outcome {
-            tracing::warn!(bad_lines = errors.len(), batch = %chunk.batch_id, "inventory batch rejected");
-        }
-        answer(
-            &self.producer,
-            record,
-            Outcome::Inventory(wire::inventory_outcome_to_pb(&outcome)),
-        )
-        .await
-        .map_err(retry)?;
-        Ok(Disposition::Done)
+        answer(&self.producer, record, outcome)
+            .await
+            .map_err(retry)?;
+        let mut pending = self.pending();
+        let batch = pending.batches.remove(&chunk.batch_id).unwrap_or_default();
+        let mut released = std::mem::take(&mut pending.released);
+        released.extend(
+            batch
+                .offsets
+                .into_iter()
+                .filter(|offset| *offset != record.offset()),
+        );
+        Ok(Disposition::Releases(released))
     }
 }
