@@ -1,0 +1,290 @@
+//! `presence-loadgen` against the real embedded server: a closed loop and an
+//! open loop with every op of the mix, a run that outgrows its inventory, and a
+//! refused key. Checks the JSON report's arithmetic and the server's answers.
+
+use anyhow::{Context, Result, ensure};
+use presence_tests::process::{Launch, PresenceProcess};
+use serde_json::Value;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const KEY: &str = "loadgen-test-key";
+const MIX: &str = "enter=90,duplicate=5,exit=3,validate=1,unknown=1";
+/// The whole test, server start included, must finish within this.
+const BUDGET: Duration = Duration::from_secs(20);
+
+async fn serve(dir: &TempDir) -> Result<(PresenceProcess, String)> {
+    let launch = Launch::new(dir.path())
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--api-key")
+        .arg(KEY);
+    PresenceProcess::start(&launch).await
+}
+
+/// Runs the load generator to completion, bounded by what is left of the budget.
+async fn loadgen(args: &[&str], deadline: Instant) -> Result<Output> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence-loadgen"));
+    command
+        .args(args)
+        .env_remove("PRESENCE_URL")
+        .env_remove("PRESENCE_API_KEY")
+        .kill_on_drop(true);
+    tokio::time::timeout(left, command.output())
+        .await
+        .with_context(|| format!("presence-loadgen {args:?} ran past the test's budget"))?
+        .context("running presence-loadgen")
+}
+
+/// The JSON report of a run that is expected to pass.
+fn passed_report(output: &Output) -> Result<Value> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "presence-loadgen exited {}\n--- stdout ---\n{}\n--- stderr ---\n{stderr}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("the report is not JSON; stderr: {stderr}"))?;
+    ensure!(report["passed"] == true, "not passed: {report:#}");
+    ensure!(report["failures"] == serde_json::json!([]), "{report:#}");
+    Ok(report)
+}
+
+fn u(report: &Value, pointer: &str) -> Result<u64> {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .with_context(|| format!("{pointer} is not a count in {report:#}"))
+}
+
+fn f(report: &Value, pointer: &str) -> Result<f64> {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .with_context(|| format!("{pointer} is not a number in {report:#}"))
+}
+
+fn sum_of(report: &Value, pointer: &str) -> Result<u64> {
+    let map = report
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .with_context(|| format!("{pointer} is not an object"))?;
+    Ok(map.values().filter_map(Value::as_u64).sum())
+}
+
+/// What every report of a clean run against a correct server satisfies.
+fn check_report(report: &Value) -> Result<()> {
+    let sent = u(report, "/sent")?;
+    let answered = u(report, "/answered")?;
+    let errors = sum_of(report, "/errors")?;
+    ensure!(errors == 0, "requests without an answer: {report:#}");
+    ensure!(
+        sent == answered + errors,
+        "sent ≠ answered + errors: {report:#}"
+    );
+    ensure!(
+        sum_of(report, "/statuses")? + u(report, "/unparsed")? == answered,
+        "statuses do not add up to the answers: {report:#}"
+    );
+    ensure!(u(report, "/unparsed")? == 0, "{report:#}");
+    ensure!(
+        u(report, "/http_codes/200")? == answered,
+        "every scan answer should be HTTP 200: {report:#}"
+    );
+    let mut op_sent = 0;
+    for op in ["enter", "duplicate", "exit", "validate", "unknown"] {
+        op_sent += u(report, &format!("/ops/{op}/sent"))?;
+        ensure!(
+            u(report, &format!("/ops/{op}/unexpected"))? == 0,
+            "{op} got answers other than the contract's: {report:#}"
+        );
+    }
+    ensure!(op_sent == sent, "ops do not add up to sent: {report:#}");
+    // Each op's expected status shows up, so every part of the mix was exercised.
+    for status in [
+        "OKAY",
+        "ALREADY_ENTERED",
+        "EXIT",
+        "INTERNAL_SCAN",
+        "NOT_FOUND",
+    ] {
+        ensure!(
+            u(report, &format!("/statuses/{status}"))? > 0,
+            "no {status} answer: {report:#}"
+        );
+    }
+    let latency: Vec<u64> = ["min", "p50", "p90", "p99", "p999", "max"]
+        .iter()
+        .map(|p| u(report, &format!("/latency_us/{p}")))
+        .collect::<Result<_>>()?;
+    ensure!(latency[0] > 0, "{report:#}");
+    ensure!(
+        latency.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles out of order: {latency:?}"
+    );
+    let measured = f(report, "/measured_seconds")?;
+    let throughput = f(report, "/throughput_per_second")?;
+    ensure!(
+        (throughput - answered as f64 / measured).abs() < 1e-6 * throughput.max(1.0),
+        "throughput is not answered / measured_seconds: {report:#}"
+    );
+    ensure!(report["tickets"]["exhausted"] == false, "{report:#}");
+    ensure!(
+        u(report, "/ops/enter/sent")? <= u(report, "/tickets/fresh_used")?,
+        "more enters than fresh tickets handed out: {report:#}"
+    );
+    ensure!(
+        u(report, "/setup/inventory/tickets")? == u(report, "/tickets/loaded")?,
+        "{report:#}"
+    );
+    ensure!(
+        f(report, "/setup/inventory/tickets_per_second")? > 0.0,
+        "{report:#}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> Result<()> {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::Builder::new()
+        .prefix("presence-loadgen-")
+        .tempdir()?;
+    let (_server, url) = serve(&dir).await?;
+    let base = [
+        "--url",
+        url.as_str(),
+        "--api-key",
+        KEY,
+        "--json",
+        "--mix",
+        MIX,
+    ];
+
+    let closed = [
+        "--tickets",
+        "40000",
+        "--devices",
+        "4",
+        "--gates",
+        "2",
+        "--duration",
+        "2s",
+        "--concurrency",
+        "4",
+    ];
+    let output = loadgen(&[&base[..], &closed[..]].concat(), deadline).await?;
+    let report = passed_report(&output)?;
+    check_report(&report)?;
+    ensure!(
+        report["mode"] == "closed" && report["connections"] == 4,
+        "{report:#}"
+    );
+    ensure!(report["open_loop"].is_null(), "{report:#}");
+    ensure!(report["setup"]["devices"]["devices"] == 4, "{report:#}");
+    let measured = f(&report, "/measured_seconds")?;
+    ensure!(
+        (2.0..2.5).contains(&measured),
+        "measured {measured} s of 2 s"
+    );
+    ensure!(
+        u(&report, "/answered")? >= 100,
+        "too few answers to see the whole mix: {report:#}"
+    );
+
+    let open = [
+        "--tickets",
+        "5000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--rate",
+        "200",
+        "--max-in-flight",
+        "32",
+    ];
+    let output = loadgen(&[&base[..], &open[..]].concat(), deadline).await?;
+    let report = passed_report(&output)?;
+    check_report(&report)?;
+    ensure!(
+        report["mode"] == "open" && report["rate"] == 200,
+        "{report:#}"
+    );
+    // Due in the window [0.5 s, 2.5 s) at 200/s: slots 100 to 499.
+    ensure!(u(&report, "/open_loop/scheduled")? == 400, "{report:#}");
+    let missed = u(&report, "/open_loop/missed")?;
+    ensure!(
+        u(&report, "/sent")? + missed == 400,
+        "sent + missed ≠ scheduled: {report:#}"
+    );
+    ensure!(
+        missed <= 8,
+        "{missed} requests never sent at 200/s: {report:#}"
+    );
+    let throughput = f(&report, "/throughput_per_second")?;
+    ensure!(
+        (180.0..=220.0).contains(&throughput),
+        "open loop at 200/s answered {throughput}/s"
+    );
+    // 100 warm-up slots were sent but are in no figure.
+    ensure!(u(&report, "/warmup/sent")? == 100, "{report:#}");
+    ensure!(
+        u(&report, "/tickets/fresh_used")? > u(&report, "/ops/enter/sent")?,
+        "warm-up enters used fresh tickets too: {report:#}"
+    );
+
+    // Twelve tickets cannot feed a second of scans: reported, and a failure.
+    let short = ["--tickets", "12", "--duration", "1s", "--concurrency", "2"];
+    let output = loadgen(&[&base[..], &short[..]].concat(), deadline).await?;
+    ensure!(
+        output.status.code() == Some(1),
+        "exhaustion should exit 1: {output:?}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(report["passed"] == false, "{report:#}");
+    ensure!(report["tickets"]["exhausted"] == true, "{report:#}");
+    ensure!(u(&report, "/tickets/fresh_used")? == 12, "{report:#}");
+    ensure!(
+        u(&report, "/ops/enter/sent")? <= 12,
+        "a ticket was reused: {report:#}"
+    );
+    ensure!(
+        report["failures"][0]
+            .as_str()
+            .is_some_and(|f| f.contains("ran out")),
+        "{report:#}"
+    );
+
+    // A wrong key stops the run at setup, with the server's answer.
+    let output = loadgen(
+        &[
+            "--url",
+            url.as_str(),
+            "--api-key",
+            "not-the-key",
+            "--duration",
+            "1s",
+        ],
+        deadline,
+    )
+    .await?;
+    ensure!(
+        output.status.code() == Some(2),
+        "a refused setup should exit 2: {output:?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("HTTP 401") && stderr.contains("UNAUTHORIZED"),
+        "{stderr}"
+    );
+    ensure!(!stderr.contains("not-the-key"), "the key leaked: {stderr}");
+    Ok(())
+}
