@@ -11,11 +11,14 @@
 //! - [`runner`]: the consumer loop the services run on: key-ordered lanes, offsets
 //!   stored only once a record's work is acknowledged, poison records to
 //!   `<topic>.dlq`; the services plug their handlers into it;
+//! - [`service`]: how the validator and the registry run: their consumers, and
+//!   `/healthz` and `/readyz` green while they hold partitions and their store answers;
 //! - [`wire`]: the request and reply messages between gateway and services.
 
 pub mod client;
 pub mod replies;
 pub mod runner;
+pub mod service;
 pub mod settings;
 pub mod sink;
 pub mod transport;

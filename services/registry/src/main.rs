@@ -1,15 +1,13 @@
 //! `presence-registry`: device init and lookup from Kafka, devices in Redis.
 
 use anyhow::Context;
-use async_trait::async_trait;
 use clap::Parser;
 use presence_kafka::KafkaArgs;
 use presence_kafka::client::{self, TopicSpec};
-use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
-use presence_ports::{Stores, TicketStore};
+use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
+use presence_ports::Stores;
 use presence_registry::Registry;
 use presence_registry::distributed::RegistryHandler;
-use presence_runtime::ops::{OpsServer, Readiness};
 use presence_store_redis::{RedisOptions, RedisStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,22 +31,6 @@ struct Settings {
     /// Where `/healthz` and `/readyz` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
-}
-
-/// Ready while the request consumer holds partitions and Redis answers.
-struct RegistryReadiness {
-    requests: Assignment,
-    store: Arc<RedisStore>,
-}
-
-#[async_trait]
-impl Readiness for RegistryReadiness {
-    async fn check(&self) -> Result<(), String> {
-        if self.requests.partitions() == 0 {
-            return Err("no registry partitions assigned".into());
-        }
-        self.store.ping().await.map_err(|error| error.to_string())
-    }
 }
 
 #[tokio::main]
@@ -89,25 +71,8 @@ async fn main() -> anyhow::Result<()> {
         handler: Arc::new(RegistryHandler::new(registry, producer, topics.devices())),
         assignment: Assignment::default(),
     };
-    let readiness = Arc::new(RegistryReadiness {
-        requests: requests.assignment.clone(),
-        store,
-    });
-    let ops = OpsServer::bind(settings.ops_listen)
+    presence_kafka::service::run(&kafka, settings.ops_listen, vec![requests], store)
         .await
-        .with_context(|| format!("binding {}", settings.ops_listen))?;
-    presence_runtime::announce(&format!("PRESENCE_OPS_URL=http://{}", ops.local_addr()?))
-        .context("writing to stdout")?;
-    let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
-    let ops = tokio::spawn(ops.serve(readiness, async {
-        let _ = stop_ops.await;
-    }));
-    runner::run_all(&kafka, vec![requests], presence_runtime::shutdown_signal())
-        .await
-        .context("consumer")?;
-    let _ = stopping.send(());
-    ops.await
-        .context("ops server task")?
-        .context("ops server")?;
+        .context("running the service")?;
     Ok(())
 }

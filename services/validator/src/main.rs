@@ -1,13 +1,11 @@
 //! `presence-validator`: decides scans from Kafka against ticket state in Redis.
 
 use anyhow::Context;
-use async_trait::async_trait;
 use clap::Parser;
 use presence_kafka::client::{self, TopicSpec};
-use presence_kafka::runner::{self, Assignment, Consumer, RunnerConfig};
+use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::{KafkaArgs, KafkaDecisions};
-use presence_ports::{Stores, TicketStore};
-use presence_runtime::ops::{OpsServer, Readiness};
+use presence_ports::Stores;
 use presence_store_redis::{RedisOptions, RedisStore};
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
 use presence_validator::{InventoryApplier, Validator};
@@ -36,22 +34,6 @@ struct Settings {
     /// Scans of different tickets decided at once.
     #[arg(long, env = "PRESENCE_VALIDATOR_LANES", default_value_t = 64)]
     lanes: usize,
-}
-
-/// Ready while the scan consumer holds partitions and Redis answers.
-struct ValidatorReadiness {
-    scans: Assignment,
-    tickets: Arc<dyn TicketStore>,
-}
-
-#[async_trait]
-impl Readiness for ValidatorReadiness {
-    async fn check(&self) -> Result<(), String> {
-        if self.scans.partitions() == 0 {
-            return Err("no scan partitions assigned".into());
-        }
-        self.tickets.ping().await.map_err(|error| error.to_string())
-    }
 }
 
 #[tokio::main]
@@ -116,29 +98,13 @@ async fn main() -> anyhow::Result<()> {
         )),
         assignment: Assignment::default(),
     };
-    let readiness = Arc::new(ValidatorReadiness {
-        scans: scans.assignment.clone(),
-        tickets: stores.tickets.clone(),
-    });
-    let ops = OpsServer::bind(settings.ops_listen)
-        .await
-        .with_context(|| format!("binding {}", settings.ops_listen))?;
-    presence_runtime::announce(&format!("PRESENCE_OPS_URL=http://{}", ops.local_addr()?))
-        .context("writing to stdout")?;
-    let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
-    let ops = tokio::spawn(ops.serve(readiness, async {
-        let _ = stop_ops.await;
-    }));
-    runner::run_all(
+    presence_kafka::service::run(
         &kafka,
+        settings.ops_listen,
         vec![scans, inventory],
-        presence_runtime::shutdown_signal(),
+        stores.tickets.clone(),
     )
     .await
-    .context("consumers")?;
-    let _ = stopping.send(());
-    ops.await
-        .context("ops server task")?
-        .context("ops server")?;
+    .context("running the service")?;
     Ok(())
 }

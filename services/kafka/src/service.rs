@@ -1,0 +1,76 @@
+//! How a consuming service (the validator, the registry) runs: its consumers
+//! until shutdown, and its probes beside them.
+
+use crate::runner::{self, Assignment, Consumer};
+use crate::settings::KafkaSettings;
+use async_trait::async_trait;
+use presence_ports::TicketStore;
+use presence_runtime::ops::{OpsServer, Readiness};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Why a service could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("probe server on {addr}: {source}")]
+    Ops {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kafka(#[from] crate::KafkaError),
+}
+
+/// Ready while the consumer doing the service's work holds partitions and the
+/// store answers.
+struct ConsumerReadiness {
+    assignment: Assignment,
+    store: Arc<dyn TicketStore>,
+}
+
+#[async_trait]
+impl Readiness for ConsumerReadiness {
+    async fn check(&self) -> Result<(), String> {
+        if self.assignment.partitions() == 0 {
+            return Err("no partitions assigned".into());
+        }
+        self.store.ping().await.map_err(|error| error.to_string())
+    }
+}
+
+/// Serves `/healthz` and `/readyz` on `ops_listen` (announcing
+/// `PRESENCE_OPS_URL=…` on stdout) and runs `consumers` until Ctrl-C or SIGTERM.
+/// Readiness follows the first consumer and `store`.
+pub async fn run(
+    kafka: &KafkaSettings,
+    ops_listen: SocketAddr,
+    consumers: Vec<Consumer>,
+    store: Arc<dyn TicketStore>,
+) -> Result<(), ServiceError> {
+    let ops_error = |source| ServiceError::Ops {
+        addr: ops_listen,
+        source,
+    };
+    let ops = OpsServer::bind(ops_listen).await.map_err(ops_error)?;
+    presence_runtime::announce(&format!(
+        "PRESENCE_OPS_URL=http://{}",
+        ops.local_addr().map_err(ops_error)?
+    ))
+    .map_err(ops_error)?;
+    let assignment = consumers
+        .first()
+        .map(|consumer| consumer.assignment.clone())
+        .unwrap_or_default();
+    let readiness = Arc::new(ConsumerReadiness { assignment, store });
+    let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
+    let ops = tokio::spawn(ops.serve(readiness, async {
+        let _ = stop_ops.await;
+    }));
+    let consumed = runner::run_all(kafka, consumers, presence_runtime::shutdown_signal()).await;
+    let _ = stopping.send(());
+    let served = ops
+        .await
+        .map_err(|error| crate::KafkaError::Task(error.to_string()))?;
+    consumed?;
+    served.map_err(ops_error)
+}
