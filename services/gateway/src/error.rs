@@ -17,6 +17,9 @@ pub enum GatewayError {
     /// the parser's message are kept: the offending text may be a key.
     #[error("API keys file: {message}")]
     KeysSyntax { message: String },
+    /// A keys file that was read but is wrong: `reason` is the syntax or entry error.
+    #[error("API keys file {path}: {reason}")]
+    KeysFileContent { path: PathBuf, reason: String },
     /// One `[[keys]]` entry is wrong; `entry` counts from 1.
     #[error("API key entry {entry} ({name}): {problem}")]
     InvalidKey {

@@ -14,6 +14,26 @@ use std::sync::Arc;
 
 type KeyDigest = [u8; 32];
 
+/// The key flags every binary with an HTTP API takes, with their environment twins.
+#[derive(Clone, clap::Args)]
+pub struct KeyArgs {
+    /// One unrestricted admin API key (development).
+    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// TOML file of API keys (SHA-256 digests, venue limits, admin flag).
+    #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for KeyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyArgs")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_keys_file", &self.api_keys_file)
+            .finish()
+    }
+}
+
 /// The keys the gateway accepts. Loaded once at start, immutable afterwards.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
@@ -152,7 +172,23 @@ impl ApiKeys {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&text).map_err(|error| GatewayError::KeysFileContent {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// The keys of `--api-key` and `--api-keys-file`, file entries winning.
+    pub fn from_args(args: &KeyArgs) -> Result<Self, GatewayError> {
+        let single = args
+            .api_key
+            .as_deref()
+            .map(Self::single_admin)
+            .unwrap_or_default();
+        match &args.api_keys_file {
+            Some(path) => Ok(single.merge(Self::from_toml_file(path)?)),
+            None => Ok(single),
+        }
     }
 
     /// One unrestricted admin key, as `PRESENCE_API_KEY` gives for development.

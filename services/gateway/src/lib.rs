@@ -34,7 +34,7 @@ mod tests;
 pub use config::GatewayConfig;
 pub use docs::openapi;
 pub use error::GatewayError;
-pub use keys::ApiKeys;
+pub use keys::{ApiKeys, KeyArgs};
 pub use metrics::MetricsHandle;
 pub use server::Gateway;
 pub use state::GatewayState;

@@ -3,11 +3,10 @@
 
 use anyhow::Context;
 use clap::Parser;
-use presence_gateway::{ApiKeys, Gateway, GatewayConfig};
+use presence_gateway::{ApiKeys, Gateway, GatewayConfig, KeyArgs};
 use presence_kafka::transport::AnswerDeadlines;
 use presence_kafka::{KafkaArgs, KafkaTransport};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
@@ -21,12 +20,8 @@ struct Settings {
     listen: SocketAddr,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// One unrestricted admin API key (development).
-    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// TOML file of API keys.
-    #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
-    api_keys_file: Option<PathBuf>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Names this instance's reply topic; defaults to a random id.
     #[arg(long, env = "PRESENCE_INSTANCE_ID")]
     instance_id: Option<String>,
@@ -36,16 +31,7 @@ struct Settings {
 async fn main() -> anyhow::Result<()> {
     presence_runtime::init_tracing();
     let settings = Settings::parse();
-    let mut keys = settings
-        .api_key
-        .as_deref()
-        .map(ApiKeys::single_admin)
-        .unwrap_or_default();
-    if let Some(path) = &settings.api_keys_file {
-        keys = keys.merge(
-            ApiKeys::from_toml_file(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-    }
+    let keys = ApiKeys::from_args(&settings.keys).context("loading API keys")?;
     anyhow::ensure!(
         !keys.is_empty(),
         "no API keys configured: set PRESENCE_API_KEY or PRESENCE_API_KEYS_FILE"

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
 use presence::{demo, inventory_file};
-use presence_gateway::{ApiKeys, GatewayConfig};
+use presence_gateway::{ApiKeys, GatewayConfig, KeyArgs};
 use presence_store_embedded::EmbeddedOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,12 +48,8 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "presence-data")]
     data_dir: PathBuf,
-    /// One unrestricted admin API key (development).
-    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// TOML file of API keys (SHA-256 digests, venue limits, admin flag).
-    #[arg(long, env = "PRESENCE_API_KEYS_FILE")]
-    api_keys_file: Option<PathBuf>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// NDJSON inventory applied at start-up.
     #[arg(long, env = "PRESENCE_INVENTORY")]
     inventory: Option<PathBuf>,
@@ -122,16 +118,7 @@ fn check_inventory(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut api_keys = args
-        .api_key
-        .as_deref()
-        .map(ApiKeys::single_admin)
-        .unwrap_or_default();
-    if let Some(path) = &args.api_keys_file {
-        api_keys = api_keys.merge(
-            ApiKeys::from_toml_file(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-    }
+    let api_keys = ApiKeys::from_args(&args.keys).context("loading API keys")?;
     let settings = ServeSettings {
         listen: args.listen,
         data_dir: args.data_dir,
