@@ -82,18 +82,26 @@ fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
                 if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
                     ends.remove(&partition);
                 }
-                let traceparent = message.headers().and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|h| h.key == "traceparent")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
+                let headers: Vec<(String, String)> = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| {
+                                let value =
+                                    h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_owned(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let traceparent = header(&headers, "traceparent");
                 records.push(RawRecord {
                     partition,
                     offset,
                     payload: message.payload().unwrap_or_default().to_vec(),
                     traceparent,
+                    headers,
                 });
                 last_record = Instant::now();
             }
@@ -126,6 +134,40 @@ pub struct RawRecord {
     pub payload: Vec<u8>,
     /// The W3C `traceparent` header, if the record has one.
     pub traceparent: Option<String>,
+    /// Every header, as text.
+    pub headers: Vec<(String, String)>,
+}
+
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
+}
+
+impl RawRecord {
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(&self.headers, name)
+    }
+}
+
+/// Produces one record and waits for the broker's acknowledgement, as any Kafka
+/// client (an upstream system, a broken one) would.
+pub async fn produce(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .context("creating a Kafka producer")?;
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(key)
+        .payload(payload);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| anyhow!("producing to {topic}: {error}"))
 }
 
 /// One record of the `decisions` stream, decoded.

@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use presence_domain::time::iso8601;
-use presence_tests::kafka::{DecisionRecord, read_decisions};
+use presence_tests::kafka::{DecisionRecord, produce, read_decisions, read_topic};
 use presence_tests::{Reply, ScanKind, Scanner, Show, TestApp, next_scan_time, now_ms, unique};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -651,6 +651,64 @@ async fn every_service_stops_cleanly_on_sigterm() -> Result<()> {
         for (program, status) in statuses {
             if !status.success() {
                 bail!("{program} exited with {status} on SIGTERM");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- poison records
+
+/// Garbage and wrong protobuf on `scans`, `inventory` and `registry` go to
+/// `<topic>.dlq` with the reason; the same partitions (same keys) keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_their_partitions_keep_flowing() -> Result<()> {
+    with_app(|app| async move {
+        let cluster = app.cluster().context("not a distributed fixture")?;
+        let (show, tokens, scanners) = venue(&app, 1, 1).await?;
+        let garbage: &[u8] = b"\xff\x00 not protobuf at all";
+        // A valid protobuf message of the wrong kind: field 1 as a string.
+        let wrong_message: &[u8] = b"\x0a\x05hello";
+        let poisoned = [
+            ("scans", tokens[0].as_str(), vec![garbage, wrong_message]),
+            ("inventory", "upstream", vec![garbage]),
+            ("registry", show.venue_id.as_str(), vec![garbage]),
+        ];
+        for (topic, key, payloads) in &poisoned {
+            for payload in payloads {
+                produce(&cluster.bootstrap, &cluster.topic(topic), key, payload).await?;
+            }
+        }
+        // Scans, inventory and device calls of the same keys are still answered.
+        scan_until_decided(&app, ENTER, scanners[0].body(&tokens[0], next_scan_time()))
+            .await?
+            .last()?
+            .expect(200, "OKAY")?;
+        let late = show.token();
+        app.load(&[show.ticket(&late, &["A:1:2"])]).await?;
+        let second = app.scanner(&show.venue_id, "Gate 2").await?;
+        scan_until_decided(&app, ENTER, second.body(&late, next_scan_time()))
+            .await?
+            .last()?
+            .expect(200, "OKAY")?;
+        for (topic, _, payloads) in &poisoned {
+            let dead = read_topic(
+                &cluster.bootstrap,
+                &cluster.topic(&format!("{topic}.dlq")),
+                READ_FOR,
+            )
+            .await?;
+            let copied: Vec<&[u8]> = dead
+                .iter()
+                .map(|record| record.payload.as_slice())
+                .collect();
+            ensure!(copied == *payloads, "{topic}.dlq holds {copied:?}");
+            for record in &dead {
+                let reason = record
+                    .header("presence-dead-letter-reason")
+                    .unwrap_or_default();
+                ensure!(!reason.is_empty(), "{topic}.dlq record without a reason");
             }
         }
         Ok(())
