@@ -8,13 +8,13 @@
 //! `warn,tansu_broker::coordinator=debug`) to see more of it in a failing test's
 //! report.
 
-use crate::redis_server::free_port;
+use crate::redis_server::{free_port, wait_until_serving};
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,7 +24,6 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Free ports tried before giving up: another process may take a port between the
 /// moment it is picked and the moment the broker binds it.
 const PORT_ATTEMPTS: usize = 5;
-const POLL: Duration = Duration::from_millis(20);
 const STDOUT_FILE: &str = "tansu.stdout";
 const LOG_FILE: &str = "tansu.log";
 /// What tansu prints on stdout once it has bound its listener, and only then.
@@ -139,24 +138,16 @@ impl Broker {
     }
 
     async fn wait_ready(&mut self, stdout: &Path) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait().context("polling tansu")?
-            {
-                bail!("tansu exited with {status}");
-            }
-            // Another broker may already listen on the port: only a READY_LINE from
-            // our own process proves that the answer comes from it.
-            let ours = fs::read_to_string(stdout).is_ok_and(|text| text.contains(READY_LINE));
-            if ours && answers_kafka(self.port).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("tansu did not answer a Kafka request within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let port = self.port;
+        wait_until_serving(
+            self.child.as_mut(),
+            "tansu",
+            stdout,
+            READY_LINE,
+            READY_TIMEOUT,
+            || answers_kafka(port),
+        )
+        .await
     }
 }
 

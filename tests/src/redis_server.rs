@@ -135,25 +135,16 @@ impl RedisServer {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let log = self.log_path();
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait().context("polling redis-server")?
-            {
-                bail!("redis-server exited with {status}");
-            }
-            // Another server may already listen on the port: only a READY_LINE in
-            // our own log proves that the PONG comes from our process.
-            let ours = fs::read_to_string(&log).is_ok_and(|text| text.contains(READY_LINE));
-            if ours && ping(self.port).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("redis-server did not answer PING within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let (log, port) = (self.log_path(), self.port);
+        wait_until_serving(
+            self.child.as_mut(),
+            "redis-server",
+            &log,
+            READY_LINE,
+            READY_TIMEOUT,
+            || ping(port),
+        )
+        .await
     }
 }
 
@@ -161,6 +152,43 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         // A failure here has nowhere to go: the process is gone or never was.
         let _ = self.stop();
+    }
+}
+
+/// Waits until a server process of ours is serving: `child` has not exited, its
+/// `output` file holds `ready_line`, and `probe` gets an answer on its port.
+/// Another server may already listen on that port: only the line written by our
+/// own process proves that the answer comes from it.
+pub(crate) async fn wait_until_serving<F, Fut>(
+    child: Option<&mut Child>,
+    program: &str,
+    output: &Path,
+    ready_line: &str,
+    timeout: Duration,
+    probe: F,
+) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut child = child;
+    loop {
+        if let Some(child) = child.as_deref_mut()
+            && let Some(status) = child
+                .try_wait()
+                .with_context(|| format!("polling {program}"))?
+        {
+            bail!("{program} exited with {status}");
+        }
+        let ours = fs::read_to_string(output).is_ok_and(|text| text.contains(ready_line));
+        if ours && probe().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{program} did not answer within {timeout:?}");
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
