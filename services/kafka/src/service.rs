@@ -9,6 +9,19 @@ use presence_runtime::ops::{OpsServer, Readiness};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The flags the validator and the registry both take, with their environment twins.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub kafka: crate::KafkaArgs,
+    #[arg(
+        long,
+        env = "PRESENCE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+}
+
 /// Why a service could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use presence_kafka::KafkaArgs;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
+use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_registry::Registry;
 use presence_registry::distributed::RegistryHandler;
@@ -21,13 +21,7 @@ use std::time::Duration;
 )]
 struct Settings {
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[arg(
-        long,
-        env = "PRESENCE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    redis_url: String,
+    service: ServiceArgs,
     /// Where `/healthz` and `/readyz` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
@@ -37,7 +31,7 @@ struct Settings {
 async fn main() -> anyhow::Result<()> {
     presence_runtime::init_tracing();
     let settings = Settings::parse();
-    let kafka = settings.kafka.settings();
+    let kafka = settings.service.kafka.settings();
     let topics = kafka.topics();
     client::ensure_topics(
         &kafka,
@@ -56,14 +50,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("creating topics")?;
-    let store = RedisStore::connect(&settings.redis_url, RedisOptions::default())
+    let store = RedisStore::connect(&settings.service.redis_url, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;
     let registry = Registry::new(&Stores::from_backend(store.clone()));
     let requests = Consumer {
         config: RunnerConfig {
-            group: format!("{}registry", settings.kafka.topic_prefix),
+            group: format!("{}registry", settings.service.kafka.topic_prefix),
             topic: topics.registry(),
             lanes: 16,
             drain: Duration::from_secs(10),

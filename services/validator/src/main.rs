@@ -2,9 +2,10 @@
 
 use anyhow::Context;
 use clap::Parser;
+use presence_kafka::KafkaDecisions;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
-use presence_kafka::{KafkaArgs, KafkaDecisions};
+use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_store_redis::{RedisOptions, RedisStore};
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
@@ -21,13 +22,7 @@ use std::time::Duration;
 )]
 struct Settings {
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[arg(
-        long,
-        env = "PRESENCE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    redis_url: String,
+    service: ServiceArgs,
     /// Where `/healthz` and `/readyz` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
     ops_listen: SocketAddr,
@@ -40,7 +35,7 @@ struct Settings {
 async fn main() -> anyhow::Result<()> {
     presence_runtime::init_tracing();
     let settings = Settings::parse();
-    let kafka = settings.kafka.settings();
+    let kafka = settings.service.kafka.settings();
     let topics = kafka.topics();
     client::ensure_topics(
         &kafka,
@@ -64,13 +59,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("creating topics")?;
-    let store = RedisStore::connect(&settings.redis_url, RedisOptions::default())
+    let store = RedisStore::connect(&settings.service.redis_url, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let stores = Stores::from_backend(store);
     let producer = client::producer(&kafka).context("creating the producer")?;
     let decisions = Arc::new(KafkaDecisions::new(producer.clone(), topics.decisions()));
-    let group = format!("{}validator", settings.kafka.topic_prefix);
+    let group = format!("{}validator", settings.service.kafka.topic_prefix);
     let drain = Duration::from_secs(10);
     let scans = Consumer {
         config: RunnerConfig {
