@@ -1,6 +1,15 @@
-//! Unix milliseconds to ISO 8601 UTC, for messages a gate supervisor reads.
+//! Unix milliseconds: from a clock reading, and to ISO 8601 UTC for messages a
+//! gate supervisor reads.
 
 use crate::ids::UnixMillis;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A clock reading in Unix milliseconds; times before 1970 read as 0.
+pub fn unix_millis(time: SystemTime) -> UnixMillis {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        UnixMillis::try_from(d.as_millis()).unwrap_or(UnixMillis::MAX)
+    })
+}
 
 /// Formats `millis` as `2016-11-24T16:00:00Z`, adding `.mmm` only when the
 /// milliseconds are not zero.
@@ -45,6 +54,16 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_readings_become_unix_milliseconds() {
+        let later = UNIX_EPOCH + std::time::Duration::from_millis(1_480_003_200_001);
+        assert_eq!(unix_millis(later), 1_480_003_200_001);
+        assert_eq!(
+            unix_millis(UNIX_EPOCH - std::time::Duration::from_secs(1)),
+            0
+        );
+    }
 
     #[test]
     fn formats_the_spec_example() {

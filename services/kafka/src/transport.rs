@@ -10,6 +10,7 @@ use crate::settings::{KafkaSettings, Topics};
 use crate::{KafkaError, wire};
 use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::time::unix_millis;
 use presence_domain::{DecisionEvent, Device, DeviceInitRequest, DeviceLookup};
 use presence_ports::{
     Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
@@ -19,7 +20,7 @@ use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, Producer};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
 const INVENTORY_CHUNK_BYTES: usize = 512 * 1024;
@@ -160,11 +161,6 @@ impl KafkaTransport {
             tracing::warn!(%error, topic, "reply topic not deleted; it expires by retention");
         }
     }
-}
-
-fn unix_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn unexpected(what: &str) -> TransportError {

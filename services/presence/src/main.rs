@@ -4,11 +4,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
 use presence::{demo, inventory_file};
+use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayConfig, KeyArgs};
 use presence_store_embedded::EmbeddedOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -159,7 +161,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         store: EmbeddedOptions::default(),
     };
     let app = EmbeddedApp::build(settings).await?;
-    let now = now_millis();
+    let now = unix_millis(SystemTime::now());
     load_inventory(app.transport(), &demo::inventory(now))
         .await
         .context("loading the demo inventory")?;
@@ -170,10 +172,4 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     app.run_until_stopped(presence_runtime::shutdown_signal())
         .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -5,6 +5,7 @@ use crate::{InventoryApplier, Validator, ValidatorError};
 use async_trait::async_trait;
 use presence_domain::DecisionEvent;
 use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::time::unix_millis;
 use presence_kafka::client;
 use presence_kafka::replies::{answer, expired};
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
@@ -17,13 +18,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use std::time::SystemTime;
 
 fn retry(error: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(error.to_string())
@@ -62,7 +57,7 @@ impl Handler for ScanHandler {
             kind,
             request,
         };
-        let decided = if expired(record, now_millis()) {
+        let decided = if expired(record, unix_millis(SystemTime::now())) {
             // The gateway answered 503 already: deciding now would change state
             // behind an answer that said nothing happened (its retry decides). Only
             // a decision already made for this very scan is finished: published.
@@ -92,7 +87,7 @@ impl Handler for ScanHandler {
                     device_os: request.device_os,
                     channel_id: request.channel_id,
                     scan_time: request.scan_time,
-                    decided_at: now_millis(),
+                    decided_at: unix_millis(SystemTime::now()),
                 };
                 Outcome::Decision(pb::Decision::from(&event))
             }
@@ -183,7 +178,7 @@ impl Handler for InventoryHandler {
             .map_err(|error| HandlerError::Poison(format!("not an InventoryChunk: {error}")))?;
         let (records, mut errors) = {
             let mut pending = self.pending();
-            pending.give_up_expired(now_millis());
+            pending.give_up_expired(unix_millis(SystemTime::now()));
             let batch = pending.batches.entry(chunk.batch_id.clone()).or_default();
             // A chunk tried again after an outage is in its batch already.
             if !batch.offsets.contains(&record.offset()) {

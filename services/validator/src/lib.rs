@@ -14,13 +14,14 @@ pub mod distributed;
 pub use inventory::InventoryApplier;
 
 use presence_domain::rules::{self, TicketFacts};
+use presence_domain::time::unix_millis;
 use presence_domain::{Decision, DecisionEvent, RememberedDecision};
 use presence_ports::{
     Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores,
     TicketStore, TransportError,
 };
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use tracing::{Instrument, field};
 
 /// How often one scan re-reads a token that others keep changing before giving
@@ -88,7 +89,7 @@ impl Validator {
             status = field::Empty,
         );
         async move {
-            let decided_at = now_millis();
+            let decided_at = unix_millis(SystemTime::now());
             let answer = match self.decide_once(command, decided_at).await? {
                 Decided::Fresh(decision) => {
                     self.publish(command, &decision, decided_at).await?;
@@ -209,10 +210,4 @@ impl Validator {
             .await
             .map_err(ValidatorError::from)
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
