@@ -31,7 +31,7 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 15] = [
+const AMBIENT_SETTINGS: [&str; 22] = [
     "PRESENCE_LISTEN",
     "PRESENCE_OPS_LISTEN",
     "PRESENCE_PARTITIONS",
@@ -46,8 +46,19 @@ const AMBIENT_SETTINGS: [&str; 15] = [
     "PRESENCE_KAFKA_BROKERS",
     "PRESENCE_REDIS_URL",
     "PRESENCE_TOPIC_PREFIX",
+    "PRESENCE_DECISION_TIMEOUT_MS",
+    "PRESENCE_REQUEST_TIMEOUT_MS",
+    "PRESENCE_HEADER_TIMEOUT_MS",
+    "PRESENCE_MAX_CONNECTIONS",
+    "PRESENCE_SHUTDOWN_GRACE_MS",
+    "PRESENCE_KEY_RATE",
+    "PRESENCE_KEY_BURST",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
+/// The HTTP API's shutdown grace in tests: long enough to see `/readyz` turn red,
+/// far shorter than production's default, so a SIGTERM ends a test quickly.
+/// A launch's own setting wins.
+const TEST_SHUTDOWN_GRACE_MS: &str = "100";
 
 /// The `presence` binary: `$PRESENCE_BIN`, else the one cargo built next to this
 /// test binary (`target/<profile>/deps/<test>` → `target/<profile>/presence`).
@@ -104,6 +115,7 @@ fn command(launch: &Launch) -> Result<Command> {
     }
     // Plain text logs: read by tests and by people, not by a terminal.
     command.env("NO_COLOR", "1");
+    command.env("PRESENCE_SHUTDOWN_GRACE_MS", TEST_SHUTDOWN_GRACE_MS);
     command
         .args(&launch.args)
         .envs(launch.envs.iter().map(|(k, v)| (k, v)))

@@ -1,6 +1,18 @@
-//! How the gateway behaves: limits and deadlines.
+//! How the gateway behaves: limits and deadlines, and the flags (with their
+//! environment twins) that set them.
 
+use crate::rate::RateLimit;
+use crate::reply::retry_after_seconds;
 use std::time::Duration;
+
+/// The defaults, shared by [`GatewayConfig::default`] and the flags.
+const DECISION_TIMEOUT_MS: u64 = 2_000;
+const REQUEST_TIMEOUT_MS: u64 = 30_000;
+const HEADER_TIMEOUT_MS: u64 = 30_000;
+const MAX_CONNECTIONS: u32 = 1_024;
+const SHUTDOWN_GRACE_MS: u64 = 5_000;
+const KEY_RATE: u32 = 1_000;
+const KEY_BURST: u32 = 2_000;
 
 /// Limits and deadlines of the HTTP gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +31,19 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Longest an `/admin/v1/` request may take: inventories are large.
     pub admin_timeout: Duration,
+    /// Longest a connection may take to send a request's headers, counted from
+    /// when it is accepted or its previous answer was sent: a client that sends
+    /// nothing, or lets a keep-alive connection idle, is closed after it.
+    pub header_timeout: Duration,
+    /// Connections served at once. Beyond it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: u32,
     /// How long `/readyz` stays red before the listener closes on shutdown, so load
     /// balancers stop sending new requests first.
     pub shutdown_grace: Duration,
+    /// The limit of every API key under `/presence/v1/`, unless the keys file gives
+    /// the key its own.
+    pub key_rate: RateLimit,
 }
 
 impl Default for GatewayConfig {
@@ -29,31 +51,94 @@ impl Default for GatewayConfig {
         Self {
             body_limit: 64 * 1024,
             inventory_limit: 256 * 1024 * 1024,
-            decision_timeout: Duration::from_secs(2),
+            decision_timeout: Duration::from_millis(DECISION_TIMEOUT_MS),
             retry_after: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
             admin_timeout: Duration::from_secs(600),
-            shutdown_grace: Duration::ZERO,
+            header_timeout: Duration::from_millis(HEADER_TIMEOUT_MS),
+            max_connections: MAX_CONNECTIONS,
+            shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
+            key_rate: RateLimit {
+                per_second: KEY_RATE,
+                burst: KEY_BURST,
+            },
         }
     }
 }
 
 impl GatewayConfig {
-    /// The `Retry-After` value: whole seconds, rounded up, never 0.
+    /// The `Retry-After` value of 503 answers: whole seconds, rounded up, never 0.
     pub(crate) fn retry_after_seconds(&self) -> u64 {
-        let seconds = self.retry_after.as_secs();
-        let rounded = if self.retry_after.subsec_nanos() > 0 {
-            seconds.saturating_add(1)
-        } else {
-            seconds
-        };
-        rounded.max(1)
+        retry_after_seconds(self.retry_after)
+    }
+}
+
+/// The gateway flags every binary with an HTTP API takes, with their environment
+/// twins; times in milliseconds.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// How long a scan or device call waits for its answer before 503 UNAVAILABLE.
+    #[arg(long, env = "PRESENCE_DECISION_TIMEOUT_MS", default_value_t = DECISION_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub decision_timeout_ms: u64,
+    /// Longest a /presence/v1/ or operations request may take, body upload included.
+    #[arg(long, env = "PRESENCE_REQUEST_TIMEOUT_MS", default_value_t = REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Longest wait for a request's headers on a new or an idle keep-alive connection.
+    #[arg(long, env = "PRESENCE_HEADER_TIMEOUT_MS", default_value_t = HEADER_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "PRESENCE_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long /readyz is red before the listener closes on shutdown.
+    #[arg(long, env = "PRESENCE_SHUTDOWN_GRACE_MS", default_value_t = SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+    /// Requests a second each API key may make under /presence/v1/ (0: no limit).
+    #[arg(long, env = "PRESENCE_KEY_RATE", default_value_t = KEY_RATE)]
+    pub key_rate: u32,
+    /// Requests an API key may make at once after a quiet spell.
+    #[arg(long, env = "PRESENCE_KEY_BURST", default_value_t = KEY_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_burst: u32,
+}
+
+impl GatewayArgs {
+    /// The gateway configuration these flags describe; what they do not cover
+    /// keeps its default.
+    pub fn config(&self) -> GatewayConfig {
+        GatewayConfig {
+            decision_timeout: Duration::from_millis(self.decision_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            max_connections: self.max_connections,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            key_rate: RateLimit {
+                per_second: self.key_rate,
+                burst: self.key_burst,
+            },
+            ..GatewayConfig::default()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<GatewayConfig, clap::Error> {
+        let argv = std::iter::once("gateway").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.gateway.config())
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
@@ -64,5 +149,79 @@ mod tests {
         assert_eq!(with(Duration::ZERO).retry_after_seconds(), 1);
         assert_eq!(with(Duration::from_millis(1500)).retry_after_seconds(), 2);
         assert_eq!(with(Duration::from_secs(3)).retry_after_seconds(), 3);
+    }
+
+    /// Parses without the environment: every test process shares one, and the
+    /// variables are read only when a flag is absent.
+    #[test]
+    fn flags_set_the_config_and_their_defaults_are_the_config_defaults() {
+        let flags = [
+            "--decision-timeout-ms",
+            "250",
+            "--request-timeout-ms",
+            "4000",
+            "--header-timeout-ms",
+            "1500",
+            "--max-connections",
+            "16",
+            "--shutdown-grace-ms",
+            "0",
+            "--key-rate",
+            "0",
+            "--key-burst",
+            "7",
+        ];
+        let config = parse(&flags).unwrap();
+        assert_eq!(
+            config,
+            GatewayConfig {
+                decision_timeout: Duration::from_millis(250),
+                request_timeout: Duration::from_secs(4),
+                header_timeout: Duration::from_millis(1500),
+                max_connections: 16,
+                shutdown_grace: Duration::ZERO,
+                key_rate: RateLimit {
+                    per_second: 0,
+                    burst: 7
+                },
+                ..GatewayConfig::default()
+            }
+        );
+        // Each flag's environment twin is PRESENCE_ and its name; when none is set
+        // (they would win over the defaults), no flag means the default config.
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let mut ambient = false;
+        for flag in flags.iter().step_by(2) {
+            let name = &flag[2..];
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(name))
+                .unwrap();
+            let twin = format!("PRESENCE_{}", name.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|env| env.to_str()),
+                Some(twin.as_str())
+            );
+            ambient |= std::env::var_os(&twin).is_some();
+        }
+        if !ambient {
+            assert_eq!(parse(&[]).unwrap(), GatewayConfig::default());
+        }
+    }
+
+    #[test]
+    fn zero_and_garbage_are_refused_where_they_make_no_sense() {
+        for flags in [
+            ["--max-connections", "0"],
+            ["--header-timeout-ms", "0"],
+            ["--request-timeout-ms", "0"],
+            ["--decision-timeout-ms", "0"],
+            ["--key-burst", "0"],
+            ["--key-rate", "-1"],
+            ["--shutdown-grace-ms", "5s"],
+        ] {
+            assert!(parse(&flags).is_err(), "{flags:?} accepted");
+        }
     }
 }

@@ -1,10 +1,10 @@
-//! The one error type of this crate: what can go wrong loading keys and serving.
+//! The one error type of this crate: what can go wrong loading keys and binding.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Why the gateway could not start or stopped serving. Never carries an API key.
+/// Why the gateway could not start. Never carries an API key.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot read the API keys file {path}: {source}")]
@@ -33,6 +33,4 @@ pub enum GatewayError {
         #[source]
         source: io::Error,
     },
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] io::Error),
 }

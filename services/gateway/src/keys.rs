@@ -1,9 +1,11 @@
 //! API keys: who may call, for which venues, and whether they may administer.
 //!
 //! Only SHA-256 digests of keys are kept; a presented key is hashed and its digest
-//! looked up. Keys are never logged: a caller is known by the key's `name`.
+//! looked up. Keys are never logged: a caller is known by the key's `name`. Each
+//! key carries its own rate limit bucket, found by the same lookup.
 
 use crate::error::GatewayError;
+use crate::rate::{RateLimit, TokenBucket};
 use presence_domain::VenueId;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -11,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 type KeyDigest = [u8; 32];
 
@@ -41,12 +44,32 @@ pub struct ApiKeys {
 }
 
 /// Who is calling: the grant of one API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     name: Arc<str>,
     /// `None`: every venue.
     venues: Option<Arc<BTreeSet<VenueId>>>,
     admin: bool,
+    /// The key's own `rate` and `burst` from the keys file, if any.
+    own_rate: OwnRate,
+    /// Shared by every request of the key; `None`: not limited.
+    bucket: Option<Arc<TokenBucket>>,
+}
+
+/// A key's own limit in the keys file; what it leaves out is the gateway's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct OwnRate {
+    rate: Option<u32>,
+    burst: Option<u32>,
+}
+
+impl OwnRate {
+    fn over(self, default: RateLimit) -> RateLimit {
+        RateLimit {
+            per_second: self.rate.unwrap_or(default.per_second),
+            burst: self.burst.unwrap_or(default.burst),
+        }
+    }
 }
 
 impl Caller {
@@ -63,6 +86,12 @@ impl Caller {
 
     pub(crate) fn is_admin(&self) -> bool {
         self.admin
+    }
+
+    /// Takes one request from the key's budget, or says how long until there is
+    /// room for one.
+    pub(crate) fn admit(&self) -> Result<(), Duration> {
+        self.bucket.as_ref().map_or(Ok(()), |bucket| bucket.admit())
     }
 }
 
@@ -83,6 +112,8 @@ struct KeyEntry {
     venues: Option<Vec<String>>,
     #[serde(default)]
     admin: bool,
+    rate: Option<u32>,
+    burst: Option<u32>,
 }
 
 impl ApiKeys {
@@ -94,7 +125,11 @@ impl ApiKeys {
     /// sha256 = "<64 hex chars>" # SHA-256 of the key (or `key = "plain"` for development)
     /// venues = ["KovZpZAnAtJJ"] # optional; absent = every venue
     /// admin = false             # optional; admin keys may not be limited to venues
+    /// rate = 500                # optional; requests a second (0: no limit)
+    /// burst = 1000              # optional; requests at once, at least 1
     /// ```
+    ///
+    /// `rate` and `burst` replace the gateway's defaults for this key alone.
     pub fn from_toml_str(text: &str) -> Result<Self, GatewayError> {
         let file: KeysFile = toml::from_str(text).map_err(|error| {
             let line = error
@@ -143,6 +178,9 @@ impl ApiKeys {
                 }
                 Some(list) => Some(Arc::new(list.into_iter().map(VenueId::new).collect())),
             };
+            if entry.burst == Some(0) {
+                return Err(invalid(name, "burst must be at least 1"));
+            }
             if entry.admin && venues.is_some() {
                 // Inventory spans venues; a venue-limited admin would be a silent
                 // way around the limit.
@@ -160,6 +198,11 @@ impl ApiKeys {
                     name: Arc::from(name),
                     venues,
                     admin: entry.admin,
+                    own_rate: OwnRate {
+                        rate: entry.rate,
+                        burst: entry.burst,
+                    },
+                    bucket: None,
                 },
             );
         }
@@ -201,6 +244,8 @@ impl ApiKeys {
                 name: Arc::from("PRESENCE_API_KEY"),
                 venues: None,
                 admin: true,
+                own_rate: OwnRate::default(),
+                bucket: None,
             },
         );
         keys
@@ -214,6 +259,15 @@ impl ApiKeys {
 
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()
+    }
+
+    /// Gives every key a fresh bucket: its own limit from the keys file, else
+    /// `default`.
+    pub(crate) fn with_rate_limits(mut self, default: RateLimit) -> Self {
+        for caller in self.by_digest.values_mut() {
+            caller.bucket = caller.own_rate.over(default).bucket().map(Arc::new);
+        }
+        self
     }
 
     /// The grant of a presented key; `None` when it is empty or unknown.
@@ -312,6 +366,10 @@ mod tests {
                 "[[keys]]\nname = \" \"\nkey = \"k\"",
                 "API key entry 1 (unnamed): name must not be empty",
             ),
+            (
+                "[[keys]]\nname = \"a\"\nkey = \"k\"\nrate = 5\nburst = 0",
+                "API key entry 1 (a): burst must be at least 1",
+            ),
         ];
         for (text, expected) in cases {
             let error = ApiKeys::from_toml_str(text).unwrap_err().to_string();
@@ -354,5 +412,37 @@ mod tests {
         );
         let missing = ApiKeys::from_toml_file(&dir.path().join("nope.toml")).unwrap_err();
         assert!(matches!(missing, GatewayError::KeysFile { .. }));
+    }
+
+    #[test]
+    fn keys_may_have_their_own_rate_and_burst() {
+        let text = "[[keys]]\nname = \"partner\"\nkey = \"p\"\nrate = 0\n\
+                    [[keys]]\nname = \"slow\"\nkey = \"s\"\nrate = 1\nburst = 2\n\
+                    [[keys]]\nname = \"bursty\"\nkey = \"b\"\nburst = 3\n\
+                    [[keys]]\nname = \"plain\"\nkey = \"d\"\n";
+        let default = RateLimit {
+            per_second: 1,
+            burst: 1,
+        };
+        let keys = ApiKeys::from_toml_str(text)
+            .unwrap()
+            .merge(ApiKeys::single_admin("dev"))
+            .with_rate_limits(default);
+        // Ten at once, far quicker than the one token a second refills.
+        let admitted = |key: &str| {
+            let caller = keys.authenticate(key).unwrap().clone();
+            (0..10).filter(|_| caller.admit().is_ok()).count()
+        };
+        assert_eq!(admitted("p"), 10, "rate 0: no limit");
+        assert_eq!(admitted("s"), 2, "its own rate and burst");
+        assert_eq!(admitted("b"), 3, "the default rate, its own burst");
+        assert_eq!(admitted("d"), 1, "the defaults");
+        assert_eq!(admitted("dev"), 1, "the defaults");
+        // The clones share the key's bucket: it is still empty.
+        let wait = keys.authenticate("d").unwrap().admit().unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        let negative = "[[keys]]\nname = \"a\"\nkey = \"k\"\nrate = -1\n";
+        let error = ApiKeys::from_toml_str(negative).unwrap_err().to_string();
+        assert!(error.starts_with("API keys file: line 4: "), "{error}");
     }
 }

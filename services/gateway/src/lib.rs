@@ -5,11 +5,13 @@
 //! - `paths`: the public paths and their aliases; [`wire`]: the JSON shapes;
 //!   `docs`: the OpenAPI document generated from them;
 //! - `keys`: API keys (digests only), checked by `middleware` before anything
-//!   else; `middleware` also sets deadlines, catches panics, traces and measures;
+//!   else, each with its `rate` limit bucket; `middleware` also sets deadlines,
+//!   catches panics, traces and measures;
 //! - `body`: size-limited bodies read as JSON; `reply`: envelopes and statuses;
 //! - `routes`: the handlers for scans, devices, inventory and operations;
 //! - `metrics`: Prometheus metrics; `state`: what handlers share;
-//!   `server`: binding, serving and graceful shutdown.
+//!   `config`: limits and deadlines, and their flags; `server`: binding, the
+//!   accept loop (connection limit, header timeout) and graceful shutdown.
 //!
 //! Whatever it cannot answer alone goes to the transport: in-process in the
 //! all-in-one binary, Kafka in the distributed deployment.
@@ -22,6 +24,7 @@ mod keys;
 mod metrics;
 mod middleware;
 mod paths;
+mod rate;
 mod reply;
 mod routes;
 mod server;
@@ -31,11 +34,12 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use config::GatewayConfig;
+pub use config::{GatewayArgs, GatewayConfig};
 pub use docs::openapi;
 pub use error::GatewayError;
 pub use keys::{ApiKeys, KeyArgs};
 pub use metrics::MetricsHandle;
+pub use rate::RateLimit;
 pub use server::Gateway;
 pub use state::GatewayState;
 

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use presence_gateway::{ApiKeys, Gateway, GatewayConfig, KeyArgs};
+use presence_gateway::{ApiKeys, Gateway, GatewayArgs, KeyArgs};
 use presence_kafka::transport::AnswerDeadlines;
 use presence_kafka::{KafkaArgs, KafkaTransport};
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ struct Settings {
     kafka: KafkaArgs,
     #[command(flatten)]
     keys: KeyArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     /// Names this instance's reply topic; defaults to a random id.
     #[arg(long, env = "PRESENCE_INSTANCE_ID")]
     instance_id: Option<String>,
@@ -40,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = settings.instance_id {
         kafka.instance_id = id;
     }
-    let config = GatewayConfig::default();
+    let config = settings.gateway.config();
     let deadlines = AnswerDeadlines {
         request: config.decision_timeout,
         ..AnswerDeadlines::default()
@@ -57,8 +59,7 @@ async fn main() -> anyhow::Result<()> {
         .context("writing to stdout")?;
     gateway
         .run_until_stopped(presence_runtime::shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+        .await;
     if let Some(transport) = Arc::into_inner(transport) {
         transport.close().await;
     }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the gateway. Every label has a small, fixed set of
-//! values: route templates (never raw paths), methods, status names and scan
-//! kinds; never a token, device or key.
+//! values: route templates (never raw paths), methods, status names, scan kinds
+//! and key names from the keys file; never a token, device or key.
 
 use axum::http::Method;
 use presence_domain::{ScanKind, Status};
@@ -52,6 +52,12 @@ struct KindLabels {
     kind: &'static str,
 }
 
+/// A key's `name`, never the key.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The registry behind `/metrics`, shared so the embedding binary can add its own
@@ -98,6 +104,9 @@ pub(crate) struct Metrics {
     decision_timeouts: Counter,
     unavailable: Counter,
     inventory_applied: Counter,
+    rate_limited: Family<KeyLabels, Counter>,
+    connections: Gauge,
+    header_timeouts: Counter,
 }
 
 fn http_histogram() -> Histogram {
@@ -122,6 +131,9 @@ impl Metrics {
             decision_timeouts: Counter::default(),
             unavailable: Counter::default(),
             inventory_applied: Counter::default(),
+            rate_limited: Family::default(),
+            connections: Gauge::default(),
+            header_timeouts: Counter::default(),
         };
         metrics.handle.with_registry(|registry| {
             registry.register(
@@ -163,6 +175,22 @@ impl Metrics {
                 "inventory_records_applied",
                 "Inventory records applied through the admin API",
                 metrics.inventory_applied.clone(),
+            );
+            registry.register(
+                "rate_limited",
+                "Requests answered 429 RATE_LIMITED, by API key name",
+                metrics.rate_limited.clone(),
+            );
+            registry.register(
+                "http_connections",
+                "HTTP connections open now (at most the connection limit)",
+                metrics.connections.clone(),
+            );
+            registry.register(
+                "http_header_timeouts",
+                "Connections closed because no request headers arrived within the header \
+                 timeout: silent or slow clients, and idle keep-alive connections",
+                metrics.header_timeouts.clone(),
             );
         });
         metrics
@@ -226,10 +254,28 @@ impl Metrics {
     pub(crate) fn inventory_applied(&self, records: u64) {
         self.inventory_applied.inc_by(records);
     }
+
+    pub(crate) fn rate_limited(&self, key_name: &str) {
+        self.rate_limited
+            .get_or_create(&KeyLabels {
+                key: key_name.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection as open until dropped.
+    pub(crate) fn connection_opened(&self) -> InFlight {
+        self.connections.inc();
+        InFlight(self.connections.clone())
+    }
+
+    pub(crate) fn header_timed_out(&self) {
+        self.header_timeouts.inc();
+    }
 }
 
-/// Counts a request as in flight until dropped, so a request whose client went
-/// away (its future dropped) is not counted forever.
+/// Counts a request (or a connection) as in flight until dropped, so a request
+/// whose client went away (its future dropped) is not counted forever.
 #[derive(Debug)]
 pub(crate) struct InFlight(Gauge);
 
@@ -269,6 +315,9 @@ mod tests {
         );
         metrics.scan_answered(ScanKind::Enter, Status::Okay);
         metrics.scan_round_trip(ScanKind::Enter, Duration::from_micros(700));
+        metrics.rate_limited("north-gates");
+        let _open = metrics.connection_opened();
+        metrics.header_timed_out();
         let text = metrics.handle().encode().unwrap();
         for name in [
             "presence_http_requests_total{route=\"/healthz\",method=\"OTHER\",code=\"200\"} 1",
@@ -279,6 +328,9 @@ mod tests {
             "presence_decision_timeouts_total 0",
             "presence_unavailable_total 0",
             "presence_inventory_records_applied_total 0",
+            "presence_rate_limited_total{key=\"north-gates\"} 1",
+            "presence_http_connections 1",
+            "presence_http_header_timeouts_total 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -1,10 +1,10 @@
 //! What happens around every handler: a span and metrics, a panic guard, a
-//! deadline, and authentication — in that order from the outside in — and
-//! closing connections whose request body was left unread.
+//! deadline, and authentication with the key's rate limit — in that order from
+//! the outside in — and closing connections whose request body was left unread.
 
 use crate::keys::Caller;
 use crate::metrics::UNMATCHED_ROUTE;
-use crate::paths::{ADMIN_PREFIX, requires_key};
+use crate::paths::{ADMIN_PREFIX, PRESENCE_PREFIX, requires_key};
 use crate::reply::Failure;
 use crate::state::GatewayState;
 use axum::body::Body;
@@ -110,7 +110,8 @@ pub(crate) async fn deadline(
 }
 
 /// Checks the API key before anything else about the request, for every path
-/// under the API prefixes (known or not, any method), and hands the caller on.
+/// under the API prefixes (known or not, any method), then the key's rate limit
+/// under `/presence/`, and hands the caller on.
 pub(crate) async fn authenticate(
     State(state): State<GatewayState>,
     mut request: Request,
@@ -136,6 +137,14 @@ pub(crate) async fn authenticate(
             if path.starts_with(ADMIN_PREFIX) && !caller.is_admin() {
                 // Refused before the (large) body is read.
                 return Failure::forbidden("This API key may not use the admin API").plain();
+            }
+            // Admin uploads are few and need an admin key; the limit guards the
+            // scanning API, where a runaway client floods.
+            if path.starts_with(PRESENCE_PREFIX)
+                && let Err(wait) = caller.admit()
+            {
+                state.gateway_metrics().rate_limited(caller.name());
+                return Failure::rate_limited(wait).for_path(path);
             }
             request.extensions_mut().insert(caller);
             next.run(request).await

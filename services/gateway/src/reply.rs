@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use presence_domain::{FieldErrors, Status};
 use serde::Serialize;
+use std::time::Duration;
 
 /// The HTTP status for a `result.status`.
 pub(crate) fn http_status(status: Status) -> StatusCode {
@@ -39,13 +40,24 @@ pub(crate) fn http_status(status: Status) -> StatusCode {
     }
 }
 
+/// A wait as a `Retry-After` value: whole seconds, rounded up, never 0.
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
+    let seconds = wait.as_secs();
+    let rounded = if wait.subsec_nanos() > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
+    };
+    rounded.max(1)
+}
+
 /// An answer that is not a decision: the request or the service is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
     status: Status,
     http: StatusCode,
     message: String,
-    /// Seconds, for 503.
+    /// Seconds, for 503 and 429.
     retry_after: Option<u64>,
 }
 
@@ -98,6 +110,17 @@ impl Failure {
         Self {
             retry_after: Some(retry_after_seconds.max(1)),
             ..Self::new(Status::Unavailable, message)
+        }
+    }
+
+    /// 429 RATE_LIMITED: the key made more requests than its limit allows.
+    pub(crate) fn rate_limited(wait: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds(wait)),
+            ..Self::new(
+                Status::RateLimited,
+                "Too many requests with this API key; please retry later",
+            )
         }
     }
 
@@ -192,5 +215,22 @@ mod tests {
         let response = Failure::unavailable("down", 0).plain();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_whole_seconds() {
+        let response = Failure::rate_limited(Duration::from_millis(1)).plain();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let response = Failure::rate_limited(Duration::from_millis(2001)).plain();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
     }
 }

@@ -26,7 +26,10 @@ struct Inner {
 }
 
 impl GatewayState {
+    /// Each key gets a fresh rate limit bucket: its own limit from the keys file,
+    /// else the config's.
     pub fn new(config: GatewayConfig, keys: ApiKeys, transport: Arc<dyn Transport>) -> Self {
+        let keys = keys.with_rate_limits(config.key_rate);
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -1138,7 +1138,7 @@ async fn serves_and_stops_gracefully_with_readiness_red_first() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let during_grace = raw_get(addr, "/readyz").await;
     assert!(during_grace.starts_with("HTTP/1.1 503"), "{during_grace}");
-    server.await.unwrap().unwrap();
+    server.await.unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
@@ -1222,4 +1222,370 @@ async fn logs_name_the_key_and_hash_the_token_but_never_show_either() {
     for secret in [GATE_KEY, ADMIN_KEY, "not-a-key", "721744537954", "apikey="] {
         assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
     }
+}
+
+// ------------------------------------------------------------ hostile clients
+
+/// A config whose every key may make `burst` requests at once, then one a second.
+fn limited(burst: u32) -> GatewayConfig {
+    GatewayConfig {
+        key_rate: RateLimit {
+            per_second: 1,
+            burst,
+        },
+        ..test_config()
+    }
+}
+
+#[tokio::test]
+async fn a_flooding_key_gets_429_and_other_keys_keep_their_budget() {
+    let harness = Harness::with_config(limited(2));
+    let scan = |key| {
+        harness.post(
+            "/presence/v1/ticket/enter",
+            Some(key),
+            json_body(&scan_body()),
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(scan(GATE_KEY).await.status, StatusCode::OK);
+    }
+    let refused = scan(GATE_KEY).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.headers[header::RETRY_AFTER], "1");
+    assert_eq!(
+        refused.json(),
+        json!({
+            "result": {
+                "status": "RATE_LIMITED",
+                "message": "Too many requests with this API key; please retry later"
+            },
+            "message": {"tickets": []}
+        })
+    );
+    // Every path under /presence/ draws on the same budget; other envelopes stay plain.
+    let lookup = harness
+        .get(
+            "/presence/v1/device?venue=KovZpZAnAtJJ&mac=00:24:06:F0:F9:FB",
+            Some(GATE_KEY),
+        )
+        .await;
+    assert_eq!(lookup.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(lookup.result_status(), "RATE_LIMITED");
+    assert!(lookup.json().get("message").is_none(), "{}", lookup.text);
+    // Authentication still comes first.
+    let anonymous = harness
+        .post("/presence/v1/ticket/enter", None, json_body(&scan_body()))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // Another key has its own budget, and the admin API and the operations
+    // endpoints are not limited.
+    for _ in 0..2 {
+        assert_eq!(scan(PLAIN_KEY).await.status, StatusCode::OK);
+    }
+    for _ in 0..4 {
+        let reply = harness
+            .post("/admin/v1/inventory", Some(ADMIN_KEY), VENUE_LINE)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(harness.get("/healthz", None).await.status, StatusCode::OK);
+    }
+    // Refused requests never reach the validator, and are counted by key name.
+    assert_eq!(harness.fake.scans.lock().unwrap().len(), 4);
+    assert!(harness.fake.lookups.lock().unwrap().is_empty());
+    let metrics = harness.metrics_text().await;
+    assert_eq!(
+        sample(&metrics, "presence_rate_limited_total{key=\"north\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&metrics, "presence_rate_limited_total{key=\"plain\"}"),
+        None
+    );
+    assert!(!metrics.contains(GATE_KEY));
+}
+
+#[tokio::test]
+async fn a_key_may_have_its_own_limit_in_the_keys_file() {
+    let file = format!(
+        "[[keys]]\nname = \"partner\"\nkey = \"{PLAIN_KEY}\"\nrate = 0\n\
+         [[keys]]\nname = \"north\"\nkey = \"{GATE_KEY}\"\nburst = 3\n"
+    );
+    let keys = ApiKeys::from_toml_str(&file).unwrap();
+    let state = GatewayState::new(limited(1), keys, Arc::new(Fake::default()));
+    let codes = |key: &'static str, count: usize| {
+        let state = state.clone();
+        async move {
+            let mut codes = Vec::new();
+            for _ in 0..count {
+                let request = request(
+                    Method::POST,
+                    "/presence/v1/ticket/exit",
+                    Some(key),
+                    json_body(&scan_body()),
+                );
+                codes.push(
+                    router(state.clone())
+                        .oneshot(request)
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                );
+            }
+            codes
+        }
+    };
+    assert_eq!(codes(PLAIN_KEY, 20).await, [200; 20], "rate 0: unlimited");
+    assert_eq!(
+        codes(GATE_KEY, 4).await,
+        [200, 200, 200, 429],
+        "its own burst"
+    );
+}
+
+#[test]
+fn rate_limited_routes_document_429_with_retry_after() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if path.starts_with("/presence/") {
+                let limited = &responses["429"];
+                assert!(
+                    limited["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: {limited}"
+                );
+            } else {
+                assert!(
+                    responses.get("429").is_none(),
+                    "{method} {path} is not limited"
+                );
+            }
+        }
+    }
+}
+
+/// A gateway serving on a loopback port until `stop` is sent.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    metrics: MetricsHandle,
+}
+
+/// Serves on a loopback port, with no shutdown grace: nothing balances load to a test.
+async fn serve(config: GatewayConfig, fake: Arc<Fake>) -> Served {
+    let config = GatewayConfig {
+        shutdown_grace: Duration::ZERO,
+        ..config
+    };
+    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), config, keys(), fake)
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    let metrics = gateway.metrics();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Served {
+        addr,
+        stop,
+        server,
+        metrics,
+    }
+}
+
+/// Reads one HTTP/1.1 response (headers, and a body of its Content-Length);
+/// fails when the server falls silent for 5 s.
+async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no whole response within 5 s: {text}"))
+            .unwrap();
+        assert!(read > 0, "closed before a whole response: {text}");
+        bytes.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Waits (at most `limit`) for the server to close `stream`.
+async fn closed_by_server(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(limit, stream.read(&mut chunk))
+            .await
+            .expect("the server kept the connection open");
+        if matches!(read, Ok(0) | Err(_)) {
+            return;
+        }
+    }
+}
+
+const HEALTHZ_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_and_the_limit_holds() {
+    use tokio::io::AsyncWriteExt;
+    let header_timeout = Duration::from_millis(300);
+    let served = serve(
+        GatewayConfig {
+            header_timeout,
+            max_connections: 2,
+            ..test_config()
+        },
+        Arc::new(Fake::default()),
+    )
+    .await;
+    // One connection makes a request and then idles; one never sends anything.
+    let mut idle = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    idle.write_all(HEALTHZ_REQUEST).await.unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let quiet_since = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    // Both slots are taken: a third client waits until one of them is closed.
+    let started = std::time::Instant::now();
+    let mut third = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    third.write_all(HEALTHZ_REQUEST).await.unwrap();
+    let answer = read_response(&mut third).await;
+    let waited = started.elapsed();
+    drop(third);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        waited >= header_timeout / 2,
+        "answered after {waited:?}: no limit"
+    );
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    // Whichever way they idled, both were closed after the header timeout.
+    for stream in [&mut idle, &mut silent] {
+        closed_by_server(stream, Duration::from_secs(3)).await;
+    }
+    assert!(quiet_since.elapsed() >= header_timeout);
+    let metrics = served.metrics.encode().unwrap();
+    assert_eq!(
+        sample(&metrics, "presence_http_header_timeouts_total"),
+        Some(2.0)
+    );
+    served.stop.send(()).unwrap();
+    served.server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_sent_byte_by_byte_is_cut_off_by_the_request_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let request_timeout = Duration::from_millis(300);
+    let served = serve(
+        GatewayConfig {
+            request_timeout,
+            ..test_config()
+        },
+        Arc::new(Fake::default()),
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /presence/v1/ticket/enter HTTP/1.1\r\nHost: test\r\nX-Api-Key: {ADMIN_KEY}\r\n\
+         Content-Length: 200\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // 200 bytes at one per 50 ms would take 10 s; writing fails once the server
+    // has answered and closed.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..200 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let answer = read_response(&mut reader).await;
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"UNAVAILABLE\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        took >= request_timeout && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    closed_by_server(&mut reader, Duration::from_secs(3)).await;
+    trickle.abort();
+    served.stop.send(()).unwrap();
+    served.server.await.unwrap();
+}
+
+#[tokio::test]
+async fn stopping_finishes_requests_in_flight_and_closes_idle_connections() {
+    use tokio::io::AsyncWriteExt;
+    let fake = Arc::new(Fake::default());
+    *fake.scan_answer.lock().unwrap() = ScanAnswer::Hang;
+    let decision_timeout = Duration::from_millis(400);
+    let served = serve(
+        GatewayConfig {
+            decision_timeout,
+            header_timeout: Duration::from_secs(30),
+            ..test_config()
+        },
+        fake.clone(),
+    )
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    idle.write_all(HEALTHZ_REQUEST).await.unwrap();
+    read_response(&mut idle).await;
+    let mut busy = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let body = scan_body().to_string();
+    let scan = format!(
+        "POST /presence/v1/ticket/enter HTTP/1.1\r\nHost: test\r\nX-Api-Key: {ADMIN_KEY}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    busy.write_all(scan.as_bytes()).await.unwrap();
+    // The scan is with the validator, which never answers.
+    while fake.scans.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    served.stop.send(()).unwrap();
+    // The idle connection is closed at once, not after the 30 s header timeout…
+    closed_by_server(&mut idle, Duration::from_secs(3)).await;
+    // …while the scan in flight still gets its answer (the decision timeout's 503),
+    // and the server waits for it.
+    assert!(
+        !served.server.is_finished(),
+        "stopped with a request in flight"
+    );
+    let answer = read_response(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    served.server.await.unwrap();
+    let took = started.elapsed();
+    assert!(took < decision_timeout + Duration::from_secs(2), "{took:?}");
+    assert!(tokio::net::TcpStream::connect(served.addr).await.is_err());
 }

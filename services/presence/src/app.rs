@@ -100,14 +100,8 @@ impl EmbeddedApp {
         self.decisions.subscribe()
     }
 
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        self.gateway
-            .run_until_stopped(shutdown)
-            .await
-            .context("serving HTTP")
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        self.gateway.run_until_stopped(shutdown).await;
     }
 }
 

@@ -5,12 +5,12 @@ use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
-use presence_gateway::{ApiKeys, GatewayConfig, KeyArgs};
+use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
 use presence_store_embedded::EmbeddedOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +52,8 @@ struct ServeArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     keys: KeyArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     /// NDJSON inventory applied at start-up.
     #[arg(long, env = "PRESENCE_INVENTORY")]
     inventory: Option<PathBuf>,
@@ -127,14 +129,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_keys,
         inventory: args.inventory,
         decisions_log: args.decisions_log,
-        gateway: GatewayConfig::default(),
+        gateway: args.gateway.config(),
         store: EmbeddedOptions::default(),
     };
     let app = EmbeddedApp::build(settings).await?;
     presence_runtime::announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))
         .context("writing to stdout")?;
     app.run_until_stopped(presence_runtime::shutdown_signal())
-        .await?;
+        .await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -157,7 +159,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         api_keys: ApiKeys::single_admin(&api_key),
         inventory: None,
         decisions_log: None,
-        gateway: GatewayConfig::default(),
+        // Nothing balances load to a demo: Ctrl-C stops it at once.
+        gateway: GatewayConfig {
+            shutdown_grace: Duration::ZERO,
+            ..GatewayConfig::default()
+        },
         store: EmbeddedOptions::default(),
     };
     let app = EmbeddedApp::build(settings).await?;
@@ -170,6 +176,6 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("{}", demo::instructions(&url, &api_key, &scanner, now));
     presence_runtime::announce(&format!("PRESENCE_URL={url}")).context("writing to stdout")?;
     app.run_until_stopped(presence_runtime::shutdown_signal())
-        .await?;
+        .await;
     Ok(ExitCode::SUCCESS)
 }
