@@ -183,8 +183,14 @@ impl TestApp {
     /// The embedded fixture: `presence serve` on port 0 with its own data directory,
     /// the admin key on the command line and the other keys in a keys file.
     pub async fn embedded() -> Result<Self> {
+        Self::embedded_with(&[]).await
+    }
+
+    /// The embedded fixture with `env` added to the server's environment
+    /// (`PRESENCE_KEY_RATE`, …).
+    pub async fn embedded_with(env: &[(&str, &str)]) -> Result<Self> {
         let (dir, keys, keys_file) = Self::prepare()?;
-        let plan = Plan::embedded(dir.path(), &keys, &keys_file);
+        let plan = Plan::embedded(dir.path(), &keys, &keys_file, env);
         Self::start(dir, keys, plan).await
     }
 

@@ -125,19 +125,22 @@ pub(crate) struct Distributed {
 
 impl Plan {
     /// `presence serve` on port 0 with its own data directory, the admin key on
-    /// the command line and the other keys in `keys_file`.
-    pub fn embedded(dir: &Path, keys: &Keys, keys_file: &Path) -> Self {
+    /// the command line, the other keys in `keys_file`, and `env` (its limits,
+    /// say) in its environment.
+    pub fn embedded(dir: &Path, keys: &Keys, keys_file: &Path, env: &[(&str, &str)]) -> Self {
+        let launch = Launch::new(dir)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--api-key")
+            .arg(&keys.admin)
+            .arg("--api-keys-file")
+            .arg(keys_file);
         Plan::Embedded(
-            Launch::new(dir)
-                .arg("serve")
-                .arg("--listen")
-                .arg("127.0.0.1:0")
-                .arg("--data-dir")
-                .arg(dir.join("data"))
-                .arg("--api-key")
-                .arg(&keys.admin)
-                .arg("--api-keys-file")
-                .arg(keys_file),
+            env.iter()
+                .fold(launch, |launch, (key, value)| launch.env(key, value)),
         )
     }
 
