@@ -2,7 +2,8 @@
 # A throughput figure of the embedded server: builds the release binary, starts
 # `presence serve` on a free port in a fresh data dir, and runs wrk-enter.sh
 # against it (see there for the arguments after the first). The per-key rate
-# limit is off (PRESENCE_KEY_RATE=0): the run measures the server, not its limit.
+# limit is off (PRESENCE_KEY_RATE=0, the default, whatever the environment says):
+# the run measures the server, not its limit.
 #   scripts/bench/embedded-wrk.sh [connections=64] [seconds=20] [tickets-per-thread=400000]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -4,9 +4,9 @@
 #   scripts/bench/wrk-enter.sh URL API_KEY [connections=64] [seconds=20] [tickets-per-thread=400000]
 # Loads the tickets through POST /admin/v1/inventory (timed), configures one
 # device, runs wrk with 2 threads and prints its report with the status counts.
-# The key must not be rate-limited, or most scans come back RATE_LIMITED: start
-# the server with PRESENCE_KEY_RATE=0 (the gateway, in distributed mode), or give
-# the key `rate = 0` in the keys file. Loopback only; stops by itself.
+# The key must not be rate-limited, or most scans come back RATE_LIMITED: no
+# PRESENCE_KEY_RATE for the server (the gateway, in distributed mode), or
+# `rate = 0` for the key in the keys file. Loopback only; stops by itself.
 set -euo pipefail
 url=$1
 key=$2

@@ -22,9 +22,7 @@ async fn serve(dir: &TempDir) -> Result<(PresenceProcess, String)> {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--api-key")
-        .arg(KEY)
-        // The generator measures the server, not the per-key limit.
-        .env("PRESENCE_KEY_RATE", "0");
+        .arg(KEY);
     PresenceProcess::start(&launch).await
 }
 

@@ -11,8 +11,6 @@ const REQUEST_TIMEOUT_MS: u64 = 30_000;
 const HEADER_TIMEOUT_MS: u64 = 30_000;
 const MAX_CONNECTIONS: u32 = 1_024;
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
-const KEY_RATE: u32 = 1_000;
-const KEY_BURST: u32 = 2_000;
 
 /// Limits and deadlines of the HTTP gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +40,7 @@ pub struct GatewayConfig {
     /// balancers stop sending new requests first.
     pub shutdown_grace: Duration,
     /// The limit of every API key under `/presence/v1/`, unless the keys file gives
-    /// the key its own.
+    /// the key its own. None by default: SPEC §2 limits only where configured.
     pub key_rate: RateLimit,
 }
 
@@ -58,10 +56,7 @@ impl Default for GatewayConfig {
             header_timeout: Duration::from_millis(HEADER_TIMEOUT_MS),
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
-            key_rate: RateLimit {
-                per_second: KEY_RATE,
-                burst: KEY_BURST,
-            },
+            key_rate: RateLimit::default(),
         }
     }
 }
@@ -97,12 +92,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "PRESENCE_SHUTDOWN_GRACE_MS", default_value_t = SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
     /// Requests a second each API key may make under /presence/v1/ (0: no limit).
-    #[arg(long, env = "PRESENCE_KEY_RATE", default_value_t = KEY_RATE)]
+    #[arg(long, env = "PRESENCE_KEY_RATE", default_value_t = 0)]
     pub key_rate: u32,
-    /// Requests an API key may make at once after a quiet spell.
-    #[arg(long, env = "PRESENCE_KEY_BURST", default_value_t = KEY_BURST,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub key_burst: u32,
+    /// Requests an API key may make at once after a quiet spell [default: twice the rate].
+    #[arg(long, env = "PRESENCE_KEY_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_burst: Option<u32>,
 }
 
 impl GatewayArgs {
@@ -167,7 +161,7 @@ mod tests {
             "--shutdown-grace-ms",
             "0",
             "--key-rate",
-            "0",
+            "40",
             "--key-burst",
             "7",
         ];
@@ -181,8 +175,8 @@ mod tests {
                 max_connections: 16,
                 shutdown_grace: Duration::ZERO,
                 key_rate: RateLimit {
-                    per_second: 0,
-                    burst: 7
+                    per_second: 40,
+                    burst: Some(7)
                 },
                 ..GatewayConfig::default()
             }

@@ -65,9 +65,17 @@ struct OwnRate {
 
 impl OwnRate {
     fn over(self, default: RateLimit) -> RateLimit {
-        RateLimit {
-            per_second: self.rate.unwrap_or(default.per_second),
-            burst: self.burst.unwrap_or(default.burst),
+        match self.rate {
+            // The default burst suits the default rate, not this one: without its
+            // own burst, the key gets twice its own rate.
+            Some(per_second) => RateLimit {
+                per_second,
+                burst: self.burst,
+            },
+            None => RateLimit {
+                per_second: default.per_second,
+                burst: self.burst.or(default.burst),
+            },
         }
     }
 }
@@ -129,7 +137,8 @@ impl ApiKeys {
     /// burst = 1000              # optional; requests at once, at least 1
     /// ```
     ///
-    /// `rate` and `burst` replace the gateway's defaults for this key alone.
+    /// `rate` and `burst` replace the gateway's defaults for this key alone; a
+    /// key with its own `rate` and no `burst` may burst twice its rate.
     pub fn from_toml_str(text: &str) -> Result<Self, GatewayError> {
         let file: KeysFile = toml::from_str(text).map_err(|error| {
             let line = error
@@ -419,10 +428,11 @@ mod tests {
         let text = "[[keys]]\nname = \"partner\"\nkey = \"p\"\nrate = 0\n\
                     [[keys]]\nname = \"slow\"\nkey = \"s\"\nrate = 1\nburst = 2\n\
                     [[keys]]\nname = \"bursty\"\nkey = \"b\"\nburst = 3\n\
+                    [[keys]]\nname = \"own\"\nkey = \"o\"\nrate = 2\n\
                     [[keys]]\nname = \"plain\"\nkey = \"d\"\n";
         let default = RateLimit {
             per_second: 1,
-            burst: 1,
+            burst: Some(1),
         };
         let keys = ApiKeys::from_toml_str(text)
             .unwrap()
@@ -436,6 +446,7 @@ mod tests {
         assert_eq!(admitted("p"), 10, "rate 0: no limit");
         assert_eq!(admitted("s"), 2, "its own rate and burst");
         assert_eq!(admitted("b"), 3, "the default rate, its own burst");
+        assert_eq!(admitted("o"), 4, "its own rate, twice that as burst");
         assert_eq!(admitted("d"), 1, "the defaults");
         assert_eq!(admitted("dev"), 1, "the defaults");
         // The clones share the key's bucket: it is still empty.

@@ -12,19 +12,21 @@ use std::time::{Duration, Instant};
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// How many requests a key may make: `per_second` sustained, and up to `burst` at
-/// once after a quiet spell. A rate of 0 means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// once after a quiet spell (by default two seconds' worth). A rate of 0 means no
+/// limit, the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimit {
     pub per_second: u32,
-    pub burst: u32,
+    pub burst: Option<u32>,
 }
 
 impl RateLimit {
-    /// No limit at all.
-    pub const UNLIMITED: Self = Self {
-        per_second: 0,
-        burst: 1,
-    };
+    /// The burst: as set, else twice the rate; at least one request.
+    pub fn burst(self) -> u32 {
+        self.burst
+            .unwrap_or(self.per_second.saturating_mul(2))
+            .max(1)
+    }
 
     /// The bucket enforcing this limit; `None` when it does not limit anything.
     pub(crate) fn bucket(self) -> Option<TokenBucket> {
@@ -34,7 +36,7 @@ impl RateLimit {
         let interval = NANOS_PER_SECOND / u64::from(self.per_second);
         Some(TokenBucket {
             interval,
-            capacity: interval.saturating_mul(u64::from(self.burst.max(1))),
+            capacity: interval.saturating_mul(u64::from(self.burst())),
             arrival: AtomicU64::new(0),
             epoch: Instant::now(),
         })
@@ -118,7 +120,7 @@ mod tests {
     fn a_full_bucket_admits_the_burst_then_the_rate() {
         let limit = RateLimit {
             per_second: 2,
-            burst: 3,
+            burst: Some(3),
         };
         // Four at once: the burst of three, then refused.
         assert_eq!(admitted(limit, &[0, 0, 0, 0]), [true, true, true, false]);
@@ -159,19 +161,27 @@ mod tests {
     }
 
     #[test]
-    fn rate_zero_is_unlimited_and_burst_zero_still_admits_one() {
-        assert!(RateLimit::UNLIMITED.bucket().is_none());
-        assert!(
-            RateLimit {
-                per_second: 0,
-                burst: 5
-            }
-            .bucket()
-            .is_none()
+    fn rate_zero_is_unlimited_and_the_burst_defaults_to_two_seconds() {
+        assert!(RateLimit::default().bucket().is_none());
+        let no_rate = RateLimit {
+            per_second: 0,
+            burst: Some(5),
+        };
+        assert!(no_rate.bucket().is_none());
+        let rate = |per_second| RateLimit {
+            per_second,
+            burst: None,
+        };
+        assert_eq!(rate(3).burst(), 6);
+        assert_eq!(
+            admitted(rate(1), &[0, 0, 0, SECOND]),
+            [true, true, false, true]
         );
+        assert_eq!(rate(u32::MAX).burst(), u32::MAX);
+        // A burst of 0 would refuse everything: one request at least.
         let strict = RateLimit {
             per_second: 1,
-            burst: 0,
+            burst: Some(0),
         };
         assert_eq!(admitted(strict, &[0, 0, SECOND]), [true, false, true]);
     }
@@ -180,7 +190,7 @@ mod tests {
     fn very_high_rates_do_not_overflow() {
         let limit = RateLimit {
             per_second: u32::MAX,
-            burst: u32::MAX,
+            burst: Some(u32::MAX),
         };
         let bucket = limit.bucket().unwrap();
         assert_eq!(bucket.interval, 0, "faster than a nanosecond a request");
@@ -193,7 +203,7 @@ mod tests {
     fn the_shared_bucket_admits_the_burst_across_threads() {
         let bucket = RateLimit {
             per_second: 1,
-            burst: 100,
+            burst: Some(100),
         }
         .bucket()
         .unwrap();

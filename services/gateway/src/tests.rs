@@ -1231,7 +1231,7 @@ fn limited(burst: u32) -> GatewayConfig {
     GatewayConfig {
         key_rate: RateLimit {
             per_second: 1,
-            burst,
+            burst: Some(burst),
         },
         ..test_config()
     }
