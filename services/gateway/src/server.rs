@@ -9,9 +9,9 @@
 //! At the limit, the loop stops accepting: new connections wait in the kernel's
 //! listen backlog, costing the process nothing, and are taken in order as
 //! connections close. A slot held by a silent client frees within the header
-//! timeout, so an honest scanner behind it waits at most that long instead of
-//! being refused; refusing would turn the wait into an error, and cost an accept
-//! and a close for every attempt of a flood.
+//! timeout, so an honest scanner in the queue is served once those ahead of it
+//! have had their turn, instead of being refused; refusing would turn the wait
+//! into an error, and cost an accept and a close for every attempt of a flood.
 
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
