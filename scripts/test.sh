@@ -85,6 +85,14 @@ test_local_stack() {
     PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" deploy/local/test-stack.sh
 }
 
+# deploy/: the Kubernetes manifests render and validate, agree with the binaries
+# built above, and those binaries serve as the manifests configure them. The
+# script installs its own tools (Python packages, promtool) outside the clone.
+test_deploy() {
+    log "deploy/k8s/test.sh"
+    PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" deploy/k8s/test.sh
+}
+
 main() {
     ensure_cargo
     ensure_nextest
@@ -93,6 +101,7 @@ main() {
     build_binaries
     run_tests "$@"
     test_local_stack
+    test_deploy
 }
 
 main "$@"
