@@ -64,6 +64,30 @@ ensure_tansu() {
     export PRESENCE_TANSU="$tansu"
 }
 
+# buf, for the protobuf lint and breaking-change checks: the npm package
+# @bufbuild/buf at a pinned version, installed outside the clone.
+BUF_VERSION=1.75.0
+ensure_buf() {
+    local dir="${PRESENCE_TOOLS_DIR:-${HOME:-}/.cache/presence-tools}/npm"
+    local buf="$dir/node_modules/.bin/buf"
+    if [ ! -x "$buf" ] || [ "$("$buf" --version)" != "$BUF_VERSION" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            log "npm is missing: install Node.js and npm first"
+            exit 1
+        fi
+        log "installing buf $BUF_VERSION into $dir"
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --silent "@bufbuild/buf@$BUF_VERSION"
+    fi
+    export BUF="$buf"
+}
+
+# buf lint and buf breaking on proto/; the script says what it compares against.
+check_protos() {
+    log "scripts/check-protos.sh"
+    scripts/check-protos.sh
+}
+
 # The end-to-end tests spawn the real binaries; `cargo nextest run --workspace`
 # builds test targets only, so the binaries are built (or refreshed) first. All
 # features: the distributed services' binaries and Kafka handlers are behind the
@@ -98,6 +122,8 @@ main() {
     ensure_nextest
     ensure_redis_server
     ensure_tansu
+    ensure_buf
+    check_protos
     build_binaries
     run_tests "$@"
     test_local_stack
