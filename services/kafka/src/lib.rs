@@ -13,7 +13,9 @@
 //!   `<topic>.dlq`; the services plug their handlers into it;
 //! - [`service`]: how the validator and the registry run: their consumers, and
 //!   `/healthz` and `/readyz` green while they hold partitions and their store answers;
-//! - [`wire`]: the request and reply messages between gateway and services.
+//! - [`wire`]: the request and reply messages between gateway and services;
+//! - [`tail`]: [`DecisionReader`], the `decisions` stream read from outside the
+//!   services, without a consumer group (`presence decisions tail`).
 
 pub mod client;
 pub mod replies;
@@ -21,11 +23,13 @@ pub mod runner;
 pub mod service;
 pub mod settings;
 pub mod sink;
+pub mod tail;
 pub mod transport;
 pub mod wire;
 
 pub use settings::{KafkaArgs, KafkaSettings, Topics};
 pub use sink::KafkaDecisions;
+pub use tail::DecisionReader;
 pub use transport::KafkaTransport;
 
 /// What can go wrong talking to Kafka.

@@ -11,7 +11,6 @@ use presence_ports::in_process::BroadcastDecisions;
 use presence_ports::{InventoryOutcome, Stores, Transport};
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,10 +137,7 @@ fn spawn_decision_log(
         loop {
             match decisions.blocking_recv() {
                 Ok(event) => {
-                    let written = serde_json::to_writer(&mut out, &event)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| out.write_all(b"\n"));
-                    if let Err(error) = written {
+                    if let Err(error) = crate::decisions::write_json_line(&mut out, &event) {
                         tracing::error!(%error, path = %path.display(), "decisions log write failed; log stopped");
                         return;
                     }

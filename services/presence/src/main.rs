@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
+use presence::decisions::{self, DecisionsCommand};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
@@ -33,6 +34,11 @@ enum Command {
     Inventory {
         #[command(subcommand)]
         command: InventoryCommand,
+    },
+    /// The decisions stream: tail it as JSON lines, or get the schema that decodes it.
+    Decisions {
+        #[command(subcommand)]
+        command: DecisionsCommand,
     },
 }
 
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         } => check_inventory(&file),
         Command::Serve(args) => run_async(serve(args)),
         Command::Demo(args) => run_async(run_demo(args)),
+        Command::Decisions { command } => run_async(decisions::run(command)),
     };
     match result {
         Ok(code) => code,
