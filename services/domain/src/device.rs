@@ -84,17 +84,24 @@ impl DeviceInitRequest {
             }
             ip
         });
-        let gate = if reader.has("gateName") {
-            reader
-                .required_string("gateName")
-                .map(|n| GateRef::Name(n.trim().to_owned()))
-        } else if reader.has("gateId") {
-            reader
-                .optional_positive("gateId")
-                .map(|id| GateRef::Id(GateId::new(id)))
+        let named = reader.has("gateName");
+        let gate_name = if named {
+            reader.required_string("gateName")
         } else {
-            reader.reject("gateName", "is required (or gateId of an existing gate)");
             None
+        };
+        // Read even when gateName wins, so that a malformed gateId is refused by
+        // name instead of silently ignored.
+        let gate_id = reader.optional_positive("gateId");
+        let gate = match (gate_name, gate_id) {
+            (Some(name), _) => Some(GateRef::Name(name.trim().to_owned())),
+            (None, Some(id)) if !named => Some(GateRef::Id(GateId::new(id))),
+            (None, _) => {
+                if !named && !reader.has("gateId") {
+                    reader.reject("gateName", "is required (or gateId of an existing gate)");
+                }
+                None
+            }
         };
         let serial = reader.required_string("serial");
         let model = reader.required_string("model");
@@ -228,6 +235,11 @@ mod tests {
         assert_eq!(
             DeviceInitRequest::parse(&b).unwrap().gate,
             GateRef::Name("North".into())
+        );
+        b["gateId"] = json!("abc");
+        assert_eq!(
+            DeviceInitRequest::parse(&b).unwrap_err().to_string(),
+            "gateId must be an integer or a string of digits"
         );
     }
 
