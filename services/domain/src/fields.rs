@@ -215,10 +215,20 @@ impl<'a> FieldReader<'a> {
     }
 }
 
-/// A JSON integer, or a string of ASCII digits, that fits in an `i64`.
+/// Largest whole number an `f64` holds exactly (2^53). JSON Schema counts `224.0`
+/// and `2.24e2` as integers, and so do clients that keep numbers as floats; past
+/// this bound such a number may no longer be the one that was written.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON integer (also written as a whole float), or a string of ASCII digits,
+/// that fits in an `i64`.
 fn integer(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT)
+                .map(|f| f as i64)
+        }),
         Value::String(s)
             if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) =>
         {
@@ -241,6 +251,9 @@ mod tests {
         assert_eq!(integer(&json!("-1")), None);
         assert_eq!(integer(&json!(" 1")), None);
         assert_eq!(integer(&json!(1.5)), None);
+        assert_eq!(integer(&json!(224.0)), Some(224));
+        assert_eq!(integer(&serde_json::from_str("2.24e2").unwrap()), Some(224));
+        assert_eq!(integer(&json!(1e300)), None);
         assert_eq!(integer(&json!("99999999999999999999")), None);
         assert_eq!(integer(&json!(true)), None);
     }
