@@ -1,11 +1,14 @@
 //! The OpenAPI 3 document, generated from the handlers and the wire types.
 
-use crate::middleware::{API_KEY_HEADER, API_KEY_QUERY};
+use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
 use crate::routes::{devices, inventory, ops, tickets};
+use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::{AllOfBuilder, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
 #[derive(OpenApi)]
@@ -30,7 +33,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         ops::metrics,
         ops::openapi_json,
     ),
-    modifiers(&ApiKeySchemes),
+    modifiers(&ApiKeySchemes, &DeviceGateRequired),
     tags(
         (name = "tickets", description = "Enter, exit and secondary scans"),
         (name = "devices", description = "Scanning devices"),
@@ -53,13 +56,39 @@ impl Modify for ApiKeySchemes {
                 "The API key as a query parameter, as in the original API",
             ))),
         );
+        // Spelled as the SPEC and README spell it. Header names are case-insensitive,
+        // but clients (schemathesis among them) match the documented name exactly
+        // against the headers they were told to send.
         components.add_security_scheme(
             "X-Api-Key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                API_KEY_HEADER,
+                "X-Api-Key",
                 "The API key in a header; wins over the query parameter when both are sent",
             ))),
         );
+    }
+}
+
+/// device/init needs `gateName` or `gateId`: the body's schema becomes all of
+/// (its fields, [`wire::device_gate_required`]).
+struct DeviceGateRequired;
+
+impl Modify for DeviceGateRequired {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(schema) = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("DeviceInitBody"))
+        else {
+            return;
+        };
+        let fields = std::mem::replace(schema, RefOr::T(Schema::default()));
+        *schema = RefOr::T(Schema::AllOf(
+            AllOfBuilder::new()
+                .item(fields)
+                .item(wire::device_gate_required())
+                .build(),
+        ));
     }
 }
 

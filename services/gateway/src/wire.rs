@@ -6,8 +6,11 @@
 
 use presence_domain::{Device, LineError, Status, TicketPlace};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::{IntoParams, ToSchema};
 
 /// `result` of every envelope.
@@ -166,20 +169,25 @@ pub struct HealthBody {
 }
 
 /// The body of `ticket/enter`, `ticket/exit` and `ticket/validate`. Read as JSON
-/// whatever the Content-Type; unknown fields are ignored.
+/// whatever the Content-Type; unknown fields are ignored. Strings the SPEC requires
+/// must hold more than white space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"deviceOs": "Printed", "gateName": "Gate 2", "token": "721744537954",
+    "venueId": "KovZpZAnAtJJ", "deviceId": 1, "gateId": 1, "scanTime": 1_480_003_200_000_u64}))]
 pub struct ScanBody {
+    /// Absent or `null` when the scanner has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
     pub channel_id: Option<String>,
     /// `Printed`, `iOS` or `Android`, case-insensitive.
-    #[schema(example = "Printed")]
+    #[schema(schema_with = device_os_schema)]
     pub device_os: String,
+    #[schema(schema_with = not_blank)]
     pub gate_name: String,
     /// 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
     pub token: String,
+    #[schema(schema_with = not_blank)]
     pub venue_id: String,
     #[schema(schema_with = positive_integer)]
     pub device_id: u64,
@@ -191,42 +199,91 @@ pub struct ScanBody {
 }
 
 /// The body of `device/init`. `gateId` of an existing gate may replace
-/// `gateName`; when both are sent, `gateName` wins.
+/// `gateName`; when both are sent, `gateName` wins. Strings must hold more than
+/// white space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"venueId": "KovZpZAnAtJJ", "name": "East 1", "mac": "00:24:06:F0:F9:FB",
+    "ip": "192.168.1.1", "gateName": "Gate 2", "serial": "aBcDEFg12", "model": "Janam XT2"}))]
 pub struct DeviceInitBody {
+    #[schema(schema_with = not_blank)]
     pub venue_id: String,
+    #[schema(schema_with = not_blank)]
     pub name: String,
-    /// Six hex pairs separated by `:` or `-`.
-    #[schema(example = "00:24:06:F0:F9:FB")]
+    /// Six hex pairs separated by `:` or `-` (one kind throughout).
+    #[schema(schema_with = mac_schema)]
     pub mac: String,
     /// An IPv4 or IPv6 address.
-    #[schema(example = "192.168.1.1")]
+    #[schema(schema_with = ip_schema)]
     pub ip: String,
+    /// Created at the venue on first use; required unless `gateId` is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = optional_not_blank)]
     pub gate_name: Option<String>,
+    /// An existing gate of the venue, used when `gateName` is absent or `null`
+    /// (and refused when malformed either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = positive_integer)]
+    #[schema(schema_with = optional_positive_integer)]
     pub gate_id: Option<u64>,
+    #[schema(schema_with = not_blank)]
     pub serial: String,
+    #[schema(schema_with = not_blank)]
     pub model: String,
 }
 
 /// The query of `GET device`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
-    /// The venue the device is configured at (`venueId` is accepted instead).
-    #[param(nullable = false)]
+    /// The venue the device is configured at.
     pub venue: Option<String>,
-    /// Same as `venue`; `venue` wins when both are sent.
-    #[param(nullable = false)]
+    /// Accepted instead of `venue` (the original API's name); `venue` wins when
+    /// both are sent.
     pub venue_id: Option<String>,
     /// The device's MAC address; `:` or `-` separated, any case.
-    #[param(nullable = false)]
     pub mac: Option<String>,
+}
+
+/// Written out rather than derived: the derive drops a parameter's description
+/// and `required` once its schema is custom.
+impl IntoParams for DeviceQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, required: bool, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        vec![
+            // Documented as required although `venueId` may stand in for it:
+            // OpenAPI cannot say "this parameter or that one".
+            query(
+                "venue",
+                true,
+                "The venue the device is configured at (`venueId` is accepted instead).",
+                not_blank().examples(["KovZpZAnAtJJ"]),
+            ),
+            query(
+                "venueId",
+                false,
+                "Accepted instead of `venue`, the original API's name; `venue` wins when both are sent.",
+                ObjectBuilder::new().schema_type(Type::String),
+            ),
+            query(
+                "mac",
+                true,
+                "The device's MAC address: six hex pairs separated by `:` or `-`, any case.",
+                mac_schema(),
+            ),
+        ]
+    }
 }
 
 fn status_schema() -> Schema {
@@ -238,31 +295,112 @@ fn status_schema() -> Schema {
     )
 }
 
-/// Integers arrive as JSON numbers or as strings of digits (the seed sends both).
-fn positive_integer() -> RefOr<Schema> {
-    RefOr::T(Schema::OneOf(
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                        utoipa::openapi::KnownFormat::Int64,
-                    )))
-                    .minimum(Some(1)),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[0-9]{1,19}$")),
-            )
+/// What the server trims (Rust's `char::is_whitespace`, Unicode White_Space),
+/// spelled out because regex dialects disagree on `\s` (Python's also takes
+/// U+001C..U+001F, which are not trimmed).
+const WHITE_SPACE: &str =
+    r"\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+fn string_matching(pattern: String) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+}
+
+/// A required string: anything but white space alone (the server trims to check).
+fn not_blank() -> ObjectBuilder {
+    string_matching(format!("[^{WHITE_SPACE}]"))
+}
+
+/// An optional string: absent and `null` mean "not sent".
+fn optional_not_blank() -> ObjectBuilder {
+    not_blank().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn device_os_schema() -> ObjectBuilder {
+    string_matching(
+        "^([Pp][Rr][Ii][Nn][Tt][Ee][Dd]|[Ii][Oo][Ss]|[Aa][Nn][Dd][Rr][Oo][Ii][Dd])$".to_owned(),
+    )
+    .description(Some("`Printed`, `iOS` or `Android`, case-insensitive."))
+    .examples(["Printed"])
+}
+
+/// Six hex pairs, all `:` or all `-`, surrounding white space trimmed.
+fn mac_schema() -> ObjectBuilder {
+    let pairs = |separator: char| {
+        format!(
+            "^[{WHITE_SPACE}]*([0-9A-Fa-f]{{2}}{separator}){{5}}[0-9A-Fa-f]{{2}}[{WHITE_SPACE}]*$"
+        )
+    };
+    string_matching(format!("{}|{}", pairs(':'), pairs('-')))
+        .description(Some(
+            "Six hex pairs separated by `:` or `-` (one kind throughout), any case.",
+        ))
+        .examples(["00:24:06:F0:F9:FB"])
+}
+
+fn ip_schema() -> Schema {
+    let format = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .item(format(KnownFormat::Ipv4))
+            .item(format(KnownFormat::Ipv6))
+            .description(Some("An IPv4 or IPv6 address."))
+            .examples(["192.168.1.1"])
             .build(),
-    ))
+    )
+}
+
+/// Integers arrive as JSON numbers or as strings of digits (the seed sends both):
+/// at least 1, at most 2^63-1. The string pattern stops at 18 significant digits,
+/// past any Unix-millisecond time (longer ones up to 2^63-1 are read too); a whole
+/// number written as a float (`224.0`) is read up to 2^53.
+fn positive_integer_items() -> OneOfBuilder {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(1))
+                .maximum(Some(i64::MAX)),
+        )
+        .item(string_matching("^0*[1-9][0-9]{0,17}$".to_owned()).max_length(Some(19)))
+}
+
+fn positive_integer() -> Schema {
+    Schema::OneOf(positive_integer_items().build())
+}
+
+/// What device/init needs besides its fields: a `gateName` or a `gateId` that is
+/// not `null` (the derive cannot say "one of two"; `docs` adds this to the body).
+pub(crate) fn device_gate_required() -> Schema {
+    let given =
+        |field: &str, schema: Schema| ObjectBuilder::new().required(field).property(field, schema);
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .item(given("gateName", Schema::Object(not_blank().build())))
+            .item(given("gateId", positive_integer()))
+            .build(),
+    )
+}
+
+/// An optional integer: absent and `null` mean "not sent".
+fn optional_positive_integer() -> Schema {
+    Schema::OneOf(
+        positive_integer_items()
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_domain::{DeviceInitRequest, ScanRequest};
+    use presence_domain::{DeviceInitRequest, DeviceLookup, ScanRequest};
 
     #[test]
     fn documented_request_bodies_are_accepted_by_the_parsers() {
@@ -291,6 +429,25 @@ mod tests {
         };
         let value = serde_json::to_value(&init).unwrap();
         assert!(DeviceInitRequest::parse(&value).is_ok(), "{value}");
+    }
+
+    /// scripts/schemathesis.sh scans these against its inventory: they must parse.
+    #[test]
+    fn the_documents_examples_are_accepted_by_the_parsers() {
+        let document = serde_json::to_value(crate::docs::openapi()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        let scan = &schemas["ScanBody"]["example"];
+        assert!(ScanRequest::parse(scan).is_ok(), "{scan}");
+        let init = &schemas["DeviceInitBody"]["allOf"][0]["example"];
+        assert!(DeviceInitRequest::parse(init).is_ok(), "{init}");
+        let lookup = &document["paths"]["/presence/v1/device"]["get"]["parameters"];
+        let example = |name: &str| {
+            lookup
+                .as_array()
+                .and_then(|parameters| parameters.iter().find(|p| p["name"] == name))
+                .and_then(|parameter| parameter["schema"]["examples"][0].as_str())
+        };
+        assert!(DeviceLookup::parse(example("venue"), None, example("mac")).is_ok());
     }
 
     #[test]
