@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::ServiceExt;
 
+mod hostile;
+
 const ADMIN_KEY: &str = "admin-secret";
 const GATE_KEY: &str = "gate-secret";
 const PLAIN_KEY: &str = "plain-secret";
