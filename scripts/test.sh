@@ -82,6 +82,25 @@ ensure_buf() {
     export BUF="$buf"
 }
 
+# schemathesis, which scripts/schemathesis.sh runs against /openapi.json of both
+# modes: a pinned version in a virtualenv outside the clone, its path exported as
+# SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv="${PRESENCE_TOOLS_DIR:-${HOME:-}/.cache/presence-tools}/venv-schemathesis"
+    local schemathesis="$venv/bin/schemathesis"
+    if [ "$("$schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            log "installing python3-venv"
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        fi
+        log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+    export SCHEMATHESIS="$schemathesis"
+}
+
 # buf lint and buf breaking on proto/; the script says what it compares against.
 check_protos() {
     log "scripts/check-protos.sh"
@@ -123,11 +142,13 @@ main() {
     ensure_redis_server
     ensure_tansu
     ensure_buf
+    ensure_schemathesis
     check_protos
     build_binaries
     run_tests "$@"
     test_local_stack
     test_deploy
+    scripts/schemathesis.sh
 }
 
 main "$@"
