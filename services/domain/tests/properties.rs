@@ -364,7 +364,7 @@ fn check_parsers(value: &Value) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32768))]
+    #![proptest_config(ProptestConfig::with_cases(24576))]
 
     #[test]
     fn request_parsers_accept_within_bounds_or_name_the_field(value in json_value()) {
@@ -382,7 +382,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(8192))]
+    #![proptest_config(ProptestConfig::with_cases(4096))]
 
     /// The gateway's path for inventory (and `presence inventory check`'s): every
     /// non-blank line becomes exactly one record or one error, blank lines count,
