@@ -6,7 +6,8 @@
 //!   NEVER/IN/OUT machine behind rule 10;
 //! - [`decision`]: statuses, decisions and the decision event analytics consume;
 //! - [`device`]: device init and lookup requests, MAC and IP normalisation, gate names;
-//! - [`inventory`]: venues, events, gates and tickets, and NDJSON inventory validation.
+//! - [`inventory`]: venues, events, gates and tickets, and NDJSON inventory validation;
+//! - [`stats`]: the live view of a venue and which counter a decision bumps.
 //!
 //! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
 //! the rules never see a wire format.
@@ -19,6 +20,7 @@ pub mod inventory;
 pub mod rules;
 pub mod scan;
 pub mod state;
+pub mod stats;
 pub mod time;
 
 pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
@@ -31,3 +33,4 @@ pub use inventory::{
 pub use rules::{Outcome, TicketFacts};
 pub use scan::{DeviceOs, ScanKey, ScanKind, ScanRequest};
 pub use state::{Entry, StateRecord, TokenState};
+pub use stats::{Tally, VenueStats};

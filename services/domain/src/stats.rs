@@ -1,0 +1,358 @@
+//! The live view of a venue (`GET venues/{venueId}/stats`): which counter one
+//! decision bumps, how stores name their counters, and the view built back from
+//! them.
+//!
+//! The counting rule:
+//! - an enter answered OKAY adds the places it admits to `entries` (a group ticket
+//!   lets in as many people as it lists places), an exit answered EXIT adds its
+//!   places to `exits`; `occupancy` is `entries − exits`, in people;
+//! - any other answer to an enter or an exit is one denied scan, counted under its
+//!   status;
+//! - validate scans (a secondary check, never a passage through the gate) and
+//!   BAD_REQUEST (nothing was decided; the device is not configured there) count
+//!   nothing.
+//!
+//! Each counted decision bumps one counter three times: the venue's total, its
+//! gate's and, when the decision names the ticket's event, that event's. Stores
+//! keep the counters as flat `scope|counter` fields ([`Tally::fields`]) and
+//! rebuild the view with [`VenueStats::from_fields`], so the Redis hash and the
+//! redb table share one naming.
+
+use crate::decision::{DecisionEvent, Status};
+use crate::ids::{EventId, GateId, ScanId, UnixMillis, VenueId};
+use crate::scan::ScanKind;
+use std::collections::BTreeMap;
+
+/// The counter one decision bumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// People admitted.
+    Entries,
+    /// People let out.
+    Exits,
+    /// Scans refused with this status.
+    Denied(Status),
+}
+
+impl Counter {
+    fn name(self) -> String {
+        match self {
+            Counter::Entries => "entries".into(),
+            Counter::Exits => "exits".into(),
+            Counter::Denied(status) => format!("denied:{status}"),
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "entries" => Some(Counter::Entries),
+            "exits" => Some(Counter::Exits),
+            _ => Status::parse(name.strip_prefix("denied:")?).map(Counter::Denied),
+        }
+    }
+}
+
+/// What one decision adds to its venue's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Counted once per scan id: the decisions stream may repeat a decision.
+    pub scan_id: ScanId,
+    pub venue_id: VenueId,
+    pub decided_at: UnixMillis,
+    pub gate_id: GateId,
+    /// The gate's name as its scanner sent it; the view shows the latest.
+    pub gate_name: String,
+    /// The ticket's event, when the decision lists the ticket's places.
+    pub event_id: Option<EventId>,
+    pub counter: Counter,
+    /// People for entries and exits, 1 for a denied scan.
+    pub amount: u64,
+}
+
+impl Tally {
+    /// The counting rule (module docs); `None` for a decision that counts nothing.
+    pub fn of(event: &DecisionEvent) -> Option<Self> {
+        let status = event.decision.status;
+        let people = u64::try_from(event.decision.tickets.len().max(1)).unwrap_or(u64::MAX);
+        let (counter, amount) = match (event.kind, status) {
+            (ScanKind::Validate, _) | (_, Status::BadRequest) => return None,
+            (ScanKind::Enter, Status::Okay) => (Counter::Entries, people),
+            (ScanKind::Exit, Status::Exit) => (Counter::Exits, people),
+            (ScanKind::Enter | ScanKind::Exit, status) => (Counter::Denied(status), 1),
+        };
+        Some(Self {
+            scan_id: event.scan_id.clone(),
+            venue_id: event.venue_id.clone(),
+            decided_at: event.decided_at,
+            gate_id: event.gate_id,
+            gate_name: event.gate_name.clone(),
+            event_id: event
+                .decision
+                .tickets
+                .first()
+                .map(|place| place.event_id.clone()),
+            counter,
+            amount,
+        })
+    }
+
+    /// The fields this tally adds `amount` to: the venue's total, the gate's and
+    /// the event's.
+    pub fn fields(&self) -> Vec<String> {
+        let counter = self.counter.name();
+        let mut fields = vec![
+            format!("t|{counter}"),
+            format!("g:{}|{counter}", self.gate_id),
+        ];
+        if let Some(event) = &self.event_id {
+            fields.push(format!("e:{event}|{counter}"));
+        }
+        fields
+    }
+}
+
+/// Counts of one scope: the venue, a gate or an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub entries: u64,
+    pub exits: u64,
+    /// Denied scans by status name, in name order.
+    pub denials: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// People inside: entries minus exits. Negative only for a gate or an event
+    /// people left through more than they came in by.
+    pub fn occupancy(&self) -> i64 {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        signed(self.entries).saturating_sub(signed(self.exits))
+    }
+
+    fn add(&mut self, counter: Counter, value: u64) {
+        match counter {
+            Counter::Entries => self.entries = self.entries.saturating_add(value),
+            Counter::Exits => self.exits = self.exits.saturating_add(value),
+            Counter::Denied(status) => {
+                let denied = self.denials.entry(status.as_str().to_owned()).or_default();
+                *denied = denied.saturating_add(value);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateStats {
+    pub gate_id: GateId,
+    /// The name the gate's scanners last sent; empty if none was recorded.
+    pub name: String,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventStats {
+    pub event_id: EventId,
+    pub counts: Counts,
+}
+
+/// The live view of one venue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenueStats {
+    pub venue_id: VenueId,
+    /// When the latest counted decision was made; `None` before the first.
+    pub updated_at: Option<UnixMillis>,
+    pub totals: Counts,
+    /// By gate id.
+    pub gates: Vec<GateStats>,
+    /// By event id.
+    pub events: Vec<EventStats>,
+}
+
+/// A stored counter field that is not one [`Tally::fields`] writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stats field '{0}'")]
+pub struct UnknownField(pub String);
+
+impl VenueStats {
+    /// The view of a venue nothing was counted at yet.
+    pub fn empty(venue_id: VenueId) -> Self {
+        Self {
+            venue_id,
+            updated_at: None,
+            totals: Counts::default(),
+            gates: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the view from stored counters (`scope|counter` → value) and the
+    /// gates' names.
+    pub fn from_fields<'a>(
+        venue_id: VenueId,
+        updated_at: Option<UnixMillis>,
+        counters: impl IntoIterator<Item = (&'a str, u64)>,
+        gate_names: impl IntoIterator<Item = (GateId, String)>,
+    ) -> Result<Self, UnknownField> {
+        let mut totals = Counts::default();
+        let mut gates = BTreeMap::<GateId, Counts>::new();
+        let mut events = BTreeMap::<EventId, Counts>::new();
+        for (field, value) in counters {
+            let unknown = || UnknownField(field.to_owned());
+            let (scope, counter) = field.split_once('|').ok_or_else(unknown)?;
+            let counter = Counter::parse(counter).ok_or_else(unknown)?;
+            let counts = if scope == "t" {
+                &mut totals
+            } else if let Some(gate) = scope.strip_prefix("g:") {
+                let gate = gate.parse().map_err(|_| unknown())?;
+                gates.entry(GateId::new(gate)).or_default()
+            } else if let Some(event) = scope.strip_prefix("e:") {
+                events.entry(EventId::new(event)).or_default()
+            } else {
+                return Err(unknown());
+            };
+            counts.add(counter, value);
+        }
+        let mut names: BTreeMap<GateId, String> = gate_names.into_iter().collect();
+        Ok(Self {
+            venue_id,
+            updated_at,
+            totals,
+            gates: gates
+                .into_iter()
+                .map(|(gate_id, counts)| GateStats {
+                    gate_id,
+                    name: names.remove(&gate_id).unwrap_or_default(),
+                    counts,
+                })
+                .collect(),
+            events: events
+                .into_iter()
+                .map(|(event_id, counts)| EventStats { event_id, counts })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{Decision, TicketPlace};
+    use crate::ids::{DeviceId, Token};
+    use crate::scan::DeviceOs;
+
+    fn decision(kind: ScanKind, status: Status, places: usize) -> DecisionEvent {
+        DecisionEvent {
+            scan_id: ScanId::new("s1"),
+            kind,
+            decision: Decision::new(
+                status,
+                "m",
+                (0..places)
+                    .map(|seat| TicketPlace {
+                        place: format!("A:1:{seat}"),
+                        event_id: EventId::new("E1"),
+                    })
+                    .collect(),
+            ),
+            token: Token::new("t"),
+            venue_id: VenueId::new("V"),
+            gate_id: GateId::new(7),
+            gate_name: "North".into(),
+            device_id: DeviceId::new(1),
+            device_os: DeviceOs::Printed,
+            channel_id: None,
+            scan_time: 1,
+            decided_at: 2,
+        }
+    }
+
+    fn counted(kind: ScanKind, status: Status, places: usize) -> Option<(Counter, u64)> {
+        Tally::of(&decision(kind, status, places)).map(|tally| (tally.counter, tally.amount))
+    }
+
+    #[test]
+    fn entries_and_exits_count_people() {
+        assert_eq!(
+            counted(ScanKind::Enter, Status::Okay, 3),
+            Some((Counter::Entries, 3))
+        );
+        assert_eq!(
+            counted(ScanKind::Exit, Status::Exit, 2),
+            Some((Counter::Exits, 2))
+        );
+    }
+
+    #[test]
+    fn refusals_count_scans_by_status() {
+        assert_eq!(
+            counted(ScanKind::Enter, Status::AlreadyEntered, 4),
+            Some((Counter::Denied(Status::AlreadyEntered), 1))
+        );
+        assert_eq!(
+            counted(ScanKind::Enter, Status::NotFound, 0),
+            Some((Counter::Denied(Status::NotFound), 1))
+        );
+        assert_eq!(
+            counted(ScanKind::Exit, Status::InvalidTicket, 1),
+            Some((Counter::Denied(Status::InvalidTicket), 1))
+        );
+    }
+
+    #[test]
+    fn validate_scans_and_bad_requests_count_nothing() {
+        assert_eq!(counted(ScanKind::Validate, Status::InternalScan, 1), None);
+        assert_eq!(counted(ScanKind::Validate, Status::NotFound, 0), None);
+        assert_eq!(counted(ScanKind::Enter, Status::BadRequest, 0), None);
+    }
+
+    #[test]
+    fn a_tally_bumps_venue_gate_and_event() {
+        let tally = Tally::of(&decision(ScanKind::Enter, Status::Okay, 1)).unwrap();
+        assert_eq!(tally.fields(), ["t|entries", "g:7|entries", "e:E1|entries"]);
+        let unknown = Tally::of(&decision(ScanKind::Enter, Status::NotFound, 0)).unwrap();
+        assert_eq!(
+            unknown.fields(),
+            ["t|denied:NOT_FOUND", "g:7|denied:NOT_FOUND"],
+            "no ticket, no event"
+        );
+    }
+
+    #[test]
+    fn the_view_is_rebuilt_from_the_fields() {
+        let stats = VenueStats::from_fields(
+            VenueId::new("V"),
+            Some(9),
+            [
+                ("t|entries", 5),
+                ("t|exits", 2),
+                ("t|denied:NOT_FOUND", 1),
+                ("g:7|entries", 5),
+                ("g:3|exits", 2),
+                ("e:E1|entries", 5),
+            ],
+            [(GateId::new(7), "North".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(stats.totals.occupancy(), 3);
+        assert_eq!(stats.totals.denials["NOT_FOUND"], 1);
+        assert_eq!(
+            stats
+                .gates
+                .iter()
+                .map(|g| (g.gate_id.get(), g.name.as_str(), g.counts.occupancy()))
+                .collect::<Vec<_>>(),
+            [(3, "", -2), (7, "North", 5)]
+        );
+        assert_eq!(stats.events[0].event_id, EventId::new("E1"));
+        assert_eq!(stats.events[0].counts.entries, 5);
+    }
+
+    #[test]
+    fn a_foreign_field_is_an_error() {
+        for field in ["x|entries", "t|seats", "g:x|entries", "entries"] {
+            assert_eq!(
+                VenueStats::from_fields(VenueId::new("V"), None, [(field, 1)], []),
+                Err(UnknownField(field.into()))
+            );
+        }
+    }
+}
