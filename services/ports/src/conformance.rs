@@ -6,7 +6,11 @@
 //!
 //! ```ignore
 //! presence_ports::store_conformance_tests!(async { fresh_stores().await });
+//! presence_ports::stats_conformance_tests!(async { fresh_stores().await });
 //! ```
+//!
+//! The stats checks take a fresh [`StatsFixture`] instead: the [`StatsStore`] is
+//! not one of the [`Stores`] the validator and registry share.
 //!
 //! The factory expression is evaluated once per check and may return [`Stores`] or
 //! any [`Fixture`] that also owns what the stores need to live (a temporary
@@ -17,14 +21,17 @@
     reason = "this module is a test suite: a failed store call is a failed check"
 )]
 
-use crate::store::{Commit, CommitOutcome, DeviceDraft, ScanContext, Stores};
+use crate::store::{Commit, CommitOutcome, DeviceDraft, ScanContext, StatsStore, Stores};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
     Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
     RememberedDecision, ScanId, ScanKey, ScanKind, StateRecord, Status, Ticket, TicketPlace,
     TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
 };
+use presence_domain::stats::Counter;
+use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
@@ -38,6 +45,37 @@ impl Fixture for Stores {
     fn stores(&self) -> Stores {
         self.clone()
     }
+}
+
+/// What a stats conformance factory returns: the stats store under test, kept
+/// together with whatever must outlive it.
+pub trait StatsFixture {
+    fn stats(&self) -> Arc<dyn StatsStore>;
+}
+
+/// Expands into one `#[tokio::test]` per stats conformance check. The argument
+/// is an expression evaluating to a future of a fresh, empty [`StatsFixture`].
+#[macro_export]
+macro_rules! stats_conformance_tests {
+    ($factory:expr) => {
+        $crate::stats_conformance_tests!(@checks $factory;
+            stats_of_a_venue_without_decisions_are_empty,
+            tallies_add_up_per_venue_gate_and_event,
+            a_repeated_scan_id_counts_once,
+            concurrent_repeats_of_one_scan_id_count_once,
+        );
+    };
+    (@checks $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let fixture = $factory.await;
+                let stats = $crate::conformance::StatsFixture::stats(&fixture);
+                $crate::conformance::$check(stats).await;
+                drop(fixture);
+            }
+        )+
+    };
 }
 
 /// Expands into one `#[tokio::test]` per conformance check. The argument is an
@@ -698,4 +736,101 @@ pub async fn apply_is_last_write_wins(stores: Stores) {
 /// A fresh store is ready to serve.
 pub async fn ping_succeeds(stores: Stores) {
     stores.tickets.ping().await.expect("ping");
+}
+
+fn tally(scan_id: &str, gate: u64, event: Option<&str>, counter: Counter, amount: u64) -> Tally {
+    Tally {
+        scan_id: ScanId::new(scan_id),
+        venue_id: VenueId::new(VENUE),
+        decided_at: now(),
+        gate_id: GateId::new(gate),
+        gate_name: format!("Gate {gate}"),
+        event_id: event.map(EventId::new),
+        counter,
+        amount,
+    }
+}
+
+pub async fn stats_of_a_venue_without_decisions_are_empty(stats: Arc<dyn StatsStore>) {
+    let venue = VenueId::new(VENUE);
+    assert_eq!(
+        stats.venue_stats(&venue).await.expect("stats"),
+        VenueStats::empty(venue)
+    );
+}
+
+pub async fn tallies_add_up_per_venue_gate_and_event(stats: Arc<dyn StatsStore>) {
+    let mut late = tally("s1", 2, Some(EVENT), Counter::Entries, 3);
+    late.decided_at += 1_000;
+    let tallies = [
+        late.clone(),
+        tally("s2", 2, Some(EVENT), Counter::Exits, 1),
+        tally("s3", 5, Some(EVENT), Counter::Entries, 1),
+        tally("s4", 5, None, Counter::Denied(Status::NotFound), 1),
+        tally("s5", 5, Some("OTHER"), Counter::Denied(Status::EventRestriction), 1),
+    ];
+    for tally in &tallies {
+        assert!(stats.record(tally).await.expect("record"), "{tally:?}");
+    }
+    let mut elsewhere = tally("s6", 9, None, Counter::Entries, 1);
+    elsewhere.venue_id = VenueId::new("elsewhere");
+    stats.record(&elsewhere).await.expect("record");
+
+    let view = stats
+        .venue_stats(&VenueId::new(VENUE))
+        .await
+        .expect("stats");
+    assert_eq!(view.updated_at, Some(late.decided_at), "the latest decision");
+    assert_eq!(
+        (view.totals.entries, view.totals.exits, view.totals.occupancy()),
+        (4, 1, 3)
+    );
+    assert_eq!(
+        view.totals.denials.iter().collect::<Vec<_>>(),
+        [
+            (&"EVENT_RESTRICTION".to_owned(), &1),
+            (&"NOT_FOUND".to_owned(), &1)
+        ]
+    );
+    let gates: Vec<_> = view
+        .gates
+        .iter()
+        .map(|g| {
+            let denied: u64 = g.counts.denials.values().sum();
+            (g.gate_id.get(), g.name.as_str(), g.counts.entries, g.counts.exits, denied)
+        })
+        .collect();
+    assert_eq!(gates, [(2, "Gate 2", 3, 1, 0), (5, "Gate 5", 1, 0, 2)]);
+    let events: Vec<_> = view
+        .events
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.counts.occupancy(), e.counts.denials.len()))
+        .collect();
+    assert_eq!(events, [(EVENT, 3, 0), ("OTHER", 0, 1)]);
+}
+
+pub async fn a_repeated_scan_id_counts_once(stats: Arc<dyn StatsStore>) {
+    let entry = tally("s1", 2, Some(EVENT), Counter::Entries, 2);
+    assert!(stats.record(&entry).await.expect("record"));
+    assert!(
+        !stats.record(&entry).await.expect("record"),
+        "a redelivered decision is not counted again"
+    );
+    let view = stats.venue_stats(&entry.venue_id).await.expect("stats");
+    assert_eq!(view.totals.entries, 2);
+    assert_eq!(view.gates[0].counts.entries, 2);
+    assert_eq!(view.events[0].counts.entries, 2);
+}
+
+pub async fn concurrent_repeats_of_one_scan_id_count_once(stats: Arc<dyn StatsStore>) {
+    let entry = tally("s1", 2, Some(EVENT), Counter::Entries, 1);
+    let mut recording = JoinSet::new();
+    for _ in 0..16 {
+        let (stats, entry) = (stats.clone(), entry.clone());
+        recording.spawn(async move { stats.record(&entry).await.expect("record") });
+    }
+    let counted = recording.join_all().await.into_iter().filter(|c| *c).count();
+    assert_eq!(counted, 1);
+    let view = stats.venue_stats(&entry.venue_id).await.expect("stats");
+    assert_eq!(view.totals.entries, 1);
 }

@@ -2,7 +2,8 @@
 //!
 //! The gateway, validator and registry are written against these traits only:
 //! - [`store`]: where tickets, token state, remembered decisions, gates and devices
-//!   live ([`TicketStore`], [`DeviceStore`], [`InventoryStore`]);
+//!   live ([`TicketStore`], [`DeviceStore`], [`InventoryStore`]), and the venues'
+//!   live counters ([`StatsStore`]);
 //! - [`transport`]: how a request reaches the service that decides it and how
 //!   decisions leave ([`Transport`], [`DecisionSink`]);
 //! - [`in_process`]: the adapters that need no technology (a broadcast decision sink);
@@ -16,7 +17,7 @@ pub mod transport;
 
 pub use store::{
     Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
-    Stores, TicketStore,
+    StatsStore, Stores, TicketStore,
 };
 pub use transport::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,

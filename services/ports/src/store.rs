@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord, Ticket,
-    Venue, VenueId,
+    Device, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord, Tally,
+    Ticket, Venue, VenueId, VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -137,6 +137,22 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// a gate record creates its gate if absent (as [`DeviceStore::ensure_gate`]) and
     /// replaces its restrictions. Returns how many records were applied.
     async fn apply(&self, records: Vec<InventoryRecord>) -> Result<usize, StoreError>;
+}
+
+/// The venues' live counters, fed from the decisions stream.
+///
+/// The stream delivers at least once (a decision may come twice with one scan
+/// id), so counting is idempotent by scan id.
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Atomically: unless a tally with this scan id was recorded in the last
+    /// 24 hours at least, adds `tally.amount` to each of [`Tally::fields`], records
+    /// the gate's name and moves the venue's `updated_at` up to `decided_at`.
+    /// Returns whether it counted.
+    async fn record(&self, tally: &Tally) -> Result<bool, StoreError>;
+
+    /// The venue's counters, empty when nothing was counted there.
+    async fn venue_stats(&self, venue_id: &VenueId) -> Result<VenueStats, StoreError>;
 }
 
 /// One backend's three stores, as the services are wired with them.

@@ -5,11 +5,13 @@
 //! - `tables`: the tables, their encoding, and the writes of one command;
 //! - `writer`: the single writer thread and its group commit (one fsync per batch);
 //! - `sweeper`: forgets remembered decisions after the retention period;
-//! - `read`: reads, each in its own snapshot.
+//! - `read`: reads, each in its own snapshot;
+//! - `stats`: the venues' live counters ([`presence_ports::StatsStore`]).
 //!
 //! Every answered write is durable (`Durability::Immediate`): it survives `kill -9`.
 
 mod read;
+mod stats;
 mod sweeper;
 mod tables;
 mod writer;

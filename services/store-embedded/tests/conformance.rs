@@ -4,13 +4,15 @@
     reason = "test setup: a store that cannot open fails the check"
 )]
 
-use presence_ports::Stores;
-use presence_ports::conformance::Fixture;
+use presence_ports::conformance::{Fixture, StatsFixture};
+use presence_ports::{StatsStore, Stores};
+use std::sync::Arc;
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
 use tempfile::TempDir;
 
 /// The stores, and the directory their file lives in (removed when the check ends).
 struct Embedded {
+    store: Arc<EmbeddedStore>,
     stores: Stores,
     _dir: TempDir,
 }
@@ -21,13 +23,21 @@ impl Fixture for Embedded {
     }
 }
 
+impl StatsFixture for Embedded {
+    fn stats(&self) -> Arc<dyn StatsStore> {
+        self.store.clone()
+    }
+}
+
 async fn fresh() -> Embedded {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
     Embedded {
-        stores: Stores::from_backend(store),
+        stores: Stores::from_backend(store.clone()),
+        store,
         _dir: dir,
     }
 }
 
 presence_ports::store_conformance_tests!(fresh());
+presence_ports::stats_conformance_tests!(fresh());
