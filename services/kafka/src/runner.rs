@@ -85,10 +85,13 @@ impl ConsumerContext for Assignment {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                let topic = partitions.elements().first().map(|p| p.topic().to_owned());
+                let elements = partitions.elements();
+                let topic = elements.first().map(|p| p.topic().to_owned());
+                let numbers: Vec<i32> = elements.iter().map(|p| p.partition()).collect();
                 tracing::info!(
                     partitions = partitions.count(),
                     topic,
+                    numbers = ?numbers,
                     "partitions assigned"
                 );
                 self.0.store(partitions.count(), Ordering::Relaxed);
@@ -213,12 +216,16 @@ impl std::fmt::Debug for Consumer {
 /// Runs a service's consumers until `shutdown` resolves or one of them ends on
 /// its own (which ends the service, for its orchestrator to restart); then stops
 /// the others gracefully. Returns the first error.
+///
+/// `stop` turns true the moment the consumers start stopping, before they
+/// finish what is in flight: subscribe to it to report readiness red first.
 pub async fn run_all(
     settings: &KafkaSettings,
     consumers: Vec<Consumer>,
     shutdown: impl std::future::Future<Output = ()>,
+    stop: watch::Sender<bool>,
 ) -> Result<(), KafkaError> {
-    let (stop, stopped) = watch::channel(false);
+    let stopped = stop.subscribe();
     let mut running = tokio::task::JoinSet::new();
     for consumer in consumers {
         running.spawn(run(
@@ -236,7 +243,8 @@ pub async fn run_all(
             ended
         }
     };
-    let _ = stop.send(true);
+    stop.send_replace(true);
+    tracing::info!("consumers stopping: readiness is red; finishing the records in flight");
     let mut ended: Vec<_> = early.into_iter().collect();
     while let Some(next) = running.join_next().await {
         ended.push(next);

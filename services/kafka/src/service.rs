@@ -8,6 +8,7 @@ use presence_ports::TicketStore;
 use presence_runtime::ops::{OpsServer, Readiness};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The flags the validator and the registry both take, with their environment twins.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,9 +35,10 @@ pub enum ServiceError {
     Kafka(#[from] crate::KafkaError),
 }
 
-/// Ready while the consumer doing the service's work holds partitions and the
-/// store answers.
+/// Ready while the service is not stopping, the consumer doing its work holds
+/// partitions and the store answers.
 struct ConsumerReadiness {
+    stopping: watch::Receiver<bool>,
     assignment: Assignment,
     store: Arc<dyn TicketStore>,
 }
@@ -44,16 +46,27 @@ struct ConsumerReadiness {
 #[async_trait]
 impl Readiness for ConsumerReadiness {
     async fn check(&self) -> Result<(), String> {
-        if self.assignment.partitions() == 0 {
-            return Err("no partitions assigned".into());
-        }
+        consuming(*self.stopping.borrow(), self.assignment.partitions())?;
         self.store.ping().await.map_err(|error| error.to_string())
+    }
+}
+
+/// Whether the consumers do their work: not stopping, and holding partitions.
+fn consuming(stopping: bool, partitions: usize) -> Result<(), String> {
+    if stopping {
+        Err("shutting down".into())
+    } else if partitions == 0 {
+        Err("no partitions assigned".into())
+    } else {
+        Ok(())
     }
 }
 
 /// Serves `/healthz` and `/readyz` on `ops_listen` (announcing
 /// `PRESENCE_OPS_URL=…` on stdout) and runs `consumers` until Ctrl-C or SIGTERM.
-/// Readiness follows the first consumer and `store`.
+/// Readiness follows the first consumer and `store`, and turns red as soon as
+/// the consumers start stopping; the probes are served until they have
+/// finished.
 pub async fn run(
     kafka: &KafkaSettings,
     ops_listen: SocketAddr,
@@ -74,16 +87,38 @@ pub async fn run(
         .first()
         .map(|consumer| consumer.assignment.clone())
         .unwrap_or_default();
-    let readiness = Arc::new(ConsumerReadiness { assignment, store });
+    let (stop, stopping) = watch::channel(false);
+    let readiness = Arc::new(ConsumerReadiness {
+        stopping,
+        assignment,
+        store,
+    });
     let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
     let ops = tokio::spawn(ops.serve(readiness, async {
         let _ = stop_ops.await;
     }));
-    let consumed = runner::run_all(kafka, consumers, presence_runtime::shutdown_signal()).await;
+    let consumed =
+        runner::run_all(kafka, consumers, presence_runtime::shutdown_signal(), stop).await;
     let _ = stopping.send(());
     let served = ops
         .await
         .map_err(|error| crate::KafkaError::Task(error.to_string()))?;
     consumed?;
     served.map_err(ops_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_is_never_ready() {
+        assert_eq!(consuming(false, 3), Ok(()));
+        assert!(consuming(false, 0).is_err(), "no partitions yet");
+        assert_eq!(
+            consuming(true, 3),
+            Err("shutting down".to_owned()),
+            "red while the records in flight are finished, partitions still held"
+        );
+    }
 }
