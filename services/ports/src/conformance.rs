@@ -23,12 +23,12 @@
 
 use crate::store::{Commit, CommitOutcome, DeviceDraft, ScanContext, StatsStore, Stores};
 use presence_domain::inventory::{InventoryRecord, Reference};
+use presence_domain::stats::Counter;
 use presence_domain::{
     Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
     RememberedDecision, ScanId, ScanKey, ScanKind, StateRecord, Status, Ticket, TicketPlace,
     TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
 };
-use presence_domain::stats::Counter;
 use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -767,7 +767,13 @@ pub async fn tallies_add_up_per_venue_gate_and_event(stats: Arc<dyn StatsStore>)
         tally("s2", 2, Some(EVENT), Counter::Exits, 1),
         tally("s3", 5, Some(EVENT), Counter::Entries, 1),
         tally("s4", 5, None, Counter::Denied(Status::NotFound), 1),
-        tally("s5", 5, Some("OTHER"), Counter::Denied(Status::EventRestriction), 1),
+        tally(
+            "s5",
+            5,
+            Some("OTHER"),
+            Counter::Denied(Status::EventRestriction),
+            1,
+        ),
     ];
     for tally in &tallies {
         assert!(stats.record(tally).await.expect("record"), "{tally:?}");
@@ -780,9 +786,17 @@ pub async fn tallies_add_up_per_venue_gate_and_event(stats: Arc<dyn StatsStore>)
         .venue_stats(&VenueId::new(VENUE))
         .await
         .expect("stats");
-    assert_eq!(view.updated_at, Some(late.decided_at), "the latest decision");
     assert_eq!(
-        (view.totals.entries, view.totals.exits, view.totals.occupancy()),
+        view.updated_at,
+        Some(late.decided_at),
+        "the latest decision"
+    );
+    assert_eq!(
+        (
+            view.totals.entries,
+            view.totals.exits,
+            view.totals.occupancy()
+        ),
         (4, 1, 3)
     );
     assert_eq!(
@@ -797,14 +811,26 @@ pub async fn tallies_add_up_per_venue_gate_and_event(stats: Arc<dyn StatsStore>)
         .iter()
         .map(|g| {
             let denied: u64 = g.counts.denials.values().sum();
-            (g.gate_id.get(), g.name.as_str(), g.counts.entries, g.counts.exits, denied)
+            (
+                g.gate_id.get(),
+                g.name.as_str(),
+                g.counts.entries,
+                g.counts.exits,
+                denied,
+            )
         })
         .collect();
     assert_eq!(gates, [(2, "Gate 2", 3, 1, 0), (5, "Gate 5", 1, 0, 2)]);
     let events: Vec<_> = view
         .events
         .iter()
-        .map(|e| (e.event_id.as_str(), e.counts.occupancy(), e.counts.denials.len()))
+        .map(|e| {
+            (
+                e.event_id.as_str(),
+                e.counts.occupancy(),
+                e.counts.denials.len(),
+            )
+        })
         .collect();
     assert_eq!(events, [(EVENT, 3, 0), ("OTHER", 0, 1)]);
 }
@@ -829,7 +855,12 @@ pub async fn concurrent_repeats_of_one_scan_id_count_once(stats: Arc<dyn StatsSt
         let (stats, entry) = (stats.clone(), entry.clone());
         recording.spawn(async move { stats.record(&entry).await.expect("record") });
     }
-    let counted = recording.join_all().await.into_iter().filter(|c| *c).count();
+    let counted = recording
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
     assert_eq!(counted, 1);
     let view = stats.venue_stats(&entry.venue_id).await.expect("stats");
     assert_eq!(view.totals.entries, 1);

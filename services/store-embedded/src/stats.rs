@@ -143,9 +143,7 @@ fn venue_stats(db: &Database, venue_id: &VenueId) -> Result<VenueStats, StoreErr
         .map_err(unavailable)?
         .range((venue, 0)..=(venue, u64::MAX))
         .map_err(unavailable)?
-        .map(|entry| {
-            entry.map(|(key, name)| (GateId::new(key.value().1), name.value().to_owned()))
-        })
+        .map(|entry| entry.map(|(key, name)| (GateId::new(key.value().1), name.value().to_owned())))
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
     let updated_at = txn

@@ -6,7 +6,7 @@
 //! inside its hash tag instead, followed by a suffix without `}`: the last `}` of
 //! the key is then the one closing the token, so token keys cannot collide either.
 
-use presence_domain::{DeviceId, EventId, GateId, ScanKey, Token, VenueId};
+use presence_domain::{DeviceId, EventId, GateId, ScanId, ScanKey, Token, VenueId};
 
 /// The sequences ids are drawn from (`INCR`), so every id is positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,32 @@ impl Keys {
         format!("{}vm:{venue_id}", self.prefix)
     }
 
+    /// A venue's stats keys share the hash tag `{vs:<venue>}`, so the script
+    /// that counts a decision touches one slot.
+    fn venue_stats_key(&self, venue_id: &VenueId, suffix: &str) -> String {
+        format!("{}{{vs:{venue_id}}}:{suffix}", self.prefix)
+    }
+
+    /// Hash of the venue's counters: `scope|counter` field → count.
+    pub(crate) fn stats_counters(&self, venue_id: &VenueId) -> String {
+        self.venue_stats_key(venue_id, "c")
+    }
+
+    /// Hash: gate id → the name its scanners last sent.
+    pub(crate) fn stats_gate_names(&self, venue_id: &VenueId) -> String {
+        self.venue_stats_key(venue_id, "g")
+    }
+
+    /// When the venue's latest counted decision was made.
+    pub(crate) fn stats_updated(&self, venue_id: &VenueId) -> String {
+        self.venue_stats_key(venue_id, "u")
+    }
+
+    /// Present (with a TTL) once this scan's decision was counted.
+    pub(crate) fn stats_seen(&self, venue_id: &VenueId, scan_id: &ScanId) -> String {
+        self.venue_stats_key(venue_id, &format!("sn:{scan_id}"))
+    }
+
     pub(crate) fn sequence(&self, sequence: Sequence) -> String {
         let name = match sequence {
             Sequence::Gate => "gate",
@@ -124,6 +150,25 @@ mod tests {
             assert!(
                 tags.iter().all(|tag| *tag == tags[0]),
                 "{token:?}: {tags:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tally_touches_one_slot_whatever_the_venue_holds() {
+        let keys = Keys::new("presence:");
+        for venue in ["KovZpZAnAtJJ", "a}b", "{x}", "}"] {
+            let venue = VenueId::new(venue);
+            let tags = [
+                keys.stats_seen(&venue, &ScanId::new("s}1")),
+                keys.stats_counters(&venue),
+                keys.stats_gate_names(&venue),
+                keys.stats_updated(&venue),
+            ]
+            .map(|key| hash_tag(&key).to_owned());
+            assert!(
+                tags.iter().all(|tag| *tag == tags[0]),
+                "{venue:?}: {tags:?}"
             );
         }
     }

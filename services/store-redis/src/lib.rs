@@ -5,7 +5,8 @@
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
-//! - `inventory`: reference checks and the all-or-nothing inventory transaction.
+//! - `inventory`: reference checks and the all-or-nothing inventory transaction;
+//! - `stats`: the venues' live counters (`lua/stats.lua`).
 //!
 //! # Key layout
 //!
@@ -25,6 +26,9 @@
 //! | `Pdv:<device id>` | a device |
 //! | `Pvm:<venue>` | hash: MAC → device id |
 //! | `Pseq:gate`, `Pseq:device` | id counters (`INCR`, so ids start at 1) |
+//! | `P{vs:<venue>}:c` | hash: `scope\|counter` → count, the venue's live stats |
+//! | `P{vs:<venue>}:g`, `P{vs:<venue>}:u` | hash: gate id → name; the latest counted decision's time |
+//! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] |
 //!
 //! The keys of one token share the hash tag `{t:<token>}`, so the commit script,
 //! the only multi-key operation, touches one Redis Cluster slot, and a scan context
@@ -70,6 +74,7 @@ mod codec;
 mod inventory;
 mod keys;
 mod registry;
+mod stats;
 mod tickets;
 
 pub use inventory::APPLY_CHUNK;

@@ -1,0 +1,28 @@
+-- StatsStore::record: count one decision into its venue's counters, once per
+-- scan id. Every key carries the venue's hash tag, so they share a slot. Which
+-- counters a decision bumps is decided in Rust; this only dedupes and adds.
+--
+-- KEYS[1]  this scan's marker          <prefix>{vs:<venue>}:sn:<scan id>
+-- KEYS[2]  the venue's counters (hash) <prefix>{vs:<venue>}:c
+-- KEYS[3]  the gates' names (hash)     <prefix>{vs:<venue>}:g
+-- KEYS[4]  the latest decision time    <prefix>{vs:<venue>}:u
+-- ARGV[1]  how long to keep the marker, in milliseconds
+-- ARGV[2]  how much to add to each counter
+-- ARGV[3]  the gate id;  ARGV[4]  its name
+-- ARGV[5]  when the decision was made, Unix milliseconds
+-- ARGV[6…] the counter fields to add ARGV[2] to
+--
+-- Returns 0 (nothing written) if this scan id was counted already, else 1.
+
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+    return 0
+end
+for i = 6, #ARGV do
+    redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[2])
+end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+local latest = redis.call('GET', KEYS[4])
+if not latest or tonumber(latest) < tonumber(ARGV[5]) then
+    redis.call('SET', KEYS[4], ARGV[5])
+end
+return 1
