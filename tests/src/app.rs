@@ -4,8 +4,8 @@
 use crate::process::{STOP_TIMEOUT, print_logs_in, read_logs_in, tail, wait_for_exit};
 use crate::scenario::{Scanner, unique, unique_mac};
 use crate::stack::{
-    Cluster, Distributed, Plan, Running, Service, held_scan_partitions, outlive_session, readiness,
-    settle,
+    Cluster, Distributed, DistributedOptions, Plan, Running, Service, Shutdown,
+    held_scan_partitions, outlive_session, readiness, settle, watch_shutdown,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use presence_domain::ScanKind;
@@ -200,8 +200,14 @@ impl TestApp {
     /// keys in a keys file). Returns once every service reports ready and each
     /// consumer group holds all its partitions.
     pub async fn distributed() -> Result<Self> {
+        Self::distributed_with(DistributedOptions::default()).await
+    }
+
+    /// The distributed fixture as `options` say (a durable broker, settings of
+    /// the gateway).
+    pub async fn distributed_with(options: DistributedOptions) -> Result<Self> {
         let (dir, keys, keys_file) = Self::prepare()?;
-        let plan = Plan::distributed(dir.path(), &keys, &keys_file).await?;
+        let plan = Plan::distributed(dir.path(), &keys, &keys_file, &options).await?;
         Self::start(dir, keys, plan).await
     }
 
@@ -457,7 +463,10 @@ impl TestApp {
     pub fn print_logs(&self) {
         print_logs_in(self.inner.dir.path());
         if let Some(plan) = self.inner.plan.distributed_plan() {
-            eprintln!("--- tansu ---\n{}", tail(&plan.broker.log()));
+            match plan.broker.try_lock() {
+                Ok(broker) => eprintln!("--- tansu ---\n{}", tail(&broker.log())),
+                Err(_) => eprintln!("--- tansu: being restarted, log not read ---"),
+            }
         }
     }
 
@@ -539,6 +548,168 @@ impl TestApp {
     pub async fn settle(&self) -> Result<()> {
         self.distributed_plan()?;
         settle(|| self.running().consumer_logs()).await
+    }
+
+    /// SIGTERM to validator `index`, watching its `/readyz` until it exits.
+    pub async fn stop_validator_watching(&self, index: usize) -> Result<Shutdown> {
+        let mut service = self
+            .take_validator(index)?
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        service.process.signal_term()?;
+        let signalled = Instant::now();
+        let readyz = format!("{}/readyz", service.ops_url);
+        watch_shutdown(&self.inner.client, &readyz, signalled, || {
+            service.process.try_exit()
+        })
+        .await
+    }
+
+    // ---------------------------------------------------------- registry
+
+    /// The registry's `/readyz`: whether it is ready, and its answer.
+    pub async fn registry_readiness(&self) -> Result<(bool, String)> {
+        let ops_url = self
+            .running()
+            .registry
+            .as_ref()
+            .map(|service| service.ops_url.clone())
+            .ok_or_else(|| anyhow!("the registry is not running"))?;
+        readiness(&self.inner.client, &ops_url).await
+    }
+
+    /// SIGTERM to the registry, watching its `/readyz` until it exits.
+    pub async fn stop_registry_watching(&self) -> Result<Shutdown> {
+        let mut service = self
+            .running()
+            .registry
+            .take()
+            .ok_or_else(|| anyhow!("the registry is not running"))?;
+        service.process.signal_term()?;
+        let signalled = Instant::now();
+        let readyz = format!("{}/readyz", service.ops_url);
+        watch_shutdown(&self.inner.client, &readyz, signalled, || {
+            service.process.try_exit()
+        })
+        .await
+    }
+
+    /// Starts the registry again after it stopped, and waits until the groups
+    /// have settled.
+    pub async fn restart_registry(&self) -> Result<()> {
+        if self.running().registry.is_some() {
+            bail!("the registry is still running");
+        }
+        let service = self
+            .distributed_plan()?
+            .start_registry(&self.inner.client)
+            .await?;
+        self.running().registry = Some(service);
+        self.settle().await
+    }
+
+    // ---------------------------------------------------------- gateway
+
+    /// The gateway's `/readyz`: whether it is ready, and its answer.
+    pub async fn gateway_readiness(&self) -> Result<(bool, String)> {
+        readiness(&self.inner.client, &self.base_url()).await
+    }
+
+    /// SIGKILL to the gateway: requests in flight lose their connection, and
+    /// its reply topic is left behind.
+    pub fn kill_gateway(&self) -> Result<()> {
+        self.distributed_plan()?;
+        self.running().api.kill()
+    }
+
+    /// SIGTERM to the gateway, watching its `/readyz` until it exits.
+    pub async fn stop_gateway_watching(&self) -> Result<Shutdown> {
+        self.distributed_plan()?;
+        let base_url = self.base_url();
+        self.running().api.signal_term()?;
+        let signalled = Instant::now();
+        watch_shutdown(
+            &self.inner.client,
+            &format!("{base_url}/readyz"),
+            signalled,
+            || self.running().api.try_exit(),
+        )
+        .await
+    }
+
+    /// Starts a new gateway (a new instance with its own reply topic, on a new
+    /// port) in place of the one that stopped or was killed, and waits until it
+    /// is ready. Requests go to it from then on.
+    pub async fn restart_gateway(&self) -> Result<()> {
+        if self.running().api.try_exit()?.is_none() {
+            bail!("the gateway is still running");
+        }
+        let (api, base_url) = self
+            .distributed_plan()?
+            .start_gateway(&self.inner.client)
+            .await?;
+        let mut running = self.running();
+        running.api = api;
+        running.base_url = base_url;
+        Ok(())
+    }
+
+    /// The log of the current gateway process.
+    pub fn gateway_log(&self) -> String {
+        self.running().api.stderr()
+    }
+
+    // ---------------------------------------------------------- Redis and broker
+
+    /// Kills Redis (SIGKILL, as a crash would). What it answered is kept: it runs
+    /// with the production persistence.
+    pub async fn kill_redis(&self) -> Result<()> {
+        self.distributed_plan()?.redis.lock().await.stop()
+    }
+
+    /// Stops Redis with SIGTERM (it finishes its append-only file) and waits.
+    pub async fn terminate_redis(&self) -> Result<()> {
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .terminate()
+            .await
+    }
+
+    /// Sends one inline command to Redis; the first line of its reply.
+    pub async fn redis_command(&self, command: &str) -> Result<String> {
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .command(command)
+            .await
+    }
+
+    /// Freezes Redis (SIGSTOP): commands queue unanswered until [`TestApp::resume_redis`].
+    pub async fn pause_redis(&self) -> Result<()> {
+        self.distributed_plan()?.redis.lock().await.pause()
+    }
+
+    /// Lets a frozen Redis run again (SIGCONT): it executes what queued up.
+    pub async fn resume_redis(&self) -> Result<()> {
+        self.distributed_plan()?.redis.lock().await.resume()
+    }
+
+    /// Starts Redis again on its port and data (stopping it first if it runs).
+    pub async fn restart_redis(&self) -> Result<()> {
+        self.distributed_plan()?.redis.lock().await.restart().await
+    }
+
+    /// Kills the broker (SIGKILL). Only a durable broker keeps its data.
+    pub async fn kill_broker(&self) -> Result<()> {
+        self.distributed_plan()?.broker.lock().await.stop()
+    }
+
+    /// Starts the broker again on its port and storage (stopping it first if it
+    /// runs).
+    pub async fn restart_broker(&self) -> Result<()> {
+        self.distributed_plan()?.broker.lock().await.restart().await
     }
 
     /// Validator `index`'s `/readyz`: whether it is ready, and its answer.

@@ -1,6 +1,14 @@
-//! A private Kafka broker for one test: `tansu broker` on its own loopback port
-//! with in-memory storage, killed when dropped, so tests run in parallel without
-//! sharing topics or consumer groups.
+//! A private Kafka broker for one test: `tansu broker` on its own loopback port,
+//! killed when dropped, so tests run in parallel without sharing topics or
+//! consumer groups.
+//!
+//! [`Broker::start`] keeps everything in memory. [`Broker::start_durable`]
+//! keeps it in a PostgreSQL database of its own (created with the tables of
+//! `tansu_postgres.sql`, dropped with the broker), so that topics, records,
+//! committed offsets, groups and idempotent-producer state survive a
+//! [`Broker::restart`]. The server is `$PRESENCE_TEST_POSTGRES`, else
+//! `postgres://postgres@127.0.0.1:5432` (trust authentication); `psql` must be
+//! on `PATH`.
 //!
 //! Finds `tansu` in `$PRESENCE_TANSU`, else on `PATH`, else in `~/.cargo/bin`
 //! (`cargo install tansu --locked`). It logs warnings only; set
@@ -9,6 +17,7 @@
 //! report.
 
 use crate::redis_server::{free_port, wait_until_serving};
+use crate::scenario::unique;
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
@@ -39,17 +48,113 @@ const AMBIENT_SETTINGS: [&str; 7] = [
     "RUST_LOG",
 ];
 
+/// The PostgreSQL server durable brokers keep their databases on.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+/// The tables tansu 0.6 needs in its database; it creates none itself.
+const POSTGRES_SCHEMA: &str = include_str!("tansu_postgres.sql");
+
 /// A running broker on `127.0.0.1:port()`.
 #[derive(Debug)]
 pub struct Broker {
     port: u16,
     dir: TempDir,
+    storage: Storage,
     child: Option<Child>,
+}
+
+/// Where a broker keeps topics, records, offsets and groups.
+#[derive(Debug)]
+enum Storage {
+    Memory,
+    Postgres(Database),
+}
+
+impl Storage {
+    fn engine_url(&self) -> String {
+        match self {
+            Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Postgres(database) => database.url(),
+        }
+    }
+}
+
+/// A PostgreSQL database of one broker's own, dropped with it.
+#[derive(Debug)]
+struct Database {
+    /// The server's URL, without a database.
+    server: String,
+    name: String,
+}
+
+impl Database {
+    /// Creates a new database on `$PRESENCE_TEST_POSTGRES` (else the local
+    /// server) holding the tables tansu needs.
+    fn create() -> Result<Self> {
+        let server = std::env::var("PRESENCE_TEST_POSTGRES")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        // Lower-case letters, digits and `_`: a plain identifier, no quoting.
+        let name = unique("presence_broker").replace('-', "_");
+        psql(&server, "postgres", &format!("create database {name}"))?;
+        // From here on, dropping it drops the database.
+        let database = Self { server, name };
+        psql(&database.server, &database.name, POSTGRES_SCHEMA)
+            .context("creating tansu's tables")?;
+        Ok(database)
+    }
+
+    /// The storage engine URL. Without TLS: the test server is on loopback, and
+    /// tansu verifies a server certificate against the system's roots (a local
+    /// server's self-signed one fails, and tansu exits).
+    fn url(&self) -> String {
+        format!("{}/{}?sslmode=disable", self.server, self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // The broker is gone by now; FORCE ends any connection it left behind.
+        let drop = format!("drop database if exists {} with (force)", self.name);
+        if let Err(error) = psql(&self.server, "postgres", &drop) {
+            eprintln!("dropping the broker's database {}: {error:#}", self.name);
+        }
+    }
+}
+
+/// Runs `sql` on `database` of the PostgreSQL server at `server`, stopping at
+/// the first error.
+fn psql(server: &str, database: &str, sql: &str) -> Result<()> {
+    let output = Command::new("psql")
+        .arg(format!("{server}/{database}"))
+        .args(["--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "psql on {server}/{database} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 impl Broker {
     /// A broker keeping everything in memory: nothing survives [`Broker::stop`].
     pub async fn start() -> Result<Self> {
+        Self::start_on(Storage::Memory).await
+    }
+
+    /// A broker keeping everything in a new PostgreSQL database of its own,
+    /// dropped with the broker: what it acknowledged survives [`Broker::stop`]
+    /// and [`Broker::restart`].
+    pub async fn start_durable() -> Result<Self> {
+        Self::start_on(Storage::Postgres(Database::create()?)).await
+    }
+
+    async fn start_on(storage: Storage) -> Result<Self> {
         let program = tansu()?;
         let dir = tempfile::Builder::new()
             .prefix("presence-kafka-")
@@ -58,6 +163,7 @@ impl Broker {
         let mut broker = Self {
             port: 0,
             dir,
+            storage,
             child: None,
         };
         let mut failures = Vec::new();
@@ -91,7 +197,12 @@ impl Broker {
             .collect()
     }
 
-    /// Kills the broker (SIGKILL) and waits for it to exit.
+    /// Whether what the broker stored survives [`Broker::stop`].
+    pub fn is_durable(&self) -> bool {
+        matches!(self.storage, Storage::Postgres(_))
+    }
+
+    /// Kills the broker (SIGKILL, as a crash would) and waits for it to exit.
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             // `kill` fails only when the child has already exited; `wait` reaps it.
@@ -101,11 +212,23 @@ impl Broker {
         Ok(())
     }
 
+    /// Stops the broker if it runs, then starts it again on the same port and
+    /// storage.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.launch(&tansu()?).await
+    }
+
     async fn launch(&mut self, program: &Path) -> Result<()> {
         let stdout_path = self.dir.path().join(STDOUT_FILE);
+        // A restart appends: the log tells the whole story, and only this run's
+        // stdout may hold the ready line.
         let stdout = File::create(&stdout_path).context("creating the tansu stdout file")?;
-        let log =
-            File::create(self.dir.path().join(LOG_FILE)).context("creating the tansu log file")?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(LOG_FILE))
+            .context("opening the tansu log file")?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let mut command = Command::new(program);
         for key in AMBIENT_SETTINGS {
@@ -114,7 +237,7 @@ impl Broker {
         let child = command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage.engine_url()])
             .env(
                 "RUST_LOG",
                 std::env::var("PRESENCE_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
@@ -221,6 +344,90 @@ mod tests {
         drop(a);
         assert!(!answers_kafka(port).await, "dropping the broker kills it");
         assert!(answers_kafka(b.port()).await, "the other broker still runs");
+    }
+
+    /// Creates `topic` with one partition, as the services do at start.
+    async fn create_topic(bootstrap: &str, topic: &str) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let created = admin
+            .create_topics(
+                [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+    }
+
+    fn database_exists(server: &str, name: &str) -> bool {
+        let output = Command::new("psql")
+            .arg(format!("{server}/postgres"))
+            .args(["--no-psqlrc", "-At", "-c"])
+            .arg(format!(
+                "select count(*) from pg_database where datname = '{name}'"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim() == "1"
+    }
+
+    #[tokio::test]
+    async fn a_durable_broker_keeps_topics_and_records_across_a_restart() {
+        let mut broker = Broker::start_durable().await.unwrap();
+        assert!(broker.is_durable());
+        let (bootstrap, port) = (broker.bootstrap(), broker.port());
+        create_topic(&bootstrap, "kept").await;
+        crate::kafka::produce(&bootstrap, "kept", "k", b"before")
+            .await
+            .unwrap();
+        broker.restart().await.unwrap();
+        assert_eq!(broker.port(), port, "same port");
+        crate::kafka::produce(&bootstrap, "kept", "k", b"after")
+            .await
+            .unwrap();
+        let records = crate::kafka::read_topic(&bootstrap, "kept", READY_TIMEOUT)
+            .await
+            .unwrap();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+        assert_eq!(payloads, [b"before".as_slice(), b"after".as_slice()]);
+        let Storage::Postgres(database) = &broker.storage else {
+            panic!("a durable broker keeps its data in PostgreSQL");
+        };
+        let (server, name) = (database.server.clone(), database.name.clone());
+        assert!(database_exists(&server, &name));
+        drop(broker);
+        assert!(!database_exists(&server, &name), "dropped with the broker");
+    }
+
+    /// tansu 0.6 deletes a topic with a statement that names every topic of the
+    /// cluster; the schema's foreign keys do not cascade, so that can fail but
+    /// never takes the other topics with it.
+    #[tokio::test]
+    async fn deleting_one_topic_of_a_durable_broker_keeps_the_others() {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let broker = Broker::start_durable().await.unwrap();
+        let bootstrap = broker.bootstrap();
+        create_topic(&bootstrap, "doomed").await;
+        create_topic(&bootstrap, "kept").await;
+        crate::kafka::produce(&bootstrap, "kept", "k", b"kept")
+            .await
+            .unwrap();
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        // Either outcome of the deletion itself is tansu's business.
+        let _ = admin.delete_topics(&["doomed"], &AdminOptions::new()).await;
+        let records = crate::kafka::read_topic(&bootstrap, "kept", READY_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1, "the other topic and its record survive");
     }
 
     #[tokio::test]

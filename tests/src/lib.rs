@@ -10,6 +10,8 @@
 //! - [`process`]: spawning the workspace binaries and reading their output;
 //! - [`broker`], [`redis_server`]: a private Kafka broker (tansu) and Redis;
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
+//! - [`scans`]: scans sent under load as scanners send them, and the checks of
+//!   the `decisions` stream and of exactly-once entry against their answers;
 //! - [`scenario`]: unique names, inventory records around now, scan bodies;
 //! - [`curl`]: the curl commands `presence demo` prints, as a reader pastes them.
 
@@ -19,6 +21,7 @@ pub mod curl;
 pub mod kafka;
 pub mod process;
 pub mod redis_server;
+pub mod scans;
 pub mod scenario;
 pub mod stack;
 

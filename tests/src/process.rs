@@ -305,14 +305,7 @@ impl PresenceProcess {
 
     /// Asks the process to stop gracefully.
     pub fn signal_term(&self) -> Result<()> {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .context("running kill -TERM")?;
-        if !sent.success() {
-            bail!("kill -TERM {} failed: {sent}", self.pid());
-        }
-        Ok(())
+        send_signal(self.pid(), "TERM")
     }
 
     /// The exit status, if the process has exited.
@@ -358,6 +351,18 @@ impl Drop for PresenceProcess {
             eprintln!("stopping {} (pid {}): {error:#}", self.program, self.pid());
         }
     }
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`, …) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .with_context(|| format!("running kill -{signal}"))?;
+    if !sent.success() {
+        bail!("kill -{signal} {pid} failed: {sent}");
+    }
+    Ok(())
 }
 
 /// The URL of a complete `PRESENCE_URL=http://…` line, without a trailing slash.

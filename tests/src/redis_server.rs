@@ -1,6 +1,10 @@
 //! A private `redis-server` for one test: its own loopback port and directory,
 //! killed when dropped, so tests run in parallel without sharing data.
 //!
+//! [`RedisServer::start`] keeps nothing on disk, for tests of the store alone;
+//! [`RedisServer::start_durable`] runs with [`DURABLE`], the persistence
+//! production needs, for tests that restart Redis under the services.
+//!
 //! Needs `redis-server` on `PATH` (Debian: `apt-get install redis-server`).
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +26,16 @@ const POLL: Duration = Duration::from_millis(20);
 const LOG_FILE: &str = "redis.log";
 /// What Redis logs once it listens (7.0: "...connections", 7.2+: "...connections tcp").
 const READY_LINE: &str = "Ready to accept connections";
+/// How long a server may take to exit after SIGTERM (it writes and syncs its
+/// append-only file first).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The persistence a production Redis behind Presence runs with: every write in
+/// the append-only file, synced before Redis answers (`appendfsync always`: an
+/// answered scan survives a crash of the Redis process and of its machine; Redis
+/// syncs once per event-loop round, for all the clients served in it). See
+/// docs/design.md ("Redis: durability").
+pub const DURABLE: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"];
 
 /// A running `redis-server` on `127.0.0.1:port()`, data in `dir()`.
 #[derive(Debug)]
@@ -36,6 +50,12 @@ impl RedisServer {
     /// A server with no persistence (`--save "" --appendonly no`).
     pub async fn start() -> Result<Self> {
         Self::start_with(&[]).await
+    }
+
+    /// A server with the production persistence ([`DURABLE`]): what it answered
+    /// survives [`RedisServer::stop`] and [`RedisServer::terminate`].
+    pub async fn start_durable() -> Result<Self> {
+        Self::start_with(&DURABLE).await
     }
 
     /// A server with `args` appended to the defaults; a repeated option overrides
@@ -88,6 +108,64 @@ impl RedisServer {
             child.wait().context("waiting for redis-server to exit")?;
         }
         Ok(())
+    }
+
+    /// Asks the server to shut down (SIGTERM: it finishes its append-only file
+    /// and exits) and waits for it; SIGKILL and an error after [`STOP_TIMEOUT`].
+    pub async fn terminate(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        crate::process::send_signal(child.id(), "TERM")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().context("polling redis-server")?.is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                child.wait().context("waiting for redis-server to exit")?;
+                bail!("redis-server did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Sends one command (inline: words separated by spaces) and returns the
+    /// first line of the reply, e.g. `+OK`.
+    pub async fn command(&self, command: &str) -> Result<String> {
+        let exchange = async {
+            let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await?;
+            stream
+                .write_all(format!("{command}\r\n").as_bytes())
+                .await?;
+            let mut reply = Vec::new();
+            let mut byte = [0_u8; 1];
+            while !reply.ends_with(b"\r\n") {
+                stream.read_exact(&mut byte).await?;
+                reply.push(byte[0]);
+            }
+            Ok::<String, std::io::Error>(String::from_utf8_lossy(&reply).trim_end().to_owned())
+        };
+        tokio::time::timeout(READY_TIMEOUT, exchange)
+            .await
+            .with_context(|| format!("redis-server did not answer {command:?}"))?
+            .with_context(|| format!("sending {command:?} to redis-server"))
+    }
+
+    /// Freezes the server (SIGSTOP), as a stalled disk or a paused machine
+    /// would: connections stay open, commands queue unanswered until
+    /// [`RedisServer::resume`].
+    pub fn pause(&self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT): it executes what queued up.
+    pub fn resume(&self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().context("redis-server is not running")?;
+        crate::process::send_signal(child.id(), signal)
     }
 
     /// Stops the server if it runs, then starts it again on the same port and
@@ -243,6 +321,43 @@ mod tests {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_ne!(a.port(), b.port());
         assert_ne!(a.dir(), b.dir());
+    }
+
+    #[tokio::test]
+    async fn a_durable_server_keeps_what_it_answered_across_kill_and_terminate() {
+        let mut server = RedisServer::start_durable().await.unwrap();
+        assert_eq!(server.command("SET killed 1").await.unwrap(), "+OK");
+        server.stop().unwrap();
+        server.restart().await.unwrap();
+        assert_eq!(server.command("EXISTS killed").await.unwrap(), ":1");
+        assert_eq!(server.command("SET terminated 1").await.unwrap(), "+OK");
+        server.terminate().await.unwrap();
+        assert!(!ping(server.port()).await, "SIGTERM stopped it");
+        server.restart().await.unwrap();
+        assert_eq!(
+            server.command("EXISTS killed terminated").await.unwrap(),
+            ":2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_server_forgets_everything_on_restart() {
+        let mut server = RedisServer::start().await.unwrap();
+        assert_eq!(server.command("SET k 1").await.unwrap(), "+OK");
+        server.restart().await.unwrap();
+        assert_eq!(server.command("EXISTS k").await.unwrap(), ":0");
+    }
+
+    #[tokio::test]
+    async fn a_paused_server_answers_once_resumed() {
+        let server = RedisServer::start().await.unwrap();
+        server.pause().unwrap();
+        assert!(
+            !ping(server.port()).await,
+            "frozen: no answer within a second"
+        );
+        server.resume().unwrap();
+        assert!(ping(server.port()).await);
     }
 
     #[tokio::test]

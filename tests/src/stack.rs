@@ -4,11 +4,12 @@
 
 use crate::app::Keys;
 use crate::broker::Broker;
-use crate::process::{Launch, PresenceProcess};
+use crate::process::{Launch, PresenceProcess, STOP_TIMEOUT};
 use crate::redis_server::RedisServer;
 use crate::scenario::unique;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// How long a started service may take to report ready.
@@ -112,15 +113,26 @@ pub(crate) enum Plan {
     Distributed(Box<Distributed>),
 }
 
+/// How a distributed fixture differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct DistributedOptions {
+    /// Keep the broker's data in PostgreSQL ([`Broker::start_durable`]) so that it
+    /// survives a broker restart; in memory otherwise.
+    pub durable_broker: bool,
+    /// Extra environment of the gateway (e.g. its shutdown grace).
+    pub gateway_env: Vec<(String, String)>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Distributed {
     pub cluster: Cluster,
     gateway: Launch,
     registry: Launch,
     validator: Launch,
-    pub broker: Broker,
-    /// Held for the fixture's lifetime: dropping it kills the server.
-    _redis: RedisServer,
+    /// Locked only to stop or start it; held for the fixture's lifetime.
+    pub broker: tokio::sync::Mutex<Broker>,
+    /// Runs with the production persistence ([`RedisServer::start_durable`]).
+    pub redis: tokio::sync::Mutex<RedisServer>,
 }
 
 impl Plan {
@@ -147,8 +159,20 @@ impl Plan {
     /// A private broker and Redis, and the three services configured for them
     /// under a topic prefix of their own; the gateway takes the admin key from
     /// `PRESENCE_API_KEY` and the others from `keys_file`.
-    pub async fn distributed(dir: &Path, keys: &Keys, keys_file: &Path) -> Result<Self> {
-        let (broker, redis) = tokio::join!(Broker::start(), RedisServer::start());
+    pub async fn distributed(
+        dir: &Path,
+        keys: &Keys,
+        keys_file: &Path,
+        options: &DistributedOptions,
+    ) -> Result<Self> {
+        let broker = async {
+            if options.durable_broker {
+                Broker::start_durable().await
+            } else {
+                Broker::start().await
+            }
+        };
+        let (broker, redis) = tokio::join!(broker, RedisServer::start_durable());
         let (broker, redis) = (broker?, redis?);
         let cluster = Cluster {
             bootstrap: broker.bootstrap(),
@@ -168,16 +192,20 @@ impl Plan {
                 .arg("--ops-listen")
                 .arg("127.0.0.1:0")
         };
-        Ok(Plan::Distributed(Box::new(Distributed {
-            gateway: kafka("presence-gateway")
+        let gateway = options.gateway_env.iter().fold(
+            kafka("presence-gateway")
                 .env("PRESENCE_LISTEN", "127.0.0.1:0")
                 .env("PRESENCE_API_KEY", &keys.admin)
                 .env("PRESENCE_API_KEYS_FILE", keys_file),
+            |launch, (key, value)| launch.env(key, value),
+        );
+        Ok(Plan::Distributed(Box::new(Distributed {
+            gateway,
             registry: service("presence-registry"),
             validator: service("presence-validator"),
             cluster,
-            broker,
-            _redis: redis,
+            broker: tokio::sync::Mutex::new(broker),
+            redis: tokio::sync::Mutex::new(redis),
         })))
     }
 
@@ -216,11 +244,7 @@ impl Distributed {
     async fn start(&self, client: &reqwest::Client, slots: &[bool]) -> Result<Running> {
         // All at once: each creates the topics it needs, and creating an existing
         // topic is no error.
-        let gateway = async {
-            let (process, base_url) = PresenceProcess::start(&self.gateway).await?;
-            wait_ready(client, &format!("{base_url}/readyz"), process.program()).await?;
-            Ok::<_, anyhow::Error>((process, base_url))
-        };
+        let gateway = self.start_gateway(client);
         let validators = async {
             let mut started = Vec::new();
             for live in slots {
@@ -246,13 +270,24 @@ impl Distributed {
         Ok(running)
     }
 
+    /// Starts a gateway (a new instance: its own reply topic) and waits until
+    /// it is ready; returns it and its base URL.
+    pub async fn start_gateway(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<(PresenceProcess, String)> {
+        let (process, base_url) = PresenceProcess::start(&self.gateway).await?;
+        wait_ready(client, &format!("{base_url}/readyz"), process.program()).await?;
+        Ok((process, base_url))
+    }
+
     /// Starts one more validator and waits until it is ready (it holds scan
     /// partitions and reaches Redis).
     pub async fn start_validator(&self, client: &reqwest::Client) -> Result<Service> {
         start_service(client, &self.validator).await
     }
 
-    async fn start_registry(&self, client: &reqwest::Client) -> Result<Service> {
+    pub async fn start_registry(&self, client: &reqwest::Client) -> Result<Service> {
         start_service(client, &self.registry).await
     }
 }
@@ -316,6 +351,91 @@ pub async fn readiness(client: &reqwest::Client, ops_url: &str) -> Result<(bool,
     Ok((ready, response.text().await.unwrap_or_default()))
 }
 
+/// One look at a stopping service's `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// 200.
+    Ready,
+    /// Any other answer: the code and body.
+    NotReady(u16, String),
+    /// No answer: the listener is closed (or the process gone).
+    Unreachable,
+}
+
+/// How a service stopped after SIGTERM, as its readiness probe saw it.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    pub status: ExitStatus,
+    /// From SIGTERM to exit.
+    pub took: Duration,
+    /// Every probe from SIGTERM to exit, each with its time after SIGTERM.
+    pub probes: Vec<(Duration, Probe)>,
+}
+
+impl Shutdown {
+    /// When `/readyz` was first answered red after SIGTERM.
+    pub fn first_red(&self) -> Option<Duration> {
+        self.probes
+            .iter()
+            .find(|(_, probe)| matches!(probe, Probe::NotReady(..)))
+            .map(|(at, _)| *at)
+    }
+
+    /// Whether `/readyz` went red while the service still answered and stayed
+    /// red (or unreachable) from then on: readiness turned before the service
+    /// stopped serving, and never came back.
+    pub fn went_red_first(&self) -> bool {
+        let Some(red) = self
+            .probes
+            .iter()
+            .position(|(_, probe)| matches!(probe, Probe::NotReady(..)))
+        else {
+            return false;
+        };
+        self.probes[red..]
+            .iter()
+            .all(|(_, probe)| *probe != Probe::Ready)
+    }
+}
+
+/// How often a stopping service's readiness is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(5);
+/// Longest one readiness probe of a stopping service may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Probes `readyz_url` until `try_exit` reports the process's exit, for at most
+/// [`STOP_TIMEOUT`]; call right after sending SIGTERM, at `signalled`.
+pub async fn watch_shutdown(
+    client: &reqwest::Client,
+    readyz_url: &str,
+    signalled: Instant,
+    mut try_exit: impl FnMut() -> Result<Option<ExitStatus>>,
+) -> Result<Shutdown> {
+    let mut probes = Vec::new();
+    loop {
+        if let Some(status) = try_exit()? {
+            return Ok(Shutdown {
+                status,
+                took: signalled.elapsed(),
+                probes,
+            });
+        }
+        if signalled.elapsed() >= STOP_TIMEOUT {
+            bail!("still running {STOP_TIMEOUT:?} after SIGTERM; readiness seen: {probes:?}");
+        }
+        let probe = match client.get(readyz_url).timeout(PROBE_TIMEOUT).send().await {
+            Ok(response) if response.status().is_success() => Probe::Ready,
+            Ok(response) => {
+                let code = response.status().as_u16();
+                Probe::NotReady(code, response.text().await.unwrap_or_default())
+            }
+            Err(_) => Probe::Unreachable,
+        };
+        probes.push((signalled.elapsed(), probe));
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
 /// What the running consumers logged, to tell which partitions each holds.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerLogs {
@@ -376,6 +496,24 @@ pub fn held_scan_partitions(log: &str) -> usize {
     held_partitions(log, SCAN_SHARE_MIN)
 }
 
+/// The numbers of the `scans` partitions a validator was last assigned, by its
+/// log (`partitions assigned … topic="<prefix>scans" numbers=[0, 3]`); empty if
+/// none.
+pub fn assigned_scan_partitions(log: &str) -> Vec<i32> {
+    crate::process::complete_lines(log)
+        .filter(|line| line.contains(ASSIGNED) && line.contains("scans\""))
+        .last()
+        .and_then(|line| line.split_once("numbers=["))
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(numbers, _)| {
+            numbers
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until the consumers whose logs `logs` returns have [`settled`](ConsumerLogs::settled).
 pub async fn settle(logs: impl Fn() -> ConsumerLogs) -> Result<()> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -434,6 +572,39 @@ mod tests {
             6,
             "a line still being written"
         );
+    }
+
+    #[test]
+    fn readiness_must_turn_red_while_serving_and_stay_red() {
+        let ms = Duration::from_millis;
+        let red = || Probe::NotReady(503, "shutting down".into());
+        let shutdown = |probes: Vec<Probe>| Shutdown {
+            status: std::process::Command::new("true").status().unwrap(),
+            took: ms(10),
+            probes: probes
+                .into_iter()
+                .enumerate()
+                .map(|(i, probe)| (ms(i as u64), probe))
+                .collect(),
+        };
+        let clean = shutdown(vec![Probe::Ready, red(), red(), Probe::Unreachable]);
+        assert!(clean.went_red_first());
+        assert_eq!(clean.first_red(), Some(ms(1)));
+        assert!(!shutdown(vec![Probe::Ready, Probe::Unreachable]).went_red_first());
+        assert!(!shutdown(vec![red(), Probe::Ready]).went_red_first());
+        assert!(!shutdown(Vec::new()).went_red_first());
+    }
+
+    #[test]
+    fn reads_which_scan_partitions_were_assigned() {
+        let log = "\
+x INFO presence_kafka::runner: partitions assigned partitions=6 topic=\"p.scans\" numbers=[0, 1, 2, 3, 4, 5]
+x INFO presence_kafka::runner: partitions assigned partitions=1 topic=\"p.inventory\" numbers=[0]
+x INFO presence_kafka::runner: partitions revoked partitions=6
+x INFO presence_kafka::runner: partitions assigned partitions=3 topic=\"p.scans\" numbers=[1, 3, 5]
+";
+        assert_eq!(assigned_scan_partitions(log), [1, 3, 5]);
+        assert_eq!(assigned_scan_partitions(""), Vec::<i32>::new());
     }
 
     #[test]
