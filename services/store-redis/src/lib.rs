@@ -39,6 +39,12 @@
 //!
 //! - A commit is one script run: Redis runs scripts one at a time, so of many
 //!   transitions computed from one version exactly one commits.
+//! - A commit carries the moment its call stops waiting (now +
+//!   [`RedisOptions::response_timeout`]) and the script does nothing when Redis
+//!   runs it later (it compares Redis's `TIME`): a commit whose answer timed out
+//!   cannot land afterwards, so reading the scan's keys after the timeout tells
+//!   whether it happened (the hosts' clocks must agree to well within the
+//!   caller's pause before that read).
 //! - A new gate or device is claimed without a script: the value is written under a
 //!   fresh id (`INCR`) first, then the id is offered to the venue's index with
 //!   `HSETNX`. The first offer wins; a loser deletes its value and uses the winner's
@@ -148,6 +154,8 @@ pub struct RedisStore {
     keys: Keys,
     commit_script: Script,
     retention_ms: u64,
+    /// How long a call waits for Redis; a commit runs only within it.
+    response_timeout: Duration,
     apply_timeout: Duration,
 }
 
@@ -197,6 +205,7 @@ impl RedisStore {
             keys: Keys::new(&options.key_prefix),
             commit_script: tickets::commit_script(),
             retention_ms,
+            response_timeout: options.response_timeout,
             apply_timeout: options.apply_timeout,
         }))
     }

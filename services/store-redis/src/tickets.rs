@@ -2,9 +2,11 @@
 
 use crate::codec::{decode, decode_opt, decode_state, decode_ticket, encode, encode_state};
 use crate::{RedisStore, store_error};
+use presence_domain::time::unix_millis;
 use presence_domain::{Event, GateId, GateSpec, RememberedDecision, ScanKey};
 use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError};
 use redis::{Script, Value};
+use std::time::SystemTime;
 
 /// The error code `lua/commit.lua` answers when a stored state has no version.
 pub(crate) const CORRUPT_CODE: &str = "CORRUPT";
@@ -69,19 +71,28 @@ pub(crate) async fn scan_context(
 }
 
 /// One run of `lua/commit.lua`; its header says what each key and argument is.
+///
+/// The script runs only until the moment this call stops waiting for its
+/// answer (now + the response timeout): a commit held up in transit or behind
+/// a stalled Redis can never land after its caller saw it fail, so a caller
+/// that reads the scan's keys after the failure learns for sure whether it
+/// happened (given the two hosts' clocks agree to within the time between the
+/// failure and that read).
 pub(crate) async fn commit(
     store: &RedisStore,
     commit: &Commit,
 ) -> Result<CommitOutcome, StoreError> {
     let remembered = encode("decision", &commit.remembered)?;
     let next_state = commit.next_state.as_ref().map(encode_state).transpose()?;
+    let last_moment = unix_millis(SystemTime::now() + store.response_timeout);
     let mut invocation = store.commit_script.prepare_invoke();
     invocation
         .key(store.keys.decision(&commit.key))
         .key(store.keys.state(&commit.key.token))
         .arg(commit.expected_version)
         .arg(remembered)
-        .arg(store.retention_ms);
+        .arg(store.retention_ms)
+        .arg(last_moment);
     if let Some(next_state) = next_state {
         invocation.arg(next_state);
     }
@@ -96,6 +107,10 @@ fn outcome(reply: Value) -> Result<CommitOutcome, StoreError> {
     match reply {
         Value::Int(1) => Ok(CommitOutcome::Committed),
         Value::Int(0) => Ok(CommitOutcome::Conflict),
+        Value::Int(-1) => Err(StoreError::Unavailable(
+            "the commit reached Redis after its caller stopped waiting; nothing was written"
+                .to_owned(),
+        )),
         Value::BulkString(first) => Ok(CommitOutcome::AlreadyDecided(decode("decision", &first)?)),
         other => Err(StoreError::Corrupt(format!(
             "the commit script answered {other:?}"

@@ -278,6 +278,49 @@ async fn the_store_survives_a_redis_restart() {
     );
 }
 
+/// Redis holds every write back (`CLIENT PAUSE … WRITE`) for longer than the
+/// store waits: the commit fails as unavailable, and when the pause ends Redis
+/// runs the script it held, which then writes nothing. Reading after the
+/// failure tells the truth: nothing was decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_past_its_timeout_never_lands() {
+    let options = RedisOptions {
+        response_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    };
+    let (server, store) = server_and_store(options).await;
+    // Another token's commit first: Redis knows the script, and runs the held
+    // EVALSHA rather than answering NOSCRIPT.
+    let mut other = entry(key(1, 1), 0);
+    other.key.token = Token::new("another");
+    assert_eq!(store.commit(other).await.unwrap(), CommitOutcome::Committed);
+    let paused = server.command("CLIENT PAUSE 1000 WRITE").await.unwrap();
+    assert_eq!(paused, "+OK");
+    let started = Instant::now();
+    let commit = store.commit(entry(key(1, 1), 0)).await;
+    assert!(
+        matches!(commit, Err(StoreError::Unavailable(_))),
+        "{commit:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "it timed out while paused"
+    );
+    // The pause ends and Redis runs the held script; then nothing is there.
+    tokio::time::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed())).await;
+    let context = store
+        .scan_context(&key(1, 1), GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(context.remembered, None);
+    assert_eq!(context.state.version, 0);
+    // The same commit sent again lands.
+    assert_eq!(
+        store.commit(entry(key(1, 1), 0)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+}
+
 #[tokio::test]
 async fn connect_refuses_bad_options_and_absent_servers() {
     let braces = RedisOptions {

@@ -1,11 +1,11 @@
 //! The validator as a Kafka service: scan requests in, decisions and answers out;
 //! inventory chunks in, applied to the store.
 
-use crate::{InventoryApplier, Validator, ValidatorError};
+use crate::{InventoryApplier, Validator};
 use async_trait::async_trait;
-use presence_domain::DecisionEvent;
 use presence_domain::inventory::{LineError, NumberedRecord};
 use presence_domain::time::unix_millis;
+use presence_domain::{DecisionEvent, ScanId};
 use presence_kafka::client;
 use presence_kafka::replies::{answer, expired};
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
@@ -16,7 +16,7 @@ use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -28,6 +28,10 @@ fn retry(error: impl std::fmt::Display) -> HandlerError {
 pub struct ScanHandler {
     validator: Validator,
     producer: FutureProducer,
+    /// Scans being retried whose decision may be recorded but not published (a
+    /// commit whose answer was lost, a failed publish): each is finished by
+    /// reading what was recorded for it, never by deciding it anew.
+    unsettled: Mutex<HashSet<ScanId>>,
 }
 
 impl std::fmt::Debug for ScanHandler {
@@ -41,7 +45,14 @@ impl ScanHandler {
         Self {
             validator,
             producer,
+            unsettled: Mutex::default(),
         }
+    }
+
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, HashSet<ScanId>> {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -57,17 +68,25 @@ impl Handler for ScanHandler {
             kind,
             request,
         };
-        let decided = if expired(record, unix_millis(SystemTime::now())) {
-            // The gateway answered 503 already: deciding now would change state
-            // behind an answer that said nothing happened (its retry decides). Only
-            // a decision already made for this very scan is finished: published.
+        let late = expired(record, unix_millis(SystemTime::now()));
+        let unsettled = self.unsettled().contains(&command.scan_id);
+        let decided = if late || unsettled {
+            // Past its deadline the gateway has answered 503 already: deciding now
+            // would change state behind an answer that said nothing happened (its
+            // retry decides). An unsettled scan may have a decision recorded. Either
+            // way, a decision already recorded for this very scan is finished first:
+            // published and answered.
             match self.validator.redeliver(&command).await {
                 Ok(Some(answer)) => Ok(answer),
+                Ok(None) if !late => self.validator.decide(&command).await,
                 Ok(None) => {
                     tracing::warn!(scan_id = %command.scan_id, "scan request expired before it was decided; dropped");
+                    self.unsettled().remove(&command.scan_id);
                     return Ok(Disposition::Done);
                 }
-                Err(error) => Err(error),
+                // Whether a decision is recorded cannot be told yet: nobody waits
+                // for this answer, so try again until the store tells.
+                Err(error) => return Err(retry(error)),
             }
         } else {
             self.validator.decide(&command).await
@@ -91,15 +110,19 @@ impl Handler for ScanHandler {
                 };
                 Outcome::Decision(pb::Decision::from(&event))
             }
-            // Decided, but not yet on the decisions stream: the redelivery of this
-            // very scan replays the decision and publishes it.
-            Err(error @ ValidatorError::Publish(_)) => return Err(retry(error)),
+            // Perhaps decided, but not on the decisions stream: the record is tried
+            // again, and reads what was recorded for it before anything else.
+            Err(error) if error.may_be_recorded() => {
+                self.unsettled().insert(command.scan_id);
+                return Err(retry(error));
+            }
             // Nothing was decided: the gateway answers 503 now rather than waiting.
             Err(error) => Outcome::Unavailable(error.to_string()),
         };
         answer(&self.producer, record, outcome)
             .await
             .map_err(retry)?;
+        self.unsettled().remove(&command.scan_id);
         Ok(Disposition::Done)
     }
 }

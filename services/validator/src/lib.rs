@@ -31,12 +31,28 @@ const MAX_COMMIT_ATTEMPTS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidatorError {
+    /// Nothing was decided: the store failed before the commit.
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("token kept changing; gave up after {MAX_COMMIT_ATTEMPTS} attempts")]
     Contention,
+    /// The commit was sent but its answer never came (a timeout, a connection
+    /// lost): the decision may be recorded. Only reading the store again tells
+    /// ([`Validator::redeliver`]).
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(String),
+    /// Decided and recorded, but not on the decision stream yet.
     #[error("decision could not be published: {0}")]
     Publish(#[from] TransportError),
+}
+
+impl ValidatorError {
+    /// Whether this scan's decision may be recorded without having been
+    /// published: the scan is not finished until [`Validator::redeliver`] has
+    /// read the store and published whatever it finds.
+    pub fn may_be_recorded(&self) -> bool {
+        matches!(self, Self::CommitUnknown(_) | Self::Publish(_))
+    }
 }
 
 /// Decides scans. Cheap to clone.
@@ -116,10 +132,12 @@ impl Validator {
         .await
     }
 
-    /// Finishes a scan that arrives after its requester stopped waiting. A
-    /// decision already recorded for this very scan (a redelivery after a crash or
-    /// a failed publish) is published and returned; nothing new is decided, so no
-    /// state changes behind an answer that said nothing happened.
+    /// Finishes a scan whose decision may already be recorded: one that arrives
+    /// after its requester stopped waiting, or one whose commit or publish
+    /// failed. A decision already recorded for this very scan (a redelivery
+    /// after a crash, a commit whose answer was lost, a failed publish) is
+    /// published and returned; nothing new is decided, so no state changes
+    /// behind an answer that said nothing happened.
     pub async fn redeliver(&self, command: &ScanCommand) -> Result<Option<Answer>, ValidatorError> {
         let key = command.request.key(command.kind);
         let context = self
@@ -173,7 +191,15 @@ impl Validator {
                 remembered,
             };
             let decision = commit.remembered.decision.clone();
-            match self.tickets.commit(commit).await? {
+            let committed = match self.tickets.commit(commit).await {
+                Ok(committed) => committed,
+                // The request may have reached the store and been applied.
+                Err(StoreError::Unavailable(reason)) => {
+                    return Err(ValidatorError::CommitUnknown(reason));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            match committed {
                 CommitOutcome::Committed => return Ok(Decided::Fresh(decision)),
                 CommitOutcome::AlreadyDecided(first) => return Ok(Decided::Remembered(first)),
                 CommitOutcome::Conflict => {

@@ -8,9 +8,12 @@ use presence_domain::{
     DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,
 };
 use presence_ports::in_process::BroadcastDecisions;
-use presence_ports::{DeviceDraft, InventoryOutcome, ScanCommand, Stores};
+use presence_ports::{
+    Commit, CommitOutcome, DeviceDraft, InventoryOutcome, ScanCommand, ScanContext, StoreError,
+    Stores, TicketStore,
+};
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
-use presence_validator::{InventoryApplier, Validator};
+use presence_validator::{InventoryApplier, Validator, ValidatorError};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -304,4 +307,96 @@ async fn a_late_redelivery_publishes_what_was_decided_and_decides_nothing_new() 
         Status::Okay,
         "the late scan changed nothing"
     );
+}
+
+/// A ticket store whose commits are applied but whose answers are lost, as when
+/// Redis applies a script after its caller timed out.
+struct AnswerLost(Arc<dyn TicketStore>);
+
+#[async_trait::async_trait]
+impl TicketStore for AnswerLost {
+    async fn scan_context(
+        &self,
+        key: &presence_domain::ScanKey,
+        gate_id: GateId,
+    ) -> Result<ScanContext, StoreError> {
+        self.0.scan_context(key, gate_id).await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        self.0.commit(commit).await?;
+        Err(StoreError::Unavailable("timed out".into()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_settled_by_reading_it_back() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let lossy = Stores {
+        tickets: Arc::new(AnswerLost(f.stores.tickets.clone())),
+        ..f.stores.clone()
+    };
+    let validator = Validator::new(&lossy, Arc::new(f.decisions.clone()));
+    let command = f.command("s1", ScanKind::Enter, "T1", 2000);
+    let error = validator.decide(&command).await.unwrap_err();
+    assert!(
+        matches!(error, ValidatorError::CommitUnknown(_)) && error.may_be_recorded(),
+        "{error:?}"
+    );
+    assert!(
+        matches!(events.try_recv(), Err(TryRecvError::Empty)),
+        "not published: the validator does not know it was decided"
+    );
+    // Reading it back finds the decision, publishes it and answers it.
+    let settled = f.validator.redeliver(&command).await.unwrap().unwrap();
+    assert_eq!(
+        (settled.scan_id, settled.decision.status),
+        (ScanId::new("s1"), Status::Okay)
+    );
+    assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
+}
+
+#[tokio::test]
+async fn a_store_failure_before_the_commit_decided_nothing() {
+    let f = fixture().await;
+    let down = Stores {
+        tickets: Arc::new(Down),
+        ..f.stores.clone()
+    };
+    let validator = Validator::new(&down, Arc::new(f.decisions.clone()));
+    let error = validator
+        .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ValidatorError::Store(_)) && !error.may_be_recorded(),
+        "{error:?}"
+    );
+}
+
+/// A ticket store that cannot be reached.
+struct Down;
+
+#[async_trait::async_trait]
+impl TicketStore for Down {
+    async fn scan_context(
+        &self,
+        _key: &presence_domain::ScanKey,
+        _gate_id: GateId,
+    ) -> Result<ScanContext, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+
+    async fn commit(&self, _commit: Commit) -> Result<CommitOutcome, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }

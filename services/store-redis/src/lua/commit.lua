@@ -9,11 +9,20 @@
 -- ARGV[1]  the state version the decision was computed from
 -- ARGV[2]  the decision to remember (JSON)
 -- ARGV[3]  how long to remember it, in milliseconds
--- ARGV[4]  optional: the token's new state (JSON), when the decision changes it
+-- ARGV[4]  the last moment this may run, in Unix milliseconds: its sender stops
+--          waiting for the answer then, and must be able to read afterwards
+--          whether the commit happened, so it must not happen later
+-- ARGV[5]  optional: the token's new state (JSON), when the decision changes it
 --
--- Returns the remembered decision (a string) if the scan was already decided,
--- 0 if the token's version is not ARGV[1], 1 once written; an error whose code
--- is CORRUPT if the stored state has no version.
+-- Returns -1 (nothing read or written) if Redis runs it after ARGV[4]; else the
+-- remembered decision (a string) if the scan was already decided, 0 if the
+-- token's version is not ARGV[1], 1 once written; an error whose code is
+-- CORRUPT if the stored state has no version.
+
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[4]) then
+    return -1
+end
 
 local first = redis.call('GET', KEYS[1])
 if first then
@@ -33,8 +42,8 @@ if version ~= tonumber(ARGV[1]) then
     return 0
 end
 
-if ARGV[4] then
-    redis.call('SET', KEYS[2], ARGV[4])
+if ARGV[5] then
+    redis.call('SET', KEYS[2], ARGV[5])
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
