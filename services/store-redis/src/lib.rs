@@ -6,6 +6,7 @@
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
 //! - `inventory`: reference checks and the all-or-nothing inventory transaction;
+//! - `persistence`: a warning at start when Redis could lose what it answered;
 //! - `stats`: the venues' live counters (`lua/stats.lua`).
 //!
 //! # Key layout
@@ -79,6 +80,7 @@
 mod codec;
 mod inventory;
 mod keys;
+mod persistence;
 mod registry;
 mod stats;
 mod tickets;
@@ -195,10 +197,11 @@ impl RedisStore {
             .set_number_of_retries(RECONNECT_ATTEMPTS)
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(RedisStoreError::Connect)?;
         tracing::info!(prefix = %options.key_prefix, "redis store connected");
+        persistence::check(&mut conn).await;
         Ok(Arc::new(Self {
             client,
             conn,
