@@ -736,6 +736,23 @@ impl TestApp {
         Ok(service.process.stderr())
     }
 
+    /// The program and ops URL (`/healthz`, `/readyz`, `/metrics`) of the
+    /// registry and of every running validator.
+    pub fn service_ops_urls(&self) -> Vec<(String, String)> {
+        let running = self.running();
+        running
+            .registry
+            .iter()
+            .chain(running.validators.iter().flatten())
+            .map(|service| {
+                (
+                    service.process.program().to_owned(),
+                    service.ops_url.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The ops URL of validator `index` if it runs; an error if there is no such slot.
     fn validator_slot(&self, index: usize) -> Result<Option<String>> {
         let running = self.running();

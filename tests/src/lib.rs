@@ -12,6 +12,8 @@
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scans`]: scans sent under load as scanners send them, and the checks of
 //!   the `decisions` stream and of exactly-once entry against their answers;
+//! - [`otlp`]: a receiver for the spans the services export;
+//! - [`prometheus`]: reading the `/metrics` pages;
 //! - [`scenario`]: unique names, inventory records around now, scan bodies;
 //! - [`curl`]: the curl commands `presence demo` prints, as a reader pastes them.
 
@@ -19,7 +21,9 @@ pub mod app;
 pub mod broker;
 pub mod curl;
 pub mod kafka;
+pub mod otlp;
 pub mod process;
+pub mod prometheus;
 pub mod redis_server;
 pub mod scans;
 pub mod scenario;

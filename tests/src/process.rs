@@ -31,7 +31,9 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 22] = [
+const AMBIENT_SETTINGS: [&str; 24] = [
+    "PRESENCE_LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
     "PRESENCE_LISTEN",
     "PRESENCE_OPS_LISTEN",
     "PRESENCE_PARTITIONS",

@@ -121,6 +121,8 @@ pub struct DistributedOptions {
     pub durable_broker: bool,
     /// Extra environment of the gateway (e.g. its shutdown grace).
     pub gateway_env: Vec<(String, String)>,
+    /// Extra environment of every service (e.g. where spans are exported).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -181,10 +183,13 @@ impl Plan {
             partitions: PARTITIONS,
         };
         let kafka = |program: &str| {
-            Launch::program(program, dir)
-                .env("PRESENCE_KAFKA_BROKERS", &cluster.bootstrap)
-                .env("PRESENCE_TOPIC_PREFIX", &cluster.topic_prefix)
-                .env("PRESENCE_PARTITIONS", cluster.partitions.to_string())
+            options.env.iter().fold(
+                Launch::program(program, dir)
+                    .env("PRESENCE_KAFKA_BROKERS", &cluster.bootstrap)
+                    .env("PRESENCE_TOPIC_PREFIX", &cluster.topic_prefix)
+                    .env("PRESENCE_PARTITIONS", cluster.partitions.to_string()),
+                |launch, (key, value)| launch.env(key, value),
+            )
         };
         let service = |program: &str| {
             kafka(program)

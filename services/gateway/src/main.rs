@@ -31,7 +31,7 @@ struct Settings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    presence_runtime::init_tracing();
+    let _telemetry = presence_runtime::init_tracing("presence-gateway")?;
     let settings = Settings::parse();
     let keys = ApiKeys::from_args(&settings.keys).context("loading API keys")?;
     anyhow::ensure!(
@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Gateway::bind(settings.listen, config, keys, transport.clone())
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+    presence_kafka::metrics::register(&gateway.metrics());
     presence_runtime::announce(&format!("PRESENCE_URL=http://{}", gateway.local_addr()))
         .context("writing to stdout")?;
     gateway

@@ -9,10 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
-use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+/// The registry behind `/metrics`, shared so the embedding binary can add its own
+/// metrics (store counters, consumer lag) to the same page.
+pub use presence_runtime::metrics::MetricsHandle;
 
 /// The route label of requests that matched no route.
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
@@ -60,38 +61,6 @@ struct KeyLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// The registry behind `/metrics`, shared so the embedding binary can add its own
-/// metrics (store counters, consumer lag) to the same page.
-#[derive(Clone, Default)]
-pub struct MetricsHandle {
-    registry: Arc<RwLock<Registry>>,
-}
-
-impl MetricsHandle {
-    /// Gives the registry to `register`; names get the `presence_` prefix.
-    pub fn with_registry<R>(&self, register: impl FnOnce(&mut Registry) -> R) -> R {
-        let mut registry = self
-            .registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        register(&mut registry)
-    }
-
-    /// The OpenMetrics text of every registered metric.
-    pub fn encode(&self) -> Result<String, fmt::Error> {
-        let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry)?;
-        Ok(text)
-    }
-}
-
-impl fmt::Debug for MetricsHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsHandle").finish_non_exhaustive()
-    }
-}
-
 /// The gateway's own metrics.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
@@ -120,9 +89,7 @@ fn scan_histogram() -> Histogram {
 impl Metrics {
     pub(crate) fn new() -> Self {
         let metrics = Self {
-            handle: MetricsHandle {
-                registry: Arc::new(RwLock::new(Registry::with_prefix("presence"))),
-            },
+            handle: MetricsHandle::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             scans: Family::default(),

@@ -31,7 +31,9 @@ pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 pub(crate) const API_KEY_QUERY: &str = "apikey";
 
 /// One span per request, with the route template (never the URI: it may carry
-/// the key), and the request metrics.
+/// the key), and the request metrics. A scan fills in what it is about (its id,
+/// kind, venue, gate, device, decision and a short hash of the token — never
+/// the token), so this is also the one span per scan.
 pub(crate) async fn observe(
     State(state): State<GatewayState>,
     request: Request,
@@ -52,7 +54,12 @@ pub(crate) async fn observe(
         %route,
         key = Empty,
         scan_id = Empty,
+        kind = Empty,
+        venue = Empty,
+        gate = Empty,
+        device = Empty,
         token_hash = Empty,
+        decision = Empty,
         status = Empty,
     );
     let response = next.run(request).instrument(span.clone()).await;

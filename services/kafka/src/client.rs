@@ -138,7 +138,10 @@ pub async fn send(
         .send(record, Duration::from_secs(0))
         .await
         .map(|_| ())
-        .map_err(|(error, _)| KafkaError::Client(error))
+        .map_err(|(error, _)| {
+            crate::metrics::client_error(crate::metrics::Operation::Produce);
+            KafkaError::Client(error)
+        })
 }
 
 /// Adds a text header.
@@ -171,11 +174,18 @@ pub async fn with_trace<F: std::future::Future>(trace: Option<TraceContext>, wor
     }
 }
 
-/// Adds a `traceparent` header continuing the current trace, when there is one.
+/// Adds a `traceparent` header continuing the current trace, when there is one:
+/// the current span's when spans are exported (so the next service's spans hang
+/// under it), else the record being handled's.
 pub fn with_current_trace(headers: OwnedHeaders) -> OwnedHeaders {
-    match CURRENT_TRACE.try_with(|trace| trace.child().header_value()) {
-        Ok(traceparent) => with_header(headers, TRACEPARENT, &traceparent),
-        Err(_) => headers,
+    let traceparent = presence_runtime::telemetry::current_traceparent().or_else(|| {
+        CURRENT_TRACE
+            .try_with(|trace| trace.child().header_value())
+            .ok()
+    });
+    match traceparent {
+        Some(traceparent) => with_header(headers, TRACEPARENT, &traceparent),
+        None => headers,
     }
 }
 
@@ -189,6 +199,14 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
+    /// Continues the current span's trace when spans are exported; else starts
+    /// a new trace.
+    pub fn current() -> Self {
+        presence_runtime::telemetry::current_traceparent()
+            .and_then(|traceparent| Self::parse(&traceparent))
+            .unwrap_or_else(Self::root)
+    }
+
     /// Starts a new trace.
     pub fn root() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();

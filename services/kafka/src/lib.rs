@@ -15,9 +15,14 @@
 //!   `/healthz` and `/readyz` green while they hold partitions and their store answers;
 //! - [`wire`]: the request and reply messages between gateway and services;
 //! - [`tail`]: [`DecisionReader`], the `decisions` stream read from outside the
-//!   services, without a consumer group (`presence decisions tail`).
+//!   services, without a consumer group (`presence decisions tail`);
+//! - [`observed`]: the services' ticket store calls (Redis) timed and counted;
+//! - [`metrics`]: decisions published, records handled, dead letters, round
+//!   trips, client errors and consumer lag, for `/metrics`.
 
 pub mod client;
+pub mod metrics;
+pub mod observed;
 pub mod replies;
 pub mod runner;
 pub mod service;

@@ -10,6 +10,7 @@
 
 use crate::KafkaError;
 use crate::client::{self, DEAD_LETTER_REASON};
+use crate::metrics::Handled;
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
@@ -79,7 +80,11 @@ impl Assignment {
     }
 }
 
-impl ClientContext for Assignment {}
+impl ClientContext for Assignment {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::consumer_statistics(&statistics);
+    }
+}
 
 impl ConsumerContext for Assignment {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -99,6 +104,7 @@ impl ConsumerContext for Assignment {
             Rebalance::Revoke(partitions) => {
                 tracing::info!(partitions = partitions.count(), "partitions revoked");
                 self.0.store(0, Ordering::Relaxed);
+                crate::metrics::partitions_revoked();
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
@@ -127,8 +133,10 @@ pub async fn run(
         }],
     )
     .await?;
-    let consumer: StreamConsumer<Assignment> =
-        client::consumer_config(&settings, &config.group).create_with_context(assignment)?;
+    let consumer: StreamConsumer<Assignment> = client::consumer_config(&settings, &config.group)
+        // Consumer lag per partition for `/metrics` (see `Assignment::stats`).
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(assignment)?;
     consumer.subscribe(&[config.topic.as_str()])?;
     let dead_letters = DeadLetters {
         producer: client::producer(&settings)?,
@@ -172,6 +180,7 @@ pub async fn run(
                     }
                 }
                 Err(error) => {
+                    crate::metrics::client_error(crate::metrics::Operation::Consume);
                     tracing::warn!(%error, topic = %config.topic, "consumer error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -286,8 +295,8 @@ async fn lane(
     while let Some(record) = records.recv().await {
         let mut pause = Duration::from_millis(100);
         let disposition = loop {
-            let trace = client::header(record.headers(), client::TRACEPARENT)
-                .and_then(client::TraceContext::parse);
+            let traceparent = client::header(record.headers(), client::TRACEPARENT);
+            let trace = traceparent.and_then(client::TraceContext::parse);
             let span = tracing::info_span!(
                 "record",
                 topic = record.topic(),
@@ -295,16 +304,29 @@ async fn lane(
                 offset = record.offset(),
                 trace_id = trace.as_ref().map(client::TraceContext::trace_id),
             );
+            if let Some(traceparent) = traceparent {
+                presence_runtime::telemetry::continue_trace(&span, traceparent);
+            }
+            let started = std::time::Instant::now();
             let handled = client::with_trace(trace, handler.handle(&record))
                 .instrument(span)
                 .await;
             let outcome = match handled {
-                Err(HandlerError::Poison(reason)) => dead_letters
-                    .send(&record, &reason)
-                    .await
-                    .map(|()| Disposition::Done),
+                Err(HandlerError::Poison(reason)) => {
+                    let sent = dead_letters.send(&record, &reason).await;
+                    if sent.is_ok() {
+                        crate::metrics::dead_lettered(record.topic());
+                    }
+                    sent.map(|()| Disposition::Done)
+                }
                 other => other,
             };
+            let handled = if outcome.is_ok() {
+                Handled::Done
+            } else {
+                Handled::Retried
+            };
+            crate::metrics::record_handled(record.topic(), handled, started.elapsed());
             match outcome {
                 Ok(disposition) => break Some(disposition),
                 Err(error) => {

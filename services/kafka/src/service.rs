@@ -5,6 +5,7 @@ use crate::runner::{self, Assignment, Consumer};
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
 use presence_ports::TicketStore;
+use presence_runtime::metrics::MetricsHandle;
 use presence_runtime::ops::{OpsServer, Readiness};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,8 +63,9 @@ fn consuming(stopping: bool, partitions: usize) -> Result<(), String> {
     }
 }
 
-/// Serves `/healthz` and `/readyz` on `ops_listen` (announcing
-/// `PRESENCE_OPS_URL=…` on stdout) and runs `consumers` until Ctrl-C or SIGTERM.
+/// Serves `/healthz`, `/readyz` and `/metrics` (`metrics`, with the Kafka
+/// figures added) on `ops_listen` (announcing `PRESENCE_OPS_URL=…` on stdout)
+/// and runs `consumers` until Ctrl-C or SIGTERM.
 /// Readiness follows the first consumer and `store`, and turns red as soon as
 /// the consumers start stopping; the probes are served until they have
 /// finished.
@@ -72,6 +74,7 @@ pub async fn run(
     ops_listen: SocketAddr,
     consumers: Vec<Consumer>,
     store: Arc<dyn TicketStore>,
+    metrics: MetricsHandle,
 ) -> Result<(), ServiceError> {
     let ops_error = |source| ServiceError::Ops {
         addr: ops_listen,
@@ -94,7 +97,8 @@ pub async fn run(
         store,
     });
     let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
-    let ops = tokio::spawn(ops.serve(readiness, async {
+    crate::metrics::register(&metrics);
+    let ops = tokio::spawn(ops.serve(readiness, metrics, async {
         let _ = stop_ops.await;
     }));
     let consumed =

@@ -44,6 +44,8 @@ impl DecisionSink for KafkaDecisions {
             client::with_current_trace(OwnedHeaders::new()),
         )
         .await
-        .map_err(|error: KafkaError| TransportError::Unavailable(error.to_string()))
+        .map_err(|error: KafkaError| TransportError::Unavailable(error.to_string()))?;
+        crate::metrics::decision_published(&event);
+        Ok(())
     }
 }

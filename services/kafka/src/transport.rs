@@ -21,6 +21,7 @@ use prost::Message as _;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, Producer};
 use std::time::{Duration, SystemTime};
+use tracing::Instrument;
 
 /// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
 const INVENTORY_CHUNK_BYTES: usize = 512 * 1024;
@@ -116,7 +117,10 @@ impl KafkaTransport {
         payloads: Vec<Vec<u8>>,
         deadline: Duration,
     ) -> Result<Outcome, TransportError> {
-        let trace = TraceContext::root();
+        // The round trip is a span of its own: the services' spans hang under it.
+        let span = tracing::info_span!("kafka_request", topic);
+        let trace = span.in_scope(TraceContext::current);
+        let started = std::time::Instant::now();
         let expires = unix_millis(SystemTime::now() + deadline).to_string();
         let mut waiting = self.replies.wait_for(correlation_id);
         let answer = async {
@@ -141,8 +145,10 @@ impl KafkaTransport {
                 .ok_or_else(|| TransportError::Unavailable("reply reader stopped".into()))
         };
         let reply = tokio::time::timeout(deadline, answer)
-            .await
-            .map_err(|_| TransportError::Timeout)??;
+            .instrument(span)
+            .await;
+        crate::metrics::request_answered(topic, started.elapsed());
+        let reply = reply.map_err(|_| TransportError::Timeout)??;
         match reply.outcome {
             Some(Outcome::Unavailable(reason)) => Err(TransportError::Unavailable(reason)),
             Some(outcome) => Ok(outcome),

@@ -79,7 +79,13 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    presence_runtime::init_tracing();
+    let telemetry = match presence_runtime::init_tracing("presence") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Inventory {
             command: InventoryCommand::Check { file },
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_async(run_demo(args)),
         Command::Decisions { command } => run_async(decisions::run(command)),
     };
+    telemetry.shutdown();
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -3,11 +3,13 @@
 use anyhow::Context;
 use clap::Parser;
 use presence_kafka::client::{self, TopicSpec};
+use presence_kafka::observed::ObservedTickets;
 use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_registry::Registry;
 use presence_registry::distributed::RegistryHandler;
+use presence_runtime::metrics::MetricsHandle;
 use presence_store_redis::{RedisOptions, RedisStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,14 +24,14 @@ use std::time::Duration;
 struct Settings {
     #[command(flatten)]
     service: ServiceArgs,
-    /// Where `/healthz` and `/readyz` are served; port 0 picks one.
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    presence_runtime::init_tracing();
+    let _telemetry = presence_runtime::init_tracing("presence-registry")?;
     let settings = Settings::parse();
     let kafka = settings.service.kafka.settings();
     let topics = kafka.topics();
@@ -65,8 +67,16 @@ async fn main() -> anyhow::Result<()> {
         handler: Arc::new(RegistryHandler::new(registry, producer, topics.devices())),
         assignment: Assignment::default(),
     };
-    presence_kafka::service::run(&kafka, settings.ops_listen, vec![requests], store)
-        .await
-        .context("running the service")?;
+    let metrics = MetricsHandle::default();
+    let readiness_store = Arc::new(ObservedTickets::new(store, &metrics));
+    presence_kafka::service::run(
+        &kafka,
+        settings.ops_listen,
+        vec![requests],
+        readiness_store,
+        metrics,
+    )
+    .await
+    .context("running the service")?;
     Ok(())
 }

@@ -1,18 +1,13 @@
-//! What every Presence binary does the same way: logs to stderr filtered by
-//! `RUST_LOG`, one shutdown signal (Ctrl-C or SIGTERM), and, for the services
-//! without a public API, the probes an orchestrator polls ([`ops`]).
+//! What every Presence binary does the same way: logs and traces
+//! ([`telemetry`]), the metrics registry ([`metrics`]), one shutdown signal
+//! (Ctrl-C or SIGTERM), and, for the services without a public API, the probes
+//! and metrics an orchestrator polls ([`ops`]).
 
+pub mod metrics;
 pub mod ops;
+pub mod telemetry;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
+pub use telemetry::init as init_tracing;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,10 +1,12 @@
-//! `/healthz` and `/readyz` for services that serve no public HTTP API (the
-//! validator and the registry), so an orchestrator can probe them like the gateway.
+//! `/healthz`, `/readyz` and `/metrics` for services that serve no public HTTP
+//! API (the validator and the registry), so an orchestrator can probe and scrape
+//! them like the gateway.
 
+use crate::metrics::{CONTENT_TYPE, MetricsHandle};
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::future::Future;
@@ -39,6 +41,7 @@ impl OpsServer {
     pub async fn serve(
         self,
         readiness: Arc<dyn Readiness>,
+        metrics: MetricsHandle,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = Router::new()
@@ -47,7 +50,8 @@ impl OpsServer {
                 get(|| async { axum::Json(serde_json::json!({"status": "alive"})) }),
             )
             .route("/readyz", get(ready))
-            .with_state(readiness);
+            .with_state(readiness)
+            .route("/metrics", get(scrape).with_state(metrics));
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
@@ -62,5 +66,15 @@ async fn ready(State(readiness): State<Arc<dyn Readiness>>) -> Response {
             axum::Json(serde_json::json!({"status": "unavailable", "reason": missing})),
         )
             .into_response(),
+    }
+}
+
+async fn scrape(State(metrics): State<MetricsHandle>) -> Response {
+    match metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "metrics not encoded");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }

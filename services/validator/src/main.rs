@@ -4,9 +4,11 @@ use anyhow::Context;
 use clap::Parser;
 use presence_kafka::KafkaDecisions;
 use presence_kafka::client::{self, TopicSpec};
+use presence_kafka::observed::ObservedTickets;
 use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
+use presence_runtime::metrics::MetricsHandle;
 use presence_store_redis::{RedisOptions, RedisStore};
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
 use presence_validator::{InventoryApplier, Validator};
@@ -23,7 +25,7 @@ use std::time::Duration;
 struct Settings {
     #[command(flatten)]
     service: ServiceArgs,
-    /// Where `/healthz` and `/readyz` are served; port 0 picks one.
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
     ops_listen: SocketAddr,
     /// Scans of different tickets decided at once.
@@ -33,7 +35,7 @@ struct Settings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    presence_runtime::init_tracing();
+    let _telemetry = presence_runtime::init_tracing("presence-validator")?;
     let settings = Settings::parse();
     let kafka = settings.service.kafka.settings();
     let topics = kafka.topics();
@@ -62,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let store = RedisStore::connect(&settings.service.redis_url, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
-    let stores = Stores::from_backend(store);
+    let metrics = MetricsHandle::default();
+    let mut stores = Stores::from_backend(store);
+    stores.tickets = Arc::new(ObservedTickets::new(stores.tickets.clone(), &metrics));
     let producer = client::producer(&kafka).context("creating the producer")?;
     let decisions = Arc::new(KafkaDecisions::new(producer.clone(), topics.decisions()));
     let group = format!("{}validator", settings.service.kafka.topic_prefix);
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         settings.ops_listen,
         vec![scans, inventory],
         stores.tickets.clone(),
+        metrics,
     )
     .await
     .context("running the service")?;

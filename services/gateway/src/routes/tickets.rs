@@ -131,6 +131,10 @@ async fn scan(
     let scan_id = ScanId::new(Uuid::now_v7().to_string());
     let span = tracing::Span::current();
     span.record("scan_id", scan_id.as_str());
+    span.record("kind", kind.as_str());
+    span.record("venue", request.venue_id.as_str());
+    span.record("gate", request.gate_id.get());
+    span.record("device", request.device_id.get());
     span.record("token_hash", short_hash(request.token.as_str()));
     let command = ScanCommand {
         scan_id: scan_id.clone(),
@@ -142,10 +146,12 @@ async fn scan(
     metrics.scan_round_trip(kind, started.elapsed());
     match outcome {
         Ok(answer) => {
+            span.record("decision", answer.decision.status.as_str());
             metrics.scan_answered(kind, answer.decision.status);
             decision_response(answer.decision, answer.scan_id)
         }
         Err(failure) => {
+            span.record("decision", failure.status().as_str());
             metrics.scan_answered(kind, failure.status());
             failure.with_tickets(Some(scan_id.as_str().to_owned()))
         }

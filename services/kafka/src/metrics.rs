@@ -1,0 +1,291 @@
+//! What the Kafka side of a process shows on `/metrics`: decisions published by
+//! kind, status and venue, records handled and dead-lettered per topic, how long
+//! handling and request round trips take, client errors and consumer lag per
+//! partition. Labels have few values: a deployment has a handful of topics and
+//! partitions, and venues beyond [`MAX_VENUES`] share one label value; never a
+//! token or a device.
+//!
+//! The figures are process-wide (one consumer runner, one producer path per
+//! process): [`register`] adds them to the process's registry.
+
+use presence_domain::DecisionEvent;
+use presence_runtime::metrics::MetricsHandle;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use rdkafka::statistics::Statistics;
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+/// From a quarter of a millisecond to ten seconds: a record handled, a request
+/// answered.
+const BUCKETS: [f64; 16] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+/// Venues counted under their own label; later ones count as [`OTHER_VENUE`],
+/// so a flood of made-up venue ids cannot grow the page without bound.
+pub const MAX_VENUES: usize = 200;
+/// The venue label of venues beyond [`MAX_VENUES`].
+pub const OTHER_VENUE: &str = "other";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    kind: &'static str,
+    status: &'static str,
+    venue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    topic: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+type Histograms = Family<TopicLabels, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// How a record's handling ended, for `kafka_records_handled_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handled {
+    /// Finished (dead-lettered records included).
+    Done,
+    /// Not handled this time: tried again after a pause.
+    Retried,
+}
+
+/// What failed talking to the brokers, for `kafka_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Consume,
+    Produce,
+}
+
+struct KafkaMetrics {
+    decisions: Family<DecisionLabels, Counter>,
+    venues: Mutex<HashSet<String>>,
+    handled: Family<OutcomeLabels, Counter>,
+    handle_duration: Histograms,
+    dead_letters: Family<TopicLabels, Counter>,
+    request_duration: Histograms,
+    errors: Family<OperationLabels, Counter>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+}
+
+static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
+    decisions: Family::default(),
+    venues: Mutex::default(),
+    handled: Family::default(),
+    handle_duration: Family::new_with_constructor(histogram),
+    dead_letters: Family::default(),
+    request_duration: Family::new_with_constructor(histogram),
+    errors: Family::default(),
+    consumer_lag: Family::default(),
+});
+
+/// Adds this process's Kafka figures to `metrics`.
+pub fn register(metrics: &MetricsHandle) {
+    let m = &*METRICS;
+    metrics.with_registry(|registry| {
+        registry.register(
+            "decisions",
+            "Decisions published on the decisions stream, by scan kind, status and venue",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "kafka_records_handled",
+            "Records a consumer handled, by topic and outcome (done, retried)",
+            m.handled.clone(),
+        );
+        registry.register(
+            "kafka_record_duration_seconds",
+            "Time a handler took over one record (for a scan: the store and the \
+             decision's publication), by topic",
+            m.handle_duration.clone(),
+        );
+        registry.register(
+            "kafka_dead_letters",
+            "Records sent to a dead-letter topic, by the topic they came from",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "kafka_request_duration_seconds",
+            "Round trip of a gateway request through Kafka: sent until answered \
+             or given up, by request topic",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "kafka_errors",
+            "Errors of the Kafka clients, by operation (consume, produce)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "kafka_consumer_lag",
+            "Records not yet consumed, by topic and partition, as the consumer last \
+             reported (every few seconds)",
+            m.consumer_lag.clone(),
+        );
+    });
+}
+
+pub(crate) fn decision_published(event: &DecisionEvent) {
+    let venue = {
+        let mut venues = METRICS
+            .venues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let venue = event.venue_id.as_str();
+        if venues.contains(venue) || (venues.len() < MAX_VENUES && venues.insert(venue.to_owned()))
+        {
+            venue.to_owned()
+        } else {
+            OTHER_VENUE.to_owned()
+        }
+    };
+    METRICS
+        .decisions
+        .get_or_create(&DecisionLabels {
+            kind: event.kind.as_str(),
+            status: event.decision.status.as_str(),
+            venue,
+        })
+        .inc();
+}
+
+pub(crate) fn record_handled(topic: &str, outcome: Handled, elapsed: Duration) {
+    let outcome = match outcome {
+        Handled::Done => "done",
+        Handled::Retried => "retried",
+    };
+    METRICS
+        .handled
+        .get_or_create(&OutcomeLabels {
+            topic: topic.to_owned(),
+            outcome,
+        })
+        .inc();
+    METRICS
+        .handle_duration
+        .get_or_create(&TopicLabels {
+            topic: topic.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+pub(crate) fn dead_lettered(topic: &str) {
+    METRICS
+        .dead_letters
+        .get_or_create(&TopicLabels {
+            topic: topic.to_owned(),
+        })
+        .inc();
+}
+
+pub(crate) fn request_answered(topic: &str, elapsed: Duration) {
+    METRICS
+        .request_duration
+        .get_or_create(&TopicLabels {
+            topic: topic.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+pub(crate) fn client_error(operation: Operation) {
+    let operation = match operation {
+        Operation::Consume => "consume",
+        Operation::Produce => "produce",
+    };
+    METRICS
+        .errors
+        .get_or_create(&OperationLabels { operation })
+        .inc();
+}
+
+/// Takes the lag of every partition the consumer holds from its statistics
+/// (`statistics.interval.ms`); partitions it does not hold report no lag (-1)
+/// and are dropped.
+pub(crate) fn consumer_statistics(statistics: &Statistics) {
+    consumer_lags(statistics.topics.iter().flat_map(|(name, topic)| {
+        topic
+            .partitions
+            .iter()
+            .map(move |(partition, figures)| (name.as_str(), *partition, figures.consumer_lag))
+    }));
+}
+
+fn consumer_lags<'a>(lags: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+    for (topic, partition, lag) in lags {
+        let labels = PartitionLabels {
+            topic: topic.to_owned(),
+            partition,
+        };
+        // librdkafka lists an internal partition -1, and -1 for lag it does not know.
+        if partition >= 0 && lag >= 0 {
+            METRICS.consumer_lag.get_or_create(&labels).set(lag);
+        } else {
+            METRICS.consumer_lag.remove(&labels);
+        }
+    }
+}
+
+/// Forgets the lag of partitions given up, so a revoked partition does not
+/// show its last figure forever.
+pub(crate) fn partitions_revoked() {
+    METRICS.consumer_lag.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_show_under_their_names() {
+        let metrics = MetricsHandle::default();
+        register(&metrics);
+        record_handled("p.scans", Handled::Done, Duration::from_millis(2));
+        record_handled("p.scans", Handled::Retried, Duration::from_millis(2));
+        dead_lettered("p.scans");
+        request_answered("p.scans", Duration::from_millis(4));
+        client_error(Operation::Produce);
+        consumer_lags([("p.scans", -1, 0), ("p.scans", 0, 7), ("p.scans", 1, -1)]);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "presence_kafka_records_handled_total{topic=\"p.scans\",outcome=\"done\"} 1",
+            "presence_kafka_records_handled_total{topic=\"p.scans\",outcome=\"retried\"} 1",
+            "presence_kafka_record_duration_seconds_count{topic=\"p.scans\"} 2",
+            "presence_kafka_dead_letters_total{topic=\"p.scans\"} 1",
+            "presence_kafka_request_duration_seconds_bucket{le=\"0.005\",topic=\"p.scans\"} 1",
+            "presence_kafka_errors_total{operation=\"produce\"} 1",
+            "presence_kafka_consumer_lag{topic=\"p.scans\",partition=\"0\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("partition=\"-1\""), "{text}");
+        assert!(!text.contains("partition=\"1\""), "unknown lag: {text}");
+        partitions_revoked();
+        assert!(!metrics.encode().unwrap().contains("partition=\"0\""));
+    }
+}

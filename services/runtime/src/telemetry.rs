@@ -1,0 +1,205 @@
+//! Logs and traces. Logs go to stderr, filtered by `RUST_LOG`, as text or as
+//! JSON lines (`PRESENCE_LOG_FORMAT`); with `OTEL_EXPORTER_OTLP_ENDPOINT` set,
+//! spans are also exported by OTLP over HTTP, and the W3C `traceparent` of the
+//! current span is what records carry to the next service.
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::collections::HashMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Chooses the log format: `text` (the default) or `json`.
+pub const LOG_FORMAT_ENV: &str = "PRESENCE_LOG_FORMAT";
+/// Where spans are exported (OTLP/HTTP, `/v1/traces` appended); unset, none are.
+pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const TRACEPARENT: &str = "traceparent";
+
+/// Why logging or tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("{LOG_FORMAT_ENV} must be text or json, not {0:?}")]
+    LogFormat(String),
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("a logger is installed already: {0}")]
+    Installed(String),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one line per event.
+    Text,
+    /// For collectors: one JSON object per line, with the fields of the spans
+    /// around the event, and one line when a span closes (a request, a record),
+    /// carrying its fields and its duration.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads `PRESENCE_LOG_FORMAT` (case-insensitive); unset or empty is text.
+    pub fn from_env() -> Result<Self, TelemetryError> {
+        match std::env::var(LOG_FORMAT_ENV) {
+            Err(_) => Ok(Self::Text),
+            Ok(value) => Self::parse(&value),
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, TelemetryError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(TelemetryError::LogFormat(value.to_owned())),
+        }
+    }
+}
+
+/// Keeps the span exporter alive; [`Telemetry::shutdown`] (or dropping it)
+/// sends the spans still buffered.
+#[derive(Debug)]
+#[must_use = "dropping it stops the span exporter"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the span exporter, if there is one.
+    pub fn shutdown(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            // The logger may be all that is left to tell.
+            tracing::warn!(%error, "spans not exported at shutdown");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Installs the logger (and the span exporter when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is set) for `service`, the name its spans are exported under. `RUST_LOG`
+/// (default `info`) chooses what is logged and traced.
+pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match LogFormat::from_env()? {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_span_events(FmtSpan::CLOSE)
+            .boxed(),
+    };
+    let provider = std::env::var(OTLP_ENDPOINT_ENV)
+        .ok()
+        .filter(|endpoint| !endpoint.trim().is_empty())
+        .map(|_| tracer_provider(service))
+        .transpose()?;
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .boxed()
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|error| TelemetryError::Installed(error.to_string()))?;
+    if provider.is_some() {
+        tracing::info!(service, "exporting spans by OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// Spans batched and sent by OTLP/HTTP (protobuf) to the endpoint the standard
+/// `OTEL_EXPORTER_OTLP_*` variables name.
+fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|error| TelemetryError::Exporter(error.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build())
+}
+
+/// The W3C `traceparent` of the current span, when spans are exported (with
+/// no exporter there is no span context to continue).
+pub fn current_traceparent() -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// Makes `span` continue the trace of `traceparent` (a record's header), so the
+/// spans of every service a request passes through form one trace. Call before
+/// entering the span; without an exporter it does nothing.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    // Refused only when spans are not exported: nothing to continue then.
+    let _ = span.set_parent(parent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(LogFormat::parse("").unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse("text").unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse(" JSON ").unwrap(), LogFormat::Json);
+        assert!(LogFormat::parse("yaml").is_err());
+    }
+
+    #[test]
+    fn spans_continue_the_trace_of_a_traceparent() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(current_traceparent(), None, "outside any span");
+            let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            let span = tracing::info_span!("record");
+            continue_trace(&span, incoming);
+            let outgoing = span.in_scope(current_traceparent).unwrap();
+            assert!(
+                outgoing.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+                "{outgoing}"
+            );
+            assert!(!outgoing.contains("b7ad6b7169203331"), "a span of its own");
+        });
+    }
+
+    #[test]
+    fn without_an_exporter_nothing_is_propagated() {
+        let span = tracing::info_span!("request");
+        continue_trace(
+            &span,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        assert_eq!(span.in_scope(current_traceparent), None);
+    }
+}

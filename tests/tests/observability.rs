@@ -1,0 +1,249 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! What operators see of a scan in distributed mode: one trace across the
+//! gateway and the validator (spans exported by OTLP to a test receiver), the
+//! `/metrics` page of every service moving as scans happen, and JSON log lines
+//! whose scan span carries the scan's fields but neither the token nor the key.
+
+use anyhow::{Context, Result, ensure};
+use presence_tests::otlp::{OtlpReceiver, ReceivedSpan};
+use presence_tests::prometheus::{self, Sample, sum};
+use presence_tests::stack::DistributedOptions;
+use presence_tests::{ScanKind, Show, TestApp, next_scan_time};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long exported spans and the consumer's statistics may take to arrive.
+const ARRIVAL: Duration = Duration::from_secs(15);
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Result<Vec<Sample>> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    prometheus::parse(&text).with_context(|| format!("{url}/metrics"))
+}
+
+/// The `/metrics` of the gateway, then of the registry and each validator.
+async fn scrape_all(app: &TestApp) -> Result<Vec<(String, Vec<Sample>)>> {
+    let client = reqwest::Client::new();
+    let mut pages = vec![(
+        "presence-gateway".to_owned(),
+        scrape(&client, &app.base_url()).await?,
+    )];
+    for (program, url) in app.service_ops_urls() {
+        let samples = scrape(&client, &url).await?;
+        pages.push((program, samples));
+    }
+    Ok(pages)
+}
+
+fn page<'a>(pages: &'a [(String, Vec<Sample>)], program: &str) -> &'a [Sample] {
+    pages
+        .iter()
+        .find(|(name, _)| name == program)
+        .map(|(_, samples)| samples.as_slice())
+        .unwrap_or_else(|| panic!("no /metrics of {program}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scan_is_one_trace_moves_every_metrics_page_and_logs_json() -> Result<()> {
+    let receiver = OtlpReceiver::start().await?;
+    let pairs = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let app = TestApp::distributed_with(DistributedOptions {
+        env: pairs(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+            // Spans leave every 100 ms rather than every 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ]),
+        // The harness reads the services' text logs to see their partitions:
+        // only the gateway writes JSON.
+        gateway_env: pairs(&[("PRESENCE_LOG_FORMAT", "json")]),
+        ..DistributedOptions::default()
+    })
+    .await?;
+    let outcome = check(&app, &receiver).await;
+    if outcome.is_err() {
+        app.print_logs();
+    }
+    outcome
+}
+
+async fn check(app: &TestApp, receiver: &OtlpReceiver) -> Result<()> {
+    let show = Show::new();
+    let token = show.token();
+    let mut records = show.records();
+    records.push(show.gate("North"));
+    records.push(show.ticket(&token, &["A-1"]));
+    app.load(&records).await?;
+    let scanner = app.scanner(&show.venue_id, "North").await?;
+    let before = scrape_all(app).await?;
+
+    let reply = app
+        .scan(ScanKind::Enter, &scanner.body(&token, next_scan_time()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let scan_id = reply.json["result"]["scanId"]
+        .as_str()
+        .context("no scanId")?
+        .to_owned();
+
+    // (a) One trace: the gateway's request span, its Kafka round trip, the
+    // validator's record and its Redis calls.
+    let request = receiver
+        .wait_for(ARRIVAL, |spans| {
+            spans
+                .iter()
+                .find(|s| {
+                    s.service == "presence-gateway"
+                        && s.name == "request"
+                        && s.attribute("scan_id") == Some(scan_id.as_str())
+                })
+                .cloned()
+        })
+        .await?;
+    let in_trace = |spans: &[ReceivedSpan], service: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.service == service && s.name == name && s.trace_id == request.trace_id)
+            .cloned()
+    };
+    let record = receiver
+        .wait_for(ARRIVAL, |spans| {
+            in_trace(spans, "presence-validator", "record")
+        })
+        .await?;
+    let redis = receiver
+        .wait_for(ARRIVAL, |spans| {
+            in_trace(spans, "presence-validator", "redis")
+        })
+        .await?;
+    let round_trip = in_trace(&receiver.spans(), "presence-gateway", "kafka_request")
+        .context("no kafka_request span in the scan's trace")?;
+    ensure!(
+        round_trip.parent_span_id == request.span_id,
+        "the round trip hangs under the request: {round_trip:?}"
+    );
+    ensure!(
+        record.parent_span_id == round_trip.span_id,
+        "the validator's record continues the gateway's round trip: {record:?}"
+    );
+    ensure!(!redis.parent_span_id.is_empty(), "{redis:?}");
+    for (field, value) in [
+        ("kind", "enter"),
+        ("venue", show.venue_id.as_str()),
+        ("decision", "OKAY"),
+    ] {
+        ensure!(
+            request.attribute(field) == Some(value),
+            "{field} of {request:?}"
+        );
+    }
+    ensure!(
+        request.attribute("device") == Some(scanner.device_id.to_string().as_str())
+            && request.attribute("gate") == Some(scanner.gate_id.to_string().as_str()),
+        "{request:?}"
+    );
+
+    // (b) Every page parses, and its counters moved with the scan.
+    let after = scrape_all(app).await?;
+    let moved = |program: &str, name: &str, labels: &[(&str, &str)]| {
+        sum(page(&after, program), name, labels) - sum(page(&before, program), name, labels)
+    };
+    let enter_okay = [("kind", "enter"), ("status", "OKAY")];
+    ensure!(moved("presence-gateway", "presence_scans_total", &enter_okay) == 1.0);
+    ensure!(
+        moved(
+            "presence-gateway",
+            "presence_kafka_request_duration_seconds_count",
+            &[]
+        ) >= 1.0
+    );
+    let venue = [
+        ("kind", "enter"),
+        ("status", "OKAY"),
+        ("venue", show.venue_id.as_str()),
+    ];
+    ensure!(moved("presence-validator", "presence_decisions_total", &venue) == 1.0);
+    ensure!(
+        moved(
+            "presence-validator",
+            "presence_redis_call_duration_seconds_count",
+            &[("call", "commit")]
+        ) >= 1.0
+    );
+    ensure!(
+        moved(
+            "presence-validator",
+            "presence_kafka_records_handled_total",
+            &[("outcome", "done")]
+        ) >= 1.0
+    );
+    let registry = page(&after, "presence-registry");
+    ensure!(
+        sum(
+            registry,
+            "presence_kafka_records_handled_total",
+            &[("outcome", "done")]
+        ) >= 1.0,
+        "the registry handled the device init"
+    );
+    // Lag comes with the consumer's statistics, every few seconds.
+    let client = reqwest::Client::new();
+    let validator_url = app
+        .service_ops_urls()
+        .into_iter()
+        .find(|(program, _)| program == "presence-validator")
+        .map(|(_, url)| url)
+        .context("no validator")?;
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    loop {
+        let samples = scrape(&client, &validator_url).await?;
+        if samples
+            .iter()
+            .any(|s| s.name == "presence_kafka_consumer_lag" && s.labels.contains_key("partition"))
+        {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no consumer lag on the validator's /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // (c) JSON lines; the request span names the scan, never the token or key.
+    let log = app.gateway_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+        .collect::<Result<_>>()?;
+    let closed = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"] == "close" && line["span"]["scan_id"] == scan_id.as_str()
+        })
+        .context("no closing line of the scan's request span")?;
+    let span = &closed["span"];
+    for field in ["kind", "venue", "gate", "device", "token_hash", "decision"] {
+        ensure!(!span[field].is_null(), "{field} missing from {span}");
+    }
+    ensure!(!log.contains(&token), "the token is in the gateway log");
+    ensure!(
+        !log.contains(app.admin_key()),
+        "the key is in the gateway log"
+    );
+    ensure!(
+        !app.validator_log(0)?.contains(app.admin_key()),
+        "the key is in the validator log"
+    );
+    Ok(())
+}
