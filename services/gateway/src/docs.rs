@@ -2,7 +2,7 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{devices, inventory, ops, tickets};
+use crate::routes::{devices, inventory, ops, stats, tickets};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -27,6 +27,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         tickets::ticket_validate,
         devices::device_init,
         devices::device_lookup,
+        stats::venue_stats,
         inventory::upload,
         ops::healthz,
         ops::readyz,
@@ -37,6 +38,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
     tags(
         (name = "tickets", description = "Enter, exit and secondary scans"),
         (name = "devices", description = "Scanning devices"),
+        (name = "stats", description = "The live view of a venue"),
         (name = "admin", description = "Inventory upload (admin key)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     ),

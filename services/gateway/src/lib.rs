@@ -48,19 +48,20 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
     DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER, TICKET_EXIT,
-    TICKET_VALIDATE, with_aliases,
+    TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
-use routes::{devices, inventory, ops, tickets};
+use routes::{devices, inventory, ops, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 10] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 11] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
         (DEVICE_INIT, post(devices::device_init)),
         (DEVICE, get(devices::device_lookup)),
+        (VENUE_STATS, get(stats::venue_stats)),
         (INVENTORY, post(inventory::upload)),
         (HEALTHZ, get(ops::healthz)),
         (READYZ, get(ops::readyz)),

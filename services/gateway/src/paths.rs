@@ -10,6 +10,7 @@ pub(crate) const TICKET_EXIT: &str = "/presence/v1/ticket/exit";
 pub(crate) const TICKET_VALIDATE: &str = "/presence/v1/ticket/validate";
 pub(crate) const DEVICE_INIT: &str = "/presence/v1/device/init";
 pub(crate) const DEVICE: &str = "/presence/v1/device";
+pub(crate) const VENUE_STATS: &str = "/presence/v1/venues/{venueId}/stats";
 pub(crate) const INVENTORY: &str = "/admin/v1/inventory";
 pub(crate) const HEALTHZ: &str = "/healthz";
 pub(crate) const READYZ: &str = "/readyz";
@@ -18,13 +19,14 @@ pub(crate) const OPENAPI: &str = "/openapi.json";
 
 /// Every path of the public API also answers with a `.json` suffix, and the device
 /// lookup with a trailing slash (the seed's curl example uses it).
-pub(crate) const ALIASES: [(&str, &str); 6] = [
+pub(crate) const ALIASES: [(&str, &str); 7] = [
     (TICKET_ENTER, "/presence/v1/ticket/enter.json"),
     (TICKET_EXIT, "/presence/v1/ticket/exit.json"),
     (TICKET_VALIDATE, "/presence/v1/ticket/validate.json"),
     (DEVICE_INIT, "/presence/v1/device/init.json"),
     (DEVICE, "/presence/v1/device.json"),
     (DEVICE, "/presence/v1/device/"),
+    (VENUE_STATS, "/presence/v1/venues/{venueId}/stats.json"),
 ];
 
 /// The path and every alias of it.

@@ -105,6 +105,13 @@ impl presence_ports::Transport for Fake {
         Ok(InventoryOutcome::Applied(count))
     }
 
+    async fn venue_stats(
+        &self,
+        venue_id: &presence_domain::VenueId,
+    ) -> Result<Option<presence_domain::VenueStats>, TransportError> {
+        Ok(Some(presence_domain::VenueStats::empty(venue_id.clone())))
+    }
+
     async fn ready(&self) -> Result<(), TransportError> {
         if *self.ready.lock().unwrap() {
             Ok(())

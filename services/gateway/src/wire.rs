@@ -4,8 +4,10 @@
 //! more than a typed deserializer would, e.g. integers as digit strings); the
 //! request types here document them and serve clients that build requests.
 
-use presence_domain::{Device, LineError, Status, TicketPlace};
+use presence_domain::stats::Counts;
+use presence_domain::{Device, LineError, Status, TicketPlace, VenueStats};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
@@ -114,6 +116,100 @@ impl From<&Device> for DeviceBody {
             gate_name: device.gate_name.clone(),
             serial: device.serial.clone(),
             model: device.model.clone(),
+        }
+    }
+}
+
+/// The answer of `GET venues/{venueId}/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatsEnvelope {
+    pub result: ResultBody,
+    pub message: VenueStatsBody,
+}
+
+/// The live view of a venue, counted from the decisions stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VenueStatsBody {
+    pub venue_id: String,
+    /// Unix ms of the latest decision counted; null before the first.
+    #[schema(example = 1_480_003_200_042_i64)]
+    pub updated_at: Option<i64>,
+    pub totals: CountsBody,
+    /// Gates with at least one counted scan, by gateId.
+    pub gates: Vec<GateStatsBody>,
+    /// Events with at least one counted scan of their tickets, by eventId.
+    pub events: Vec<EventStatsBody>,
+}
+
+/// Counts of the venue, a gate or an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CountsBody {
+    /// People admitted (OKAY enters; a group ticket counts each place).
+    pub entries: u64,
+    /// People let out (EXIT), counted the same way.
+    pub exits: u64,
+    /// entries − exits. A gate or event people left through more than they
+    /// came in by is negative.
+    pub occupancy: i64,
+    /// Refused enter and exit scans by status, e.g. `{"NOT_FOUND": 2}`.
+    /// Validate scans and BAD_REQUEST are not counted.
+    pub denials: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatsBody {
+    #[schema(minimum = 1)]
+    pub gate_id: u64,
+    /// The gate name its scanners last sent.
+    pub name: String,
+    #[serde(flatten)]
+    pub counts: CountsBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStatsBody {
+    pub event_id: String,
+    #[serde(flatten)]
+    pub counts: CountsBody,
+}
+
+impl From<&Counts> for CountsBody {
+    fn from(counts: &Counts) -> Self {
+        Self {
+            entries: counts.entries,
+            exits: counts.exits,
+            occupancy: counts.occupancy(),
+            denials: counts.denials.clone(),
+        }
+    }
+}
+
+impl From<&VenueStats> for VenueStatsBody {
+    fn from(stats: &VenueStats) -> Self {
+        Self {
+            venue_id: stats.venue_id.as_str().to_owned(),
+            updated_at: stats.updated_at,
+            totals: (&stats.totals).into(),
+            gates: stats
+                .gates
+                .iter()
+                .map(|gate| GateStatsBody {
+                    gate_id: gate.gate_id.get(),
+                    name: gate.name.clone(),
+                    counts: (&gate.counts).into(),
+                })
+                .collect(),
+            events: stats
+                .events
+                .iter()
+                .map(|event| EventStatsBody {
+                    event_id: event.event_id.as_str().to_owned(),
+                    counts: (&event.counts).into(),
+                })
+                .collect(),
         }
     }
 }

@@ -11,7 +11,9 @@ use crate::{KafkaError, wire};
 use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
 use presence_domain::time::unix_millis;
-use presence_domain::{DecisionEvent, Device, DeviceInitRequest, DeviceLookup};
+use presence_domain::{
+    DecisionEvent, Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats,
+};
 use presence_ports::{
     Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
 };
@@ -275,6 +277,28 @@ impl Transport for KafkaTransport {
             .await?;
         match outcome {
             Outcome::Registry(reply) => wire::lookup_outcome_from_pb(reply).map_err(undecodable),
+            _ => Err(unexpected("not a registry reply")),
+        }
+    }
+
+    async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(pb::registry_request::Request::Stats(pb::VenueStatsQuery {
+                venue_id: venue_id.to_string(),
+            })),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => wire::stats_outcome_from_pb(reply).map_err(undecodable),
             _ => Err(unexpected("not a registry reply")),
         }
     }

@@ -4,7 +4,9 @@
 
 use crate::KafkaError;
 use presence_domain::inventory::{InventoryRecord, LineError, NumberedRecord};
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId};
+use presence_domain::{
+    Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId, VenueStats,
+};
 use presence_ports::{DeviceInitOutcome, InventoryOutcome};
 use presence_proto::pb;
 use presence_proto::pb::registry_reply::Outcome as RegistryOutcome;
@@ -86,6 +88,7 @@ pub fn init_outcome_from_pb(reply: pb::RegistryReply) -> Result<DeviceInitOutcom
         RegistryOutcome::VenueNotFound(_) => Ok(DeviceInitOutcome::VenueNotFound),
         RegistryOutcome::UnknownGate(id) => Ok(DeviceInitOutcome::UnknownGate(GateId::new(id))),
         RegistryOutcome::DeviceNotFound(_) => Err(bad("a lookup answer to a device init")),
+        RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a device init")),
     }
 }
 
@@ -111,6 +114,33 @@ pub fn lookup_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<Device>
         RegistryOutcome::VenueNotFound(_) | RegistryOutcome::UnknownGate(_) => {
             Err(bad("a device init answer to a lookup"))
         }
+        RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a lookup")),
+    }
+}
+
+/// A venue's stats, or `None` for an unknown venue.
+pub fn stats_outcome_to_pb(found: Option<&VenueStats>) -> pb::RegistryReply {
+    let outcome = match found {
+        Some(stats) => RegistryOutcome::VenueStats(stats.into()),
+        None => RegistryOutcome::VenueNotFound(true),
+    };
+    pb::RegistryReply {
+        outcome: Some(outcome),
+    }
+}
+
+pub fn stats_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<VenueStats>, KafkaError> {
+    match reply
+        .outcome
+        .ok_or_else(|| bad("registry reply is empty"))?
+    {
+        RegistryOutcome::VenueStats(stats) => Ok(Some(
+            VenueStats::try_from(stats).map_err(|e| bad(&e.to_string()))?,
+        )),
+        RegistryOutcome::VenueNotFound(_) => Ok(None),
+        RegistryOutcome::Device(_)
+        | RegistryOutcome::UnknownGate(_)
+        | RegistryOutcome::DeviceNotFound(_) => Err(bad("a device answer to a stats query")),
     }
 }
 
@@ -255,6 +285,31 @@ mod tests {
         );
         assert_eq!(
             lookup_outcome_from_pb(lookup_outcome_to_pb(None)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        let stats = VenueStats::from_fields(
+            VenueId::new("V"),
+            Some(5),
+            [
+                ("t|entries", 3),
+                ("t|denied:NOT_FOUND", 1),
+                ("g:2|entries", 3),
+                ("g:2|denied:NOT_FOUND", 1),
+                ("e:E|exits", 1),
+            ],
+            [(GateId::new(2), "North".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(
+            stats_outcome_from_pb(stats_outcome_to_pb(Some(&stats))).unwrap(),
+            Some(stats)
+        );
+        assert_eq!(
+            stats_outcome_from_pb(stats_outcome_to_pb(None)).unwrap(),
             None
         );
     }

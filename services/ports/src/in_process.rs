@@ -1,8 +1,10 @@
 //! In-process adapters, for the all-in-one binary and tests.
 
+use crate::store::StatsStore;
 use crate::transport::{DecisionSink, TransportError};
 use async_trait::async_trait;
-use presence_domain::DecisionEvent;
+use presence_domain::{DecisionEvent, Tally};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Delivers decisions to whoever subscribed in this process. A subscriber that
@@ -31,5 +33,39 @@ impl DecisionSink for BroadcastDecisions {
         // No subscriber is not an error: nobody is listening yet.
         let _ = self.sender.send(event);
         Ok(())
+    }
+}
+
+/// Counts every decision into the venue stats, then passes it on. The embedded
+/// mode's stats are fed here, on the decision's own path, rather than by a
+/// subscriber of the broadcast, which misses decisions when it falls behind.
+pub struct CountedDecisions {
+    stats: Arc<dyn StatsStore>,
+    next: Arc<dyn DecisionSink>,
+}
+
+impl CountedDecisions {
+    pub fn new(stats: Arc<dyn StatsStore>, next: Arc<dyn DecisionSink>) -> Self {
+        Self { stats, next }
+    }
+}
+
+impl std::fmt::Debug for CountedDecisions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountedDecisions").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl DecisionSink for CountedDecisions {
+    async fn publish(&self, event: DecisionEvent) -> Result<(), TransportError> {
+        if let Some(tally) = Tally::of(&event)
+            && let Err(error) = self.stats.record(&tally).await
+        {
+            // The decision stands and is answered; only the live view misses it.
+            // Failing the publish would answer 503 for a scan already applied.
+            tracing::error!(%error, scan_id = %event.scan_id, "a decision was not counted in the venue stats");
+        }
+        self.next.publish(event).await
     }
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup, GateId, ScanId, ScanKind,
-    ScanRequest,
+    ScanRequest, VenueId, VenueStats,
 };
 
 /// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
@@ -74,6 +74,11 @@ pub trait Transport: Send + Sync + 'static {
         records: Vec<NumberedRecord>,
         syntax_errors: Vec<LineError>,
     ) -> Result<InventoryOutcome, TransportError>;
+
+    /// The venue's live counters; `None` when the venue is unknown. Counted from
+    /// the decisions stream, so a decision shows here shortly after its answer
+    /// (at once in embedded mode).
+    async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError>;
 
     /// Succeeds when every dependency answers.
     async fn ready(&self) -> Result<(), TransportError>;

@@ -59,6 +59,7 @@ impl EmbeddedApp {
         }
         let transport = InProcessTransport::new(
             Stores::from_backend(store.clone()),
+            store.clone(),
             Arc::new(decisions.clone()),
         );
         if let Some(path) = &settings.inventory {

@@ -1,13 +1,16 @@
-//! The in-process transport: a request is a function call.
+//! The in-process transport: a request is a function call. Every decision is
+//! counted into the venue stats on its way to the decisions stream
+//! ([`CountedDecisions`]), before the scan is answered.
 
 use async_trait::async_trait;
 use presence_domain::inventory::{LineError, NumberedRecord};
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup};
+use presence_domain::{Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
+use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
-    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Stores, Transport,
-    TransportError,
+    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
+    Transport, TransportError,
 };
-use presence_registry::Registry;
+use presence_registry::{Registry, StatsView};
 use presence_validator::{InventoryApplier, Validator};
 use std::sync::Arc;
 
@@ -17,15 +20,22 @@ pub struct InProcessTransport {
     validator: Validator,
     registry: Registry,
     inventory: InventoryApplier,
+    stats: StatsView,
     stores: Stores,
 }
 
 impl InProcessTransport {
-    pub fn new(stores: Stores, decisions: Arc<dyn DecisionSink>) -> Self {
+    pub fn new(
+        stores: Stores,
+        stats: Arc<dyn StatsStore>,
+        decisions: Arc<dyn DecisionSink>,
+    ) -> Self {
+        let counted = Arc::new(CountedDecisions::new(stats.clone(), decisions));
         Self {
-            validator: Validator::new(&stores, decisions),
+            validator: Validator::new(&stores, counted),
             registry: Registry::new(&stores),
             inventory: InventoryApplier::new(&stores),
+            stats: StatsView::new(&stores, stats),
             stores,
         }
     }
@@ -61,6 +71,10 @@ impl Transport for InProcessTransport {
             .apply(records, syntax_errors)
             .await
             .map_err(unavailable)
+    }
+
+    async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError> {
+        self.stats.venue_stats(venue_id).await.map_err(unavailable)
     }
 
     async fn ready(&self) -> Result<(), TransportError> {

@@ -8,9 +8,10 @@
 use presence_domain::inventory::{
     Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue,
 };
+use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind,
-    ScanRequest, Status, TicketPlace, Token, VenueId,
+    ScanRequest, Status, TicketPlace, Token, VenueId, VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -229,6 +230,85 @@ impl TryFrom<pb::Decision> for DecisionEvent {
             channel_id: message.channel_id,
             scan_time: message.scan_time,
             decided_at: message.decided_at,
+        })
+    }
+}
+
+impl From<&Counts> for pb::StatsCounts {
+    fn from(counts: &Counts) -> Self {
+        pb::StatsCounts {
+            entries: counts.entries,
+            exits: counts.exits,
+            denials: counts.denials.clone().into_iter().collect(),
+        }
+    }
+}
+
+fn counts_from_pb(message: Option<pb::StatsCounts>) -> Counts {
+    let message = message.unwrap_or_default();
+    Counts {
+        entries: message.entries,
+        exits: message.exits,
+        denials: message.denials.into_iter().collect(),
+    }
+}
+
+impl From<&VenueStats> for pb::VenueStats {
+    fn from(stats: &VenueStats) -> Self {
+        pb::VenueStats {
+            venue_id: stats.venue_id.to_string(),
+            updated_at: stats.updated_at,
+            totals: Some((&stats.totals).into()),
+            gates: stats
+                .gates
+                .iter()
+                .map(|gate| pb::GateStats {
+                    gate_id: gate.gate_id.get(),
+                    name: gate.name.clone(),
+                    counts: Some((&gate.counts).into()),
+                })
+                .collect(),
+            events: stats
+                .events
+                .iter()
+                .map(|event| pb::EventStats {
+                    event_id: event.event_id.to_string(),
+                    counts: Some((&event.counts).into()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::VenueStats> for VenueStats {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::VenueStats) -> Result<Self, ProtoError> {
+        Ok(VenueStats {
+            venue_id: VenueId::new(required("venue_id", message.venue_id)?),
+            updated_at: message.updated_at,
+            totals: counts_from_pb(message.totals),
+            gates: message
+                .gates
+                .into_iter()
+                .map(|gate| {
+                    Ok(GateStats {
+                        gate_id: GateId::new(positive("gate_id", gate.gate_id)?),
+                        name: gate.name,
+                        counts: counts_from_pb(gate.counts),
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
+            events: message
+                .events
+                .into_iter()
+                .map(|event| {
+                    Ok(EventStats {
+                        event_id: EventId::new(required("event_id", event.event_id)?),
+                        counts: counts_from_pb(event.counts),
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
         })
     }
 }

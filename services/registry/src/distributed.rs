@@ -1,19 +1,23 @@
-//! The registry as a Kafka service: device init and lookup requests in, answers
-//! out, every configured device published to the compacted `devices` topic.
+//! The registry as a Kafka service: device init, lookup and stats requests in,
+//! answers out, every configured device published to the compacted `devices`
+//! topic; and the `decisions` stream counted into the venues' stats
+//! ([`DecisionCounter`], in a consumer group of its own).
 
-use crate::Registry;
+use crate::{Registry, StatsView};
 use async_trait::async_trait;
+use presence_domain::{DecisionEvent, Tally, VenueId};
 use presence_kafka::client;
 use presence_kafka::replies::answer;
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
 use presence_kafka::wire;
-use presence_ports::DeviceInitOutcome;
+use presence_ports::{DeviceInitOutcome, StatsStore, StoreError};
 use presence_proto::pb;
 use presence_proto::pb::registry_request::Request;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
+use std::sync::Arc;
 
 fn retry(error: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(error.to_string())
@@ -26,6 +30,7 @@ fn poison(error: impl std::fmt::Display) -> HandlerError {
 /// Handles the registry requests topic.
 pub struct RegistryHandler {
     registry: Registry,
+    stats: StatsView,
     producer: FutureProducer,
     devices_topic: String,
 }
@@ -39,9 +44,15 @@ impl std::fmt::Debug for RegistryHandler {
 }
 
 impl RegistryHandler {
-    pub fn new(registry: Registry, producer: FutureProducer, devices_topic: String) -> Self {
+    pub fn new(
+        registry: Registry,
+        stats: StatsView,
+        producer: FutureProducer,
+        devices_topic: String,
+    ) -> Self {
         Self {
             registry,
+            stats,
             producer,
             devices_topic,
         }
@@ -88,10 +99,52 @@ impl Handler for RegistryHandler {
                 Ok(found) => Outcome::Registry(wire::lookup_outcome_to_pb(found.as_ref())),
                 Err(error) => Outcome::Unavailable(error.to_string()),
             },
+            Request::Stats(query) => {
+                match self.stats.venue_stats(&VenueId::new(query.venue_id)).await {
+                    Ok(found) => Outcome::Registry(wire::stats_outcome_to_pb(found.as_ref())),
+                    Err(error) => Outcome::Unavailable(error.to_string()),
+                }
+            }
         };
         answer(&self.producer, record, outcome)
             .await
             .map_err(retry)?;
+        Ok(Disposition::Done)
+    }
+}
+
+/// Counts the `decisions` stream into the venues' stats. A decision delivered
+/// twice (same scan id) is counted once: the store dedupes.
+pub struct DecisionCounter {
+    stats: Arc<dyn StatsStore>,
+}
+
+impl std::fmt::Debug for DecisionCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionCounter").finish_non_exhaustive()
+    }
+}
+
+impl DecisionCounter {
+    pub fn new(stats: Arc<dyn StatsStore>) -> Self {
+        Self { stats }
+    }
+}
+
+#[async_trait]
+impl Handler for DecisionCounter {
+    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
+        let message = pb::Decision::decode(record.payload().unwrap_or_default())
+            .map_err(|error| poison(format!("not a Decision: {error}")))?;
+        let event = DecisionEvent::try_from(message).map_err(poison)?;
+        if let Some(tally) = Tally::of(&event) {
+            match self.stats.record(&tally).await {
+                Ok(_) => {}
+                Err(StoreError::Unavailable(reason)) => return Err(retry(reason)),
+                // Counters this store did not write: retrying cannot help.
+                Err(error @ StoreError::Corrupt(_)) => return Err(poison(error)),
+            }
+        }
         Ok(Disposition::Done)
     }
 }

@@ -4,9 +4,15 @@
 //! the gate is found by name (created on first use) or by id (must exist at that
 //! venue), and a re-init of the same (venue, MAC) keeps the device id. Storage is
 //! behind [`DeviceStore`].
+//!
+//! It also answers the live view of a venue ([`StatsView`]); in distributed mode
+//! it keeps that view by counting the decisions stream (`distributed`).
 
 #[cfg(feature = "distributed")]
 pub mod distributed;
+mod stats;
+
+pub use stats::StatsView;
 
 use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateRef};
 use presence_ports::{DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores};

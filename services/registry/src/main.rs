@@ -1,4 +1,5 @@
-//! `presence-registry`: device init and lookup from Kafka, devices in Redis.
+//! `presence-registry`: device init, lookup and venue stats from Kafka, devices
+//! and stats in Redis; the stats counted from the decisions stream.
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,8 +8,8 @@ use presence_kafka::observed::ObservedTickets;
 use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
-use presence_registry::Registry;
-use presence_registry::distributed::RegistryHandler;
+use presence_registry::distributed::{DecisionCounter, RegistryHandler};
+use presence_registry::{Registry, StatsView};
 use presence_runtime::metrics::MetricsHandle;
 use presence_store_redis::{RedisOptions, RedisStore};
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::time::Duration;
 #[command(
     name = "presence-registry",
     version,
-    about = "Device init and lookup from Kafka, devices in Redis"
+    about = "Device init, lookup and venue stats from Kafka, devices and stats in Redis"
 )]
 struct Settings {
     #[command(flatten)]
@@ -48,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
                 partitions: kafka.partitions,
                 compacted: true,
             },
+            // Also created by the validator; whichever starts first creates it.
+            TopicSpec {
+                name: topics.decisions(),
+                partitions: kafka.partitions,
+                compacted: false,
+            },
         ],
     )
     .await
@@ -56,15 +63,34 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;
-    let registry = Registry::new(&Stores::from_backend(store.clone()));
+    let stores = Stores::from_backend(store.clone());
+    let prefix = &settings.service.kafka.topic_prefix;
     let requests = Consumer {
         config: RunnerConfig {
-            group: format!("{}registry", settings.service.kafka.topic_prefix),
+            group: format!("{prefix}registry"),
             topic: topics.registry(),
             lanes: 16,
             drain: Duration::from_secs(10),
         },
-        handler: Arc::new(RegistryHandler::new(registry, producer, topics.devices())),
+        handler: Arc::new(RegistryHandler::new(
+            Registry::new(&stores),
+            StatsView::new(&stores, store.clone()),
+            producer,
+            topics.devices(),
+        )),
+        assignment: Assignment::default(),
+    };
+    // A group of its own reads every decision, from the oldest the topic keeps
+    // when the group is new. Counting commutes, so lanes need no order beyond
+    // the runner's.
+    let decisions = Consumer {
+        config: RunnerConfig {
+            group: format!("{prefix}registry-stats"),
+            topic: topics.decisions(),
+            lanes: 16,
+            drain: Duration::from_secs(10),
+        },
+        handler: Arc::new(DecisionCounter::new(store.clone())),
         assignment: Assignment::default(),
     };
     let metrics = MetricsHandle::default();
@@ -72,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     presence_kafka::service::run(
         &kafka,
         settings.ops_listen,
-        vec![requests],
+        vec![requests, decisions],
         readiness_store,
         metrics,
     )

@@ -6,8 +6,8 @@
 
 use presence_ports::conformance::{Fixture, StatsFixture};
 use presence_ports::{StatsStore, Stores};
-use std::sync::Arc;
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
+use std::sync::Arc;
 use tempfile::TempDir;
 
 /// The stores, and the directory their file lives in (removed when the check ends).

@@ -4,6 +4,7 @@
 pub(crate) mod devices;
 pub(crate) mod inventory;
 pub(crate) mod ops;
+pub(crate) mod stats;
 pub(crate) mod tickets;
 
 use crate::reply::Failure;

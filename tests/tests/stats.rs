@@ -1,0 +1,253 @@
+//! `GET /presence/v1/venues/{venueId}/stats`: the counts match the decisions
+//! made, in both modes, and survive a validator killed mid-stream (redelivered
+//! decisions are not counted twice).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{Result, bail};
+use presence_tests::{
+    Auth, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, next_scan_time,
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a distributed stack may take to count a decision: the registry
+/// reads the decisions topic with a consumer group of its own. Measured lag is
+/// tens of milliseconds; the bound allows for a busy 2-core machine and a
+/// group still joining.
+const COUNT_WITHIN: Duration = Duration::from_secs(20);
+
+fn stats_path(venue: &str) -> String {
+    format!("/presence/v1/venues/{venue}/stats")
+}
+
+async fn stats(app: &TestApp, venue: &str) -> Result<Reply> {
+    app.get(&stats_path(venue), Auth::Header(app.admin_key()))
+        .await
+}
+
+/// Polls the stats until `message` (without `updatedAt`) equals `expected`.
+async fn wait_for_stats(app: &TestApp, venue: &str, expected: &Value) -> Result<Value> {
+    let deadline = Instant::now() + COUNT_WITHIN;
+    loop {
+        let reply = stats(app, venue).await?;
+        reply.expect(200, "OKAY")?;
+        let mut message = reply.json["message"].clone();
+        let updated_at = message
+            .as_object_mut()
+            .and_then(|fields| fields.remove("updatedAt"));
+        if message == *expected {
+            return Ok(updated_at.unwrap_or(Value::Null));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "stats did not match within {COUNT_WITHIN:?}\nexpected {expected:#}\ngot {message:#}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scan(app: &TestApp, kind: ScanKind, scanner: &Scanner, token: &str) -> Result<Reply> {
+    app.scan(kind, &scanner.body(token, next_scan_time())).await
+}
+
+fn counts(entries: u64, exits: u64, denials: Value) -> Value {
+    json!({
+        "entries": entries,
+        "exits": exits,
+        "occupancy": i64::try_from(entries).unwrap() - i64::try_from(exits).unwrap(),
+        "denials": denials,
+    })
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    base
+}
+
+async fn the_stats_match_the_decisions(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let late_show = Show::at_venue(&show.venue_id);
+    let mut vip = show.gate("VIP Door");
+    vip["allowedEvents"] = json!([late_show.event_id]);
+    let (group, single, elsewhere) = (show.token(), show.token(), show.token());
+    let mut records = show.records();
+    records.extend([
+        late_show.event(),
+        vip,
+        show.ticket(&group, &["A:1:1", "A:1:2"]),
+        show.ticket(&single, &["A:1:3"]),
+        show.ticket(&elsewhere, &["B:1:1"]),
+    ]);
+    app.load(&records).await?;
+
+    // A known venue without scans: zeros, not 404.
+    let zero = json!({"venueId": show.venue_id, "totals": counts(0, 0, json!({})), "gates": [], "events": []});
+    let updated_at = wait_for_stats(app, &show.venue_id, &zero).await?;
+    assert_eq!(updated_at, Value::Null);
+
+    let gate1 = app.scanner(&show.venue_id, "Gate 1").await?;
+    let door = app.scanner(&show.venue_id, "VIP Door").await?;
+    let first = gate1.body(&group, next_scan_time());
+    app.scan(ScanKind::Enter, &first)
+        .await?
+        .expect(200, "OKAY")?;
+    // A client retry is answered from memory: the same decision, not counted again.
+    app.scan(ScanKind::Enter, &first)
+        .await?
+        .expect(200, "OKAY")?;
+    scan(app, ScanKind::Enter, &gate1, &group)
+        .await?
+        .expect(200, "ALREADY_ENTERED")?;
+    scan(app, ScanKind::Enter, &gate1, &single)
+        .await?
+        .expect(200, "OKAY")?;
+    scan(app, ScanKind::Exit, &gate1, &single)
+        .await?
+        .expect(200, "EXIT")?;
+    scan(app, ScanKind::Enter, &gate1, &single)
+        .await?
+        .expect(200, "OKAY")?;
+    scan(app, ScanKind::Exit, &gate1, &elsewhere)
+        .await?
+        .expect(200, "INVALID_TICKET")?;
+    scan(app, ScanKind::Enter, &gate1, "no-such-token")
+        .await?
+        .expect(200, "NOT_FOUND")?;
+    scan(app, ScanKind::Enter, &door, &elsewhere)
+        .await?
+        .expect(200, "EVENT_RESTRICTION")?;
+    // Secondary scans and bad requests are not passages through a gate.
+    scan(app, ScanKind::Validate, &gate1, &group)
+        .await?
+        .expect(200, "INTERNAL_SCAN")?;
+    let mut unconfigured = gate1.body(&group, next_scan_time());
+    unconfigured["gateId"] = json!(door.gate_id);
+    app.scan(ScanKind::Enter, &unconfigured)
+        .await?
+        .expect(400, "BAD_REQUEST")?;
+
+    let mut gates = vec![
+        with(
+            json!({"gateId": gate1.gate_id, "name": "Gate 1"}),
+            counts(
+                4,
+                1,
+                json!({"ALREADY_ENTERED": 1, "INVALID_TICKET": 1, "NOT_FOUND": 1}),
+            ),
+        ),
+        with(
+            json!({"gateId": door.gate_id, "name": "VIP Door"}),
+            counts(0, 0, json!({"EVENT_RESTRICTION": 1})),
+        ),
+    ];
+    gates.sort_by_key(|gate| gate["gateId"].as_u64());
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counts(4, 1, json!({"ALREADY_ENTERED": 1, "EVENT_RESTRICTION": 1, "INVALID_TICKET": 1, "NOT_FOUND": 1})),
+        "gates": gates,
+        "events": [
+            with(json!({"eventId": show.event_id}),
+                 counts(4, 1, json!({"ALREADY_ENTERED": 1, "EVENT_RESTRICTION": 1, "INVALID_TICKET": 1}))),
+        ],
+    });
+    let updated_at = wait_for_stats(app, &show.venue_id, &expected).await?;
+    assert!(updated_at.as_i64().is_some(), "updatedAt: {updated_at}");
+
+    // `.json` answers the same; the envelope is the SPEC's.
+    let reply = app
+        .get(
+            &format!("{}.json", stats_path(&show.venue_id)),
+            Auth::Query(app.admin_key()),
+        )
+        .await?;
+    reply.expect(200, "OKAY")?.check_envelope()?;
+    assert_eq!(reply.json["message"]["totals"], expected["totals"]);
+    Ok(())
+}
+
+async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Result<()> {
+    let keys = app.keys().clone();
+    let home = Show::at_venue(&keys.limited_venue);
+    let away = Show::new();
+    app.load(&[home.venue(), away.venue()]).await?;
+    let limited = Auth::Header(&keys.limited);
+    app.get(&stats_path(&home.venue_id), limited)
+        .await?
+        .expect(200, "OKAY")?;
+    app.get(&stats_path(&away.venue_id), limited)
+        .await?
+        .expect(403, "FORBIDDEN")?;
+    stats(app, "no-such-venue")
+        .await?
+        .expect(404, "NOT_FOUND")?;
+    app.get(&stats_path(&home.venue_id), Auth::None)
+        .await?
+        .expect(401, "UNAUTHORIZED")?;
+    Ok(())
+}
+
+contract_tests!(embedded, distributed => [
+    the_stats_match_the_decisions,
+    stats_keep_to_known_venues_and_the_key_s_venues,
+]);
+
+/// A validator killed with SIGKILL leaves its latest offsets uncommitted: the
+/// scans after them are redelivered to the restarted validator, which publishes
+/// their decisions again with the same scan ids. The stats count each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_match_after_a_validator_is_killed_and_restarted() -> Result<()> {
+    let app = TestApp::distributed().await?;
+    let outcome = killed_validator(&app).await;
+    if outcome.is_err() {
+        app.print_logs();
+    }
+    outcome
+}
+
+async fn killed_validator(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let tokens: Vec<String> = (0..12).map(|_| show.token()).collect();
+    let mut records = show.records();
+    records.extend(tokens.iter().map(|token| show.ticket(token, &["A:1:1"])));
+    app.load(&records).await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+
+    for token in &tokens[..6] {
+        scan(app, ScanKind::Enter, &scanner, token)
+            .await?
+            .expect(200, "OKAY")?;
+    }
+    scan(app, ScanKind::Enter, &scanner, &tokens[0])
+        .await?
+        .expect(200, "ALREADY_ENTERED")?;
+    // Within the auto-commit interval (1 s) of these scans: their offsets are
+    // stored but most likely not committed.
+    app.kill_validator(0)?;
+    app.restart_validator(0).await?;
+    for token in &tokens[6..] {
+        scan(app, ScanKind::Enter, &scanner, token)
+            .await?
+            .expect(200, "OKAY")?;
+    }
+    scan(app, ScanKind::Exit, &scanner, &tokens[1])
+        .await?
+        .expect(200, "EXIT")?;
+
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counts(12, 1, json!({"ALREADY_ENTERED": 1})),
+        "gates": [with(json!({"gateId": scanner.gate_id, "name": "Gate 1"}),
+                       counts(12, 1, json!({"ALREADY_ENTERED": 1})))],
+        "events": [with(json!({"eventId": show.event_id}),
+                        counts(12, 1, json!({"ALREADY_ENTERED": 1})))],
+    });
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    // Redeliveries may arrive after the counts first match: they must not move them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    Ok(())
+}
