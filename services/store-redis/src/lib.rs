@@ -213,6 +213,14 @@ impl RedisStore {
         }))
     }
 
+    /// What in Redis's persistence settings can lose answered scans, if anything
+    /// (`connect` logs it); an error if Redis refuses `CONFIG GET`.
+    pub async fn persistence_warning(&self) -> Result<Option<String>, StoreError> {
+        persistence::warning(&mut self.conn())
+            .await
+            .map_err(store_error)
+    }
+
     /// A handle on the shared connection; clones are cheap and share one socket.
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()

@@ -2,6 +2,7 @@
 //! start, so an operator running Redis without the persistence Presence needs
 //! (`appendonly yes`, `appendfsync always`; docs/design.md) reads why in the log.
 
+use redis::RedisError;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 
@@ -9,24 +10,27 @@ use std::collections::HashMap;
 /// Redis may refuse `CONFIG` (managed services rename it): then nothing is known,
 /// and that is logged instead.
 pub(crate) async fn check(conn: &mut ConnectionManager) {
-    let config: Result<HashMap<String, String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("append*")
-        .query_async(conn)
-        .await;
-    match config {
-        Ok(config) => match warning(&config) {
-            Some(warning) => tracing::warn!("{warning}"),
-            None => tracing::info!("redis syncs every write before answering"),
-        },
+    match warning(conn).await {
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Ok(None) => tracing::info!("redis syncs every write before answering"),
         Err(error) => {
             tracing::info!(%error, "redis persistence settings unknown (CONFIG GET refused)")
         }
     }
 }
 
+/// What is wrong with Redis's persistence settings, if anything.
+pub(crate) async fn warning(conn: &mut ConnectionManager) -> Result<Option<String>, RedisError> {
+    let config: HashMap<String, String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("append*")
+        .query_async(conn)
+        .await?;
+    Ok(judge(&config))
+}
+
 /// What is wrong with these `CONFIG GET append*` values, if anything.
-fn warning(config: &HashMap<String, String>) -> Option<String> {
+fn judge(config: &HashMap<String, String>) -> Option<String> {
     let setting = |name: &str| config.get(name).map(String::as_str).unwrap_or("unknown");
     if setting("appendonly") != "yes" {
         return Some(format!(
@@ -59,12 +63,12 @@ mod tests {
 
     #[test]
     fn only_a_synced_append_only_file_keeps_every_answer() {
-        assert_eq!(warning(&config("yes", "always")), None);
-        let off = warning(&config("no", "always")).unwrap_or_default();
+        assert_eq!(judge(&config("yes", "always")), None);
+        let off = judge(&config("no", "always")).unwrap_or_default();
         assert!(off.contains("appendonly no"), "{off}");
-        let lazy = warning(&config("yes", "everysec")).unwrap_or_default();
+        let lazy = judge(&config("yes", "everysec")).unwrap_or_default();
         assert!(lazy.contains("appendfsync everysec"), "{lazy}");
-        let unknown = warning(&HashMap::new()).unwrap_or_default();
+        let unknown = judge(&HashMap::new()).unwrap_or_default();
         assert!(unknown.contains("appendonly unknown"), "{unknown}");
     }
 }

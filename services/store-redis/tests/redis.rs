@@ -322,6 +322,22 @@ async fn a_commit_held_past_its_timeout_never_lands() {
 }
 
 #[tokio::test]
+async fn persistence_that_can_lose_answers_is_named() {
+    let (_plain, store) = server_and_store(RedisOptions::default()).await;
+    let warning = store
+        .persistence_warning()
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(warning.contains("appendonly no"), "{warning}");
+    let durable = RedisServer::start_durable().await.unwrap();
+    let store = RedisStore::connect(&durable.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.persistence_warning().await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn connect_refuses_bad_options_and_absent_servers() {
     let braces = RedisOptions {
         key_prefix: "presence:{x}:".into(),
