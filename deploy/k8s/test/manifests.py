@@ -155,8 +155,9 @@ class Binaries:
         return path
 
     def env_vars(self, name: str) -> set[str]:
-        """What `NAME --help` lists as `[env: …]`, plus RUST_LOG when the binary
-        installs the shared log filter (which reads it without a flag)."""
+        """What `NAME --help` lists as `[env: …]`, plus RUST_LOG and the log
+        format and OTLP variables when the binary installs the shared logging
+        (which reads them without a flag)."""
         if name not in self._env:
             # A clean environment: clap would print values it finds set.
             help_text = subprocess.run(
@@ -170,6 +171,7 @@ class Binaries:
             names = set(HELP_ENV.findall(help_text))
             if self.source.reads_rust_log(name):
                 names.add("RUST_LOG")
+                names.update(self.source.telemetry_env())
             self._env[name] = names
         return self._env[name]
 
@@ -195,9 +197,13 @@ class Source:
 
     def reads_rust_log(self, binary: str) -> bool:
         """The binary calls the shared init_tracing, whose filter comes from RUST_LOG."""
-        runtime = self.read("services/runtime/src/lib.rs")
+        runtime = self.read("services/runtime/src/telemetry.rs")
         main = self.read(f"services/{self.crate_of(binary)}/src/main.rs")
-        return "EnvFilter::try_from_default_env" in runtime and "presence_runtime::init_tracing()" in main
+        return "EnvFilter::try_from_default_env" in runtime and "presence_runtime::init_tracing(" in main
+
+    def telemetry_env(self) -> set[str]:
+        """The variables the shared init_tracing reads besides RUST_LOG."""
+        return set(self.find("services/runtime/src/telemetry.rs", r'_ENV: &str = "(\w+)"'))
 
     def topic_suffixes(self) -> set[str]:
         """Topics named `<prefix><suffix>` (settings.rs), the reply topics aside."""
