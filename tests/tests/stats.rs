@@ -184,6 +184,7 @@ async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Resul
     stats(app, "no-such-venue")
         .await?
         .expect(404, "NOT_FOUND")?;
+    stats(app, "%FF").await?.expect(400, "BAD_REQUEST")?;
     app.get(&stats_path(&home.venue_id), Auth::None)
         .await?
         .expect(401, "UNAUTHORIZED")?;

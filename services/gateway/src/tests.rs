@@ -1037,6 +1037,8 @@ async fn openapi_lists_every_path_and_every_listed_path_routes() {
         "/presence/v1/device",
         "/presence/v1/device.json",
         "/presence/v1/device/",
+        "/presence/v1/venues/{venueId}/stats",
+        "/presence/v1/venues/{venueId}/stats.json",
         "/admin/v1/inventory",
         "/healthz",
         "/readyz",

@@ -6,6 +6,7 @@ use crate::reply::Failure;
 use crate::state::GatewayState;
 use crate::wire::{ErrorEnvelope, ResultBody, StatsEnvelope, VenueStatsBody};
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use presence_domain::{Status, VenueId};
@@ -24,6 +25,7 @@ Also at `/presence/v1/venues/{venueId}/stats.json`.",
     params(("venueId" = String, Path, description = "The venue", example = "KovZpZAnAtJJ")),
     responses(
         (status = 200, description = "OKAY: the venue's counts (zero before its first scan)", body = StatsEnvelope),
+        (status = 400, description = "BAD_REQUEST: the venueId in the path is not valid UTF-8 once percent-decoded", body = ErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
         (status = 404, description = "NOT_FOUND: no such venue", body = ErrorEnvelope),
@@ -38,8 +40,16 @@ Also at `/presence/v1/venues/{venueId}/stats.json`.",
 pub(crate) async fn venue_stats(
     State(state): State<GatewayState>,
     caller: Caller,
-    Path(venue): Path<String>,
+    venue: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Failure> {
+    // Read here rather than by the bare extractor so that a bad path gets an
+    // envelope, not axum's plain-text rejection.
+    let Path(venue) = venue.map_err(|rejection| {
+        Failure::bad_request(format!(
+            "The venueId is not valid: {}",
+            rejection.body_text()
+        ))
+    })?;
     let venue = VenueId::new(venue);
     if !caller.may_use(&venue) {
         return Err(forbidden_venue(&venue));
