@@ -245,9 +245,10 @@ start_redis() {
     mkdir -p "$dir/redis"
     for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
         redis_port=$(free_port)
-        # Append-only file on, as in production: an answered scan survives a Redis restart.
+        # Persistence as in production (docs/design.md, "Redis: durability"): every
+        # answered scan is in the synced append-only file, so it survives a Redis restart.
         launch redis redis-server --port "$redis_port" --bind 127.0.0.1 \
-            --dir "$dir/redis" --appendonly yes --daemonize no
+            --dir "$dir/redis" --appendonly yes --appendfsync always --daemonize no
         status=0
         wait_until redis redis_ready "$redis_port" || status=$?
         ((status == 1)) || break
