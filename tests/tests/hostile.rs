@@ -2,8 +2,10 @@
 //! nothing, idle or trickle a body must not keep an honest scanner from its
 //! answer, and one API key's flood is answered 429 while another key is served.
 //! The limits are set low through the environment, so each test takes seconds.
+//! Embedded throughout; the flood also against the distributed gateway.
 
 use anyhow::{Context, Result, bail, ensure};
+use presence_tests::stack::DistributedOptions;
 use presence_tests::{Auth, Reply, Scanner, Show, TestApp, next_scan_time};
 use reqwest::Method;
 use std::net::SocketAddr;
@@ -314,7 +316,14 @@ async fn embedded<F>(env: &[(&str, &str)], test: F) -> Result<()>
 where
     F: AsyncFnOnce(&TestApp) -> Result<()>,
 {
-    let app = TestApp::embedded_with(env).await?;
+    run(TestApp::embedded_with(env).await?, test).await
+}
+
+/// Runs `test` against `app`, printing its logs on failure.
+async fn run<F>(app: TestApp, test: F) -> Result<()>
+where
+    F: AsyncFnOnce(&TestApp) -> Result<()>,
+{
     let outcome = test(&app).await;
     if outcome.is_err() {
         app.print_logs();
@@ -342,6 +351,23 @@ async fn embedded_slow_and_silent_clients() -> Result<()> {
 async fn embedded_flooding_key() -> Result<()> {
     embedded(
         &[("PRESENCE_KEY_RATE", "5"), ("PRESENCE_KEY_BURST", "10")],
+        a_flooding_key_is_refused_while_another_is_served,
+    )
+    .await
+}
+
+/// The limits live in the gateway library, so one distributed case shows that
+/// `presence-gateway` takes them from its environment too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_flooding_key() -> Result<()> {
+    let options = DistributedOptions {
+        gateway_env: [("PRESENCE_KEY_RATE", "5"), ("PRESENCE_KEY_BURST", "10")]
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .to_vec(),
+        ..DistributedOptions::default()
+    };
+    run(
+        TestApp::distributed_with(options).await?,
         a_flooding_key_is_refused_while_another_is_served,
     )
     .await
