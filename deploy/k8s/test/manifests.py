@@ -222,9 +222,17 @@ class Source:
         groups = set()
         for binary in ("validator", "registry"):
             main = f"services/{binary}/src/main.rs"
-            base = self.find(main, r'format!\("\{\}(\w+)", settings\.service\.kafka\.topic_prefix\)')
+            text = self.read(main)
+            # Either `format!("{}name", settings.service.kafka.topic_prefix)` or,
+            # after `let prefix = &settings.service.kafka.topic_prefix;`,
+            # `format!("{prefix}name")`; `format!("{group}.suffix")` derives from the first.
+            base = re.findall(r'format!\("\{\}([\w-]+)", settings\.service\.kafka\.topic_prefix\)', text)
+            if re.search(r"let prefix = &settings\.service\.kafka\.topic_prefix;", text):
+                base += re.findall(r'format!\("\{prefix\}([\w-]+)"\)', text)
+            if not base:
+                raise CheckFailed(f"{main} names no consumer group the way this check reads: update deploy/k8s/test/manifests.py")
             groups.update(base)
-            groups.update(base[0] + suffix for suffix in re.findall(r'format!\("\{group\}(\.\w+)"\)', self.read(main)))
+            groups.update(base[0] + suffix for suffix in re.findall(r'format!\("\{group\}(\.\w+)"\)', text))
         return groups
 
     def drain_seconds(self, binary: str) -> int:
