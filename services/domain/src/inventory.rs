@@ -279,23 +279,76 @@ fn parse_ticket(reader: &mut FieldReader<'_>) -> Option<Ticket> {
 /// Parses NDJSON inventory line by line. Blank lines are skipped but counted.
 /// Returns the good records and an error for each bad line.
 pub fn parse_ndjson(text: &str) -> (Vec<NumberedRecord>, Vec<LineError>) {
-    let mut records = Vec::new();
-    let mut errors = Vec::new();
-    for (index, raw) in text.split('\n').enumerate() {
-        let line = index + 1;
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let mut parser = NdjsonParser::default();
+    parser.push(text.as_bytes());
+    parser.finish()
+}
+
+/// [`parse_ndjson`] for a body that arrives in pieces: each line is parsed as soon
+/// as its end arrives, so the body itself is never held whole (only a line cut
+/// between two pieces is kept until the rest comes). A line that is not UTF-8 is
+/// a bad line like any other.
+#[derive(Debug, Default)]
+pub struct NdjsonParser {
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// Lines seen so far, blank ones included.
+    lines: usize,
+    records: Vec<NumberedRecord>,
+    errors: Vec<LineError>,
+}
+
+impl NdjsonParser {
+    /// Parses every line that `piece` completes.
+    pub fn push(&mut self, mut piece: &[u8]) {
+        while let Some(end) = piece.iter().position(|&b| b == b'\n') {
+            let (line, rest) = (&piece[..end], &piece[end + 1..]);
+            if self.partial.is_empty() {
+                self.line(line);
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.line(&whole);
+                whole.clear();
+                self.partial = whole;
+            }
+            piece = rest;
+        }
+        self.partial.extend_from_slice(piece);
+    }
+
+    /// Parses the last line (one without a newline) and returns the good records
+    /// and an error for each bad line.
+    pub fn finish(mut self) -> (Vec<NumberedRecord>, Vec<LineError>) {
+        let last = std::mem::take(&mut self.partial);
+        if !last.is_empty() {
+            self.line(&last);
+        }
+        (self.records, self.errors)
+    }
+
+    fn line(&mut self, raw: &[u8]) {
+        self.lines += 1;
+        let line = self.lines;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            self.errors.push(LineError {
+                line,
+                error: "not valid UTF-8".to_owned(),
+            });
+            return;
+        };
         if raw.trim().is_empty() {
-            continue;
+            return;
         }
         let parsed = serde_json::from_str::<Value>(raw)
             .map_err(|e| format!("invalid JSON: {e}"))
             .and_then(|value| InventoryRecord::parse(&value).map_err(|e| e.to_string()));
         match parsed {
-            Ok(record) => records.push(NumberedRecord { line, record }),
-            Err(error) => errors.push(LineError { line, error }),
+            Ok(record) => self.records.push(NumberedRecord { line, record }),
+            Err(error) => self.errors.push(LineError { line, error }),
         }
     }
-    (records, errors)
 }
 
 /// Every venue and event the records refer to, to ask a store about in one go.
@@ -483,6 +536,31 @@ mod tests {
         assert_eq!(records[0].line, 2);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 4);
+    }
+
+    #[test]
+    fn pieces_parse_like_the_whole() {
+        let mut text = SPEC_EXAMPLE.replace('\n', "\r\n").into_bytes();
+        text.extend_from_slice(b"\n{\"type\":\"venue\",\"id\":\"\xff\",\"name\":\"A\"}\nnot json");
+        let whole = {
+            let mut parser = NdjsonParser::default();
+            parser.push(&text);
+            parser.finish()
+        };
+        assert_eq!(whole.0.len(), 4);
+        let lines: Vec<_> = whole.1.iter().map(|e| (e.line, e.error.as_str())).collect();
+        assert_eq!(lines[0], (6, "not valid UTF-8"));
+        assert_eq!(lines[1].0, 7);
+        assert!(lines[1].1.starts_with("invalid JSON"));
+        // Every way of cutting the body, including inside a line ending and inside
+        // the non-UTF-8 byte's line, gives the same records and errors.
+        for size in [1, 2, 3, 7, 64, 199] {
+            let mut parser = NdjsonParser::default();
+            for piece in text.chunks(size) {
+                parser.push(piece);
+            }
+            assert_eq!(parser.finish(), whole, "pieces of {size} bytes");
+        }
     }
 
     #[test]

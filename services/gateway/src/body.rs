@@ -15,6 +15,33 @@ pub(crate) async fn read_limited(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, Failure> {
+    refuse_declared_excess(headers, limit)?;
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(unreadable(&*error, limit)),
+    }
+}
+
+/// [`read_limited`] for a body too large to hold whole: hands each piece to
+/// `each` as it arrives, under the same limit.
+pub(crate) async fn stream_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), Failure> {
+    refuse_declared_excess(headers, limit)?;
+    let mut body = Limited::new(body, limit);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| unreadable(&*error, limit))?;
+        if let Some(data) = frame.data_ref() {
+            each(data);
+        }
+    }
+    Ok(())
+}
+
+fn refuse_declared_excess(headers: &HeaderMap, limit: usize) -> Result<(), Failure> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -22,14 +49,15 @@ pub(crate) async fn read_limited(
     if declared.is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX)) {
         return Err(Failure::payload_too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(Failure::payload_too_large(limit)),
-        Err(error) => {
-            tracing::debug!(%error, "request body could not be read");
-            Err(Failure::bad_request("The body could not be read"))
-        }
+    Ok(())
+}
+
+fn unreadable(error: &(dyn std::error::Error + Send + Sync + 'static), limit: usize) -> Failure {
+    if error.is::<LengthLimitError>() {
+        return Failure::payload_too_large(limit);
     }
+    tracing::debug!(%error, "request body could not be read");
+    Failure::bad_request("The body could not be read")
 }
 
 /// Parses a body as JSON.
@@ -52,6 +80,27 @@ mod tests {
         assert_eq!(actual, Err(Failure::payload_too_large(10)));
         let fits = read_limited(&HeaderMap::new(), Body::from("x".repeat(10)), 10).await;
         assert_eq!(fits.unwrap().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn streams_pieces_under_the_same_limit() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, "11".parse().unwrap());
+        let declared = stream_limited(&headers, Body::from("x"), 10, |_| {}).await;
+        assert_eq!(declared, Err(Failure::payload_too_large(10)));
+        let mut seen = Vec::new();
+        let actual = stream_limited(&HeaderMap::new(), Body::from("x".repeat(11)), 10, |piece| {
+            seen.extend_from_slice(piece);
+        })
+        .await;
+        assert_eq!(actual, Err(Failure::payload_too_large(10)));
+        assert!(seen.len() <= 10, "nothing beyond the limit is handed on");
+        let mut seen = Vec::new();
+        let fits = stream_limited(&HeaderMap::new(), Body::from("x".repeat(10)), 10, |piece| {
+            seen.extend_from_slice(piece);
+        })
+        .await;
+        assert_eq!((fits, seen), (Ok(()), b"x".repeat(10)));
     }
 
     #[test]

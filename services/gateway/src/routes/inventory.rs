@@ -1,6 +1,7 @@
 //! `POST /admin/v1/inventory`: NDJSON validated whole, then applied all at once.
+//! Lines are parsed as the body arrives, so the body is never held whole.
 
-use crate::body::read_limited;
+use crate::body::stream_limited;
 use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
@@ -14,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use presence_domain::Status;
-use presence_domain::inventory::{LineError, parse_ndjson};
+use presence_domain::inventory::{LineError, NdjsonParser};
 use presence_ports::InventoryOutcome;
 
 #[utoipa::path(
@@ -45,28 +46,16 @@ pub(crate) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_limited(&headers, body, state.config().inventory_limit).await {
-        Ok(bytes) => bytes,
+    let mut parser = NdjsonParser::default();
+    let limit = state.config().inventory_limit;
+    match stream_limited(&headers, body, limit, |piece| parser.push(piece)).await {
+        Ok(()) => {}
         Err(failure) if failure.status() == Status::BadRequest => {
             return failure.with_line_errors(Vec::new());
         }
         Err(failure) => return failure.plain(),
-    };
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(text) => text,
-        Err(error) => {
-            let line = bytes[..error.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
-            return rejected(&[LineError {
-                line,
-                error: "not valid UTF-8".to_owned(),
-            }]);
-        }
-    };
-    let (records, syntax_errors) = parse_ndjson(text);
+    }
+    let (records, syntax_errors) = parser.finish();
     if records.is_empty() && syntax_errors.is_empty() {
         return Failure::bad_request("The body holds no inventory records")
             .with_line_errors(Vec::new());
