@@ -38,6 +38,20 @@ use writer::Writer;
 /// The file the store keeps in its data directory.
 pub const FILE_NAME: &str = "presence.redb";
 
+/// The store's page cache by default: 256 MiB, against redb's own 1 GiB.
+///
+/// The cache is what the embedded server's memory mostly is: it fills up to the
+/// file's size, which is about 150 MiB for 1,000,000 tickets and grows by about
+/// 650 bytes per entry scan (token state plus the decision remembered for retries),
+/// so with redb's default the resident size followed the data past 500 MiB. 256 MiB
+/// keeps the whole process under 400 MiB with 1,000,000 tickets and 400,000 entries
+/// (docs/benchmarks.md, "Memory"). Pages beyond it are read from the file (the
+/// kernel's page cache, usually), which costs CPU on scans whose pages were
+/// evicted; the benchmarks put that cost within the noise of the bench machine.
+/// redb also gives at most half of it to a write transaction's dirty pages, which
+/// bounds what a large inventory holds before it commits.
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 /// How the store behaves; the defaults suit production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddedOptions {
@@ -45,6 +59,9 @@ pub struct EmbeddedOptions {
     pub idempotency_retention: Duration,
     /// Most writes committed together in one transaction.
     pub max_batch: usize,
+    /// Bytes of database pages redb keeps in memory (read cache and the write
+    /// transaction's dirty pages together); pages beyond it are read from the file.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -52,6 +69,7 @@ impl Default for EmbeddedOptions {
         Self {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             max_batch: 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -108,10 +126,13 @@ impl EmbeddedStore {
             source,
         })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| EmbeddedError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(&path)
+            .map_err(|source| EmbeddedError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let tables_error = |source: redb::Error| EmbeddedError::Tables {
             path: path.clone(),
             source,

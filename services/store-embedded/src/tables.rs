@@ -53,6 +53,18 @@ pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Sto
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
 }
 
+/// Encodes into `buffer` (cleared first), for writes that come after other writes
+/// and so must abandon the whole batch if they fail.
+fn encode_into<T: Serialize>(
+    buffer: &mut Vec<u8>,
+    what: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, value)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode {what}: {e}")))
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("{what} record is unreadable: {e}")))
@@ -215,40 +227,52 @@ impl<'t> WriteTables<'t> {
         Ok(device)
     }
 
-    /// [`presence_ports::InventoryStore::apply`]: every value is encoded before the
-    /// first write, so the records apply all together or not at all.
+    /// [`presence_ports::InventoryStore::apply`]: later records of one id win.
+    ///
+    /// Tickets are inserted in token order, whatever order they came in: redb
+    /// fills a leaf completely when keys arrive above everything already in the
+    /// table, and splits it in half otherwise, so an upload applied in line order
+    /// leaves the ticket table about half empty (measured: 267 MiB of pages for
+    /// 141 MiB of tickets), and every page of it competes for the cache when scans
+    /// read tickets. The sort is stable, so of two lines with one token the later
+    /// still wins. Venues, events and gates are few and keep line order (gate ids
+    /// are handed out in it).
+    ///
+    /// Values are encoded one at a time into one buffer rather than all up front,
+    /// which held a second copy of the whole inventory. The encoding of these plain
+    /// types cannot fail, but should it ever, it may do so after writes: it then
+    /// abandons the batch ([`StoreError::Unavailable`]) so that no part of the
+    /// inventory is committed.
     pub(crate) fn apply(&mut self, records: &[InventoryRecord]) -> Result<usize, StoreError> {
-        let encoded = records
-            .iter()
-            .map(|record| match record {
-                InventoryRecord::Venue(venue) => encode("venue", venue),
-                InventoryRecord::Event(event) => encode("event", event),
-                InventoryRecord::Gate(spec) => encode("gate", spec),
-                InventoryRecord::Ticket(ticket) => encode("ticket", ticket),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for (record, bytes) in records.iter().zip(&encoded) {
-            let bytes = bytes.as_slice();
+        let mut tickets = Vec::new();
+        let mut bytes = Vec::new();
+        for record in records {
             match record {
                 InventoryRecord::Venue(venue) => {
+                    encode_into(&mut bytes, "venue", venue)?;
                     self.venues
-                        .insert(venue.id.as_str(), bytes)
+                        .insert(venue.id.as_str(), bytes.as_slice())
                         .map_err(unavailable)?;
                 }
                 InventoryRecord::Event(event) => {
+                    encode_into(&mut bytes, "event", event)?;
                     self.events
-                        .insert(event.id.as_str(), bytes)
+                        .insert(event.id.as_str(), bytes.as_slice())
                         .map_err(unavailable)?;
                 }
                 InventoryRecord::Gate(spec) => {
-                    self.put_gate(spec, bytes)?;
+                    encode_into(&mut bytes, "gate", spec)?;
+                    self.put_gate(spec, &bytes)?;
                 }
-                InventoryRecord::Ticket(ticket) => {
-                    self.tickets
-                        .insert(ticket.token.as_str(), bytes)
-                        .map_err(unavailable)?;
-                }
+                InventoryRecord::Ticket(ticket) => tickets.push(ticket),
             }
+        }
+        tickets.sort_by(|a, b| a.token.as_str().cmp(b.token.as_str()));
+        for ticket in tickets {
+            encode_into(&mut bytes, "ticket", ticket)?;
+            self.tickets
+                .insert(ticket.token.as_str(), bytes.as_slice())
+                .map_err(unavailable)?;
         }
         self.wrote |= !records.is_empty();
         Ok(records.len())

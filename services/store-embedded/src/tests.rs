@@ -2,11 +2,11 @@
 //! isolation inside a batch, durability across reopen, expiry and shutdown.
 
 use super::*;
-use crate::tables::{REMEMBERED, REMEMBERED_BY_TIME, STATES};
+use crate::tables::{REMEMBERED, REMEMBERED_BY_TIME, STATES, TICKETS};
 use crate::writer::{Counters, Job, job, run_batch};
 use presence_domain::{
-    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Token,
-    TokenState, UnixMillis,
+    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Ticket,
+    TicketStatus, Token, TokenState, UnixMillis,
 };
 use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::time::{Duration, Instant, SystemTime};
@@ -212,6 +212,40 @@ async fn a_batch_that_changes_nothing_costs_no_fsync() {
         after, after_gate,
         "an existing gate is found without the writer"
     );
+}
+
+fn ticket(token: &str, place: &str) -> InventoryRecord {
+    InventoryRecord::Ticket(Ticket {
+        token: Token::new(token),
+        event_id: EventId::new("E"),
+        places: vec![place.to_owned()],
+        status: TicketStatus::Valid,
+        valid_from: None,
+        valid_until: None,
+    })
+}
+
+#[tokio::test]
+async fn tickets_fill_their_pages_whatever_order_they_come_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Counting up in decimal is not key order ("T-10" sorts before "T-2"), as in
+    // a typical upload; the first line of the duplicated token must lose.
+    let mut records = vec![ticket("T-7", "first")];
+    records.extend((1..=20_000).map(|n| ticket(&format!("T-{n}"), "A:1:1")));
+    store.apply(records).await.unwrap();
+
+    let txn = store.db.begin_read().unwrap();
+    let stats = txn.open_table(TICKETS).unwrap().stats().unwrap();
+    let pages = stats.leaf_pages() * 4096;
+    assert!(
+        stats.stored_bytes() * 10 > pages * 9,
+        "{} bytes stored in {pages} bytes of leaves",
+        stats.stored_bytes()
+    );
+    let key = commit_of("T-7", 1, 0, 0).key;
+    let read = store.scan_context(&key, GateId::new(1)).await.unwrap();
+    assert_eq!(read.ticket.unwrap().places, ["A:1:1"]);
 }
 
 #[tokio::test]
