@@ -10,8 +10,10 @@
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
 //! - [`inventory_file`]: reading and checking NDJSON inventory files offline;
-//! - [`metrics`]: the embedded store's group-commit figures on `/metrics`.
+//! - [`metrics`]: the embedded store's group-commit figures on `/metrics`;
+//! - `allocator`: jemalloc as the process's allocator, and why.
 
+mod allocator;
 pub mod app;
 pub mod decisions;
 pub mod demo;
