@@ -285,9 +285,12 @@ start_tansu() {
 }
 
 start_services() {
-    # NO_COLOR: the logs go to files, where colour codes are noise.
+    # NO_COLOR: the logs go to files, where colour codes are noise. tansu holds an
+    # empty fetch to its end even when records arrive, so consumers ask it for short
+    # waits (docs/design.md, "The test broker"); Kafka needs no such thing.
     local common=(env NO_COLOR=1 "PRESENCE_KAFKA_BROKERS=127.0.0.1:$kafka_port"
-        "PRESENCE_REDIS_URL=redis://127.0.0.1:$redis_port/0")
+        "PRESENCE_REDIS_URL=redis://127.0.0.1:$redis_port/0"
+        "PRESENCE_KAFKA_FETCH_WAIT_MS=${PRESENCE_KAFKA_FETCH_WAIT_MS:-10}")
     # Port 0: each service binds a free port and announces it.
     launch validator "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-validator"
     launch registry "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-registry"

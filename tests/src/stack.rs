@@ -29,6 +29,9 @@ const REVOKED: &str = "partitions revoked partitions=";
 /// still enough for two validators to split, and cheaper for a test broker on a
 /// small machine.
 pub const PARTITIONS: i32 = 6;
+/// `PRESENCE_KAFKA_FETCH_WAIT_MS` of the services on the test broker, which
+/// answers an empty fetch only when its wait is over, records or not.
+const TANSU_FETCH_WAIT_MS: &str = "10";
 
 /// Where a distributed fixture's services meet, for tests that look past the HTTP
 /// API (a plain Kafka consumer, a Redis client).
@@ -187,7 +190,9 @@ impl Plan {
                 Launch::program(program, dir)
                     .env("PRESENCE_KAFKA_BROKERS", &cluster.bootstrap)
                     .env("PRESENCE_TOPIC_PREFIX", &cluster.topic_prefix)
-                    .env("PRESENCE_PARTITIONS", cluster.partitions.to_string()),
+                    .env("PRESENCE_PARTITIONS", cluster.partitions.to_string())
+                    // tansu holds an empty fetch to its end: short waits keep scans fast.
+                    .env("PRESENCE_KAFKA_FETCH_WAIT_MS", TANSU_FETCH_WAIT_MS),
                 |launch, (key, value)| launch.env(key, value),
             )
         };

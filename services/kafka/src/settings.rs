@@ -19,9 +19,11 @@ pub struct KafkaArgs {
     /// Replication factor of the topics this service creates.
     #[arg(long, env = "PRESENCE_REPLICATION", default_value_t = 1)]
     pub replication: i32,
-    /// Longest a consumer fetch waits at the broker; a broker that holds empty
-    /// fetches to the end adds this to each hop of a scan.
-    #[arg(long, env = "PRESENCE_KAFKA_FETCH_WAIT_MS", default_value_t = 10)]
+    /// Longest a consumer fetch waits at the broker. Kafka answers as soon as
+    /// records arrive, so this only paces idle consumers; a broker that holds
+    /// empty fetches to the end (tansu) adds it to each hop of a scan, and needs
+    /// a few milliseconds.
+    #[arg(long, env = "PRESENCE_KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
     pub fetch_wait_ms: u64,
 }
 
