@@ -7,7 +7,7 @@ use presence::decisions::{self, DecisionsCommand};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
-use presence_store_embedded::EmbeddedOptions;
+use presence_store_embedded::{DEFAULT_CACHE_BYTES, EmbeddedOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Append every decision to this file as JSON lines.
     #[arg(long, env = "PRESENCE_DECISIONS_LOG")]
     decisions_log: Option<PathBuf>,
+    /// MiB of store pages kept in memory; the process holds about 1.25 times it
+    /// once the store file outgrows it (docs/benchmarks.md, "Memory").
+    #[arg(long, env = "PRESENCE_STORE_CACHE_MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
+    store_cache_mib: usize,
 }
 
 #[derive(Debug, Args)]
@@ -144,7 +148,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         inventory: args.inventory,
         decisions_log: args.decisions_log,
         gateway: args.gateway.config(),
-        store: EmbeddedOptions::default(),
+        store: EmbeddedOptions {
+            cache_bytes: args.store_cache_mib.saturating_mul(1 << 20),
+            ..EmbeddedOptions::default()
+        },
     };
     let app = EmbeddedApp::build(settings).await?;
     presence_runtime::announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))
