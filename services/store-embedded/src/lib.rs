@@ -44,10 +44,10 @@ pub const FILE_NAME: &str = "presence.redb";
 /// file's size, which is about 150 MiB for 1,000,000 tickets and grows by about
 /// 650 bytes per entry scan (token state plus the decision remembered for retries),
 /// so with redb's default the resident size followed the data past 500 MiB. 256 MiB
-/// keeps the whole process under 400 MiB with 1,000,000 tickets and 400,000 entries
-/// (docs/benchmarks.md, "Memory"). Pages beyond it are read from the file (the
+/// kept the whole process at 368 to 389 MiB with 1,000,000 tickets and up to
+/// 492,000 entries (docs/benchmarks.md, "Memory"). Pages beyond it are read from the file (the
 /// kernel's page cache, usually), which costs CPU on scans whose pages were
-/// evicted; the benchmarks put that cost within the noise of the bench machine.
+/// evicted: a few percent of the CPU per enter in the benchmarks, more with less.
 /// redb also gives at most half of it to a write transaction's dirty pages, which
 /// bounds what a large inventory holds before it commits.
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
