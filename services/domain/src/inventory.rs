@@ -284,6 +284,9 @@ pub fn parse_ndjson(text: &str) -> (Vec<NumberedRecord>, Vec<LineError>) {
     parser.finish()
 }
 
+/// The UTF-8 encoding of U+FEFF, which may open a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// [`parse_ndjson`] for a body that arrives in pieces: each line is parsed as soon
 /// as its end arrives, so the body itself is never held whole (only a line cut
 /// between two pieces is kept until the rest comes). A line that is not UTF-8 is
@@ -331,6 +334,13 @@ impl NdjsonParser {
         self.lines += 1;
         let line = self.lines;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // Editors on Windows start UTF-8 files with a byte-order mark; it is not
+        // part of the first record.
+        let raw = if line == 1 {
+            raw.strip_prefix(UTF8_BOM).unwrap_or(raw)
+        } else {
+            raw
+        };
         let Ok(raw) = std::str::from_utf8(raw) else {
             self.errors.push(LineError {
                 line,
@@ -536,6 +546,16 @@ mod tests {
         assert_eq!(records[0].line, 2);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 4);
+    }
+
+    #[test]
+    fn a_byte_order_mark_opening_the_body_is_not_part_of_line_one() {
+        let text = "\u{feff}{\"type\":\"venue\",\"id\":\"V\",\"name\":\"A\"}\n\u{feff}{\"type\":\"venue\",\"id\":\"W\",\"name\":\"B\"}\n";
+        let (records, errors) = parse_ndjson(text);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].line, 1);
+        assert_eq!(errors.len(), 1, "only the opening mark is dropped");
+        assert_eq!(errors[0].line, 2);
     }
 
     #[test]
