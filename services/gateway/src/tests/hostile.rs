@@ -3,7 +3,7 @@
 //! and every answer under the API prefixes is the JSON envelope with a known
 //! status (ticket paths with `message.tickets`), whatever was wrong.
 
-use super::{ADMIN_KEY, GATE_KEY, Harness, Reply, VENUE};
+use super::{ADMIN_KEY, DOCUMENTED_PATHS, GATE_KEY, Harness, Reply, VENUE};
 use crate::paths::{is_ticket_path, requires_key};
 use axum::body::Body;
 use axum::http::{Method, Request, header};
@@ -11,25 +11,13 @@ use presence_domain::Status;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-/// Every path the router knows, aliases included.
-const KNOWN_PATHS: [&str; 16] = [
-    "/presence/v1/ticket/enter",
-    "/presence/v1/ticket/enter.json",
-    "/presence/v1/ticket/exit",
-    "/presence/v1/ticket/exit.json",
-    "/presence/v1/ticket/validate",
-    "/presence/v1/ticket/validate.json",
-    "/presence/v1/device/init",
-    "/presence/v1/device/init.json",
-    "/presence/v1/device",
-    "/presence/v1/device.json",
-    "/presence/v1/device/",
-    "/admin/v1/inventory",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-];
+/// Every path the router knows, aliases included, with a venue in the stats paths.
+fn known_paths() -> Vec<String> {
+    DOCUMENTED_PATHS
+        .iter()
+        .map(|path| path.replace("{venueId}", VENUE))
+        .collect()
+}
 
 fn method() -> impl Strategy<Value = Method> {
     prop_oneof![
@@ -49,8 +37,8 @@ fn method() -> impl Strategy<Value = Method> {
 /// Known paths, near misses of them, and made-up ones with odd escapes.
 fn path() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => prop::sample::select(KNOWN_PATHS.to_vec()).prop_map(str::to_owned),
-        1 => (prop::sample::select(KNOWN_PATHS.to_vec()), "[/.a-z%0-9]{1,6}")
+        4 => prop::sample::select(known_paths()),
+        1 => (prop::sample::select(known_paths()), "[/.a-z%0-9]{1,6}")
             .prop_map(|(known, tail)| format!("{known}{tail}")),
         1 => ("(/presence|/admin|)", "(/[a-zA-Z0-9._~!$&'()*+,;=:@-]{0,10}|/%[0-9a-fA-F]{2}|/%zz|/\\.\\.|//){1,4}")
             .prop_map(|(prefix, rest)| format!("{prefix}{rest}")),
