@@ -16,7 +16,7 @@
 //! `warn,tansu_broker::coordinator=debug`) to see more of it in a failing test's
 //! report.
 
-use crate::redis_server::{free_port, wait_until_serving};
+use crate::redis_server::{on_a_free_port, wait_until_serving};
 use crate::scenario::unique;
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
@@ -30,9 +30,6 @@ use tokio::net::TcpStream;
 
 /// How long a broker may take to answer a Kafka request after it is spawned.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Free ports tried before giving up: another process may take a port between the
-/// moment it is picked and the moment the broker binds it.
-const PORT_ATTEMPTS: usize = 5;
 const STDOUT_FILE: &str = "tansu.stdout";
 const LOG_FILE: &str = "tansu.log";
 /// What tansu prints on stdout once it has bound its listener, and only then.
@@ -166,18 +163,12 @@ impl Broker {
             storage,
             child: None,
         };
-        let mut failures = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            broker.port = free_port()?;
-            match broker.launch(&program).await {
-                Ok(()) => return Ok(broker),
-                Err(error) => failures.push(format!("port {}: {error:#}", broker.port)),
-            }
-        }
-        bail!(
-            "tansu did not start in {PORT_ATTEMPTS} attempts:\n{}",
-            failures.join("\n")
-        )
+        on_a_free_port("tansu", async |port| {
+            broker.port = port;
+            broker.launch(&program).await
+        })
+        .await?;
+        Ok(broker)
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 /// How long a server may take to answer PING after it is spawned.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Free ports tried before giving up: another process may take a port between the
-/// moment it is picked and the moment Redis binds it.
+/// moment it is picked and the moment a server binds it.
 const PORT_ATTEMPTS: usize = 5;
 const POLL: Duration = Duration::from_millis(20);
 const LOG_FILE: &str = "redis.log";
@@ -71,18 +71,12 @@ impl RedisServer {
             extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             child: None,
         };
-        let mut failures = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port()?;
-            match server.launch().await {
-                Ok(()) => return Ok(server),
-                Err(error) => failures.push(format!("port {}: {error:#}", server.port)),
-            }
-        }
-        bail!(
-            "redis-server did not start in {PORT_ATTEMPTS} attempts:\n{}",
-            failures.join("\n")
-        )
+        on_a_free_port("redis-server", async |port| {
+            server.port = port;
+            server.launch().await
+        })
+        .await?;
+        Ok(server)
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -270,8 +264,28 @@ where
     }
 }
 
+/// Runs `launch` with a free port until it succeeds, at most [`PORT_ATTEMPTS`]
+/// times: another process may take the port before the server binds it.
+pub(crate) async fn on_a_free_port(
+    what: &str,
+    mut launch: impl AsyncFnMut(u16) -> Result<()>,
+) -> Result<()> {
+    let mut failures = Vec::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port()?;
+        match launch(port).await {
+            Ok(()) => return Ok(()),
+            Err(error) => failures.push(format!("port {port}: {error:#}")),
+        }
+    }
+    bail!(
+        "{what} did not start in {PORT_ATTEMPTS} attempts:\n{}",
+        failures.join("\n")
+    )
+}
+
 /// A port the OS just gave out and took back.
-pub(crate) fn free_port() -> Result<u16> {
+fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 for a port")?;
     Ok(listener
