@@ -4,6 +4,7 @@
 //! [`RedisServer::start`] keeps nothing on disk, for tests of the store alone;
 //! [`RedisServer::start_durable`] runs with [`DURABLE`], the persistence
 //! production needs, for tests that restart Redis under the services.
+//! [`RedisCluster::start`] is a private Redis Cluster of three such servers.
 //!
 //! Needs `redis-server` on `PATH` (Debian: `apt-get install redis-server`).
 
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// How long a server may take to answer PING after it is spawned.
@@ -41,6 +42,8 @@ pub const DURABLE: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// A cluster node's bus port (`--cluster-port`), chosen with `port`.
+    bus_port: Option<u16>,
     dir: TempDir,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -61,18 +64,29 @@ impl RedisServer {
     /// A server with `args` appended to the defaults; a repeated option overrides
     /// the default (e.g. `["--appendonly", "yes"]`).
     pub async fn start_with(args: &[&str]) -> Result<Self> {
+        Self::start_node(args, false).await
+    }
+
+    /// A server, and with `cluster` a Redis Cluster node knowing no other node
+    /// yet, its bus on a second free port ([`RedisCluster`] joins them).
+    async fn start_node(args: &[&str], cluster: bool) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("presence-redis-")
             .tempdir()
             .context("creating the Redis directory")?;
         let mut server = Self {
             port: 0,
+            bus_port: None,
             dir,
             extra_args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             child: None,
         };
         on_a_free_port("redis-server", async |port| {
             server.port = port;
+            // The default bus port is port + 10000, which may not exist.
+            if cluster {
+                server.bus_port = Some(free_port()?);
+            }
             server.launch().await
         })
         .await?;
@@ -145,6 +159,31 @@ impl RedisServer {
             .with_context(|| format!("sending {command:?} to redis-server"))
     }
 
+    /// The node's `CLUSTER INFO` text (a bulk reply, so not [`RedisServer::command`]).
+    async fn cluster_info(&self) -> Result<String> {
+        let exchange = async {
+            let mut stream =
+                BufReader::new(TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await?);
+            stream.get_mut().write_all(b"CLUSTER INFO\r\n").await?;
+            let mut header = String::new();
+            stream.read_line(&mut header).await?;
+            let length = header
+                .trim_end()
+                .strip_prefix('$')
+                .and_then(|length| length.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("CLUSTER INFO answered {header:?}"))
+                })?;
+            let mut text = vec![0_u8; length];
+            stream.read_exact(&mut text).await?;
+            Ok::<String, std::io::Error>(String::from_utf8_lossy(&text).into_owned())
+        };
+        tokio::time::timeout(READY_TIMEOUT, exchange)
+            .await
+            .with_context(|| format!("redis-server {} did not answer CLUSTER INFO", self.port))?
+            .with_context(|| format!("asking redis-server {} for CLUSTER INFO", self.port))
+    }
+
     /// Freezes the server (SIGSTOP), as a stalled disk or a paused machine
     /// would: connections stay open, commands queue unanswered until
     /// [`RedisServer::resume`].
@@ -182,13 +221,21 @@ impl RedisServer {
         }
         let stderr = File::create(self.dir.path().join("stderr.log"))
             .context("creating the redis-server stderr file")?;
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
-            .arg(&log)
+            .arg(&log);
+        if let Some(bus_port) = self.bus_port {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-port", &bus_port.to_string()]);
+        }
+        let child = command
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -225,6 +272,108 @@ impl Drop for RedisServer {
         // A failure here has nowhere to go: the process is gone or never was.
         let _ = self.stop();
     }
+}
+
+/// Primaries of a [`RedisCluster`]: the fewest Redis Cluster accepts.
+const CLUSTER_PRIMARIES: usize = 3;
+/// Slots of a Redis Cluster, split evenly over its primaries.
+const CLUSTER_SLOTS: usize = 16_384;
+/// How long a new cluster may take to serve every slot from every node. A
+/// primary serves no sooner than 2 s after it started (Redis's writable delay).
+pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A private Redis Cluster for one test: three primaries without replicas, each a
+/// [`RedisServer`] (no persistence) with its own ports and directory, the slots
+/// split evenly. Dropping it kills them all.
+///
+/// It is formed as `redis-cli --cluster create` would (slots, config epochs,
+/// `CLUSTER MEET`) without that tool's one-second polls, then waited for until
+/// every node reports `cluster_state:ok`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Result<Self> {
+        let (a, b, c) = tokio::join!(
+            RedisServer::start_node(&[], true),
+            RedisServer::start_node(&[], true),
+            RedisServer::start_node(&[], true),
+        );
+        let cluster = Self {
+            nodes: vec![a?, b?, c?],
+        };
+        cluster.form().await?;
+        Ok(cluster)
+    }
+
+    /// Each node's URL (`redis://127.0.0.1:<port>/0`): the seed nodes.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The seed nodes' URLs separated by commas, as `PRESENCE_REDIS_URL` takes
+    /// them with `PRESENCE_REDIS_CLUSTER=true`.
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    async fn form(&self) -> Result<()> {
+        let per_node = CLUSTER_SLOTS.div_ceil(CLUSTER_PRIMARIES);
+        for (index, node) in self.nodes.iter().enumerate() {
+            let first = index * per_node;
+            let last = (first + per_node).min(CLUSTER_SLOTS) - 1;
+            for command in [
+                format!("CLUSTER ADDSLOTSRANGE {first} {last}"),
+                // Distinct epochs settle who owns what without a vote.
+                format!("CLUSTER SET-CONFIG-EPOCH {}", index + 1),
+            ] {
+                expect_ok(node, &command).await?;
+            }
+        }
+        let first = &self.nodes[0];
+        for node in &self.nodes[1..] {
+            let bus = node.bus_port.context("a cluster node without a bus port")?;
+            expect_ok(
+                first,
+                &format!("CLUSTER MEET 127.0.0.1 {} {bus}", node.port),
+            )
+            .await?;
+        }
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        let known = format!("cluster_known_nodes:{CLUSTER_PRIMARIES}");
+        for node in &self.nodes {
+            loop {
+                let info = node.cluster_info().await?;
+                if info.contains(&known) && info.contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "the Redis Cluster did not form within {CLUSTER_READY_TIMEOUT:?}; \
+                         node {}:\n{info}",
+                        node.port
+                    );
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends `command` to `node` and fails unless it answers `+OK`.
+async fn expect_ok(node: &RedisServer, command: &str) -> Result<()> {
+    let reply = node.command(command).await?;
+    if reply != "+OK" {
+        bail!("node {} answered {command:?} with {reply}", node.port);
+    }
+    Ok(())
 }
 
 /// Waits until a server process of ours is serving: `child` has not exited, its
@@ -372,6 +521,30 @@ mod tests {
         );
         server.resume().unwrap();
         assert!(ping(server.port()).await);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_serves_every_slot_from_every_node_until_dropped() {
+        let cluster = RedisCluster::start().await.unwrap();
+        let ports: Vec<u16> = cluster.nodes().iter().map(RedisServer::port).collect();
+        assert_eq!(ports.len(), CLUSTER_PRIMARIES);
+        for node in cluster.nodes() {
+            let info = node.cluster_info().await.unwrap();
+            assert!(info.contains("cluster_state:ok"), "{info}");
+            assert!(info.contains("cluster_slots_ok:16384"), "{info}");
+        }
+        assert_eq!(
+            cluster.url(),
+            ports
+                .iter()
+                .map(|port| format!("redis://127.0.0.1:{port}/0"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        drop(cluster);
+        for port in ports {
+            assert!(!ping(port).await, "dropping the cluster kills its nodes");
+        }
     }
 
     #[tokio::test]
