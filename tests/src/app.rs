@@ -663,7 +663,7 @@ impl TestApp {
     /// Kills Redis (SIGKILL, as a crash would). What it answered is kept: it runs
     /// with the production persistence.
     pub async fn kill_redis(&self) -> Result<()> {
-        self.distributed_plan()?.redis.lock().await.stop()
+        self.distributed_plan()?.redis.lock().await.server()?.stop()
     }
 
     /// Stops Redis with SIGTERM (it finishes its append-only file) and waits.
@@ -672,6 +672,7 @@ impl TestApp {
             .redis
             .lock()
             .await
+            .server()?
             .terminate()
             .await
     }
@@ -682,23 +683,40 @@ impl TestApp {
             .redis
             .lock()
             .await
+            .server()?
             .command(command)
             .await
     }
 
     /// Freezes Redis (SIGSTOP): commands queue unanswered until [`TestApp::resume_redis`].
     pub async fn pause_redis(&self) -> Result<()> {
-        self.distributed_plan()?.redis.lock().await.pause()
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .server()?
+            .pause()
     }
 
     /// Lets a frozen Redis run again (SIGCONT): it executes what queued up.
     pub async fn resume_redis(&self) -> Result<()> {
-        self.distributed_plan()?.redis.lock().await.resume()
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .server()?
+            .resume()
     }
 
     /// Starts Redis again on its port and data (stopping it first if it runs).
     pub async fn restart_redis(&self) -> Result<()> {
-        self.distributed_plan()?.redis.lock().await.restart().await
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .server()?
+            .restart()
+            .await
     }
 
     /// Kills the broker (SIGKILL). Only a durable broker keeps its data.

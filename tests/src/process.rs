@@ -31,7 +31,7 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 24] = [
+const AMBIENT_SETTINGS: [&str; 25] = [
     "PRESENCE_LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "PRESENCE_LISTEN",
@@ -47,6 +47,7 @@ const AMBIENT_SETTINGS: [&str; 24] = [
     "PRESENCE_INVENTORY",
     "PRESENCE_KAFKA_BROKERS",
     "PRESENCE_REDIS_URL",
+    "PRESENCE_REDIS_CLUSTER",
     "PRESENCE_TOPIC_PREFIX",
     "PRESENCE_DECISION_TIMEOUT_MS",
     "PRESENCE_REQUEST_TIMEOUT_MS",

@@ -5,7 +5,7 @@
 use crate::app::Keys;
 use crate::broker::Broker;
 use crate::process::{Launch, PresenceProcess, STOP_TIMEOUT};
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster, RedisServer};
 use crate::scenario::unique;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -41,7 +41,8 @@ pub struct Cluster {
     pub bootstrap: String,
     /// This fixture's `PRESENCE_TOPIC_PREFIX`, ending with a dot.
     pub topic_prefix: String,
-    /// The private Redis, `redis://127.0.0.1:<port>/0`.
+    /// The private Redis, `redis://127.0.0.1:<port>/0`, or a Redis Cluster's
+    /// seed nodes' URLs separated by commas.
     pub redis_url: String,
     /// Partitions of the topics the services created.
     pub partitions: i32,
@@ -126,6 +127,44 @@ pub struct DistributedOptions {
     pub gateway_env: Vec<(String, String)>,
     /// Extra environment of every service (e.g. where spans are exported).
     pub env: Vec<(String, String)>,
+    /// Run Redis as a private Redis Cluster ([`RedisCluster`]) instead of one
+    /// server: the validator and the registry get `PRESENCE_REDIS_CLUSTER=true`.
+    pub redis_cluster: bool,
+}
+
+/// The private Redis of a distributed fixture.
+#[derive(Debug)]
+pub enum Redis {
+    /// One server with the production persistence ([`RedisServer::start_durable`]).
+    Server(RedisServer),
+    /// A Redis Cluster without persistence ([`DistributedOptions::redis_cluster`]).
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    async fn start(cluster: bool) -> Result<Self> {
+        Ok(if cluster {
+            Self::Cluster(RedisCluster::start().await?)
+        } else {
+            Self::Server(RedisServer::start_durable().await?)
+        })
+    }
+
+    /// What the services' `PRESENCE_REDIS_URL` says.
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The one server, for tests that stop, freeze or restart it.
+    pub fn server(&mut self) -> Result<&mut RedisServer> {
+        match self {
+            Self::Server(server) => Ok(server),
+            Self::Cluster(_) => bail!("this fixture runs a Redis Cluster, not one server"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -136,8 +175,7 @@ pub(crate) struct Distributed {
     validator: Launch,
     /// Locked only to stop or start it; held for the fixture's lifetime.
     pub broker: tokio::sync::Mutex<Broker>,
-    /// Runs with the production persistence ([`RedisServer::start_durable`]).
-    pub redis: tokio::sync::Mutex<RedisServer>,
+    pub redis: tokio::sync::Mutex<Redis>,
 }
 
 impl Plan {
@@ -177,7 +215,7 @@ impl Plan {
                 Broker::start().await
             }
         };
-        let (broker, redis) = tokio::join!(broker, RedisServer::start_durable());
+        let (broker, redis) = tokio::join!(broker, Redis::start(options.redis_cluster));
         let (broker, redis) = (broker?, redis?);
         let cluster = Cluster {
             bootstrap: broker.bootstrap(),
@@ -199,6 +237,7 @@ impl Plan {
         let service = |program: &str| {
             kafka(program)
                 .env("PRESENCE_REDIS_URL", &cluster.redis_url)
+                .env("PRESENCE_REDIS_CLUSTER", options.redis_cluster.to_string())
                 .arg("--ops-listen")
                 .arg("127.0.0.1:0")
         };

@@ -11,7 +11,8 @@ use presence_tests::scans::{
     self, READ_FOR, Retry, Sent, all_decisions, check_stream, decisions_by_scan_id, deduplicate,
     entered_exactly_once, scan_until_decided, send_all, venue,
 };
-use presence_tests::{ScanKind, Scanner, TestApp, next_scan_time, now_ms, unique};
+use presence_tests::stack::DistributedOptions;
+use presence_tests::{Auth, ScanKind, Scanner, TestApp, next_scan_time, now_ms, unique};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,6 +110,49 @@ async fn the_decisions_stream_holds_every_answered_scan_once() -> Result<()> {
                     && d.venue_id == show.venue_id,
                 "{key:?}: the record does not carry the scan's fields: {d:?}"
             );
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- Redis Cluster
+
+/// The services on a Redis Cluster (`PRESENCE_REDIS_CLUSTER=true`, three
+/// primaries): the inventory spreads over many slots, devices register, scans
+/// are decided and committed, and the registry counts them into the venue's stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_are_decided_on_a_redis_cluster() -> Result<()> {
+    let options = DistributedOptions {
+        redis_cluster: true,
+        ..DistributedOptions::default()
+    };
+    let app = TestApp::distributed_with(options).await?;
+    scans::with_app(app, |app| async move {
+        let (show, tokens, scanners) = venue(&app, 12, 2).await?;
+        let (a, b) = (&scanners[0], &scanners[1]);
+        for token in &tokens {
+            let entered = scan_until_decided(&app, ENTER, a.body(token, next_scan_time())).await?;
+            entered.last()?.expect(200, "OKAY")?;
+        }
+        let again = scan_until_decided(&app, ENTER, b.body(&tokens[0], next_scan_time())).await?;
+        again.last()?.expect(200, "ALREADY_ENTERED")?;
+        let left = scan_until_decided(&app, EXIT, b.body(&tokens[1], next_scan_time())).await?;
+        left.last()?.expect(200, "EXIT")?;
+        let path = format!("/presence/v1/venues/{}/stats", show.venue_id);
+        let deadline = tokio::time::Instant::now() + READ_FOR;
+        loop {
+            let stats = app.get(&path, Auth::Header(app.admin_key())).await?;
+            stats.expect(200, "OKAY")?;
+            let totals = &stats.json["message"]["totals"];
+            if totals["entries"] == tokens.len() && totals["exits"] == 1 {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the venue's stats never counted the scans: {totals}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     })

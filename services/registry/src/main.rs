@@ -11,7 +11,7 @@ use presence_ports::Stores;
 use presence_registry::distributed::{DecisionCounter, RegistryHandler};
 use presence_registry::{Registry, StatsView};
 use presence_runtime::metrics::MetricsHandle;
-use presence_store_redis::{RedisOptions, RedisStore};
+use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("creating topics")?;
-    let store = RedisStore::connect(&settings.service.redis_url, RedisOptions::default())
+    let redis =
+        RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
+    let store = RedisStore::connect_to(&redis, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;

@@ -1,12 +1,16 @@
-//! Inventory: which references exist, and the all-or-nothing apply (see the crate
-//! doc for how it streams one transaction).
+//! Inventory: which references exist, and the apply (all or nothing on one
+//! server, per slot in a cluster: see the crate doc).
 
 use crate::codec::{encode, encode_ticket};
+use crate::connection::{Dialer, per_slot};
 use crate::{CONNECT_TIMEOUT, RedisStore, registry, store_error};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{GateId, VenueId};
 use presence_ports::StoreError;
-use redis::{AsyncConnectionConfig, Value};
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{AsyncConnectionConfig, Pipeline, Value};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -15,6 +19,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 /// (about half a megabyte) not to hold the connection for long.
 pub const APPLY_CHUNK: usize = 5_000;
 
+/// Gate ids by venue and gate key, as [`gate_ids`] claims them.
+type GateIds = HashMap<(VenueId, String), GateId>;
+
 pub(crate) async fn stored(
     store: &RedisStore,
     references: &BTreeSet<Reference>,
@@ -22,18 +29,19 @@ pub(crate) async fn stored(
     if references.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut pipe = redis::pipe();
-    for reference in references {
-        let key = match reference {
-            Reference::Venue(id) => store.keys.venue(id),
-            Reference::Event(id) => store.keys.event(id),
-        };
-        pipe.cmd("EXISTS").arg(key);
-    }
-    let found: Vec<bool> = pipe
-        .query_async(&mut store.conn())
-        .await
-        .map_err(store_error)?;
+    let exists = references
+        .iter()
+        .map(|reference| {
+            let key = match reference {
+                Reference::Venue(id) => store.keys.venue(id),
+                Reference::Event(id) => store.keys.event(id),
+            };
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(key);
+            exists
+        })
+        .collect();
+    let found: Vec<bool> = store.conn.query_independent(exists).await?;
     Ok(references
         .iter()
         .zip(found)
@@ -50,60 +58,119 @@ pub(crate) async fn apply(
         return Ok(0);
     }
     let gate_ids = gate_ids(store, &records).await?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(store.apply_timeout));
-    // A connection of its own: MULTI..EXEC must not interleave with other callers'
-    // commands, and dropping it on any error makes Redis discard the queue.
-    let mut conn = store
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(store_error)?;
+    match &store.dialer {
+        Dialer::Server(client) => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(store.apply_timeout));
+            // A connection of its own: MULTI..EXEC must not interleave with other
+            // callers' commands, and dropping it on any error makes Redis discard
+            // the queue.
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(store_error)?;
+            transaction(store, &mut conn, &records, &gate_ids).await?;
+        }
+        Dialer::Cluster(client) => {
+            // A connection of its own, waiting up to the apply timeout, so that
+            // the writes do not queue ahead of the scans on the shared one.
+            let conn = client.get_async_connection().await.map_err(store_error)?;
+            by_slot(store, &conn, &records, &gate_ids).await?;
+        }
+    }
+    Ok(records.len())
+}
+
+/// One server: `MULTI`, the records as `MSET`s of [`APPLY_CHUNK`], `EXEC`.
+async fn transaction(
+    store: &RedisStore,
+    conn: &mut impl ConnectionLike,
+    records: &[InventoryRecord],
+    gate_ids: &GateIds,
+) -> Result<(), StoreError> {
     redis::cmd("MULTI")
-        .query_async::<()>(&mut conn)
+        .query_async::<()>(conn)
         .await
         .map_err(store_error)?;
     let mut queued = 0;
     for chunk in records.chunks(APPLY_CHUNK) {
         let mut mset = redis::cmd("MSET");
         for record in chunk {
-            let (key, value) = match record {
-                InventoryRecord::Venue(venue) => {
-                    (store.keys.venue(&venue.id), encode("venue", venue)?)
-                }
-                InventoryRecord::Event(event) => {
-                    (store.keys.event(&event.id), encode("event", event)?)
-                }
-                InventoryRecord::Ticket(ticket) => {
-                    (store.keys.ticket(&ticket.token), encode_ticket(ticket)?)
-                }
-                InventoryRecord::Gate(spec) => {
-                    let id = gate_ids
-                        .get(&(spec.venue_id.clone(), spec.key()))
-                        .copied()
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!("gate {:?} got no id", spec.name))
-                        })?;
-                    (store.keys.gate(id), encode("gate", spec)?)
-                }
-            };
-            mset.arg(key).arg(value);
+            mset.arg(key(store, record, gate_ids)?).arg(value(record)?);
         }
-        mset.query_async::<()>(&mut conn)
-            .await
-            .map_err(store_error)?;
+        mset.query_async::<()>(conn).await.map_err(store_error)?;
         queued += 1;
     }
     let replies: Value = redis::cmd("EXEC")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .map_err(store_error)?;
-    match replies {
-        Value::Array(replies) if replies.len() == queued => Ok(records.len()),
-        other => Err(StoreError::Unavailable(format!(
-            "the inventory transaction answered {other:?} for {queued} writes"
-        ))),
+    if !matches!(&replies, Value::Array(replies) if replies.len() == queued) {
+        return Err(StoreError::Unavailable(format!(
+            "the inventory transaction answered {replies:?} for {queued} writes"
+        )));
+    }
+    Ok(())
+}
+
+/// A cluster, where a transaction cannot span slots: each slot's records as one
+/// `MSET`, which Redis applies at once, [`crate::connection::SLOTS_IN_FLIGHT`]
+/// slots at a time. A record repeated in the batch lands in one `MSET`, in
+/// order, so the last one wins as in a transaction.
+async fn by_slot(
+    store: &RedisStore,
+    conn: &ClusterConnection,
+    records: &[InventoryRecord],
+    gate_ids: &GateIds,
+) -> Result<(), StoreError> {
+    let mut slots: HashMap<Slot, Vec<usize>> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let slot = Slot::for_key(key(store, record, gate_ids)?);
+        slots.entry(slot).or_default().push(index);
+    }
+    // Encoded as they are sent, so that only the slots in flight are in memory twice.
+    let msets = slots.into_values().map(|indices| {
+        let mut mset = redis::cmd("MSET");
+        for index in indices {
+            let record = &records[index];
+            mset.arg(key(store, record, gate_ids)?).arg(value(record)?);
+        }
+        let mut pipe = Pipeline::new();
+        pipe.add_command(mset);
+        Ok(((), pipe))
+    });
+    per_slot(conn, msets).await?;
+    Ok(())
+}
+
+/// The key a record is stored under.
+fn key(
+    store: &RedisStore,
+    record: &InventoryRecord,
+    gate_ids: &GateIds,
+) -> Result<String, StoreError> {
+    Ok(match record {
+        InventoryRecord::Venue(venue) => store.keys.venue(&venue.id),
+        InventoryRecord::Event(event) => store.keys.event(&event.id),
+        InventoryRecord::Ticket(ticket) => store.keys.ticket(&ticket.token),
+        InventoryRecord::Gate(spec) => {
+            let id = gate_ids
+                .get(&(spec.venue_id.clone(), spec.key()))
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt(format!("gate {:?} got no id", spec.name)))?;
+            store.keys.gate(id)
+        }
+    })
+}
+
+/// The value a record is stored as.
+fn value(record: &InventoryRecord) -> Result<Vec<u8>, StoreError> {
+    match record {
+        InventoryRecord::Venue(venue) => encode("venue", venue),
+        InventoryRecord::Event(event) => encode("event", event),
+        InventoryRecord::Ticket(ticket) => encode_ticket(ticket),
+        InventoryRecord::Gate(spec) => encode("gate", spec),
     }
 }
 

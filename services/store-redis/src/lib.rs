@@ -2,10 +2,16 @@
 //! venues, events, gates and devices in Redis, behind the [`TicketStore`],
 //! [`DeviceStore`] and [`InventoryStore`] ports.
 //!
+//! Redis is one server or a Redis Cluster ([`RedisTarget`]); every operation
+//! works in both.
+//!
+//! - `connection`: the connection to a server or a cluster, and how commands on
+//!   keys of several cluster slots travel;
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
-//! - `inventory`: reference checks and the all-or-nothing inventory transaction;
+//! - `inventory`: reference checks and the inventory apply (one transaction on a
+//!   server, one write per slot in a cluster);
 //! - `persistence`: a warning at start when Redis could lose what it answered;
 //! - `stats`: the venues' live counters (`lua/stats.lua`).
 //!
@@ -31,10 +37,22 @@
 //! | `P{vs:<venue>}:g`, `P{vs:<venue>}:u` | hash: gate id → name; the latest counted decision's time |
 //! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] |
 //!
-//! The keys of one token share the hash tag `{t:<token>}`, so the commit script,
-//! the only multi-key operation, touches one Redis Cluster slot, and a scan context
-//! reads them in one round trip (the gate joins that round trip, the event follows).
-//! Everything else is a single-key command.
+//! # Redis Cluster
+//!
+//! The keys of one token share the hash tag `{t:<token>}`, and a venue's stats keys
+//! `{vs:<venue>}`, so each script (the commit, the stats count) touches one slot.
+//! Every other command names one key. What reads or writes several unrelated keys
+//! at once (a scan context's token keys and gate, the references an inventory
+//! names) is one pipeline on a server and one pipeline per
+//! slot, sent side by side, in a cluster: a cluster refuses a pipeline across
+//! slots. Either way a scan context takes two round trips: the token's keys and
+//! the gate, then the ticket's event.
+//!
+//! In a cluster the store connects through seed nodes (any one that answers),
+//! learns which primary serves which slot, follows `MOVED`/`ASK` while slots
+//! migrate, and keeps one multiplexed connection per primary. It reads from
+//! primaries only: a replica may lag behind a commit. Databases other than 0
+//! do not exist there.
 //!
 //! # Concurrency
 //!
@@ -51,15 +69,19 @@
 //!   `HSETNX`. The first offer wins; a loser deletes its value and uses the winner's
 //!   id. An index entry therefore never points at a missing value; a crash between
 //!   the two steps leaves an unreachable value under an unused id, nothing worse.
-//! - Commands travel on one multiplexed connection ([`ConnectionManager`]), which
-//!   reconnects by itself. While Redis is unreachable every call answers
-//!   [`StoreError::Unavailable`] after a few quick reconnect attempts (well under
-//!   a second when the port refuses; [`RedisOptions::response_timeout`] bounds a
-//!   server that accepts but does not answer).
+//! - Commands travel on one multiplexed connection (to each primary, in a
+//!   cluster), which reconnects by itself. While Redis is unreachable every call
+//!   answers [`StoreError::Unavailable`] after a few quick reconnect attempts (well
+//!   under a second when the port refuses; [`RedisOptions::response_timeout`]
+//!   bounds a server that accepts but does not answer). In a cluster that bound
+//!   covers a call's retries and redirections too, so a commit never lands after
+//!   its caller stopped waiting in either mode. The cluster client may send a
+//!   command again when a node's connection broke under it: a commit that ran
+//!   the first time then answers with the decision it remembered, its own.
 //!
-//! # Inventory transactions
+//! # Inventory applies
 //!
-//! [`InventoryStore::apply`] is all or nothing on one Redis server: it opens its own
+//! On one Redis server [`InventoryStore::apply`] is all or nothing: it opens its own
 //! connection, sends `MULTI`, streams the records as `MSET` chunks of
 //! [`APPLY_CHUNK`] records per round trip, then `EXEC`. Redis queues the chunks and
 //! applies them at `EXEC` in one step; if anything fails before, the connection is
@@ -72,12 +94,19 @@
 //! unrestricted gate), and the transaction then sets its restrictions. A failed
 //! apply may leave that unrestricted gate behind; a retry reuses it.
 //!
-//! This store talks to one Redis server (or a primary behind a failover proxy). The
-//! layout is ready for Redis Cluster, where a transaction cannot span slots: a
-//! cluster adapter would run one transaction per slot, atomic per slot only, and
-//! rely on upserts being last-write-wins to make a retried apply converge.
+//! In a Redis Cluster a transaction cannot span slots, so an apply is atomic per
+//! slot only: on a connection of its own, it groups the records by slot and writes
+//! each slot's records with one `MSET` (which Redis applies at once), several slots
+//! side by side. If it fails halfway,
+//! some slots hold the new records and others do not, and scans see that mix until
+//! the apply is retried. A retry converges: every record is an upsert and the
+//! last write wins, so applying the same batch again leaves what one successful
+//! apply would. An upload whose apply failed is answered 503 and uploaded again
+//! by its operator; a batch published by another system is retried by the
+//! validator until it lands. The same gate claim precedes the writes.
 
 mod codec;
+mod connection;
 mod inventory;
 mod keys;
 mod persistence;
@@ -85,9 +114,11 @@ mod registry;
 mod stats;
 mod tickets;
 
+pub use connection::RedisTarget;
 pub use inventory::APPLY_CHUNK;
 
 use async_trait::async_trait;
+use connection::{Connection, Dialer};
 use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
@@ -95,8 +126,7 @@ use presence_ports::{
     Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
     TicketStore,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,19 +170,14 @@ pub enum RedisStoreError {
     Connect(#[source] RedisError),
 }
 
-/// How long a connection attempt may take, and how a lost connection is retried:
-/// a few quick attempts, so that a call made during an outage fails in about a
-/// second instead of waiting out a long backoff. Every later call tries again.
+/// How long a connection attempt may take (to the server, or to each cluster node).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const RECONNECT_ATTEMPTS: usize = 3;
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// The Redis store. Share it as `Arc<RedisStore>`.
 pub struct RedisStore {
-    /// For connections of their own (inventory transactions).
-    client: Client,
-    conn: ConnectionManager,
+    /// For connections of their own (inventory applies).
+    dialer: Dialer,
+    conn: Connection,
     keys: Keys,
     commit_script: Script,
     retention_ms: u64,
@@ -171,10 +196,19 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url` (e.g. `redis://127.0.0.1:6379/0`); fails if Redis does not
-    /// answer within a few attempts. Once connected, a lost connection is
-    /// re-established by itself.
+    /// Connects to the Redis server at `url` (e.g. `redis://127.0.0.1:6379/0`);
+    /// [`RedisStore::connect_to`] with [`RedisTarget::Server`].
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<Self>, RedisStoreError> {
+        Self::connect_to(&RedisTarget::Server(url.to_owned()), options).await
+    }
+
+    /// Connects to one server or to a cluster; fails if Redis does not answer
+    /// within a few attempts (in a cluster: if no seed node answers). Once
+    /// connected, a lost connection is re-established by itself.
+    pub async fn connect_to(
+        target: &RedisTarget,
+        options: RedisOptions,
+    ) -> Result<Arc<Self>, RedisStoreError> {
         if options.key_prefix.contains(['{', '}']) {
             return Err(RedisStoreError::Options(format!(
                 "the key prefix {:?} must not contain braces: they would move the hash tags",
@@ -190,20 +224,12 @@ impl RedisStore {
                     options.idempotency_retention
                 ))
             })?;
-        let client = Client::open(url).map_err(RedisStoreError::Url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(RECONNECT_ATTEMPTS)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(RedisStoreError::Connect)?;
-        tracing::info!(prefix = %options.key_prefix, "redis store connected");
-        persistence::check(&mut conn).await;
+        let (conn, dialer) = connection::connect(target, &options).await?;
+        let cluster = matches!(target, RedisTarget::Cluster(_));
+        tracing::info!(prefix = %options.key_prefix, cluster, "redis store connected");
+        persistence::check(&conn).await;
         Ok(Arc::new(Self {
-            client,
+            dialer,
             conn,
             keys: Keys::new(&options.key_prefix),
             commit_script: tickets::commit_script(),
@@ -216,13 +242,11 @@ impl RedisStore {
     /// What in Redis's persistence settings can lose answered scans, if anything
     /// (`connect` logs it); an error if Redis refuses `CONFIG GET`.
     pub async fn persistence_warning(&self) -> Result<Option<String>, StoreError> {
-        persistence::warning(&mut self.conn())
-            .await
-            .map_err(store_error)
+        persistence::warning(&self.conn).await.map_err(store_error)
     }
 
-    /// A handle on the shared connection; clones are cheap and share one socket.
-    fn conn(&self) -> ConnectionManager {
+    /// A handle on the shared connection; clones are cheap and share its sockets.
+    fn conn(&self) -> Connection {
         self.conn.clone()
     }
 }

@@ -1,15 +1,17 @@
 //! Whether the Redis behind the store keeps what it answers: checked once at
 //! start, so an operator running Redis without the persistence Presence needs
 //! (`appendonly yes`, `appendfsync always`; docs/design.md) reads why in the log.
+//! In a cluster every primary is asked: each keeps the states of its own slots.
 
+use crate::connection::Connection;
 use redis::RedisError;
-use redis::aio::ConnectionManager;
-use std::collections::HashMap;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use std::collections::{BTreeMap, HashMap};
 
 /// Logs a warning when Redis's persistence settings can lose answered scans.
 /// Redis may refuse `CONFIG` (managed services rename it): then nothing is known,
 /// and that is logged instead.
-pub(crate) async fn check(conn: &mut ConnectionManager) {
+pub(crate) async fn check(conn: &Connection) {
     match warning(conn).await {
         Ok(Some(warning)) => tracing::warn!("{warning}"),
         Ok(None) => tracing::info!("redis syncs every write before answering"),
@@ -19,14 +21,30 @@ pub(crate) async fn check(conn: &mut ConnectionManager) {
     }
 }
 
-/// What is wrong with Redis's persistence settings, if anything.
-pub(crate) async fn warning(conn: &mut ConnectionManager) -> Result<Option<String>, RedisError> {
-    let config: HashMap<String, String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("append*")
-        .query_async(conn)
-        .await?;
-    Ok(judge(&config))
+/// What is wrong with Redis's persistence settings, if anything; in a cluster,
+/// each primary's warning, named by its address.
+pub(crate) async fn warning(conn: &Connection) -> Result<Option<String>, RedisError> {
+    let mut get = redis::cmd("CONFIG");
+    get.arg("GET").arg("append*");
+    match conn {
+        Connection::Server(conn) => {
+            let config: HashMap<String, String> = get.query_async(&mut conn.clone()).await?;
+            Ok(judge(&config))
+        }
+        Connection::Cluster(conn) => {
+            // Without a response policy the answer maps each primary's address
+            // to its reply (a primary's refusal fails the conversion below).
+            let all_primaries = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            let replies = conn.clone().route_command(get, all_primaries).await?;
+            let by_node: BTreeMap<String, HashMap<String, String>> =
+                redis::from_redis_value(replies)?;
+            let warnings: Vec<String> = by_node
+                .iter()
+                .filter_map(|(node, config)| Some(format!("{node}: {}", judge(config)?)))
+                .collect();
+            Ok((!warnings.is_empty()).then(|| warnings.join("; ")))
+        }
+    }
 }
 
 /// What is wrong with these `CONFIG GET append*` values, if anything.

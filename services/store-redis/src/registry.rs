@@ -1,14 +1,14 @@
 //! Venues, gates and devices, and how a new gate or device claims its id.
 
 use crate::codec::{decode_opt, encode};
+use crate::connection::Connection;
 use crate::keys::Sequence;
 use crate::{RedisStore, store_error};
 use presence_domain::device::gate_key;
 use presence_domain::{Device, DeviceId, Gate, GateId, GateSpec, Mac, Venue, VenueId};
 use presence_ports::{DeviceDraft, StoreError};
-use redis::aio::ConnectionManager;
 
-async fn get(conn: &mut ConnectionManager, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+async fn get(conn: &mut Connection, key: String) -> Result<Option<Vec<u8>>, StoreError> {
     redis::cmd("GET")
         .arg(key)
         .query_async(conn)
@@ -17,7 +17,7 @@ async fn get(conn: &mut ConnectionManager, key: String) -> Result<Option<Vec<u8>
 }
 
 async fn index_get(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     index: String,
     field: &str,
 ) -> Result<Option<u64>, StoreError> {
@@ -151,8 +151,9 @@ enum Claim {
 
 /// Puts a new id under `field` of the `index` hash unless an id is already there:
 /// writes `value(id)` under `value_key(id)` for a fresh id from `sequence`, then
-/// offers the id with HSETNX (see the crate doc). The value goes first so that no
-/// reader of the index finds an id without its value.
+/// offers the id with HSETNX (see the crate doc). The value goes first, and the
+/// offer only once it is written, so that no reader of the index finds an id
+/// without its value (the two keys may live on different cluster nodes).
 async fn claim(
     store: &RedisStore,
     sequence: Sequence,
@@ -168,12 +169,13 @@ async fn claim(
         .await
         .map_err(store_error)?;
     let key = value_key(id);
-    let (won,): (bool,) = redis::pipe()
-        .cmd("SET")
+    redis::cmd("SET")
         .arg(&key)
         .arg(value(id)?)
-        .ignore()
-        .cmd("HSETNX")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(store_error)?;
+    let won: bool = redis::cmd("HSETNX")
         .arg(index)
         .arg(field)
         .arg(id)
@@ -183,16 +185,11 @@ async fn claim(
     if won {
         return Ok(Claim::Created(id));
     }
-    let (winner,): (Option<u64>,) = redis::pipe()
-        .cmd("DEL")
-        .arg(&key)
-        .ignore()
-        .cmd("HGET")
-        .arg(index)
-        .arg(field)
-        .query_async(&mut conn)
-        .await
-        .map_err(store_error)?;
+    let mut del = redis::cmd("DEL");
+    del.arg(&key);
+    let mut hget = redis::cmd("HGET");
+    hget.arg(index).arg(field);
+    let ((), winner): ((), Option<u64>) = conn.query_independent(vec![del, hget]).await?;
     winner.map(Claim::Existing).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "the index entry {field:?} vanished after HSETNX refused"

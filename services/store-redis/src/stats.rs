@@ -40,6 +40,7 @@ impl StatsStore for RedisStore {
     }
 
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<VenueStats, StoreError> {
+        // One pipeline even in a cluster: the keys share the venue's hash tag.
         let (counters, names, updated_at): (
             HashMap<String, u64>,
             HashMap<u64, String>,

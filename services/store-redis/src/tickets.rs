@@ -22,25 +22,28 @@ pub(crate) fn commit_script() -> Script {
     Script::new(COMMIT_LUA)
 }
 
-/// Two round trips: the token's keys and the gate together, then the ticket's event.
+/// Two round trips: the token's keys and the gate together (in a cluster, the
+/// gate's slot is asked beside the token's), then the ticket's event.
 pub(crate) async fn scan_context(
     store: &RedisStore,
     key: &ScanKey,
     gate_id: GateId,
 ) -> Result<ScanContext, StoreError> {
     let keys = &store.keys;
-    let (ticket, state, remembered, gate): (Bytes, Bytes, Bytes, Bytes) = redis::pipe()
-        .cmd("GET")
-        .arg(keys.ticket(&key.token))
-        .cmd("GET")
-        .arg(keys.state(&key.token))
-        .cmd("GET")
-        .arg(keys.decision(key))
-        .cmd("GET")
-        .arg(keys.gate(gate_id))
-        .query_async(&mut store.conn())
-        .await
-        .map_err(store_error)?;
+    let get = |key: String| {
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        get
+    };
+    let (ticket, state, remembered, gate): (Bytes, Bytes, Bytes, Bytes) = store
+        .conn
+        .query_independent(vec![
+            get(keys.ticket(&key.token)),
+            get(keys.state(&key.token)),
+            get(keys.decision(key)),
+            get(keys.gate(gate_id)),
+        ])
+        .await?;
     let ticket = ticket
         .map(|bytes| decode_ticket(&key.token, &bytes))
         .transpose()?;

@@ -536,3 +536,190 @@ async fn an_inventory_apply_is_all_or_nothing() {
     assert_eq!(applying.await.unwrap().unwrap(), count);
     assert!(looks > 1, "the watcher looked while the apply ran");
 }
+
+/// The same store on a private three-node Redis Cluster: what differs there.
+mod cluster {
+    use super::*;
+    use presence_ports::DeviceStore;
+    use presence_store_redis::RedisTarget;
+    use presence_tests::redis_server::RedisCluster;
+
+    async fn cluster_and_store() -> (RedisCluster, Arc<RedisStore>) {
+        let cluster = RedisCluster::start().await.unwrap();
+        let target = RedisTarget::Cluster(cluster.urls());
+        let store = RedisStore::connect_to(&target, RedisOptions::default())
+            .await
+            .unwrap();
+        (cluster, store)
+    }
+
+    /// How many keys each node holds.
+    async fn keys_per_node(cluster: &RedisCluster) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for node in cluster.nodes() {
+            let mut conn = redis::Client::open(node.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            counts.push(redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap());
+        }
+        counts
+    }
+
+    fn context_key(token: &str) -> ScanKey {
+        ScanKey {
+            kind: ScanKind::Validate,
+            device_id: DeviceId::new(1),
+            token: Token::new(token),
+            scan_time: 1,
+        }
+    }
+
+    /// Tickets over thousands of slots land, one `MSET` per slot, on every node:
+    /// each is readable with its event, and applying the batch again (as a retry
+    /// after a failure would) changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inventory_over_thousands_of_slots_lands_whole_and_reads_back() {
+        let (cluster, store) = cluster_and_store().await;
+        store.apply(venue_and_event()).await.unwrap();
+        let count = 4 * APPLY_CHUNK + 7;
+        let started = Instant::now();
+        assert_eq!(store.apply(tickets(count, "C")).await.unwrap(), count);
+        eprintln!("{count} tickets applied in {:?}", started.elapsed());
+        let expected = i64::try_from(count).unwrap() + 2;
+        let per_node = keys_per_node(&cluster).await;
+        assert_eq!(per_node.iter().sum::<i64>(), expected, "{per_node:?}");
+        assert!(per_node.iter().all(|keys| *keys > 1_000), "{per_node:?}");
+        for i in [0, 1, APPLY_CHUNK, count / 2, count - 1] {
+            let token = format!("C{i:08}");
+            let read = store
+                .scan_context(&context_key(&token), GateId::new(1))
+                .await
+                .unwrap();
+            assert_eq!(read.ticket.expect("the ticket").token.as_str(), token);
+            assert_eq!(read.event.expect("its event").name, "Show");
+        }
+
+        assert_eq!(store.apply(tickets(count, "C")).await.unwrap(), count);
+        assert_eq!(keys_per_node(&cluster).await, per_node, "a retry converges");
+    }
+
+    /// A record given twice in one batch: the later one wins, as in a transaction.
+    #[tokio::test]
+    async fn the_last_of_a_repeated_record_wins() {
+        let (_cluster, store) = cluster_and_store().await;
+        store.apply(venue_and_event()).await.unwrap();
+        let mut batch = tickets(3, "R");
+        let mut repeated = batch[0].clone();
+        if let InventoryRecord::Ticket(ticket) = &mut repeated {
+            ticket.places = vec!["LATER:1:1".to_owned()];
+        }
+        batch.push(repeated);
+        store.apply(batch).await.unwrap();
+        let read = store
+            .scan_context(&context_key("R00000000"), GateId::new(1))
+            .await
+            .unwrap();
+        assert_eq!(read.ticket.expect("the ticket").places, ["LATER:1:1"]);
+    }
+
+    /// Tokens on every node commit through the script (one slot each), each beside
+    /// a gate whose key lives elsewhere, and a stale version still conflicts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_in_different_slots_commit_beside_a_gate_elsewhere() {
+        let (cluster, store) = cluster_and_store().await;
+        let before = keys_per_node(&cluster).await;
+        let gate = store
+            .ensure_gate(&VenueId::new(VENUE), "Gate 1")
+            .await
+            .unwrap();
+        for n in 0..30 {
+            let mut commit = entry(key(1, n), 0);
+            commit.key.token = Token::new(format!("token-{n}"));
+            let read = store.scan_context(&commit.key, gate.id).await.unwrap();
+            assert_eq!(read.gate.as_ref().map(|g| g.id), Some(gate.id));
+            assert_eq!(read.state.version, 0);
+            assert_eq!(
+                store.commit(commit.clone()).await.unwrap(),
+                CommitOutcome::Committed
+            );
+            let mut stale = commit.clone();
+            stale.key.scan_time += 1;
+            assert_eq!(store.commit(stale).await.unwrap(), CommitOutcome::Conflict);
+            let read = store.scan_context(&commit.key, gate.id).await.unwrap();
+            assert_eq!(read.state.version, 1);
+            assert_eq!(read.remembered, Some(commit.remembered));
+        }
+        let after = keys_per_node(&cluster).await;
+        assert!(
+            before.iter().zip(&after).all(|(b, a)| a > b),
+            "every node holds some: {before:?} → {after:?}"
+        );
+    }
+
+    /// `SCRIPT FLUSH` on every node: the next commit loads the script again.
+    #[tokio::test]
+    async fn the_commit_script_is_reloaded_after_script_flush() {
+        let (cluster, store) = cluster_and_store().await;
+        assert_eq!(
+            store.commit(entry(key(1, 1), 0)).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        for node in cluster.nodes() {
+            assert_eq!(node.command("SCRIPT FLUSH").await.unwrap(), "+OK");
+        }
+        assert_eq!(
+            store.commit(entry(key(1, 2), 1)).await.unwrap(),
+            CommitOutcome::Committed
+        );
+    }
+
+    /// Every primary is asked for its persistence settings, and named.
+    #[tokio::test]
+    async fn persistence_warnings_name_each_primary() {
+        let (cluster, store) = cluster_and_store().await;
+        let warning = store
+            .persistence_warning()
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        for node in cluster.nodes() {
+            assert!(
+                warning.contains(&format!("127.0.0.1:{}: ", node.port())),
+                "{warning}"
+            );
+        }
+        assert!(warning.contains("appendonly no"), "{warning}");
+    }
+
+    /// One answering seed is enough; none is a prompt error, as is an empty list.
+    #[tokio::test]
+    async fn connect_needs_one_answering_seed() {
+        let cluster = RedisCluster::start().await.unwrap();
+        let mut absent = RedisServer::start().await.unwrap();
+        let absent_url = absent.url();
+        absent.stop().unwrap();
+        let seeds = vec![absent_url.clone(), cluster.urls()[1].clone()];
+        let store = RedisStore::connect_to(&RedisTarget::Cluster(seeds), RedisOptions::default())
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+
+        let started = Instant::now();
+        let none = RedisStore::connect_to(
+            &RedisTarget::Cluster(vec![absent_url]),
+            RedisOptions::default(),
+        )
+        .await;
+        assert!(matches!(none, Err(RedisStoreError::Connect(_))), "{none:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let empty = RedisTarget::from_settings(" , ", true);
+        assert_eq!(empty, RedisTarget::Cluster(Vec::new()));
+        let refused = RedisStore::connect_to(&empty, RedisOptions::default()).await;
+        assert!(
+            matches!(refused, Err(RedisStoreError::Url(_))),
+            "{refused:?}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_runtime::metrics::MetricsHandle;
-use presence_store_redis::{RedisOptions, RedisStore};
+use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
 use presence_validator::{InventoryApplier, Validator};
 use std::net::SocketAddr;
@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("creating topics")?;
-    let store = RedisStore::connect(&settings.service.redis_url, RedisOptions::default())
+    let redis =
+        RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
+    let store = RedisStore::connect_to(&redis, RedisOptions::default())
         .await
         .context("connecting to Redis")?;
     let metrics = MetricsHandle::default();
