@@ -2,12 +2,12 @@
 //! record carries.
 
 use crate::KafkaError;
+use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -24,16 +24,17 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const DEAD_LETTER_REASON: &str = "presence-dead-letter-reason";
 
 /// A producer for every topic: idempotent, acknowledged by all in-sync replicas.
-pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+pub fn producer(settings: &KafkaSettings) -> Result<KafkaProducer, KafkaError> {
     let timeout = settings.delivery_timeout.as_millis().to_string();
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        // A scan waits for its acknowledgement: batch only what arrives together.
-        .set("linger.ms", "1")
-        .set("message.timeout.ms", &timeout)
-        .create()?)
+    Ok(KafkaProducer::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // A scan waits for its acknowledgement: batch only what arrives together.
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", &timeout),
+    )?)
 }
 
 /// A consumer configuration in `group`, storing offsets only when told to.
@@ -124,21 +125,16 @@ pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), K
 
 /// Produces one record and waits for its acknowledgement.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> Result<(), KafkaError> {
-    let record = FutureRecord::to(topic)
-        .key(key)
-        .payload(payload)
-        .headers(headers);
     producer
-        .send(record, Duration::from_secs(0))
+        .send(topic, key, payload, headers)
         .await
-        .map(|_| ())
-        .map_err(|(error, _)| {
+        .map_err(|error| {
             crate::metrics::client_error(crate::metrics::Operation::Produce);
             KafkaError::Client(error)
         })

@@ -5,6 +5,8 @@
 //! - [`settings`]: brokers, topic names and partition counts;
 //! - [`client`]: producer and consumer configuration, topic creation, headers and
 //!   the W3C trace context they carry;
+//! - [`producer`]: [`KafkaProducer`], a future per record, without the idle spin
+//!   of rdkafka's `FutureProducer`;
 //! - [`transport`]: [`KafkaTransport`], the gateway's `Transport`: requests out,
 //!   answers back on this gateway's own reply topic ([`replies`]);
 //! - [`sink`]: [`KafkaDecisions`], the validator's `DecisionSink`;
@@ -23,6 +25,7 @@
 pub mod client;
 pub mod metrics;
 pub mod observed;
+pub mod producer;
 pub mod replies;
 pub mod runner;
 pub mod service;
@@ -32,6 +35,7 @@ pub mod tail;
 pub mod transport;
 pub mod wire;
 
+pub use producer::KafkaProducer;
 pub use settings::{KafkaArgs, KafkaSettings, Topics};
 pub use sink::KafkaDecisions;
 pub use tail::DecisionReader;

@@ -8,6 +8,7 @@
 
 use crate::KafkaError;
 use crate::client::{self, CORRELATION_ID};
+use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use presence_proto::pb;
 use prost::Message as _;
@@ -147,7 +148,7 @@ async fn read_replies(consumer: StreamConsumer, waiters: Waiters) {
 /// the current trace context (see [`client::with_trace`]). A request that names no reply topic (published by
 /// another system) gets no answer.
 pub async fn answer(
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &KafkaProducer,
     request: &rdkafka::message::OwnedMessage,
     outcome: pb::reply::Outcome,
 ) -> Result<(), KafkaError> {

@@ -11,6 +11,7 @@
 use crate::KafkaError;
 use crate::client::{self, DEAD_LETTER_REASON};
 use crate::metrics::Handled;
+use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
@@ -18,7 +19,6 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -355,7 +355,7 @@ async fn lane(
 
 #[derive(Clone)]
 struct DeadLetters {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     settings: KafkaSettings,
 }
 

@@ -2,19 +2,19 @@
 
 use crate::KafkaError;
 use crate::client;
+use crate::producer::KafkaProducer;
 use async_trait::async_trait;
 use presence_domain::DecisionEvent;
 use presence_ports::{DecisionSink, TransportError};
 use presence_proto::pb;
 use prost::Message as _;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::FutureProducer;
 
 /// Publishes every decision to `decisions`, keyed by token, and returns once
 /// the brokers acknowledged it.
 #[derive(Clone)]
 pub struct KafkaDecisions {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
 }
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for KafkaDecisions {
 }
 
 impl KafkaDecisions {
-    pub fn new(producer: FutureProducer, topic: String) -> Self {
+    pub fn new(producer: KafkaProducer, topic: String) -> Self {
         Self { producer, topic }
     }
 }

@@ -5,6 +5,7 @@
 use crate::client::{
     self, CORRELATION_ID, DEADLINE, REPLY_TO, TRACEPARENT, TopicSpec, TraceContext,
 };
+use crate::producer::KafkaProducer;
 use crate::replies::ReplyRouter;
 use crate::settings::{KafkaSettings, Topics};
 use crate::{KafkaError, wire};
@@ -21,7 +22,6 @@ use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, Producer};
 use std::time::{Duration, SystemTime};
 use tracing::Instrument;
 
@@ -50,7 +50,7 @@ impl Default for AnswerDeadlines {
 pub struct KafkaTransport {
     settings: KafkaSettings,
     topics: Topics,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     replies: ReplyRouter,
     deadlines: AnswerDeadlines,
 }

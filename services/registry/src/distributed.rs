@@ -7,6 +7,7 @@ use crate::{Registry, StatsView};
 use async_trait::async_trait;
 use presence_domain::{DecisionEvent, Tally, VenueId};
 use presence_kafka::client;
+use presence_kafka::producer::KafkaProducer;
 use presence_kafka::replies::answer;
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
 use presence_kafka::wire;
@@ -16,7 +17,6 @@ use presence_proto::pb::registry_request::Request;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 
 fn retry(error: impl std::fmt::Display) -> HandlerError {
@@ -31,7 +31,7 @@ fn poison(error: impl std::fmt::Display) -> HandlerError {
 pub struct RegistryHandler {
     registry: Registry,
     stats: StatsView,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     devices_topic: String,
 }
 
@@ -47,7 +47,7 @@ impl RegistryHandler {
     pub fn new(
         registry: Registry,
         stats: StatsView,
-        producer: FutureProducer,
+        producer: KafkaProducer,
         devices_topic: String,
     ) -> Self {
         Self {

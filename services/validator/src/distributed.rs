@@ -7,6 +7,7 @@ use presence_domain::inventory::{LineError, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{DecisionEvent, ScanId};
 use presence_kafka::client;
+use presence_kafka::producer::KafkaProducer;
 use presence_kafka::replies::{answer, expired};
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
 use presence_kafka::wire;
@@ -15,7 +16,6 @@ use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -27,7 +27,7 @@ fn retry(error: impl std::fmt::Display) -> HandlerError {
 /// Decides scan requests from the `scans` topic.
 pub struct ScanHandler {
     validator: Validator,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     /// Scans being retried whose decision may be recorded but not published (a
     /// commit whose answer was lost, a failed publish): each is finished by
     /// reading what was recorded for it, never by deciding it anew.
@@ -41,7 +41,7 @@ impl std::fmt::Debug for ScanHandler {
 }
 
 impl ScanHandler {
-    pub fn new(validator: Validator, producer: FutureProducer) -> Self {
+    pub fn new(validator: Validator, producer: KafkaProducer) -> Self {
         Self {
             validator,
             producer,
@@ -133,7 +133,7 @@ impl Handler for ScanHandler {
 /// batch is applied, so a crash mid-batch replays the whole batch.
 pub struct InventoryHandler {
     applier: InventoryApplier,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     pending: Mutex<Pending>,
 }
 
@@ -179,7 +179,7 @@ impl std::fmt::Debug for InventoryHandler {
 }
 
 impl InventoryHandler {
-    pub fn new(applier: InventoryApplier, producer: FutureProducer) -> Self {
+    pub fn new(applier: InventoryApplier, producer: KafkaProducer) -> Self {
         Self {
             applier,
             producer,
