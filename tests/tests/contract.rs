@@ -1913,6 +1913,35 @@ async fn metrics_count_scans(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
+/// `presence_inventory_records{kind}` shows what inventory stored, on the
+/// `/metrics` of the process that applies it (`presence`, or the validators),
+/// and is not moved by uploading the same tickets again.
+async fn metrics_show_the_inventory_size(app: &TestApp) -> Result<()> {
+    const TICKETS: usize = 3;
+    let show = Show::new();
+    let mut records = show.records();
+    records.extend((0..TICKETS).map(|_| show.ticket(&show.token(), &["A:1:1"])));
+    app.load(&records).await?;
+    app.load(&records).await?;
+    let mut pages = vec![app.get("/metrics", Auth::None).await?.text];
+    for (_, url) in app.service_ops_urls() {
+        pages.push(reqwest::get(format!("{url}/metrics")).await?.text().await?);
+    }
+    for (kind, expected) in [("venue", 1.0), ("event", 1.0), ("ticket", TICKETS as f64)] {
+        let series = format!("presence_inventory_records{{kind=\"{kind}\"}}");
+        let shown: Vec<f64> = pages
+            .iter()
+            .filter_map(|page| samples(page).get(&series).copied())
+            .collect();
+        ensure!(
+            shown.contains(&expected),
+            "{series} should show {expected} on some /metrics; shown {shown:?}\n{}",
+            pages.join("\n")
+        );
+    }
+    Ok(())
+}
+
 async fn openapi_describes_the_public_api(app: &TestApp) -> Result<()> {
     let reply = app.get("/openapi.json", Auth::None).await?;
     ensure!(reply.code == 200, "HTTP {} {}", reply.code, reply.text);
@@ -2287,6 +2316,7 @@ contract_tests!(embedded, distributed => [
     inventories_larger_than_a_scan_body_are_accepted,
     health_and_readiness_need_no_key,
     metrics_count_scans,
+    metrics_show_the_inventory_size,
     openapi_describes_the_public_api,
     concurrent_enters_admit_exactly_once,
     answered_scans_survive_a_crash,

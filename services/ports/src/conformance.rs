@@ -21,7 +21,9 @@
     reason = "this module is a test suite: a failed store call is a failed check"
 )]
 
-use crate::store::{Commit, CommitOutcome, DeviceDraft, ScanContext, StatsStore, Stores};
+use crate::store::{
+    Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
+};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
 use presence_domain::{
@@ -63,6 +65,7 @@ macro_rules! stats_conformance_tests {
             tallies_add_up_per_venue_gate_and_event,
             a_repeated_scan_id_counts_once,
             concurrent_repeats_of_one_scan_id_count_once,
+            a_tally_recorded_later_is_counted_once,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -101,6 +104,7 @@ macro_rules! store_conformance_tests {
             inventory_gate_updates_the_gate_ensure_gate_created,
             inventory_gate_creates_a_missing_gate,
             apply_is_last_write_wins,
+            size_counts_distinct_inventory,
             ping_succeeds,
         );
     };
@@ -685,6 +689,38 @@ pub async fn inventory_gate_creates_a_missing_gate(stores: Stores) {
     );
 }
 
+/// The inventory size counts each venue, event and ticket once, however often it
+/// is applied. Adapters may estimate: a count within 2 % passes.
+pub async fn size_counts_distinct_inventory(stores: Stores) {
+    const TICKETS: u64 = 500;
+    let empty = stores.inventory.size().await.expect("size");
+    assert_eq!(empty, InventorySize::default(), "an empty store");
+    let tickets = || {
+        (0..TICKETS)
+            .map(|n| InventoryRecord::Ticket(ticket(&format!("T{n:06}"), &["A:1:1"])))
+            .collect::<Vec<_>>()
+    };
+    let mut records = vec![
+        venue(VENUE, "Arena"),
+        event(EVENT, VENUE, "Show"),
+        event("E2", VENUE, "Matinee"),
+    ];
+    records.extend(tickets());
+    apply(&stores, records).await;
+    // Applied again, renamed: upserts, not new records.
+    let mut again = vec![venue(VENUE, "Arena 2"), event(EVENT, VENUE, "Show 2")];
+    again.extend(tickets());
+    apply(&stores, again).await;
+
+    let size = stores.inventory.size().await.expect("size");
+    assert_eq!((size.venues, size.events), (1, 2), "{size:?}");
+    assert!(
+        size.tickets.abs_diff(TICKETS) <= TICKETS / 50,
+        "{} tickets counted for {TICKETS}",
+        size.tickets
+    );
+}
+
 /// Records upsert by id in order: the last one wins, within a batch and across.
 pub async fn apply_is_last_write_wins(stores: Stores) {
     apply(
@@ -846,6 +882,36 @@ pub async fn a_repeated_scan_id_counts_once(stats: Arc<dyn StatsStore>) {
     assert_eq!(view.totals.entries, 2);
     assert_eq!(view.gates[0].counts.entries, 2);
     assert_eq!(view.events[0].counts.entries, 2);
+}
+
+/// `record_later` counts like `record`, once per scan id, soon after it returns.
+pub async fn a_tally_recorded_later_is_counted_once(stats: Arc<dyn StatsStore>) {
+    let entry = tally("s1", 2, Some(EVENT), Counter::Entries, 1);
+    stats
+        .record_later(entry.clone())
+        .await
+        .expect("record_later");
+    stats
+        .record_later(entry.clone())
+        .await
+        .expect("record_later");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let view = stats.venue_stats(&entry.venue_id).await.expect("stats");
+        if view.totals.entries > 0 {
+            assert_eq!(view.totals.entries, 1, "counted once");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not counted within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        !stats.record(&entry).await.expect("record"),
+        "already counted by record_later"
+    );
 }
 
 pub async fn concurrent_repeats_of_one_scan_id_count_once(stats: Arc<dyn StatsStore>) {

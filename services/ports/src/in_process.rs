@@ -39,6 +39,8 @@ impl DecisionSink for BroadcastDecisions {
 /// Counts every decision into the venue stats, then passes it on. The embedded
 /// mode's stats are fed here, on the decision's own path, rather than by a
 /// subscriber of the broadcast, which misses decisions when it falls behind.
+/// The count is handed over ([`StatsStore::record_later`]), not awaited: the
+/// scan's answer does not wait for the stats to be stored.
 pub struct CountedDecisions {
     stats: Arc<dyn StatsStore>,
     next: Arc<dyn DecisionSink>,
@@ -60,7 +62,7 @@ impl std::fmt::Debug for CountedDecisions {
 impl DecisionSink for CountedDecisions {
     async fn publish(&self, event: DecisionEvent) -> Result<(), TransportError> {
         if let Some(tally) = Tally::of(&event)
-            && let Err(error) = self.stats.record(&tally).await
+            && let Err(error) = self.stats.record_later(tally).await
         {
             // The decision stands and is answered; only the live view misses it.
             // Failing the publish would answer 503 for a scan already applied.

@@ -16,8 +16,8 @@ pub mod store;
 pub mod transport;
 
 pub use store::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StatsStore,
-    StoreError, Stores, TicketStore,
+    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
+    StatsStore, StoreError, Stores, TicketStore,
 };
 pub use transport::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,

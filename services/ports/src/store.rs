@@ -137,6 +137,20 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// a gate record creates its gate if absent (as [`DeviceStore::ensure_gate`]) and
     /// replaces its restrictions. Returns how many records were applied.
     async fn apply(&self, records: Vec<InventoryRecord>) -> Result<usize, StoreError>;
+
+    /// How many distinct venues, events and tickets inventory has stored, for
+    /// the inventory-size metric. An adapter may estimate (the Redis store counts
+    /// with HyperLogLogs, within about 1 %); re-applying a record never counts it
+    /// twice.
+    async fn size(&self) -> Result<InventorySize, StoreError>;
+}
+
+/// What [`InventoryStore::size`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InventorySize {
+    pub venues: u64,
+    pub events: u64,
+    pub tickets: u64,
 }
 
 /// The venues' live counters, fed from the decisions stream.
@@ -150,6 +164,13 @@ pub trait StatsStore: Send + Sync + 'static {
     /// the gate's name and moves the venue's `updated_at` up to `decided_at`.
     /// Returns whether it counted.
     async fn record(&self, tally: &Tally) -> Result<bool, StoreError>;
+
+    /// [`StatsStore::record`], for a caller on a scan's answer path that must not
+    /// wait for the tally to be stored: returns once it is accepted, and the
+    /// adapter logs a failure to store it. By default it waits for `record`.
+    async fn record_later(&self, tally: Tally) -> Result<(), StoreError> {
+        self.record(&tally).await.map(drop)
+    }
 
     /// The venue's counters, empty when nothing was counted there.
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<VenueStats, StoreError>;

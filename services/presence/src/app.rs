@@ -77,9 +77,12 @@ impl EmbeddedApp {
         )
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+        let inventory_size = transport.inventory_size().clone();
         gateway.metrics().with_registry(|registry| {
-            registry.register_collector(Box::new(StoreMetrics::new(store)))
+            registry.register_collector(Box::new(StoreMetrics::new(store)));
+            inventory_size.register(registry);
         });
+        tokio::spawn(inventory_size.refresh_periodically());
         Ok(Self {
             gateway,
             transport,

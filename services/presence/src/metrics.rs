@@ -26,7 +26,7 @@ impl Collector for StoreMetrics {
         let counters = [
             (
                 "store_writes",
-                "Writes (scans, devices, inventory) run by the embedded store",
+                "Writes (scans, venue stats tallies, devices, inventory) run by the embedded store",
                 stats.jobs,
             ),
             (

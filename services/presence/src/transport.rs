@@ -39,6 +39,11 @@ impl InProcessTransport {
             stores,
         }
     }
+
+    /// The inventory-size gauge, for `/metrics`.
+    pub fn inventory_size(&self) -> &presence_validator::InventorySizeGauge {
+        self.inventory.size_gauge()
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> TransportError {

@@ -16,15 +16,14 @@ mod sweeper;
 mod tables;
 mod writer;
 
-pub use read::InventoryCounts;
 pub use writer::WriterStats;
 
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
 use presence_ports::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
-    TicketStore,
+    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
+    StoreError, TicketStore,
 };
 use redb::{Database, ReadableDatabase};
 use std::collections::{BTreeSet, HashSet};
@@ -167,11 +166,6 @@ impl EmbeddedStore {
         }))
     }
 
-    /// Counts for metrics/logs: venues, events, gates, tickets, devices.
-    pub async fn counts(&self) -> Result<InventoryCounts, StoreError> {
-        read::counts(&self.db)
-    }
-
     /// What the writer has done since the store opened (batches, jobs, fsyncs).
     pub fn stats(&self) -> WriterStats {
         self.writer.stats()
@@ -273,6 +267,11 @@ impl InventoryStore for EmbeddedStore {
         self.writer
             .submit(move |tables| tables.apply(&records))
             .await
+    }
+
+    /// Exact: redb keeps each table's length.
+    async fn size(&self) -> Result<InventorySize, StoreError> {
+        read::size(&self.db)
     }
 }
 

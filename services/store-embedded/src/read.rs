@@ -9,19 +9,9 @@ use presence_domain::inventory::Reference;
 use presence_domain::{
     Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, Ticket, Venue, VenueId,
 };
-use presence_ports::{ScanContext, StoreError};
+use presence_ports::{InventorySize, ScanContext, StoreError};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeSet, HashSet};
-
-/// How many of each thing the store holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InventoryCounts {
-    pub venues: u64,
-    pub events: u64,
-    pub gates: u64,
-    pub tickets: u64,
-    pub devices: u64,
-}
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
     db.begin_read().map_err(unavailable)
@@ -124,14 +114,12 @@ pub(crate) fn stored(
     Ok(found)
 }
 
-pub(crate) fn counts(db: &Database) -> Result<InventoryCounts, StoreError> {
+pub(crate) fn size(db: &Database) -> Result<InventorySize, StoreError> {
     let txn = begin(db)?;
     let len = |result: Result<u64, redb::StorageError>| result.map_err(unavailable);
-    Ok(InventoryCounts {
+    Ok(InventorySize {
         venues: len(table(&txn, VENUES)?.len())?,
         events: len(table(&txn, EVENTS)?.len())?,
-        gates: len(table(&txn, GATES)?.len())?,
         tickets: len(table(&txn, TICKETS)?.len())?,
-        devices: len(table(&txn, DEVICES)?.len())?,
     })
 }

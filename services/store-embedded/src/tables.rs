@@ -7,10 +7,11 @@
 //! rest of the batch commits. Any redb error is [`StoreError::Unavailable`] and
 //! abandons the whole batch.
 
+use crate::stats::StatsTables;
 use presence_domain::device::gate_key;
 use presence_domain::{
-    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, UnixMillis,
-    VenueId,
+    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, Tally,
+    UnixMillis, VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, DeviceDraft, StoreError};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -105,6 +106,7 @@ pub(crate) struct WriteTables<'t> {
     remembered_by_time: Table<'t, (i64, &'static str), ()>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
+    stats: StatsTables<'t>,
     /// Whether a command of this batch wrote anything. A batch that only read
     /// (conflicts, repeats, existing gates) is not committed, so it costs no fsync.
     pub(crate) wrote: bool,
@@ -124,8 +126,17 @@ impl<'t> WriteTables<'t> {
             remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
+            stats: StatsTables::open(txn)?,
             wrote: false,
         })
+    }
+
+    /// [`presence_ports::StatsStore::record`]: counts a decision into its venue's
+    /// stats unless its scan id was counted already.
+    pub(crate) fn count(&mut self, tally: &Tally) -> Result<bool, StoreError> {
+        let counted = self.stats.count(tally)?;
+        self.wrote |= counted;
+        Ok(counted)
     }
 
     /// [`presence_ports::TicketStore::commit`]: the first decision for a key wins,

@@ -77,6 +77,35 @@ where
     (Box::new(pending), answer)
 }
 
+/// A write nobody waits for: what it is, and why it failed if it did, for the log.
+struct Detached<F> {
+    what: &'static str,
+    work: Option<F>,
+    refused: Option<String>,
+}
+
+impl<F> Job for Detached<F>
+where
+    F: FnOnce(&mut WriteTables<'_>) -> Result<(), StoreError> + Send,
+{
+    fn run(&mut self, tables: &mut WriteTables<'_>) -> Option<String> {
+        match self.work.take()?(tables) {
+            Ok(()) => None,
+            Err(StoreError::Unavailable(reason)) => Some(reason),
+            Err(StoreError::Corrupt(reason)) => {
+                self.refused = Some(reason);
+                None
+            }
+        }
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), &str>) {
+        if let Some(reason) = batch.err().map(str::to_owned).or(self.refused) {
+            tracing::error!(%reason, "{} was not stored", self.what);
+        }
+    }
+}
+
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
@@ -165,6 +194,25 @@ impl Writer {
         let (job, answer) = job(work);
         sender.send(job).await.map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues `work` for the next batch without waiting for it to commit; a
+    /// failure is logged as `what` not stored. Waits only for room in the queue.
+    pub(crate) async fn submit_detached<F>(
+        &self,
+        what: &'static str,
+        work: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnOnce(&mut WriteTables<'_>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let sender = self.sender.as_ref().ok_or_else(writer_gone)?;
+        let job = Detached {
+            what,
+            work: Some(work),
+            refused: None,
+        };
+        sender.send(Box::new(job)).await.map_err(|_| writer_gone())
     }
 
     /// A handle that does not keep the writer alive, for the sweeper.

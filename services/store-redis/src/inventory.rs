@@ -1,12 +1,13 @@
-//! Inventory: which references exist, and the apply (all or nothing on one
-//! server, per slot in a cluster: see the crate doc).
+//! Inventory: which references exist, the apply (all or nothing on one server,
+//! per slot in a cluster: see the crate doc) and the inventory size.
 
 use crate::codec::{encode, encode_ticket};
-use crate::connection::{Dialer, per_slot};
+use crate::connection::{Dialer, per_slot, slot_of};
+use crate::keys::Counted;
 use crate::{CONNECT_TIMEOUT, RedisStore, registry, store_error};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{GateId, VenueId};
-use presence_ports::StoreError;
+use presence_ports::{InventorySize, StoreError};
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -71,12 +72,14 @@ pub(crate) async fn apply(
                 .await
                 .map_err(store_error)?;
             transaction(store, &mut conn, &records, &gate_ids).await?;
+            count_size(store, &mut conn, &records).await;
         }
         Dialer::Cluster(client) => {
             // A connection of its own, waiting up to the apply timeout, so that
             // the writes do not queue ahead of the scans on the shared one.
-            let conn = client.get_async_connection().await.map_err(store_error)?;
+            let mut conn = client.get_async_connection().await.map_err(store_error)?;
             by_slot(store, &conn, &records, &gate_ids).await?;
+            count_size(store, &mut conn, &records).await;
         }
     }
     Ok(records.len())
@@ -172,6 +175,77 @@ fn value(record: &InventoryRecord) -> Result<Vec<u8>, StoreError> {
         InventoryRecord::Ticket(ticket) => encode_ticket(ticket),
         InventoryRecord::Gate(spec) => encode("gate", spec),
     }
+}
+
+/// Counts the applied records into the inventory size, after the transaction:
+/// inside, its `PFADD`s would lengthen the `EXEC` that scans wait behind, for a
+/// figure that is an estimate anyway. If this fails the size lags until the next
+/// apply of those records; the records themselves are applied.
+async fn count_size(
+    store: &RedisStore,
+    conn: &mut impl ConnectionLike,
+    records: &[InventoryRecord],
+) {
+    // A pipeline per HyperLogLog: each is a key of its own, and a cluster takes
+    // a pipeline only when its keys share a slot.
+    let mut pipes: HashMap<Slot, Pipeline> = HashMap::new();
+    for chunk in records.chunks(APPLY_CHUNK) {
+        for update in size_updates(store, chunk) {
+            pipes
+                .entry(slot_of(&update))
+                .or_default()
+                .add_command(update)
+                .ignore();
+        }
+    }
+    for pipe in pipes.into_values() {
+        if let Err(error) = pipe.query_async::<()>(conn).await {
+            tracing::warn!(%error, "inventory applied, but not counted in the inventory size");
+            return;
+        }
+    }
+}
+
+/// `PFADD`s counting the chunk's venues, events and tickets into the inventory
+/// size.
+fn size_updates(store: &RedisStore, chunk: &[InventoryRecord]) -> Vec<redis::Cmd> {
+    let (mut venues, mut events, mut tickets) = (Vec::new(), Vec::new(), Vec::new());
+    for record in chunk {
+        match record {
+            InventoryRecord::Venue(venue) => venues.push(venue.id.as_str()),
+            InventoryRecord::Event(event) => events.push(event.id.as_str()),
+            InventoryRecord::Ticket(ticket) => tickets.push(ticket.token.as_str()),
+            InventoryRecord::Gate(_) => {}
+        }
+    }
+    [
+        (Counted::Venues, venues),
+        (Counted::Events, events),
+        (Counted::Tickets, tickets),
+    ]
+    .into_iter()
+    .filter(|(_, ids)| !ids.is_empty())
+    .map(|(counted, ids)| {
+        let mut pfadd = redis::cmd("PFADD");
+        pfadd.arg(store.keys.inventory_size(counted)).arg(ids);
+        pfadd
+    })
+    .collect()
+}
+
+pub(crate) async fn size(store: &RedisStore) -> Result<InventorySize, StoreError> {
+    let counts = [Counted::Venues, Counted::Events, Counted::Tickets].map(|counted| {
+        let mut pfcount = redis::cmd("PFCOUNT");
+        pfcount.arg(store.keys.inventory_size(counted));
+        pfcount
+    });
+    let (venues, events, tickets): (u64, u64, u64) =
+        store.conn.query_independent(counts.into()).await?;
+    Ok(InventorySize {
+        venues,
+        events,
+        tickets,
+    })
 }
 
 /// The id of every gate the records name, claiming ids for new names (the one

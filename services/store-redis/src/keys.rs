@@ -8,6 +8,15 @@
 
 use presence_domain::{DeviceId, EventId, GateId, ScanId, ScanKey, Token, VenueId};
 
+/// The inventory kinds counted for [`presence_ports::InventoryStore::size`], each
+/// in a HyperLogLog of its ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Venues,
+    Events,
+    Tickets,
+}
+
 /// The sequences ids are drawn from (`INCR`), so every id is positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sequence {
@@ -100,6 +109,15 @@ impl Keys {
     /// Present (with a TTL) once this scan's decision was counted.
     pub(crate) fn stats_seen(&self, venue_id: &VenueId, scan_id: &ScanId) -> String {
         self.venue_stats_key(venue_id, &format!("sn:{scan_id}"))
+    }
+
+    pub(crate) fn inventory_size(&self, counted: Counted) -> String {
+        let name = match counted {
+            Counted::Venues => "venues",
+            Counted::Events => "events",
+            Counted::Tickets => "tickets",
+        };
+        format!("{}inv:{name}", self.prefix)
     }
 
     pub(crate) fn sequence(&self, sequence: Sequence) -> String {

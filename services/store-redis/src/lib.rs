@@ -10,8 +10,8 @@
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
-//! - `inventory`: reference checks and the inventory apply (one transaction on a
-//!   server, one write per slot in a cluster);
+//! - `inventory`: reference checks, the inventory apply (one transaction on a
+//!   server, one write per slot in a cluster) and the inventory size;
 //! - `persistence`: a warning at start when Redis could lose what it answered;
 //! - `stats`: the venues' live counters (`lua/stats.lua`).
 //!
@@ -33,6 +33,7 @@
 //! | `Pdv:<device id>` | a device |
 //! | `Pvm:<venue>` | hash: MAC → device id |
 //! | `Pseq:gate`, `Pseq:device` | id counters (`INCR`, so ids start at 1) |
+//! | `Pinv:venues`, `Pinv:events`, `Pinv:tickets` | HyperLogLogs of the ids inventory stored, for its size (12 KiB each) |
 //! | `P{vs:<venue>}:c` | hash: `scope\|counter` → count, the venue's live stats |
 //! | `P{vs:<venue>}:g`, `P{vs:<venue>}:u` | hash: gate id → name; the latest counted decision's time |
 //! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] |
@@ -43,7 +44,7 @@
 //! `{vs:<venue>}`, so each script (the commit, the stats count) touches one slot.
 //! Every other command names one key. What reads or writes several unrelated keys
 //! at once (a scan context's token keys and gate, the references an inventory
-//! names) is one pipeline on a server and one pipeline per
+//! names, the inventory size) is one pipeline on a server and one pipeline per
 //! slot, sent side by side, in a cluster: a cluster refuses a pipeline across
 //! slots. Either way a scan context takes two round trips: the token's keys and
 //! the gate, then the ticket's event.
@@ -83,7 +84,8 @@
 //!
 //! On one Redis server [`InventoryStore::apply`] is all or nothing: it opens its own
 //! connection, sends `MULTI`, streams the records as `MSET` chunks of
-//! [`APPLY_CHUNK`] records per round trip, then `EXEC`. Redis queues the chunks and
+//! [`APPLY_CHUNK`] records per round trip, then `EXEC`, then (outside the
+//! transaction) `PFADD`s of the ids into the inventory size. Redis queues the chunks and
 //! applies them at `EXEC` in one step; if anything fails before, the connection is
 //! dropped and Redis discards the queue. `EXEC` holds Redis for as long as the
 //! writes take, and scans wait meanwhile: about 0.9 s for a million tickets on the
@@ -97,7 +99,7 @@
 //! In a Redis Cluster a transaction cannot span slots, so an apply is atomic per
 //! slot only: on a connection of its own, it groups the records by slot and writes
 //! each slot's records with one `MSET` (which Redis applies at once), several slots
-//! side by side. If it fails halfway,
+//! side by side, then counts the ids into the inventory size. If it fails halfway,
 //! some slots hold the new records and others do not, and scans see that mix until
 //! the apply is retried. A retry converges: every record is an upsert and the
 //! last write wins, so applying the same batch again leaves what one successful
@@ -123,8 +125,8 @@ use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
 use presence_ports::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventoryStore, ScanContext, StoreError,
-    TicketStore,
+    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
+    StoreError, TicketStore,
 };
 use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
@@ -354,5 +356,11 @@ impl InventoryStore for RedisStore {
     async fn apply(&self, records: Vec<InventoryRecord>) -> Result<usize, StoreError> {
         let span = tracing::debug_span!("redis.apply", records = records.len());
         inventory::apply(self, records).instrument(span).await
+    }
+
+    async fn size(&self) -> Result<InventorySize, StoreError> {
+        inventory::size(self)
+            .instrument(tracing::debug_span!("redis.inventory_size"))
+            .await
     }
 }

@@ -425,7 +425,8 @@ async fn a_large_inventory_lands_whole_in_under_250_bytes_a_ticket() {
     let per_ticket = (after - before) / i64::try_from(count).unwrap();
     assert!(per_ticket <= 250, "{per_ticket} bytes a ticket");
     let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-    assert_eq!(keys, i64::try_from(count).unwrap() + 2);
+    // The records, and the inventory size's three HyperLogLogs.
+    assert_eq!(keys, i64::try_from(count).unwrap() + 2 + 3);
     for i in [0, APPLY_CHUNK, count - 1] {
         let token = Token::new(format!("T{i:08}"));
         let read = store
@@ -577,8 +578,8 @@ mod cluster {
     }
 
     /// Tickets over thousands of slots land, one `MSET` per slot, on every node:
-    /// each is readable with its event, and applying the batch again (as a retry
-    /// after a failure would) changes nothing.
+    /// each is readable with its event, the size counts them, and applying the
+    /// batch again (as a retry after a failure would) changes nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inventory_over_thousands_of_slots_lands_whole_and_reads_back() {
         let (cluster, store) = cluster_and_store().await;
@@ -587,7 +588,8 @@ mod cluster {
         let started = Instant::now();
         assert_eq!(store.apply(tickets(count, "C")).await.unwrap(), count);
         eprintln!("{count} tickets applied in {:?}", started.elapsed());
-        let expected = i64::try_from(count).unwrap() + 2;
+        // The records, and the inventory size's three HyperLogLogs.
+        let expected = i64::try_from(count).unwrap() + 2 + 3;
         let per_node = keys_per_node(&cluster).await;
         assert_eq!(per_node.iter().sum::<i64>(), expected, "{per_node:?}");
         assert!(per_node.iter().all(|keys| *keys > 1_000), "{per_node:?}");
@@ -600,6 +602,11 @@ mod cluster {
             assert_eq!(read.ticket.expect("the ticket").token.as_str(), token);
             assert_eq!(read.event.expect("its event").name, "Show");
         }
+        let size = store.size().await.unwrap();
+        let tickets_counted = i64::try_from(size.tickets).unwrap();
+        let off = (tickets_counted - i64::try_from(count).unwrap()).abs();
+        assert!(off * 50 < i64::try_from(count).unwrap(), "{size:?}");
+        assert_eq!((size.venues, size.events), (1, 1));
 
         assert_eq!(store.apply(tickets(count, "C")).await.unwrap(), count);
         assert_eq!(keys_per_node(&cluster).await, per_node, "a retry converges");

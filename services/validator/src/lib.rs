@@ -11,7 +11,7 @@ mod inventory;
 #[cfg(feature = "distributed")]
 pub mod distributed;
 
-pub use inventory::InventoryApplier;
+pub use inventory::{InventoryApplier, InventorySizeGauge};
 
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;

@@ -86,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
         )),
         assignment: Assignment::default(),
     };
+    let applier = InventoryApplier::new(&stores);
+    metrics.with_registry(|registry| applier.size_gauge().register(registry));
+    tokio::spawn(applier.size_gauge().clone().refresh_periodically());
     let inventory = Consumer {
         config: RunnerConfig {
             group: format!("{group}.inventory"),
@@ -93,10 +96,7 @@ async fn main() -> anyhow::Result<()> {
             lanes: 1,
             drain,
         },
-        handler: Arc::new(InventoryHandler::new(
-            InventoryApplier::new(&stores),
-            producer,
-        )),
+        handler: Arc::new(InventoryHandler::new(applier, producer)),
         assignment: Assignment::default(),
     };
     presence_kafka::service::run(
