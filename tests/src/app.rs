@@ -577,6 +577,15 @@ impl TestApp {
         readiness(&self.inner.client, &ops_url).await
     }
 
+    /// The log of the current registry process.
+    pub fn registry_log(&self) -> Result<String> {
+        self.running()
+            .registry
+            .as_ref()
+            .map(|service| service.process.stderr())
+            .ok_or_else(|| anyhow!("the registry is not running"))
+    }
+
     /// SIGTERM to the registry, watching its `/readyz` until it exits.
     pub async fn stop_registry_watching(&self) -> Result<Shutdown> {
         let mut service = self

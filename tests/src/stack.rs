@@ -520,21 +520,83 @@ const PARTITIONS_USIZE: usize = PARTITIONS as usize;
 /// at least this many is the scan consumer's.
 const SCAN_SHARE_MIN: usize = 2;
 
+/// A consumer's partitions changing, as the services' consumer runner logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PartitionChange {
+    Assigned {
+        count: usize,
+        topic: String,
+        numbers: Vec<i32>,
+    },
+    Revoked {
+        count: usize,
+    },
+}
+
+/// Reads a partition change from one log line, text or JSON
+/// (`PRESENCE_LOG_FORMAT`).
+fn partition_change(line: &str) -> Option<PartitionChange> {
+    let numbers = |list: &str| -> Vec<i32> {
+        list.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect()
+    };
+    if line.trim_start().starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let fields = event.get("fields")?;
+        let count = usize::try_from(fields.get("partitions")?.as_u64()?).ok()?;
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        };
+        return match text("message") {
+            "partitions assigned" => Some(PartitionChange::Assigned {
+                count,
+                topic: text("topic").to_owned(),
+                numbers: numbers(text("numbers")),
+            }),
+            "partitions revoked" => Some(PartitionChange::Revoked { count }),
+            _ => None,
+        };
+    }
+    let after = |marker: &str| line.split_once(marker).map(|(_, rest)| rest);
+    let count = |rest: &str| rest.split_whitespace().next()?.parse::<usize>().ok();
+    if let Some(rest) = after(ASSIGNED) {
+        Some(PartitionChange::Assigned {
+            count: count(rest)?,
+            topic: after("topic=\"")
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(topic, _)| topic.to_owned())
+                .unwrap_or_default(),
+            numbers: after("numbers=").map(numbers).unwrap_or_default(),
+        })
+    } else {
+        Some(PartitionChange::Revoked {
+            count: count(after(REVOKED)?)?,
+        })
+    }
+}
+
+fn partition_changes(log: &str) -> impl Iterator<Item = PartitionChange> + '_ {
+    crate::process::complete_lines(log).filter_map(partition_change)
+}
+
 /// The partitions a consumer holds by its log: its last assignment of at least
 /// `min` partitions, or 0 if such a holding was revoked since (an eager
 /// rebalance revokes everything before it assigns anew).
 pub fn held_partitions(log: &str, min: usize) -> usize {
     let mut held = 0;
-    for line in crate::process::complete_lines(log) {
-        let count = |marker: &str| {
-            line.split_once(marker)
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .and_then(|n| n.parse::<usize>().ok())
-        };
-        if let Some(n) = count(ASSIGNED).filter(|n| *n >= min) {
-            held = n;
-        } else if count(REVOKED).is_some_and(|n| n >= min) {
-            held = 0;
+    for change in partition_changes(log) {
+        match change {
+            PartitionChange::Assigned { count, .. } if count >= min => held = count,
+            PartitionChange::Revoked { count } if count >= min => held = 0,
+            _ => {}
         }
     }
     held
@@ -549,17 +611,14 @@ pub fn held_scan_partitions(log: &str) -> usize {
 /// log (`partitions assigned … topic="<prefix>scans" numbers=[0, 3]`); empty if
 /// none.
 pub fn assigned_scan_partitions(log: &str) -> Vec<i32> {
-    crate::process::complete_lines(log)
-        .filter(|line| line.contains(ASSIGNED) && line.contains("scans\""))
-        .last()
-        .and_then(|line| line.split_once("numbers=["))
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(numbers, _)| {
-            numbers
-                .split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
+    partition_changes(log)
+        .filter_map(|change| match change {
+            PartitionChange::Assigned { topic, numbers, .. } if topic.ends_with("scans") => {
+                Some(numbers)
+            }
+            _ => None,
         })
+        .last()
         .unwrap_or_default()
 }
 
@@ -654,6 +713,22 @@ x INFO presence_kafka::runner: partitions assigned partitions=3 topic=\"p.scans\
 ";
         assert_eq!(assigned_scan_partitions(log), [1, 3, 5]);
         assert_eq!(assigned_scan_partitions(""), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn reads_partition_changes_from_json_logs_too() {
+        let log = r#"{"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":6,"topic":"p.scans","numbers":"[0, 1, 2, 3, 4, 5]"},"target":"presence_kafka::runner"}
+{"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":1,"topic":"p.inventory","numbers":"[0]"},"target":"presence_kafka::runner"}
+{"timestamp":"x","level":"INFO","fields":{"message":"partitions revoked","partitions":6},"target":"presence_kafka::runner"}
+{"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":3,"topic":"p.scans","numbers":"[1, 3, 5]"},"target":"presence_kafka::runner"}
+"#;
+        assert_eq!(assigned_scan_partitions(log), [1, 3, 5]);
+        assert_eq!(held_scan_partitions(log), 3);
+        let revoked = format!(
+            "{log}{}\n",
+            r#"{"fields":{"message":"partitions revoked","partitions":3}}"#
+        );
+        assert_eq!(held_scan_partitions(&revoked), 0);
     }
 
     #[test]

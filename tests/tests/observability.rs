@@ -2,7 +2,8 @@
 //! What operators see of a scan in distributed mode: one trace across the
 //! gateway and the validator (spans exported by OTLP to a test receiver), the
 //! `/metrics` page of every service moving as scans happen, and JSON log lines
-//! whose scan span carries the scan's fields but neither the token nor the key.
+//! from every service, whose scan spans carry the scan's fields but neither the
+//! token nor the key.
 
 use anyhow::{Context, Result, ensure};
 use presence_tests::otlp::{OtlpReceiver, ReceivedSpan};
@@ -62,10 +63,8 @@ async fn one_scan_is_one_trace_moves_every_metrics_page_and_logs_json() -> Resul
             ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
             // Spans leave every 100 ms rather than every 5 s.
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("PRESENCE_LOG_FORMAT", "json"),
         ]),
-        // The harness reads the services' text logs to see their partitions:
-        // only the gateway writes JSON.
-        gateway_env: pairs(&[("PRESENCE_LOG_FORMAT", "json")]),
         ..DistributedOptions::default()
     })
     .await?;
@@ -219,31 +218,55 @@ async fn check(app: &TestApp, receiver: &OtlpReceiver) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // (c) JSON lines; the request span names the scan, never the token or key.
-    let log = app.gateway_log();
-    let lines: Vec<Value> = log
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
-        .collect::<Result<_>>()?;
-    let closed = lines
-        .iter()
-        .find(|line| {
-            line["fields"]["message"] == "close" && line["span"]["scan_id"] == scan_id.as_str()
-        })
-        .context("no closing line of the scan's request span")?;
-    let span = &closed["span"];
+    // (c) JSON lines from every service; the gateway's request span and the
+    // validator's scan span name the scan, never the token or the key.
+    let json_lines = |program: &str, log: &str| -> Result<Vec<Value>> {
+        log.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).with_context(|| format!("{program}: not JSON: {line}"))
+            })
+            .collect()
+    };
+    let closing = |lines: &[Value], span_name: &str| {
+        lines
+            .iter()
+            .find(|line| {
+                line["fields"]["message"] == "close"
+                    && line["span"]["name"] == span_name
+                    && line["span"]["scan_id"] == scan_id.as_str()
+            })
+            .map(|line| line["span"].clone())
+            .with_context(|| format!("no closing line of the scan's {span_name} span"))
+    };
+    let gateway_log = app.gateway_log();
+    let request_span = closing(&json_lines("gateway", &gateway_log)?, "request")?;
     for field in ["kind", "venue", "gate", "device", "token_hash", "decision"] {
-        ensure!(!span[field].is_null(), "{field} missing from {span}");
+        ensure!(
+            !request_span[field].is_null(),
+            "{field} missing from {request_span}"
+        );
     }
-    ensure!(!log.contains(&token), "the token is in the gateway log");
-    ensure!(
-        !log.contains(app.admin_key()),
-        "the key is in the gateway log"
-    );
-    ensure!(
-        !app.validator_log(0)?.contains(app.admin_key()),
-        "the key is in the validator log"
-    );
+    let validator_log = app.validator_log(0)?;
+    let scan_span = closing(&json_lines("validator", &validator_log)?, "scan")?;
+    for field in ["kind", "venue", "gate", "device", "status"] {
+        ensure!(
+            !scan_span[field].is_null(),
+            "{field} missing from {scan_span}"
+        );
+    }
+    let registry_log = app.registry_log()?;
+    json_lines("registry", &registry_log)?;
+    for (program, log) in [
+        ("gateway", &gateway_log),
+        ("validator", &validator_log),
+        ("registry", &registry_log),
+    ] {
+        ensure!(!log.contains(&token), "the token is in the {program} log");
+        ensure!(
+            !log.contains(app.admin_key()),
+            "the key is in the {program} log"
+        );
+    }
     Ok(())
 }
