@@ -21,6 +21,12 @@
 #                           `cargo build --release`
 #   PRESENCE_TANSU          the tansu binary; default: tansu on PATH or in
 #                           ~/.cargo/bin, installed with cargo when missing
+#   PRESENCE_TANSU_STORAGE  where the broker keeps topics: `memory` (default), or a
+#                           PostgreSQL server URL (e.g. postgres://postgres@127.0.0.1:5432)
+#                           on which `up` creates a database of its own, with the
+#                           tables of tests/src/tansu_postgres.sql, and `down` drops it.
+#                           tansu's in-memory log costs more CPU per record as it
+#                           grows; PostgreSQL storage does not (docs/reliability.md)
 #   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
 # Other settings the services read (RUST_LOG, PRESENCE_TOPIC_PREFIX,
 # PRESENCE_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass through to them.
@@ -262,8 +268,48 @@ start_redis() {
     esac
 }
 
+# The broker's --storage-engine, creating its PostgreSQL database if asked to.
+tansu_storage() {
+    local server name
+    case ${PRESENCE_TANSU_STORAGE:-memory} in
+        memory) echo memory://tansu/ ;;
+        postgres://* | postgresql://*)
+            require psql "apt-get install postgresql-client"
+            server=${PRESENCE_TANSU_STORAGE%/}
+            # Lower-case letters, digits and `_`: a plain identifier, no quoting.
+            name="presence_stack_$(date +%s)_$RANDOM"
+            psql "$server/postgres" --no-psqlrc -q -v ON_ERROR_STOP=1 \
+                -c "create database $name" >&2 ||
+                die "cannot create database $name on $server"
+            printf '%s\n%s\n' "$server" "$name" >"$dir/tansu.database"
+            psql "$server/$name" --no-psqlrc -q -v ON_ERROR_STOP=1 \
+                -f "$repo/tests/src/tansu_postgres.sql" >&2 ||
+                die "cannot create tansu's tables in $name on $server"
+            # Without TLS: tansu checks a server's certificate against the system's
+            # roots, which a local server's self-signed one fails.
+            echo "$server/$name?sslmode=disable"
+            ;;
+        *) die "PRESENCE_TANSU_STORAGE=$PRESENCE_TANSU_STORAGE is neither memory nor a postgres:// URL" ;;
+    esac
+}
+
+# Drops the broker's PostgreSQL database, if `up` created one.
+drop_tansu_database() {
+    local server name
+    [ -f "$dir/tansu.database" ] || return 0
+    { read -r server && read -r name; } <"$dir/tansu.database"
+    if psql "$server/postgres" --no-psqlrc -q -v ON_ERROR_STOP=1 \
+        -c "drop database if exists $name with (force)" >&2; then
+        log "dropped the broker's database $name"
+        rm -f "$dir/tansu.database"
+    else
+        log "could not drop the broker's database $name on $server"
+    fi
+}
+
 start_tansu() {
-    local attempt status url
+    local attempt status url storage
+    storage=$(tansu_storage)
     for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
         kafka_port=$(free_port)
         url="tcp://127.0.0.1:$kafka_port"
@@ -271,7 +317,7 @@ start_tansu() {
         # services (RUST_LOG) or for no one here.
         launch tansu env -u CLUSTER_ID -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT -u RUST_LOG \
             "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
-            --storage-engine memory://tansu/
+            --storage-engine "$storage"
         status=0
         wait_until tansu tansu_ready "$kafka_port" || status=$?
         ((status == 1)) || break
@@ -316,6 +362,7 @@ clean_up_failed_up() {
         for ((i = ${#started[@]} - 1; i >= 0; i--)); do
             stop "${started[i]}" || true
         done
+        drop_tansu_database
         log "logs are in $dir"
     fi
     exit "$status"
@@ -376,6 +423,7 @@ cmd_down() {
             log "$(binary_of "$name") was not running"
         fi
     done
+    drop_tansu_database
     rm -f "$dir/stack.env"
     if ((stopped == 0)); then
         log "nothing was running in $dir"

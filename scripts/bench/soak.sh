@@ -9,15 +9,25 @@
 # (setup takes well under a second between windows), while sampling the resident
 # memory and CPU time of every process of the stack every 5 s. Prints one line per
 # window and a memory table, writes everything to $PRESENCE_SOAK_DIR (default a
-# new temporary directory), and fails when a window saw an error (5xx, no answer,
-# an unexpected status) or a process's RSS grew by 10 % or more between the end of
-# the first window (warm-up) and the end.
+# new temporary directory), and fails when
+# - a window saw an error (5xx, no answer, an unexpected status);
+# - a window after the warm-up had a p99 more than twice (and 5 ms above) the
+#   p99 of the first window after it;
+# - a process's RSS grew by 10 % or more between the end of the warm-up and the end.
+# The warm-up is the first PRESENCE_SOAK_WARMUP windows (default 2): the services'
+# allocators and Redis settle into their working size in that time.
+# PRESENCE_TANSU_STORAGE (see deploy/local/stack.sh) picks the broker's storage.
 #
 # Not part of the test suite: it runs for MINUTES minutes. Loopback only.
 set -euo pipefail
 
 rate=${1:-700}
 minutes=${2:-10}
+warmup=${PRESENCE_SOAK_WARMUP:-2}
+((warmup >= 1 && warmup < minutes)) || {
+    echo "soak.sh: the warm-up ($warmup windows) must be at least 1 and under MINUTES ($minutes)" >&2
+    exit 2
+}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${PRESENCE_SOAK_DIR:-$(mktemp -d -t presence-soak.XXXXXX)}
 mkdir -p "$out"
@@ -84,10 +94,10 @@ done
 kill "$sampler" 2>/dev/null || true
 sampler=
 
-memory=0
-python3 - "$out" "$minutes" <<'PY' || memory=1
-import csv, sys
-out, minutes = sys.argv[1], int(sys.argv[2])
+checks=0
+python3 - "$out" "$minutes" "$warmup" <<'PY' || checks=1
+import csv, json, sys
+out, minutes, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 def last_rss(path):
     rss = {}
@@ -96,10 +106,24 @@ def last_rss(path):
             rss[row["process"]] = (int(row["rss_kib"]), int(row["cpu_seconds"]))
     return rss
 
-warm = last_rss(f"{out}/processes-after-1.csv")
+failed = False
+p99 = {}
+for window in range(warmup + 1, minutes + 1):
+    with open(f"{out}/window-{window}.json") as f:
+        p99[window] = json.load(f)["latency_us"]["p99"] / 1000
+first = p99[warmup + 1]
+drifted = [w for w, ms in p99.items() if ms > 2 * first and ms > first + 5]
+print()
+print(f"p99 after the warm-up: {first:.1f} ms in window {warmup + 1}, "
+      f"{min(p99.values()):.1f} to {max(p99.values()):.1f} ms in windows {warmup + 1} to {minutes}")
+if drifted:
+    print(f"p99 more than doubled in windows {drifted}")
+    failed = True
+
+warm = last_rss(f"{out}/processes-after-{warmup}.csv")
 end = last_rss(f"{out}/processes-after-{minutes}.csv")
 print()
-print("| process | RSS after window 1 | RSS at the end | growth | CPU seconds |")
+print(f"| process | RSS after window {warmup} | RSS at the end | growth | CPU seconds |")
 print("|---|---|---|---|---|")
 grew = []
 for name, (rss_end, cpu) in end.items():
@@ -110,10 +134,11 @@ for name, (rss_end, cpu) in end.items():
         grew.append(name)
 if grew:
     print(f"\nRSS grew by 10 % or more: {', '.join(grew)}")
-    sys.exit(1)
+    failed = True
+sys.exit(1 if failed else 0)
 PY
 log "reports, samples and logs: $out"
-if [ "$failed" -ne 0 ] || [ "$memory" -ne 0 ]; then
+if [ "$failed" -ne 0 ] || [ "$checks" -ne 0 ]; then
     log "soak FAILED"
     exit 1
 fi
