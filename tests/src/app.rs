@@ -558,10 +558,12 @@ impl TestApp {
         service.process.signal_term()?;
         let signalled = Instant::now();
         let readyz = format!("{}/readyz", service.ops_url);
-        watch_shutdown(&self.inner.client, &readyz, signalled, || {
+        let mut shutdown = watch_shutdown(&self.inner.client, &readyz, signalled, || {
             service.process.try_exit()
         })
-        .await
+        .await?;
+        shutdown.log = service.process.stderr();
+        Ok(shutdown)
     }
 
     // ---------------------------------------------------------- registry
@@ -596,10 +598,12 @@ impl TestApp {
         service.process.signal_term()?;
         let signalled = Instant::now();
         let readyz = format!("{}/readyz", service.ops_url);
-        watch_shutdown(&self.inner.client, &readyz, signalled, || {
+        let mut shutdown = watch_shutdown(&self.inner.client, &readyz, signalled, || {
             service.process.try_exit()
         })
-        .await
+        .await?;
+        shutdown.log = service.process.stderr();
+        Ok(shutdown)
     }
 
     /// Starts the registry again after it stopped, and waits until the groups

@@ -419,6 +419,8 @@ pub struct Shutdown {
     pub took: Duration,
     /// Every probe from SIGTERM to exit, each with its time after SIGTERM.
     pub probes: Vec<(Duration, Probe)>,
+    /// What the process logged, start to exit.
+    pub log: String,
 }
 
 impl Shutdown {
@@ -467,6 +469,7 @@ pub async fn watch_shutdown(
                 status,
                 took: signalled.elapsed(),
                 probes,
+                log: String::new(),
             });
         }
         if signalled.elapsed() >= STOP_TIMEOUT {
@@ -694,6 +697,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, probe)| (ms(i as u64), probe))
                 .collect(),
+            log: String::new(),
         };
         let clean = shutdown(vec![Probe::Ready, red(), red(), Probe::Unreachable]);
         assert!(clean.went_red_first());

@@ -134,12 +134,44 @@ fn codes(sent: &[Sent]) -> BTreeMap<Option<u16>, usize> {
 /// Readiness went red because the service was stopping (`stopping` is how its
 /// `/readyz` says so), while it still answered, and stayed red; the service
 /// exited cleanly.
-fn stopped_cleanly(what: &str, stopping: &str, shutdown: &Shutdown) -> Result<()> {
+///
+/// A validator or registry whose records in flight finish at once exits within
+/// milliseconds of SIGTERM, between two probes; then its log (`red_then_stopped`:
+/// the line it logs as readiness turns red, then the one as a consumer stops)
+/// shows the order instead.
+fn stopped_cleanly(
+    what: &str,
+    stopping: &str,
+    red_then_stopped: Option<(&str, &str)>,
+    shutdown: &Shutdown,
+) -> Result<()> {
     ensure!(
         shutdown.status.success(),
         "{what} exited with {} on SIGTERM",
         shutdown.status
     );
+    let never_red = !shutdown
+        .probes
+        .iter()
+        .any(|(_, probe)| matches!(probe, Probe::NotReady(..)));
+    if let (true, Some((red_line, stopped_line))) = (never_red, red_then_stopped) {
+        let red = shutdown.log.find(red_line);
+        let stopped = shutdown.log.find(stopped_line);
+        ensure!(
+            matches!((red, stopped), (Some(red), Some(stopped)) if red < stopped),
+            "{what} exited before a probe saw it red, and its log does not show readiness \
+             red before its consumers stopped: {:?}\n{}",
+            shutdown.probes,
+            shutdown.log
+        );
+        ensure!(
+            shutdown.took < QUICK_EXIT,
+            "{what} was never seen red although it took {:?} to exit: {:?}",
+            shutdown.took,
+            shutdown.probes
+        );
+        return Ok(());
+    }
     ensure!(
         shutdown.went_red_first(),
         "{what}'s /readyz did not turn red before it stopped serving: {:?}",
@@ -161,6 +193,14 @@ fn stopped_cleanly(what: &str, stopping: &str, shutdown: &Shutdown) -> Result<()
     );
     Ok(())
 }
+
+/// What the validator and registry log as their readiness turns red, then as
+/// each consumer stops (`presence_kafka::runner`).
+const CONSUMERS_RED_THEN_STOPPED: (&str, &str) =
+    ("consumers stopping: readiness is red", "consumer stopped");
+/// The longest a stop may take and still slip between probes: a probe is sent
+/// every 5 ms, and one on a loaded machine took 104 ms to be answered.
+const QUICK_EXIT: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------- gateway killed
 
@@ -486,7 +526,7 @@ async fn the_gateway_stops_gracefully_under_load() -> Result<()> {
             flow.wait_for(SCANS / 4).await?;
             let signalled = Instant::now();
             let shutdown = app.stop_gateway_watching().await?;
-            stopped_cleanly("the gateway", "shutting_down", &shutdown)?;
+            stopped_cleanly("the gateway", "shutting_down", None, &shutdown)?;
             let first_red = shutdown.first_red().context("never red")?;
             ensure!(
                 first_red < Duration::from_millis(GATEWAY_GRACE_MS),
@@ -554,7 +594,12 @@ async fn a_validator_stops_gracefully_under_load() -> Result<()> {
             "the second validator holds no scan partition"
         );
         let shutdown = app.stop_validator_watching(second).await?;
-        stopped_cleanly("the validator", "shutting down", &shutdown)?;
+        stopped_cleanly(
+            "the validator",
+            "shutting down",
+            Some(CONSUMERS_RED_THEN_STOPPED),
+            &shutdown,
+        )?;
         let sent = flow.finish().await?;
         app.settle().await?;
         let log = app.logs();
@@ -641,7 +686,12 @@ async fn the_registry_stops_gracefully_under_load() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let shutdown = app.stop_registry_watching().await?;
-        stopped_cleanly("the registry", "shutting down", &shutdown)?;
+        stopped_cleanly(
+            "the registry",
+            "shutting down",
+            Some(CONSUMERS_RED_THEN_STOPPED),
+            &shutdown,
+        )?;
         app.restart_registry().await?;
         let outcomes = calls.await??;
 
