@@ -552,18 +552,10 @@ impl TestApp {
 
     /// SIGTERM to validator `index`, watching its `/readyz` until it exits.
     pub async fn stop_validator_watching(&self, index: usize) -> Result<Shutdown> {
-        let mut service = self
+        let service = self
             .take_validator(index)?
             .ok_or_else(|| anyhow!("validator {index} is not running"))?;
-        service.process.signal_term()?;
-        let signalled = Instant::now();
-        let readyz = format!("{}/readyz", service.ops_url);
-        let mut shutdown = watch_shutdown(&self.inner.client, &readyz, signalled, || {
-            service.process.try_exit()
-        })
-        .await?;
-        shutdown.log = service.process.stderr();
-        Ok(shutdown)
+        service.stop_watching(&self.inner.client).await
     }
 
     // ---------------------------------------------------------- registry
@@ -590,20 +582,12 @@ impl TestApp {
 
     /// SIGTERM to the registry, watching its `/readyz` until it exits.
     pub async fn stop_registry_watching(&self) -> Result<Shutdown> {
-        let mut service = self
+        let service = self
             .running()
             .registry
             .take()
             .ok_or_else(|| anyhow!("the registry is not running"))?;
-        service.process.signal_term()?;
-        let signalled = Instant::now();
-        let readyz = format!("{}/readyz", service.ops_url);
-        let mut shutdown = watch_shutdown(&self.inner.client, &readyz, signalled, || {
-            service.process.try_exit()
-        })
-        .await?;
-        shutdown.log = service.process.stderr();
-        Ok(shutdown)
+        service.stop_watching(&self.inner.client).await
     }
 
     /// Starts the registry again after it stopped, and waits until the groups

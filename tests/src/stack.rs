@@ -72,6 +72,19 @@ pub struct Service {
     pub ops_url: String,
 }
 
+impl Service {
+    /// SIGTERM, then its `/readyz` watched until it exits; with its log.
+    pub async fn stop_watching(mut self, client: &reqwest::Client) -> Result<Shutdown> {
+        self.process.signal_term()?;
+        let signalled = Instant::now();
+        let readyz = format!("{}/readyz", self.ops_url);
+        let mut shutdown =
+            watch_shutdown(client, &readyz, signalled, || self.process.try_exit()).await?;
+        shutdown.log = self.process.stderr();
+        Ok(shutdown)
+    }
+}
+
 /// The processes running now. Dropping it kills them all.
 #[derive(Debug)]
 pub(crate) struct Running {
