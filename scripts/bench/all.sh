@@ -21,6 +21,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=proc.sh
+. "$repo/scripts/bench/proc.sh"
 out=${1:-$(mktemp -d -t presence-bench.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -37,15 +39,6 @@ log() {
     printf '==> %s\n' "$*" >&2
 }
 
-# CPU seconds (user + system) process $1 has used so far, in clock ticks.
-cpu_ticks() {
-    local stat fields
-    stat=$(cat "/proc/$1/stat")
-    # After the command name, which may hold spaces: utime is the 12th field, stime the 13th.
-    read -r -a fields <<<"${stat##*) }"
-    echo $((fields[11] + fields[12]))
-}
-
 # Percent of one core each pid used over $idle seconds, after a settle.
 idle_cpu() {
     local pid before=() i=0
@@ -59,7 +52,7 @@ idle_cpu() {
 }
 
 rss_mib() {
-    awk '/^VmRSS:/ {printf "%.0f MiB", $2 / 1024}' "/proc/$1/status"
+    echo "$(($(rss_kib "$1") / 1024)) MiB"
 }
 
 # presence-loadgen against $url; the JSON report goes to $out/$1.json.

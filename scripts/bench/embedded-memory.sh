@@ -13,6 +13,8 @@ tickets=${1:-1000000}
 seconds=${2:-20}
 settle=${3:-10}
 root=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=proc.sh
+. "$root/scripts/bench/proc.sh"
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 if [ -z "${PRESENCE_BIN:-}" ]; then
   cargo build --release -p presence --manifest-path "$root/Cargo.toml" >&2
@@ -42,7 +44,7 @@ memory() {
   awk -v step="$1" '/^VmRSS/ {rss = $2} /^VmHWM/ {hwm = $2}
     END {printf "%-28s RSS %4d MiB, peak %4d MiB\n", step ":", rss / 1024, hwm / 1024}' "/proc/$server/status"
 }
-cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+cpu() { cpu_ticks "$server"; }
 memory "started"
 start=$(date +%s.%N)
 curl -sf -X POST "$url/admin/v1/inventory" -H "X-Api-Key: $key" --data-binary @"$work/inventory.ndjson" >/dev/null

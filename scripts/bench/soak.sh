@@ -29,6 +29,8 @@ warmup=${PRESENCE_SOAK_WARMUP:-2}
     exit 2
 }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=proc.sh
+. "$repo/scripts/bench/proc.sh"
 out=${PRESENCE_SOAK_DIR:-$(mktemp -d -t presence-soak.XXXXXX)}
 mkdir -p "$out"
 key=soak-$RANDOM$RANDOM
@@ -61,16 +63,14 @@ trap cleanup EXIT
 # seconds so far (utime+stime from /proc, in clock ticks).
 ticks=$(getconf CLK_TCK)
 sample() {
-    local start=$SECONDS name pid stat
+    local start=$SECONDS name pid cpu rss
     echo "seconds,process,rss_kib,cpu_seconds"
     while true; do
         for name in "${COMPONENTS[@]}"; do
             pid=$(cat "$PRESENCE_STACK_DIR/$name.pid" 2>/dev/null) || continue
-            stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-            # Fields after the command name, which may hold spaces: utime is the 12th, stime the 13th.
-            read -r -a fields <<<"${stat##*) }"
-            rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
-            echo "$((SECONDS - start)),$name,$rss,$(((fields[11] + fields[12]) / ticks))"
+            cpu=$(cpu_ticks "$pid") || continue
+            rss=$(rss_kib "$pid") || continue
+            echo "$((SECONDS - start)),$name,$rss,$((cpu / ticks))"
         done
         sleep "$SAMPLE_EVERY"
     done
