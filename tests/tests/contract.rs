@@ -751,6 +751,9 @@ async fn events_of_other_venues_are_event_restricted(app: &TestApp) -> Result<()
     for kind in ScanKind::ALL {
         let reply = scan_now(app, kind, &scanner, &token).await?;
         decided(&reply, "EVENT_RESTRICTION").map_err(|e| anyhow!("{kind}: {e}"))?;
+        // The other venue's places are not this venue's business (a key limited
+        // to this venue must not learn them).
+        ensure!(reply.tickets().is_empty(), "{kind}: {}", reply.text);
     }
     Ok(())
 }

@@ -56,14 +56,23 @@ pub fn decide(
     let Some(ticket) = facts.ticket else {
         return denied(Status::NotFound, "Ticket was not found", Vec::new());
     };
-    let tickets: Vec<TicketPlace> = ticket
-        .places
-        .iter()
-        .map(|place| TicketPlace {
-            place: place.clone(),
-            event_id: ticket.event_id.clone(),
-        })
-        .collect();
+    // A ticket of another venue's event is none of this venue's business: its
+    // places and event stay undisclosed to a key limited to this venue.
+    let at_this_venue = facts
+        .event
+        .is_some_and(|event| event.venue_id == request.venue_id);
+    let tickets: Vec<TicketPlace> = if at_this_venue {
+        ticket
+            .places
+            .iter()
+            .map(|place| TicketPlace {
+                place: place.clone(),
+                event_id: ticket.event_id.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if let Err((status, message)) = check_restrictions(kind, request, ticket, facts) {
         return denied(status, message, tickets);
     }
@@ -408,6 +417,27 @@ mod tests {
             assert_eq!(outcome.decision.status, Status::NotFound);
             assert!(outcome.decision.tickets.is_empty());
         }
+    }
+
+    #[test]
+    fn a_ticket_of_another_venue_discloses_no_places() {
+        let mut w = world();
+        w.event.venue_id = VenueId::new("V2");
+        for kind in ScanKind::ALL {
+            let outcome = w.decide_in(kind, TokenState::Never);
+            assert_eq!(outcome.decision.status, Status::EventRestriction);
+            assert_eq!(outcome.decision.message, "Event E1 is not at venue V1");
+            assert!(outcome.decision.tickets.is_empty(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_gate_limited_to_other_events_still_lists_the_places() {
+        let mut w = world();
+        w.gate.spec.allowed_events = vec![EventId::new("E9")];
+        let outcome = w.decide_in(ScanKind::Enter, TokenState::Never);
+        assert_eq!(outcome.decision.status, Status::EventRestriction);
+        assert_eq!(outcome.decision.tickets.len(), 2);
     }
 
     #[test]
