@@ -311,6 +311,136 @@ async fn a_flooding_key_is_refused_while_another_is_served(app: &TestApp) -> Res
     Ok(())
 }
 
+/// Scanners that abandon their scans: how many, and the tickets they enter.
+const ABANDONED: usize = 2_000;
+
+/// Enters every ticket over its own connection, closed 0–4 ms after the
+/// request is sent, without reading the answer; 64 connections at a time.
+async fn abandon_enters(addr: SocketAddr, key: &str, bodies: &[serde_json::Value]) -> Result<()> {
+    let mut scanners = JoinSet::new();
+    for (i, body) in bodies.iter().enumerate() {
+        if scanners.len() >= 64
+            && let Some(done) = scanners.join_next().await
+        {
+            done??;
+        }
+        let body = body.to_string();
+        let request = format!(
+            "POST /presence/v1/ticket/enter HTTP/1.1\r\nHost: presence\r\nX-Api-Key: {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let wait = Duration::from_micros(u64::try_from(i % 5)? * 1_000);
+        scanners.spawn(async move {
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            tokio::time::sleep(wait).await;
+            drop(stream);
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = scanners.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// The decisions `presence serve --decisions-log` wrote, once `expected` lines
+/// are there (they are written behind the answers), or what is there after 20 s.
+async fn decisions_logged(
+    path: &std::path::Path,
+    expected: usize,
+) -> Result<Vec<serde_json::Value>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        if lines.len() >= expected || Instant::now() > deadline {
+            return Ok(lines);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every ticket entered once: one OKAY enter per token on the decisions log and
+/// nothing else, and the venue's stats count exactly those entries.
+async fn every_entry_logged_and_counted_once(
+    app: &TestApp,
+    log: &std::path::Path,
+    show: &Show,
+    tokens: &[String],
+) -> Result<()> {
+    let lines = decisions_logged(log, tokens.len()).await?;
+    let mut okay_per_token = std::collections::HashMap::new();
+    for line in &lines {
+        ensure!(
+            line["kind"] == "enter" && line["status"] == "OKAY",
+            "an unexpected decision was logged: {line}"
+        );
+        *okay_per_token
+            .entry(line["token"].as_str().unwrap_or_default().to_owned())
+            .or_insert(0) += 1;
+    }
+    let missing = tokens
+        .iter()
+        .filter(|token| !okay_per_token.contains_key(token.as_str()))
+        .count();
+    let twice = okay_per_token.values().filter(|n| **n > 1).count();
+    ensure!(
+        missing == 0 && twice == 0 && lines.len() == tokens.len(),
+        "{} tickets, {} lines logged: {missing} entries missing, {twice} logged twice",
+        tokens.len(),
+        lines.len()
+    );
+    let path = format!("/presence/v1/venues/{}/stats", show.venue_id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = app.get(&path, Auth::Header(app.admin_key())).await?;
+        stats.expect(200, "OKAY")?;
+        let entries = stats.json["message"]["totals"]["entries"].as_u64();
+        if entries == Some(u64::try_from(tokens.len())?) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the stats count {entries:?} entries of {}",
+            tokens.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A venue with a scanner and `ABANDONED` fresh tickets, and their enter bodies.
+async fn many_tickets(app: &TestApp) -> Result<(Show, Vec<String>, Vec<serde_json::Value>)> {
+    let (show, scanner) = setup(app).await?;
+    let tokens: Vec<String> = (0..ABANDONED).map(|_| show.token()).collect();
+    let tickets: Vec<_> = tokens.iter().map(|t| show.ticket(t, &["A:1:1"])).collect();
+    app.load(&tickets).await?;
+    let scan_time = next_scan_time();
+    let bodies = tokens.iter().map(|t| scanner.body(t, scan_time)).collect();
+    Ok((show, tokens, bodies))
+}
+
+/// Scanners that close their connection mid-scan: hyper drops the request, but
+/// a scan that reached the store is still published and counted, once. Their
+/// retries (the same scan key) settle the tickets whose request never arrived.
+async fn abandoned_scans_are_logged_and_counted_once(
+    app: &TestApp,
+    log: &std::path::Path,
+) -> Result<()> {
+    let (show, tokens, bodies) = many_tickets(app).await?;
+    abandon_enters(address(app)?, app.admin_key(), &bodies).await?;
+    for body in &bodies {
+        app.scan(presence_tests::ScanKind::Enter, body)
+            .await?
+            .expect(200, "OKAY")?;
+    }
+    every_entry_logged_and_counted_once(app, log, &show, &tokens).await
+}
+
 /// Runs `test` against `presence serve` with `env`, printing its logs on failure.
 async fn embedded<F>(env: &[(&str, &str)], test: F) -> Result<()>
 where
@@ -370,5 +500,19 @@ async fn distributed_flooding_key() -> Result<()> {
         TestApp::distributed_with(options).await?,
         a_flooding_key_is_refused_while_another_is_served,
     )
+    .await
+}
+
+/// Scanners that abandon their scans, against `presence serve --decisions-log`.
+/// (The decision deadline drops a scan the same way; the embedded transport's
+/// own tests cover it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_abandoned_scans() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("decisions.ndjson");
+    let log_setting = log.to_str().context("a UTF-8 temporary path")?;
+    embedded(&[("PRESENCE_DECISIONS_LOG", log_setting)], async |app| {
+        abandoned_scans_are_logged_and_counted_once(app, &log).await
+    })
     .await
 }

@@ -1,8 +1,11 @@
 //! How the gateway behaves: limits and deadlines, and the flags (with their
 //! environment twins) that set them.
 
+use crate::error::GatewayError;
 use crate::rate::RateLimit;
 use crate::reply::retry_after_seconds;
+use crate::token_hash::TokenHashKey;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The defaults, shared by [`GatewayConfig::default`] and the flags.
@@ -42,6 +45,8 @@ pub struct GatewayConfig {
     /// The limit of every API key under `/presence/v1/`, unless the keys file gives
     /// the key its own. None by default: SPEC §2 limits only where configured.
     pub key_rate: RateLimit,
+    /// Keys the token hash that request logs carry instead of the token.
+    pub token_hash_key: TokenHashKey,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +62,7 @@ impl Default for GatewayConfig {
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
             key_rate: RateLimit::default(),
+            token_hash_key: TokenHashKey::per_process(),
         }
     }
 }
@@ -97,13 +103,21 @@ pub struct GatewayArgs {
     /// Requests an API key may make at once after a quiet spell [default: twice the rate].
     #[arg(long, env = "PRESENCE_KEY_BURST", value_parser = clap::value_parser!(u32).range(1..))]
     pub key_burst: Option<u32>,
+    /// A file holding the secret that keys the token hashes in logs, the same for
+    /// every gateway of a deployment [default: a random key per process].
+    #[arg(long, env = "PRESENCE_TOKEN_HASH_KEY_FILE")]
+    pub token_hash_key_file: Option<PathBuf>,
 }
 
 impl GatewayArgs {
     /// The gateway configuration these flags describe; what they do not cover
-    /// keeps its default.
-    pub fn config(&self) -> GatewayConfig {
-        GatewayConfig {
+    /// keeps its default. Fails when the token hash key file cannot be used.
+    pub fn config(&self) -> Result<GatewayConfig, GatewayError> {
+        let token_hash_key = match &self.token_hash_key_file {
+            Some(path) => TokenHashKey::from_file(path)?,
+            None => TokenHashKey::per_process(),
+        };
+        Ok(GatewayConfig {
             decision_timeout: Duration::from_millis(self.decision_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
@@ -113,8 +127,9 @@ impl GatewayArgs {
                 per_second: self.key_rate,
                 burst: self.key_burst,
             },
+            token_hash_key,
             ..GatewayConfig::default()
-        }
+        })
     }
 }
 
@@ -131,7 +146,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<GatewayConfig, clap::Error> {
         let argv = std::iter::once("gateway").chain(args.iter().copied());
-        Cli::try_parse_from(argv).map(|cli| cli.gateway.config())
+        Cli::try_parse_from(argv).map(|cli| cli.gateway.config().unwrap())
     }
 
     #[test]

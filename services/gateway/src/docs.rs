@@ -2,7 +2,7 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{devices, inventory, ops, stats, tickets};
+use crate::routes::{backup, devices, inventory, ops, stats, tickets};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -29,6 +29,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         devices::device_lookup,
         stats::venue_stats,
         inventory::upload,
+        backup::backup,
         ops::healthz,
         ops::readyz,
         ops::metrics,

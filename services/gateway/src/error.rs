@@ -27,6 +27,14 @@ pub enum GatewayError {
         name: String,
         problem: String,
     },
+    #[error("cannot read the token hash key file {path}: {source}")]
+    TokenHashKeyFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the token hash key file {path} must hold at least {min_bytes} bytes")]
+    TokenHashKeyTooShort { path: PathBuf, min_bytes: usize },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

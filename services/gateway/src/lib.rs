@@ -29,6 +29,7 @@ mod reply;
 mod routes;
 mod server;
 mod state;
+mod token_hash;
 pub mod wire;
 
 #[cfg(test)]
@@ -42,20 +43,21 @@ pub use metrics::MetricsHandle;
 pub use rate::RateLimit;
 pub use server::Gateway;
 pub use state::GatewayState;
+pub use token_hash::TokenHashKey;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
-    DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER, TICKET_EXIT,
-    TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    BACKUP, DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER,
+    TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
-use routes::{devices, inventory, ops, stats, tickets};
+use routes::{backup, devices, inventory, ops, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 11] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 12] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
@@ -63,6 +65,7 @@ pub fn router(state: GatewayState) -> Router {
         (DEVICE, get(devices::device_lookup)),
         (VENUE_STATS, get(stats::venue_stats)),
         (INVENTORY, post(inventory::upload)),
+        (BACKUP, get(backup::backup)),
         (HEALTHZ, get(ops::healthz)),
         (READYZ, get(ops::readyz)),
         (METRICS, get(ops::metrics)),

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = settings.instance_id {
         kafka.instance_id = id;
     }
-    let config = settings.gateway.config();
+    let config = settings.gateway.config().context("gateway settings")?;
     let deadlines = AnswerDeadlines {
         request: config.decision_timeout,
         ..AnswerDeadlines::default()

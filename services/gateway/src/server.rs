@@ -73,6 +73,11 @@ impl Gateway {
         self.state.metrics()
     }
 
+    /// Serves backups of `store` at `GET /admin/v1/backup`.
+    pub fn serve_backups_of(&self, store: Arc<dyn presence_ports::Snapshots>) {
+        self.state.serve_backups_of(store);
+    }
+
     /// Serves until `shutdown` completes, then turns `/readyz` red, waits the
     /// configured grace so load balancers notice (still serving), stops accepting
     /// connections and lets in-flight requests finish; idle connections are

@@ -5,11 +5,11 @@ use crate::config::GatewayConfig;
 use crate::keys::ApiKeys;
 use crate::metrics::{Metrics, MetricsHandle};
 use crate::reply::Failure;
-use presence_ports::{Transport, TransportError};
+use presence_ports::{Snapshots, Transport, TransportError};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The state behind [`router`](crate::router). Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +23,9 @@ struct Inner {
     transport: Arc<dyn Transport>,
     metrics: Metrics,
     stopping: AtomicBool,
+    /// Where `GET /admin/v1/backup` copies from: the embedded store, set once
+    /// by the process that has one.
+    snapshots: OnceLock<Arc<dyn Snapshots>>,
 }
 
 impl GatewayState {
@@ -37,6 +40,7 @@ impl GatewayState {
                 transport,
                 metrics: Metrics::new(),
                 stopping: AtomicBool::new(false),
+                snapshots: OnceLock::new(),
             }),
         }
     }
@@ -44,6 +48,18 @@ impl GatewayState {
     /// The registry behind `/metrics`, to add metrics of the embedding process.
     pub fn metrics(&self) -> MetricsHandle {
         self.inner.metrics.handle().clone()
+    }
+
+    /// Serves backups of `store` at `GET /admin/v1/backup` (404 until set).
+    /// The first store set stays.
+    pub fn serve_backups_of(&self, store: Arc<dyn Snapshots>) {
+        if self.inner.snapshots.set(store).is_err() {
+            tracing::warn!("a backup source was set twice; the first one stays");
+        }
+    }
+
+    pub(crate) fn snapshots(&self) -> Option<&dyn Snapshots> {
+        self.inner.snapshots.get().map(Arc::as_ref)
     }
 
     /// Turns `/readyz` red for good: the gateway is about to stop.

@@ -26,7 +26,7 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 18] = [
+const DOCUMENTED_PATHS: [&str; 19] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -41,6 +41,7 @@ const DOCUMENTED_PATHS: [&str; 18] = [
     "/presence/v1/venues/{venueId}/stats",
     "/presence/v1/venues/{venueId}/stats.json",
     "/admin/v1/inventory",
+    "/admin/v1/backup",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -17,7 +17,7 @@ pub mod transport;
 
 pub use store::{
     Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
-    StatsStore, StoreError, Stores, TicketStore,
+    Snapshot, Snapshots, StatsStore, StoreError, Stores, TicketStore,
 };
 pub use transport::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,

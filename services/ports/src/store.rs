@@ -176,6 +176,26 @@ pub trait StatsStore: Send + Sync + 'static {
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<VenueStats, StoreError>;
 }
 
+/// A consistent copy of a whole store, taken while it serves: the embedded
+/// mode's backups. (A Redis deployment is backed up by Redis's own means.)
+#[async_trait]
+pub trait Snapshots: Send + Sync + 'static {
+    /// Copies every commit made before the call and none made after, into an
+    /// unnamed temporary file (gone once closed), positioned at its start.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// A copy made by [`Snapshots::snapshot`].
+#[derive(Debug)]
+pub struct Snapshot {
+    pub file: std::fs::File,
+    /// The copy's size in bytes.
+    pub bytes: u64,
+    /// Tables and rows copied.
+    pub tables: usize,
+    pub rows: u64,
+}
+
 /// One backend's three stores, as the services are wired with them.
 #[derive(Clone)]
 pub struct Stores {

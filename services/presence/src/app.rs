@@ -77,6 +77,7 @@ impl EmbeddedApp {
         )
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+        gateway.serve_backups_of(store.clone());
         let inventory_size = transport.inventory_size().clone();
         gateway.metrics().with_registry(|registry| {
             registry.register_collector(Box::new(StoreMetrics::new(store)));
@@ -104,8 +105,11 @@ impl EmbeddedApp {
         self.decisions.subscribe()
     }
 
+    /// Serves until `shutdown` completes; returns once the requests in flight
+    /// are answered and every scan they started is decided and published.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         self.gateway.run_until_stopped(shutdown).await;
+        self.transport.finish_deciding().await;
     }
 }
 

@@ -147,7 +147,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_keys,
         inventory: args.inventory,
         decisions_log: args.decisions_log,
-        gateway: args.gateway.config(),
+        gateway: args.gateway.config().context("gateway settings")?,
         store: EmbeddedOptions {
             cache_bytes: args.store_cache_mib.saturating_mul(1 << 20),
             ..EmbeddedOptions::default()

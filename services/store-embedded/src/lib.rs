@@ -6,16 +6,19 @@
 //! - `writer`: the single writer thread and its group commit (one fsync per batch);
 //! - `sweeper`: forgets remembered decisions after the retention period;
 //! - `read`: reads, each in its own snapshot;
-//! - `stats`: the venues' live counters ([`presence_ports::StatsStore`]).
+//! - `stats`: the venues' live counters ([`presence_ports::StatsStore`]);
+//! - `backup`: a consistent copy of every table, taken while serving.
 //!
 //! Every answered write is durable (`Durability::Immediate`): it survives `kill -9`.
 
+mod backup;
 mod read;
 mod stats;
 mod sweeper;
 mod tables;
 mod writer;
 
+pub use backup::{BackupSummary, data_file, inspect_backup};
 pub use writer::WriterStats;
 
 use async_trait::async_trait;

@@ -21,15 +21,18 @@ use redb::{
 use std::time::{Duration, SystemTime};
 
 /// (venue, `scope|counter` field of [`Tally::fields`]) → count.
-const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stats_counters");
+pub(crate) const COUNTERS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("stats_counters");
 /// (venue, gate id) → the gate's latest name.
-const GATE_NAMES: TableDefinition<(&str, u64), &str> = TableDefinition::new("stats_gate_names");
+pub(crate) const GATE_NAMES: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("stats_gate_names");
 /// Venue → when its latest counted decision was made.
-const UPDATED: TableDefinition<&str, i64> = TableDefinition::new("stats_updated");
+pub(crate) const UPDATED: TableDefinition<&str, i64> = TableDefinition::new("stats_updated");
 /// Scan id → when it was counted, so a repeated decision is not counted twice.
-const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
+pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
 /// (counted at, scan id), to forget old scan ids oldest first.
-const SEEN_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("stats_seen_by_time");
+pub(crate) const SEEN_BY_TIME: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("stats_seen_by_time");
 
 /// How long a counted scan id is remembered: redeliveries come within minutes.
 const SEEN_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
