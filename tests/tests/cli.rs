@@ -69,14 +69,13 @@ async fn post_json(
     Ok((code, response.json().await?))
 }
 
-/// Configures a device at "Gate 1" of `venue` and enters `token` there.
-async fn enter_via(
+/// Configures a new device at "Gate 1" of `venue`; the device/init answer's `message`.
+async fn configure_device(
     client: &reqwest::Client,
     url: &str,
     key: &str,
     venue: &str,
-    token: &str,
-) -> Result<(u16, Value)> {
+) -> Result<Value> {
     let init = json!({
         "venueId": venue, "name": "Scanner", "mac": presence_tests::unique_mac(), "ip": "10.0.0.1",
         "gateName": "Gate 1", "serial": "S1", "model": "M1"
@@ -89,11 +88,28 @@ async fn enter_via(
     )
     .await?;
     ensure!(code == 200, "device/init: HTTP {code} {device}");
-    let scan = json!({
-        "deviceOs": "Printed", "gateName": "Gate 1", "token": token, "venueId": venue,
-        "deviceId": device["message"]["id"], "gateId": device["message"]["gateId"],
+    Ok(device["message"].clone())
+}
+
+/// An enter of `token` by `device` (a device/init `message`), scanned now.
+fn enter_body(device: &Value, token: &str) -> Value {
+    json!({
+        "deviceOs": "Printed", "gateName": "Gate 1", "token": token,
+        "venueId": device["venueId"], "deviceId": device["id"], "gateId": device["gateId"],
         "scanTime": next_scan_time()
-    });
+    })
+}
+
+/// Configures a device at "Gate 1" of `venue` and enters `token` there.
+async fn enter_via(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    venue: &str,
+    token: &str,
+) -> Result<(u16, Value)> {
+    let device = configure_device(client, url, key, venue).await?;
+    let scan = enter_body(&device, token);
     post_json(
         client,
         &format!("{url}/presence/v1/ticket/enter"),
@@ -505,4 +521,164 @@ async fn send(client: &reqwest::Client, command: &CurlCommand) -> Result<(u16, V
         code,
         serde_json::from_str(&text).map_err(|e| anyhow!("{e}: {text}"))?,
     ))
+}
+
+/// One enter as the load of the backup test sent it, and when it was answered.
+struct Answered {
+    body: Value,
+    reply: Value,
+    at: std::time::Instant,
+}
+
+/// Enters every token once through `url`, in order; each answer with its time.
+async fn enter_all(
+    url: String,
+    key: String,
+    device: Value,
+    tokens: Vec<String>,
+) -> Result<Vec<Answered>> {
+    let client = http_client()?;
+    let mut answered = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let body = enter_body(&device, &token);
+        let (code, reply) = post_json(
+            &client,
+            &format!("{url}/presence/v1/ticket/enter"),
+            &key,
+            &body,
+        )
+        .await?;
+        ensure!(
+            code == 200 && reply["result"]["status"] == "OKAY",
+            "HTTP {code} {reply}"
+        );
+        answered.push(Answered {
+            body,
+            reply,
+            at: std::time::Instant::now(),
+        });
+    }
+    Ok(answered)
+}
+
+/// `presence backup` while two scanners keep entering tickets, then `presence
+/// restore` and `presence serve` on the copy: every scan answered before the
+/// backup began is answered as before on a retry (the same decision and scan
+/// id), and its ticket is still inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_every_answered_scan() -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let tokens: Vec<String> = (0..600).map(|_| show.token()).collect();
+    let mut records = vec![show.venue(), show.event(), show.gate("Gate 1")];
+    records.extend(tokens.iter().map(|token| show.ticket(token, &["A:1:1"])));
+    let inventory = write(dir.path(), "inventory.ndjson", &ndjson(&records))?;
+    let key = presence_tests::unique("admin");
+    let (mut server, url) =
+        PresenceProcess::start(&serve_with_inventory(dir.path(), &key, &inventory)).await?;
+    let client = http_client()?;
+    let device = configure_device(&client, &url, &key, &show.venue_id).await?;
+
+    let (first, second) = tokens.split_at(tokens.len() / 2);
+    let scanners = [first, second].map(|half| {
+        tokio::spawn(enter_all(
+            url.clone(),
+            key.clone(),
+            device.clone(),
+            half.to_vec(),
+        ))
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup = dir.path().join("tonight.backup");
+    let backup_began = std::time::Instant::now();
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("backup")
+            .arg("--url")
+            .arg(&url)
+            .arg("--to")
+            .arg(&backup)
+            .env("PRESENCE_API_KEY", &key),
+    )
+    .await?;
+    let backup_ended = std::time::Instant::now();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && stdout.contains("backup written to"),
+        "backup failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut answered = Vec::new();
+    for scanner in scanners {
+        answered.extend(scanner.await??);
+    }
+    let before: Vec<&Answered> = answered.iter().filter(|a| a.at < backup_began).collect();
+    let during = answered
+        .iter()
+        .filter(|a| a.at >= backup_began && a.at <= backup_ended)
+        .count();
+    println!(
+        "{stdout}{} scans answered before the backup began, {during} while it ran, {} after",
+        before.len(),
+        answered.len() - before.len() - during
+    );
+    ensure!(
+        !before.is_empty(),
+        "no scan was answered before the backup began"
+    );
+
+    // Restoring over the store of a running server is refused.
+    let in_use = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("restore")
+            .arg("--from")
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--replace"),
+    )
+    .await?;
+    ensure!(!in_use.status.success(), "restored over a store in use");
+    server.terminate().await?;
+
+    let restored = dir.path().join("restored");
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("restore")
+            .arg("--from")
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(&restored),
+    )
+    .await?;
+    ensure!(
+        output.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_restored_server, url) = PresenceProcess::start(
+        &Launch::new(dir.path())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&restored)
+            .arg("--api-key")
+            .arg(&key),
+    )
+    .await?;
+    let enter = format!("{url}/presence/v1/ticket/enter");
+    for scan in before {
+        let (code, retry) = post_json(&client, &enter, &key, &scan.body).await?;
+        ensure!(
+            code == 200 && retry["result"] == scan.reply["result"],
+            "a retry after the restore was answered HTTP {code} {retry}, first {}",
+            scan.reply
+        );
+        let mut again = scan.body.clone();
+        again["scanTime"] = json!(next_scan_time());
+        let (_, later) = post_json(&client, &enter, &key, &again).await?;
+        ensure!(later["result"]["status"] == "ALREADY_ENTERED", "{later}");
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! - [`transport`]: [`InProcessTransport`], the `Transport` that calls the
 //!   validator and registry directly;
 //! - [`app`]: builds and runs the whole server from [`app::ServeSettings`];
+//! - [`backup`]: `presence backup` and `presence restore`;
 //! - [`decisions`]: `presence decisions`: the decisions topic tailed as JSON lines
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
@@ -15,6 +16,7 @@
 
 mod allocator;
 pub mod app;
+pub mod backup;
 pub mod decisions;
 pub mod demo;
 pub mod inventory_file;

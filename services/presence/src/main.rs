@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
+use presence::backup::{self, BackupArgs, RestoreArgs};
 use presence::decisions::{self, DecisionsCommand};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
@@ -40,6 +41,10 @@ enum Command {
         #[command(subcommand)]
         command: DecisionsCommand,
     },
+    /// Copy a running server's store to a file, while it serves (admin key).
+    Backup(BackupArgs),
+    /// Put a backup in place as a data directory's store (its server stopped).
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +102,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_async(serve(args)),
         Command::Demo(args) => run_async(run_demo(args)),
         Command::Decisions { command } => run_async(decisions::run(command)),
+        Command::Backup(args) => {
+            run_async(async { backup::backup(args).await.map(|()| ExitCode::SUCCESS) })
+        }
+        Command::Restore(args) => backup::restore(&args).map(|()| ExitCode::SUCCESS),
     };
     telemetry.shutdown();
     match result {
