@@ -3,7 +3,7 @@
 //! ([`CountedDecisions`]), before the scan is answered.
 
 use async_trait::async_trait;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
@@ -70,7 +70,7 @@ impl Transport for InProcessTransport {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, TransportError> {
         self.inventory
             .apply(records, syntax_errors)
