@@ -126,9 +126,11 @@ pub const MAX_REASON_CHARS: usize = 500;
 /// Longest piece of the input (an id, a type) a reason echoes, in characters.
 pub const MAX_ECHO_CHARS: usize = 64;
 
-/// Most bytes of ids a bad line keeps for the reference check: what it refers
-/// to is checked so its answer names every problem, within a bound.
-const MAX_BAD_LINE_REFERENCE_BYTES: usize = 1024;
+/// Most references, and bytes of their ids, a bad line keeps for the reference
+/// check: what it refers to is checked so its answer names every problem, within
+/// a bound (the bad lines travel to the validator on one Kafka message).
+pub const MAX_BAD_LINE_REFERENCES: usize = 16;
+pub const MAX_BAD_LINE_REFERENCE_BYTES: usize = 1024;
 
 /// A bad inventory line and why: every problem it has, joined with `"; "`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,8 +474,9 @@ impl NdjsonParser {
 }
 
 /// What a line that did not parse refers to, as far as its fields can be read
-/// (ids kept to [`MAX_BAD_LINE_REFERENCE_BYTES`] in all), so that its answer can
-/// name a missing venue or event beside its other problems.
+/// (the first [`MAX_BAD_LINE_REFERENCES`], within
+/// [`MAX_BAD_LINE_REFERENCE_BYTES`] of ids), so that its answer can name a
+/// missing venue or event beside its other problems.
 fn claimed_references(value: &Value) -> Vec<Reference> {
     let id = |field: &str| {
         value
@@ -507,6 +510,7 @@ fn claimed_references(value: &Value) -> Vec<Reference> {
                 .into_iter()
                 .map(|id| Reference::Event(EventId::new(id))),
         )
+        .take(MAX_BAD_LINE_REFERENCES)
         .take_while(|reference| match budget.checked_sub(reference.id().len()) {
             Some(left) => {
                 budget = left;
@@ -873,6 +877,20 @@ mod tests {
                 "k".repeat(MAX_ECHO_CHARS - 1)
             )
         );
+    }
+
+    #[test]
+    fn a_bad_lines_references_are_bounded() {
+        let many: Vec<String> = (0..40).map(|i| format!("\"E{i}\"")).collect();
+        let long = "x".repeat(MAX_BAD_LINE_REFERENCE_BYTES);
+        let text = format!(
+            "{{\"type\":\"gate\",\"venueId\":\"V\",\"allowedEvents\":[{}]}}\n\
+             {{\"type\":\"gate\",\"venueId\":\"V\",\"allowedEvents\":[\"E\",\"{long}\"]}}",
+            many.join(",")
+        );
+        let (_, errors) = parse_ndjson(&text);
+        let kept: Vec<usize> = errors.listed().iter().map(|e| e.unchecked.len()).collect();
+        assert_eq!(kept, [MAX_BAD_LINE_REFERENCES, 2]);
     }
 
     #[test]

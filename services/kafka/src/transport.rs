@@ -356,7 +356,8 @@ impl Transport for KafkaTransport {
 mod tests {
     use super::*;
     use presence_domain::inventory::{
-        LineError, MAX_LISTED_LINES, MAX_REASON_CHARS, Reference, parse_ndjson,
+        LineError, MAX_BAD_LINE_REFERENCE_BYTES, MAX_BAD_LINE_REFERENCES, MAX_LISTED_LINES,
+        MAX_REASON_CHARS, Reference, parse_ndjson,
     };
 
     fn tickets(count: usize) -> Vec<NumberedRecord> {
@@ -377,10 +378,12 @@ mod tests {
     fn the_errors_of_a_large_bad_upload_fit_the_last_chunk() {
         // The largest a listed line can be: its reason at the limit in four-byte
         // characters, and its unchecked references at theirs.
+        let id_bytes = MAX_BAD_LINE_REFERENCE_BYTES / MAX_BAD_LINE_REFERENCES;
         let largest = LineError {
-            unchecked: vec![Reference::Event(presence_domain::EventId::new(
-                "e".repeat(1024),
-            ))],
+            unchecked: vec![
+                Reference::Event(presence_domain::EventId::new("e".repeat(id_bytes)));
+                MAX_BAD_LINE_REFERENCES
+            ],
             ..LineError::new(0, "𝄞".repeat(MAX_REASON_CHARS))
         };
         let mut errors = LineErrors::default();
