@@ -3,12 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use presence_domain::inventory::{check_references, merge_errors, parse_ndjson};
+use presence_domain::inventory::{check_references, parse_ndjson};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(text) = std::str::from_utf8(bytes) {
         let (records, errors) = parse_ndjson(text);
-        let references = check_references(&records, |_| false);
-        let _ = merge_errors(errors, references);
+        let _ = check_references(&records, errors, |_| false);
     }
 });

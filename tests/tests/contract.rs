@@ -165,6 +165,38 @@ async fn api_key_goes_in_the_query_or_a_header(app: &TestApp) -> Result<()> {
             .await?;
         decided(&reply, "OKAY").map_err(|e| anyhow!("auth #{i} {auth:?}: {e}"))?;
     }
+    // Both sent: the header wins, the query parameter is not consulted.
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let body = scanner.body(&token, next_scan_time()).to_string();
+    let with_both = |query: &str, header: &str| {
+        app.request(
+            Method::POST,
+            "/presence/v1/ticket/enter",
+            Auth::Query(query),
+        )
+        .header("X-Api-Key", header)
+        .body(body.clone())
+    };
+    let reply = app.send(with_both(&keys.admin, "wrong")).await?;
+    reply.expect(401, "UNAUTHORIZED")?;
+    let reply = app.send(with_both("wrong", &keys.admin)).await?;
+    decided(&reply, "OKAY").map_err(|e| anyhow!("right header, wrong query: {e}"))?;
+    // The query parameter given twice is refused, naming it.
+    let twice = app
+        .request(
+            Method::POST,
+            "/presence/v1/ticket/enter",
+            Auth::Query(&keys.admin),
+        )
+        .query(&[("apikey", &keys.admin)])
+        .body(body.clone());
+    let reply = app.send(twice).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(
+        reply.message() == "The query parameter apikey is given more than once",
+        "{}",
+        reply.text
+    );
     Ok(())
 }
 
@@ -482,6 +514,45 @@ async fn json_is_read_whatever_the_content_type(app: &TestApp) -> Result<()> {
             )
             .await?;
         decided(&reply, "OKAY").map_err(|e| anyhow!("Content-Type {content_type:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every JSON body is read alike: a byte-order mark opening it is skipped (as
+/// the inventory skips one), and a key given twice in an object is a 400 naming
+/// it rather than the last value silently winning.
+async fn json_bodies_may_open_with_a_bom_and_name_each_key_once(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let body = scanner.body(&token, next_scan_time()).to_string();
+    let key = Auth::Header(app.admin_key());
+    let mut with_bom = "\u{feff}".to_owned();
+    with_bom.push_str(&body);
+    let reply = app
+        .post("/presence/v1/ticket/enter", key, with_bom, None)
+        .await?;
+    decided(&reply, "OKAY").map_err(|e| anyhow!("a scan body opening with a BOM: {e}"))?;
+    let init = device_init_body(&show.venue_id, &unique_mac(), "Gate 1").to_string();
+    let mut init_with_bom = "\u{feff}".to_owned();
+    init_with_bom.push_str(&init);
+    app.post("/presence/v1/device/init", key, init_with_bom, None)
+        .await?
+        .expect(200, "OKAY")?;
+    let repeated_token = body.replacen('{', &format!("{{\"token\":{},", json!(show.token())), 1);
+    let repeated_gate = init.replacen('{', "{\"gateName\":\"Other\",", 1);
+    for (path, body) in [
+        ("/presence/v1/ticket/validate", &repeated_token),
+        ("/presence/v1/device/init", &repeated_gate),
+    ] {
+        let reply = app.post(path, key, body.clone(), None).await?;
+        reply
+            .expect(400, "BAD_REQUEST")
+            .map_err(|e| anyhow!("{path} {body}: {e}"))?;
+        ensure!(
+            reply.message().contains("appears more than once"),
+            "{path}: {}",
+            reply.text
+        );
     }
     Ok(())
 }
@@ -1388,6 +1459,7 @@ async fn device_init_names_bad_fields(app: &TestApp) -> Result<()> {
                 "{field} = {value:?}: {}",
                 reply.text
             );
+            has_empty_message(&reply)?;
         }
     }
     let no_gate = without(base.clone(), "gateName");
@@ -1433,6 +1505,17 @@ async fn device_init_at_an_unknown_venue_is_not_found(app: &TestApp) -> Result<(
         ))
         .await?;
     reply.expect(404, "NOT_FOUND")?;
+    has_empty_message(&reply)
+}
+
+/// Device calls answer errors with `message: {}`, so a client reads `message`
+/// whatever the status.
+fn has_empty_message(reply: &Reply) -> Result<()> {
+    ensure!(
+        reply.json["message"] == json!({}),
+        "message is not {{}}: {}",
+        reply.text
+    );
     Ok(())
 }
 
@@ -1623,6 +1706,14 @@ async fn device_lookup_finds_configured_devices(app: &TestApp) -> Result<()> {
         ),
         (
             format!(
+                "/presence/v1/device?venue={}&mac={mac}&mac={mac}",
+                show.venue_id
+            ),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            format!(
                 "/presence/v1/device?venue={}&mac={}",
                 show.venue_id,
                 unique_mac()
@@ -1640,7 +1731,22 @@ async fn device_lookup_finds_configured_devices(app: &TestApp) -> Result<()> {
         reply
             .expect(code, status)
             .map_err(|e| anyhow!("{query}: {e}"))?;
+        has_empty_message(&reply).map_err(|e| anyhow!("{query}: {e}"))?;
     }
+    let reply = app
+        .get(
+            &format!(
+                "/presence/v1/device?venue={}&mac={mac}&mac={mac}",
+                show.venue_id
+            ),
+            key,
+        )
+        .await?;
+    ensure!(
+        reply.message() == "The query parameter mac is given more than once",
+        "{}",
+        reply.text
+    );
     let reply = app
         .get(&format!("/presence/v1/device?mac={mac}"), key)
         .await?;
@@ -1719,6 +1825,48 @@ async fn inventory_is_all_or_nothing(app: &TestApp) -> Result<()> {
     ensure!(app.load(&good).await? == 3, "applied count");
     let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
     decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+/// 100,000 bad lines: the answer lists the first 100, each naming all its
+/// problems and quoting at most 64 characters of input, and counts them all
+/// (in distributed mode the list travels over Kafka: it must fit a message).
+async fn large_bad_inventories_list_the_first_lines_and_count_all(app: &TestApp) -> Result<()> {
+    const BAD_LINES: usize = 100_000;
+    let unknown_event = "E".repeat(1000);
+    let line =
+        json!({"type": "ticket", "token": "T", "eventId": unknown_event, "places": []}).to_string();
+    let body = vec![line; BAD_LINES].join("\n");
+    let reply = app.load_inventory(&body).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    let message = &reply.json["message"];
+    ensure!(
+        message["errorCount"] == json!(BAD_LINES),
+        "errorCount: {}",
+        message["errorCount"]
+    );
+    let errors = message["errors"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no message.errors: {}", reply.text))?;
+    let lines: Vec<u64> = errors.iter().filter_map(|e| e["line"].as_u64()).collect();
+    ensure!(
+        lines == (1..=100).collect::<Vec<_>>(),
+        "listed lines: {lines:?}"
+    );
+    let reason = format!(
+        "places must list 1 to 100 non-empty places; event '{}…' is not known",
+        "E".repeat(63)
+    );
+    ensure!(
+        errors.iter().all(|e| e["error"] == json!(reason)),
+        "first reason: {}",
+        errors[0]["error"]
+    );
+    ensure!(
+        reply.message().contains("100000 bad lines"),
+        "{}",
+        reply.message()
+    );
+    Ok(())
 }
 
 async fn inventory_is_readable_right_after_it_is_applied(app: &TestApp) -> Result<()> {
@@ -2281,6 +2429,7 @@ contract_tests!(embedded, distributed => [
     bodies_over_64_kib_are_too_large,
     refusals_of_unread_bodies_close_the_connection,
     json_is_read_whatever_the_content_type,
+    json_bodies_may_open_with_a_bom_and_name_each_key_once,
     integers_may_be_digit_strings,
     device_os_is_case_insensitive_and_unknown_fields_are_ignored,
     malformed_scan_bodies_are_bad_requests_naming_the_field,
@@ -2313,6 +2462,7 @@ contract_tests!(embedded, distributed => [
     device_init_accepts_a_gate_id_instead_of_a_name,
     device_lookup_finds_configured_devices,
     inventory_is_all_or_nothing,
+    large_bad_inventories_list_the_first_lines_and_count_all,
     inventory_is_readable_right_after_it_is_applied,
     inventory_upserts_and_counts,
     inventories_of_many_chunks_apply_all_or_nothing,

@@ -9,6 +9,7 @@
 use crate::device::gate_key;
 use crate::fields::{FieldErrors, FieldReader};
 use crate::ids::{EventId, GateId, Token, UnixMillis, VenueId};
+use crate::json::{parse_unique_keys, strip_bom};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
@@ -114,11 +115,124 @@ pub struct NumberedRecord {
     pub record: InventoryRecord,
 }
 
-/// A bad inventory line and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Most bad lines one answer lists; the others are only counted, so that the
+/// answer to a large bad upload stays small (and fits one Kafka message).
+pub const MAX_LISTED_LINES: usize = 100;
+
+/// Longest reason given for one line, in characters; a longer one is cut and
+/// ends with `…`.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Longest piece of the input (an id, a type) a reason echoes, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// Most references, and bytes of their ids, a bad line keeps for the reference
+/// check: what it refers to is checked so its answer names every problem, within
+/// a bound (the bad lines travel to the validator on one Kafka message).
+pub const MAX_BAD_LINE_REFERENCES: usize = 16;
+pub const MAX_BAD_LINE_REFERENCE_BYTES: usize = 1024;
+
+/// A bad inventory line and why: every problem it has, joined with `"; "`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
     pub line: usize,
     pub error: String,
+    /// What a line that did not parse refers to (as far as its fields can be
+    /// read), not checked yet: [`check_references`] adds to `error` any of them
+    /// that is missing, then clears this.
+    pub unchecked: Vec<Reference>,
+}
+
+impl LineError {
+    /// A bad line; a reason longer than [`MAX_REASON_CHARS`] is cut.
+    pub fn new(line: usize, error: impl Into<String>) -> Self {
+        Self {
+            line,
+            error: shorten(error.into(), MAX_REASON_CHARS),
+            unchecked: Vec::new(),
+        }
+    }
+
+    /// Adds problems found later to this line's reason.
+    fn add_problems(&mut self, problems: &[String]) {
+        if problems.is_empty() {
+            return;
+        }
+        let mut error = std::mem::take(&mut self.error);
+        for problem in problems {
+            error.push_str("; ");
+            error.push_str(problem);
+        }
+        self.error = shorten(error, MAX_REASON_CHARS);
+    }
+}
+
+/// `text` cut to `max` characters, ending with `…` when cut.
+fn shorten(mut text: String, max: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        let boundary = text[..cut]
+            .char_indices()
+            .next_back()
+            .map_or(0, |(last, _)| last);
+        text.truncate(boundary);
+        text.push('…');
+    }
+    text
+}
+
+/// A piece of the input as a reason quotes it: at most [`MAX_ECHO_CHARS`].
+pub fn echo(input: &str) -> String {
+    shorten(input.to_owned(), MAX_ECHO_CHARS)
+}
+
+/// The bad lines of an upload: the first [`MAX_LISTED_LINES`] in line order,
+/// and how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineErrors {
+    listed: Vec<LineError>,
+    total: usize,
+}
+
+impl LineErrors {
+    /// Rebuilds a list received from another process: kept in line order and to
+    /// [`MAX_LISTED_LINES`], the total never below what is listed.
+    pub fn from_parts(mut listed: Vec<LineError>, total: usize) -> Self {
+        listed.sort_by_key(|e| e.line);
+        let total = total.max(listed.len());
+        listed.truncate(MAX_LISTED_LINES);
+        Self { listed, total }
+    }
+
+    /// Counts one more bad line, which must come after those counted so far;
+    /// `error` is only called when the line is listed.
+    pub fn push(&mut self, error: impl FnOnce() -> LineError) {
+        if self.listed.len() < MAX_LISTED_LINES {
+            self.listed.push(error());
+        }
+        self.total += 1;
+    }
+
+    /// Both lists (of different lines) in line order.
+    pub fn merge(self, other: Self) -> Self {
+        let total = self.total + other.total;
+        let mut listed = self.listed;
+        listed.extend(other.listed);
+        Self::from_parts(listed, total)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// How many lines are bad, listed or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The first [`MAX_LISTED_LINES`] bad lines.
+    pub fn listed(&self) -> &[LineError] {
+        &self.listed
+    }
 }
 
 /// Something a record refers to that must exist.
@@ -141,7 +255,7 @@ impl InventoryRecord {
             Some(other) => {
                 reader.reject(
                     "type",
-                    format!("'{other}' is not one of venue, event, gate, ticket"),
+                    format!("'{}' is not one of venue, event, gate, ticket", echo(other)),
                 );
                 None
             }
@@ -277,15 +391,12 @@ fn parse_ticket(reader: &mut FieldReader<'_>) -> Option<Ticket> {
 }
 
 /// Parses NDJSON inventory line by line. Blank lines are skipped but counted.
-/// Returns the good records and an error for each bad line.
-pub fn parse_ndjson(text: &str) -> (Vec<NumberedRecord>, Vec<LineError>) {
+/// Returns the good records and the bad lines.
+pub fn parse_ndjson(text: &str) -> (Vec<NumberedRecord>, LineErrors) {
     let mut parser = NdjsonParser::default();
     parser.push(text.as_bytes());
     parser.finish()
 }
-
-/// The UTF-8 encoding of U+FEFF, which may open a file.
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// [`parse_ndjson`] for a body that arrives in pieces: each line is parsed as soon
 /// as its end arrives, so the body itself is never held whole (only a line cut
@@ -298,7 +409,7 @@ pub struct NdjsonParser {
     /// Lines seen so far, blank ones included.
     lines: usize,
     records: Vec<NumberedRecord>,
-    errors: Vec<LineError>,
+    errors: LineErrors,
 }
 
 impl NdjsonParser {
@@ -321,8 +432,8 @@ impl NdjsonParser {
     }
 
     /// Parses the last line (one without a newline) and returns the good records
-    /// and an error for each bad line.
-    pub fn finish(mut self) -> (Vec<NumberedRecord>, Vec<LineError>) {
+    /// and the bad lines.
+    pub fn finish(mut self) -> (Vec<NumberedRecord>, LineErrors) {
         let last = std::mem::take(&mut self.partial);
         if !last.is_empty() {
             self.line(&last);
@@ -336,72 +447,157 @@ impl NdjsonParser {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         // Editors on Windows start UTF-8 files with a byte-order mark; it is not
         // part of the first record.
-        let raw = if line == 1 {
-            raw.strip_prefix(UTF8_BOM).unwrap_or(raw)
-        } else {
-            raw
-        };
+        let raw = if line == 1 { strip_bom(raw) } else { raw };
         let Ok(raw) = std::str::from_utf8(raw) else {
-            self.errors.push(LineError {
-                line,
-                error: "not valid UTF-8".to_owned(),
-            });
+            self.errors.push(|| LineError::new(line, "not valid UTF-8"));
             return;
         };
         if raw.trim().is_empty() {
             return;
         }
-        let parsed = serde_json::from_str::<Value>(raw)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|value| InventoryRecord::parse(&value).map_err(|e| e.to_string()));
-        match parsed {
+        let value = match parse_unique_keys(raw.as_bytes()) {
+            Ok(value) => value,
+            Err(error) => {
+                self.errors
+                    .push(|| LineError::new(line, format!("invalid JSON: {error}")));
+                return;
+            }
+        };
+        match InventoryRecord::parse(&value) {
             Ok(record) => self.records.push(NumberedRecord { line, record }),
-            Err(error) => self.errors.push(LineError { line, error }),
+            Err(problems) => self.errors.push(|| LineError {
+                unchecked: claimed_references(&value),
+                ..LineError::new(line, problems.to_string())
+            }),
         }
     }
 }
 
-/// Every venue and event the records refer to, to ask a store about in one go.
-pub fn referenced(records: &[NumberedRecord]) -> BTreeSet<Reference> {
-    records.iter().flat_map(|r| r.record.references()).collect()
+/// What a line that did not parse refers to, as far as its fields can be read
+/// (the first [`MAX_BAD_LINE_REFERENCES`], within
+/// [`MAX_BAD_LINE_REFERENCE_BYTES`] of ids), so that its answer can name a
+/// missing venue or event beside its other problems.
+fn claimed_references(value: &Value) -> Vec<Reference> {
+    let id = |field: &str| {
+        value
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|id| !id.trim().is_empty())
+    };
+    let (venue, events): (Option<&str>, Vec<&str>) = match value.get("type").and_then(Value::as_str)
+    {
+        Some("event") => (id("venueId"), Vec::new()),
+        Some("gate") => (
+            id("venueId"),
+            value
+                .get("allowedEvents")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|id| !id.trim().is_empty())
+                .collect(),
+        ),
+        Some("ticket") => (None, id("eventId").into_iter().collect()),
+        _ => (None, Vec::new()),
+    };
+    let mut budget = MAX_BAD_LINE_REFERENCE_BYTES;
+    venue
+        .map(|id| Reference::Venue(VenueId::new(id)))
+        .into_iter()
+        .chain(
+            events
+                .into_iter()
+                .map(|id| Reference::Event(EventId::new(id))),
+        )
+        .take(MAX_BAD_LINE_REFERENCES)
+        .take_while(|reference| match budget.checked_sub(reference.id().len()) {
+            Some(left) => {
+                budget = left;
+                true
+            }
+            None => false,
+        })
+        .collect()
 }
 
-/// Checks that each reference is stored or defined on an earlier line.
+impl Reference {
+    fn id(&self) -> &str {
+        match self {
+            Reference::Venue(id) => id.as_str(),
+            Reference::Event(id) => id.as_str(),
+        }
+    }
+
+    /// Why a line naming this reference is bad, when it is missing.
+    fn missing(&self) -> String {
+        match self {
+            Reference::Venue(id) => format!("venue '{}' is not known", echo(id.as_str())),
+            Reference::Event(id) => format!("event '{}' is not known", echo(id.as_str())),
+        }
+    }
+}
+
+/// Every venue and event the records and the listed bad lines refer to, to ask
+/// a store about in one go.
+pub fn referenced(records: &[NumberedRecord], bad_lines: &LineErrors) -> BTreeSet<Reference> {
+    records
+        .iter()
+        .flat_map(|r| r.record.references())
+        .chain(
+            bad_lines
+                .listed()
+                .iter()
+                .flat_map(|bad| bad.unchecked.iter().cloned()),
+        )
+        .collect()
+}
+
+/// Checks that each reference of a good line, and of a listed bad line, is
+/// stored or defined on an earlier good line. Returns every bad line: those of
+/// `syntax`, with their missing references added to their reason, and the good
+/// lines whose references are missing.
 pub fn check_references(
     records: &[NumberedRecord],
+    syntax: LineErrors,
     is_stored: impl Fn(&Reference) -> bool,
-) -> Vec<LineError> {
+) -> LineErrors {
     let mut defined: HashSet<Reference> = HashSet::new();
-    let mut errors = Vec::new();
+    let missing = |references: &[Reference], defined: &HashSet<Reference>| -> Vec<String> {
+        references
+            .iter()
+            .filter(|reference| !defined.contains(*reference) && !is_stored(reference))
+            .map(Reference::missing)
+            .collect()
+    };
+    let LineErrors {
+        listed: mut bad_lines,
+        total,
+    } = syntax;
+    let mut unchecked = bad_lines.iter_mut().peekable();
+    let mut reference_errors = LineErrors::default();
     for numbered in records {
-        let missing: Vec<String> = numbered
-            .record
-            .references()
-            .into_iter()
-            .filter(|reference| !defined.contains(reference) && !is_stored(reference))
-            .map(|reference| match reference {
-                Reference::Venue(id) => format!("venue '{id}' is not known"),
-                Reference::Event(id) => format!("event '{id}' is not known"),
-            })
-            .collect();
-        if !missing.is_empty() {
-            errors.push(LineError {
-                line: numbered.line,
-                error: missing.join("; "),
-            });
+        while let Some(bad) = unchecked.next_if(|bad| bad.line < numbered.line) {
+            let references = std::mem::take(&mut bad.unchecked);
+            bad.add_problems(&missing(&references, &defined));
+        }
+        let problems = missing(&numbered.record.references(), &defined);
+        if !problems.is_empty() {
+            reference_errors.push(|| LineError::new(numbered.line, problems.join("; ")));
         }
         if let Some(definition) = numbered.record.defines() {
             defined.insert(definition);
         }
     }
-    errors
-}
-
-/// Merges the errors of both validation steps in line order.
-pub fn merge_errors(mut syntax: Vec<LineError>, references: Vec<LineError>) -> Vec<LineError> {
-    syntax.extend(references);
-    syntax.sort_by_key(|e| e.line);
-    syntax
+    for bad in unchecked {
+        let references = std::mem::take(&mut bad.unchecked);
+        bad.add_problems(&missing(&references, &defined));
+    }
+    LineErrors {
+        listed: bad_lines,
+        total,
+    }
+    .merge(reference_errors)
 }
 
 #[cfg(test)]
@@ -416,7 +612,9 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<LineError> {
         let (records, syntax) = parse_ndjson(text);
-        merge_errors(syntax, check_references(&records, |_| false))
+        check_references(&records, syntax, |_| false)
+            .listed()
+            .to_vec()
     }
 
     #[test]
@@ -424,7 +622,7 @@ mod tests {
         let (records, errors) = parse_ndjson(SPEC_EXAMPLE);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(records.len(), 4);
-        assert!(check_references(&records, |_| false).is_empty());
+        assert!(check_references(&records, LineErrors::default(), |_| false).is_empty());
         let InventoryRecord::Gate(gate) = &records[2].record else {
             panic!("line 3 is a gate")
         };
@@ -465,11 +663,12 @@ mod tests {
             r#"{"name":"no type"}"#,
             r#"[1,2]"#,
             r#"{"type":"ticket","token":"T2","eventId":"E","places":["A"],"validFrom":"soon"}"#,
+            r#"{"type":"venue","id":"V2","name":"A","name":"B"}"#,
         ]
         .join("\n");
         let errors = errors_of(&text);
         let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let reason = |line: usize| {
             errors
                 .iter()
@@ -484,7 +683,11 @@ mod tests {
             "type 'stadium' is not one of venue, event, gate, ticket"
         );
         assert_eq!(reason(4), "doorsOpen must not be after endsAt");
-        assert_eq!(reason(5), "places must list 1 to 100 non-empty places");
+        // Event E is on a bad line (4), so it is not defined.
+        assert_eq!(
+            reason(5),
+            "places must list 1 to 100 non-empty places; event 'E' is not known"
+        );
         assert_eq!(reason(6), "event 'NOPE' is not known");
         assert_eq!(reason(7), "status must be ACTIVE or CANCELLED");
         assert_eq!(reason(8), "venue 'ELSEWHERE' is not known");
@@ -492,7 +695,12 @@ mod tests {
         assert_eq!(reason(10), "body must be a JSON object");
         assert_eq!(
             reason(11),
-            "validFrom must be an integer (Unix milliseconds)"
+            "validFrom must be an integer (Unix milliseconds); event 'E' is not known"
+        );
+        assert!(
+            reason(12).starts_with("invalid JSON: key name appears more than once"),
+            "{}",
+            reason(12)
         );
     }
 
@@ -502,13 +710,7 @@ mod tests {
 {"type":"venue","id":"V","name":"Arena"}
 {"type":"event","id":"E","venueId":"V","doorsOpen":1,"endsAt":2}"#;
         let errors = errors_of(text);
-        assert_eq!(
-            errors,
-            [LineError {
-                line: 1,
-                error: "event 'E' is not known".into()
-            }]
-        );
+        assert_eq!(errors, [LineError::new(1, "event 'E' is not known")]);
     }
 
     #[test]
@@ -516,11 +718,15 @@ mod tests {
         let text = r#"{"type":"ticket","token":"T","eventId":"E","places":["A:1:1"]}"#;
         let (records, _) = parse_ndjson(text);
         assert_eq!(
-            referenced(&records).into_iter().collect::<Vec<_>>(),
+            referenced(&records, &LineErrors::default())
+                .into_iter()
+                .collect::<Vec<_>>(),
             [Reference::Event(EventId::new("E"))]
         );
         assert!(
-            check_references(&records, |r| *r == Reference::Event(EventId::new("E"))).is_empty()
+            check_references(&records, LineErrors::default(), |r| *r
+                == Reference::Event(EventId::new("E")))
+            .is_empty()
         );
     }
 
@@ -530,10 +736,7 @@ mod tests {
 {"type":"gate","venueId":"V","name":"G","allowedEvents":["E9"]}"#;
         assert_eq!(
             errors_of(text),
-            [LineError {
-                line: 2,
-                error: "event 'E9' is not known".into()
-            }]
+            [LineError::new(2, "event 'E9' is not known")]
         );
     }
 
@@ -544,8 +747,8 @@ mod tests {
         let (records, errors) = parse_ndjson(text);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].line, 2);
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].line, 4);
+        assert_eq!(errors.total(), 1);
+        assert_eq!(errors.listed()[0].line, 4);
     }
 
     #[test]
@@ -554,8 +757,8 @@ mod tests {
         let (records, errors) = parse_ndjson(text);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].line, 1);
-        assert_eq!(errors.len(), 1, "only the opening mark is dropped");
-        assert_eq!(errors[0].line, 2);
+        assert_eq!(errors.total(), 1, "only the opening mark is dropped");
+        assert_eq!(errors.listed()[0].line, 2);
     }
 
     #[test]
@@ -568,7 +771,12 @@ mod tests {
             parser.finish()
         };
         assert_eq!(whole.0.len(), 4);
-        let lines: Vec<_> = whole.1.iter().map(|e| (e.line, e.error.as_str())).collect();
+        let lines: Vec<_> = whole
+            .1
+            .listed()
+            .iter()
+            .map(|e| (e.line, e.error.as_str()))
+            .collect();
         assert_eq!(lines[0], (6, "not valid UTF-8"));
         assert_eq!(lines[1].0, 7);
         assert!(lines[1].1.starts_with("invalid JSON"));
@@ -592,8 +800,114 @@ mod tests {
         );
         let (_, errors) = parse_ndjson(&text);
         assert_eq!(
-            errors[0].error,
+            errors.listed()[0].error,
             "places must list 1 to 100 non-empty places"
         );
+    }
+
+    #[test]
+    fn a_line_names_every_problem_it_has() {
+        let text = [
+            r#"{"type":"venue","id":"V","name":"Arena"}"#,
+            r#"{"type":"ticket","token":"T","eventId":"NOPE","places":[]}"#,
+            r#"{"type":"gate","venueId":"ELSEWHERE","name":"","allowedEvents":["E1","E2"]}"#,
+            r#"{"type":"event","id":"E","venueId":"V","doorsOpen":5,"endsAt":4}"#,
+        ]
+        .join("\n");
+        let errors = errors_of(&text);
+        let reasons: Vec<_> = errors.iter().map(|e| (e.line, e.error.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    2,
+                    "places must list 1 to 100 non-empty places; event 'NOPE' is not known"
+                ),
+                (
+                    3,
+                    "name must not be empty; venue 'ELSEWHERE' is not known; \
+                     event 'E1' is not known; event 'E2' is not known"
+                ),
+                (4, "doorsOpen must not be after endsAt"),
+            ]
+        );
+        assert!(errors.iter().all(|e| e.unchecked.is_empty()));
+    }
+
+    #[test]
+    fn a_large_bad_upload_lists_the_first_lines_and_counts_all() {
+        let long_id = "x".repeat(200);
+        let bad_line = format!(
+            r#"{{"type":"ticket","token":"T","eventId":"{long_id}","places":[],"{long_id}":1}}"#
+        );
+        let text = [
+            vec![r#"{"type":"venue","id":"V","name":"Arena"}"#.to_owned()],
+            vec![bad_line; 100_000],
+        ]
+        .concat()
+        .join("\n");
+        let (records, syntax) = parse_ndjson(&text);
+        let errors = check_references(&records, syntax, |_| false);
+        assert_eq!(errors.total(), 100_000);
+        assert_eq!(errors.listed().len(), MAX_LISTED_LINES);
+        assert_eq!(errors.listed()[0].line, 2);
+        assert_eq!(
+            errors.listed()[MAX_LISTED_LINES - 1].line,
+            MAX_LISTED_LINES + 1
+        );
+        let reason = format!(
+            "places must list 1 to 100 non-empty places; event '{}…' is not known",
+            "x".repeat(MAX_ECHO_CHARS - 1)
+        );
+        assert!(errors.listed().iter().all(|e| e.error == reason));
+    }
+
+    #[test]
+    fn reasons_and_echoes_are_cut_to_their_limits() {
+        let cut = shorten("é".repeat(MAX_REASON_CHARS + 5), MAX_REASON_CHARS);
+        assert_eq!(cut.chars().count(), MAX_REASON_CHARS);
+        assert!(cut.ends_with('…'));
+        assert_eq!(shorten("short".to_owned(), 5), "short");
+        let kind = "k".repeat(1000);
+        let (_, errors) = parse_ndjson(&format!(r#"{{"type":"{kind}"}}"#));
+        assert_eq!(
+            errors.listed()[0].error,
+            format!(
+                "type '{}…' is not one of venue, event, gate, ticket",
+                "k".repeat(MAX_ECHO_CHARS - 1)
+            )
+        );
+    }
+
+    #[test]
+    fn a_bad_lines_references_are_bounded() {
+        let many: Vec<String> = (0..40).map(|i| format!("\"E{i}\"")).collect();
+        let long = "x".repeat(MAX_BAD_LINE_REFERENCE_BYTES);
+        let text = format!(
+            "{{\"type\":\"gate\",\"venueId\":\"V\",\"allowedEvents\":[{}]}}\n\
+             {{\"type\":\"gate\",\"venueId\":\"V\",\"allowedEvents\":[\"E\",\"{long}\"]}}",
+            many.join(",")
+        );
+        let (_, errors) = parse_ndjson(&text);
+        let kept: Vec<usize> = errors.listed().iter().map(|e| e.unchecked.len()).collect();
+        assert_eq!(kept, [MAX_BAD_LINE_REFERENCES, 2]);
+    }
+
+    #[test]
+    fn merged_lists_keep_line_order_and_the_limit() {
+        let odd = LineErrors::from_parts(
+            (0..150).map(|i| LineError::new(2 * i + 1, "odd")).collect(),
+            150,
+        );
+        let even = LineErrors::from_parts(
+            (0..150)
+                .map(|i| LineError::new(2 * i + 2, "even"))
+                .collect(),
+            400,
+        );
+        let merged = odd.merge(even);
+        assert_eq!(merged.total(), 550);
+        let lines: Vec<_> = merged.listed().iter().map(|e| e.line).collect();
+        assert_eq!(lines, (1..=MAX_LISTED_LINES).collect::<Vec<_>>());
     }
 }

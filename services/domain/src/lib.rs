@@ -17,6 +17,7 @@ pub mod device;
 pub mod fields;
 pub mod ids;
 pub mod inventory;
+pub mod json;
 pub mod rules;
 pub mod scan;
 pub mod state;
@@ -28,7 +29,8 @@ pub use device::{Device, DeviceInitRequest, DeviceLookup, GateRef, Mac};
 pub use fields::{FieldError, FieldErrors};
 pub use ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 pub use inventory::{
-    Event, EventStatus, Gate, GateSpec, InventoryRecord, LineError, Ticket, TicketStatus, Venue,
+    Event, EventStatus, Gate, GateSpec, InventoryRecord, LineError, LineErrors, Ticket,
+    TicketStatus, Venue,
 };
 pub use rules::{Outcome, TicketFacts};
 pub use scan::{DeviceOs, ScanKey, ScanKind, ScanRequest};

@@ -10,9 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup should fail the test loudly
 
-use presence_domain::inventory::{
-    InventoryRecord, MAX_PLACES, check_references, merge_errors, parse_ndjson,
-};
+use presence_domain::inventory::{InventoryRecord, MAX_PLACES, check_references, parse_ndjson};
 use presence_domain::scan::MAX_TOKEN_CHARS;
 use presence_domain::state::{Entry, StateRecord, TokenState, transition};
 use presence_domain::time::iso8601;
@@ -404,14 +402,13 @@ proptest! {
         let mut seen: Vec<usize> = records
             .iter()
             .map(|r| r.line)
-            .chain(errors.iter().map(|e| e.line))
+            .chain(errors.listed().iter().map(|e| e.line))
             .collect();
         seen.sort_unstable();
         prop_assert_eq!(seen, expected);
-        prop_assert!(errors.iter().all(|e| !e.error.is_empty()));
-        let references = check_references(&records, |_| false);
-        let merged = merge_errors(errors, references);
-        prop_assert!(merged.windows(2).all(|pair| pair[0].line <= pair[1].line));
+        prop_assert!(errors.listed().iter().all(|e| !e.error.is_empty()));
+        let merged = check_references(&records, errors, |_| false);
+        prop_assert!(merged.listed().windows(2).all(|pair| pair[0].line < pair[1].line));
     }
 
     #[test]
@@ -419,7 +416,7 @@ proptest! {
         let (records, errors) = parse_ndjson(&text);
         let lines = text.split('\n').count();
         prop_assert!(records.iter().all(|r| r.line >= 1 && r.line <= lines));
-        prop_assert!(errors.iter().all(|e| e.line >= 1 && e.line <= lines));
+        prop_assert!(errors.listed().iter().all(|e| e.line >= 1 && e.line <= lines));
     }
 }
 

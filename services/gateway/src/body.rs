@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use presence_domain::json;
 use serde_json::Value;
 
 /// Reads at most `limit` bytes. A declared length above the limit is refused
@@ -60,9 +61,11 @@ fn unreadable(error: &(dyn std::error::Error + Send + Sync + 'static), limit: us
     Failure::bad_request("The body could not be read")
 }
 
-/// Parses a body as JSON.
+/// Parses a body as JSON, as the inventory reads its lines: a byte-order mark
+/// opening it is skipped, and a key given twice in one object is refused, naming
+/// the key (rather than the last value silently winning).
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, Failure> {
-    serde_json::from_slice(bytes)
+    json::parse_unique_keys(json::strip_bom(bytes))
         .map_err(|error| Failure::bad_request(format!("The body is not valid JSON: {error}")))
 }
 
@@ -108,5 +111,19 @@ mod tests {
         let failure = parse_json(b"{nope").unwrap_err();
         assert_eq!(failure.status(), presence_domain::Status::BadRequest);
         assert!(parse_json(b"{\"a\":1}").is_ok());
+    }
+
+    #[test]
+    fn an_opening_byte_order_mark_is_skipped_and_repeated_keys_are_refused() {
+        assert_eq!(
+            parse_json(b"\xEF\xBB\xBF{\"a\":1}"),
+            parse_json(b"{\"a\":1}")
+        );
+        let failure = parse_json(b"{\"a\":{\"b\":1,\"b\":2}}").unwrap_err();
+        assert_eq!(failure.status(), presence_domain::Status::BadRequest);
+        assert!(
+            format!("{failure:?}").contains("key b appears more than once"),
+            "{failure:?}"
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! - `keys`: API keys (digests only), checked by `middleware` before anything
 //!   else, each with its `rate` limit bucket; `middleware` also sets deadlines,
 //!   catches panics, traces and measures;
-//! - `body`: size-limited bodies read as JSON; `reply`: envelopes and statuses;
+//! - `body`: size-limited bodies read as JSON; `query`: query strings, each
+//!   parameter once; `reply`: envelopes and statuses;
 //! - `routes`: the handlers for scans, devices, inventory and operations;
 //! - `metrics`: Prometheus metrics; `state`: what handlers share;
 //!   `config`: limits and deadlines, and their flags; `server`: binding, the
@@ -24,6 +25,7 @@ mod keys;
 mod metrics;
 mod middleware;
 mod paths;
+mod query;
 mod rate;
 mod reply;
 mod routes;

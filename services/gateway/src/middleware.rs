@@ -16,7 +16,6 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::any::Any;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,10 +128,11 @@ pub(crate) async fn authenticate(
         return next.run(request).await;
     }
     let caller = match presented_key(request.headers(), request.uri()) {
-        None => Err(Failure::unauthorized(
+        Err(failure) => Err(failure),
+        Ok(None) => Err(Failure::unauthorized(
             "An API key is required (apikey query parameter or X-Api-Key header)",
         )),
-        Some(key) => state
+        Ok(Some(key)) => state
             .keys()
             .authenticate(&key)
             .cloned()
@@ -161,23 +161,30 @@ pub(crate) async fn authenticate(
 }
 
 /// The key from the `X-Api-Key` header, else from the `apikey` query parameter.
-/// Empty values count as absent.
-fn presented_key(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+/// Empty values count as absent; an `apikey` given twice is a 400 naming it.
+fn presented_key(headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, Failure> {
     if let Some(value) = headers.get(API_KEY_HEADER) {
         // A header that is present wins, even when it is not valid text: the
         // caller meant to use it, so the query is not consulted behind its back.
-        return value
+        return Ok(value
             .to_str()
             .ok()
             .filter(|key| !key.is_empty())
-            .map(str::to_owned);
+            .map(str::to_owned));
     }
-    let query = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
-    query
-        .0
-        .get(API_KEY_QUERY)
-        .filter(|key| !key.is_empty())
-        .cloned()
+    let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(uri) else {
+        return Ok(None);
+    };
+    let mut keys = pairs
+        .into_iter()
+        .filter(|(name, _)| name == API_KEY_QUERY)
+        .map(|(_, key)| key);
+    match (keys.next(), keys.next()) {
+        (Some(_), Some(_)) => Err(Failure::bad_request(format!(
+            "The query parameter {API_KEY_QUERY} is given more than once"
+        ))),
+        (key, _) => Ok(key.filter(|key| !key.is_empty())),
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

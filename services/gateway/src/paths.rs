@@ -54,6 +54,14 @@ pub(crate) fn is_ticket_path(path: &str) -> bool {
         .any(|ticket| with_aliases(ticket).any(|p| p == path))
 }
 
+/// Device calls answer every error with an empty `message` object, so a client
+/// can read `message` whatever the status.
+pub(crate) fn is_device_path(path: &str) -> bool {
+    [DEVICE_INIT, DEVICE]
+        .into_iter()
+        .any(|device| with_aliases(device).any(|p| p == path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +80,9 @@ mod tests {
     fn ticket_paths_and_key_paths() {
         assert!(is_ticket_path("/presence/v1/ticket/exit.json"));
         assert!(!is_ticket_path(DEVICE_INIT));
+        assert!(is_device_path("/presence/v1/device/"));
+        assert!(is_device_path(DEVICE_INIT));
+        assert!(!is_device_path(TICKET_ENTER));
         assert!(requires_key("/presence/v1/nothing-here"));
         assert!(requires_key(INVENTORY));
         assert!(!requires_key(READYZ));

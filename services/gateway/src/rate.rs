@@ -28,9 +28,15 @@ impl RateLimit {
             .max(1)
     }
 
+    /// Whether this limits anything at all (a rate of 0 does not, whatever the
+    /// burst).
+    pub fn limits(self) -> bool {
+        self.per_second > 0
+    }
+
     /// The bucket enforcing this limit; `None` when it does not limit anything.
     pub(crate) fn bucket(self) -> Option<TokenBucket> {
-        if self.per_second == 0 {
+        if !self.limits() {
             return None;
         }
         let interval = NANOS_PER_SECOND / u64::from(self.per_second);
@@ -89,6 +95,18 @@ fn take(arrival: u64, now: u64, interval: u64, capacity: u64) -> Result<u64, u64
         Ok(next)
     } else {
         Err(ahead - capacity)
+    }
+}
+
+/// As the start-up log and `--help` say it: `no rate limit`, or
+/// `10/s, burst 20`.
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.limits() {
+            write!(f, "{}/s, burst {}", self.per_second, self.burst())
+        } else {
+            f.write_str("no rate limit")
+        }
     }
 }
 
@@ -168,11 +186,14 @@ mod tests {
             burst: Some(5),
         };
         assert!(no_rate.bucket().is_none());
+        assert_eq!(no_rate.to_string(), "no rate limit");
+        assert_eq!(RateLimit::default().to_string(), "no rate limit");
         let rate = |per_second| RateLimit {
             per_second,
             burst: None,
         };
         assert_eq!(rate(3).burst(), 6);
+        assert_eq!(rate(3).to_string(), "3/s, burst 6");
         assert_eq!(
             admitted(rate(1), &[0, 0, 0, SECOND]),
             [true, true, false, true]

@@ -1,13 +1,14 @@
 //! Turning outcomes into envelopes with the right HTTP status.
 
-use crate::paths::is_ticket_path;
+use crate::paths::{is_device_path, is_ticket_path};
 use crate::wire::{
-    ErrorEnvelope, InventoryErrorEnvelope, LineErrorBody, LineErrorsMessage, ResultBody,
-    TicketEnvelope, TicketsMessage,
+    DeviceErrorEnvelope, EmptyMessage, ErrorEnvelope, InventoryErrorEnvelope, LineErrorBody,
+    LineErrorsMessage, ResultBody, TicketEnvelope, TicketsMessage,
 };
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use presence_domain::inventory::LineErrors;
 use presence_domain::{FieldErrors, Status};
 use serde::Serialize;
 use std::time::Duration;
@@ -160,10 +161,22 @@ impl Failure {
     }
 
     /// The inventory envelope: `message.errors` lists the bad lines.
-    pub(crate) fn with_line_errors(self, errors: Vec<LineErrorBody>) -> Response {
+    pub(crate) fn with_line_errors(self, errors: &LineErrors) -> Response {
         let body = InventoryErrorEnvelope {
             result: self.result(None),
-            message: LineErrorsMessage { errors },
+            message: LineErrorsMessage {
+                errors: errors.listed().iter().map(LineErrorBody::from).collect(),
+                error_count: u64::try_from(errors.total()).unwrap_or(u64::MAX),
+            },
+        };
+        self.finish(body)
+    }
+
+    /// The device calls' envelope: `message` is `{}`.
+    pub(crate) fn with_empty_message(self) -> Response {
+        let body = DeviceErrorEnvelope {
+            result: self.result(None),
+            message: EmptyMessage::default(),
         };
         self.finish(body)
     }
@@ -172,6 +185,8 @@ impl Failure {
     pub(crate) fn for_path(self, path: &str) -> Response {
         if is_ticket_path(path) {
             self.with_tickets(None)
+        } else if is_device_path(path) {
+            self.with_empty_message()
         } else {
             self.plain()
         }

@@ -100,8 +100,7 @@ impl Gateway {
             max_connections = config.max_connections,
             header_timeout_ms = config.header_timeout.as_millis(),
             request_timeout_ms = config.request_timeout.as_millis(),
-            key_rate = config.key_rate.per_second,
-            key_burst = config.key_rate.burst(),
+            key_rate = %config.key_rate,
             "gateway listening"
         );
         let slots = Arc::new(Semaphore::new(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineError, LineErrors, NumberedRecord};
 use presence_domain::{
     Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId, Mac, ScanKind,
     Status, TicketPlace, VenueId,
@@ -63,7 +63,7 @@ struct Fake {
     inits: Mutex<Vec<DeviceInitRequest>>,
     device: Mutex<Option<Device>>,
     lookups: Mutex<Vec<DeviceLookup>>,
-    inventory_rejects: Mutex<Option<Vec<LineError>>>,
+    inventory_rejects: Mutex<Option<LineErrors>>,
     applied: Mutex<Vec<NumberedRecord>>,
     ready: Mutex<bool>,
 }
@@ -116,7 +116,7 @@ impl presence_ports::Transport for Fake {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, TransportError> {
         if !syntax_errors.is_empty() {
             return Ok(InventoryOutcome::Rejected(syntax_errors));
@@ -377,6 +377,7 @@ async fn device_init_outcomes_map_to_404_and_400() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.result_status(), "NOT_FOUND");
+    assert_eq!(reply.json()["message"], json!({}), "{}", reply.text);
     *harness.fake.init_answer.lock().unwrap() = DeviceInitOutcome::UnknownGate(GateId::new(1));
     let reply = harness
         .post(
@@ -387,6 +388,7 @@ async fn device_init_outcomes_map_to_404_and_400() {
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.result_message().contains("gateId"), "{}", reply.text);
+    assert_eq!(reply.json()["message"], json!({}), "{}", reply.text);
 }
 
 #[tokio::test]
@@ -440,21 +442,29 @@ async fn device_lookup_not_found_and_bad_parameters() {
 }
 
 #[tokio::test]
-async fn unparsable_query_strings_get_an_envelope() {
+async fn repeated_query_parameters_get_an_envelope_naming_them() {
     let harness = Harness::new();
-    let reply = harness
-        .get(
-            &format!("/presence/v1/device?venue={VENUE}&mac=a&mac=b"),
-            Some(ADMIN_KEY),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(reply.result_status(), "BAD_REQUEST");
-    assert!(
-        reply.result_message().contains("query string"),
-        "{}",
-        reply.text
-    );
+    for (query, parameter) in [
+        (format!("venue={VENUE}&mac=a&mac=b"), "mac"),
+        (format!("venue={VENUE}&venue={VENUE}&mac=a"), "venue"),
+        (format!("venue={VENUE}&mac=a&x=1&x=1"), "x"),
+    ] {
+        let reply = harness
+            .get(&format!("/presence/v1/device?{query}"), Some(ADMIN_KEY))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            reply.json(),
+            json!({
+                "result": {
+                    "status": "BAD_REQUEST",
+                    "message": format!("The query parameter {parameter} is given more than once")
+                },
+                "message": {}
+            })
+        );
+    }
+    assert!(harness.fake.lookups.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -503,16 +513,34 @@ async fn keys_work_in_the_query_and_the_header() {
         )
         .await;
     assert_eq!(by_header.status, StatusCode::OK);
-    // A wrong header is not rescued by a right query parameter.
-    let both = harness
+    // When both are sent the header wins: a wrong header is not rescued by a
+    // right query parameter, and a wrong query parameter does not spoil a right
+    // header.
+    let both = |query: &str, header: &str| {
+        request(
+            Method::POST,
+            &format!("/presence/v1/ticket/enter?apikey={query}"),
+            Some(header),
+            json_body(&scan_body()),
+        )
+    };
+    let reply = harness.call(both(ADMIN_KEY, "wrong")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = harness.call(both("wrong", ADMIN_KEY)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let twice = harness
         .call(request(
             Method::POST,
-            &format!("/presence/v1/ticket/enter?apikey={ADMIN_KEY}"),
-            Some("wrong"),
+            &format!("/presence/v1/ticket/enter?apikey={ADMIN_KEY}&apikey={ADMIN_KEY}"),
+            None,
             json_body(&scan_body()),
         ))
         .await;
-    assert_eq!(both.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        twice.result_message(),
+        "The query parameter apikey is given more than once"
+    );
 }
 
 #[tokio::test]
@@ -670,6 +698,37 @@ async fn json_is_read_whatever_the_content_type() {
         .body(json_body(&init_body()))
         .unwrap();
     assert_eq!(harness.call(without).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bodies_may_open_with_a_bom_and_must_name_each_key_once() {
+    let harness = Harness::new();
+    for (path, body) in [
+        ("/presence/v1/ticket/enter", scan_body()),
+        ("/presence/v1/device/init", init_body()),
+    ] {
+        let with_bom = format!("\u{feff}{body}");
+        let reply = harness
+            .post(path, Some(ADMIN_KEY), Body::from(with_bom))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+        let repeated = body
+            .to_string()
+            .replacen('{', r#"{"venueId":"Elsewhere","#, 1);
+        let reply = harness
+            .post(path, Some(ADMIN_KEY), Body::from(repeated))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            reply
+                .result_message()
+                .starts_with("The body is not valid JSON: key venueId appears more than once"),
+            "{path}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(harness.fake.scans.lock().unwrap().len(), 1);
+    assert_eq!(harness.fake.inits.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -923,10 +982,13 @@ async fn inventory_lists_every_bad_line_and_applies_nothing() {
 #[tokio::test]
 async fn inventory_rejections_empty_bodies_and_bad_utf8_are_400() {
     let harness = Harness::new();
-    *harness.fake.inventory_rejects.lock().unwrap() = Some(vec![LineError {
-        line: 1,
-        error: "venue X is neither stored nor defined earlier".into(),
-    }]);
+    *harness.fake.inventory_rejects.lock().unwrap() = Some(LineErrors::from_parts(
+        vec![LineError::new(
+            1,
+            "venue X is neither stored nor defined earlier",
+        )],
+        1,
+    ));
     let reply = harness
         .post("/admin/v1/inventory", Some(ADMIN_KEY), EVENT_LINE)
         .await;
@@ -939,7 +1001,10 @@ async fn inventory_rejections_empty_bodies_and_bad_utf8_are_400() {
         .post("/admin/v1/inventory", Some(ADMIN_KEY), "\n  \n")
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(reply.json()["message"]["errors"], json!([]));
+    assert_eq!(
+        reply.json()["message"],
+        json!({"errors": [], "errorCount": 0})
+    );
     assert!(reply.result_message().contains("no inventory records"));
     let mut bytes = format!("{VENUE_LINE}\n").into_bytes();
     bytes.extend_from_slice(b"{\"type\":\"venue\",\"id\":\"\xff\"}\n");
@@ -1081,6 +1146,97 @@ async fn openapi_lists_every_path_and_every_listed_path_routes() {
     operation_ids.sort_unstable();
     operation_ids.dedup();
     assert_eq!(operation_ids.len(), count, "operation ids must be unique");
+}
+
+/// Generated clients and property-based testers read the document: it must be
+/// as strict as the server, and describe the error answers as they are.
+#[test]
+fn the_openapi_document_is_as_strict_as_the_server() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let required = |schema: &Value| -> Vec<String> {
+        let mut names: Vec<String> = schema["required"]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort_unstable();
+        names
+    };
+    let scan = &schemas["ScanBody"];
+    assert_eq!(
+        required(scan),
+        [
+            "deviceId", "deviceOs", "gateId", "gateName", "scanTime", "token", "venueId"
+        ]
+    );
+    let token = &scan["properties"]["token"];
+    assert_eq!(
+        (&token["minLength"], &token["maxLength"]),
+        (&json!(1), &json!(256))
+    );
+    for id in ["deviceId", "gateId", "scanTime"] {
+        let one_of = &scan["properties"][id]["oneOf"];
+        assert_eq!(one_of[0]["type"], "integer", "{id}");
+        assert_eq!(one_of[0]["minimum"], 1, "{id}");
+        assert_eq!(one_of[1]["type"], "string", "{id}");
+        assert!(
+            one_of[1]["pattern"]
+                .as_str()
+                .unwrap()
+                .starts_with("^0*[1-9]"),
+            "{id}"
+        );
+    }
+    // The three values in any case: an enum could not say "case-insensitive".
+    let os = &scan["properties"]["deviceOs"];
+    assert_eq!(
+        os["pattern"],
+        "^([Pp][Rr][Ii][Nn][Tt][Ee][Dd]|[Ii][Oo][Ss]|[Aa][Nn][Dd][Rr][Oo][Ii][Dd])$"
+    );
+    assert!(
+        os["description"]
+            .as_str()
+            .unwrap()
+            .contains("case-insensitive")
+    );
+    let init = &schemas["DeviceInitBody"]["allOf"][0];
+    assert_eq!(
+        required(init),
+        ["ip", "mac", "model", "name", "serial", "venueId"]
+    );
+    let lookup = doc["paths"]["/presence/v1/device"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    for name in ["venue", "mac"] {
+        let parameter = lookup.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(parameter["required"], true, "{name}");
+    }
+    // Device calls' errors carry `message: {}`.
+    assert_eq!(
+        required(&schemas["DeviceErrorEnvelope"]),
+        ["message", "result"]
+    );
+    for path in ["/presence/v1/device", "/presence/v1/device/init"] {
+        for (method, operation) in doc["paths"][path].as_object().unwrap() {
+            for code in ["400", "401", "404", "503"] {
+                assert_eq!(
+                    operation["responses"][code]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/DeviceErrorEnvelope",
+                    "{method} {path} {code}"
+                );
+            }
+        }
+    }
+    // Inventory errors: the first 100 lines and the count of all.
+    let line_errors = &schemas["LineErrorsMessage"];
+    assert_eq!(required(line_errors), ["errorCount", "errors"]);
+    assert_eq!(line_errors["properties"]["errors"]["maxItems"], 100);
+    assert_eq!(schemas["LineErrorBody"]["properties"]["line"]["minimum"], 1);
 }
 
 #[test]
@@ -1283,7 +1439,8 @@ async fn a_flooding_key_gets_429_and_other_keys_keep_their_budget() {
             "message": {"tickets": []}
         })
     );
-    // Every path under /presence/ draws on the same budget; other envelopes stay plain.
+    // Every path under /presence/ draws on the same budget; device calls answer
+    // with an empty `message`.
     let lookup = harness
         .get(
             "/presence/v1/device?venue=KovZpZAnAtJJ&mac=00:24:06:F0:F9:FB",
@@ -1292,7 +1449,7 @@ async fn a_flooding_key_gets_429_and_other_keys_keep_their_budget() {
         .await;
     assert_eq!(lookup.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(lookup.result_status(), "RATE_LIMITED");
-    assert!(lookup.json().get("message").is_none(), "{}", lookup.text);
+    assert_eq!(lookup.json()["message"], json!({}), "{}", lookup.text);
     // Authentication still comes first.
     let anonymous = harness
         .post("/presence/v1/ticket/enter", None, json_body(&scan_body()))

@@ -45,6 +45,18 @@ pub struct ErrorEnvelope {
     pub result: ResultBody,
 }
 
+/// An error answer of `device/init` and `GET device`: `message` is present and
+/// empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceErrorEnvelope {
+    pub result: ResultBody,
+    pub message: EmptyMessage,
+}
+
+/// `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EmptyMessage {}
+
 /// The answer of `ticket/enter`, `ticket/exit` and `ticket/validate`, errors
 /// included: `message.tickets` is always present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -236,8 +248,13 @@ pub struct InventoryErrorEnvelope {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LineErrorsMessage {
-    /// One entry per bad line; empty when the body as a whole is wrong (no records).
+    /// The first bad lines (at most 100), in line order; empty when the body as a
+    /// whole is wrong (no records).
+    #[schema(max_items = 100)]
     pub errors: Vec<LineErrorBody>,
+    /// How many lines are bad, listed in `errors` or not.
+    #[serde(rename = "errorCount")]
+    pub error_count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -245,6 +262,9 @@ pub struct LineErrorBody {
     /// Counted from 1.
     #[schema(minimum = 1)]
     pub line: u64,
+    /// Every problem of the line, joined with `; `; at most 500 characters, and
+    /// input it quotes at most 64.
+    #[schema(max_length = 500)]
     pub error: String,
 }
 

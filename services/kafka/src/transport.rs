@@ -10,7 +10,7 @@ use crate::replies::ReplyRouter;
 use crate::settings::{KafkaSettings, Topics};
 use crate::{KafkaError, wire};
 use async_trait::async_trait;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{
     DecisionEvent, Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats,
@@ -179,12 +179,14 @@ fn undecodable(error: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(format!("undecodable reply: {error}"))
 }
 
-/// Splits inventory into chunks under the size limit; the syntax errors and the
-/// `last` flag go on the final chunk.
+/// Splits inventory into chunks under the size limit; the syntax errors (at
+/// most [`presence_domain::inventory::MAX_LISTED_LINES`], each of bounded size)
+/// and the `last` flag go on the final chunk, alone if they would not fit beside
+/// its records.
 fn inventory_chunks(
     batch_id: &str,
     records: &[NumberedRecord],
-    syntax_errors: &[LineError],
+    syntax_errors: &LineErrors,
 ) -> Vec<Vec<u8>> {
     let empty = || pb::InventoryChunk {
         batch_id: batch_id.to_owned(),
@@ -203,8 +205,15 @@ fn inventory_chunks(
         size += cost;
         current.records.push(record);
     }
-    current.syntax_errors = wire::line_errors_to_pb(syntax_errors);
+    (current.syntax_errors, current.syntax_error_count) = wire::line_errors_to_pb(syntax_errors);
     current.last = true;
+    if current.encoded_len() > INVENTORY_CHUNK_BYTES && !current.records.is_empty() {
+        let records = pb::InventoryChunk {
+            records: std::mem::take(&mut current.records),
+            ..empty()
+        };
+        chunks.push(records.encode_to_vec());
+    }
     chunks.push(current.encode_to_vec());
     chunks
 }
@@ -306,7 +315,7 @@ impl Transport for KafkaTransport {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, TransportError> {
         let batch_id = uuid::Uuid::now_v7().to_string();
         let chunks = inventory_chunks(&batch_id, &records, &syntax_errors);
@@ -346,24 +355,64 @@ impl Transport for KafkaTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_domain::inventory::parse_ndjson;
+    use presence_domain::inventory::{
+        LineError, MAX_BAD_LINE_REFERENCE_BYTES, MAX_BAD_LINE_REFERENCES, MAX_LISTED_LINES,
+        MAX_REASON_CHARS, Reference, parse_ndjson,
+    };
+
+    fn tickets(count: usize) -> Vec<NumberedRecord> {
+        let text: String = (0..count)
+            .map(|n| format!("{{\"type\":\"ticket\",\"token\":\"T{n}\",\"eventId\":\"E\",\"places\":[\"A:1:{n}\"]}}\n"))
+            .collect();
+        parse_ndjson(&text).0
+    }
+
+    fn decode(chunks: &[Vec<u8>]) -> Vec<pb::InventoryChunk> {
+        chunks
+            .iter()
+            .map(|c| pb::InventoryChunk::decode(c.as_slice()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_errors_of_a_large_bad_upload_fit_the_last_chunk() {
+        // The largest a listed line can be: its reason at the limit in four-byte
+        // characters, and its unchecked references at theirs.
+        let id_bytes = MAX_BAD_LINE_REFERENCE_BYTES / MAX_BAD_LINE_REFERENCES;
+        let largest = LineError {
+            unchecked: vec![
+                Reference::Event(presence_domain::EventId::new("e".repeat(id_bytes)));
+                MAX_BAD_LINE_REFERENCES
+            ],
+            ..LineError::new(0, "𝄞".repeat(MAX_REASON_CHARS))
+        };
+        let mut errors = LineErrors::default();
+        for line in 1..=100_000 {
+            errors.push(|| LineError {
+                line,
+                ..largest.clone()
+            });
+        }
+        let decoded = decode(&inventory_chunks("b", &tickets(20_000), &errors));
+        assert!(
+            decoded
+                .iter()
+                .all(|c| c.encoded_len() <= INVENTORY_CHUNK_BYTES)
+        );
+        let last = decoded.last().unwrap();
+        assert_eq!(
+            (last.syntax_errors.len(), last.syntax_error_count),
+            (MAX_LISTED_LINES, 100_000)
+        );
+    }
 
     #[test]
     fn large_inventories_are_chunked_with_errors_on_the_last_chunk() {
-        let text: String = (0..20_000)
-            .map(|n| format!("{{\"type\":\"ticket\",\"token\":\"T{n}\",\"eventId\":\"E\",\"places\":[\"A:1:{n}\"]}}\n"))
-            .collect();
-        let (records, _) = parse_ndjson(&text);
-        let errors = vec![LineError {
-            line: 3,
-            error: "bad".into(),
-        }];
+        let records = tickets(20_000);
+        let errors = LineErrors::from_parts(vec![LineError::new(3, "bad")], 1);
         let chunks = inventory_chunks("b", &records, &errors);
         assert!(chunks.len() > 1);
-        let decoded: Vec<pb::InventoryChunk> = chunks
-            .iter()
-            .map(|c| pb::InventoryChunk::decode(c.as_slice()).unwrap())
-            .collect();
+        let decoded = decode(&chunks);
         assert!(
             decoded
                 .iter()

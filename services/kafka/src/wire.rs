@@ -3,7 +3,10 @@
 //! message is an error naming the field, never a panic.
 
 use crate::KafkaError;
-use presence_domain::inventory::{InventoryRecord, LineError, NumberedRecord};
+use presence_domain::EventId;
+use presence_domain::inventory::{
+    InventoryRecord, LineError, LineErrors, NumberedRecord, Reference,
+};
 use presence_domain::{
     Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId, VenueStats,
 };
@@ -152,24 +155,49 @@ fn line_from(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-pub fn line_errors_to_pb(errors: &[LineError]) -> Vec<pb::LineError> {
-    errors
+/// The listed bad lines, and how many there are in all.
+pub fn line_errors_to_pb(errors: &LineErrors) -> (Vec<pb::LineError>, u64) {
+    let listed = errors
+        .listed()
         .iter()
-        .map(|e| pb::LineError {
-            line: line(e.line),
-            error: e.error.clone(),
+        .map(|e| {
+            let mut message = pb::LineError {
+                line: line(e.line),
+                error: e.error.clone(),
+                ..Default::default()
+            };
+            for reference in &e.unchecked {
+                match reference {
+                    Reference::Venue(id) => message.unchecked_venue_ids.push(id.to_string()),
+                    Reference::Event(id) => message.unchecked_event_ids.push(id.to_string()),
+                }
+            }
+            message
         })
-        .collect()
+        .collect();
+    (listed, line(errors.total()))
 }
 
-pub fn line_errors_from_pb(errors: Vec<pb::LineError>) -> Vec<LineError> {
-    errors
+/// The bad lines sent by [`line_errors_to_pb`] (kept to the listing limit,
+/// whoever sent them).
+pub fn line_errors_from_pb(errors: Vec<pb::LineError>, total: u64) -> LineErrors {
+    let listed = errors
         .into_iter()
         .map(|e| LineError {
-            line: line_from(e.line),
-            error: e.error,
+            unchecked: e
+                .unchecked_venue_ids
+                .into_iter()
+                .map(|id| Reference::Venue(VenueId::new(id)))
+                .chain(
+                    e.unchecked_event_ids
+                        .into_iter()
+                        .map(|id| Reference::Event(EventId::new(id))),
+                )
+                .collect(),
+            ..LineError::new(line_from(e.line), e.error)
         })
-        .collect()
+        .collect();
+    LineErrors::from_parts(listed, line_from(total))
 }
 
 pub fn records_to_pb(records: &[NumberedRecord]) -> Vec<pb::NumberedRecord> {
@@ -184,36 +212,41 @@ pub fn records_to_pb(records: &[NumberedRecord]) -> Vec<pb::NumberedRecord> {
 
 /// Records of a chunk; one that is not a valid record becomes a line error, so a
 /// bad upstream record rejects its batch like a bad NDJSON line would.
-pub fn records_from_pb(records: Vec<pb::NumberedRecord>) -> (Vec<NumberedRecord>, Vec<LineError>) {
+pub fn records_from_pb(records: Vec<pb::NumberedRecord>) -> (Vec<NumberedRecord>, LineErrors) {
     let mut good = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
+    let mut total = 0;
     for numbered in records {
         let line = line_from(numbered.line);
         match numbered.record.map(InventoryRecord::try_from) {
             Some(Ok(record)) => good.push(NumberedRecord { line, record }),
-            Some(Err(error)) => errors.push(LineError {
-                line,
-                error: error.to_string(),
-            }),
-            None => errors.push(LineError {
-                line,
-                error: "record is missing".to_owned(),
-            }),
+            Some(Err(error)) => {
+                total += 1;
+                errors.push(LineError::new(line, error.to_string()));
+            }
+            None => {
+                total += 1;
+                errors.push(LineError::new(line, "record is missing"));
+            }
         }
     }
-    (good, errors)
+    (good, LineErrors::from_parts(errors, total))
 }
 
 pub fn inventory_outcome_to_pb(outcome: &InventoryOutcome) -> pb::InventoryReply {
     match outcome {
         InventoryOutcome::Applied(count) => pb::InventoryReply {
             applied: line(*count),
-            errors: Vec::new(),
+            ..Default::default()
         },
-        InventoryOutcome::Rejected(errors) => pb::InventoryReply {
-            applied: 0,
-            errors: line_errors_to_pb(errors),
-        },
+        InventoryOutcome::Rejected(errors) => {
+            let (errors, error_count) = line_errors_to_pb(errors);
+            pb::InventoryReply {
+                applied: 0,
+                errors,
+                error_count,
+            }
+        }
     }
 }
 
@@ -221,7 +254,7 @@ pub fn inventory_outcome_from_pb(reply: pb::InventoryReply) -> InventoryOutcome 
     if reply.errors.is_empty() {
         InventoryOutcome::Applied(line_from(reply.applied))
     } else {
-        InventoryOutcome::Rejected(line_errors_from_pb(reply.errors))
+        InventoryOutcome::Rejected(line_errors_from_pb(reply.errors, reply.error_count))
     }
 }
 
@@ -318,16 +351,25 @@ mod tests {
     fn inventory_messages_round_trip_with_their_lines() {
         let (records, _) = parse_ndjson("\n{\"type\":\"venue\",\"id\":\"V\",\"name\":\"A\"}\n");
         let (back, errors) = records_from_pb(records_to_pb(&records));
-        assert_eq!((back, errors), (records, Vec::new()));
+        assert_eq!((back, errors), (records, LineErrors::default()));
         let (_, errors) = records_from_pb(vec![pb::NumberedRecord {
             line: 4,
             record: None,
         }]);
-        assert_eq!(errors[0].line, 4);
-        let rejected = InventoryOutcome::Rejected(vec![LineError {
-            line: 2,
-            error: "bad".into(),
-        }]);
+        assert_eq!((errors.listed()[0].line, errors.total()), (4, 1));
+        let rejected = InventoryOutcome::Rejected(LineErrors::from_parts(
+            vec![
+                LineError::new(2, "bad"),
+                LineError {
+                    unchecked: vec![
+                        Reference::Venue(VenueId::new("V")),
+                        Reference::Event(EventId::new("E")),
+                    ],
+                    ..LineError::new(3, "places must list 1 to 100 non-empty places")
+                },
+            ],
+            250,
+        ));
         assert_eq!(
             inventory_outcome_from_pb(inventory_outcome_to_pb(&rejected)),
             rejected

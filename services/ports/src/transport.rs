@@ -1,7 +1,7 @@
 //! Transport traits: how the gateway reaches whoever decides, and where decisions go.
 
 use async_trait::async_trait;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup, GateId, ScanId, ScanKind,
     ScanRequest, VenueId, VenueStats,
@@ -49,8 +49,8 @@ pub enum DeviceInitOutcome {
 pub enum InventoryOutcome {
     /// Every record applied; scans see them from now on.
     Applied(usize),
-    /// Nothing applied; one error per bad line.
-    Rejected(Vec<LineError>),
+    /// Nothing applied: the bad lines.
+    Rejected(LineErrors),
 }
 
 /// Request → answer, however the services are deployed.
@@ -72,7 +72,7 @@ pub trait Transport: Send + Sync + 'static {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, TransportError>;
 
     /// The venue's live counters; `None` when the venue is unknown. Counted from

@@ -5,7 +5,7 @@ use crate::metrics::StoreMetrics;
 use crate::transport::InProcessTransport;
 use anyhow::{Context, bail};
 use presence_domain::DecisionEvent;
-use presence_domain::inventory::{LineError, parse_ndjson};
+use presence_domain::inventory::{LineErrors, parse_ndjson};
 use presence_gateway::{ApiKeys, Gateway, GatewayConfig};
 use presence_ports::in_process::BroadcastDecisions;
 use presence_ports::{InventoryOutcome, Stores, Transport};
@@ -122,12 +122,18 @@ pub async fn load_inventory(transport: &dyn Transport, text: &str) -> anyhow::Re
     }
 }
 
-pub fn describe_line_errors(errors: &[LineError]) -> String {
-    errors
+/// One line per listed bad line, and how many more there are.
+pub fn describe_line_errors(errors: &LineErrors) -> String {
+    let mut lines: Vec<String> = errors
+        .listed()
         .iter()
         .map(|e| format!("line {}: {}", e.line, e.error))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let unlisted = errors.total() - errors.listed().len();
+    if unlisted > 0 {
+        lines.push(format!("and {unlisted} more bad lines"));
+    }
+    lines.join("\n")
 }
 
 /// The embedded mode's decision subscriber: appends each decision to a file as

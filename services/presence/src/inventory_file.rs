@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use presence_domain::inventory::{
-    InventoryRecord, LineError, NumberedRecord, check_references, merge_errors, parse_ndjson,
+    InventoryRecord, LineErrors, NumberedRecord, check_references, parse_ndjson,
 };
 use std::path::Path;
 
@@ -48,9 +48,9 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Checks a file on its own, as the admin endpoint would against an empty
 /// store: every venue and event a line names must be defined on an earlier line.
-pub fn check_offline(text: &str) -> Result<Vec<NumberedRecord>, Vec<LineError>> {
+pub fn check_offline(text: &str) -> Result<Vec<NumberedRecord>, LineErrors> {
     let (records, syntax) = parse_ndjson(text);
-    let errors = merge_errors(syntax, check_references(&records, |_| false));
+    let errors = check_references(&records, syntax, |_| false);
     if errors.is_empty() {
         Ok(records)
     } else {
@@ -61,6 +61,7 @@ pub fn check_offline(text: &str) -> Result<Vec<NumberedRecord>, Vec<LineError>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use presence_domain::inventory::LineError;
 
     #[test]
     fn counts_records_and_reports_unknown_references() {
@@ -77,11 +78,8 @@ mod tests {
         let bad = "{\"type\":\"gate\",\"venueId\":\"V\",\"name\":\"G\"}\n";
         let errors = check_offline(bad).unwrap_err();
         assert_eq!(
-            errors,
-            [LineError {
-                line: 1,
-                error: "venue 'V' is not known".into()
-            }]
+            errors.listed(),
+            [LineError::new(1, "venue 'V' is not known")]
         );
     }
 }

@@ -141,7 +141,7 @@ fn check_inventory(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "{}: {} bad line(s); nothing would be applied",
                 file.display(),
-                errors.len()
+                errors.total()
             );
             Ok(ExitCode::FAILURE)
         }

@@ -10,7 +10,7 @@
 //! still waits for it, and shutdown waits for the tasks still running.
 
 use async_trait::async_trait;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
@@ -95,7 +95,7 @@ impl Transport for InProcessTransport {
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, TransportError> {
         self.inventory
             .apply(records, syntax_errors)

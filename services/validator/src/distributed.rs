@@ -3,7 +3,7 @@
 
 use crate::{InventoryApplier, Validator};
 use async_trait::async_trait;
-use presence_domain::inventory::{LineError, NumberedRecord};
+use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{DecisionEvent, ScanId};
 use presence_kafka::client;
@@ -147,7 +147,7 @@ struct Pending {
 #[derive(Default)]
 struct Batch {
     records: Vec<NumberedRecord>,
-    errors: Vec<LineError>,
+    errors: LineErrors,
     offsets: Vec<i64>,
     /// When its uploader stops waiting (Unix ms); none for upstream publishers.
     deadline: Option<i64>,
@@ -199,7 +199,7 @@ impl Handler for InventoryHandler {
     async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
         let chunk = pb::InventoryChunk::decode(record.payload().unwrap_or_default())
             .map_err(|error| HandlerError::Poison(format!("not an InventoryChunk: {error}")))?;
-        let (records, mut errors) = {
+        let (records, errors) = {
             let mut pending = self.pending();
             pending.give_up_expired(unix_millis(SystemTime::now()));
             let batch = pending.batches.entry(chunk.batch_id.clone()).or_default();
@@ -207,10 +207,9 @@ impl Handler for InventoryHandler {
             if !batch.offsets.contains(&record.offset()) {
                 let (records, errors) = wire::records_from_pb(chunk.records);
                 batch.records.extend(records);
-                batch.errors.extend(errors);
-                batch
-                    .errors
-                    .extend(wire::line_errors_from_pb(chunk.syntax_errors));
+                batch.errors = std::mem::take(&mut batch.errors).merge(errors).merge(
+                    wire::line_errors_from_pb(chunk.syntax_errors, chunk.syntax_error_count),
+                );
                 batch.offsets.push(record.offset());
                 batch.deadline =
                     client::header(record.headers(), client::DEADLINE).and_then(|d| d.parse().ok());
@@ -222,12 +221,11 @@ impl Handler for InventoryHandler {
             // meanwhile retries the last chunk, which finds the whole batch here.
             (batch.records.clone(), batch.errors.clone())
         };
-        errors.sort_by_key(|e| e.line);
         let uploader_waits = client::header(record.headers(), client::REPLY_TO).is_some();
         let outcome = match self.applier.apply(records, errors).await {
             Ok(outcome) => {
                 if let InventoryOutcome::Rejected(errors) = &outcome {
-                    tracing::warn!(bad_lines = errors.len(), batch = %chunk.batch_id, "inventory batch rejected");
+                    tracing::warn!(bad_lines = errors.total(), batch = %chunk.batch_id, "inventory batch rejected");
                 }
                 Outcome::Inventory(wire::inventory_outcome_to_pb(&outcome))
             }

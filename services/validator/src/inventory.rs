@@ -1,9 +1,7 @@
 //! Applying inventory: references checked against the store, then all or nothing;
 //! and the inventory-size metric.
 
-use presence_domain::inventory::{
-    LineError, NumberedRecord, check_references, merge_errors, referenced,
-};
+use presence_domain::inventory::{LineErrors, NumberedRecord, check_references, referenced};
 use presence_ports::{InventoryOutcome, InventoryStore, StoreError, Stores};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -43,19 +41,22 @@ impl InventoryApplier {
 
     /// Applies a batch whose `syntax_errors` lines did not parse. Any such line, or
     /// any reference to a venue or event that is neither stored nor defined on an
-    /// earlier line, rejects the whole batch, listing every bad line.
+    /// earlier line, rejects the whole batch, listing the first bad lines with
+    /// every problem of each, and counting them all.
     /// Inventory is never deleted, so a reference found here still holds when the
     /// batch is written.
     pub async fn apply(
         &self,
         records: Vec<NumberedRecord>,
-        syntax_errors: Vec<LineError>,
+        syntax_errors: LineErrors,
     ) -> Result<InventoryOutcome, StoreError> {
-        let stored = self.store.stored(&referenced(&records)).await?;
-        let errors = merge_errors(
-            syntax_errors,
-            check_references(&records, |reference| stored.contains(reference)),
-        );
+        let stored = self
+            .store
+            .stored(&referenced(&records, &syntax_errors))
+            .await?;
+        let errors = check_references(&records, syntax_errors, |reference| {
+            stored.contains(reference)
+        });
         if !errors.is_empty() {
             return Ok(InventoryOutcome::Rejected(errors));
         }

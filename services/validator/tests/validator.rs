@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup should fail the test loudly
 
-use presence_domain::inventory::parse_ndjson;
+use presence_domain::inventory::{LineErrors, parse_ndjson};
 use presence_domain::{
     DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,
 };
@@ -38,7 +38,7 @@ async fn fixture() -> Fixture {
     let (records, errors) = parse_ndjson(INVENTORY);
     assert!(errors.is_empty());
     let applied = InventoryApplier::new(&stores)
-        .apply(records, Vec::new())
+        .apply(records, errors)
         .await
         .unwrap();
     assert_eq!(applied, InventoryOutcome::Applied(4));
@@ -226,14 +226,14 @@ async fn inventory_with_unknown_references_is_rejected_whole() {
 {"type":"ticket","token":"T4","eventId":"NOPE","places":["A:1:4"]}"#,
     );
     let outcome = InventoryApplier::new(&f.stores)
-        .apply(records, Vec::new())
+        .apply(records, LineErrors::default())
         .await
         .unwrap();
     let InventoryOutcome::Rejected(errors) = outcome else {
         panic!("expected a rejection")
     };
-    assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].line, 2);
+    assert_eq!(errors.total(), 1);
+    assert_eq!(errors.listed()[0].line, 2);
     let unknown = f
         .validator
         .decide(&f.command("s1", ScanKind::Enter, "T3", 2000))
@@ -252,7 +252,9 @@ async fn one_rejection_names_syntax_and_reference_errors_together() {
     let (records, syntax_errors) = parse_ndjson(
         r#"{"type":"ticket","token":"T5"}
 {"type":"ticket","token":"T6","eventId":"NOPE","places":["A:1:6"]}
-{"type":"ticket","token":"T7","eventId":"E","places":["A:1:7"]}"#,
+{"type":"ticket","token":"T7","eventId":"E","places":["A:1:7"]}
+{"type":"ticket","token":"T8","eventId":"NOPE","places":[]}
+{"type":"ticket","token":"T9","eventId":"E","places":[]}"#,
     );
     let outcome = InventoryApplier::new(&f.stores)
         .apply(records, syntax_errors)
@@ -261,8 +263,23 @@ async fn one_rejection_names_syntax_and_reference_errors_together() {
     let InventoryOutcome::Rejected(errors) = outcome else {
         panic!("expected a rejection")
     };
-    let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
-    assert_eq!(lines, [1, 2]);
+    let reasons: Vec<_> = errors
+        .listed()
+        .iter()
+        .map(|e| (e.line, e.error.as_str()))
+        .collect();
+    // A line that did not parse still has its references checked against the
+    // store (E is stored, NOPE is not).
+    let places = "places must list 1 to 100 non-empty places";
+    assert_eq!(
+        reasons,
+        [
+            (1, format!("eventId is required; {places}").as_str()),
+            (2, "event 'NOPE' is not known"),
+            (4, format!("{places}; event 'NOPE' is not known").as_str()),
+            (5, places),
+        ]
+    );
     let good_line = f
         .validator
         .decide(&f.command("s1", ScanKind::Enter, "T7", 2000))

@@ -3,14 +3,15 @@
 use super::forbidden_venue;
 use crate::body::{parse_json, read_limited};
 use crate::keys::Caller;
+use crate::query::parse_query;
 use crate::reply::Failure;
 use crate::state::GatewayState;
 use crate::wire::{
-    DeviceBody, DeviceEnvelope, DeviceInitBody, DeviceQuery, ErrorEnvelope, ResultBody,
+    DeviceBody, DeviceEnvelope, DeviceErrorEnvelope, DeviceInitBody, DeviceQuery, ResultBody,
 };
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use presence_domain::{Device, DeviceInitRequest, DeviceLookup, Status};
@@ -26,16 +27,16 @@ use presence_ports::DeviceInitOutcome;
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
         (status = 200, description = "OKAY: the device is configured", body = DeviceEnvelope),
-        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or a gateId that is not a gate of the venue", body = ErrorEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
-        (status = 404, description = "NOT_FOUND: no such venue", body = ErrorEnvelope),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = ErrorEnvelope),
-        (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = ErrorEnvelope,
+        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or a gateId that is not a gate of the venue", body = DeviceErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = DeviceErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = DeviceErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such venue", body = DeviceErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = DeviceErrorEnvelope),
+        (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = DeviceErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = ErrorEnvelope,
+        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = DeviceErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+        (status = 500, description = "INTERNAL: a bug", body = DeviceErrorEnvelope),
     ),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
@@ -44,8 +45,19 @@ pub(crate) async fn device_init(
     caller: Caller,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    init(&state, &caller, &headers, body)
+        .await
+        .unwrap_or_else(Failure::with_empty_message)
+}
+
+async fn init(
+    state: &GatewayState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Response, Failure> {
-    let bytes = read_limited(&headers, body, state.config().body_limit).await?;
+    let bytes = read_limited(headers, body, state.config().body_limit).await?;
     let value = parse_json(&bytes)?;
     let request =
         DeviceInitRequest::parse(&value).map_err(|errors| Failure::invalid_fields(&errors))?;
@@ -76,15 +88,15 @@ pub(crate) async fn device_init(
     params(DeviceQuery),
     responses(
         (status = 200, description = "OKAY: the device", body = DeviceEnvelope),
-        (status = 400, description = "BAD_REQUEST: a missing parameter, a malformed MAC or an unreadable query string", body = ErrorEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
-        (status = 404, description = "NOT_FOUND: no such device at this venue", body = ErrorEnvelope),
-        (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = ErrorEnvelope,
+        (status = 400, description = "BAD_REQUEST: a missing parameter, a malformed MAC or an unreadable query string", body = DeviceErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = DeviceErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = DeviceErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such device at this venue", body = DeviceErrorEnvelope),
+        (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = DeviceErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = ErrorEnvelope,
+        (status = 503, description = "UNAVAILABLE: no answer in time or a dependency is down", body = DeviceErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+        (status = 500, description = "INTERNAL: a bug", body = DeviceErrorEnvelope),
     ),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
@@ -92,15 +104,16 @@ pub(crate) async fn device_lookup(
     State(state): State<GatewayState>,
     caller: Caller,
     uri: Uri,
-) -> Result<Response, Failure> {
+) -> Response {
+    lookup(&state, &caller, &uri)
+        .await
+        .unwrap_or_else(Failure::with_empty_message)
+}
+
+async fn lookup(state: &GatewayState, caller: &Caller, uri: &Uri) -> Result<Response, Failure> {
     // Parsed here rather than by the `Query` extractor so that a bad query string
     // gets an envelope, not axum's plain-text rejection.
-    let Query(query) = Query::<DeviceQuery>::try_from_uri(&uri).map_err(|rejection| {
-        Failure::bad_request(format!(
-            "The query string is not valid: {}",
-            rejection.body_text()
-        ))
-    })?;
+    let query: DeviceQuery = parse_query(uri)?;
     let lookup = DeviceLookup::parse(
         query.venue.as_deref(),
         query.venue_id.as_deref(),

@@ -6,8 +6,7 @@ use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
 use crate::wire::{
-    AppliedMessage, ErrorEnvelope, InventoryAppliedEnvelope, InventoryErrorEnvelope, LineErrorBody,
-    ResultBody,
+    AppliedMessage, ErrorEnvelope, InventoryAppliedEnvelope, InventoryErrorEnvelope, ResultBody,
 };
 use axum::Json;
 use axum::body::Body;
@@ -15,7 +14,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use presence_domain::Status;
-use presence_domain::inventory::{LineError, NdjsonParser};
+use presence_domain::inventory::{LineErrors, MAX_LISTED_LINES, NdjsonParser};
 use presence_ports::InventoryOutcome;
 
 #[utoipa::path(
@@ -28,7 +27,7 @@ use presence_ports::InventoryOutcome;
         description = "NDJSON, UTF-8, up to the configured limit (default 256 MiB)."),
     responses(
         (status = 200, description = "OKAY: every record applied", body = InventoryAppliedEnvelope),
-        (status = 400, description = "BAD_REQUEST: bad lines, each listed with its number (from 1) and reason; or a body with no records; nothing applied", body = InventoryErrorEnvelope),
+        (status = 400, description = "BAD_REQUEST: bad lines, the first 100 listed with their number (from 1) and every problem of each, `errorCount` counting them all; or a body with no records; nothing applied", body = InventoryErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key is not an admin key", body = ErrorEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = ErrorEnvelope),
@@ -51,14 +50,14 @@ pub(crate) async fn upload(
     match stream_limited(&headers, body, limit, |piece| parser.push(piece)).await {
         Ok(()) => {}
         Err(failure) if failure.status() == Status::BadRequest => {
-            return failure.with_line_errors(Vec::new());
+            return failure.with_line_errors(&LineErrors::default());
         }
         Err(failure) => return failure.plain(),
     }
     let (records, syntax_errors) = parser.finish();
     if records.is_empty() && syntax_errors.is_empty() {
         return Failure::bad_request("The body holds no inventory records")
-            .with_line_errors(Vec::new());
+            .with_line_errors(&LineErrors::default());
     }
     // No decision deadline: a large inventory takes a while; the admin request
     // timeout bounds it.
@@ -84,10 +83,13 @@ pub(crate) async fn upload(
     }
 }
 
-fn rejected(errors: &[LineError]) -> Response {
-    let message = match errors.len() {
+fn rejected(errors: &LineErrors) -> Response {
+    let message = match errors.total() {
         1 => "1 bad line; nothing applied".to_owned(),
+        n if n > MAX_LISTED_LINES => {
+            format!("{n} bad lines, the first {MAX_LISTED_LINES} listed; nothing applied")
+        }
         n => format!("{n} bad lines; nothing applied"),
     };
-    Failure::bad_request(message).with_line_errors(errors.iter().map(LineErrorBody::from).collect())
+    Failure::bad_request(message).with_line_errors(errors)
 }
