@@ -3,6 +3,7 @@
 
 use crate::rate::RateLimit;
 use crate::reply::retry_after_seconds;
+use presence_domain::scan::DEFAULT_MAX_SCAN_AHEAD_MS;
 use std::time::Duration;
 
 /// The defaults, shared by [`GatewayConfig::default`] and the flags.
@@ -42,6 +43,11 @@ pub struct GatewayConfig {
     /// The limit of every API key under `/presence/v1/`, unless the keys file gives
     /// the key its own. None by default: SPEC §2 limits only where configured.
     pub key_rate: RateLimit,
+    /// How far ahead of this server's clock a scan's scanTime may be, in
+    /// milliseconds (400 beyond): each scan time is a new remembered scan, so
+    /// far-future times would let one token make unbounded records. Never a
+    /// lower bound: offline and replayed scans are legitimately old.
+    pub max_scan_ahead_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +63,7 @@ impl Default for GatewayConfig {
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
             key_rate: RateLimit::default(),
+            max_scan_ahead_ms: DEFAULT_MAX_SCAN_AHEAD_MS,
         }
     }
 }
@@ -97,6 +104,9 @@ pub struct GatewayArgs {
     /// Requests an API key may make at once after a quiet spell [default: twice the rate].
     #[arg(long, env = "PRESENCE_KEY_BURST", value_parser = clap::value_parser!(u32).range(1..))]
     pub key_burst: Option<u32>,
+    /// How far ahead of the server's clock a scanTime may be, in ms (400 beyond).
+    #[arg(long, env = "PRESENCE_MAX_SCAN_AHEAD_MS", default_value_t = DEFAULT_MAX_SCAN_AHEAD_MS)]
+    pub max_scan_ahead_ms: u64,
 }
 
 impl GatewayArgs {
@@ -113,6 +123,7 @@ impl GatewayArgs {
                 per_second: self.key_rate,
                 burst: self.key_burst,
             },
+            max_scan_ahead_ms: self.max_scan_ahead_ms,
             ..GatewayConfig::default()
         }
     }
@@ -164,6 +175,8 @@ mod tests {
             "40",
             "--key-burst",
             "7",
+            "--max-scan-ahead-ms",
+            "60000",
         ];
         let config = parse(&flags).unwrap();
         assert_eq!(
@@ -178,6 +191,7 @@ mod tests {
                     per_second: 40,
                     burst: Some(7)
                 },
+                max_scan_ahead_ms: 60_000,
                 ..GatewayConfig::default()
             }
         );
@@ -214,6 +228,7 @@ mod tests {
             ["--key-burst", "0"],
             ["--key-rate", "-1"],
             ["--shutdown-grace-ms", "5s"],
+            ["--max-scan-ahead-ms", "-1"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?} accepted");
         }

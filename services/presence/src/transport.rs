@@ -10,7 +10,7 @@ use presence_ports::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
     Transport, TransportError,
 };
-use presence_registry::{Registry, StatsView};
+use presence_registry::{Registry, StatsView, VenueCaps};
 use presence_validator::{InventoryApplier, Validator};
 use std::sync::Arc;
 
@@ -29,11 +29,12 @@ impl InProcessTransport {
         stores: Stores,
         stats: Arc<dyn StatsStore>,
         decisions: Arc<dyn DecisionSink>,
+        caps: VenueCaps,
     ) -> Self {
         let counted = Arc::new(CountedDecisions::new(stats.clone(), decisions));
         Self {
             validator: Validator::new(&stores, counted),
-            registry: Registry::new(&stores),
+            registry: Registry::new(&stores, caps),
             inventory: InventoryApplier::new(&stores),
             stats: StatsView::new(&stores, stats),
             stores,

@@ -2,7 +2,7 @@
 //! isolation inside a batch, durability across reopen, expiry and shutdown.
 
 use super::*;
-use crate::tables::{REMEMBERED, REMEMBERED_BY_TIME, STATES, TICKETS};
+use crate::tables::{Kept, REMEMBERED, REMEMBERED_BY_TIME, STATES, TICKETS};
 use crate::writer::{Counters, Job, job, run_batch};
 use presence_domain::{
     Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Ticket,
@@ -321,7 +321,7 @@ async fn sweep_forgets_decisions_before_the_cutoff_oldest_first() {
             .await
             .unwrap();
     }
-    let (one, one_answer) = job(|tables| tables.sweep(250, 1));
+    let (one, one_answer) = job(|tables| tables.sweep(Kept::Long, 250, 1));
     run_batch(&store.db, &mut vec![one], &Counters::default());
     assert_eq!(answer(one_answer).unwrap(), 1);
     let gone = store
@@ -331,7 +331,7 @@ async fn sweep_forgets_decisions_before_the_cutoff_oldest_first() {
     assert_eq!(gone.remembered, None, "the oldest goes first");
     assert_eq!(gone.state.version, 1, "expiry forgets decisions, not state");
 
-    let (rest, rest_answer) = job(|tables| tables.sweep(250, 100));
+    let (rest, rest_answer) = job(|tables| tables.sweep(Kept::Long, 250, 100));
     run_batch(&store.db, &mut vec![rest], &Counters::default());
     assert_eq!(answer(rest_answer).unwrap(), 1);
     assert_eq!(
