@@ -27,7 +27,7 @@ const GATE_NAMES: TableDefinition<(&str, u64), &str> = TableDefinition::new("sta
 /// Venue → when its latest counted decision was made.
 const UPDATED: TableDefinition<&str, i64> = TableDefinition::new("stats_updated");
 /// Scan id → until when it is remembered, so a repeated decision is not counted twice.
-const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
+pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
 /// (remembered until, scan id), to forget scan ids as they expire. Keyed by
 /// expiry rather than by counting time since a NOT_FOUND's scan id is kept for
 /// less time than the others. (It replaced `stats_seen_by_time`, keyed by
