@@ -669,7 +669,12 @@ async fn malformed_scan_bodies_are_bad_requests_naming_the_field(app: &TestApp) 
         ("scanTime", json!("abc")),
         ("scanTime", json!("99999999999999999999")),
         ("scanTime", json!({"ms": 1})),
+        // At most a day ahead of the server's clock by default (issue 12).
+        ("scanTime", json!(now_ms() + 25 * HOUR_MS)),
         ("channelId", json!(5)),
+        // Free text is at most 128 characters (issue 12).
+        ("channelId", json!("c".repeat(129))),
+        ("gateName", json!("g".repeat(129))),
     ];
     for (field, value) in invalid {
         let mut body = base.clone();
@@ -688,6 +693,20 @@ async fn malformed_scan_bodies_are_bad_requests_naming_the_field(app: &TestApp) 
     let mut body = base.clone();
     body["token"] = json!("t".repeat(256));
     decided(&app.scan(ENTER, &body).await?, "NOT_FOUND")?;
+    // 128-character free text, a scan from years ago and one nearly a day ahead
+    // are valid (and unknown).
+    for (field, value) in [
+        ("gateName", json!("g".repeat(128))),
+        ("channelId", json!("c".repeat(128))),
+        ("scanTime", json!(SPEC_ENTRY)),
+        ("scanTime", json!(now_ms() + 23 * HOUR_MS)),
+    ] {
+        let mut body = base.clone();
+        body["token"] = json!(show.token());
+        body[field] = value.clone();
+        decided(&app.scan(ENTER, &body).await?, "NOT_FOUND")
+            .map_err(|e| anyhow!("{field} = {value}: {e}"))?;
+    }
     // None of the above decided anything about the real ticket.
     decided(&app.scan(ENTER, &base).await?, "OKAY")
 }
@@ -1441,7 +1460,14 @@ async fn device_init_names_bad_fields(app: &TestApp) -> Result<()> {
     app.load(&show.records()).await?;
     let base = device_init_body(&show.venue_id, &unique_mac(), "Gate 1");
     for field in ["venueId", "name", "mac", "ip", "serial", "model"] {
-        for value in [None, Some(json!("")), Some(json!(42))] {
+        // Free text is at most 128 characters (issue 12).
+        let too_long = ["name", "serial", "model"]
+            .contains(&field)
+            .then(|| Some(json!("x".repeat(129))));
+        for value in [None, Some(json!("")), Some(json!(42))]
+            .into_iter()
+            .chain(too_long)
+        {
             let body = match &value {
                 None => without(base.clone(), field),
                 Some(v) => {

@@ -191,9 +191,52 @@ async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Resul
     Ok(())
 }
 
+/// The ALREADY_ENTERED message and the stats name a gate as stored for the
+/// scanner's gateId, whatever gateName the scanner sends (issue 12); a
+/// look-alike name at device/init (full-width, another case) is the same gate.
+async fn the_stored_gate_name_is_shown_whatever_name_is_sent(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let token = show.token();
+    let mut records = show.records();
+    records.push(show.ticket(&token, &["A:1:1"]));
+    app.load(&records).await?;
+    let gate2 = app.scanner(&show.venue_id, "Gate 2").await?;
+    let look_alike = app.scanner(&show.venue_id, "Ｇａｔｅ　２").await?;
+    assert_eq!(
+        look_alike.gate_id, gate2.gate_id,
+        "a look-alike name is one gate"
+    );
+
+    let mut entry = look_alike.body(&token, next_scan_time());
+    entry["gateName"] = json!("gate two, old label");
+    app.scan(ScanKind::Enter, &entry)
+        .await?
+        .expect(200, "OKAY")?;
+    let mut again = gate2.body(&token, next_scan_time());
+    again["gateName"] = json!("GATE 2 (north)");
+    let reply = app.scan(ScanKind::Enter, &again).await?;
+    reply.expect(200, "ALREADY_ENTERED")?;
+    assert!(
+        reply.message().starts_with("Already entered at Gate 2 at "),
+        "the entry's gate as stored: {}",
+        reply.text
+    );
+
+    let counted = counts(1, 0, json!({"ALREADY_ENTERED": 1}));
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counted,
+        "gates": [with(json!({"gateId": gate2.gate_id, "name": "Gate 2"}), counted.clone())],
+        "events": [with(json!({"eventId": show.event_id}), counted.clone())],
+    });
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    Ok(())
+}
+
 contract_tests!(embedded, distributed => [
     the_stats_match_the_decisions,
     stats_keep_to_known_venues_and_the_key_s_venues,
+    the_stored_gate_name_is_shown_whatever_name_is_sent,
 ]);
 
 /// A validator killed with SIGKILL leaves its latest offsets uncommitted: the

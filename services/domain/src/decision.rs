@@ -92,6 +92,15 @@ impl Status {
     pub fn is_remembered(self) -> bool {
         self != Status::BadRequest
     }
+
+    /// Whether a remembered decision with this status is kept only for the short
+    /// NOT_FOUND retention instead of the SPEC's 24 hours. A random token is
+    /// NOT_FOUND, so a flood of them would otherwise leave one record per scan
+    /// for a day; a retry of a NOT_FOUND comes within seconds, and deciding it
+    /// again later gives the same answer unless the ticket was added since.
+    pub fn is_remembered_briefly(self) -> bool {
+        self == Status::NotFound
+    }
 }
 
 impl fmt::Display for Status {
@@ -177,5 +186,14 @@ mod tests {
         assert!(!Status::BadRequest.is_remembered());
         assert!(Status::NotFound.is_remembered());
         assert!(Status::AlreadyEntered.is_remembered());
+    }
+
+    #[test]
+    fn only_not_found_is_remembered_briefly() {
+        let brief: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|status| status.is_remembered_briefly())
+            .collect();
+        assert_eq!(brief, [Status::NotFound]);
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::net::IpAddr;
+use unicode_normalization::UnicodeNormalization;
 
 /// A MAC address, stored upper-case with `:` separators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,10 +38,14 @@ impl fmt::Display for Mac {
     }
 }
 
-/// The name under which a gate is found: trimmed and case-insensitive, so
-/// "Gate 2", " gate 2 " and "GATE 2" are one gate.
+/// The name under which a gate is found: NFKC-normalised, trimmed and
+/// lower-cased, so "Gate 2", " gate 2 ", "GATE 2" and the full-width
+/// "Ｇａｔｅ　２" a phone keyboard may type are one gate. NFKC first, so that
+/// compatibility spaces and letters become the plain ones before trimming and
+/// lower-casing; lower-casing is Unicode's full mapping (`to_lowercase`), which
+/// covers every script the names are likely to be in.
 pub fn gate_key(name: &str) -> String {
-    name.trim().to_lowercase()
+    name.nfkc().collect::<String>().trim().to_lowercase()
 }
 
 /// How a device/init names its gate.
@@ -69,7 +74,7 @@ impl DeviceInitRequest {
     pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
         let mut reader = FieldReader::new(body)?;
         let venue_id = reader.required_string("venueId");
-        let name = reader.required_string("name");
+        let name = reader.required_text("name");
         let mac = reader.required_string("mac").and_then(|text| {
             let mac = Mac::parse(&text);
             if mac.is_none() {
@@ -86,7 +91,7 @@ impl DeviceInitRequest {
         });
         let named = reader.has("gateName");
         let gate_name = if named {
-            reader.required_string("gateName")
+            reader.required_text("gateName")
         } else {
             None
         };
@@ -103,8 +108,8 @@ impl DeviceInitRequest {
                 None
             }
         };
-        let serial = reader.required_string("serial");
-        let model = reader.required_string("model");
+        let serial = reader.required_text("serial");
+        let model = reader.required_text("model");
         reader.finish()?;
         match (venue_id, name, mac, ip, gate, serial, model) {
             (
@@ -257,6 +262,26 @@ mod tests {
                 "ip must be an IPv4 or IPv6 address",
             ),
             ("serial", json!(""), "serial must not be empty"),
+            (
+                "serial",
+                json!("s".repeat(129)),
+                "serial must be at most 128 characters",
+            ),
+            (
+                "name",
+                json!("n".repeat(129)),
+                "name must be at most 128 characters",
+            ),
+            (
+                "model",
+                json!("m".repeat(129)),
+                "model must be at most 128 characters",
+            ),
+            (
+                "gateName",
+                json!("g".repeat(129)),
+                "gateName must be at most 128 characters",
+            ),
             ("model", json!(null), "model is required"),
         ] {
             let mut b = body();
@@ -304,5 +329,19 @@ mod tests {
     #[test]
     fn gate_names_match_trimmed_and_case_insensitively() {
         assert_eq!(gate_key(" Gate 2 "), gate_key("GATE 2"));
+    }
+
+    #[test]
+    fn look_alike_gate_names_are_one_gate() {
+        for look_alike in [
+            "Ｇａｔｅ　２",
+            "\u{3000}GATE 2\u{3000}",
+            "Gate\u{00A0}2",
+            "Gate ²",
+        ] {
+            assert_eq!(gate_key(look_alike), "gate 2", "{look_alike:?}");
+        }
+        assert_eq!(gate_key("ＮＯＲＴＨ"), gate_key("north"));
+        assert_ne!(gate_key("Gate 2"), gate_key("Gate 3"));
     }
 }

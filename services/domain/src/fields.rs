@@ -6,6 +6,12 @@
 use serde_json::{Map, Value};
 use std::fmt;
 
+/// Longest free-text field a scan or a device/init accepts (gate and device
+/// names, serials, models, channel ids), in characters. Each is stored with the
+/// device or carried with every decision, so the 64 KiB body limit alone would
+/// let one request store 64 KiB; real labels fit in a few dozen characters.
+pub const MAX_TEXT_CHARS: usize = 128;
+
 /// One field that is missing or invalid, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -106,6 +112,29 @@ impl<'a> FieldReader<'a> {
             }
             None => None,
         }
+    }
+
+    /// A required, non-blank free-text field of at most [`MAX_TEXT_CHARS`].
+    pub fn required_text(&mut self, field: &str) -> Option<String> {
+        let text = self.required_string(field)?;
+        self.at_most_max_text(field, text)
+    }
+
+    /// An optional free-text field of at most [`MAX_TEXT_CHARS`].
+    pub fn optional_text(&mut self, field: &str) -> Option<String> {
+        let text = self.optional_string(field)?;
+        self.at_most_max_text(field, text)
+    }
+
+    fn at_most_max_text(&mut self, field: &str, text: String) -> Option<String> {
+        if text.chars().count() > MAX_TEXT_CHARS {
+            self.reject(
+                field,
+                format!("must be at most {MAX_TEXT_CHARS} characters"),
+            );
+            return None;
+        }
+        Some(text)
     }
 
     /// An optional string; absent and `null` are `None`.
@@ -272,6 +301,22 @@ mod tests {
             Some(
                 "a must be a string; b must not be empty; c must be greater than 0; d is required"
             )
+        );
+    }
+
+    #[test]
+    fn text_fields_are_bounded_in_characters() {
+        let longest = "é".repeat(MAX_TEXT_CHARS);
+        let body = json!({"a": longest, "b": format!("{longest}x"), "c": format!("{longest}x")});
+        let mut reader = FieldReader::new(&body).unwrap();
+        assert_eq!(reader.required_text("a"), Some(longest));
+        assert_eq!(reader.required_text("b"), None);
+        assert_eq!(reader.optional_text("c"), None);
+        assert_eq!(reader.optional_text("d"), None);
+        let errors = reader.finish().err().map(|e| e.to_string());
+        assert_eq!(
+            errors.as_deref(),
+            Some("b must be at most 128 characters; c must be at most 128 characters")
         );
     }
 

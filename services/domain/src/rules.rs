@@ -77,8 +77,14 @@ pub fn decide(
         return denied(status, message, tickets);
     }
     let allow_reentry = facts.event.is_none_or(|event| event.allow_reentry);
+    // The entry names the gate as stored for the scanner's gateId, which the
+    // ALREADY_ENTERED message shows later: the gateName a client sends is free
+    // text and may be stale, misspelt or a look-alike. The sent name is only a
+    // fallback for a gate that is not stored (a device's gate always is).
     let entry = Entry {
-        gate_name: request.gate_name.clone(),
+        gate_name: facts
+            .gate
+            .map_or_else(|| request.gate_name.clone(), |gate| gate.spec.name.clone()),
         scan_time: request.scan_time,
     };
     let result = transition(kind, state, allow_reentry, entry, tickets);
@@ -402,6 +408,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_entry_names_the_stored_gate_not_the_sent_name() {
+        let mut w = world();
+        w.request.gate_name = "ＧＡＴＥ　２ (old label)".into();
+        let outcome = w.decide_in(ScanKind::Enter, TokenState::Never);
+        let entry = outcome.next_state.and_then(|state| state.last_entry);
+        assert_eq!(
+            entry.map(|entry| entry.gate_name).as_deref(),
+            Some("Gate 2")
+        );
     }
 
     #[test]

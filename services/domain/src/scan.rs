@@ -9,6 +9,11 @@ use std::fmt;
 /// Longest token accepted, in characters.
 pub const MAX_TOKEN_CHARS: usize = 256;
 
+/// How far ahead of the server's clock a scanTime may be by default: one day,
+/// more than any clock skew or time zone mistake of a scanner (see
+/// [`ScanRequest::check_scan_time`]).
+pub const DEFAULT_MAX_SCAN_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// What the scanner asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,7 +88,7 @@ impl ScanRequest {
     /// Reads a request body. Unknown fields are ignored; every bad field is named.
     pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
         let mut reader = FieldReader::new(body)?;
-        let channel_id = reader.optional_string("channelId");
+        let channel_id = reader.optional_text("channelId");
         let device_os = reader.required_string("deviceOs").and_then(|os| {
             let parsed = DeviceOs::parse(&os);
             if parsed.is_none() {
@@ -91,7 +96,7 @@ impl ScanRequest {
             }
             parsed
         });
-        let gate_name = reader.required_string("gateName");
+        let gate_name = reader.required_text("gateName");
         let token = reader.optional_string("token");
         match &token {
             None if !reader.has("token") => reader.reject("token", "is required"),
@@ -138,6 +143,22 @@ impl ScanRequest {
             // `finish` reports every field that did not produce a value.
             _ => Err(FieldErrors::single("body", "is not a valid scan request")),
         }
+    }
+
+    /// Refuses a scanTime more than `max_ahead_ms` after `now` (the server's
+    /// clock). Each scan time is a new scan key, so without this bound a client
+    /// could make any number of keys for one token out of far-future times.
+    /// There is no lower bound: offline scanners upload old scans, retries
+    /// replay them, and the SPEC's own example is from 2016.
+    pub fn check_scan_time(&self, now: UnixMillis, max_ahead_ms: u64) -> Result<(), FieldErrors> {
+        let ahead = i64::try_from(max_ahead_ms).unwrap_or(i64::MAX);
+        if self.scan_time > now.saturating_add(ahead) {
+            return Err(FieldErrors::single(
+                "scanTime",
+                format!("must not be more than {max_ahead_ms} ms ahead of the server's clock"),
+            ));
+        }
+        Ok(())
     }
 
     /// The key under which this scan's decision is remembered for retries.
@@ -221,6 +242,16 @@ mod tests {
                 "deviceOs must be Printed, iOS or Android",
             ),
             ("gateName", json!(""), "gateName must not be empty"),
+            (
+                "gateName",
+                json!("g".repeat(129)),
+                "gateName must be at most 128 characters",
+            ),
+            (
+                "channelId",
+                json!("c".repeat(129)),
+                "channelId must be at most 128 characters",
+            ),
             ("token", json!(""), "token must be 1 to 256 characters"),
             (
                 "token",
@@ -259,6 +290,32 @@ mod tests {
                 "deviceOs", "gateName", "token", "venueId", "deviceId", "gateId", "scanTime"
             ]
         );
+    }
+
+    #[test]
+    fn scan_time_may_be_old_but_not_far_ahead() {
+        let request = ScanRequest::parse(&seed_body()).unwrap();
+        let scanned = request.scan_time;
+        let day = DEFAULT_MAX_SCAN_AHEAD_MS;
+        assert!(request.check_scan_time(scanned, 0).is_ok());
+        assert!(
+            request
+                .check_scan_time(scanned + 10 * 365 * 86_400_000, day)
+                .is_ok(),
+            "old scans are fine"
+        );
+        assert!(
+            request.check_scan_time(scanned - 86_400_000, day).is_ok(),
+            "a day ahead is fine"
+        );
+        assert_eq!(
+            request
+                .check_scan_time(scanned - 86_400_001, day)
+                .unwrap_err()
+                .to_string(),
+            "scanTime must not be more than 86400000 ms ahead of the server's clock"
+        );
+        assert!(request.check_scan_time(scanned, u64::MAX).is_ok());
     }
 
     #[test]

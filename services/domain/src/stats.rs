@@ -96,6 +96,14 @@ impl Tally {
         })
     }
 
+    /// Whether its scan id need be remembered only for the short NOT_FOUND
+    /// retention ([`Status::is_remembered_briefly`]): a flood of unknown tokens
+    /// would otherwise leave a marker per scan for a day. A redelivery of the
+    /// decision later than that would count a second NOT_FOUND.
+    pub fn is_remembered_briefly(&self) -> bool {
+        matches!(self.counter, Counter::Denied(status) if status.is_remembered_briefly())
+    }
+
     /// The fields this tally adds `amount` to: the venue's total, the gate's and
     /// the event's.
     pub fn fields(&self) -> Vec<String> {
@@ -143,7 +151,8 @@ impl Counts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateStats {
     pub gate_id: GateId,
-    /// The name the gate's scanners last sent; empty if none was recorded.
+    /// The gate's name: as stored for its id once the registry's view
+    /// fills it in, else the name its scanners last sent; empty if neither.
     pub name: String,
     pub counts: Counts,
 }

@@ -5,6 +5,7 @@ use crate::error::GatewayError;
 use crate::rate::RateLimit;
 use crate::reply::retry_after_seconds;
 use crate::token_hash::TokenHashKey;
+use presence_domain::scan::DEFAULT_MAX_SCAN_AHEAD_MS;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +48,11 @@ pub struct GatewayConfig {
     pub key_rate: RateLimit,
     /// Keys the token hash that request logs carry instead of the token.
     pub token_hash_key: TokenHashKey,
+    /// How far ahead of this server's clock a scan's scanTime may be, in
+    /// milliseconds (400 beyond): each scan time is a new remembered scan, so
+    /// far-future times would let one token make unbounded records. Never a
+    /// lower bound: offline and replayed scans are legitimately old.
+    pub max_scan_ahead_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +69,7 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
             key_rate: RateLimit::default(),
             token_hash_key: TokenHashKey::per_process(),
+            max_scan_ahead_ms: DEFAULT_MAX_SCAN_AHEAD_MS,
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct GatewayArgs {
     /// every gateway of a deployment [default: a random key per process].
     #[arg(long, env = "PRESENCE_TOKEN_HASH_KEY_FILE")]
     pub token_hash_key_file: Option<PathBuf>,
+    /// How far ahead of the server's clock a scanTime may be, in ms (400 beyond).
+    #[arg(long, env = "PRESENCE_MAX_SCAN_AHEAD_MS", default_value_t = DEFAULT_MAX_SCAN_AHEAD_MS)]
+    pub max_scan_ahead_ms: u64,
 }
 
 impl GatewayArgs {
@@ -128,6 +138,7 @@ impl GatewayArgs {
                 burst: self.key_burst,
             },
             token_hash_key,
+            max_scan_ahead_ms: self.max_scan_ahead_ms,
             ..GatewayConfig::default()
         })
     }
@@ -179,6 +190,8 @@ mod tests {
             "40",
             "--key-burst",
             "7",
+            "--max-scan-ahead-ms",
+            "60000",
         ];
         let config = parse(&flags).unwrap();
         assert_eq!(
@@ -193,6 +206,7 @@ mod tests {
                     per_second: 40,
                     burst: Some(7)
                 },
+                max_scan_ahead_ms: 60_000,
                 ..GatewayConfig::default()
             }
         );
@@ -229,6 +243,7 @@ mod tests {
             ["--key-burst", "0"],
             ["--key-rate", "-1"],
             ["--shutdown-grace-ms", "5s"],
+            ["--max-scan-ahead-ms", "-1"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?} accepted");
         }

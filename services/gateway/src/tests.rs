@@ -389,6 +389,35 @@ async fn device_init_outcomes_map_to_404_and_400() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.result_message().contains("gateId"), "{}", reply.text);
     assert_eq!(reply.json()["message"], json!({}), "{}", reply.text);
+    for (outcome, field, cap) in [
+        (
+            DeviceInitOutcome::TooManyGates(1_000),
+            "gateName",
+            "1000 gates",
+        ),
+        (
+            DeviceInitOutcome::TooManyDevices(10_000),
+            "mac",
+            "10000 devices",
+        ),
+    ] {
+        *harness.fake.init_answer.lock().unwrap() = outcome;
+        let reply = harness
+            .post(
+                "/presence/v1/device/init",
+                Some(ADMIN_KEY),
+                json_body(&init_body()),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.result_status(), "BAD_REQUEST");
+        let message = reply.result_message();
+        assert!(
+            message.starts_with(field) && message.contains(cap),
+            "{}",
+            reply.text
+        );
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! more than a typed deserializer would, e.g. integers as digit strings); the
 //! request types here document them and serve clients that build requests.
 
+use presence_domain::fields::MAX_TEXT_CHARS;
 use presence_domain::stats::Counts;
 use presence_domain::{Device, LineError, Status, TicketPlace, VenueStats};
 use serde::{Deserialize, Serialize};
@@ -292,13 +293,15 @@ pub struct HealthBody {
 #[schema(example = json!({"deviceOs": "Printed", "gateName": "Gate 2", "token": "721744537954",
     "venueId": "KovZpZAnAtJJ", "deviceId": 1, "gateId": 1, "scanTime": 1_480_003_200_000_u64}))]
 pub struct ScanBody {
-    /// Absent or `null` when the scanner has none.
+    /// Absent or `null` when the scanner has none; at most 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = optional_bounded_text)]
     pub channel_id: Option<String>,
     /// `Printed`, `iOS` or `Android`, case-insensitive.
     #[schema(schema_with = device_os_schema)]
     pub device_os: String,
-    #[schema(schema_with = not_blank)]
+    /// At most 128 characters; the answer and the stats show the gate's stored name.
+    #[schema(schema_with = text)]
     pub gate_name: String,
     /// 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
@@ -309,7 +312,8 @@ pub struct ScanBody {
     pub device_id: u64,
     #[schema(schema_with = positive_integer)]
     pub gate_id: u64,
-    /// Unix milliseconds.
+    /// Unix milliseconds, at most a day (`PRESENCE_MAX_SCAN_AHEAD_MS`) ahead of
+    /// the server's clock.
     #[schema(schema_with = positive_integer)]
     pub scan_time: u64,
 }
@@ -324,7 +328,7 @@ pub struct ScanBody {
 pub struct DeviceInitBody {
     #[schema(schema_with = not_blank)]
     pub venue_id: String,
-    #[schema(schema_with = not_blank)]
+    #[schema(schema_with = text)]
     pub name: String,
     /// Six hex pairs separated by `:` or `-` (one kind throughout).
     #[schema(schema_with = mac_schema)]
@@ -333,17 +337,18 @@ pub struct DeviceInitBody {
     #[schema(schema_with = ip_schema)]
     pub ip: String,
     /// Created at the venue on first use; required unless `gateId` is sent.
+    /// Matched after NFKC normalisation, trimming and case folding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = optional_not_blank)]
+    #[schema(schema_with = optional_text)]
     pub gate_name: Option<String>,
     /// An existing gate of the venue, used when `gateName` is absent or `null`
     /// (and refused when malformed either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = optional_positive_integer)]
     pub gate_id: Option<u64>,
-    #[schema(schema_with = not_blank)]
+    #[schema(schema_with = text)]
     pub serial: String,
-    #[schema(schema_with = not_blank)]
+    #[schema(schema_with = text)]
     pub model: String,
 }
 
@@ -428,9 +433,21 @@ fn not_blank() -> ObjectBuilder {
     string_matching(format!("[^{WHITE_SPACE}]"))
 }
 
-/// An optional string: absent and `null` mean "not sent".
-fn optional_not_blank() -> ObjectBuilder {
-    not_blank().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+/// A free-text field: not blank, at most `MAX_TEXT_CHARS` characters.
+fn text() -> ObjectBuilder {
+    not_blank().max_length(Some(MAX_TEXT_CHARS))
+}
+
+/// An optional free-text field that may be blank (`channelId`).
+fn optional_bounded_text() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_TEXT_CHARS))
+}
+
+/// An optional free-text field: absent and `null` mean "not sent".
+fn optional_text() -> ObjectBuilder {
+    text().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
 fn device_os_schema() -> ObjectBuilder {

@@ -74,6 +74,8 @@ pub fn init_outcome_to_pb(outcome: &DeviceInitOutcome) -> pb::RegistryReply {
         DeviceInitOutcome::Configured(device) => RegistryOutcome::Device(pb::Device::from(device)),
         DeviceInitOutcome::VenueNotFound => RegistryOutcome::VenueNotFound(true),
         DeviceInitOutcome::UnknownGate(id) => RegistryOutcome::UnknownGate(id.get()),
+        DeviceInitOutcome::TooManyGates(cap) => RegistryOutcome::TooManyGates(*cap),
+        DeviceInitOutcome::TooManyDevices(cap) => RegistryOutcome::TooManyDevices(*cap),
     };
     pb::RegistryReply {
         outcome: Some(outcome),
@@ -90,6 +92,8 @@ pub fn init_outcome_from_pb(reply: pb::RegistryReply) -> Result<DeviceInitOutcom
         )),
         RegistryOutcome::VenueNotFound(_) => Ok(DeviceInitOutcome::VenueNotFound),
         RegistryOutcome::UnknownGate(id) => Ok(DeviceInitOutcome::UnknownGate(GateId::new(id))),
+        RegistryOutcome::TooManyGates(cap) => Ok(DeviceInitOutcome::TooManyGates(cap)),
+        RegistryOutcome::TooManyDevices(cap) => Ok(DeviceInitOutcome::TooManyDevices(cap)),
         RegistryOutcome::DeviceNotFound(_) => Err(bad("a lookup answer to a device init")),
         RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a device init")),
     }
@@ -114,9 +118,10 @@ pub fn lookup_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<Device>
             Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
         )),
         RegistryOutcome::DeviceNotFound(_) => Ok(None),
-        RegistryOutcome::VenueNotFound(_) | RegistryOutcome::UnknownGate(_) => {
-            Err(bad("a device init answer to a lookup"))
-        }
+        RegistryOutcome::VenueNotFound(_)
+        | RegistryOutcome::UnknownGate(_)
+        | RegistryOutcome::TooManyGates(_)
+        | RegistryOutcome::TooManyDevices(_) => Err(bad("a device init answer to a lookup")),
         RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a lookup")),
     }
 }
@@ -143,6 +148,8 @@ pub fn stats_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<VenueSta
         RegistryOutcome::VenueNotFound(_) => Ok(None),
         RegistryOutcome::Device(_)
         | RegistryOutcome::UnknownGate(_)
+        | RegistryOutcome::TooManyGates(_)
+        | RegistryOutcome::TooManyDevices(_)
         | RegistryOutcome::DeviceNotFound(_) => Err(bad("a device answer to a stats query")),
     }
 }
@@ -306,6 +313,8 @@ mod tests {
             DeviceInitOutcome::Configured(device.clone()),
             DeviceInitOutcome::VenueNotFound,
             DeviceInitOutcome::UnknownGate(GateId::new(9)),
+            DeviceInitOutcome::TooManyGates(1_000),
+            DeviceInitOutcome::TooManyDevices(10_000),
         ] {
             assert_eq!(
                 init_outcome_from_pb(init_outcome_to_pb(&outcome)).unwrap(),

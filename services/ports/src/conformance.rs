@@ -22,7 +22,7 @@
 )]
 
 use crate::store::{
-    Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
+    Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores, VenueCounts,
 };
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
@@ -34,7 +34,7 @@ use presence_domain::{
 use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 /// What a conformance factory returns: the stores under test, kept together with
@@ -66,6 +66,7 @@ macro_rules! stats_conformance_tests {
             a_repeated_scan_id_counts_once,
             concurrent_repeats_of_one_scan_id_count_once,
             a_tally_recorded_later_is_counted_once,
+            a_not_found_scan_id_is_forgotten_after_the_short_retention,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -98,6 +99,9 @@ macro_rules! store_conformance_tests {
             concurrent_repeats_of_one_scan_decide_once,
             stored_answers_which_references_exist,
             ensure_gate_is_idempotent_trimmed_and_case_insensitive,
+            gate_by_name_matches_look_alikes_and_never_creates,
+            venue_counts_count_each_venues_gates_and_devices,
+            not_found_decisions_are_forgotten_after_the_short_retention,
             gate_ids_are_positive_and_distinct_across_venues,
             device_reinit_keeps_the_id_and_replaces_the_rest,
             devices_are_found_by_mac_and_by_id,
@@ -120,6 +124,10 @@ macro_rules! store_conformance_tests {
         )+
     };
 }
+
+/// The NOT_FOUND retention every fixture must give its stores, so that the
+/// checks of it take seconds rather than the default minutes.
+pub const NOT_FOUND_RETENTION: Duration = Duration::from_secs(2);
 
 const VENUE: &str = "KovZpZAnAtJJ";
 const EVENT: &str = "3F005062B2B4E313";
@@ -509,7 +517,7 @@ pub async fn ensure_gate_is_idempotent_trimmed_and_case_insensitive(stores: Stor
         gate.spec,
         GateSpec::unrestricted(venue_id.clone(), "Gate 2")
     );
-    for spelling in ["Gate 2", "GATE 2", "  gate 2", "gAtE 2\t"] {
+    for spelling in ["Gate 2", "GATE 2", "  gate 2", "gAtE 2\t", "Ｇａｔｅ　２"] {
         let again = stores
             .devices
             .ensure_gate(&venue_id, spelling)
@@ -520,6 +528,168 @@ pub async fn ensure_gate_is_idempotent_trimmed_and_case_insensitive(stores: Stor
     assert_eq!(
         stores.devices.gate(gate.id).await.expect("gate"),
         Some(gate)
+    );
+}
+
+/// `gate_by_name` finds a gate under any spelling `ensure_gate` would, and
+/// creates nothing.
+pub async fn gate_by_name_matches_look_alikes_and_never_creates(stores: Stores) {
+    let venue_id = VenueId::new(VENUE);
+    let absent = stores
+        .devices
+        .gate_by_name(&venue_id, "Gate 2")
+        .await
+        .expect("gate_by_name");
+    assert_eq!(absent, None);
+    assert_eq!(
+        stores
+            .devices
+            .venue_counts(&venue_id)
+            .await
+            .expect("counts")
+            .gates,
+        0,
+        "looking created nothing"
+    );
+    let gate = stores
+        .devices
+        .ensure_gate(&venue_id, "Gate 2")
+        .await
+        .expect("ensure_gate");
+    for spelling in ["Ｇａｔｅ　２", "\u{3000}gate 2", "GATE\u{00A0}2"] {
+        let found = stores
+            .devices
+            .gate_by_name(&venue_id, spelling)
+            .await
+            .expect("gate_by_name");
+        assert_eq!(found.as_ref(), Some(&gate), "{spelling:?}");
+    }
+    let elsewhere = stores
+        .devices
+        .gate_by_name(&VenueId::new("elsewhere"), "Gate 2")
+        .await
+        .expect("gate_by_name");
+    assert_eq!(elsewhere, None, "gate names are per venue");
+}
+
+/// Gates (from device/init or inventory) and devices are counted per venue.
+pub async fn venue_counts_count_each_venues_gates_and_devices(stores: Stores) {
+    let venue_id = VenueId::new(VENUE);
+    let counts = |venue: &'static str| {
+        let devices = stores.devices.clone();
+        async move {
+            devices
+                .venue_counts(&VenueId::new(venue))
+                .await
+                .expect("venue_counts")
+        }
+    };
+    assert_eq!(counts(VENUE).await, VenueCounts::default());
+    let north = stores
+        .devices
+        .ensure_gate(&venue_id, "North")
+        .await
+        .expect("ensure_gate");
+    stores
+        .devices
+        .ensure_gate(&venue_id, "ＮＯＲＴＨ")
+        .await
+        .expect("ensure_gate");
+    apply(
+        &stores,
+        vec![InventoryRecord::Gate(restricted_gate("South"))],
+    )
+    .await;
+    stores
+        .devices
+        .ensure_gate(&VenueId::new("elsewhere"), "East")
+        .await
+        .expect("ensure_gate");
+    for mac in [
+        "00:00:00:00:00:01",
+        "00:00:00:00:00:02",
+        "00:00:00:00:00:01",
+    ] {
+        stores
+            .devices
+            .save_device(draft(VENUE, mac, "Scanner", north.id))
+            .await
+            .expect("save_device");
+    }
+    assert_eq!(
+        counts(VENUE).await,
+        VenueCounts {
+            gates: 2,
+            devices: 2
+        }
+    );
+    assert_eq!(
+        counts("elsewhere").await,
+        VenueCounts {
+            gates: 1,
+            devices: 0
+        }
+    );
+}
+
+/// Polls `forgotten` every 100 ms until it holds, for at most ten times
+/// [`NOT_FOUND_RETENTION`]; panics naming `what` if it never does.
+async fn eventually(what: &str, mut forgotten: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + NOT_FOUND_RETENTION * 10;
+    while !forgotten().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} was still remembered after {:?}",
+            NOT_FOUND_RETENTION * 10
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A NOT_FOUND decision is remembered for the short NOT_FOUND retention only;
+/// any other decision made at the same time is still remembered after it.
+pub async fn not_found_decisions_are_forgotten_after_the_short_retention(stores: Stores) {
+    let unknown = Commit {
+        key: scan_key(ScanKind::Enter, "random-token", 1_480_003_200_000),
+        expected_version: 0,
+        next_state: None,
+        remembered: RememberedDecision {
+            scan_id: ScanId::new("s1"),
+            decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
+            decided_at: now(),
+        },
+    };
+    let entry = first_entry(TOKEN, 1_480_003_200_000, "s2");
+    assert_eq!(
+        commit(&stores, unknown.clone()).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        commit(&stores, entry.clone()).await,
+        CommitOutcome::Committed
+    );
+    let started = tokio::time::Instant::now();
+    let read = context(&stores, &unknown.key, GateId::new(1)).await;
+    if started.elapsed() < NOT_FOUND_RETENTION / 2 {
+        assert_eq!(
+            read.remembered,
+            Some(unknown.remembered.clone()),
+            "remembered for a retry at first"
+        );
+    }
+    eventually("the NOT_FOUND decision", async || {
+        context(&stores, &unknown.key, GateId::new(1))
+            .await
+            .remembered
+            .is_none()
+    })
+    .await;
+    assert_eq!(
+        context(&stores, &entry.key, GateId::new(1))
+            .await
+            .remembered,
+        Some(entry.remembered),
+        "an OKAY is remembered for the full retention"
     );
 }
 
@@ -911,6 +1081,25 @@ pub async fn a_tally_recorded_later_is_counted_once(stats: Arc<dyn StatsStore>) 
     assert!(
         !stats.record(&entry).await.expect("record"),
         "already counted by record_later"
+    );
+}
+
+/// A NOT_FOUND's scan id is remembered for the short retention only: a
+/// redelivery after it counts again. Any other scan id is still remembered.
+pub async fn a_not_found_scan_id_is_forgotten_after_the_short_retention(
+    stats: Arc<dyn StatsStore>,
+) {
+    let unknown = tally("s1", 2, None, Counter::Denied(Status::NotFound), 1);
+    let entry = tally("s2", 2, Some(EVENT), Counter::Entries, 1);
+    assert!(stats.record(&unknown).await.expect("record"));
+    assert!(stats.record(&entry).await.expect("record"));
+    eventually("the NOT_FOUND scan id", async || {
+        stats.record(&unknown).await.expect("record")
+    })
+    .await;
+    assert!(
+        !stats.record(&entry).await.expect("record"),
+        "an entry's scan id is remembered for the full retention"
     );
 }
 

@@ -16,8 +16,9 @@ pub mod store;
 pub mod transport;
 
 pub use store::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
-    Snapshot, Snapshots, StatsStore, StoreError, Stores, TicketStore,
+    Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DEFAULT_NOT_FOUND_RETENTION_MS,
+    DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext, Snapshot, Snapshots,
+    StatsStore, StoreError, Stores, TicketStore, VenueCounts,
 };
 pub use transport::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,

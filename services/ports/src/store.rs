@@ -9,6 +9,17 @@ use presence_domain::{
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a NOT_FOUND decision (and its stats marker) is remembered by
+/// default, instead of the 24 hours of every other decision: five minutes, far
+/// longer than a scanner's retries, and at a key's rate limit of 1,000 scans a
+/// second at most 300,000 records per key however long a flood of random tokens
+/// lasts ([`presence_domain::Status::is_remembered_briefly`]).
+pub const DEFAULT_NOT_FOUND_RETENTION: Duration =
+    Duration::from_millis(DEFAULT_NOT_FOUND_RETENTION_MS);
+/// [`DEFAULT_NOT_FOUND_RETENTION`] in milliseconds, for the flags.
+pub const DEFAULT_NOT_FOUND_RETENTION_MS: u64 = 5 * 60 * 1000;
 
 /// Why a store could not answer. Every variant means "try again later": the
 /// gateway turns it into 503 UNAVAILABLE, never into a decision.
@@ -64,7 +75,11 @@ pub trait TicketStore: Send + Sync + 'static {
 
     /// Atomically: if `commit.key` is remembered, returns that decision; else if the
     /// token's version is not `expected_version`, returns `Conflict`; else stores the
-    /// new state (if any) and remembers the decision for at least the retention period.
+    /// new state (if any) and remembers the decision for at least the retention
+    /// period: the adapter's NOT_FOUND retention for a decision
+    /// [remembered briefly](presence_domain::Status::is_remembered_briefly), else
+    /// its idempotency retention (24 hours by default). The brief one ends,
+    /// give or take the adapter's expiry interval, soon after it.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
 
     /// Succeeds when the store can serve requests.
@@ -100,6 +115,14 @@ impl DeviceDraft {
     }
 }
 
+/// What a venue holds of what device/init creates, for the per-venue caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VenueCounts {
+    /// Gates, whether device/init or an inventory record created them.
+    pub gates: u64,
+    pub devices: u64,
+}
+
 /// Venues, gates and devices, as the registry sees them.
 #[async_trait]
 pub trait DeviceStore: Send + Sync + 'static {
@@ -107,7 +130,20 @@ pub trait DeviceStore: Send + Sync + 'static {
 
     async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError>;
 
-    /// The venue's gate of that name (trimmed, case-insensitive), created without
+    /// The venue's gate of that name, matched as [`presence_domain::device::gate_key`]
+    /// matches names; never creates one.
+    async fn gate_by_name(
+        &self,
+        venue_id: &VenueId,
+        name: &str,
+    ) -> Result<Option<Gate>, StoreError>;
+
+    /// How many gates and devices the venue has. Exact in both adapters; a
+    /// caller that checks a cap with it and then creates may pass the cap by
+    /// the number of creations racing it.
+    async fn venue_counts(&self, venue_id: &VenueId) -> Result<VenueCounts, StoreError>;
+
+    /// The venue's gate of that name (matched as [`DeviceStore::gate_by_name`]), created without
     /// restrictions and with a new positive id if absent.
     async fn ensure_gate(&self, venue_id: &VenueId, name: &str) -> Result<Gate, StoreError>;
 

@@ -42,6 +42,10 @@ pub enum DeviceInitOutcome {
     VenueNotFound,
     /// 400: `gateId` names no gate of the venue.
     UnknownGate(GateId),
+    /// 400: the gate name is new and the venue has this many gates, its cap.
+    TooManyGates(u64),
+    /// 400: the MAC is new and the venue has this many devices, its cap.
+    TooManyDevices(u64),
 }
 
 /// The answer to an inventory upload.

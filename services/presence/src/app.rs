@@ -9,6 +9,7 @@ use presence_domain::inventory::{LineErrors, parse_ndjson};
 use presence_gateway::{ApiKeys, Gateway, GatewayConfig};
 use presence_ports::in_process::BroadcastDecisions;
 use presence_ports::{InventoryOutcome, Stores, Transport};
+use presence_registry::VenueCaps;
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct ServeSettings {
     pub decisions_log: Option<PathBuf>,
     pub gateway: GatewayConfig,
     pub store: EmbeddedOptions,
+    /// How many gates and devices device/init may create per venue.
+    pub caps: VenueCaps,
 }
 
 /// A bound, ready-to-run embedded Presence.
@@ -62,6 +65,7 @@ impl EmbeddedApp {
             Stores::from_backend(store.clone()),
             store.clone(),
             Arc::new(decisions.clone()),
+            settings.caps,
         );
         if let Some(path) = &settings.inventory {
             let applied = load_inventory(&transport, &inventory_file::read(path)?)

@@ -8,6 +8,8 @@ use presence::decisions::{self, DecisionsCommand};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
+use presence_ports::DEFAULT_NOT_FOUND_RETENTION_MS;
+use presence_registry::{VenueCapArgs, VenueCaps};
 use presence_store_embedded::{DEFAULT_CACHE_BYTES, EmbeddedOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +77,13 @@ struct ServeArgs {
     /// once the store file outgrows it (docs/benchmarks.md, "Memory").
     #[arg(long, env = "PRESENCE_STORE_CACHE_MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     store_cache_mib: usize,
+    /// How long a NOT_FOUND decision (and its stats marker) is remembered for
+    /// retries, in ms; every other decision is remembered 24 hours.
+    #[arg(long, env = "PRESENCE_NOT_FOUND_RETENTION_MS", default_value_t = DEFAULT_NOT_FOUND_RETENTION_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    not_found_retention_ms: u64,
+    #[command(flatten)]
+    caps: VenueCapArgs,
 }
 
 #[derive(Debug, Args)]
@@ -159,8 +168,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway: args.gateway.config().context("gateway settings")?,
         store: EmbeddedOptions {
             cache_bytes: args.store_cache_mib.saturating_mul(1 << 20),
+            not_found_retention: Duration::from_millis(args.not_found_retention_ms),
             ..EmbeddedOptions::default()
         },
+        caps: args.caps.caps(),
     };
     let app = EmbeddedApp::build(settings).await?;
     presence_runtime::announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))
@@ -195,6 +206,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ..GatewayConfig::default()
         },
         store: EmbeddedOptions::default(),
+        caps: VenueCaps::default(),
     };
     let app = EmbeddedApp::build(settings).await?;
     let now = unix_millis(SystemTime::now());

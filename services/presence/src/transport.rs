@@ -17,7 +17,7 @@ use presence_ports::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
     Transport, TransportError,
 };
-use presence_registry::{Registry, StatsView};
+use presence_registry::{Registry, StatsView, VenueCaps};
 use presence_validator::{InventoryApplier, Validator};
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
@@ -40,11 +40,12 @@ impl InProcessTransport {
         stores: Stores,
         stats: Arc<dyn StatsStore>,
         decisions: Arc<dyn DecisionSink>,
+        caps: VenueCaps,
     ) -> Self {
         let counted = Arc::new(CountedDecisions::new(stats.clone(), decisions));
         Self {
             validator: Validator::new(&stores, counted),
-            registry: Registry::new(&stores),
+            registry: Registry::new(&stores, caps),
             inventory: InventoryApplier::new(&stores),
             stats: StatsView::new(&stores, stats),
             stores,
@@ -179,6 +180,7 @@ mod tests {
             Stores::from_backend(store.clone()),
             store,
             decisions.clone(),
+            VenueCaps::default(),
         );
         // No device is configured: a BAD_REQUEST decision, published like any.
         let deadline = Duration::from_millis(50);

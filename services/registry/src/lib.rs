@@ -18,10 +18,59 @@ use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateRef};
 use presence_ports::{DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores};
 use std::sync::Arc;
 
+/// Default most gates a venue may have: ten times a large stadium's.
+pub const DEFAULT_MAX_GATES_PER_VENUE: u64 = 1_000;
+/// Default most devices a venue may have: a large stadium runs a few hundred
+/// scanners, and a device re-initialised at another gate is still one device.
+pub const DEFAULT_MAX_DEVICES_PER_VENUE: u64 = 10_000;
+
+/// How many gates and devices device/init may create at one venue. Without
+/// them, every init with a new name or MAC adds a record forever. Re-inits of a
+/// known device and known gate names are never refused; inventory gate records
+/// are not capped (an admin uploads them) but count towards the gate cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VenueCaps {
+    pub max_gates: u64,
+    pub max_devices: u64,
+}
+
+impl Default for VenueCaps {
+    fn default() -> Self {
+        Self {
+            max_gates: DEFAULT_MAX_GATES_PER_VENUE,
+            max_devices: DEFAULT_MAX_DEVICES_PER_VENUE,
+        }
+    }
+}
+
+/// The caps' flags, with their environment twins, for every binary that runs
+/// a registry (`presence serve`, `presence-registry`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct VenueCapArgs {
+    /// Most gates a venue may have; device/init with a new gate name beyond it is 400.
+    #[arg(long, env = "PRESENCE_MAX_GATES_PER_VENUE", default_value_t = DEFAULT_MAX_GATES_PER_VENUE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gates_per_venue: u64,
+    /// Most devices a venue may have; device/init with a new MAC beyond it is 400.
+    #[arg(long, env = "PRESENCE_MAX_DEVICES_PER_VENUE", default_value_t = DEFAULT_MAX_DEVICES_PER_VENUE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_devices_per_venue: u64,
+}
+
+impl VenueCapArgs {
+    pub fn caps(&self) -> VenueCaps {
+        VenueCaps {
+            max_gates: self.max_gates_per_venue,
+            max_devices: self.max_devices_per_venue,
+        }
+    }
+}
+
 /// Configures and finds devices. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
     devices: Arc<dyn DeviceStore>,
+    caps: VenueCaps,
 }
 
 impl std::fmt::Debug for Registry {
@@ -31,19 +80,42 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub fn new(stores: &Stores) -> Self {
+    pub fn new(stores: &Stores, caps: VenueCaps) -> Self {
         Self {
             devices: stores.devices.clone(),
+            caps,
         }
     }
 
+    /// Configures a device. A new MAC at a venue that has its cap of devices, or
+    /// a new gate name at a venue that has its cap of gates, is refused before
+    /// anything is written; the caps are checked before creating, so inits
+    /// racing at the cap may pass it by their number.
     #[tracing::instrument(skip_all, fields(venue = %request.venue_id, mac = %request.mac))]
     pub async fn init(&self, request: DeviceInitRequest) -> Result<DeviceInitOutcome, StoreError> {
         if self.devices.venue(&request.venue_id).await?.is_none() {
             return Ok(DeviceInitOutcome::VenueNotFound);
         }
+        let counts = self.devices.venue_counts(&request.venue_id).await?;
+        if counts.devices >= self.caps.max_devices
+            && self
+                .devices
+                .device_by_mac(&request.venue_id, &request.mac)
+                .await?
+                .is_none()
+        {
+            return Ok(DeviceInitOutcome::TooManyDevices(self.caps.max_devices));
+        }
         let gate = match &request.gate {
-            GateRef::Name(name) => self.devices.ensure_gate(&request.venue_id, name).await?,
+            GateRef::Name(name) => {
+                match self.devices.gate_by_name(&request.venue_id, name).await? {
+                    Some(gate) => gate,
+                    None if counts.gates >= self.caps.max_gates => {
+                        return Ok(DeviceInitOutcome::TooManyGates(self.caps.max_gates));
+                    }
+                    None => self.devices.ensure_gate(&request.venue_id, name).await?,
+                }
+            }
             GateRef::Id(id) => match self.devices.gate(*id).await? {
                 Some(gate) if gate.spec.venue_id == request.venue_id => gate,
                 _ => return Ok(DeviceInitOutcome::UnknownGate(*id)),

@@ -9,7 +9,7 @@ use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_registry::distributed::{DecisionCounter, RegistryHandler};
-use presence_registry::{Registry, StatsView};
+use presence_registry::{Registry, StatsView, VenueCapArgs};
 use presence_runtime::metrics::MetricsHandle;
 use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
 use std::net::SocketAddr;
@@ -28,6 +28,8 @@ struct Settings {
     /// Where `/healthz`, `/readyz` and `/metrics` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
+    #[command(flatten)]
+    caps: VenueCapArgs,
 }
 
 #[tokio::main]
@@ -61,9 +63,15 @@ async fn main() -> anyhow::Result<()> {
     .context("creating topics")?;
     let redis =
         RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
-    let store = RedisStore::connect_to(&redis, RedisOptions::default())
-        .await
-        .context("connecting to Redis")?;
+    let store = RedisStore::connect_to(
+        &redis,
+        RedisOptions {
+            not_found_retention: settings.service.not_found_retention(),
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;
     let stores = Stores::from_backend(store.clone());
     let prefix = &settings.service.kafka.topic_prefix;
@@ -75,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
             drain: Duration::from_secs(10),
         },
         handler: Arc::new(RegistryHandler::new(
-            Registry::new(&stores),
+            Registry::new(&stores, settings.caps.caps()),
             StatsView::new(&stores, store.clone()),
             producer,
             topics.devices(),

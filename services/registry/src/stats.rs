@@ -27,10 +27,23 @@ impl StatsView {
 
     /// `None` for a venue the inventory does not hold (404, as device/init);
     /// a known venue without decisions has zero counts.
+    ///
+    /// Each gate is named as stored for its id (the name it was created with, or
+    /// its inventory record's), not as scanners sent it: the sent name is free
+    /// text. The stats store's record of the sent name shows only for a gate
+    /// that is no longer stored. One read per gate, at most the venue's gate cap.
     pub async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, StoreError> {
         if self.devices.venue(venue_id).await?.is_none() {
             return Ok(None);
         }
-        self.stats.venue_stats(venue_id).await.map(Some)
+        let mut stats = self.stats.venue_stats(venue_id).await?;
+        for gate in &mut stats.gates {
+            if let Some(stored) = self.devices.gate(gate.gate_id).await?
+                && &stored.spec.venue_id == venue_id
+            {
+                gate.name = stored.spec.name;
+            }
+        }
+        Ok(Some(stats))
     }
 }

@@ -5,10 +5,14 @@
 use presence_domain::inventory::{InventoryRecord, Venue};
 use presence_domain::{DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId};
 use presence_ports::{DeviceInitOutcome, Stores};
-use presence_registry::Registry;
+use presence_registry::{Registry, VenueCaps};
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
 
 async fn registry() -> (tempfile::TempDir, Registry) {
+    registry_with(VenueCaps::default()).await
+}
+
+async fn registry_with(caps: VenueCaps) -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let stores =
         Stores::from_backend(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
@@ -19,7 +23,7 @@ async fn registry() -> (tempfile::TempDir, Registry) {
         })
     });
     stores.inventory.apply(venues.to_vec()).await.unwrap();
-    (dir, Registry::new(&stores))
+    (dir, Registry::new(&stores, caps))
 }
 
 fn request(venue: &str, mac: &str, gate: GateRef) -> DeviceInitRequest {
@@ -138,4 +142,38 @@ async fn re_init_keeps_the_id_and_lookup_finds_the_latest() {
         .await
         .unwrap();
     assert_eq!(other_venue, None);
+}
+
+#[tokio::test]
+async fn venue_caps_refuse_new_gates_and_devices_but_never_a_reinit() {
+    let (_dir, registry) = registry_with(VenueCaps {
+        max_gates: 2,
+        max_devices: 2,
+    })
+    .await;
+    let init = |venue: &str, mac: &str, gate: &str| {
+        registry.init(request(venue, mac, GateRef::Name(gate.into())))
+    };
+    let first = configured(init("V1", "00:00:00:00:00:01", "North").await.unwrap());
+    configured(init("V1", "00:00:00:00:00:02", "South").await.unwrap());
+    assert_eq!(
+        init("V1", "00:00:00:00:00:01", "East").await.unwrap(),
+        DeviceInitOutcome::TooManyGates(2),
+        "a third gate name"
+    );
+    assert_eq!(
+        init("V1", "00:00:00:00:00:03", "North").await.unwrap(),
+        DeviceInitOutcome::TooManyDevices(2),
+        "a third MAC"
+    );
+    let again = configured(init("V1", "00:00:00:00:00:01", "ＳＯＵＴＨ").await.unwrap());
+    assert_eq!(
+        again.id, first.id,
+        "a re-init at a known gate is never refused"
+    );
+    assert_eq!(
+        again.gate_name, "South",
+        "the stored name of the look-alike gate"
+    );
+    configured(init("V2", "00:00:00:00:00:03", "East").await.unwrap());
 }

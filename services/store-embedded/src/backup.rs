@@ -11,10 +11,10 @@
 //! instead of being left out of it: a backup that restores without some
 //! table's data would answer retries differently.
 
-use crate::stats::{COUNTERS, GATE_NAMES as STATS_GATE_NAMES, SEEN, SEEN_BY_TIME, UPDATED};
+use crate::stats::{COUNTERS, GATE_NAMES as STATS_GATE_NAMES, SEEN, SEEN_BY_EXPIRY, UPDATED};
 use crate::tables::{
-    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, REMEMBERED, REMEMBERED_BY_TIME, SEQUENCES,
-    STATES, TICKETS, VENUES, unavailable,
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, REMEMBERED, REMEMBERED_BRIEFLY_BY_TIME,
+    REMEMBERED_BY_TIME, SEQUENCES, STATES, TICKETS, VENUES, unavailable,
 };
 use crate::{EmbeddedStore, FILE_NAME};
 use async_trait::async_trait;
@@ -139,13 +139,14 @@ fn copy_every_table(
     table(copy_table(snapshot, copy, STATES))?;
     table(copy_table(snapshot, copy, REMEMBERED))?;
     table(copy_table(snapshot, copy, REMEMBERED_BY_TIME))?;
+    table(copy_table(snapshot, copy, REMEMBERED_BRIEFLY_BY_TIME))?;
     table(copy_table(snapshot, copy, DEVICES))?;
     table(copy_table(snapshot, copy, DEVICE_MACS))?;
     table(copy_table(snapshot, copy, COUNTERS))?;
     table(copy_table(snapshot, copy, STATS_GATE_NAMES))?;
     table(copy_table(snapshot, copy, UPDATED))?;
     table(copy_table(snapshot, copy, SEEN))?;
-    table(copy_table(snapshot, copy, SEEN_BY_TIME))?;
+    table(copy_table(snapshot, copy, SEEN_BY_EXPIRY))?;
     let unknown: Vec<String> = snapshot
         .list_tables()?
         .map(|table| table.name().to_owned())

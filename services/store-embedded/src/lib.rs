@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
 use presence_ports::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
-    StoreError, TicketStore,
+    Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
+    InventoryStore, ScanContext, StoreError, TicketStore, VenueCounts,
 };
 use redb::{Database, ReadableDatabase};
 use std::collections::{BTreeSet, HashSet};
@@ -59,6 +59,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 pub struct EmbeddedOptions {
     /// How long a decision is remembered for idempotent retries, at least.
     pub idempotency_retention: Duration,
+    /// How long a NOT_FOUND decision and its stats marker are remembered instead
+    /// ([`presence_domain::Status::is_remembered_briefly`]).
+    pub not_found_retention: Duration,
     /// Most writes committed together in one transaction.
     pub max_batch: usize,
     /// Bytes of database pages redb keeps in memory (read cache and the write
@@ -70,6 +73,7 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            not_found_retention: DEFAULT_NOT_FOUND_RETENTION,
             max_batch: 1024,
             cache_bytes: DEFAULT_CACHE_BYTES,
         }
@@ -108,6 +112,8 @@ pub struct EmbeddedStore {
     writer: Writer,
     db: Arc<Database>,
     path: PathBuf,
+    /// How long a NOT_FOUND tally's scan id is remembered (the stats' markers).
+    not_found_retention: Duration,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -154,11 +160,14 @@ impl EmbeddedStore {
             name: "writer",
             source: std::io::Error::other("the writer has no queue"),
         })?;
-        let sweeper = Sweeper::start(weak, options.idempotency_retention).map_err(|source| {
-            EmbeddedError::Thread {
-                name: "sweeper",
-                source,
-            }
+        let sweeper = Sweeper::start(
+            weak,
+            options.idempotency_retention,
+            options.not_found_retention,
+        )
+        .map_err(|source| EmbeddedError::Thread {
+            name: "sweeper",
+            source,
         })?;
         tracing::info!(path = %path.display(), "embedded store open");
         Ok(Arc::new(Self {
@@ -166,6 +175,7 @@ impl EmbeddedStore {
             writer,
             db,
             path,
+            not_found_retention: options.not_found_retention,
         }))
     }
 
@@ -220,6 +230,18 @@ impl DeviceStore for EmbeddedStore {
 
     async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError> {
         read::gate(&self.db, id)
+    }
+
+    async fn gate_by_name(
+        &self,
+        venue_id: &VenueId,
+        name: &str,
+    ) -> Result<Option<Gate>, StoreError> {
+        read::gate_by_name(&self.db, venue_id, name)
+    }
+
+    async fn venue_counts(&self, venue_id: &VenueId) -> Result<VenueCounts, StoreError> {
+        read::venue_counts(&self.db, venue_id)
     }
 
     async fn ensure_gate(&self, venue_id: &VenueId, name: &str) -> Result<Gate, StoreError> {

@@ -9,7 +9,7 @@ use presence_domain::inventory::Reference;
 use presence_domain::{
     Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, Ticket, Venue, VenueId,
 };
-use presence_ports::{InventorySize, ScanContext, StoreError};
+use presence_ports::{InventorySize, ScanContext, StoreError, VenueCounts};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeSet, HashSet};
 
@@ -70,6 +70,31 @@ pub(crate) fn gate_by_name(
         venue_id,
         name,
     )
+}
+
+/// Counts the venue's entries of the two (venue, …) indexes: a range scan of at
+/// most the venue's cap, done only when device/init checks a cap.
+pub(crate) fn venue_counts(db: &Database, venue_id: &VenueId) -> Result<VenueCounts, StoreError> {
+    let txn = begin(db)?;
+    let venue = venue_id.as_str();
+    let count = |index: &redb::ReadOnlyTable<(&'static str, &'static str), u64>| {
+        let mut count = 0u64;
+        for entry in index
+            .range::<(&str, &str)>((venue, "")..)
+            .map_err(unavailable)?
+        {
+            let (key, _) = entry.map_err(unavailable)?;
+            if key.value().0 != venue {
+                break;
+            }
+            count += 1;
+        }
+        Ok::<_, StoreError>(count)
+    };
+    Ok(VenueCounts {
+        gates: count(&table(&txn, GATE_NAMES)?)?,
+        devices: count(&table(&txn, DEVICE_MACS)?)?,
+    })
 }
 
 pub(crate) fn device(db: &Database, id: DeviceId) -> Result<Option<Device>, StoreError> {

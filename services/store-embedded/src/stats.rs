@@ -28,29 +28,42 @@ pub(crate) const GATE_NAMES: TableDefinition<(&str, u64), &str> =
     TableDefinition::new("stats_gate_names");
 /// Venue → when its latest counted decision was made.
 pub(crate) const UPDATED: TableDefinition<&str, i64> = TableDefinition::new("stats_updated");
-/// Scan id → when it was counted, so a repeated decision is not counted twice.
+/// Scan id → until when it is remembered, so a repeated decision is not counted twice.
 pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
-/// (counted at, scan id), to forget old scan ids oldest first.
-pub(crate) const SEEN_BY_TIME: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("stats_seen_by_time");
+/// (remembered until, scan id), to forget scan ids as they expire. Keyed by
+/// expiry rather than by counting time since a NOT_FOUND's scan id is kept for
+/// less time than the others. (It replaced `stats_seen_by_time`, keyed by
+/// counting time, before any deployment kept data.)
+pub(crate) const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("stats_seen_by_expiry");
 
 /// How long a counted scan id is remembered: redeliveries come within minutes.
+/// A NOT_FOUND's is kept for the store's NOT_FOUND retention instead
+/// ([`Tally::is_remembered_briefly`]).
 const SEEN_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Old scan ids forgotten per tally: more than one, so the table shrinks after
 /// a busy night.
 const FORGET_PER_TALLY: usize = 4;
 
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[async_trait]
 impl StatsStore for EmbeddedStore {
     async fn record(&self, tally: &Tally) -> Result<bool, StoreError> {
         let tally = tally.clone();
-        self.writer.submit(move |tables| tables.count(&tally)).await
+        let keep_ms = self.seen_retention_ms(&tally);
+        self.writer
+            .submit(move |tables| tables.count(&tally, keep_ms))
+            .await
     }
 
     async fn record_later(&self, tally: Tally) -> Result<(), StoreError> {
+        let keep_ms = self.seen_retention_ms(&tally);
         self.writer
             .submit_detached("a venue stats tally", move |tables| {
-                tables.count(&tally).map(drop)
+                tables.count(&tally, keep_ms).map(drop)
             })
             .await
     }
@@ -60,13 +73,23 @@ impl StatsStore for EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    fn seen_retention_ms(&self, tally: &Tally) -> i64 {
+        if tally.is_remembered_briefly() {
+            millis(self.not_found_retention)
+        } else {
+            millis(SEEN_RETENTION)
+        }
+    }
+}
+
 /// The stats tables, opened once per writer batch with the others.
 pub(crate) struct StatsTables<'t> {
     counters: Table<'t, (&'static str, &'static str), u64>,
     gate_names: Table<'t, (&'static str, u64), &'static str>,
     updated: Table<'t, &'static str, i64>,
     seen: Table<'t, &'static str, i64>,
-    seen_by_time: Table<'t, (i64, &'static str), ()>,
+    seen_by_expiry: Table<'t, (i64, &'static str), ()>,
 }
 
 impl<'t> StatsTables<'t> {
@@ -76,38 +99,30 @@ impl<'t> StatsTables<'t> {
             gate_names: txn.open_table(GATE_NAMES)?,
             updated: txn.open_table(UPDATED)?,
             seen: txn.open_table(SEEN)?,
-            seen_by_time: txn.open_table(SEEN_BY_TIME)?,
+            seen_by_expiry: txn.open_table(SEEN_BY_EXPIRY)?,
         })
     }
 
     /// [`StatsStore::record`]: whether the tally counted (false for a scan id
-    /// already counted). Every error is a redb error, which abandons the batch.
-    pub(crate) fn count(&mut self, tally: &Tally) -> Result<bool, StoreError> {
+    /// counted less than `keep_ms` ago). Every error is a redb error, which
+    /// abandons the batch.
+    pub(crate) fn count(&mut self, tally: &Tally, keep_ms: i64) -> Result<bool, StoreError> {
         let now = unix_millis(SystemTime::now());
+        self.forget_expired(now)?;
         let scan_id = tally.scan_id.as_str();
-        if self.seen.get(scan_id).map_err(unavailable)?.is_some() {
+        let seen_until = self
+            .seen
+            .get(scan_id)
+            .map_err(unavailable)?
+            .map(|guard| guard.value());
+        if seen_until.is_some_and(|until| until > now) {
             return Ok(false);
         }
-        self.seen.insert(scan_id, now).map_err(unavailable)?;
-        self.seen_by_time
-            .insert((now, scan_id), ())
+        let until = now.saturating_add(keep_ms);
+        self.seen.insert(scan_id, until).map_err(unavailable)?;
+        self.seen_by_expiry
+            .insert((until, scan_id), ())
             .map_err(unavailable)?;
-        let cutoff =
-            now.saturating_sub(i64::try_from(SEEN_RETENTION.as_millis()).unwrap_or(i64::MAX));
-        let expired = self
-            .seen_by_time
-            .range::<(i64, &str)>(..(cutoff, ""))
-            .map_err(unavailable)?
-            .take(FORGET_PER_TALLY)
-            .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
-        for (at, old) in &expired {
-            self.seen_by_time
-                .remove((*at, old.as_str()))
-                .map_err(unavailable)?;
-            self.seen.remove(old.as_str()).map_err(unavailable)?;
-        }
 
         let venue = tally.venue_id.as_str();
         for field in tally.fields() {
@@ -135,6 +150,36 @@ impl<'t> StatsTables<'t> {
                 .map_err(unavailable)?;
         }
         Ok(true)
+    }
+}
+
+impl StatsTables<'_> {
+    /// Forgets a few scan ids whose time is up. An index entry whose scan id was
+    /// counted again since (a NOT_FOUND redelivered after its retention) leaves
+    /// that newer mark alone.
+    fn forget_expired(&mut self, now: i64) -> Result<(), StoreError> {
+        let expired = self
+            .seen_by_expiry
+            .range::<(i64, &str)>(..(now, ""))
+            .map_err(unavailable)?
+            .take(FORGET_PER_TALLY)
+            .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (until, old) in &expired {
+            self.seen_by_expiry
+                .remove((*until, old.as_str()))
+                .map_err(unavailable)?;
+            let current = self
+                .seen
+                .get(old.as_str())
+                .map_err(unavailable)?
+                .map(|guard| guard.value());
+            if current == Some(*until) {
+                self.seen.remove(old.as_str()).map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,14 @@
-//! Forgets remembered decisions once they are older than the retention period.
+//! Forgets remembered decisions once they are older than their retention period:
+//! the idempotency retention, or the shorter NOT_FOUND one for decisions kept
+//! briefly ([`Kept`]).
 //!
 //! A thread (not a tokio task, so the store opens outside a runtime too) wakes every
-//! [`interval`], and asks the writer to delete expired decisions, oldest first, in
-//! chunks so that one sweep never holds up scans for long. It holds only a weak
+//! [`interval`] of the shorter retention, and asks the writer to delete expired
+//! decisions of each index, oldest first, in chunks so that one sweep never holds
+//! up scans for long. It holds only a weak
 //! handle on the writer and a stop channel, so it never keeps the store alive.
 
+use crate::tables::Kept;
 use crate::writer::{Job, submit_blocking};
 use presence_domain::UnixMillis;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -38,14 +42,18 @@ pub(crate) struct Sweeper {
 }
 
 impl Sweeper {
+    /// Sweeps decisions kept long after `retention`, and those kept briefly
+    /// after `brief_retention`.
     pub(crate) fn start(
         writer: WeakSender<Box<dyn Job>>,
         retention: Duration,
+        brief_retention: Duration,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = std::sync::mpsc::channel();
+        let retentions = [(Kept::Long, retention), (Kept::Briefly, brief_retention)];
         let thread = std::thread::Builder::new()
             .name("presence-store-sweeper".into())
-            .spawn(move || sweep_loop(&writer, retention, &stopped))?;
+            .spawn(move || sweep_loop(&writer, retentions, &stopped))?;
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
@@ -65,33 +73,52 @@ impl Drop for Sweeper {
     }
 }
 
-fn sweep_loop(writer: &WeakSender<Box<dyn Job>>, retention: Duration, stopped: &Receiver<()>) {
-    let every = interval(retention);
+fn sweep_loop(
+    writer: &WeakSender<Box<dyn Job>>,
+    retentions: [(Kept, Duration); 2],
+    stopped: &Receiver<()>,
+) {
+    let every = retentions
+        .iter()
+        .map(|(_, retention)| interval(*retention))
+        .min()
+        .unwrap_or(Duration::from_secs(60));
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
         let Some(sender) = writer.upgrade() else {
             break;
         };
-        let limit = cutoff(SystemTime::now(), retention);
-        let mut removed = 0;
-        loop {
-            let count = match submit_blocking(&sender, move |tables| {
-                tables.sweep(limit, SWEEP_CHUNK)
-            }) {
+        for (kept, retention) in retentions {
+            sweep_expired(&sender, kept, retention, stopped);
+        }
+    }
+}
+
+/// Deletes the expired decisions of one index, a chunk per writer job.
+fn sweep_expired(
+    sender: &tokio::sync::mpsc::Sender<Box<dyn Job>>,
+    kept: Kept,
+    retention: Duration,
+    stopped: &Receiver<()>,
+) {
+    let limit = cutoff(SystemTime::now(), retention);
+    let mut removed = 0;
+    loop {
+        let count =
+            match submit_blocking(sender, move |tables| tables.sweep(kept, limit, SWEEP_CHUNK)) {
                 Ok(count) => count,
                 Err(error) => {
                     tracing::warn!(%error, "sweeping remembered decisions failed; retrying later");
                     break;
                 }
             };
-            removed += count;
-            // A full chunk means more may have expired; go on unless asked to stop.
-            let stopping = !matches!(stopped.try_recv(), Err(TryRecvError::Empty));
-            if count < SWEEP_CHUNK || stopping {
-                break;
-            }
+        removed += count;
+        // A full chunk means more may have expired; go on unless asked to stop.
+        let stopping = !matches!(stopped.try_recv(), Err(TryRecvError::Empty));
+        if count < SWEEP_CHUNK || stopping {
+            break;
         }
-        if removed > 0 {
-            tracing::debug!(removed, cutoff = limit, "forgot expired decisions");
-        }
+    }
+    if removed > 0 {
+        tracing::debug!(removed, cutoff = limit, ?kept, "forgot expired decisions");
     }
 }

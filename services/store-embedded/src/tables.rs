@@ -38,6 +38,29 @@ pub(crate) const REMEMBERED: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// scan from the oldest instead of a pass over every decision.
 pub(crate) const REMEMBERED_BY_TIME: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("remembered_by_time");
+/// The same for decisions [remembered briefly](presence_domain::Status::is_remembered_briefly)
+/// (NOT_FOUND), which the sweeper forgets after the shorter retention.
+pub(crate) const REMEMBERED_BRIEFLY_BY_TIME: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("remembered_briefly_by_time");
+
+/// Which retention a remembered decision is kept for: the index it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// The idempotency retention (24 hours by default).
+    Long,
+    /// The NOT_FOUND retention.
+    Briefly,
+}
+
+impl Kept {
+    pub(crate) fn of(decision: &RememberedDecision) -> Self {
+        if decision.decision.status.is_remembered_briefly() {
+            Kept::Briefly
+        } else {
+            Kept::Long
+        }
+    }
+}
 pub(crate) const DEVICES: TableDefinition<u64, &[u8]> = TableDefinition::new("devices");
 /// (venue, MAC) → device id.
 pub(crate) const DEVICE_MACS: TableDefinition<(&str, &str), u64> =
@@ -104,6 +127,7 @@ pub(crate) struct WriteTables<'t> {
     states: Table<'t, &'static str, &'static [u8]>,
     remembered: Table<'t, &'static str, &'static [u8]>,
     remembered_by_time: Table<'t, (i64, &'static str), ()>,
+    remembered_briefly_by_time: Table<'t, (i64, &'static str), ()>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
     stats: StatsTables<'t>,
@@ -124,6 +148,7 @@ impl<'t> WriteTables<'t> {
             states: txn.open_table(STATES)?,
             remembered: txn.open_table(REMEMBERED)?,
             remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
+            remembered_briefly_by_time: txn.open_table(REMEMBERED_BRIEFLY_BY_TIME)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
             stats: StatsTables::open(txn)?,
@@ -132,9 +157,9 @@ impl<'t> WriteTables<'t> {
     }
 
     /// [`presence_ports::StatsStore::record`]: counts a decision into its venue's
-    /// stats unless its scan id was counted already.
-    pub(crate) fn count(&mut self, tally: &Tally) -> Result<bool, StoreError> {
-        let counted = self.stats.count(tally)?;
+    /// stats unless its scan id was counted in the last `keep_ms` milliseconds.
+    pub(crate) fn count(&mut self, tally: &Tally, keep_ms: i64) -> Result<bool, StoreError> {
+        let counted = self.stats.count(tally, keep_ms)?;
         self.wrote |= counted;
         Ok(counted)
     }
@@ -168,7 +193,7 @@ impl<'t> WriteTables<'t> {
         self.remembered
             .insert(key.as_str(), remembered.as_slice())
             .map_err(unavailable)?;
-        self.remembered_by_time
+        self.by_time(Kept::of(&commit.remembered))
             .insert((commit.remembered.decided_at, key.as_str()), ())
             .map_err(unavailable)?;
         self.wrote = true;
@@ -289,11 +314,23 @@ impl<'t> WriteTables<'t> {
         Ok(records.len())
     }
 
-    /// Forgets up to `limit` remembered decisions decided before `cutoff`, oldest
-    /// first. Returns how many it removed.
-    pub(crate) fn sweep(&mut self, cutoff: UnixMillis, limit: usize) -> Result<usize, StoreError> {
+    fn by_time(&mut self, kept: Kept) -> &mut Table<'t, (i64, &'static str), ()> {
+        match kept {
+            Kept::Long => &mut self.remembered_by_time,
+            Kept::Briefly => &mut self.remembered_briefly_by_time,
+        }
+    }
+
+    /// Forgets up to `limit` remembered decisions kept as `kept` and decided
+    /// before `cutoff`, oldest first. Returns how many it removed.
+    pub(crate) fn sweep(
+        &mut self,
+        kept: Kept,
+        cutoff: UnixMillis,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let expired = self
-            .remembered_by_time
+            .by_time(kept)
             .range::<(i64, &str)>(..(cutoff, ""))
             .map_err(unavailable)?
             .take(limit)
@@ -306,7 +343,7 @@ impl<'t> WriteTables<'t> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         for (decided_at, scan_key) in &expired {
-            self.remembered_by_time
+            self.by_time(kept)
                 .remove((*decided_at, scan_key.as_str()))
                 .map_err(unavailable)?;
             self.remembered

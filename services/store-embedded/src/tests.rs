@@ -2,12 +2,17 @@
 //! isolation inside a batch, durability across reopen, expiry and shutdown.
 
 use super::*;
-use crate::tables::{REMEMBERED, REMEMBERED_BY_TIME, STATES, TICKETS};
-use crate::writer::{Counters, Job, job, run_batch};
-use presence_domain::{
-    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Ticket,
-    TicketStatus, Token, TokenState, UnixMillis,
+use crate::stats::SEEN;
+use crate::tables::{
+    Kept, REMEMBERED, REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, STATES, TICKETS,
 };
+use crate::writer::{Counters, Job, job, run_batch};
+use presence_domain::stats::Counter;
+use presence_domain::{
+    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Tally,
+    Ticket, TicketStatus, Token, TokenState, UnixMillis,
+};
+use presence_ports::StatsStore;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
@@ -321,7 +326,7 @@ async fn sweep_forgets_decisions_before_the_cutoff_oldest_first() {
             .await
             .unwrap();
     }
-    let (one, one_answer) = job(|tables| tables.sweep(250, 1));
+    let (one, one_answer) = job(|tables| tables.sweep(Kept::Long, 250, 1));
     run_batch(&store.db, &mut vec![one], &Counters::default());
     assert_eq!(answer(one_answer).unwrap(), 1);
     let gone = store
@@ -331,7 +336,7 @@ async fn sweep_forgets_decisions_before_the_cutoff_oldest_first() {
     assert_eq!(gone.remembered, None, "the oldest goes first");
     assert_eq!(gone.state.version, 1, "expiry forgets decisions, not state");
 
-    let (rest, rest_answer) = job(|tables| tables.sweep(250, 100));
+    let (rest, rest_answer) = job(|tables| tables.sweep(Kept::Long, 250, 100));
     run_batch(&store.db, &mut vec![rest], &Counters::default());
     assert_eq!(answer(rest_answer).unwrap(), 1);
     assert_eq!(
@@ -372,6 +377,112 @@ async fn the_sweeper_forgets_old_decisions_and_keeps_new_ones() {
     let read = store.scan_context(&new.key, GateId::new(1)).await.unwrap();
     assert_eq!(read.remembered, Some(new.remembered));
     assert_eq!(remembered_count(&store), (1, 1));
+}
+
+/// Bytes of pages the database's tables hold (stored, b-tree metadata and
+/// fragmentation): what its records cost the file, without the file's slack.
+fn database_bytes(store: &EmbeddedStore) -> u64 {
+    let txn = store.db.begin_write().unwrap();
+    let stats = txn.stats().unwrap();
+    txn.abort().unwrap();
+    stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes()
+}
+
+fn table_len<V: redb::Value + 'static>(
+    store: &EmbeddedStore,
+    table: redb::TableDefinition<&'static str, V>,
+) -> u64 {
+    let txn = store.db.begin_read().unwrap();
+    txn.open_table(table).unwrap().len().unwrap()
+}
+
+/// `count` refused scans of new random tokens, as the embedded server stores
+/// them: the remembered NOT_FOUND and the venue-stats tally.
+async fn refuse_unknown_tokens(store: &Arc<EmbeddedStore>, wave: &str, count: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let store = store.clone();
+        let scan_id = ScanId::new(format!("{wave}{i:07}-0000-4000-8000-000000000000"));
+        let token = Token::new(format!("{wave}{i:011}"));
+        tasks.spawn(async move {
+            let decided_at = now();
+            let commit = Commit {
+                key: ScanKey {
+                    kind: ScanKind::Enter,
+                    device_id: DeviceId::new(224),
+                    token,
+                    scan_time: decided_at,
+                },
+                expected_version: 0,
+                next_state: None,
+                remembered: RememberedDecision {
+                    scan_id: scan_id.clone(),
+                    decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
+                    decided_at,
+                },
+            };
+            assert_eq!(
+                store.commit(commit).await.unwrap(),
+                CommitOutcome::Committed
+            );
+            let tally = Tally {
+                scan_id,
+                venue_id: VenueId::new("KovZpZAnAtJJ"),
+                decided_at,
+                gate_id: GateId::new(7),
+                gate_name: "Gate 7".into(),
+                event_id: None,
+                counter: Counter::Denied(Status::NotFound),
+                amount: 1,
+            };
+            assert!(store.record(&tally).await.unwrap());
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// What a refused scan of a random token costs the file (issue 12): under 1,000
+/// bytes of pages for its remembered NOT_FOUND, its expiry entry and its stats
+/// marker. The sweeper forgets the decisions after the NOT_FOUND retention, and
+/// each new tally forgets expired markers, so a flood holds at most rate ×
+/// retention of them whatever its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_scan_costs_under_1000_bytes_until_the_not_found_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Duration::from_secs(2);
+    let options = EmbeddedOptions {
+        not_found_retention: retention,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
+    let count = 5_000;
+    let before = database_bytes(&store);
+    refuse_unknown_tokens(&store, "a", count).await;
+    let per_scan = (database_bytes(&store) - before) / u64::try_from(count).unwrap();
+    println!("a refused scan costs the embedded store {per_scan} bytes of pages");
+    assert!(per_scan <= 1_000, "{per_scan} bytes a refused scan");
+
+    let deadline = Instant::now() + retention * 5;
+    while table_len(&store, REMEMBERED) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "refused scans outlived their retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let txn = store.db.begin_read().unwrap();
+    let index = txn.open_table(REMEMBERED_BRIEFLY_BY_TIME).unwrap();
+    assert_eq!(index.len().unwrap(), 0, "the expiry index is swept too");
+    drop((index, txn));
+    // A second wave forgets the first wave's expired stats markers as it goes.
+    refuse_unknown_tokens(&store, "b", count).await;
+    assert_eq!(
+        table_len(&store, SEEN),
+        u64::try_from(count).unwrap(),
+        "only the second wave's markers"
+    );
 }
 
 #[test]

@@ -31,7 +31,11 @@ impl StatsFixture for Embedded {
 
 async fn fresh() -> Embedded {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let options = EmbeddedOptions {
+        not_found_retention: presence_ports::conformance::NOT_FOUND_RETENTION,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).unwrap();
     Embedded {
         stores: Stores::from_backend(store.clone()),
         store,

@@ -71,7 +71,7 @@ impl Keys {
         format!("{}gt:{id}", self.prefix)
     }
 
-    /// Hash of the venue's gates: gate key (trimmed, lower-case name) → gate id.
+    /// Hash of the venue's gates: gate key (NFKC, trimmed, lower-case name) → gate id.
     pub(crate) fn gate_names(&self, venue_id: &VenueId) -> String {
         format!("{}vg:{venue_id}", self.prefix)
     }

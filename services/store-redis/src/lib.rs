@@ -26,17 +26,17 @@
 //! | --- | --- |
 //! | `P{t:<token>}:tk` | the ticket |
 //! | `P{t:<token>}:st` | the token's state, with its version in `v`; absent = never scanned |
-//! | `P{t:<token>}:sc:<kind>:<device>:<scan time>` | a remembered decision, expiring after [`RedisOptions::idempotency_retention`] |
+//! | `P{t:<token>}:sc:<kind>:<device>:<scan time>` | a remembered decision, expiring after [`RedisOptions::idempotency_retention`] (a NOT_FOUND after [`RedisOptions::not_found_retention`]) |
 //! | `Pvn:<venue>`, `Pev:<event>` | a venue, an event |
 //! | `Pgt:<gate id>` | a gate's spec (the id is the key) |
-//! | `Pvg:<venue>` | hash: gate key (trimmed, lower-case name) → gate id |
+//! | `Pvg:<venue>` | hash: gate key (NFKC, trimmed, lower-case name) → gate id |
 //! | `Pdv:<device id>` | a device |
 //! | `Pvm:<venue>` | hash: MAC → device id |
 //! | `Pseq:gate`, `Pseq:device` | id counters (`INCR`, so ids start at 1) |
 //! | `Pinv:venues`, `Pinv:events`, `Pinv:tickets` | HyperLogLogs of the ids inventory stored, for its size (12 KiB each) |
 //! | `P{vs:<venue>}:c` | hash: `scope\|counter` → count, the venue's live stats |
 //! | `P{vs:<venue>}:g`, `P{vs:<venue>}:u` | hash: gate id → name; the latest counted decision's time |
-//! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] |
+//! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] (a NOT_FOUND after [`RedisOptions::not_found_retention`]) |
 //!
 //! # Redis Cluster
 //!
@@ -125,8 +125,8 @@ use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
 use presence_ports::{
-    Commit, CommitOutcome, DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext,
-    StoreError, TicketStore,
+    Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
+    InventoryStore, ScanContext, StoreError, TicketStore, VenueCounts,
 };
 use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
@@ -142,6 +142,9 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// How long a decision is remembered for idempotent retries.
     pub idempotency_retention: Duration,
+    /// How long a NOT_FOUND decision and its stats marker are remembered instead
+    /// ([`presence_domain::Status::is_remembered_briefly`]).
+    pub not_found_retention: Duration,
     /// How long a call waits for Redis to answer before it fails as unavailable.
     pub response_timeout: Duration,
     /// How long each command of an inventory transaction may wait for Redis.
@@ -155,6 +158,7 @@ impl Default for RedisOptions {
         Self {
             key_prefix: "presence:".to_owned(),
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
+            not_found_retention: DEFAULT_NOT_FOUND_RETENTION,
             response_timeout: Duration::from_secs(1),
             apply_timeout: Duration::from_secs(120),
         }
@@ -172,6 +176,18 @@ pub enum RedisStoreError {
     Connect(#[source] RedisError),
 }
 
+/// A retention as whole milliseconds, at least one (a Redis `PX` argument).
+fn whole_millis(what: &str, retention: Duration) -> Result<u64, RedisStoreError> {
+    u64::try_from(retention.as_millis())
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            RedisStoreError::Options(format!(
+                "the {what} retention {retention:?} must be at least a millisecond"
+            ))
+        })
+}
+
 /// How long a connection attempt may take (to the server, or to each cluster node).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -183,6 +199,7 @@ pub struct RedisStore {
     keys: Keys,
     commit_script: Script,
     retention_ms: u64,
+    not_found_retention_ms: u64,
     /// How long a call waits for Redis; a commit runs only within it.
     response_timeout: Duration,
     apply_timeout: Duration,
@@ -193,6 +210,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("keys", &self.keys)
             .field("retention_ms", &self.retention_ms)
+            .field("not_found_retention_ms", &self.not_found_retention_ms)
             .finish_non_exhaustive()
     }
 }
@@ -217,15 +235,8 @@ impl RedisStore {
                 options.key_prefix
             )));
         }
-        let retention_ms = u64::try_from(options.idempotency_retention.as_millis())
-            .ok()
-            .filter(|ms| *ms > 0)
-            .ok_or_else(|| {
-                RedisStoreError::Options(format!(
-                    "the idempotency retention {:?} must be at least a millisecond",
-                    options.idempotency_retention
-                ))
-            })?;
+        let retention_ms = whole_millis("idempotency", options.idempotency_retention)?;
+        let not_found_retention_ms = whole_millis("NOT_FOUND", options.not_found_retention)?;
         let (conn, dialer) = connection::connect(target, &options).await?;
         let cluster = matches!(target, RedisTarget::Cluster(_));
         tracing::info!(prefix = %options.key_prefix, cluster, "redis store connected");
@@ -236,9 +247,20 @@ impl RedisStore {
             keys: Keys::new(&options.key_prefix),
             commit_script: tickets::commit_script(),
             retention_ms,
+            not_found_retention_ms,
             response_timeout: options.response_timeout,
             apply_timeout: options.apply_timeout,
         }))
+    }
+
+    /// How long to remember a decision or a stats marker, in milliseconds: the
+    /// NOT_FOUND retention if it is kept briefly, else the idempotency retention.
+    pub(crate) fn retention_ms_for(&self, briefly: bool) -> u64 {
+        if briefly {
+            self.not_found_retention_ms
+        } else {
+            self.retention_ms
+        }
     }
 
     /// What in Redis's persistence settings can lose answered scans, if anything
@@ -307,6 +329,22 @@ impl DeviceStore for RedisStore {
     async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError> {
         registry::gate(self, id)
             .instrument(tracing::debug_span!("redis.gate", gate = %id))
+            .await
+    }
+
+    async fn gate_by_name(
+        &self,
+        venue_id: &VenueId,
+        name: &str,
+    ) -> Result<Option<Gate>, StoreError> {
+        registry::gate_by_name(self, venue_id, name)
+            .instrument(tracing::debug_span!("redis.gate_by_name", venue = %venue_id, name))
+            .await
+    }
+
+    async fn venue_counts(&self, venue_id: &VenueId) -> Result<VenueCounts, StoreError> {
+        registry::venue_counts(self, venue_id)
+            .instrument(tracing::debug_span!("redis.venue_counts", venue = %venue_id))
             .await
     }
 

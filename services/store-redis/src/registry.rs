@@ -6,7 +6,7 @@ use crate::keys::Sequence;
 use crate::{RedisStore, store_error};
 use presence_domain::device::gate_key;
 use presence_domain::{Device, DeviceId, Gate, GateId, GateSpec, Mac, Venue, VenueId};
-use presence_ports::{DeviceDraft, StoreError};
+use presence_ports::{DeviceDraft, StoreError, VenueCounts};
 
 async fn get(conn: &mut Connection, key: String) -> Result<Option<Vec<u8>>, StoreError> {
     redis::cmd("GET")
@@ -52,6 +52,38 @@ async fn indexed_gate(store: &RedisStore, id: u64) -> Result<Gate, StoreError> {
     gate(store, GateId::new(id)).await?.ok_or_else(|| {
         StoreError::Corrupt(format!("a gate name index points at missing gate {id}"))
     })
+}
+
+pub(crate) async fn gate_by_name(
+    store: &RedisStore,
+    venue_id: &VenueId,
+    name: &str,
+) -> Result<Option<Gate>, StoreError> {
+    let index = store.keys.gate_names(venue_id);
+    match index_get(&mut store.conn(), index, &gate_key(name)).await? {
+        Some(id) => indexed_gate(store, id).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The lengths of the venue's gate-name and MAC indexes (`HLEN`, constant time).
+pub(crate) async fn venue_counts(
+    store: &RedisStore,
+    venue_id: &VenueId,
+) -> Result<VenueCounts, StoreError> {
+    let hlen = |index: String| {
+        let mut hlen = redis::cmd("HLEN");
+        hlen.arg(index);
+        hlen
+    };
+    let (gates, devices): (u64, u64) = store
+        .conn
+        .query_independent(vec![
+            hlen(store.keys.gate_names(venue_id)),
+            hlen(store.keys.device_macs(venue_id)),
+        ])
+        .await?;
+    Ok(VenueCounts { gates, devices })
 }
 
 /// The id the venue's gate of that name has, creating the gate (unrestricted) if

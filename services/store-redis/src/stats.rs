@@ -24,7 +24,7 @@ impl StatsStore for RedisStore {
             .key(self.keys.stats_counters(venue))
             .key(self.keys.stats_gate_names(venue))
             .key(self.keys.stats_updated(venue))
-            .arg(self.retention_ms)
+            .arg(self.retention_ms_for(tally.is_remembered_briefly()))
             .arg(tally.amount)
             .arg(tally.gate_id.get())
             .arg(&tally.gate_name)

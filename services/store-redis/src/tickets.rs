@@ -94,7 +94,7 @@ pub(crate) async fn commit(
         .key(store.keys.state(&commit.key.token))
         .arg(commit.expected_version)
         .arg(remembered)
-        .arg(store.retention_ms)
+        .arg(store.retention_ms_for(commit.remembered.decision.status.is_remembered_briefly()))
         .arg(last_moment);
     if let Some(next_state) = next_state {
         invocation.arg(next_state);

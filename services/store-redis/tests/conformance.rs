@@ -31,9 +31,11 @@ impl<R> StatsFixture for Redis<R> {
 }
 
 async fn on<R>(redis: R, target: RedisTarget) -> Redis<R> {
-    let store = RedisStore::connect_to(&target, RedisOptions::default())
-        .await
-        .unwrap();
+    let options = RedisOptions {
+        not_found_retention: presence_ports::conformance::NOT_FOUND_RETENTION,
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect_to(&target, options).await.unwrap();
     Redis {
         stores: Stores::from_backend(store.clone()),
         store,

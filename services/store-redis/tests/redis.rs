@@ -7,13 +7,15 @@
     reason = "tests: a failed call is a failed test"
 )]
 
+use presence_domain::Tally;
 use presence_domain::inventory::InventoryRecord;
+use presence_domain::stats::Counter;
 use presence_domain::{
     Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, RememberedDecision, ScanId,
     ScanKey, ScanKind, StateRecord, Status, Ticket, TicketStatus, Token, TokenState, Venue,
     VenueId,
 };
-use presence_ports::{Commit, CommitOutcome, InventoryStore, StoreError, TicketStore};
+use presence_ports::{Commit, CommitOutcome, InventoryStore, StatsStore, StoreError, TicketStore};
 use presence_store_redis::{APPLY_CHUNK, RedisOptions, RedisStore, RedisStoreError};
 use presence_tests::redis_server::RedisServer;
 use std::collections::BTreeMap;
@@ -409,6 +411,81 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
         .find_map(|line| line.strip_prefix("used_memory:"))
         .and_then(|value| value.trim().parse().ok())
         .expect("INFO memory has used_memory")
+}
+
+/// What a refused scan of a random token leaves in Redis (issue 12): its
+/// remembered NOT_FOUND and its venue-stats marker, two keys of under 700 bytes
+/// together, both gone after the NOT_FOUND retention. A flood at any rate so
+/// holds at most rate × retention of them, instead of growing for 24 hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_scan_costs_under_700_bytes_until_the_not_found_retention() {
+    let retention = Duration::from_secs(2);
+    let options = RedisOptions {
+        not_found_retention: retention,
+        ..RedisOptions::default()
+    };
+    let (server, store) = server_and_store(options).await;
+    let mut conn = raw(&server).await;
+    let count = 5_000_i64;
+    let before = used_memory(&mut conn).await;
+    for i in 0..count {
+        // As the validator writes them: a 36-character scan id, a 12-digit token.
+        let scan_id = ScanId::new(format!("{i:08}-0000-4000-8000-000000000000"));
+        let decided_at = 1_764_000_000_000 + i;
+        let commit = Commit {
+            key: ScanKey {
+                kind: ScanKind::Enter,
+                device_id: DeviceId::new(224),
+                token: Token::new(format!("9{i:011}")),
+                scan_time: decided_at,
+            },
+            expected_version: 0,
+            next_state: None,
+            remembered: RememberedDecision {
+                scan_id: scan_id.clone(),
+                decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
+                decided_at,
+            },
+        };
+        assert_eq!(
+            store.commit(commit).await.unwrap(),
+            CommitOutcome::Committed
+        );
+        let tally = Tally {
+            scan_id,
+            venue_id: VenueId::new(VENUE),
+            decided_at,
+            gate_id: GateId::new(7),
+            gate_name: "Gate 7".into(),
+            event_id: None,
+            counter: Counter::Denied(Status::NotFound),
+            amount: 1,
+        };
+        assert!(store.record(&tally).await.unwrap());
+    }
+    let after = used_memory(&mut conn).await;
+    let per_scan = (after - before) / count;
+    println!("a refused scan costs Redis {per_scan} bytes of used_memory");
+    assert!(per_scan <= 700, "{per_scan} bytes a refused scan");
+    let dbsize = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("DBSIZE")
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    // The scans' keys and the venue's three stats keys.
+    assert_eq!(dbsize(&mut conn).await, 2 * count + 3);
+    let deadline = Instant::now() + retention * 5;
+    while dbsize(&mut conn).await > 3 {
+        assert!(
+            Instant::now() < deadline,
+            "refused scans outlived their retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A batch larger than many chunks lands whole, readable, and small: a ticket

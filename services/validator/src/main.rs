@@ -63,9 +63,15 @@ async fn main() -> anyhow::Result<()> {
     .context("creating topics")?;
     let redis =
         RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
-    let store = RedisStore::connect_to(&redis, RedisOptions::default())
-        .await
-        .context("connecting to Redis")?;
+    let store = RedisStore::connect_to(
+        &redis,
+        RedisOptions {
+            not_found_retention: settings.service.not_found_retention(),
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .context("connecting to Redis")?;
     let metrics = MetricsHandle::default();
     let mut stores = Stores::from_backend(store);
     stores.tickets = Arc::new(ObservedTickets::new(stores.tickets.clone(), &metrics));

@@ -27,7 +27,7 @@ use presence_ports::DeviceInitOutcome;
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
         (status = 200, description = "OKAY: the device is configured", body = DeviceEnvelope),
-        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or a gateId that is not a gate of the venue", body = DeviceErrorEnvelope),
+        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), a gateId that is not a gate of the venue, or a new gate name or MAC at a venue that has the most gates or devices allowed", body = DeviceErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = DeviceErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = DeviceErrorEnvelope),
         (status = 404, description = "NOT_FOUND: no such venue", body = DeviceErrorEnvelope),
@@ -75,6 +75,12 @@ async fn init(
         }
         DeviceInitOutcome::UnknownGate(gate) => Err(Failure::bad_request(format!(
             "gateId {gate} is not a gate of venue {venue}"
+        ))),
+        DeviceInitOutcome::TooManyGates(cap) => Err(Failure::bad_request(format!(
+            "gateName names a new gate, and venue {venue} has {cap} gates, the most allowed; use an existing gate's name or gateId"
+        ))),
+        DeviceInitOutcome::TooManyDevices(cap) => Err(Failure::bad_request(format!(
+            "mac is a new device, and venue {venue} has {cap} devices, the most allowed; re-initialise an existing device instead"
         ))),
     }
 }

@@ -14,9 +14,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use presence_domain::time::unix_millis;
 use presence_domain::{Decision, ScanId, ScanKind, ScanRequest};
 use presence_ports::ScanCommand;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use uuid::Uuid;
 
 #[utoipa::path(
@@ -169,6 +170,12 @@ async fn read_scan(
     let bytes = read_limited(headers, body, state.config().body_limit).await?;
     let value = parse_json(&bytes)?;
     let request = ScanRequest::parse(&value).map_err(|errors| Failure::invalid_fields(&errors))?;
+    request
+        .check_scan_time(
+            unix_millis(SystemTime::now()),
+            state.config().max_scan_ahead_ms,
+        )
+        .map_err(|errors| Failure::invalid_fields(&errors))?;
     if !caller.may_use(&request.venue_id) {
         return Err(forbidden_venue(&request.venue_id));
     }
