@@ -28,6 +28,7 @@ pub(crate) const BACKUP_ROWS_HEADER: &str = "x-presence-backup-rows";
                 ("x-presence-backup-tables" = u64, description = "Tables in the copy"),
                 ("x-presence-backup-rows" = u64, description = "Rows in the copy, over every table"),
             )),
+        (status = 400, description = "BAD_REQUEST: the query names the API key twice", body = ErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key is not an admin key", body = ErrorEnvelope),
         (status = 404, description = "NOT_FOUND: this deployment has no embedded store (distributed mode)", body = ErrorEnvelope),
