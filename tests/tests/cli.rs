@@ -197,6 +197,73 @@ async fn inventory_check_fails_on_a_missing_file() -> Result<()> {
     Ok(())
 }
 
+/// `--help` of every binary names the environment variables that may hold a
+/// secret (a Redis URL with its password, an API key, a URL with credentials)
+/// but never prints their values, which clap shows by default.
+#[tokio::test]
+async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
+    let dir = temp_dir()?;
+    let password = presence_tests::unique("redis-password");
+    let api_key = presence_tests::unique("api-key");
+    let url_password = presence_tests::unique("url-password");
+    let secrets = [
+        (
+            "PRESENCE_REDIS_URL",
+            format!("redis://presence:{password}@127.0.0.1:6379/0"),
+        ),
+        ("PRESENCE_API_KEY", api_key.clone()),
+        (
+            "PRESENCE_URL",
+            format!("http://bench:{url_password}@127.0.0.1:8080"),
+        ),
+    ];
+    // Each binary (and subcommand) with the secret-holding variables it takes.
+    let helps: [(&str, &[&str], &[&str]); 7] = [
+        ("presence", &["serve"], &["PRESENCE_API_KEY"]),
+        ("presence", &["demo"], &[]),
+        ("presence", &["decisions", "tail"], &[]),
+        ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
+        ("presence-validator", &[], &["PRESENCE_REDIS_URL"]),
+        ("presence-registry", &[], &["PRESENCE_REDIS_URL"]),
+        (
+            "presence-loadgen",
+            &[],
+            &["PRESENCE_URL", "PRESENCE_API_KEY"],
+        ),
+    ];
+    for (program, subcommand, takes) in helps {
+        let mut launch = Launch::program(program, dir.path());
+        for word in subcommand {
+            launch = launch.arg(word);
+        }
+        launch = launch.arg("--help");
+        for (name, value) in &secrets {
+            launch = launch.env(name, value);
+        }
+        let output = run_to_completion(&launch).await?;
+        let help = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success(),
+            "{program} {subcommand:?} --help exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for name in takes {
+            ensure!(
+                help.contains(name),
+                "{program} {subcommand:?} --help does not name {name}:\n{help}"
+            );
+        }
+        for secret in [&password, &api_key, &url_password] {
+            ensure!(
+                !help.contains(secret.as_str()),
+                "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_cleanly_on_sigterm() -> Result<()> {
     let app = TestApp::embedded().await?;
