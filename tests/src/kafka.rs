@@ -111,6 +111,67 @@ fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
     }
 }
 
+/// How many records of `topic` consumer group `group` has taken but not
+/// committed (or not taken at all), summed over the partitions: what the group
+/// would be handed again if its members died now. Joins no group: it only asks
+/// the group's coordinator for its committed offsets.
+pub async fn uncommitted(bootstrap: &str, group: &str, topic: &str) -> Result<i64> {
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || uncommitted_blocking(&bootstrap, &group, &topic))
+        .await
+        .context("the offset reader panicked")?
+}
+
+fn uncommitted_blocking(bootstrap: &str, group: &str, topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka consumer")?;
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..partition_count(&consumer, topic)? {
+        partitions.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, REQUEST_TIMEOUT)
+        .with_context(|| format!("the offsets {group} committed on {topic}"))?;
+    let mut behind = 0;
+    for element in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, element.partition(), REQUEST_TIMEOUT)
+            .with_context(|| format!("watermarks of {topic}/{}", element.partition()))?;
+        let done = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        behind += (high - done).max(0);
+    }
+    Ok(behind)
+}
+
+/// Waits until consumer group `group` has committed every record of `topic`:
+/// everything its members took is finished, redeliveries included, and what
+/// they published is on the broker. An error after `timeout`.
+pub async fn wait_until_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let behind = uncommitted(bootstrap, group, topic).await?;
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{group} still had {behind} records of {topic} uncommitted after {timeout:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
