@@ -540,6 +540,67 @@ async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
     Ok(())
 }
 
+/// The repository's root, where README.md's commands run.
+fn repository_root() -> Result<&'static Path> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow!("the tests crate has no parent folder"))
+}
+
+/// The README's inventory, `examples/tonight.ndjson`, passes `presence inventory
+/// check` and is what `presence serve --inventory` loads; the README's API
+/// commands (the block that loads it, configures a device and enters a ticket),
+/// sent as written to such a server, are each answered 200 OKAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_examples_work_with_examples_tonight_ndjson() -> Result<()> {
+    let root = repository_root()?;
+    let inventory = root.join("examples/tonight.ndjson");
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let dir = temp_dir()?;
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("inventory")
+            .arg("check")
+            .arg(&inventory),
+    )
+    .await?;
+    ensure!(
+        output.status.success(),
+        "presence inventory check examples/tonight.ndjson: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = "dev-key";
+    let launch = serve_with_inventory(dir.path(), key, &inventory.to_string_lossy());
+    let (_process, url) = PresenceProcess::start(&launch).await?;
+    // The fenced block that loads the inventory through `$PRESENCE_URL`.
+    let block = readme
+        .split("```")
+        .find(|block| block.contains("$PRESENCE_URL/admin/v1/inventory"))
+        .ok_or_else(|| anyhow!("README.md has no block loading the inventory"))?
+        .replace("$PRESENCE_URL", &url);
+    let commands = curl_commands(&block)?;
+    ensure!(
+        commands.len() >= 3,
+        "expected the inventory, device/init and enter commands: {commands:?}"
+    );
+    let client = http_client()?;
+    for mut command in commands {
+        // `--data-binary @FILE` sends the file, relative to where the README's
+        // commands run.
+        if let Some(file) = command.body.as_deref().and_then(|b| b.strip_prefix('@')) {
+            command.body = Some(std::fs::read_to_string(root.join(file))?);
+        }
+        let (code, reply) = send(&client, &command).await?;
+        ensure!(
+            code == 200 && reply["result"]["status"] == "OKAY",
+            "{} {}: HTTP {code} {reply}",
+            command.method,
+            command.url
+        );
+    }
+    Ok(())
+}
+
 /// The API key a printed command sends, in its query or its `X-Api-Key` header.
 fn api_key_of(command: &CurlCommand) -> Option<String> {
     let from_header = command
