@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result, ensure};
 use presence_proto::pb;
-use presence_tests::kafka::read_topic;
+use presence_tests::kafka::{read_topic, wait_until_committed};
 use presence_tests::scans::{
     Delivery, Flow, READ_FOR, RETRY_FOR, RETRY_PAUSE, Retry, Sent, enters, nothing_lost,
     scan_until_decided, send_all, stream_holds_each_scan_once, venue, with_app,
@@ -686,6 +686,15 @@ async fn the_registry_stops_gracefully_under_load() -> Result<()> {
         // Each device on `devices` as often as it was configured: once, unless
         // a call answered 503 was applied anyway and then applied again on retry.
         let cluster = app.cluster().context("distributed")?;
+        // Every device request finished first: a redelivery still under way
+        // would publish its device after the read.
+        wait_until_committed(
+            &cluster.bootstrap,
+            &cluster.registry_group(),
+            &cluster.topic("registry"),
+            READ_FOR,
+        )
+        .await?;
         let mut published: BTreeMap<String, usize> = BTreeMap::new();
         for record in read_topic(&cluster.bootstrap, &cluster.topic("devices"), READ_FOR).await? {
             let device = pb::Device::decode(record.payload.as_slice())?;
