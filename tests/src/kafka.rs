@@ -18,17 +18,19 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a topic read to its reported end must stay quiet to count as read.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// A consumer outside every group the services use: it reads by assignment and
-/// commits nothing.
-fn consumer(bootstrap: &str) -> Result<BaseConsumer> {
+/// A consumer that reads by assignment and commits nothing: in a group of its own
+/// (`group` a fresh name), or in a service's group only to ask for its committed
+/// offsets (it never subscribes, so it never joins).
+fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", crate::unique("presence-tests-reader"))
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "50")
         // Presence writes no transactions: nothing to wait for, whatever the
-        // broker says of open ones.
+        // broker says of open ones. (tansu 0.6 on PostgreSQL also fails every
+        // read_committed ListOffsets with an SQL error, so watermarks need this.)
         .set("isolation.level", "read_uncommitted")
         .create()
         .context("creating a Kafka consumer")
@@ -46,7 +48,7 @@ pub async fn read_topic(bootstrap: &str, topic: &str, timeout: Duration) -> Resu
 
 fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<RawRecord>> {
     let deadline = Instant::now() + timeout;
-    let consumer = consumer(bootstrap)?;
+    let consumer = consumer(bootstrap, &crate::unique("presence-tests-reader"))?;
     let partitions = partition_count(&consumer, topic)?;
     let mut ends = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -123,12 +125,7 @@ pub async fn uncommitted(bootstrap: &str, group: &str, topic: &str) -> Result<i6
 }
 
 fn uncommitted_blocking(bootstrap: &str, group: &str, topic: &str) -> Result<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating a Kafka consumer")?;
+    let consumer = consumer(bootstrap, group)?;
     let mut partitions = TopicPartitionList::new();
     for partition in 0..partition_count(&consumer, topic)? {
         partitions.add_partition(topic, partition);
