@@ -25,6 +25,14 @@ ensure_cargo() {
     fi
 }
 
+# deploy/k8s/test.sh renders the manifests with kustomize v5, the one tool this
+# script does not install (no package of it is recent enough): kubectl 1.27 or
+# newer (`kubectl kustomize`) or a kustomize v5 binary must be on PATH. Checked
+# first, so a machine without it fails at once rather than after the suite.
+ensure_kustomize() {
+    deploy/k8s/test.sh --find-kustomize >/dev/null
+}
+
 # The test runner. protoc needs nothing: it comes from the protoc-bin-vendored crate.
 ensure_nextest() {
     if ! cargo nextest --version >/dev/null 2>&1; then
@@ -138,6 +146,7 @@ test_deploy() {
 
 main() {
     ensure_cargo
+    ensure_kustomize
     ensure_nextest
     ensure_redis_server
     ensure_tansu

@@ -16,6 +16,7 @@
 # A Docker engine is not needed and not used: the image itself is not built here.
 #
 #   deploy/k8s/test.sh
+#   deploy/k8s/test.sh --find-kustomize   # only check for kustomize v5 (scripts/test.sh)
 #
 # Environment:
 #   PRESENCE_BIN_DIR    the built binaries (default: target/debug of this workspace);
@@ -107,6 +108,10 @@ main() {
     local bin_dir=${PRESENCE_BIN_DIR:-$repo/target/debug}
     local name dir
     find_kustomize
+    if [ "${1:-}" = "--find-kustomize" ]; then
+        printf '%s\n' "${kustomize[*]}"
+        return
+    fi
     ensure_venv
     ensure_promtool
     find_tansu

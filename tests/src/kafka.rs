@@ -18,17 +18,19 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a topic read to its reported end must stay quiet to count as read.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// A consumer outside every group the services use: it reads by assignment and
-/// commits nothing.
-fn consumer(bootstrap: &str) -> Result<BaseConsumer> {
+/// A consumer that reads by assignment and commits nothing: in a group of its own
+/// (`group` a fresh name), or in a service's group only to ask for its committed
+/// offsets (it never subscribes, so it never joins).
+fn consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", crate::unique("presence-tests-reader"))
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "50")
         // Presence writes no transactions: nothing to wait for, whatever the
-        // broker says of open ones.
+        // broker says of open ones. (tansu 0.6 on PostgreSQL also fails every
+        // read_committed ListOffsets with an SQL error, so watermarks need this.)
         .set("isolation.level", "read_uncommitted")
         .create()
         .context("creating a Kafka consumer")
@@ -46,7 +48,7 @@ pub async fn read_topic(bootstrap: &str, topic: &str, timeout: Duration) -> Resu
 
 fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<RawRecord>> {
     let deadline = Instant::now() + timeout;
-    let consumer = consumer(bootstrap)?;
+    let consumer = consumer(bootstrap, &crate::unique("presence-tests-reader"))?;
     let partitions = partition_count(&consumer, topic)?;
     let mut ends = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -108,6 +110,62 @@ fn read_topic_blocking(bootstrap: &str, topic: &str, timeout: Duration) -> Resul
             Some(Err(error)) => bail!("reading {topic}: {error}"),
             None => {}
         }
+    }
+}
+
+/// How many records of `topic` consumer group `group` has taken but not
+/// committed (or not taken at all), summed over the partitions: what the group
+/// would be handed again if its members died now. Joins no group: it only asks
+/// the group's coordinator for its committed offsets.
+pub async fn uncommitted(bootstrap: &str, group: &str, topic: &str) -> Result<i64> {
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || uncommitted_blocking(&bootstrap, &group, &topic))
+        .await
+        .context("the offset reader panicked")?
+}
+
+fn uncommitted_blocking(bootstrap: &str, group: &str, topic: &str) -> Result<i64> {
+    let consumer = consumer(bootstrap, group)?;
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..partition_count(&consumer, topic)? {
+        partitions.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, REQUEST_TIMEOUT)
+        .with_context(|| format!("the offsets {group} committed on {topic}"))?;
+    let mut behind = 0;
+    for element in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, element.partition(), REQUEST_TIMEOUT)
+            .with_context(|| format!("watermarks of {topic}/{}", element.partition()))?;
+        let done = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        behind += (high - done).max(0);
+    }
+    Ok(behind)
+}
+
+/// Waits until consumer group `group` has committed every record of `topic`:
+/// everything its members took is finished, redeliveries included, and what
+/// they published is on the broker. An error after `timeout`.
+pub async fn wait_until_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let behind = uncommitted(bootstrap, group, topic).await?;
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{group} still had {behind} records of {topic} uncommitted after {timeout:?}");
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -1,11 +1,13 @@
 //! Scans sent the way scanners send them under load (each retried with the same
 //! body until decided), and the checks every distributed test makes of the
 //! outcome: each scan on the `decisions` stream exactly once with what its
-//! client was told, and each ticket entered exactly once.
+//! client was told (raw, or after deduplication by scan id where a redelivery
+//! may publish a decision twice: [`Delivery`]), and each ticket entered exactly
+//! once.
 
 use crate::TestApp;
 use crate::app::Reply;
-use crate::kafka::{DecisionRecord, read_decisions};
+use crate::kafka::{DecisionRecord, read_decisions, wait_until_committed};
 use crate::scenario::{Scanner, Show, next_scan_time};
 use anyhow::{Context, Result, anyhow, ensure};
 use presence_domain::ScanKind;
@@ -294,34 +296,118 @@ impl Flow {
     }
 }
 
-/// The `decisions` stream deduplicated by scan id, as its consumers are told to
-/// read it. A scan id seen twice (a redelivered scan published again) must carry
-/// the same decision both times.
-pub async fn decisions_by_scan_id(app: &TestApp) -> Result<BTreeMap<String, DecisionRecord>> {
-    deduplicate(all_decisions(app).await?)
+/// What SPEC promises of the `decisions` stream for a test's scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// No validator lost records it had taken (no crash, no partitions moved):
+    /// nothing is redelivered, so each decision is on the raw stream exactly
+    /// once (SPEC §5), not one duplicate to drop.
+    ExactlyOnce,
+    /// A validator was killed or its group rebalanced while scans flowed: the
+    /// records it had taken but not committed are handed out again and their
+    /// decisions published again under the same scan id (SPEC §4's at-least-once
+    /// consumption; docs/analytics.md tells consumers to deduplicate by scan id).
+    /// Exactly once after that deduplication, each copy the same decision.
+    AtLeastOnce,
 }
 
-/// Every record of the `decisions` stream, duplicates included.
+/// What the `decisions` stream held, as [`stream_holds_each_scan_once`] read it.
+#[derive(Debug)]
+pub struct Stream {
+    /// Records, duplicates included.
+    pub raw: usize,
+    /// Records dropped by deduplication by scan id (redeliveries).
+    pub duplicates: usize,
+    /// The partition of each record dropped by deduplication.
+    pub duplicated_partitions: Vec<i32>,
+    /// The deduplicated records by scan key.
+    pub by_key: BTreeMap<ScanKey, DecisionRecord>,
+}
+
+/// Every record of the `decisions` stream, duplicates included, once the
+/// validators have finished (committed) every scan request: a stream read while
+/// a redelivery is still under way would miss its duplicate, or a decision.
 pub async fn all_decisions(app: &TestApp) -> Result<Vec<DecisionRecord>> {
     let cluster = app.cluster().context("not a distributed fixture")?;
+    wait_until_committed(
+        &cluster.bootstrap,
+        &cluster.validator_group(),
+        &cluster.topic("scans"),
+        READ_FOR,
+    )
+    .await?;
     read_decisions(&cluster.bootstrap, &cluster.topic("decisions"), READ_FOR).await
 }
 
-pub fn deduplicate(records: Vec<DecisionRecord>) -> Result<BTreeMap<String, DecisionRecord>> {
+/// The records by scan id, as `delivery` allows them: with
+/// [`Delivery::ExactlyOnce`] a scan id twice is an error; with
+/// [`Delivery::AtLeastOnce`] its copies must carry the same decision.
+pub fn by_scan_id(
+    records: Vec<DecisionRecord>,
+    delivery: Delivery,
+) -> Result<BTreeMap<String, DecisionRecord>> {
     let mut by_id: BTreeMap<String, DecisionRecord> = BTreeMap::new();
     for record in records {
         match by_id.get(&record.decision.scan_id) {
-            Some(first) => ensure!(
-                first.decision == record.decision,
-                "scan id {} published with two different decisions:\n{first:?}\n{record:?}",
-                record.decision.scan_id
-            ),
+            Some(first) => {
+                ensure!(
+                    delivery == Delivery::AtLeastOnce,
+                    "scan id {} published twice although nothing was redelivered:\n{first:?}\n\
+                     {record:?}",
+                    record.decision.scan_id
+                );
+                ensure!(
+                    first.decision == record.decision,
+                    "scan id {} published with two different decisions:\n{first:?}\n{record:?}",
+                    record.decision.scan_id
+                );
+            }
             None => {
                 by_id.insert(record.decision.scan_id.clone(), record);
             }
         }
     }
     Ok(by_id)
+}
+
+/// The one check of the `decisions` stream against what the clients saw: once
+/// every scan request is finished, every scan sent is on it as `delivery`
+/// promises, with what its client was told ([`check_stream`]), and nothing else.
+pub async fn stream_holds_each_scan_once(
+    app: &TestApp,
+    sent: &[Sent],
+    delivery: Delivery,
+) -> Result<Stream> {
+    let records = all_decisions(app).await?;
+    let raw = records.len();
+    let mut seen = BTreeSet::new();
+    let duplicated_partitions = records
+        .iter()
+        .filter(|record| !seen.insert(record.decision.scan_id.clone()))
+        .map(|record| record.partition)
+        .collect();
+    let by_id = by_scan_id(records, delivery)?;
+    let by_key = check_stream(sent, &by_id)?;
+    Ok(Stream {
+        raw,
+        duplicates: raw - by_id.len(),
+        duplicated_partitions,
+        by_key,
+    })
+}
+
+/// Nothing answered was lost and no ticket entered twice: the stream holds each
+/// scan as `delivery` promises ([`stream_holds_each_scan_once`]), and every
+/// ticket was entered exactly once ([`entered_exactly_once`]).
+pub async fn nothing_lost(
+    app: &TestApp,
+    sent: &[Sent],
+    probe: &Scanner,
+    delivery: Delivery,
+) -> Result<Stream> {
+    let stream = stream_holds_each_scan_once(app, sent, delivery).await?;
+    entered_exactly_once(app, sent, &stream.by_key, probe).await?;
+    Ok(stream)
 }
 
 /// Checks the stream against what the clients saw: every scan key sent appears

@@ -63,6 +63,12 @@ impl Cluster {
     pub fn registry_group(&self) -> String {
         format!("{}registry", self.topic_prefix)
     }
+
+    /// The consumer group in which the registries count `decisions` into the
+    /// venue stats.
+    pub fn stats_group(&self) -> String {
+        format!("{}registry-stats", self.topic_prefix)
+    }
 }
 
 /// A running validator or registry and where its probes are served.

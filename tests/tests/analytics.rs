@@ -10,8 +10,9 @@
 use anyhow::{Context, Result, bail, ensure};
 use presence_domain::DecisionEvent;
 use presence_proto::pb;
-use presence_tests::kafka::{read_decisions, read_topic};
+use presence_tests::kafka::read_topic;
 use presence_tests::process::{Launch, run_to_completion};
+use presence_tests::scans::{Delivery, READ_FOR, all_decisions, by_scan_id, scan_until_decided};
 use presence_tests::{Cluster, PresenceProcess, ScanKind, Show, TestApp, next_scan_time, unique};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -24,7 +25,6 @@ use tokio::io::AsyncWriteExt;
 const FOLLOW_FOR: Duration = Duration::from_secs(30);
 /// How long the run expecting one decision too many waits for it.
 const OVERSHOOT_TIMEOUT_S: u64 = 3;
-const READ_FOR: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_exactly_the_decisions_made_and_protoc_decodes_the_records() -> Result<()> {
@@ -136,9 +136,9 @@ async fn tail_and_decode(app: &TestApp) -> Result<()> {
 
     // The same decisions as a plain Kafka client decodes them, field for field.
     let topic = cluster.topic("decisions");
-    let records = read_decisions(&cluster.bootstrap, &topic, READ_FOR).await?;
+    let records = by_scan_id(all_decisions(app).await?, Delivery::ExactlyOnce)?;
     let decoded: BTreeMap<String, DecisionEvent> = records
-        .into_iter()
+        .into_values()
         .map(|record| {
             let event = DecisionEvent::try_from(record.decision)?;
             Ok((event.scan_id.to_string(), event))
@@ -242,31 +242,24 @@ async fn make_decisions(app: &TestApp) -> Result<Vec<(String, ScanKind, String, 
     ];
     let mut made = Vec::new();
     for (kind, body, status) in plan {
-        let reply = decided(app, kind, &body).await?;
+        let reply = scan_until_decided(app, kind, body.clone())
+            .await?
+            .last()?
+            .clone();
         ensure!(reply.status() == status, "{kind} answered {}", reply.text);
         let token = body["token"].as_str().unwrap_or_default().to_owned();
         made.push((scan_id(&reply.json)?, kind, status.to_owned(), token));
     }
-    let retry = decided(app, ScanKind::Enter, &first).await?;
+    let retry = scan_until_decided(app, ScanKind::Enter, first)
+        .await?
+        .last()?
+        .clone();
     ensure!(
         scan_id(&retry.json)? == made[0].0,
         "a retry got another scan id: {}",
         retry.text
     );
     Ok(made)
-}
-
-/// The answer to a scan, sent again while the gateway answers 503 (a validator
-/// still joining its group), as a scanner does.
-async fn decided(app: &TestApp, kind: ScanKind, body: &Value) -> Result<presence_tests::Reply> {
-    for _ in 0..20 {
-        let reply = app.scan(kind, body).await?;
-        if reply.code != 503 {
-            return Ok(reply);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("{kind} {body} answered 503 twenty times")
 }
 
 fn scan_id(json: &Value) -> Result<String> {

@@ -213,6 +213,73 @@ async fn inventory_check_fails_on_a_missing_file() -> Result<()> {
     Ok(())
 }
 
+/// `--help` of every binary names the environment variables that may hold a
+/// secret (a Redis URL with its password, an API key, a URL with credentials)
+/// but never prints their values, which clap shows by default.
+#[tokio::test]
+async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
+    let dir = temp_dir()?;
+    let password = presence_tests::unique("redis-password");
+    let api_key = presence_tests::unique("api-key");
+    let url_password = presence_tests::unique("url-password");
+    let secrets = [
+        (
+            "PRESENCE_REDIS_URL",
+            format!("redis://presence:{password}@127.0.0.1:6379/0"),
+        ),
+        ("PRESENCE_API_KEY", api_key.clone()),
+        (
+            "PRESENCE_URL",
+            format!("http://bench:{url_password}@127.0.0.1:8080"),
+        ),
+    ];
+    // Each binary (and subcommand) with the secret-holding variables it takes.
+    let helps: [(&str, &[&str], &[&str]); 7] = [
+        ("presence", &["serve"], &["PRESENCE_API_KEY"]),
+        ("presence", &["demo"], &[]),
+        ("presence", &["decisions", "tail"], &[]),
+        ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
+        ("presence-validator", &[], &["PRESENCE_REDIS_URL"]),
+        ("presence-registry", &[], &["PRESENCE_REDIS_URL"]),
+        (
+            "presence-loadgen",
+            &[],
+            &["PRESENCE_URL", "PRESENCE_API_KEY"],
+        ),
+    ];
+    for (program, subcommand, takes) in helps {
+        let mut launch = Launch::program(program, dir.path());
+        for word in subcommand {
+            launch = launch.arg(word);
+        }
+        launch = launch.arg("--help");
+        for (name, value) in &secrets {
+            launch = launch.env(name, value);
+        }
+        let output = run_to_completion(&launch).await?;
+        let help = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success(),
+            "{program} {subcommand:?} --help exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for name in takes {
+            ensure!(
+                help.contains(name),
+                "{program} {subcommand:?} --help does not name {name}:\n{help}"
+            );
+        }
+        for secret in [&password, &api_key, &url_password] {
+            ensure!(
+                !help.contains(secret.as_str()),
+                "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_cleanly_on_sigterm() -> Result<()> {
     let app = TestApp::embedded().await?;
@@ -486,6 +553,67 @@ async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
     }
     let status = process.terminate().await?;
     ensure!(status.success(), "demo exit status after SIGTERM: {status}");
+    Ok(())
+}
+
+/// The repository's root, where README.md's commands run.
+fn repository_root() -> Result<&'static Path> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow!("the tests crate has no parent folder"))
+}
+
+/// The README's inventory, `examples/tonight.ndjson`, passes `presence inventory
+/// check` and is what `presence serve --inventory` loads; the README's API
+/// commands (the block that loads it, configures a device and enters a ticket),
+/// sent as written to such a server, are each answered 200 OKAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_examples_work_with_examples_tonight_ndjson() -> Result<()> {
+    let root = repository_root()?;
+    let inventory = root.join("examples/tonight.ndjson");
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let dir = temp_dir()?;
+    let output = run_to_completion(
+        &Launch::new(dir.path())
+            .arg("inventory")
+            .arg("check")
+            .arg(&inventory),
+    )
+    .await?;
+    ensure!(
+        output.status.success(),
+        "presence inventory check examples/tonight.ndjson: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = "dev-key";
+    let launch = serve_with_inventory(dir.path(), key, &inventory.to_string_lossy());
+    let (_process, url) = PresenceProcess::start(&launch).await?;
+    // The fenced block that loads the inventory through `$PRESENCE_URL`.
+    let block = readme
+        .split("```")
+        .find(|block| block.contains("$PRESENCE_URL/admin/v1/inventory"))
+        .ok_or_else(|| anyhow!("README.md has no block loading the inventory"))?
+        .replace("$PRESENCE_URL", &url);
+    let commands = curl_commands(&block)?;
+    ensure!(
+        commands.len() >= 3,
+        "expected the inventory, device/init and enter commands: {commands:?}"
+    );
+    let client = http_client()?;
+    for mut command in commands {
+        // `--data-binary @FILE` sends the file, relative to where the README's
+        // commands run.
+        if let Some(file) = command.body.as_deref().and_then(|b| b.strip_prefix('@')) {
+            command.body = Some(std::fs::read_to_string(root.join(file))?);
+        }
+        let (code, reply) = send(&client, &command).await?;
+        ensure!(
+            code == 200 && reply["result"]["status"] == "OKAY",
+            "{} {}: HTTP {code} {reply}",
+            command.method,
+            command.url
+        );
+    }
     Ok(())
 }
 

@@ -12,16 +12,16 @@
 
 use anyhow::{Context, Result, ensure};
 use presence_proto::pb;
-use presence_tests::kafka::{DecisionRecord, read_topic};
+use presence_tests::kafka::{read_topic, wait_until_committed};
 use presence_tests::scans::{
-    Flow, READ_FOR, RETRY_FOR, RETRY_PAUSE, Retry, ScanKey, Sent, all_decisions, check_stream,
-    deduplicate, entered_exactly_once, enters, scan_until_decided, send_all, venue, with_app,
+    Delivery, Flow, READ_FOR, RETRY_FOR, RETRY_PAUSE, Retry, Sent, enters, nothing_lost,
+    scan_until_decided, send_all, stream_holds_each_scan_once, venue, with_app,
 };
 use presence_tests::stack::{DistributedOptions, Probe, Shutdown, assigned_scan_partitions};
-use presence_tests::{ScanKind, Scanner, TestApp, next_scan_time, now_ms, unique_mac};
+use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, unique_mac};
 use prost::Message as _;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,39 +60,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// What the `decisions` stream held after a fault.
-struct Stream {
-    /// Records, duplicates included.
-    raw: usize,
-    /// Records dropped by deduplication by scan id (redeliveries).
-    duplicates: usize,
-    /// The partition of each record dropped by deduplication.
-    duplicated_partitions: Vec<i32>,
-    by_key: BTreeMap<ScanKey, DecisionRecord>,
-}
-
-/// The stream holds every scan exactly once after deduplication, with what its
-/// client was told, and no ticket was entered twice.
-async fn nothing_lost(app: &TestApp, sent: &[Sent], probe: &Scanner) -> Result<Stream> {
-    let records = all_decisions(app).await?;
-    let raw = records.len();
-    let mut seen = BTreeSet::new();
-    let duplicated_partitions = records
-        .iter()
-        .filter(|record| !seen.insert(record.decision.scan_id.clone()))
-        .map(|record| record.partition)
-        .collect();
-    let by_id = deduplicate(records)?;
-    let by_key = check_stream(sent, &by_id)?;
-    entered_exactly_once(app, sent, &by_key, probe).await?;
-    Ok(Stream {
-        raw,
-        duplicates: raw - by_id.len(),
-        duplicated_partitions,
-        by_key,
-    })
 }
 
 /// Every scan is decided at the first try: everything works again.
@@ -243,7 +210,7 @@ async fn a_gateway_killed_under_load_loses_no_answered_decision() -> Result<()> 
             !cut.is_empty(),
             "no scan lost its connection: the kill interrupted nothing"
         );
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
         // A scan cut off after its decision was applied got that decision on its
         // retry (remembered, under the first request's scan id).
         let applied_before_cut = cut
@@ -276,8 +243,9 @@ async fn a_gateway_killed_under_load_loses_no_answered_decision() -> Result<()> 
 
 /// Redis killed for a few seconds while scans flow, then started again on its
 /// port and data. Meanwhile scans are answered 503 UNAVAILABLE with Retry-After
-/// (never a 500, never a decision Redis did not make), the validator's `/readyz`
-/// is red and the gateway's stays green (it does not follow Redis). Once Redis is
+/// (never a 500, never a decision Redis did not make), the validator's and the
+/// registry's `/readyz` are red and the gateway's stays green (it does not follow
+/// Redis). Once Redis is
 /// back everything is decided again, with no service restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
@@ -297,7 +265,12 @@ async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
             Ok(!app.validator_readiness(0).await?.0)
         })
         .await?;
-        let (registry_ready, _) = app.registry_readiness().await?;
+        // The registry serves devices and counts decisions from Redis: its
+        // readiness follows Redis too (it pings the store, as the validator's does).
+        let registry_red = until("the registry's /readyz red", || async {
+            Ok(!app.registry_readiness().await?.0)
+        })
+        .await?;
         let (gateway_ready, gateway_says) = app.gateway_readiness().await?;
         ensure!(
             gateway_ready,
@@ -309,6 +282,10 @@ async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
         let down_for = down.elapsed() - up.elapsed();
         let validator_green = until("the validator's /readyz green again", || async {
             Ok(app.validator_readiness(0).await?.0)
+        })
+        .await?;
+        let registry_green = until("the registry's /readyz green again", || async {
+            Ok(app.registry_readiness().await?.0)
         })
         .await?;
         let sent = flow.finish().await?;
@@ -325,7 +302,7 @@ async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
             .filter(|attempt| attempt.code == Some(200) && attempt.finished > up)
             .map(|attempt| attempt.finished - up)
             .min();
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
         let fresh: Vec<String> = (0..20).map(|_| show.token()).collect();
         app.load(
             &fresh
@@ -338,8 +315,9 @@ async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
         eprintln!(
             "fault: Redis SIGKILL after {answered_before}/{SCANS} scans answered, 8 in flight, \
              down {down_for:?}; validator /readyz red {validator_red:?} after the kill, green \
-             {validator_green:?} after the restart; registry ready during the outage: \
-             {registry_ready}; gateway ready during the outage: {gateway_ready}; tries by HTTP \
+             {validator_green:?} after the restart; registry /readyz red {registry_red:?} after \
+             the kill, green {registry_green:?} after the restart; gateway ready during the \
+             outage: {gateway_ready}; tries by HTTP \
              code {:?} ({unavailable} answered 503); first decision {first_decided_after:?} \
              after the restart; decisions on the stream {} ({} duplicates by scan id)",
             codes(&sent),
@@ -354,12 +332,14 @@ async fn a_redis_outage_answers_503_and_heals_without_restarts() -> Result<()> {
 /// Redis stopped with SIGTERM, then with SIGKILL right after an answer, and
 /// started again each time on its data: every ticket entered before is still
 /// ALREADY_ENTERED (naming that entry), a retry of the entering scan still
-/// returns its OKAY, and inventory and devices are still there.
+/// returns its OKAY, and inventory and devices are still there. Every decision
+/// is on `decisions` once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_keeps_ticket_state() -> Result<()> {
     with_app(TestApp::distributed().await?, |app| async move {
         let (_show, tokens, scanners) = venue(&app, 20, 2).await?;
         let (entry_gate, other_gate) = (&scanners[0], &scanners[1]);
+        let mut sent = Vec::new();
         for (variant, batch) in [("SIGTERM", &tokens[..10]), ("SIGKILL", &tokens[10..])] {
             let mut entered = Vec::new();
             for token in batch {
@@ -384,7 +364,7 @@ async fn a_redis_restart_keeps_ticket_state() -> Result<()> {
                 Ok(app.validator_readiness(0).await?.0)
             })
             .await?;
-            for scan in &entered {
+            for scan in &mut entered {
                 let again = scan_until_decided(
                     &app,
                     ScanKind::Enter,
@@ -411,13 +391,19 @@ async fn a_redis_restart_keeps_ticket_state() -> Result<()> {
                     first.text,
                     retry.last()?.text
                 );
+                // A retry is the same scan: its answers are that scan's.
+                scan.answers.extend(retry.answers);
+                sent.push(again);
             }
             eprintln!(
                 "fault: Redis {variant} and restart took {restarted:?}, validator ready {ready:?} \
                  later; {} entered tickets still ALREADY_ENTERED, their retries still OKAY",
                 entered.len()
             );
+            sent.extend(entered);
         }
+        // Redis restarts hand no scan request out again: each decision once.
+        stream_holds_each_scan_once(&app, &sent, Delivery::ExactlyOnce).await?;
         Ok(())
     })
     .await
@@ -475,7 +461,7 @@ async fn a_broker_restart_loses_no_answered_scan() -> Result<()> {
             unavailable > 0,
             "no scan was answered 503: the broker's restart interrupted nothing"
         );
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
         let fresh: Vec<String> = (0..20).map(|_| show.token()).collect();
         app.load(
             &fresh
@@ -555,7 +541,7 @@ async fn the_gateway_stops_gracefully_under_load() -> Result<()> {
                 );
             }
             let refused = sent.iter().map(Sent::unreachable).sum::<usize>();
-            let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+            let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
             eprintln!(
                 "fault: gateway SIGTERM (grace {GATEWAY_GRACE_MS} ms) with {in_flight} scans in \
              flight, all answered 200; /readyz red {first_red:?} after the signal, exit 0 after \
@@ -607,7 +593,9 @@ async fn a_validator_stops_gracefully_under_load() -> Result<()> {
             !log.contains("still in flight at shutdown"),
             "the validator gave up records in flight"
         );
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        // The remaining validator takes over the stopped one's partitions: a
+        // rebalance, after which records may be handed out again.
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::AtLeastOnce).await?;
         // `decisions` is keyed and partitioned as `scans` is: a decision published
         // twice on a partition the stopped validator held was redelivered from it.
         // The remaining validator may redeliver records of its own partitions that
@@ -698,6 +686,15 @@ async fn the_registry_stops_gracefully_under_load() -> Result<()> {
         // Each device on `devices` as often as it was configured: once, unless
         // a call answered 503 was applied anyway and then applied again on retry.
         let cluster = app.cluster().context("distributed")?;
+        // Every device request finished first: a redelivery still under way
+        // would publish its device after the read.
+        wait_until_committed(
+            &cluster.bootstrap,
+            &cluster.registry_group(),
+            &cluster.topic("registry"),
+            READ_FOR,
+        )
+        .await?;
         let mut published: BTreeMap<String, usize> = BTreeMap::new();
         for record in read_topic(&cluster.bootstrap, &cluster.topic("devices"), READ_FOR).await? {
             let device = pb::Device::decode(record.payload.as_slice())?;
@@ -789,7 +786,7 @@ async fn a_redis_stall_past_the_store_timeout_loses_no_decision() -> Result<()> 
             unavailable > 0,
             "no scan was answered 503: the stall interrupted nothing"
         );
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
         eprintln!(
             "fault: Redis SIGSTOP for {REDIS_STALL:?} after {answered_before}/{SCANS} scans \
              answered, {IN_FLIGHT} in flight; tries by HTTP code {:?} ({unavailable} answered \
@@ -832,7 +829,7 @@ async fn commits_held_past_their_timeout_decide_nothing_behind_a_503() -> Result
             unavailable > 0,
             "no scan was answered 503: the pause held back nothing"
         );
-        let stream = nothing_lost(&app, &sent, &scanners[0]).await?;
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::ExactlyOnce).await?;
         eprintln!(
             "fault: Redis writes paused {REDIS_STALL:?} after {answered_before}/{SCANS} scans \
              answered, {IN_FLIGHT} in flight; tries by HTTP code {:?} ({unavailable} answered \

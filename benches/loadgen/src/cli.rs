@@ -19,7 +19,9 @@ const DEFAULT_CONCURRENCY: usize = 64;
 #[command(name = "presence-loadgen", version)]
 pub struct Args {
     /// Base URL of the server under test (http only).
-    #[arg(long, env = "PRESENCE_URL")]
+    // A URL may carry credentials (`http://user:password@…`): `--help` does not
+    // print the environment's value.
+    #[arg(long, env = "PRESENCE_URL", hide_env_values = true)]
     pub url: String,
 
     /// An admin API key (the inventory goes through /admin/v1/inventory).

@@ -18,9 +18,12 @@ pub struct ServiceArgs {
     pub kafka: crate::KafkaArgs,
     /// One Redis server's URL; with `--redis-cluster`, a comma-separated list of
     /// a Redis Cluster's seed nodes' URLs.
+    // The URL may hold Redis's password: `--help` must not print the
+    // environment's value, as clap does by default.
     #[arg(
         long,
         env = "PRESENCE_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379/0"
     )]
     pub redis_url: String,

@@ -1,9 +1,10 @@
 //! Hostile requests against the whole router, over the canned transport: any
 //! method, path, query string, key, content type and body. None may get a 5xx,
 //! and every answer under the API prefixes is the JSON envelope with a known
-//! status (ticket paths with `message.tickets`), whatever was wrong.
+//! status (ticket paths with `message.tickets`), whatever was wrong; and none
+//! without a valid API key gets a 2xx, except on the key-free operations paths.
 
-use super::{ADMIN_KEY, DOCUMENTED_PATHS, GATE_KEY, Harness, Reply, VENUE};
+use super::{ADMIN_KEY, DOCUMENTED_PATHS, GATE_KEY, Harness, PLAIN_KEY, Reply, VENUE};
 use crate::paths::{is_ticket_path, requires_key};
 use axum::body::Body;
 use axum::http::{Method, Request, header};
@@ -45,10 +46,18 @@ fn path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The paths SPEC §2 serves without an API key.
+const KEY_FREE_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// Every key the harness's router accepts (a venue-limited one included).
+const VALID_KEYS: [&str; 3] = [ADMIN_KEY, GATE_KEY, PLAIN_KEY];
+
 /// Query strings: the device lookup's parameters, keys, repeats, bad escapes.
 fn query() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
+        Just(format!("?apikey={ADMIN_KEY}")),
+        Just(format!("?venue={VENUE}&apikey={GATE_KEY}")),
         Just(format!("?venue={VENUE}&mac=00-24-06-f0-f9-fb")),
         "\\?(venue|venueId|mac|apikey|x)=[a-zA-Z0-9:%+ -]{0,20}(&(venue|venueId|mac|apikey)=[a-zA-Z0-9:%-]{0,20}){0,3}",
         "\\?[a-zA-Z0-9=&%+;.~-]{0,40}",
@@ -116,11 +125,27 @@ fn content_type() -> impl Strategy<Value = Option<&'static str>> {
     ]))
 }
 
+/// Whether a request carries a key the router accepts, in the header or (for a
+/// request without the header) anywhere in the query string: generous, so that
+/// a request counted as keyless surely has no valid key.
+fn carries_a_valid_key(key: Option<&[u8]>, query: &str) -> bool {
+    match key {
+        Some(key) => VALID_KEYS.iter().any(|valid| valid.as_bytes() == key),
+        None => VALID_KEYS.iter().any(|valid| query.contains(valid)),
+    }
+}
+
 /// What every answer must be, whatever was asked.
-fn check(method: &Method, path: &str, reply: &Reply) -> Result<(), TestCaseError> {
+fn check(method: &Method, path: &str, keyed: bool, reply: &Reply) -> Result<(), TestCaseError> {
     prop_assert!(
         !reply.status.is_server_error(),
         "{method} {path}: {} {}",
+        reply.status,
+        reply.text
+    );
+    prop_assert!(
+        keyed || KEY_FREE_PATHS.contains(&path) || !reply.status.is_success(),
+        "{method} {path} without a valid key: {} {}",
         reply.status,
         reply.text
     );
@@ -152,7 +177,7 @@ fn check(method: &Method, path: &str, reply: &Reply) -> Result<(), TestCaseError
 }
 
 #[test]
-fn no_request_gets_a_server_error_or_loses_the_envelope() {
+fn no_request_gets_a_server_error_loses_the_envelope_or_passes_without_a_key() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,6 +188,7 @@ fn no_request_gets_a_server_error_or_loses_the_envelope() {
     let outcome = runner.run(
         &strategy,
         |(method, path, query, key, content_type, body)| {
+            let keyed = carries_a_valid_key(key.as_deref(), &query);
             let mut builder = Request::builder()
                 .method(method.clone())
                 .uri(format!("{path}{query}"));
@@ -178,7 +204,7 @@ fn no_request_gets_a_server_error_or_loses_the_envelope() {
             };
             let path = request.uri().path().to_owned();
             let reply = runtime.block_on(harness.call(request));
-            check(&method, &path, &reply)
+            check(&method, &path, keyed, &reply)
         },
     );
     if let Err(failure) = outcome {
