@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         !keys.is_empty(),
         "no API keys configured: set PRESENCE_API_KEY or PRESENCE_API_KEYS_FILE"
     );
-    let mut kafka = settings.kafka.settings();
+    let mut kafka = settings.kafka.settings().context("Kafka settings")?;
     if let Some(id) = settings.instance_id {
         kafka.instance_id = id;
     }

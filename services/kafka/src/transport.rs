@@ -63,7 +63,7 @@ impl std::fmt::Debug for KafkaTransport {
     }
 }
 
-/// The topics a gateway writes to, and its own reply topic.
+/// The topics a gateway writes to.
 pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let topics = settings.topics();
     vec![
@@ -82,22 +82,31 @@ pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
             partitions: 1,
             compacted: false,
         },
-        TopicSpec {
-            name: topics.replies(&settings.instance_id),
-            partitions: 1,
-            compacted: false,
-        },
     ]
 }
 
 impl KafkaTransport {
-    /// Creates missing topics and starts reading this instance's reply topic.
+    /// Prepares the topics it writes to (see [`client::prepare_topics`]; a
+    /// failure is logged and retried until it works), creates this instance's
+    /// reply topic and starts reading it.
     pub async fn start(
         settings: KafkaSettings,
         deadlines: AnswerDeadlines,
     ) -> Result<Self, KafkaError> {
-        client::ensure_topics(&settings, &gateway_topics(&settings)).await?;
+        client::prepare_topics_retrying(&settings, &gateway_topics(&settings), |_| {}).await;
         let topics = settings.topics();
+        // The reply topic is this instance's own: created even when the shared
+        // topics are managed elsewhere (docs/operations.md, "ACLs").
+        let reply_topic = TopicSpec {
+            name: topics.replies(&settings.instance_id),
+            partitions: 1,
+            compacted: false,
+        };
+        let creating = KafkaSettings {
+            create_topics: true,
+            ..settings.clone()
+        };
+        client::prepare_topics(&creating, &[reply_topic]).await?;
         let producer = client::producer(&settings)?;
         let replies = ReplyRouter::start(&settings, topics.replies(&settings.instance_id))?;
         tracing::info!(replies = replies.topic(), "kafka transport started");
