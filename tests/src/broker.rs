@@ -128,6 +128,24 @@ impl Drop for Database {
     }
 }
 
+/// The one value `query` selects on `database` of the PostgreSQL server at `server`.
+fn psql_query(server: &str, database: &str, query: &str) -> Result<String> {
+    let output = Command::new("psql")
+        .arg(format!("{server}/{database}"))
+        .args(["--no-psqlrc", "-At", "-c", query])
+        .stdin(Stdio::null())
+        .output()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "psql on {server}/{database} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// Runs `sql` on `database` of the PostgreSQL server at `server`, stopping at
 /// the first error.
 fn psql(server: &str, database: &str, sql: &str) -> Result<()> {
@@ -276,12 +294,24 @@ impl Broker {
             .stdin(Stdio::null())
             .output()
             .context("running tansu user create")?;
-        if !output.status.success() {
+        // It exits 0 even when the broker failed to store the user: look.
+        let stored = match &self.storage {
+            Storage::Postgres(database) => {
+                psql_query(
+                    &database.server,
+                    &database.name,
+                    &format!("select count(*) from scram_credential where username = '{name}'"),
+                )? == "1"
+            }
+            Storage::Memory => bail!("a SCRAM user must be made on a durable broker"),
+        };
+        if !output.status.success() || !stored {
             bail!(
-                "tansu user create {name} failed ({}): {}{}",
+                "tansu user create {name} failed ({}): {}{}\n{}",
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                String::from_utf8_lossy(&output.stderr),
+                self.log()
             );
         }
         Ok(())
@@ -447,15 +477,8 @@ mod tests {
     }
 
     fn database_exists(server: &str, name: &str) -> bool {
-        let output = Command::new("psql")
-            .arg(format!("{server}/postgres"))
-            .args(["--no-psqlrc", "-At", "-c"])
-            .arg(format!(
-                "select count(*) from pg_database where datname = '{name}'"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim() == "1"
+        let query = format!("select count(*) from pg_database where datname = '{name}'");
+        psql_query(server, "postgres", &query).unwrap() == "1"
     }
 
     #[tokio::test]

@@ -113,7 +113,8 @@ impl TlsFront {
     /// verifying the broker with `ca_file`; the password in a file, as in
     /// production.
     pub fn client_env(&self, user: &User, ca_file: &Path) -> Result<Vec<(String, String)>> {
-        let password_file = self.pki.dir.path().join(format!("{}.password", user.name));
+        // A file per call: two settings of the same user may differ in password.
+        let password_file = self.pki.dir.path().join(crate::unique("password"));
         fs::write(&password_file, format!("{}\n", user.password))
             .context("writing the password file")?;
         Ok([

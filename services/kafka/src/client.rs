@@ -8,6 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct TopicSpec {
 
 /// Longest the broker's metadata may take to arrive when topics are prepared.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the error events of a failed metadata request are collected.
+const EVENTS_WAIT: Duration = Duration::from_millis(100);
 
 /// Makes sure `specs` exist before a service uses them: creates the missing
 /// ones, or, with `PRESENCE_KAFKA_CREATE_TOPICS=false`, only checks that they
@@ -73,19 +76,23 @@ pub async fn prepare_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<LastError> = settings
+    // A producer only for its metadata request and its error events: polling
+    // it hands librdkafka's reports (authentication, TLS) to `LastError`.
+    let probe: BaseProducer<LastError> = settings
         .client_config(&[])
         .create_with_context(LastError::default())?;
-    let admin = std::sync::Arc::new(admin);
-    let probe = admin.clone();
-    let metadata =
-        tokio::task::spawn_blocking(move || probe.inner().fetch_metadata(None, METADATA_TIMEOUT))
-            .await
-            .map_err(|error| KafkaError::Task(error.to_string()))?;
+    let probe = std::sync::Arc::new(probe);
+    let probing = probe.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        let metadata = probing.client().fetch_metadata(None, METADATA_TIMEOUT);
+        probing.poll(EVENTS_WAIT);
+        metadata
+    })
+    .await
+    .map_err(|error| KafkaError::Task(error.to_string()))?;
     let metadata = metadata.map_err(|error| {
         KafkaError::Unreachable(
-            admin
-                .inner()
+            probe
                 .context()
                 .reason()
                 .unwrap_or_else(|| error.to_string()),
@@ -109,7 +116,7 @@ pub async fn prepare_topics(
             missing.iter().map(|spec| spec.name.clone()).collect(),
         ));
     }
-    create_topics(&admin, settings, &missing).await
+    create_topics(settings, &missing).await
 }
 
 /// How long a client waits between two tries to prepare its topics.
@@ -152,11 +159,8 @@ pub async fn prepare_topics_retrying(
 }
 
 /// Creates `specs`; one created meanwhile by another service is fine.
-async fn create_topics(
-    admin: &AdminClient<LastError>,
-    settings: &KafkaSettings,
-    specs: &[&TopicSpec],
-) -> Result<(), KafkaError> {
+async fn create_topics(settings: &KafkaSettings, specs: &[&TopicSpec]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {
@@ -204,19 +208,32 @@ impl LastError {
     }
 }
 
+impl ProducerContext for LastError {
+    type DeliveryOpaque = ();
+
+    /// The probe sends nothing.
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
 impl ClientContext for LastError {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        let what = match error.rdkafka_error_code() {
+        let code = error.rdkafka_error_code();
+        let what = match code {
             Some(RDKafkaErrorCode::Authentication) => "authentication failed",
             Some(RDKafkaErrorCode::SSL) => "TLS failed",
             _ if reason.contains("SSL") => "TLS failed",
             _ => "broker unreachable",
         };
-        tracing::warn!(%error, reason, "kafka client error");
-        *self
+        let mut last = self
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("{what}: {reason}"));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // "All brokers down" follows the failure that brought them down: keep
+        // the cause.
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
+            return;
+        }
+        *last = Some(format!("{what}: {reason}"));
     }
 }
 
