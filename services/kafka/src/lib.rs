@@ -49,8 +49,6 @@ pub use transport::KafkaTransport;
 pub enum KafkaError {
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
-    #[error("{0}")]
-    Settings(#[from] security::SecurityError),
     #[error("kafka: {0}")]
     Unreachable(String),
     #[error("kafka: topics missing (PRESENCE_KAFKA_CREATE_TOPICS=false): {}", .0.join(", "))]
