@@ -102,7 +102,7 @@ async fn a_scan_is_answered_and_tailed_over_sasl_ssl() -> Result<()> {
 
 /// A wrong password and a CA that did not sign the broker's certificate: the
 /// validator and the registry keep running, not ready, `/readyz` and their
-/// log saying why; the gateway keeps running and logs why; the passwords,
+/// log saying why; the gateway serves its probes, not ready, and logs why; the passwords,
 /// right or wrong, appear in none of their logs nor `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()> {
@@ -170,14 +170,11 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
         .env("PRESENCE_TOPIC_PREFIX", format!("{}.", unique("presence")))
         .env("PRESENCE_LISTEN", "127.0.0.1:0")
         .env("PRESENCE_API_KEY", unique("key"));
-    let mut gateway = PresenceProcess::spawn(&with_env(gateway, &refused_password))?;
+    let (gateway, base_url) = PresenceProcess::start(&with_env(gateway, &refused_password)).await?;
+    // Its probes answer: not ready, the reason logged with each probe.
+    not_ready_saying(&base_url, "unavailable").await?;
     let deadline = Instant::now() + VERDICT_TIMEOUT;
-    while !gateway.stderr().contains("authentication failed") {
-        ensure!(
-            gateway.try_exit()?.is_none(),
-            "the gateway exited: {}",
-            gateway.stderr()
-        );
+    while !gateway.stderr().contains("kafka: authentication failed") {
         ensure!(
             Instant::now() < deadline,
             "the gateway never said why: {}",
@@ -185,6 +182,7 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    not_ready_saying(&base_url, "unavailable").await?;
     ensure!(
         !gateway.stderr().contains(&wrong_password.password),
         "the password is in the gateway's log"

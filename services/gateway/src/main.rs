@@ -47,11 +47,8 @@ async fn main() -> anyhow::Result<()> {
         request: config.decision_timeout,
         ..AnswerDeadlines::default()
     };
-    let transport = Arc::new(
-        KafkaTransport::start(kafka, deadlines)
-            .await
-            .context("connecting to Kafka")?,
-    );
+    let transport =
+        Arc::new(KafkaTransport::start(kafka, deadlines).context("creating the Kafka clients")?);
     let gateway = Gateway::bind(settings.listen, config, keys, transport.clone())
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -120,7 +120,7 @@ pub async fn prepare_topics(
 }
 
 /// How long a client waits between two tries to prepare its topics.
-const PREPARE_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const PREPARE_RETRY: Duration = Duration::from_secs(5);
 
 /// [`prepare_topics`] until it works, every [`PREPARE_RETRY`]: a wrong password
 /// or CA, or a missing topic, is logged (once per new reason) and handed to
