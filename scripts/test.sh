@@ -50,6 +50,21 @@ ensure_redis_server() {
     fi
 }
 
+# librdkafka is built with TLS against the system's OpenSSL (libssl-dev, found
+# with pkg-config); the Kafka security tests make their certificates with the
+# openssl program and terminate TLS in front of the test broker with stunnel.
+ensure_tls_packages() {
+    local missing=()
+    dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || missing+=(stunnel4)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
 # The Kafka-protocol broker that the distributed tests and deploy/local/stack.sh
 # run (tansu, storage in memory): installed with cargo when missing, its path
 # exported as PRESENCE_TANSU.
@@ -149,6 +164,7 @@ main() {
     ensure_kustomize
     ensure_nextest
     ensure_redis_server
+    ensure_tls_packages
     ensure_tansu
     ensure_buf
     ensure_schemathesis

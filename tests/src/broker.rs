@@ -57,6 +57,15 @@ pub struct Broker {
     dir: TempDir,
     storage: Storage,
     child: Option<Child>,
+    /// Set by [`Broker::require_authentication`].
+    secured: Option<Secured>,
+}
+
+/// How a broker behind a TLS terminator runs: every client authenticates
+/// (SASL), and the address it advertises is the terminator's.
+#[derive(Debug, Clone, Copy)]
+struct Secured {
+    advertised_port: u16,
 }
 
 /// Where a broker keeps topics, records, offsets and groups.
@@ -119,6 +128,24 @@ impl Drop for Database {
     }
 }
 
+/// The one value `query` selects on `database` of the PostgreSQL server at `server`.
+fn psql_query(server: &str, database: &str, query: &str) -> Result<String> {
+    let output = Command::new("psql")
+        .arg(format!("{server}/{database}"))
+        .args(["--no-psqlrc", "-At", "-c", query])
+        .stdin(Stdio::null())
+        .output()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "psql on {server}/{database} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// Runs `sql` on `database` of the PostgreSQL server at `server`, stopping at
 /// the first error.
 fn psql(server: &str, database: &str, sql: &str) -> Result<()> {
@@ -162,6 +189,7 @@ impl Broker {
             dir,
             storage,
             child: None,
+            secured: None,
         };
         on_a_free_port("tansu", async |port| {
             broker.port = port;
@@ -203,6 +231,100 @@ impl Broker {
         Ok(())
     }
 
+    /// Creates `names` with `partitions` each, as an operator managing the
+    /// topics would.
+    pub async fn create_topics(&self, names: &[String], partitions: i32) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .context("creating an admin client")?;
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let created = admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .context("creating topics")?;
+        if let Some(Err((topic, code))) = created.into_iter().find(Result::is_err) {
+            bail!("creating {topic}: {code}");
+        }
+        Ok(())
+    }
+
+    /// The names of every topic the broker holds.
+    pub async fn topics(&self) -> Result<Vec<String>> {
+        let bootstrap = self.bootstrap();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer as _};
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .context("creating a consumer")?;
+            let metadata = consumer
+                .fetch_metadata(None, Duration::from_secs(10))
+                .context("reading the broker's metadata")?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.name().to_owned())
+                .collect())
+        })
+        .await
+        .context("listing topics")?
+    }
+
+    /// Makes a SCRAM user (`mechanism` as Kafka spells it, `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512`) with `tansu user create`, which speaks no SASL itself:
+    /// call it before [`Broker::require_authentication`], on a durable broker
+    /// so that the user survives the restart.
+    pub fn create_scram_user(&self, name: &str, password: &str, mechanism: &str) -> Result<()> {
+        let mechanism = match mechanism {
+            "SCRAM-SHA-256" => "scram256",
+            "SCRAM-SHA-512" => "scram512",
+            other => bail!("tansu makes SCRAM users only, not {other}"),
+        };
+        let output = Command::new(tansu()?)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", mechanism, name, password])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .context("running tansu user create")?;
+        // It exits 0 even when the broker failed to store the user: look.
+        let stored = match &self.storage {
+            Storage::Postgres(database) => {
+                psql_query(
+                    &database.server,
+                    &database.name,
+                    &format!("select count(*) from scram_credential where username = '{name}'"),
+                )? == "1"
+            }
+            Storage::Memory => bail!("a SCRAM user must be made on a durable broker"),
+        };
+        if !output.status.success() || !stored {
+            bail!(
+                "tansu user create {name} failed ({}): {}{}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
+    /// Restarts the broker demanding SASL authentication of every client
+    /// (`--authentication`) and advertising `127.0.0.1:advertised_port`, the
+    /// TLS terminator in front of it, as its address.
+    pub async fn require_authentication(&mut self, advertised_port: u16) -> Result<()> {
+        self.secured = Some(Secured { advertised_port });
+        self.restart().await
+    }
+
     /// Stops the broker if it runs, then starts it again on the same port and
     /// storage.
     pub async fn restart(&mut self) -> Result<()> {
@@ -221,13 +343,25 @@ impl Broker {
             .open(self.dir.path().join(LOG_FILE))
             .context("opening the tansu log file")?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self.secured.map_or_else(
+            || url.clone(),
+            |secured| format!("tcp://127.0.0.1:{}", secured.advertised_port),
+        );
         let mut command = Command::new(program);
         for key in AMBIENT_SETTINGS {
             command.env_remove(key);
         }
+        command.arg("broker");
+        if self.secured.is_some() {
+            command.arg("--authentication");
+        }
         let child = command
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", &self.storage.engine_url()])
             .env(
                 "RUST_LOG",
@@ -338,33 +472,13 @@ mod tests {
     }
 
     /// Creates `topic` with one partition, as the services do at start.
-    async fn create_topic(bootstrap: &str, topic: &str) {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        use rdkafka::client::DefaultClientContext;
-        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        let created = admin
-            .create_topics(
-                [&NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await
-            .unwrap();
-        assert!(created.iter().all(Result::is_ok), "{created:?}");
+    async fn create_topic(broker: &Broker, topic: &str) {
+        broker.create_topics(&[topic.to_owned()], 1).await.unwrap();
     }
 
     fn database_exists(server: &str, name: &str) -> bool {
-        let output = Command::new("psql")
-            .arg(format!("{server}/postgres"))
-            .args(["--no-psqlrc", "-At", "-c"])
-            .arg(format!(
-                "select count(*) from pg_database where datname = '{name}'"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim() == "1"
+        let query = format!("select count(*) from pg_database where datname = '{name}'");
+        psql_query(server, "postgres", &query).unwrap() == "1"
     }
 
     #[tokio::test]
@@ -372,7 +486,7 @@ mod tests {
         let mut broker = Broker::start_durable().await.unwrap();
         assert!(broker.is_durable());
         let (bootstrap, port) = (broker.bootstrap(), broker.port());
-        create_topic(&bootstrap, "kept").await;
+        create_topic(&broker, "kept").await;
         crate::kafka::produce(&bootstrap, "kept", "k", b"before")
             .await
             .unwrap();
@@ -404,8 +518,8 @@ mod tests {
         use rdkafka::client::DefaultClientContext;
         let broker = Broker::start_durable().await.unwrap();
         let bootstrap = broker.bootstrap();
-        create_topic(&bootstrap, "doomed").await;
-        create_topic(&bootstrap, "kept").await;
+        create_topic(&broker, "doomed").await;
+        create_topic(&broker, "kept").await;
         crate::kafka::produce(&bootstrap, "kept", "k", b"kept")
             .await
             .unwrap();

@@ -9,6 +9,8 @@
 //! - [`stack`]: the processes behind each fixture and how to (re)start them;
 //! - [`process`]: spawning the workspace binaries and reading their output;
 //! - [`broker`], [`redis_server`]: a private Kafka broker (tansu) and Redis;
+//! - [`secured_broker`]: a broker reached only over SASL_SSL (tansu behind
+//!   stunnel), with SCRAM users and a CA made for the test;
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scans`]: scans sent under load as scanners send them, and the checks of
 //!   the `decisions` stream and of exactly-once entry against their answers;
@@ -27,6 +29,7 @@ pub mod prometheus;
 pub mod redis_server;
 pub mod scans;
 pub mod scenario;
+pub mod secured_broker;
 pub mod stack;
 
 pub use anyhow;

@@ -7,6 +7,7 @@ use crate::broker::Broker;
 use crate::process::{Launch, PresenceProcess, STOP_TIMEOUT};
 use crate::redis_server::{RedisCluster, RedisServer};
 use crate::scenario::unique;
+use crate::secured_broker::{SecuredBroker, TlsFront, User};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -46,6 +47,9 @@ pub struct Cluster {
     pub redis_url: String,
     /// Partitions of the topics the services created.
     pub partitions: i32,
+    /// The security settings every Kafka client of this cluster needs (none on
+    /// a plaintext broker; see [`DistributedOptions::sasl_ssl`]).
+    pub kafka_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -149,6 +153,9 @@ pub struct DistributedOptions {
     /// Run Redis as a private Redis Cluster ([`RedisCluster`]) instead of one
     /// server: the validator and the registry get `PRESENCE_REDIS_CLUSTER=true`.
     pub redis_cluster: bool,
+    /// Reach the broker only over SASL_SSL ([`SecuredBroker`]): a SCRAM-SHA-512
+    /// user, the broker's certificate checked against a CA made for the test.
+    pub sasl_ssl: bool,
 }
 
 /// The private Redis of a distributed fixture.
@@ -195,6 +202,8 @@ pub(crate) struct Distributed {
     /// Locked only to stop or start it; held for the fixture's lifetime.
     pub broker: tokio::sync::Mutex<Broker>,
     pub redis: tokio::sync::Mutex<Redis>,
+    /// The TLS terminator in front of a SASL_SSL broker.
+    _tls_front: Option<TlsFront>,
 }
 
 impl Plan {
@@ -228,22 +237,32 @@ impl Plan {
         options: &DistributedOptions,
     ) -> Result<Self> {
         let broker = async {
-            if options.durable_broker {
-                Broker::start_durable().await
+            if options.sasl_ssl {
+                let user = User::new("SCRAM-SHA-512");
+                let (broker, front) = SecuredBroker::start(std::slice::from_ref(&user))
+                    .await?
+                    .into_parts();
+                let env = front.client_env(&user, front.ca_file())?;
+                Ok::<_, anyhow::Error>((broker, Some(front), env))
+            } else if options.durable_broker {
+                Ok((Broker::start_durable().await?, None, Vec::new()))
             } else {
-                Broker::start().await
+                Ok((Broker::start().await?, None, Vec::new()))
             }
         };
         let (broker, redis) = tokio::join!(broker, Redis::start(options.redis_cluster));
-        let (broker, redis) = (broker?, redis?);
+        let ((broker, tls_front, kafka_env), redis) = (broker?, redis?);
         let cluster = Cluster {
-            bootstrap: broker.bootstrap(),
+            bootstrap: tls_front
+                .as_ref()
+                .map_or_else(|| broker.bootstrap(), TlsFront::bootstrap),
             topic_prefix: format!("{}.", unique("presence")),
             redis_url: redis.url(),
             partitions: PARTITIONS,
+            kafka_env,
         };
         let kafka = |program: &str| {
-            options.env.iter().fold(
+            options.env.iter().chain(&cluster.kafka_env).fold(
                 Launch::program(program, dir)
                     .env("PRESENCE_KAFKA_BROKERS", &cluster.bootstrap)
                     .env("PRESENCE_TOPIC_PREFIX", &cluster.topic_prefix)
@@ -274,6 +293,7 @@ impl Plan {
             cluster,
             broker: tokio::sync::Mutex::new(broker),
             redis: tokio::sync::Mutex::new(redis),
+            _tls_front: tls_front,
         })))
     }
 

@@ -213,7 +213,8 @@ create table scram_credential (
     id int generated always as identity primary key,
     cluster int references cluster (id),
     username text not null,
-    mechanism text not null,
+    -- tansu 0.6 binds the mechanism as an i32 (Kafka's ScramMechanism: 1 = SHA-256, 2 = SHA-512).
+    mechanism int not null,
     salt bytea,
     iterations int,
     stored_key bytea,

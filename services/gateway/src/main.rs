@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         !keys.is_empty(),
         "no API keys configured: set PRESENCE_API_KEY or PRESENCE_API_KEYS_FILE"
     );
-    let mut kafka = settings.kafka.settings();
+    let mut kafka = settings.kafka.settings().context("Kafka settings")?;
     if let Some(id) = settings.instance_id {
         kafka.instance_id = id;
     }
@@ -47,11 +47,8 @@ async fn main() -> anyhow::Result<()> {
         request: config.decision_timeout,
         ..AnswerDeadlines::default()
     };
-    let transport = Arc::new(
-        KafkaTransport::start(kafka, deadlines)
-            .await
-            .context("connecting to Kafka")?,
-    );
+    let transport =
+        Arc::new(KafkaTransport::start(kafka, deadlines).context("creating the Kafka clients")?);
     let gateway = Gateway::bind(settings.listen, config, keys, transport.clone())
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -5,9 +5,10 @@ use crate::KafkaError;
 use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -26,37 +27,31 @@ pub const DEAD_LETTER_REASON: &str = "presence-dead-letter-reason";
 /// A producer for every topic: idempotent, acknowledged by all in-sync replicas.
 pub fn producer(settings: &KafkaSettings) -> Result<KafkaProducer, KafkaError> {
     let timeout = settings.delivery_timeout.as_millis().to_string();
-    Ok(KafkaProducer::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // A scan waits for its acknowledgement: batch only what arrives together.
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", &timeout),
-    )?)
+    Ok(KafkaProducer::new(&settings.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        // A scan waits for its acknowledgement: batch only what arrives together.
+        ("linger.ms", "1"),
+        ("message.timeout.ms", &timeout),
+    ]))?)
 }
 
 /// A consumer configuration in `group`, storing offsets only when told to.
 pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+    let fetch_wait = settings.fetch_wait.as_millis().to_string();
+    settings.client_config(&[
+        ("group.id", group),
+        ("enable.auto.commit", "true"),
+        ("auto.commit.interval.ms", "1000"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
         // A scan waits on two fetches (request, then reply): a broker that holds
         // an empty fetch for the default 500 ms instead of answering when data
         // arrives would add that to every scan.
-        .set(
-            "fetch.wait.max.ms",
-            settings.fetch_wait.as_millis().to_string(),
-        );
-    config
+        ("fetch.wait.max.ms", &fetch_wait),
+    ])
 }
 
 /// A topic this service needs.
@@ -67,14 +62,105 @@ pub struct TopicSpec {
     pub compacted: bool,
 }
 
-/// Creates the topics that do not exist yet; existing ones are left as they are.
-pub async fn ensure_topics(
+/// Longest the broker's metadata may take to arrive when topics are prepared.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the error events of a failed metadata request are collected.
+const EVENTS_WAIT: Duration = Duration::from_millis(100);
+
+/// Makes sure `specs` exist before a service uses them: creates the missing
+/// ones, or, with `PRESENCE_KAFKA_CREATE_TOPICS=false`, only checks that they
+/// exist (no admin call that needs a create ACL). The error says why the broker
+/// cannot be used: unreachable, authentication or TLS failed (as librdkafka
+/// reported it), a topic missing.
+pub async fn prepare_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+    // A producer only for its metadata request and its error events: polling
+    // it hands librdkafka's reports (authentication, TLS) to `LastError`.
+    let probe: BaseProducer<LastError> = settings
+        .client_config(&[])
+        .create_with_context(LastError::default())?;
+    let probe = std::sync::Arc::new(probe);
+    let probing = probe.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        let metadata = probing.client().fetch_metadata(None, METADATA_TIMEOUT);
+        probing.poll(EVENTS_WAIT);
+        metadata
+    })
+    .await
+    .map_err(|error| KafkaError::Task(error.to_string()))?;
+    let metadata = metadata.map_err(|error| {
+        KafkaError::Unreachable(
+            probe
+                .context()
+                .reason()
+                .unwrap_or_else(|| error.to_string()),
+        )
+    })?;
+    let existing: std::collections::HashSet<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|topic| topic.error().is_none() && !topic.partitions().is_empty())
+        .map(|topic| topic.name())
+        .collect();
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|spec| !existing.contains(spec.name.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !settings.create_topics {
+        return Err(KafkaError::MissingTopics(
+            missing.iter().map(|spec| spec.name.clone()).collect(),
+        ));
+    }
+    create_topics(settings, &missing).await
+}
+
+/// How long a client waits between two tries to prepare its topics.
+pub(crate) const PREPARE_RETRY: Duration = Duration::from_secs(5);
+
+/// [`prepare_topics`] until it works, every [`PREPARE_RETRY`]: a wrong password
+/// or CA, or a missing topic, is logged (once per new reason) and handed to
+/// `not_ready`, and the process keeps running instead of exiting into a crash
+/// loop; it recovers by itself once the cause is fixed (a topic created, an
+/// ACL granted).
+pub async fn prepare_topics_retrying(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+    not_ready: impl Fn(&str),
+) {
+    let mut last_reason = None;
+    loop {
+        match prepare_topics(settings, specs).await {
+            Ok(()) => {
+                if last_reason.is_some() {
+                    tracing::info!("kafka usable again");
+                }
+                return;
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                if last_reason.as_ref() != Some(&reason) {
+                    tracing::error!(
+                        %reason,
+                        retry_seconds = PREPARE_RETRY.as_secs(),
+                        "kafka not usable; not ready, retrying"
+                    );
+                }
+                not_ready(&reason);
+                last_reason = Some(reason);
+            }
+        }
+        tokio::time::sleep(PREPARE_RETRY).await;
+    }
+}
+
+/// Creates `specs`; one created meanwhile by another service is fine.
+async fn create_topics(settings: &KafkaSettings, specs: &[&TopicSpec]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {
@@ -106,11 +192,54 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Keeps the last error librdkafka reported on a client (an authentication or
+/// TLS failure arrives here, while the request that failed only times out),
+/// so that the error explains itself. librdkafka's reasons carry no secret.
+#[derive(Debug, Default)]
+pub struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    /// What went wrong last, in words an operator acts on.
+    pub fn reason(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ProducerContext for LastError {
+    type DeliveryOpaque = ();
+
+    /// The probe sends nothing.
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let what = match code {
+            Some(RDKafkaErrorCode::Authentication) => "authentication failed",
+            Some(RDKafkaErrorCode::SSL) => "TLS failed",
+            _ if reason.contains("SSL") => "TLS failed",
+            _ => "broker unreachable",
+        };
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // "All brokers down" follows the failure that brought them down: keep
+        // the cause.
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
+            return;
+        }
+        *last = Some(format!("{what}: {reason}"));
+    }
+}
+
 /// Deletes a topic (a gateway's reply topic, when it stops).
 pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.delete_topics(&[topic], &options).await? {
         if let Err((topic, code)) = result {

@@ -3,6 +3,8 @@
 //! The gateway reaches the validator and the registry through topics, and every
 //! decision leaves on the `decisions` stream:
 //! - [`settings`]: brokers, topic names and partition counts;
+//! - [`security`]: TLS, SASL and pass-through properties for every client, and
+//!   [`security::Secret`], which does not print;
 //! - [`client`]: producer and consumer configuration, topic creation, headers and
 //!   the W3C trace context they carry;
 //! - [`producer`]: [`KafkaProducer`], a future per record, without the idle spin
@@ -28,6 +30,7 @@ pub mod observed;
 pub mod producer;
 pub mod replies;
 pub mod runner;
+pub mod security;
 pub mod service;
 pub mod settings;
 pub mod sink;
@@ -46,6 +49,10 @@ pub use transport::KafkaTransport;
 pub enum KafkaError {
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: {0}")]
+    Unreachable(String),
+    #[error("kafka: topics missing (PRESENCE_KAFKA_CREATE_TOPICS=false): {}", .0.join(", "))]
+    MissingTopics(Vec<String>),
     #[error("creating topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
     #[error("message could not be decoded: {0}")]

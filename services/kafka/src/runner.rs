@@ -113,7 +113,8 @@ impl ConsumerContext for Assignment {
 
 /// Runs `handler` over `config.topic` until `shutdown` turns true, then finishes
 /// what is in flight (up to `config.drain`), stores and commits the offsets.
-/// `assignment` follows the partitions the consumer holds.
+/// `assignment` follows the partitions the consumer holds. The topic and its
+/// dead-letter topic must exist ([`dead_letter_topics`]).
 pub async fn run(
     settings: KafkaSettings,
     config: RunnerConfig,
@@ -121,18 +122,6 @@ pub async fn run(
     assignment: Assignment,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
-    // Brokers need not create topics on first use: the dead-letter topic must
-    // exist before the first poison record.
-    let dead_letter_topic = settings.topics().dead_letters(&config.topic);
-    client::ensure_topics(
-        &settings,
-        &[client::TopicSpec {
-            name: dead_letter_topic,
-            partitions: 1,
-            compacted: false,
-        }],
-    )
-    .await?;
     let consumer: StreamConsumer<Assignment> = client::consumer_config(&settings, &config.group)
         // Consumer lag per partition for `/metrics` (see `Assignment::stats`).
         .set("statistics.interval.ms", "5000")
@@ -261,6 +250,23 @@ pub async fn run_all(
     ended
         .into_iter()
         .try_for_each(|task| task.map_err(|error| KafkaError::Task(error.to_string()))?)
+}
+
+/// The dead-letter topics of `consumers`' topics, which must exist before the
+/// first poison record (brokers need not create topics on first use).
+pub fn dead_letter_topics(
+    settings: &KafkaSettings,
+    consumers: &[Consumer],
+) -> Vec<client::TopicSpec> {
+    let topics = settings.topics();
+    consumers
+        .iter()
+        .map(|consumer| client::TopicSpec {
+            name: topics.dead_letters(&consumer.config.topic),
+            partitions: 1,
+            compacted: false,
+        })
+        .collect()
 }
 
 fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {

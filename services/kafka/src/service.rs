@@ -1,6 +1,7 @@
 //! How a consuming service (the validator, the registry) runs: its consumers
 //! until shutdown, and its probes beside them.
 
+use crate::client::{self, TopicSpec};
 use crate::runner::{self, Assignment, Consumer};
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use presence_ports::TicketStore;
 use presence_runtime::metrics::MetricsHandle;
 use presence_runtime::ops::{OpsServer, Readiness};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 /// The flags the validator and the registry both take, with their environment twins.
@@ -57,19 +58,57 @@ pub enum ServiceError {
     Kafka(#[from] crate::KafkaError),
 }
 
-/// Ready while the service is not stopping, the consumer doing its work holds
-/// partitions and the store answers.
+/// Ready once the topics are there, while the service is not stopping, the
+/// consumer doing its work holds partitions and the store answers.
 struct ConsumerReadiness {
+    /// Why the consumers have not started yet (Kafka unreachable, refused the
+    /// credentials, a topic missing); `None` once they have.
+    starting: Mutex<Option<String>>,
     stopping: watch::Receiver<bool>,
     assignment: Assignment,
     store: Arc<dyn TicketStore>,
 }
 
+impl ConsumerReadiness {
+    fn set_starting(&self, reason: Option<String>) {
+        *self.starting.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+}
+
 #[async_trait]
 impl Readiness for ConsumerReadiness {
     async fn check(&self) -> Result<(), String> {
+        let starting = self
+            .starting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(reason) = starting {
+            return Err(reason);
+        }
         consuming(*self.stopping.borrow(), self.assignment.partitions())?;
         self.store.ping().await.map_err(|error| error.to_string())
+    }
+}
+
+/// Prepares `topics` until it works or `shutdown` resolves (then `false`). A
+/// failure (wrong password or CA, a topic missing) leaves the service running
+/// but not ready, saying why in `/readyz`, rather than exiting into a crash loop.
+async fn prepare_until_ready(
+    kafka: &KafkaSettings,
+    topics: &[TopicSpec],
+    readiness: &ConsumerReadiness,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> bool {
+    let prepared = client::prepare_topics_retrying(kafka, topics, |reason| {
+        readiness.set_starting(Some(reason.to_owned()));
+    });
+    tokio::select! {
+        () = prepared => {
+            readiness.set_starting(None);
+            true
+        }
+        () = shutdown => false,
     }
 }
 
@@ -85,14 +124,17 @@ fn consuming(stopping: bool, partitions: usize) -> Result<(), String> {
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` (`metrics`, with the Kafka
-/// figures added) on `ops_listen` (announcing `PRESENCE_OPS_URL=…` on stdout)
-/// and runs `consumers` until Ctrl-C or SIGTERM.
+/// figures added) on `ops_listen` (announcing `PRESENCE_OPS_URL=…` on stdout),
+/// prepares `topics` and the consumers' dead-letter topics (see
+/// [`client::prepare_topics`]; not ready, and retrying, until that works) and
+/// runs `consumers` until Ctrl-C or SIGTERM.
 /// Readiness follows the first consumer and `store`, and turns red as soon as
 /// the consumers start stopping; the probes are served until they have
 /// finished.
 pub async fn run(
     kafka: &KafkaSettings,
     ops_listen: SocketAddr,
+    topics: Vec<TopicSpec>,
     consumers: Vec<Consumer>,
     store: Arc<dyn TicketStore>,
     metrics: MetricsHandle,
@@ -113,17 +155,26 @@ pub async fn run(
         .unwrap_or_default();
     let (stop, stopping) = watch::channel(false);
     let readiness = Arc::new(ConsumerReadiness {
+        starting: Mutex::new(Some("connecting to Kafka".into())),
         stopping,
         assignment,
         store,
     });
     let (stopping, stop_ops) = tokio::sync::oneshot::channel::<()>();
     crate::metrics::register(&metrics);
-    let ops = tokio::spawn(ops.serve(readiness, metrics, async {
+    let ops = tokio::spawn(ops.serve(readiness.clone(), metrics, async {
         let _ = stop_ops.await;
     }));
-    let consumed =
-        runner::run_all(kafka, consumers, presence_runtime::shutdown_signal(), stop).await;
+    let mut shutdown = std::pin::pin!(presence_runtime::shutdown_signal());
+    let topics: Vec<TopicSpec> = topics
+        .into_iter()
+        .chain(runner::dead_letter_topics(kafka, &consumers))
+        .collect();
+    let consumed = if prepare_until_ready(kafka, &topics, &readiness, shutdown.as_mut()).await {
+        runner::run_all(kafka, consumers, shutdown, stop).await
+    } else {
+        Ok(())
+    };
     let _ = stopping.send(());
     let served = ops
         .await

@@ -1,5 +1,7 @@
-//! Where Kafka is and what the topics are called.
+//! Where Kafka is, how to reach it securely, and what the topics are called.
 
+use crate::security::{SASL_PASSWORD_ENV, Security, SecurityArgs, SecurityError};
+use rdkafka::config::ClientConfig;
 use std::time::Duration;
 
 /// The Kafka flags every distributed binary takes, each with its environment twin.
@@ -25,15 +27,34 @@ pub struct KafkaArgs {
     /// a few milliseconds.
     #[arg(long, env = "PRESENCE_KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
     pub fetch_wait_ms: u64,
+    /// Create missing topics at start. Off for clusters whose topics are
+    /// managed elsewhere (Strimzi, Terraform) and whose clients may not create
+    /// topics: the service then checks they exist, and is not ready while one
+    /// is missing.
+    #[arg(
+        long = "kafka-create-topics",
+        env = "PRESENCE_KAFKA_CREATE_TOPICS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub create_topics: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl KafkaArgs {
-    pub fn settings(&self) -> KafkaSettings {
+    /// The checked settings; reads the SASL password (from its file, or
+    /// `PRESENCE_KAFKA_SASL_PASSWORD`).
+    pub fn settings(&self) -> Result<KafkaSettings, SecurityError> {
         let mut settings = KafkaSettings::new(&self.brokers, &self.topic_prefix);
         settings.partitions = self.partitions;
         settings.replication = self.replication;
         settings.fetch_wait = Duration::from_millis(self.fetch_wait_ms);
-        settings
+        settings.create_topics = self.create_topics;
+        settings.security = self
+            .security
+            .security(std::env::var(SASL_PASSWORD_ENV).ok())?;
+        Ok(settings)
     }
 }
 
@@ -55,6 +76,10 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
     /// Longest a consumer's fetch waits at the broker for data.
     pub fetch_wait: Duration,
+    /// Whether missing topics are created, or only reported.
+    pub create_topics: bool,
+    /// TLS, SASL and pass-through properties of every client.
+    pub security: Security,
 }
 
 impl KafkaSettings {
@@ -67,7 +92,22 @@ impl KafkaSettings {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             delivery_timeout: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(10),
+            create_topics: true,
+            security: Security::plaintext(),
         }
+    }
+
+    /// A client configuration: the brokers, `tuning` (the product's settings
+    /// for one kind of client), then the security block and the pass-through
+    /// properties. Every Kafka client is configured here.
+    pub fn client_config(&self, tuning: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (name, value) in tuning {
+            config.set(*name, *value);
+        }
+        self.security.apply(&mut config);
+        config
     }
 
     pub fn topics(&self) -> Topics {

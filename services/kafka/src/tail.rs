@@ -4,10 +4,10 @@
 //! triggers a rebalance of the services.
 
 use crate::KafkaError;
+use crate::settings::KafkaSettings;
 use presence_domain::DecisionEvent;
 use presence_proto::pb;
 use prost::Message as _;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -53,28 +53,26 @@ impl std::fmt::Debug for DecisionReader {
 }
 
 impl DecisionReader {
-    /// Assigns every partition of `topic`, positioned at `start`. `None` while
+    /// Assigns every partition of the `decisions` topic, positioned at `start`. `None` while
     /// the topic does not exist (the validator creates it when it first starts).
     pub async fn open(
-        brokers: &str,
-        topic: &str,
+        settings: &KafkaSettings,
         start: StartAt,
     ) -> Result<Option<Self>, KafkaError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            // Never used to join or commit (partitions are assigned), but unique,
-            // so that nothing a broker shows under a group name is ours.
-            .set(
-                "group.id",
-                format!("presence-tail-{}", uuid::Uuid::new_v4().simple()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // Presence writes no transactions, so there is nothing to wait for
-            // whatever a broker reports of open ones.
-            .set("isolation.level", "read_uncommitted")
+        // Never used to join or commit (partitions are assigned), but unique,
+        // so that nothing a broker shows under a group name is ours.
+        let group = format!("presence-tail-{}", uuid::Uuid::new_v4().simple());
+        let consumer: StreamConsumer = settings
+            .client_config(&[
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                // Presence writes no transactions, so there is nothing to wait
+                // for whatever a broker reports of open ones.
+                ("isolation.level", "read_uncommitted"),
+            ])
             .create()?;
-        let topic = topic.to_owned();
+        let topic = settings.topics().decisions();
         // Metadata and watermark requests block; the reader has no other work meanwhile.
         tokio::task::spawn_blocking(move || position(consumer, &topic, start))
             .await

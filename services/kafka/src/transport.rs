@@ -22,7 +22,9 @@ use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
 use rdkafka::message::OwnedHeaders;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
@@ -51,19 +53,23 @@ pub struct KafkaTransport {
     settings: KafkaSettings,
     topics: Topics,
     producer: KafkaProducer,
-    replies: ReplyRouter,
+    /// This instance's reply reader, once its topics are prepared.
+    replies: Arc<OnceLock<ReplyRouter>>,
+    /// Why the reply reader has not started yet.
+    starting: Arc<Mutex<String>>,
+    preparing: JoinHandle<()>,
     deadlines: AnswerDeadlines,
 }
 
 impl std::fmt::Debug for KafkaTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaTransport")
-            .field("replies", &self.replies.topic())
+            .field("replies", &self.replies.get().map(ReplyRouter::topic))
             .finish_non_exhaustive()
     }
 }
 
-/// The topics a gateway writes to, and its own reply topic.
+/// The topics a gateway writes to.
 pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let topics = settings.topics();
     vec![
@@ -82,31 +88,41 @@ pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
             partitions: 1,
             compacted: false,
         },
-        TopicSpec {
-            name: topics.replies(&settings.instance_id),
-            partitions: 1,
-            compacted: false,
-        },
     ]
 }
 
 impl KafkaTransport {
-    /// Creates missing topics and starts reading this instance's reply topic.
-    pub async fn start(
-        settings: KafkaSettings,
-        deadlines: AnswerDeadlines,
-    ) -> Result<Self, KafkaError> {
-        client::ensure_topics(&settings, &gateway_topics(&settings)).await?;
+    /// Starts preparing, in the background, the topics it writes to and this
+    /// instance's reply topic, then reading that. Until that works (Kafka
+    /// refusing the credentials, a topic missing: retried, see
+    /// [`client::prepare_topics_retrying`]), requests and readiness fail with
+    /// the reason, and the gateway still serves its probes.
+    pub fn start(settings: KafkaSettings, deadlines: AnswerDeadlines) -> Result<Self, KafkaError> {
         let topics = settings.topics();
         let producer = client::producer(&settings)?;
-        let replies = ReplyRouter::start(&settings, topics.replies(&settings.instance_id))?;
-        tracing::info!(replies = replies.topic(), "kafka transport started");
+        let replies = Arc::new(OnceLock::new());
+        let starting = Arc::new(Mutex::new("connecting to Kafka".to_owned()));
+        let preparing = tokio::spawn(prepare(settings.clone(), replies.clone(), starting.clone()));
         Ok(Self {
             settings,
             topics,
             producer,
             replies,
+            starting,
+            preparing,
             deadlines,
+        })
+    }
+
+    /// The reply reader, or why there is none yet.
+    fn replies(&self) -> Result<&ReplyRouter, TransportError> {
+        self.replies.get().ok_or_else(|| {
+            TransportError::Unavailable(
+                self.starting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )
         })
     }
 
@@ -124,11 +140,12 @@ impl KafkaTransport {
         let trace = span.in_scope(TraceContext::current);
         let started = std::time::Instant::now();
         let expires = unix_millis(SystemTime::now() + deadline).to_string();
-        let mut waiting = self.replies.wait_for(correlation_id);
+        let replies = self.replies()?;
+        let mut waiting = replies.wait_for(correlation_id);
         let answer = async {
             for payload in payloads {
                 let headers = [
-                    (REPLY_TO, self.replies.topic()),
+                    (REPLY_TO, replies.topic()),
                     (CORRELATION_ID, correlation_id),
                     (DEADLINE, expires.as_str()),
                     (TRACEPARENT, trace.header_value().as_str()),
@@ -160,13 +177,63 @@ impl KafkaTransport {
 
     /// Deletes this instance's reply topic; call once the gateway has stopped.
     pub async fn close(self) {
-        let topic = self.replies.topic().to_owned();
+        self.preparing.abort();
+        // The aborted task drops its handle on the reply reader before resolving.
+        let _ = self.preparing.await;
+        let Some(replies) = Arc::into_inner(self.replies).and_then(OnceLock::into_inner) else {
+            return;
+        };
+        let topic = replies.topic().to_owned();
         // The reply consumer goes first: deleting the topic under a live consumer
         // assigned to it crashed librdkafka (2.12, SIGSEGV in its metadata cache;
         // seen against tansu) in most shutdowns.
-        self.replies.stop().await;
+        replies.stop().await;
         if let Err(error) = client::delete_topic(&self.settings, &topic).await {
             tracing::warn!(%error, topic, "reply topic not deleted; it expires by retention");
+        }
+    }
+}
+
+/// Prepares the gateway's topics until it works, then creates this instance's
+/// reply topic (its own, so created even when the shared topics are managed
+/// elsewhere: docs/operations.md, "Managed topics and ACLs") and starts the
+/// reply reader; meanwhile `starting` says why requests cannot be made.
+async fn prepare(
+    settings: KafkaSettings,
+    replies: Arc<OnceLock<ReplyRouter>>,
+    starting: Arc<Mutex<String>>,
+) {
+    let not_ready = |reason: &str| {
+        *starting.lock().unwrap_or_else(PoisonError::into_inner) = reason.to_owned();
+    };
+    let reply_topic = settings.topics().replies(&settings.instance_id);
+    let creating = KafkaSettings {
+        create_topics: true,
+        ..settings.clone()
+    };
+    let spec = TopicSpec {
+        name: reply_topic.clone(),
+        partitions: 1,
+        compacted: false,
+    };
+    loop {
+        client::prepare_topics_retrying(&settings, &gateway_topics(&settings), not_ready).await;
+        let started = client::prepare_topics(&creating, std::slice::from_ref(&spec))
+            .await
+            .and_then(|()| ReplyRouter::start(&settings, reply_topic.clone()));
+        match started {
+            Ok(router) => {
+                tracing::info!(replies = router.topic(), "kafka transport started");
+                // Set only here, once.
+                let _ = replies.set(router);
+                return;
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(%reason, topic = reply_topic, "reply topic not usable; not ready, retrying");
+                not_ready(&reason);
+                tokio::time::sleep(client::PREPARE_RETRY).await;
+            }
         }
     }
 }
@@ -335,7 +402,7 @@ impl Transport for KafkaTransport {
     }
 
     async fn ready(&self) -> Result<(), TransportError> {
-        if !self.replies.is_running() {
+        if !self.replies()?.is_running() {
             return Err(TransportError::Unavailable("reply reader stopped".into()));
         }
         let producer = self.producer.clone();

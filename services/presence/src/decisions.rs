@@ -17,7 +17,8 @@ use std::process::ExitCode;
 pub enum DecisionsCommand {
     /// Print the decisions of a distributed Presence as JSON lines, one per
     /// decision, following new ones until Ctrl-C or SIGTERM.
-    Tail(TailArgs),
+    // Boxed: with the Kafka security settings it is far larger than the others.
+    Tail(Box<TailArgs>),
     /// Write the presence.v1 protobuf descriptor set (a FileDescriptorSet with
     /// imports and comments) to stdout; it decodes every Presence topic.
     Descriptor,
@@ -46,11 +47,15 @@ pub struct TailArgs {
     /// were printed is a failure (exit status 1).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// TLS, SASL and other client properties, as the services take them.
+    #[cfg(feature = "kafka")]
+    #[command(flatten)]
+    pub security: presence_kafka::security::SecurityArgs,
 }
 
 pub async fn run(command: DecisionsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DecisionsCommand::Tail(args) => tail(args).await,
+        DecisionsCommand::Tail(args) => tail(*args).await,
         DecisionsCommand::Descriptor => write_descriptor(),
     }
 }
@@ -124,9 +129,12 @@ async fn follow(args: &TailArgs, printed: &mut u64) -> anyhow::Result<()> {
     use presence_kafka::tail::{DecisionReader, Read, StartAt};
     use std::time::Duration;
 
-    let topic = presence_kafka::KafkaSettings::new(&args.brokers, &args.topic_prefix)
-        .topics()
-        .decisions();
+    let mut settings = presence_kafka::KafkaSettings::new(&args.brokers, &args.topic_prefix);
+    settings.security = args
+        .security
+        .security(std::env::var(presence_kafka::security::SASL_PASSWORD_ENV).ok())
+        .context("Kafka settings")?;
+    let topic = settings.topics().decisions();
     let start = if args.from_beginning {
         StartAt::Beginning
     } else {
@@ -134,7 +142,7 @@ async fn follow(args: &TailArgs, printed: &mut u64) -> anyhow::Result<()> {
     };
     let mut waiting = false;
     let reader = loop {
-        let opened = DecisionReader::open(&args.brokers, &topic, start)
+        let opened = DecisionReader::open(&settings, start)
             .await
             .with_context(|| format!("reading {topic} from {}", args.brokers))?;
         match opened {

@@ -36,31 +36,30 @@ struct Settings {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = presence_runtime::init_tracing("presence-registry")?;
     let settings = Settings::parse();
-    let kafka = settings.service.kafka.settings();
+    let kafka = settings
+        .service
+        .kafka
+        .settings()
+        .context("Kafka settings")?;
     let topics = kafka.topics();
-    client::ensure_topics(
-        &kafka,
-        &[
-            TopicSpec {
-                name: topics.registry(),
-                partitions: kafka.partitions,
-                compacted: false,
-            },
-            TopicSpec {
-                name: topics.devices(),
-                partitions: kafka.partitions,
-                compacted: true,
-            },
-            // Also created by the validator; whichever starts first creates it.
-            TopicSpec {
-                name: topics.decisions(),
-                partitions: kafka.partitions,
-                compacted: false,
-            },
-        ],
-    )
-    .await
-    .context("creating topics")?;
+    let needed = vec![
+        TopicSpec {
+            name: topics.registry(),
+            partitions: kafka.partitions,
+            compacted: false,
+        },
+        TopicSpec {
+            name: topics.devices(),
+            partitions: kafka.partitions,
+            compacted: true,
+        },
+        // Also created by the validator; whichever starts first creates it.
+        TopicSpec {
+            name: topics.decisions(),
+            partitions: kafka.partitions,
+            compacted: false,
+        },
+    ];
     let redis =
         RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
     let store = RedisStore::connect_to(
@@ -108,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     presence_kafka::service::run(
         &kafka,
         settings.ops_listen,
+        needed,
         vec![requests, decisions],
         readiness_store,
         metrics,
