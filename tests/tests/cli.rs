@@ -222,7 +222,9 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
     let password = presence_tests::unique("redis-password");
     let api_key = presence_tests::unique("api-key");
     let url_password = presence_tests::unique("url-password");
+    let kafka_password = presence_tests::unique("kafka-password");
     let secrets = [
+        ("PRESENCE_KAFKA_SASL_PASSWORD", kafka_password.clone()),
         (
             "PRESENCE_REDIS_URL",
             format!("redis://presence:{password}@127.0.0.1:6379/0"),
@@ -234,8 +236,9 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
         ),
     ];
     // Each binary (and subcommand) with the secret-holding variables it takes.
-    let helps: [(&str, &[&str], &[&str]); 7] = [
+    let helps: [(&str, &[&str], &[&str]); 8] = [
         ("presence", &["serve"], &["PRESENCE_API_KEY"]),
+        ("presence", &["backup"], &["PRESENCE_URL", "PRESENCE_API_KEY"]),
         ("presence", &["demo"], &[]),
         ("presence", &["decisions", "tail"], &[]),
         ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
@@ -270,7 +273,7 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
                 "{program} {subcommand:?} --help does not name {name}:\n{help}"
             );
         }
-        for secret in [&password, &api_key, &url_password] {
+        for secret in [&password, &api_key, &url_password, &kafka_password] {
             ensure!(
                 !help.contains(secret.as_str()),
                 "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"

@@ -15,7 +15,12 @@ const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// The running server's URL.
-    #[arg(long, env = "PRESENCE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PRESENCE_URL",
+        default_value = "http://127.0.0.1:8080",
+        hide_env_values = true
+    )]
     url: String,
     /// The file to write; it must not exist.
     #[arg(long)]
