@@ -16,17 +16,6 @@ use tokio::sync::watch;
 pub struct ServiceArgs {
     #[command(flatten)]
     pub kafka: crate::KafkaArgs,
-    /// One Redis server's URL; with `--redis-cluster`, a comma-separated list of
-    /// a Redis Cluster's seed nodes' URLs.
-    #[arg(
-        long,
-        env = "PRESENCE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    pub redis_url: String,
-    /// Redis is a Redis Cluster, reached through the seed nodes `--redis-url` lists.
-    #[arg(long, env = "PRESENCE_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
 }
 
 /// Why a service could not run.

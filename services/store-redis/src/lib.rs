@@ -107,16 +107,21 @@
 //! by its operator; a batch published by another system is retried by the
 //! validator until it lands. The same gate claim precedes the writes.
 
+mod access;
 mod codec;
 mod connection;
 mod inventory;
 mod keys;
 mod persistence;
 mod registry;
+mod sentinel;
+mod settings;
 mod stats;
 mod tickets;
 
+pub use access::{ClientIdentity, RedisAccess};
 pub use connection::RedisTarget;
+pub use settings::RedisArgs;
 pub use inventory::APPLY_CHUNK;
 
 use async_trait::async_trait;
@@ -148,6 +153,14 @@ pub struct RedisOptions {
     /// `EXEC` performs every write of the batch, so this bounds the largest batch
     /// (a million tickets took about a second on a 2-core machine).
     pub apply_timeout: Duration,
+    /// Credentials and TLS material.
+    pub access: RedisAccess,
+    /// Replicas that must have acknowledged a decision's commit before it is
+    /// answered (`WAIT`); 0 answers once the primary has it.
+    pub min_replicas: u32,
+    /// How long a commit waits for those replicas before it is reported
+    /// unavailable; less than [`RedisOptions::response_timeout`].
+    pub replica_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -157,6 +170,9 @@ impl Default for RedisOptions {
             idempotency_retention: Duration::from_secs(24 * 60 * 60),
             response_timeout: Duration::from_secs(1),
             apply_timeout: Duration::from_secs(120),
+            access: RedisAccess::default(),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -170,6 +186,12 @@ pub enum RedisStoreError {
     Options(String),
     #[error("cannot connect to Redis: {0}")]
     Connect(#[source] RedisError),
+    #[error("cannot read the {setting} file {path}: {source}")]
+    File {
+        setting: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How long a connection attempt may take (to the server, or to each cluster node).
@@ -186,6 +208,8 @@ pub struct RedisStore {
     /// How long a call waits for Redis; a commit runs only within it.
     response_timeout: Duration,
     apply_timeout: Duration,
+    min_replicas: u32,
+    replica_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -226,9 +250,29 @@ impl RedisStore {
                     options.idempotency_retention
                 ))
             })?;
+        if options.min_replicas > 0
+            && (options.replica_timeout.is_zero()
+                || options.replica_timeout >= options.response_timeout)
+        {
+            // WAIT 0 would wait forever; a wait as long as the response
+            // timeout would fail the call before WAIT answers.
+            return Err(RedisStoreError::Options(format!(
+                "the replica timeout {:?} must be above zero and below the response timeout {:?}",
+                options.replica_timeout, options.response_timeout
+            )));
+        }
         let (conn, dialer) = connection::connect(target, &options).await?;
-        let cluster = matches!(target, RedisTarget::Cluster(_));
-        tracing::info!(prefix = %options.key_prefix, cluster, "redis store connected");
+        let mode = match target {
+            RedisTarget::Server(_) => "server",
+            RedisTarget::Cluster(_) => "cluster",
+            RedisTarget::Sentinel { .. } => "sentinel",
+        };
+        tracing::info!(
+            prefix = %options.key_prefix,
+            mode,
+            min_replicas = options.min_replicas,
+            "redis store connected"
+        );
         persistence::check(&conn).await;
         Ok(Arc::new(Self {
             dialer,
@@ -238,6 +282,8 @@ impl RedisStore {
             retention_ms,
             response_timeout: options.response_timeout,
             apply_timeout: options.apply_timeout,
+            min_replicas: options.min_replicas,
+            replica_timeout: options.replica_timeout,
         }))
     }
 

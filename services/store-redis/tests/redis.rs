@@ -721,7 +721,7 @@ mod cluster {
         .await;
         assert!(matches!(none, Err(RedisStoreError::Connect(_))), "{none:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let empty = RedisTarget::from_settings(" , ", true);
+        let empty = RedisTarget::from_settings(" , ", true, None);
         assert_eq!(empty, RedisTarget::Cluster(Vec::new()));
         let refused = RedisStore::connect_to(&empty, RedisOptions::default()).await;
         assert!(
