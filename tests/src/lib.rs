@@ -9,6 +9,7 @@
 //! - [`stack`]: the processes behind each fixture and how to (re)start them;
 //! - [`process`]: spawning the workspace binaries and reading their output;
 //! - [`broker`], [`redis_server`]: a private Kafka broker (tansu) and Redis;
+//!   [`redis_secure`]: Redis over TLS with an ACL user, and Redis behind Sentinel;
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scans`]: scans sent under load as scanners send them, and the checks of
 //!   the `decisions` stream and of exactly-once entry against their answers;
@@ -24,6 +25,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod redis_secure;
 pub mod redis_server;
 pub mod scans;
 pub mod scenario;

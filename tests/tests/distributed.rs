@@ -11,7 +11,7 @@ use presence_tests::scans::{
     self, READ_FOR, Retry, Sent, all_decisions, check_stream, decisions_by_scan_id, deduplicate,
     entered_exactly_once, scan_until_decided, send_all, venue,
 };
-use presence_tests::stack::DistributedOptions;
+use presence_tests::stack::{DistributedOptions, RedisSetup};
 use presence_tests::{Auth, ScanKind, Scanner, TestApp, next_scan_time, now_ms, unique};
 use serde_json::Value;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ async fn the_decisions_stream_holds_every_answered_scan_once() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_are_decided_on_a_redis_cluster() -> Result<()> {
     let options = DistributedOptions {
-        redis_cluster: true,
+        redis: RedisSetup::Cluster,
         ..DistributedOptions::default()
     };
     let app = TestApp::distributed_with(options).await?;

@@ -136,6 +136,7 @@ use presence_ports::{
 use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -172,7 +173,7 @@ impl Default for RedisOptions {
             apply_timeout: Duration::from_secs(120),
             access: RedisAccess::default(),
             min_replicas: 0,
-            replica_timeout: Duration::from_millis(200),
+            replica_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -210,7 +211,18 @@ pub struct RedisStore {
     apply_timeout: Duration,
     min_replicas: u32,
     replica_timeout: Duration,
+    /// With `min_replicas`, the [`CONFIRMING_CONNECTIONS`] connections that
+    /// commits and their `WAIT`s take turns on; empty without.
+    confirming: Vec<Connection>,
+    confirming_turn: AtomicUsize,
 }
+
+/// Connections that commits waiting for replicas take turns on. Redis holds
+/// every command sent after a `WAIT` on its connection until the `WAIT`
+/// returns, so on the one shared connection each commit would wait for the one
+/// before it: a pool lets as many commits wait side by side, and leaves the
+/// shared connection (reads, registry, inventory) unblocked.
+pub const CONFIRMING_CONNECTIONS: usize = 16;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -262,6 +274,12 @@ impl RedisStore {
             )));
         }
         let (conn, dialer) = connection::connect(target, &options).await?;
+        let mut confirming = Vec::new();
+        if options.min_replicas > 0 {
+            for _ in 0..CONFIRMING_CONNECTIONS {
+                confirming.push(connection::connect(target, &options).await?.0);
+            }
+        }
         let mode = match target {
             RedisTarget::Server(_) => "server",
             RedisTarget::Cluster(_) => "cluster",
@@ -284,6 +302,8 @@ impl RedisStore {
             apply_timeout: options.apply_timeout,
             min_replicas: options.min_replicas,
             replica_timeout: options.replica_timeout,
+            confirming,
+            confirming_turn: AtomicUsize::new(0),
         }))
     }
 
@@ -296,6 +316,16 @@ impl RedisStore {
     /// A handle on the shared connection; clones are cheap and share its sockets.
     fn conn(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// A connection for a commit and its `WAIT`: one of the confirming pool,
+    /// in turn, when replicas must confirm; the shared one otherwise.
+    fn confirming_conn(&self) -> Connection {
+        if self.confirming.is_empty() {
+            return self.conn();
+        }
+        let turn = self.confirming_turn.fetch_add(1, Ordering::Relaxed);
+        self.confirming[turn % self.confirming.len()].clone()
     }
 }
 

@@ -58,7 +58,7 @@ pub struct RedisArgs {
     /// How long a decision waits for those replicas before the scan is
     /// answered 503 (its retry answers what was settled). Below the store's
     /// one-second response timeout.
-    #[arg(long, env = "PRESENCE_REDIS_REPLICA_TIMEOUT_MS", default_value_t = 200)]
+    #[arg(long, env = "PRESENCE_REDIS_REPLICA_TIMEOUT_MS", default_value_t = 500)]
     pub redis_replica_timeout_ms: u64,
 }
 

@@ -155,7 +155,7 @@ async fn run_confirmed(
     // Each reply's own error, not one wrapping them all, so that the caller
     // sees NOSCRIPT or the script's CORRUPT as such.
     pipe.ignore_errors();
-    let replies: Vec<Value> = pipe.query_async(&mut store.conn()).await?;
+    let replies: Vec<Value> = pipe.query_async(&mut store.confirming_conn()).await?;
     let mut replies = replies.into_iter();
     let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
     let acks = replies
@@ -169,9 +169,10 @@ async fn run_confirmed(
 
 /// `WAIT min_replicas replica_timeout`: blocks this connection until that many
 /// replicas acknowledged every write sent on it so far, or the timeout passes;
-/// answers how many did. The store's connection is shared, so it also waits
-/// for the other callers' writes sent before it, and the commands sent after
-/// it queue behind it.
+/// answers how many did. Connections are shared (multiplexed), so it also
+/// waits for the other callers' writes sent before it on the same connection,
+/// and the commands sent after it queue behind it: commits take turns on a
+/// pool of connections for this ([`crate::CONFIRMING_CONNECTIONS`]).
 fn wait(store: &RedisStore) -> Cmd {
     let mut wait = redis::cmd("WAIT");
     wait.arg(store.min_replicas)
