@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 /// The ACL user the services log in as, and its password.
 pub const USERNAME: &str = "presence";
-const PASSWORD: &str = "presence-test-password";
+pub const PASSWORD: &str = "presence-test-password";
 
 /// Certificates made by the test with the `openssl` command: a CA, a server
 /// certificate it signed for `127.0.0.1`, a client certificate it signed, a
@@ -38,9 +38,21 @@ impl TlsFiles {
         };
         for ca in ["ca", "other-ca"] {
             files.openssl(&[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-days", "2", "-subj", "/CN=Presence test CA",
-                "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"),
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Presence test CA",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
             ])?;
         }
         fs::write(
@@ -52,13 +64,35 @@ impl TlsFiles {
             .context("writing the client certificate's extensions")?;
         for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=presence")] {
             files.openssl(&[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-subj", subject, "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"),
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
             ])?;
             files.openssl(&[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
-                "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &format!("{name}.ext"),
-                "-out", &format!("{name}.pem"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
             ])?;
         }
         fs::write(files.password_file(), format!("{PASSWORD}\n"))
@@ -123,8 +157,16 @@ impl TlsFiles {
         ]
         .into();
         args.extend(
-            ["--user", USERNAME, "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"]
-                .map(str::to_owned),
+            [
+                "--user",
+                USERNAME,
+                "on",
+                &format!(">{PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ]
+            .map(str::to_owned),
         );
         args
     }
@@ -168,7 +210,6 @@ impl TlsRedis {
     pub fn server(&mut self) -> &mut RedisServer {
         &mut self.server
     }
-
 }
 
 /// The name the sentinels monitor the primary under.
@@ -242,16 +283,19 @@ impl SentinelRedis {
             sentinels,
         };
         for sentinel in &group.sentinels {
-            wait_for("the sentinels to know each other and the replica", || async {
-                let primary = sentinel.primary_state().await?;
-                let count = |field: &str| {
-                    primary
-                        .get(field)
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .unwrap_or_default()
-                };
-                Ok(count("num-slaves") == 1 && count("num-other-sentinels") == SENTINELS - 1)
-            })
+            wait_for(
+                "the sentinels to know each other and the replica",
+                || async {
+                    let primary = sentinel.primary_state().await?;
+                    let count = |field: &str| {
+                        primary
+                            .get(field)
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .unwrap_or_default()
+                    };
+                    Ok(count("num-slaves") == 1 && count("num-other-sentinels") == SENTINELS - 1)
+                },
+            )
             .await?;
         }
         Ok(group)
@@ -275,7 +319,7 @@ impl SentinelRedis {
     /// Kills the primary (SIGKILL), waits until the sentinels have promoted
     /// the replica, then starts the old primary again as a replica of the new
     /// one, as a supervisor that asks Sentinel before starting a node does.
-    /// How long the promotion took after the kill.
+    /// How long after the kill a sentinel named the replica primary.
     pub async fn fail_over(&mut self) -> Result<Duration> {
         let old_port = self.primary_port().await?;
         let old = self
@@ -286,17 +330,24 @@ impl SentinelRedis {
         let killed = Instant::now();
         self.nodes[old].stop()?;
         let sentinels = &self.sentinels;
+        // Promoted once a sentinel names the replica: the services ask each
+        // sentinel in turn, so that is when they can find it.
         wait_for("the sentinels to promote the replica", || async {
             for sentinel in sentinels {
-                if sentinel.primary_port().await? == old_port {
-                    return Ok(false);
+                if sentinel
+                    .primary_port()
+                    .await
+                    .is_ok_and(|port| port != old_port)
+                {
+                    return Ok(true);
                 }
             }
-            Ok(true)
+            Ok(false)
         })
         .await?;
         let promoted_after = killed.elapsed();
-        let new_port = self.primary_port().await?.to_string();
+        // The other node of the two, the replica the sentinels promoted.
+        let new_port = self.nodes[1 - old].port().to_string();
         self.nodes[old]
             .restart_with(&node_args(Some(&new_port)))
             .await?;
@@ -348,8 +399,8 @@ impl Sentinel {
             ),
         )
         .context("writing the sentinel's config")?;
-        let stderr = File::create(dir.join("stderr.log"))
-            .context("creating the sentinel's stderr file")?;
+        let stderr =
+            File::create(dir.join("stderr.log")).context("creating the sentinel's stderr file")?;
         self.child = Some(
             Command::new("redis-server")
                 .arg(&config)
@@ -423,7 +474,10 @@ async fn info(node: &RedisServer, section: &str) -> Result<HashMap<String, Strin
     let mut conn = redis::Client::open(node.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let text: String = redis::cmd("INFO").arg(section).query_async(&mut conn).await?;
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn)
+        .await?;
     Ok(text
         .lines()
         .filter_map(|line| line.split_once(':'))

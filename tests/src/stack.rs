@@ -300,7 +300,9 @@ impl Plan {
         let service = |program: &str| {
             redis_env
                 .iter()
-                .fold(kafka(program), |launch, (key, value)| launch.env(key, value))
+                .fold(kafka(program), |launch, (key, value)| {
+                    launch.env(key, value)
+                })
                 .arg("--ops-listen")
                 .arg("127.0.0.1:0")
         };

@@ -14,7 +14,9 @@ use crate::access::RedisAccess;
 use crate::sentinel::SentinelPrimary;
 use crate::{CONNECT_TIMEOUT, RedisOptions, RedisStoreError, store_error};
 use presence_ports::StoreError;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -99,13 +101,14 @@ pub(crate) enum Connection {
 pub(crate) enum Dialer {
     Server(ServerDialer),
     /// Built with the apply timeout as its response timeout (boxed: it is
-    /// twice a `Client`'s size).
+    /// larger than a `Client`).
     Cluster(Box<ClusterClient>),
 }
 
 /// How to open a connection of one's own to the one server, or to the primary.
 pub(crate) enum ServerDialer {
-    Direct(Client),
+    /// Boxed: a `Client` with its TLS settings is some 240 bytes.
+    Direct(Box<Client>),
     /// Asks Sentinel for the primary again for each connection.
     Sentinel(Arc<SentinelPrimary>),
 }
@@ -152,7 +155,7 @@ pub(crate) async fn connect(
                 .map_err(RedisStoreError::Connect)?;
             Ok((
                 Connection::Server(conn),
-                Dialer::Server(ServerDialer::Direct(client)),
+                Dialer::Server(ServerDialer::Direct(Box::new(client))),
             ))
         }
         RedisTarget::Cluster(seeds) => {

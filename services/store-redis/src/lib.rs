@@ -121,8 +121,8 @@ mod tickets;
 
 pub use access::{ClientIdentity, RedisAccess};
 pub use connection::RedisTarget;
-pub use settings::RedisArgs;
 pub use inventory::APPLY_CHUNK;
+pub use settings::RedisArgs;
 
 use async_trait::async_trait;
 use connection::{Connection, Dialer};

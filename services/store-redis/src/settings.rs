@@ -159,11 +159,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named_with_its_setting() -> Result<(), Box<dyn std::error::Error>> {
-        let settings = Settings::try_parse_from([
-            "test",
-            "--redis-ca-file",
-            "/nonexistent/ca.pem",
-        ])?;
+        let settings =
+            Settings::try_parse_from(["test", "--redis-ca-file", "/nonexistent/ca.pem"])?;
         let error = settings.redis.options().err().map(|e| e.to_string());
         assert!(
             error

@@ -118,8 +118,7 @@ pub(crate) async fn commit(
     };
     // EVALSHA sends only the script's hash; a Redis that does not know it
     // (restarted, failed over, flushed) answers NOSCRIPT and gets the source.
-    let replies = match run_confirmed(store, call("EVALSHA", store.commit_script.get_hash()))
-        .await
+    let replies = match run_confirmed(store, call("EVALSHA", store.commit_script.get_hash())).await
     {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             run_confirmed(store, call("EVAL", COMMIT_LUA)).await

@@ -1,6 +1,6 @@
 //! What only a Redis store has: the commit script under load, NOSCRIPT, expiry,
-//! outages, the key layout and the inventory transaction, each against a private
-//! redis-server.
+//! outages, the key layout, the inventory transaction, TLS with an ACL user and
+//! commits confirmed by replicas, each against a private redis-server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +14,10 @@ use presence_domain::{
     VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, InventoryStore, StoreError, TicketStore};
-use presence_store_redis::{APPLY_CHUNK, RedisOptions, RedisStore, RedisStoreError};
+use presence_store_redis::{
+    APPLY_CHUNK, ClientIdentity, RedisAccess, RedisOptions, RedisStore, RedisStoreError,
+};
+use presence_tests::redis_secure::{TlsRedis, USERNAME, start_replica_of};
 use presence_tests::redis_server::RedisServer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -729,4 +732,102 @@ mod cluster {
             "{refused:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------- TLS, ACL, replicas
+
+/// Connects to `redis` over TLS with `access` changed by `change`.
+async fn connect_tls(
+    redis: &TlsRedis,
+    change: impl FnOnce(&mut RedisAccess),
+) -> Result<Arc<RedisStore>, RedisStoreError> {
+    let files = redis.files();
+    let read = |name: &str| std::fs::read(files.path(name)).unwrap();
+    let mut access = RedisAccess {
+        username: Some(USERNAME.to_owned()),
+        password: Some(
+            std::fs::read_to_string(files.password_file())
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+        ),
+        ca_pem: Some(read("ca.pem")),
+        client_identity: Some(ClientIdentity {
+            cert_pem: read("client.pem"),
+            key_pem: read("client.key"),
+        }),
+    };
+    change(&mut access);
+    let options = RedisOptions {
+        access,
+        ..RedisOptions::default()
+    };
+    RedisStore::connect(&redis.url(), options).await
+}
+
+/// Over TLS the store checks Redis's certificate against the CA it is given,
+/// presents its client certificate and logs in as its ACL user: a CA that did
+/// not sign the server, a missing client certificate or a wrong password each
+/// stop it from connecting, with an error that holds no password.
+#[tokio::test]
+async fn tls_needs_the_right_ca_client_certificate_and_password() {
+    let redis = TlsRedis::start().await.unwrap();
+    let store = connect_tls(&redis, |_| {}).await.unwrap();
+    store.ping().await.unwrap();
+    let other_ca = std::fs::read(redis.files().path("other-ca.pem")).unwrap();
+    let refusals = [
+        connect_tls(&redis, |access| access.ca_pem = Some(other_ca)).await,
+        connect_tls(&redis, |access| access.client_identity = None).await,
+        connect_tls(&redis, |access| {
+            access.password = Some("not-the-password".to_owned())
+        })
+        .await,
+    ];
+    for refused in refusals {
+        let error = refused
+            .expect_err("connected with a wrong setting")
+            .to_string();
+        assert!(
+            error.contains("cannot connect to Redis") && !error.contains("password"),
+            "{error}"
+        );
+    }
+}
+
+/// With a replica required, a commit no replica confirms fails as unavailable
+/// although the primary holds it; reading the scan again (a retry) is
+/// unavailable too while no replica has it, and finds the decision once one
+/// does: what was settled, never a second decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_commit_is_settled_once_a_replica_has_it() {
+    let options = RedisOptions {
+        min_replicas: 1,
+        replica_timeout: Duration::from_millis(100),
+        ..RedisOptions::default()
+    };
+    let (server, store) = server_and_store(options).await;
+    // A replica syncs at once rather than after Redis 7's 5 s default delay.
+    server
+        .command("CONFIG SET repl-diskless-sync-delay 0")
+        .await
+        .unwrap();
+    let first = entry(key(1, 1), 0);
+    let commit = store.commit(first.clone()).await;
+    assert!(
+        matches!(&commit, Err(StoreError::Unavailable(reason)) if reason.contains("0 of the 1")),
+        "{commit:?}"
+    );
+    let retry = store.scan_context(&first.key, GateId::new(1)).await;
+    assert!(
+        matches!(retry, Err(StoreError::Unavailable(_))),
+        "{retry:?}"
+    );
+
+    let _replica = start_replica_of(&server).await.unwrap();
+    let settled = store
+        .scan_context(&first.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(settled.remembered, Some(first.remembered));
+    assert_eq!(settled.state.version, 1);
 }
