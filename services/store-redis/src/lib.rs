@@ -2,11 +2,15 @@
 //! venues, events, gates and devices in Redis, behind the [`TicketStore`],
 //! [`DeviceStore`] and [`InventoryStore`] ports.
 //!
-//! Redis is one server or a Redis Cluster ([`RedisTarget`]); every operation
-//! works in both.
+//! Redis is one server, the primary Redis Sentinel names, or a Redis Cluster
+//! ([`RedisTarget`]); every operation works in all three. Each may be reached
+//! over TLS as an ACL user ([`RedisAccess`]); the validator and the registry
+//! read all of it from [`RedisArgs`].
 //!
+//! - `access`: TLS material and credentials; `settings`: the services' flags;
 //! - `connection`: the connection to a server or a cluster, and how commands on
-//!   keys of several cluster slots travel;
+//!   keys of several cluster slots travel; `sentinel`: the primary Sentinel
+//!   names, found again after a failover;
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
@@ -65,6 +69,14 @@
 //!   cannot land afterwards, so reading the scan's keys after the timeout tells
 //!   whether it happened (the hosts' clocks must agree to well within the
 //!   caller's pause before that read).
+//! - With [`RedisOptions::min_replicas`], a commit's script is followed by
+//!   `WAIT` in the same pipeline, on one of [`CONFIRMING_CONNECTIONS`] (Redis
+//!   holds a connection's later commands behind a `WAIT`): a commit fewer
+//!   replicas confirm in time fails as unavailable, its outcome unknown to the
+//!   caller, who reads it back; a remembered decision read back is confirmed
+//!   the same way before it is answered again (a `PEXPIRE` renewing it is the
+//!   write the `WAIT` then covers). An answer never leaves before the replicas
+//!   have it, so a failover to one of them cannot lose it.
 //! - A new gate or device is claimed without a script: the value is written under a
 //!   fresh id (`INCR`) first, then the id is offered to the venue's index with
 //!   `HSETNX`. The first offer wins; a loser deletes its value and uses the winner's
