@@ -731,6 +731,19 @@ impl TestApp {
             .await
     }
 
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) the Sentinel-managed Redis's
+    /// replica: a primary whose replica stops acknowledging, as behind a
+    /// network partition.
+    pub async fn freeze_redis_replica(&self, frozen: bool) -> Result<()> {
+        let mut redis = self.distributed_plan()?.redis.lock().await;
+        let replica = redis.sentinel()?.replica().await?;
+        if frozen {
+            replica.pause()
+        } else {
+            replica.resume()
+        }
+    }
+
     /// Kills the broker (SIGKILL). Only a durable broker keeps its data.
     pub async fn kill_broker(&self) -> Result<()> {
         self.distributed_plan()?.broker.lock().await.stop()

@@ -311,6 +311,15 @@ impl SentinelRedis {
             .join(",")
     }
 
+    /// The node the first sentinel does not name primary: the replica.
+    pub async fn replica(&self) -> Result<&RedisServer> {
+        let primary = self.primary_port().await?;
+        self.nodes
+            .iter()
+            .find(|node| node.port() != primary)
+            .context("no replica in this group")
+    }
+
     /// The port of the node the first sentinel names primary.
     pub async fn primary_port(&self) -> Result<u16> {
         self.sentinels[0].primary_port().await

@@ -549,3 +549,52 @@ async fn a_sentinel_failover_without_the_replica_wait_resumes() -> Result<()> {
     })
     .await
 }
+
+/// How long a failover test keeps the replica frozen.
+const REPLICA_FROZEN: Duration = Duration::from_secs(2);
+
+/// With `PRESENCE_REDIS_MIN_REPLICAS=1`, a replica that stops acknowledging
+/// (frozen 2 s, as a partitioned primary sees its replicas) turns scans into
+/// 503s rather than OKAYs only the primary holds; once it is back the retries
+/// are decided, each ticket entered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_replica_turns_scans_into_503s_not_unconfirmed_okays() -> Result<()> {
+    let app = TestApp::distributed_with(on_sentinel("1")).await?;
+    scans::with_app(app, |app| async move {
+        let (_show, tokens, scanners) = venue(&app, FAILOVER_TOKENS, 2).await?;
+        let plan = tokens
+            .iter()
+            .map(|token| (ENTER, scanners[0].body(token, next_scan_time())))
+            .collect();
+        let flow = Flow::start(&app, plan, FAILOVER_CONCURRENCY, Retry::Unavailable);
+        flow.wait_for(FAILOVER_TOKENS / 5).await?;
+        app.freeze_redis_replica(true).await?;
+        let frozen = Instant::now();
+        tokio::time::sleep(REPLICA_FROZEN).await;
+        app.freeze_redis_replica(false).await?;
+        let thawed = Instant::now();
+        let sent = flow.finish().await?;
+        // A try sent after the freeze began whose commit could not be
+        // confirmed before the thaw.
+        let answered_while_frozen = sent
+            .iter()
+            .flat_map(|scan| &scan.attempts)
+            .filter(|a| a.started > frozen && a.finished < thawed && a.code == Some(200))
+            .count();
+        let unavailable: usize = sent.iter().map(Sent::unavailable).sum();
+        eprintln!(
+            "replica frozen {REPLICA_FROZEN:?}: {answered_while_frozen} tries answered 200, \
+             {unavailable} answered 503"
+        );
+        ensure!(
+            answered_while_frozen == 0 && unavailable > 0,
+            "{answered_while_frozen} scans answered 200 and {unavailable} 503 while no replica confirmed"
+        );
+        ensure!(
+            okays_by_token(&sent)?.len() == FAILOVER_TOKENS,
+            "not every ticket entered once"
+        );
+        Ok(())
+    })
+    .await
+}
