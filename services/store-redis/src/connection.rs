@@ -12,11 +12,10 @@
 
 use crate::access::RedisAccess;
 use crate::sentinel::SentinelPrimary;
+use crate::server::ServerConnection;
 use crate::{CONNECT_TIMEOUT, RedisOptions, RedisStoreError, store_error};
 use presence_ports::StoreError;
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
+use redis::aio::{ConnectionLike, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -86,8 +85,9 @@ impl RedisTarget {
 /// The store's shared connection: clones are cheap and share its sockets.
 #[derive(Clone)]
 pub(crate) enum Connection {
-    /// Multiplexed over one socket, reconnecting by itself.
-    Server(ConnectionManager),
+    /// Multiplexed over one socket, reconnecting by itself, and anew when the
+    /// server turns out to be a replica.
+    Server(Arc<ServerConnection>),
     /// One multiplexed socket per node, following the cluster's topology and
     /// reconnecting by itself.
     Cluster(ClusterConnection),
@@ -150,11 +150,11 @@ pub(crate) async fn connect(
                 .set_number_of_retries(RECONNECT_ATTEMPTS)
                 .set_min_delay(RECONNECT_MIN_DELAY)
                 .set_max_delay(RECONNECT_MAX_DELAY);
-            let conn = ConnectionManager::new_with_config(client.clone(), config)
+            let conn = ServerConnection::connect(client.clone(), config)
                 .await
                 .map_err(RedisStoreError::Connect)?;
             Ok((
-                Connection::Server(conn),
+                Connection::Server(Arc::new(conn)),
                 Dialer::Server(ServerDialer::Direct(Box::new(client))),
             ))
         }
@@ -224,7 +224,7 @@ fn cluster_client(
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Server(conn) => Box::pin(conn.send(cmd)),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
             Self::Sentinel(primary) => Box::pin(primary.send(cmd)),
         }
@@ -237,7 +237,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Server(conn) => Box::pin(conn.send_pipeline(pipeline, offset, count)),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Sentinel(primary) => Box::pin(primary.send_pipeline(pipeline, offset, count)),
         }
@@ -245,7 +245,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Server(conn) => conn.get_db(),
+            Self::Server(conn) => conn.db(),
             Self::Cluster(conn) => conn.get_db(),
             Self::Sentinel(primary) => primary.db(),
         }

@@ -9,8 +9,9 @@
 //!
 //! - `access`: TLS material and credentials; `settings`: the services' flags;
 //! - `connection`: the connection to a server or a cluster, and how commands on
-//!   keys of several cluster slots travel; `sentinel`: the primary Sentinel
-//!   names, found again after a failover;
+//!   keys of several cluster slots travel; `server`: one server, reconnected
+//!   when it answers `READONLY`; `sentinel`: the primary Sentinel names, found
+//!   again after a failover;
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
@@ -127,6 +128,7 @@ mod keys;
 mod persistence;
 mod registry;
 mod sentinel;
+mod server;
 mod settings;
 mod stats;
 mod tickets;

@@ -15,6 +15,7 @@
 
 use crate::CONNECT_TIMEOUT;
 use crate::access::RedisAccess;
+use crate::server::says_readonly;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
@@ -159,17 +160,14 @@ impl SentinelPrimary {
     /// Forgets connection `generation` if `replies` say it no longer reaches a
     /// primary.
     async fn judge(&self, generation: u64, replies: Result<&[Value], &RedisError>) {
-        let lost = match replies {
-            Ok(values) => values.iter().any(is_readonly),
-            Err(error) => {
-                error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
-                    || error.is_io_error()
+        let lost = says_readonly(replies)
+            || replies.is_err_and(|error| {
+                error.is_io_error()
                     || error.is_connection_dropped()
                     || error.is_connection_refusal()
                     || error.is_unrecoverable_error()
                     || error.is_timeout()
-            }
-        };
+            });
         if !lost {
             return;
         }
@@ -255,13 +253,5 @@ impl SentinelPrimary {
                 format!("{host}:{port}"),
             ))),
         }
-    }
-}
-
-fn is_readonly(value: &Value) -> bool {
-    match value {
-        Value::ServerError(error) => error.kind() == Some(ServerErrorKind::ReadOnly),
-        Value::Array(values) => values.iter().any(is_readonly),
-        _ => false,
     }
 }

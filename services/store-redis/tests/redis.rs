@@ -831,3 +831,52 @@ async fn an_unconfirmed_commit_is_settled_once_a_replica_has_it() {
     assert_eq!(settled.remembered, Some(first.remembered));
     assert_eq!(settled.state.version, 1);
 }
+
+/// A failover behind an address that stays (a managed Redis's primary
+/// endpoint): the server the store talks to becomes a replica and answers
+/// writes `READONLY`. The write fails as unavailable, and the store opens a new
+/// connection, so once the address leads to a primary again (here: the same
+/// server promoted back) writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_readonly_is_connected_to_again() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    let other = RedisServer::start().await.unwrap();
+    let mut admin = raw(&server).await;
+    let received = async |admin: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let stats: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(admin)
+            .await
+            .unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap()
+    };
+    let before = received(&mut admin).await;
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port())
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let refused = store.commit(entry(key(1, 1), 0)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(reason)) if reason.contains("read only replica")),
+        "{refused:?}"
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let commit = store.commit(entry(key(1, 2), 0)).await.unwrap();
+    assert_eq!(commit, CommitOutcome::Committed);
+    assert_eq!(
+        received(&mut admin).await - before,
+        1,
+        "the store connected once more after READONLY"
+    );
+}
