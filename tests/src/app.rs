@@ -716,6 +716,34 @@ impl TestApp {
             .await
     }
 
+    /// Fails the Sentinel-managed Redis over ([`SentinelRedis::fail_over`]):
+    /// kills its primary, waits for the promotion and brings the old primary
+    /// back as a replica. How long the promotion took.
+    ///
+    /// [`SentinelRedis::fail_over`]: crate::redis_secure::SentinelRedis::fail_over
+    pub async fn fail_over_redis(&self) -> Result<Duration> {
+        self.distributed_plan()?
+            .redis
+            .lock()
+            .await
+            .sentinel()?
+            .fail_over()
+            .await
+    }
+
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) the Sentinel-managed Redis's
+    /// replica: a primary whose replica stops acknowledging, as behind a
+    /// network partition.
+    pub async fn freeze_redis_replica(&self, frozen: bool) -> Result<()> {
+        let mut redis = self.distributed_plan()?.redis.lock().await;
+        let replica = redis.sentinel()?.replica().await?;
+        if frozen {
+            replica.pause()
+        } else {
+            replica.resume()
+        }
+    }
+
     /// Kills the broker (SIGKILL). Only a durable broker keeps its data.
     pub async fn kill_broker(&self) -> Result<()> {
         self.distributed_plan()?.broker.lock().await.stop()

@@ -11,6 +11,7 @@
 //! - [`broker`], [`redis_server`]: a private Kafka broker (tansu) and Redis;
 //! - [`secured_broker`]: a broker reached only over SASL_SSL (tansu behind
 //!   stunnel), with SCRAM users and a CA made for the test;
+//! - [`redis_secure`]: Redis over TLS with an ACL user, and Redis behind Sentinel;
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scans`]: scans sent under load as scanners send them, and the checks of
 //!   the `decisions` stream and of exactly-once entry against their answers;
@@ -26,6 +27,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod redis_secure;
 pub mod redis_server;
 pub mod scans;
 pub mod scenario;

@@ -31,7 +31,7 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 25] = [
+const AMBIENT_SETTINGS: [&str; 33] = [
     "PRESENCE_LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "PRESENCE_LISTEN",
@@ -48,6 +48,14 @@ const AMBIENT_SETTINGS: [&str; 25] = [
     "PRESENCE_KAFKA_BROKERS",
     "PRESENCE_REDIS_URL",
     "PRESENCE_REDIS_CLUSTER",
+    "PRESENCE_REDIS_SENTINEL_PRIMARY",
+    "PRESENCE_REDIS_USERNAME",
+    "PRESENCE_REDIS_PASSWORD_FILE",
+    "PRESENCE_REDIS_CA_FILE",
+    "PRESENCE_REDIS_CERT_FILE",
+    "PRESENCE_REDIS_KEY_FILE",
+    "PRESENCE_REDIS_MIN_REPLICAS",
+    "PRESENCE_REDIS_REPLICA_TIMEOUT_MS",
     "PRESENCE_TOPIC_PREFIX",
     "PRESENCE_DECISION_TIMEOUT_MS",
     "PRESENCE_REQUEST_TIMEOUT_MS",

@@ -208,6 +208,13 @@ impl RedisServer {
         self.launch().await
     }
 
+    /// [`RedisServer::restart`] with `args` instead of the ones it was started
+    /// with (e.g. as a replica of another server).
+    pub async fn restart_with(&mut self, args: &[&str]) -> Result<()> {
+        self.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart().await
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join(LOG_FILE)
     }
@@ -434,7 +441,7 @@ pub(crate) async fn on_a_free_port(
 }
 
 /// A port the OS just gave out and took back.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 for a port")?;
     Ok(listener
@@ -444,7 +451,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Whether the server on `port` answers PING with PONG (not e.g. -LOADING).
-async fn ping(port: u16) -> bool {
+pub(crate) async fn ping(port: u16) -> bool {
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         stream.write_all(b"PING\r\n").await?;

@@ -5,6 +5,7 @@
 use crate::app::Keys;
 use crate::broker::Broker;
 use crate::process::{Launch, PresenceProcess, STOP_TIMEOUT};
+use crate::redis_secure::{self, SentinelRedis, TlsRedis};
 use crate::redis_server::{RedisCluster, RedisServer};
 use crate::scenario::unique;
 use crate::secured_broker::{SecuredBroker, TlsFront, User};
@@ -150,12 +151,27 @@ pub struct DistributedOptions {
     pub gateway_env: Vec<(String, String)>,
     /// Extra environment of every service (e.g. where spans are exported).
     pub env: Vec<(String, String)>,
-    /// Run Redis as a private Redis Cluster ([`RedisCluster`]) instead of one
-    /// server: the validator and the registry get `PRESENCE_REDIS_CLUSTER=true`.
-    pub redis_cluster: bool,
     /// Reach the broker only over SASL_SSL ([`SecuredBroker`]): a SCRAM-SHA-512
     /// user, the broker's certificate checked against a CA made for the test.
     pub sasl_ssl: bool,
+    /// Which Redis the validator and the registry use.
+    pub redis: RedisSetup,
+}
+
+/// The kinds of private Redis a distributed fixture can run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisSetup {
+    /// One durable server ([`RedisServer::start_durable`]).
+    #[default]
+    Server,
+    /// A Redis Cluster ([`RedisCluster`]): the services get
+    /// `PRESENCE_REDIS_CLUSTER=true`.
+    Cluster,
+    /// One durable server reached over TLS as an ACL user ([`TlsRedis`]).
+    Tls,
+    /// A primary, its replica and three sentinels ([`SentinelRedis`]): the
+    /// services get `PRESENCE_REDIS_SENTINEL_PRIMARY`.
+    Sentinel,
 }
 
 /// The private Redis of a distributed fixture.
@@ -163,16 +179,21 @@ pub struct DistributedOptions {
 pub enum Redis {
     /// One server with the production persistence ([`RedisServer::start_durable`]).
     Server(RedisServer),
-    /// A Redis Cluster without persistence ([`DistributedOptions::redis_cluster`]).
+    /// A Redis Cluster without persistence ([`RedisSetup::Cluster`]).
     Cluster(RedisCluster),
+    /// [`RedisSetup::Tls`].
+    Tls(TlsRedis),
+    /// [`RedisSetup::Sentinel`].
+    Sentinel(SentinelRedis),
 }
 
 impl Redis {
-    async fn start(cluster: bool) -> Result<Self> {
-        Ok(if cluster {
-            Self::Cluster(RedisCluster::start().await?)
-        } else {
-            Self::Server(RedisServer::start_durable().await?)
+    async fn start(setup: RedisSetup) -> Result<Self> {
+        Ok(match setup {
+            RedisSetup::Server => Self::Server(RedisServer::start_durable().await?),
+            RedisSetup::Cluster => Self::Cluster(RedisCluster::start().await?),
+            RedisSetup::Tls => Self::Tls(TlsRedis::start().await?),
+            RedisSetup::Sentinel => Self::Sentinel(SentinelRedis::start().await?),
         })
     }
 
@@ -181,6 +202,31 @@ impl Redis {
         match self {
             Self::Server(server) => server.url(),
             Self::Cluster(cluster) => cluster.url(),
+            Self::Tls(tls) => tls.url(),
+            Self::Sentinel(sentinel) => sentinel.url(),
+        }
+    }
+
+    /// The Redis settings of the validator and the registry.
+    fn service_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("PRESENCE_REDIS_URL".to_owned(), self.url())];
+        match self {
+            Self::Server(_) => {}
+            Self::Cluster(_) => env.push(("PRESENCE_REDIS_CLUSTER".into(), "true".into())),
+            Self::Tls(tls) => env.extend(tls.files().credentials_env()),
+            Self::Sentinel(_) => env.push((
+                "PRESENCE_REDIS_SENTINEL_PRIMARY".into(),
+                redis_secure::PRIMARY_NAME.into(),
+            )),
+        }
+        env
+    }
+
+    /// The Sentinel-managed Redis, for tests that fail it over.
+    pub fn sentinel(&mut self) -> Result<&mut SentinelRedis> {
+        match self {
+            Self::Sentinel(sentinel) => Ok(sentinel),
+            _ => bail!("this fixture runs no Sentinel-managed Redis"),
         }
     }
 
@@ -188,7 +234,10 @@ impl Redis {
     pub fn server(&mut self) -> Result<&mut RedisServer> {
         match self {
             Self::Server(server) => Ok(server),
-            Self::Cluster(_) => bail!("this fixture runs a Redis Cluster, not one server"),
+            Self::Tls(tls) => Ok(tls.server()),
+            Self::Cluster(_) | Self::Sentinel(_) => {
+                bail!("this fixture runs several Redis servers, not one")
+            }
         }
     }
 }
@@ -250,7 +299,7 @@ impl Plan {
                 Ok((Broker::start().await?, None, Vec::new()))
             }
         };
-        let (broker, redis) = tokio::join!(broker, Redis::start(options.redis_cluster));
+        let (broker, redis) = tokio::join!(broker, Redis::start(options.redis));
         let ((broker, tls_front, kafka_env), redis) = (broker?, redis?);
         let cluster = Cluster {
             bootstrap: tls_front
@@ -272,10 +321,13 @@ impl Plan {
                 |launch, (key, value)| launch.env(key, value),
             )
         };
+        let redis_env = redis.service_env();
         let service = |program: &str| {
-            kafka(program)
-                .env("PRESENCE_REDIS_URL", &cluster.redis_url)
-                .env("PRESENCE_REDIS_CLUSTER", options.redis_cluster.to_string())
+            redis_env
+                .iter()
+                .fold(kafka(program), |launch, (key, value)| {
+                    launch.env(key, value)
+                })
                 .arg("--ops-listen")
                 .arg("127.0.0.1:0")
         };

@@ -17,33 +17,6 @@ use tokio::sync::watch;
 pub struct ServiceArgs {
     #[command(flatten)]
     pub kafka: crate::KafkaArgs,
-    /// One Redis server's URL; with `--redis-cluster`, a comma-separated list of
-    /// a Redis Cluster's seed nodes' URLs.
-    // The URL may hold Redis's password: `--help` must not print the
-    // environment's value, as clap does by default.
-    #[arg(
-        long,
-        env = "PRESENCE_REDIS_URL",
-        hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    pub redis_url: String,
-    /// Redis is a Redis Cluster, reached through the seed nodes `--redis-url` lists.
-    #[arg(long, env = "PRESENCE_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
-    /// How long a NOT_FOUND decision (and its stats marker) is remembered for
-    /// retries, in ms; every other decision is remembered 24 hours.
-    #[arg(long, env = "PRESENCE_NOT_FOUND_RETENTION_MS",
-          default_value_t = presence_ports::DEFAULT_NOT_FOUND_RETENTION_MS,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub not_found_retention_ms: u64,
-}
-
-impl ServiceArgs {
-    /// The NOT_FOUND retention `--not-found-retention-ms` sets.
-    pub fn not_found_retention(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.not_found_retention_ms)
-    }
 }
 
 /// Why a service could not run.

@@ -11,7 +11,7 @@ use presence_ports::Stores;
 use presence_registry::distributed::{DecisionCounter, RegistryHandler};
 use presence_registry::{Registry, StatsView, VenueCapArgs};
 use presence_runtime::metrics::MetricsHandle;
-use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
+use presence_store_redis::RedisArgs;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,8 @@ use std::time::Duration;
 struct Settings {
     #[command(flatten)]
     service: ServiceArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9091")]
     ops_listen: SocketAddr,
@@ -60,17 +62,11 @@ async fn main() -> anyhow::Result<()> {
             compacted: false,
         },
     ];
-    let redis =
-        RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
-    let store = RedisStore::connect_to(
-        &redis,
-        RedisOptions {
-            not_found_retention: settings.service.not_found_retention(),
-            ..RedisOptions::default()
-        },
-    )
-    .await
-    .context("connecting to Redis")?;
+    let store = settings
+        .redis
+        .connect()
+        .await
+        .context("connecting to Redis")?;
     let producer = client::producer(&kafka).context("creating the producer")?;
     let stores = Stores::from_backend(store.clone());
     let prefix = &settings.service.kafka.topic_prefix;

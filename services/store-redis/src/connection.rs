@@ -7,16 +7,23 @@
 //! `MOVED`/`ASK` while slots migrate). It refuses a pipeline whose keys span
 //! slots (`CROSSSLOT`), so commands on unrelated keys go through
 //! [`Connection::query_independent`], and the cluster's inventory apply through
-//! [`per_slot`].
+//! [`per_slot`]. Behind Sentinel, [`SentinelPrimary`] finds the primary and
+//! finds it again after a failover.
 
+use crate::access::RedisAccess;
+use crate::sentinel::SentinelPrimary;
+use crate::server::ServerConnection;
 use crate::{CONNECT_TIMEOUT, RedisOptions, RedisStoreError, store_error};
 use presence_ports::StoreError;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{Arg, Client, Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::{
+    Arg, AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, RedisFuture, Value,
+};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -42,22 +49,35 @@ pub enum RedisTarget {
     /// A Redis Cluster, found through these seed nodes' URLs: any one that
     /// answers tells the store the others and which slots each serves.
     Cluster(Vec<String>),
+    /// The primary that Redis Sentinel names `primary_name`, asked of these
+    /// sentinels' URLs in turn. Their scheme (`redis://` or `rediss://`) is the
+    /// primary's too, and the first URL's database number is the one used.
+    Sentinel {
+        sentinels: Vec<String>,
+        primary_name: String,
+    },
 }
 
 impl RedisTarget {
     /// What `PRESENCE_REDIS_URL` names: one server's URL, or with `cluster`
-    /// (`PRESENCE_REDIS_CLUSTER`) a comma-separated list of seed nodes' URLs.
-    pub fn from_settings(url: &str, cluster: bool) -> Self {
-        if cluster {
-            Self::Cluster(
-                url.split(',')
-                    .map(str::trim)
-                    .filter(|seed| !seed.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            )
-        } else {
-            Self::Server(url.to_owned())
+    /// (`PRESENCE_REDIS_CLUSTER`) a comma-separated list of seed nodes' URLs,
+    /// or with a `sentinel_primary` name (`PRESENCE_REDIS_SENTINEL_PRIMARY`) a
+    /// comma-separated list of sentinels' URLs.
+    pub fn from_settings(url: &str, cluster: bool, sentinel_primary: Option<&str>) -> Self {
+        let list = || {
+            url.split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        match sentinel_primary {
+            Some(name) => Self::Sentinel {
+                sentinels: list(),
+                primary_name: name.to_owned(),
+            },
+            None if cluster => Self::Cluster(list()),
+            None => Self::Server(url.to_owned()),
         }
     }
 }
@@ -65,20 +85,53 @@ impl RedisTarget {
 /// The store's shared connection: clones are cheap and share its sockets.
 #[derive(Clone)]
 pub(crate) enum Connection {
-    /// Multiplexed over one socket, reconnecting by itself.
-    Server(ConnectionManager),
+    /// Multiplexed over one socket, reconnecting by itself, and anew when the
+    /// server turns out to be a replica.
+    Server(Arc<ServerConnection>),
     /// One multiplexed socket per node, following the cluster's topology and
     /// reconnecting by itself.
     Cluster(ClusterConnection),
+    /// Multiplexed over one socket to the primary Sentinel names, found again
+    /// when that socket fails or the node answers `READONLY`.
+    Sentinel(Arc<SentinelPrimary>),
 }
 
 /// How the store opens connections of its own: an inventory apply's, whose
 /// commands may wait up to [`RedisOptions::apply_timeout`].
 pub(crate) enum Dialer {
-    Server(Client),
+    Server(ServerDialer),
     /// Built with the apply timeout as its response timeout (boxed: it is
-    /// twice a `Client`'s size).
+    /// larger than a `Client`).
     Cluster(Box<ClusterClient>),
+}
+
+/// How to open a connection of one's own to the one server, or to the primary.
+pub(crate) enum ServerDialer {
+    /// Boxed: a `Client` with its TLS settings is some 240 bytes.
+    Direct(Box<Client>),
+    /// Asks Sentinel for the primary again for each connection.
+    Sentinel(Arc<SentinelPrimary>),
+}
+
+impl ServerDialer {
+    /// A new connection whose commands may wait `response_timeout`.
+    pub(crate) async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response_timeout));
+        match self {
+            Self::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            }
+            Self::Sentinel(primary) => primary.connect(&config).await,
+        }
+        .map_err(store_error)
+    }
 }
 
 /// Connects to `target` as `options` say: the shared connection, and how to
@@ -87,27 +140,49 @@ pub(crate) async fn connect(
     target: &RedisTarget,
     options: &RedisOptions,
 ) -> Result<(Connection, Dialer), RedisStoreError> {
+    let access = &options.access;
     match target {
         RedisTarget::Server(url) => {
-            let client = Client::open(url.as_str()).map_err(RedisStoreError::Url)?;
+            let client = access.client(url).map_err(RedisStoreError::Url)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(options.response_timeout))
                 .set_number_of_retries(RECONNECT_ATTEMPTS)
                 .set_min_delay(RECONNECT_MIN_DELAY)
                 .set_max_delay(RECONNECT_MAX_DELAY);
-            let conn = ConnectionManager::new_with_config(client.clone(), config)
+            let conn = ServerConnection::connect(client.clone(), config)
                 .await
                 .map_err(RedisStoreError::Connect)?;
-            Ok((Connection::Server(conn), Dialer::Server(client)))
+            Ok((
+                Connection::Server(Arc::new(conn)),
+                Dialer::Server(ServerDialer::Direct(Box::new(client))),
+            ))
         }
         RedisTarget::Cluster(seeds) => {
-            let conn = cluster_client(seeds, options.response_timeout)?
+            let conn = cluster_client(seeds, access, options.response_timeout)?
                 .get_async_connection()
                 .await
                 .map_err(RedisStoreError::Connect)?;
-            let dialer = Dialer::Cluster(Box::new(cluster_client(seeds, options.apply_timeout)?));
+            let dialer = Dialer::Cluster(Box::new(cluster_client(
+                seeds,
+                access,
+                options.apply_timeout,
+            )?));
             Ok((Connection::Cluster(conn), dialer))
+        }
+        RedisTarget::Sentinel {
+            sentinels,
+            primary_name,
+        } => {
+            let primary = Arc::new(
+                SentinelPrimary::new(sentinels, primary_name, access, options.response_timeout)
+                    .map_err(RedisStoreError::Url)?,
+            );
+            primary.current().await.map_err(RedisStoreError::Connect)?;
+            Ok((
+                Connection::Sentinel(primary.clone()),
+                Dialer::Server(ServerDialer::Sentinel(primary)),
+            ))
         }
     }
 }
@@ -117,10 +192,26 @@ pub(crate) async fn connect(
 /// timeout): a commit must not outlive its caller's wait (see the crate doc).
 fn cluster_client(
     seeds: &[String],
+    access: &RedisAccess,
     response_timeout: Duration,
 ) -> Result<ClusterClient, RedisStoreError> {
     let millis = |delay: Duration| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    ClusterClient::builder(seeds.iter().map(String::as_str))
+    let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str));
+    if let Some(username) = &access.username {
+        builder = builder.username(username);
+    }
+    if let Some(password) = &access.password {
+        builder = builder.password(password);
+    }
+    if seeds.iter().any(|seed| seed.starts_with("rediss://")) {
+        crate::access::install_crypto_provider();
+        builder = builder.certs(access.certificates());
+    } else if access.has_tls_material() {
+        return Err(RedisStoreError::Options(
+            "a Redis CA file or client certificate needs rediss:// URLs".to_owned(),
+        ));
+    }
+    builder
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(response_timeout)
         .retries(u32::try_from(RECONNECT_ATTEMPTS).unwrap_or(u32::MAX))
@@ -133,8 +224,9 @@ fn cluster_client(
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Server(conn) => Box::pin(conn.send(cmd)),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(primary) => Box::pin(primary.send(cmd)),
         }
     }
 
@@ -145,15 +237,17 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Server(conn) => Box::pin(conn.send_pipeline(pipeline, offset, count)),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(primary) => Box::pin(primary.send_pipeline(pipeline, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Server(conn) => conn.get_db(),
+            Self::Server(conn) => conn.db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(primary) => primary.db(),
         }
     }
 }
@@ -169,13 +263,13 @@ impl Connection {
         commands: Vec<Cmd>,
     ) -> Result<T, StoreError> {
         let conn = match self {
-            Self::Server(conn) => {
+            Self::Server(_) | Self::Sentinel(_) => {
                 let mut pipe = redis::pipe();
                 for command in commands {
                     pipe.add_command(command);
                 }
                 return pipe
-                    .query_async(&mut conn.clone())
+                    .query_async(&mut self.clone())
                     .await
                     .map_err(store_error);
             }
@@ -249,12 +343,19 @@ mod tests {
     #[test]
     fn a_cluster_setting_lists_seed_nodes() {
         assert_eq!(
-            RedisTarget::from_settings("redis://a:1/0, redis://b:2/0,", true),
+            RedisTarget::from_settings("redis://a:1/0, redis://b:2/0,", true, None),
             RedisTarget::Cluster(vec!["redis://a:1/0".into(), "redis://b:2/0".into()])
         );
         assert_eq!(
-            RedisTarget::from_settings("redis://a:1/0", false),
+            RedisTarget::from_settings("redis://a:1/0", false, None),
             RedisTarget::Server("redis://a:1/0".into())
+        );
+        assert_eq!(
+            RedisTarget::from_settings("redis://a:1/0,redis://b:2/0", false, Some("main")),
+            RedisTarget::Sentinel {
+                sentinels: vec!["redis://a:1/0".into(), "redis://b:2/0".into()],
+                primary_name: "main".into()
+            }
         );
     }
 

@@ -4,14 +4,14 @@
 use crate::codec::{encode, encode_ticket};
 use crate::connection::{Dialer, per_slot, slot_of};
 use crate::keys::Counted;
-use crate::{CONNECT_TIMEOUT, RedisStore, registry, store_error};
+use crate::{RedisStore, registry, store_error};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{GateId, VenueId};
 use presence_ports::{InventorySize, StoreError};
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{AsyncConnectionConfig, Pipeline, Value};
+use redis::{Pipeline, Value};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -60,25 +60,19 @@ pub(crate) async fn apply(
     }
     let gate_ids = gate_ids(store, &records).await?;
     match &store.dialer {
-        Dialer::Server(client) => {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(store.apply_timeout));
-            // A connection of its own: MULTI..EXEC must not interleave with other
-            // callers' commands, and dropping it on any error makes Redis discard
-            // the queue.
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(store_error)?;
-            transaction(store, &mut conn, &records, &gate_ids).await?;
-            count_size(store, &mut conn, &records).await;
-        }
         Dialer::Cluster(client) => {
             // A connection of its own, waiting up to the apply timeout, so that
             // the writes do not queue ahead of the scans on the shared one.
             let mut conn = client.get_async_connection().await.map_err(store_error)?;
             by_slot(store, &conn, &records, &gate_ids).await?;
+            count_size(store, &mut conn, &records).await;
+        }
+        Dialer::Server(dialer) => {
+            // A connection of its own: MULTI..EXEC must not interleave with other
+            // callers' commands, and dropping it on any error makes Redis discard
+            // the queue.
+            let mut conn = dialer.connect(store.apply_timeout).await?;
+            transaction(store, &mut conn, &records, &gate_ids).await?;
             count_size(store, &mut conn, &records).await;
         }
     }

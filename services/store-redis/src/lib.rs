@@ -2,11 +2,16 @@
 //! venues, events, gates and devices in Redis, behind the [`TicketStore`],
 //! [`DeviceStore`] and [`InventoryStore`] ports.
 //!
-//! Redis is one server or a Redis Cluster ([`RedisTarget`]); every operation
-//! works in both.
+//! Redis is one server, the primary Redis Sentinel names, or a Redis Cluster
+//! ([`RedisTarget`]); every operation works in all three. Each may be reached
+//! over TLS as an ACL user ([`RedisAccess`]); the validator and the registry
+//! read all of it from [`RedisArgs`].
 //!
+//! - `access`: TLS material and credentials; `settings`: the services' flags;
 //! - `connection`: the connection to a server or a cluster, and how commands on
-//!   keys of several cluster slots travel;
+//!   keys of several cluster slots travel; `server`: one server, reconnected
+//!   when it answers `READONLY`; `sentinel`: the primary Sentinel names, found
+//!   again after a failover;
 //! - `keys`: every key name; `codec`: how values are encoded;
 //! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
@@ -65,6 +70,14 @@
 //!   cannot land afterwards, so reading the scan's keys after the timeout tells
 //!   whether it happened (the hosts' clocks must agree to well within the
 //!   caller's pause before that read).
+//! - With [`RedisOptions::min_replicas`], a commit's script is followed by
+//!   `WAIT` in the same pipeline, on one of [`CONFIRMING_CONNECTIONS`] (Redis
+//!   holds a connection's later commands behind a `WAIT`): a commit fewer
+//!   replicas confirm in time fails as unavailable, its outcome unknown to the
+//!   caller, who reads it back; a remembered decision read back is confirmed
+//!   the same way before it is answered again (a `PEXPIRE` renewing it is the
+//!   write the `WAIT` then covers). An answer never leaves before the replicas
+//!   have it, so a failover to one of them cannot lose it.
 //! - A new gate or device is claimed without a script: the value is written under a
 //!   fresh id (`INCR`) first, then the id is offered to the venue's index with
 //!   `HSETNX`. The first offer wins; a loser deletes its value and uses the winner's
@@ -107,17 +120,23 @@
 //! by its operator; a batch published by another system is retried by the
 //! validator until it lands. The same gate claim precedes the writes.
 
+mod access;
 mod codec;
 mod connection;
 mod inventory;
 mod keys;
 mod persistence;
 mod registry;
+mod sentinel;
+mod server;
+mod settings;
 mod stats;
 mod tickets;
 
+pub use access::{ClientIdentity, RedisAccess};
 pub use connection::RedisTarget;
 pub use inventory::APPLY_CHUNK;
+pub use settings::RedisArgs;
 
 use async_trait::async_trait;
 use connection::{Connection, Dialer};
@@ -131,6 +150,7 @@ use presence_ports::{
 use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -151,6 +171,14 @@ pub struct RedisOptions {
     /// `EXEC` performs every write of the batch, so this bounds the largest batch
     /// (a million tickets took about a second on a 2-core machine).
     pub apply_timeout: Duration,
+    /// Credentials and TLS material.
+    pub access: RedisAccess,
+    /// Replicas that must have acknowledged a decision's commit before it is
+    /// answered (`WAIT`); 0 answers once the primary has it.
+    pub min_replicas: u32,
+    /// How long a commit waits for those replicas before it is reported
+    /// unavailable; less than [`RedisOptions::response_timeout`].
+    pub replica_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -161,6 +189,9 @@ impl Default for RedisOptions {
             not_found_retention: DEFAULT_NOT_FOUND_RETENTION,
             response_timeout: Duration::from_secs(1),
             apply_timeout: Duration::from_secs(120),
+            access: RedisAccess::default(),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -174,6 +205,12 @@ pub enum RedisStoreError {
     Options(String),
     #[error("cannot connect to Redis: {0}")]
     Connect(#[source] RedisError),
+    #[error("cannot read the {setting} file {path}: {source}")]
+    File {
+        setting: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A retention as whole milliseconds, at least one (a Redis `PX` argument).
@@ -203,7 +240,20 @@ pub struct RedisStore {
     /// How long a call waits for Redis; a commit runs only within it.
     response_timeout: Duration,
     apply_timeout: Duration,
+    min_replicas: u32,
+    replica_timeout: Duration,
+    /// With `min_replicas`, the [`CONFIRMING_CONNECTIONS`] connections that
+    /// commits and their `WAIT`s take turns on; empty without.
+    confirming: Vec<Connection>,
+    confirming_turn: AtomicUsize,
 }
+
+/// Connections that commits waiting for replicas take turns on. Redis holds
+/// every command sent after a `WAIT` on its connection until the `WAIT`
+/// returns, so on the one shared connection each commit would wait for the one
+/// before it: a pool lets as many commits wait side by side, and leaves the
+/// shared connection (reads, registry, inventory) unblocked.
+pub const CONFIRMING_CONNECTIONS: usize = 16;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -237,9 +287,35 @@ impl RedisStore {
         }
         let retention_ms = whole_millis("idempotency", options.idempotency_retention)?;
         let not_found_retention_ms = whole_millis("NOT_FOUND", options.not_found_retention)?;
+        if options.min_replicas > 0
+            && (options.replica_timeout.is_zero()
+                || options.replica_timeout >= options.response_timeout)
+        {
+            // WAIT 0 would wait forever; a wait as long as the response
+            // timeout would fail the call before WAIT answers.
+            return Err(RedisStoreError::Options(format!(
+                "the replica timeout {:?} must be above zero and below the response timeout {:?}",
+                options.replica_timeout, options.response_timeout
+            )));
+        }
         let (conn, dialer) = connection::connect(target, &options).await?;
-        let cluster = matches!(target, RedisTarget::Cluster(_));
-        tracing::info!(prefix = %options.key_prefix, cluster, "redis store connected");
+        let mut confirming = Vec::new();
+        if options.min_replicas > 0 {
+            for _ in 0..CONFIRMING_CONNECTIONS {
+                confirming.push(connection::connect(target, &options).await?.0);
+            }
+        }
+        let mode = match target {
+            RedisTarget::Server(_) => "server",
+            RedisTarget::Cluster(_) => "cluster",
+            RedisTarget::Sentinel { .. } => "sentinel",
+        };
+        tracing::info!(
+            prefix = %options.key_prefix,
+            mode,
+            min_replicas = options.min_replicas,
+            "redis store connected"
+        );
         persistence::check(&conn).await;
         Ok(Arc::new(Self {
             dialer,
@@ -250,6 +326,10 @@ impl RedisStore {
             not_found_retention_ms,
             response_timeout: options.response_timeout,
             apply_timeout: options.apply_timeout,
+            min_replicas: options.min_replicas,
+            replica_timeout: options.replica_timeout,
+            confirming,
+            confirming_turn: AtomicUsize::new(0),
         }))
     }
 
@@ -272,6 +352,16 @@ impl RedisStore {
     /// A handle on the shared connection; clones are cheap and share its sockets.
     fn conn(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// A connection for a commit and its `WAIT`: one of the confirming pool,
+    /// in turn, when replicas must confirm; the shared one otherwise.
+    fn confirming_conn(&self) -> Connection {
+        if self.confirming.is_empty() {
+            return self.conn();
+        }
+        let turn = self.confirming_turn.fetch_add(1, Ordering::Relaxed);
+        self.confirming[turn % self.confirming.len()].clone()
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn warning(conn: &Connection) -> Result<Option<String>, RedisEr
     let mut get = redis::cmd("CONFIG");
     get.arg("GET").arg("append*");
     match conn {
-        Connection::Server(conn) => {
+        Connection::Server(_) | Connection::Sentinel(_) => {
             let config: HashMap<String, String> = get.query_async(&mut conn.clone()).await?;
             Ok(judge(&config))
         }

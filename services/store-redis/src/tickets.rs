@@ -5,7 +5,7 @@ use crate::{RedisStore, store_error};
 use presence_domain::time::unix_millis;
 use presence_domain::{Event, GateId, GateSpec, RememberedDecision, ScanKey};
 use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError};
-use redis::{Script, Value};
+use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use std::time::SystemTime;
 
 /// The error code `lua/commit.lua` answers when a stored state has no version.
@@ -16,8 +16,8 @@ type Bytes = Option<Vec<u8>>;
 
 const COMMIT_LUA: &str = include_str!("lua/commit.lua");
 
-/// Built once per store: `Script` hashes the source, and `invoke_async` sends only
-/// that hash (EVALSHA), loading the source again if Redis answers NOSCRIPT.
+/// Built once per store: `Script` hashes the source, and [`commit`] sends only
+/// that hash (EVALSHA), and the source when Redis answers NOSCRIPT.
 pub(crate) fn commit_script() -> Script {
     Script::new(COMMIT_LUA)
 }
@@ -52,6 +52,11 @@ pub(crate) async fn scan_context(
         .transpose()?
         .unwrap_or_default();
     let remembered: Option<RememberedDecision> = decode_opt("decision", remembered)?;
+    if let Some(remembered) = &remembered {
+        // It is about to be answered again; it may be a commit whose replicas
+        // never confirmed it.
+        confirm_replicated(store, keys.decision(key), remembered).await?;
+    }
     let gate = decode_opt::<GateSpec>("gate", gate)?.map(|spec| spec.with_id(gate_id));
     let event: Option<Event> = match &ticket {
         Some(ticket) => {
@@ -81,6 +86,13 @@ pub(crate) async fn scan_context(
 /// that reads the scan's keys after the failure learns for sure whether it
 /// happened (given the two hosts' clocks agree to within the time between the
 /// failure and that read).
+///
+/// With [`RedisOptions::min_replicas`](crate::RedisOptions::min_replicas), a
+/// `WAIT` follows the script in the same pipeline, so both travel on one
+/// connection and Redis runs the `WAIT` right after the script: a commit its
+/// replicas did not confirm in time fails as unavailable, its outcome unknown
+/// to the caller, who reads it back later ([`confirm_replicated`] then holds
+/// the answer until the replicas have it).
 pub(crate) async fn commit(
     store: &RedisStore,
     commit: &Commit,
@@ -88,22 +100,118 @@ pub(crate) async fn commit(
     let remembered = encode("decision", &commit.remembered)?;
     let next_state = commit.next_state.as_ref().map(encode_state).transpose()?;
     let last_moment = unix_millis(SystemTime::now() + store.response_timeout);
-    let mut invocation = store.commit_script.prepare_invoke();
-    invocation
-        .key(store.keys.decision(&commit.key))
-        .key(store.keys.state(&commit.key.token))
-        .arg(commit.expected_version)
-        .arg(remembered)
-        .arg(store.retention_ms_for(commit.remembered.decision.status.is_remembered_briefly()))
-        .arg(last_moment);
-    if let Some(next_state) = next_state {
-        invocation.arg(next_state);
+    let decision_key = store.keys.decision(&commit.key);
+    let retention_ms =
+        store.retention_ms_for(commit.remembered.decision.status.is_remembered_briefly());
+    let call = |verb: &str, script: &str| {
+        let mut call = redis::cmd(verb);
+        call.arg(script)
+            .arg(2)
+            .arg(&decision_key)
+            .arg(store.keys.state(&commit.key.token))
+            .arg(commit.expected_version)
+            .arg(&remembered)
+            .arg(retention_ms)
+            .arg(last_moment);
+        if let Some(next_state) = &next_state {
+            call.arg(next_state);
+        }
+        call
+    };
+    // EVALSHA sends only the script's hash; a Redis that does not know it
+    // (restarted, failed over, flushed) answers NOSCRIPT and gets the source.
+    let replies = match run_confirmed(store, call("EVALSHA", store.commit_script.get_hash())).await
+    {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            run_confirmed(store, call("EVAL", COMMIT_LUA)).await
+        }
+        replies => replies,
     }
-    let reply: Value = invocation
-        .invoke_async(&mut store.conn())
-        .await
-        .map_err(store_error)?;
-    outcome(reply)
+    .map_err(store_error)?;
+    let (reply, acks) = replies;
+    let outcome = outcome(reply)?;
+    match (&outcome, acks) {
+        (CommitOutcome::Committed, Some(acks)) => confirmed(store, acks)?,
+        // This call wrote nothing for its WAIT to cover: the decision it found
+        // was written by another, perhaps unconfirmed.
+        (CommitOutcome::AlreadyDecided(first), Some(_)) => {
+            confirm_replicated(store, decision_key, first).await?
+        }
+        _ => {}
+    }
+    Ok(outcome)
+}
+
+/// Runs `command`, followed by `WAIT` when replicas must confirm: its reply
+/// and, then, how many replicas acknowledged it.
+async fn run_confirmed(
+    store: &RedisStore,
+    command: Cmd,
+) -> Result<(Value, Option<u32>), RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(command);
+    if store.min_replicas > 0 {
+        pipe.add_command(wait(store));
+    }
+    // Each reply's own error, not one wrapping them all, so that the caller
+    // sees NOSCRIPT or the script's CORRUPT as such.
+    pipe.ignore_errors();
+    let replies: Vec<Value> = pipe.query_async(&mut store.confirming_conn()).await?;
+    let mut replies = replies.into_iter();
+    let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
+    let acks = replies
+        .next()
+        .map(|acks| -> Result<u32, RedisError> {
+            Ok(redis::from_redis_value(acks.extract_error()?)?)
+        })
+        .transpose()?;
+    Ok((reply, acks))
+}
+
+/// `WAIT min_replicas replica_timeout`: blocks this connection until that many
+/// replicas acknowledged every write sent on it so far, or the timeout passes;
+/// answers how many did. Connections are shared (multiplexed), so it also
+/// waits for the other callers' writes sent before it on the same connection,
+/// and the commands sent after it queue behind it: commits take turns on a
+/// pool of connections for this ([`crate::CONFIRMING_CONNECTIONS`]).
+fn wait(store: &RedisStore) -> Cmd {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(store.min_replicas)
+        .arg(u64::try_from(store.replica_timeout.as_millis()).unwrap_or(u64::MAX));
+    wait
+}
+
+/// Holds a remembered decision found in `decision_key` until the replicas
+/// have it, as its own commit would have (a no-op without
+/// [`RedisOptions::min_replicas`](crate::RedisOptions::min_replicas)). Whoever
+/// wrote it, perhaps on another connection, `WAIT` covers it only after a
+/// write of this connection that follows it: renewing the decision's
+/// retention is that write.
+pub(crate) async fn confirm_replicated(
+    store: &RedisStore,
+    decision_key: String,
+    remembered: &RememberedDecision,
+) -> Result<(), StoreError> {
+    if store.min_replicas == 0 {
+        return Ok(());
+    }
+    let retention_ms = store.retention_ms_for(remembered.decision.status.is_remembered_briefly());
+    let mut renew = redis::cmd("PEXPIRE");
+    renew.arg(decision_key).arg(retention_ms);
+    let (_, acks) = run_confirmed(store, renew).await.map_err(store_error)?;
+    confirmed(store, acks.unwrap_or_default())
+}
+
+/// Whether `acks` replicas are enough.
+fn confirmed(store: &RedisStore, acks: u32) -> Result<(), StoreError> {
+    if acks >= store.min_replicas {
+        return Ok(());
+    }
+    Err(StoreError::Unavailable(format!(
+        "the decision reached {acks} of the {} Redis replicas required within {:?}; \
+         a retry of the scan answers what was settled",
+        store.min_replicas, store.replica_timeout
+    )))
 }
 
 fn outcome(reply: Value) -> Result<CommitOutcome, StoreError> {

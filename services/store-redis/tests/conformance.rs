@@ -1,5 +1,7 @@
 //! The store contract, run against a Redis store on a private redis-server, and
-//! again (`cluster::`) on a private three-node Redis Cluster.
+//! again (`cluster::`) on a private three-node Redis Cluster, over TLS as an
+//! ACL user (`tls::`), and with a replica confirming every commit
+//! (`replicated::`).
 #![allow(
     clippy::unwrap_used,
     reason = "test setup: a server or store that cannot start fails the check"
@@ -63,4 +65,77 @@ mod cluster {
 
     presence_ports::store_conformance_tests!(fresh());
     presence_ports::stats_conformance_tests!(fresh());
+}
+
+/// Over TLS (a CA the test made, a client certificate) as an ACL user with a
+/// password: the contract holds whatever the connection is wrapped in.
+mod tls {
+    use super::*;
+    use presence_store_redis::{ClientIdentity, RedisAccess};
+    use presence_tests::redis_secure::{TlsFiles, TlsRedis, USERNAME};
+
+    pub(crate) fn access(files: &TlsFiles) -> RedisAccess {
+        let read = |name: &str| std::fs::read(files.path(name)).unwrap();
+        RedisAccess {
+            username: Some(USERNAME.to_owned()),
+            password: Some(
+                std::fs::read_to_string(files.password_file())
+                    .unwrap()
+                    .trim_end()
+                    .to_owned(),
+            ),
+            ca_pem: Some(read("ca.pem")),
+            client_identity: Some(ClientIdentity {
+                cert_pem: read("client.pem"),
+                key_pem: read("client.key"),
+            }),
+        }
+    }
+
+    async fn fresh() -> Redis<TlsRedis> {
+        let redis = TlsRedis::start().await.unwrap();
+        let options = RedisOptions {
+            access: access(redis.files()),
+            ..RedisOptions::default()
+        };
+        let store = RedisStore::connect_to(&RedisTarget::Server(redis.url()), options)
+            .await
+            .unwrap();
+        Redis {
+            stores: Stores::from_backend(store.clone()),
+            store,
+            _redis: redis,
+        }
+    }
+
+    presence_ports::store_conformance_tests!(fresh());
+}
+
+/// With a replica that must confirm every commit (`WAIT 1`): the contract
+/// holds, and each answer waited for the replica.
+mod replicated {
+    use super::*;
+    use presence_tests::redis_secure::start_replicated;
+
+    async fn fresh() -> Redis<(RedisServer, RedisServer)> {
+        let (primary, replica) = start_replicated().await.unwrap();
+        // Generous waits: tests run side by side on a busy machine, and a
+        // replica that answers late fails the commit (correctly) as unavailable.
+        let options = RedisOptions {
+            min_replicas: 1,
+            replica_timeout: std::time::Duration::from_secs(4),
+            response_timeout: std::time::Duration::from_secs(5),
+            ..RedisOptions::default()
+        };
+        let store = RedisStore::connect_to(&RedisTarget::Server(primary.url()), options)
+            .await
+            .unwrap();
+        Redis {
+            stores: Stores::from_backend(store.clone()),
+            store,
+            _redis: (primary, replica),
+        }
+    }
+
+    presence_ports::store_conformance_tests!(fresh());
 }

@@ -1,6 +1,6 @@
 //! What only a Redis store has: the commit script under load, NOSCRIPT, expiry,
-//! outages, the key layout and the inventory transaction, each against a private
-//! redis-server.
+//! outages, the key layout, the inventory transaction, TLS with an ACL user and
+//! commits confirmed by replicas, each against a private redis-server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,7 +16,10 @@ use presence_domain::{
     VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, InventoryStore, StatsStore, StoreError, TicketStore};
-use presence_store_redis::{APPLY_CHUNK, RedisOptions, RedisStore, RedisStoreError};
+use presence_store_redis::{
+    APPLY_CHUNK, ClientIdentity, RedisAccess, RedisOptions, RedisStore, RedisStoreError,
+};
+use presence_tests::redis_secure::{TlsRedis, USERNAME, start_replica_of};
 use presence_tests::redis_server::RedisServer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -798,7 +801,7 @@ mod cluster {
         .await;
         assert!(matches!(none, Err(RedisStoreError::Connect(_))), "{none:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let empty = RedisTarget::from_settings(" , ", true);
+        let empty = RedisTarget::from_settings(" , ", true, None);
         assert_eq!(empty, RedisTarget::Cluster(Vec::new()));
         let refused = RedisStore::connect_to(&empty, RedisOptions::default()).await;
         assert!(
@@ -806,4 +809,151 @@ mod cluster {
             "{refused:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------- TLS, ACL, replicas
+
+/// Connects to `redis` over TLS with `access` changed by `change`.
+async fn connect_tls(
+    redis: &TlsRedis,
+    change: impl FnOnce(&mut RedisAccess),
+) -> Result<Arc<RedisStore>, RedisStoreError> {
+    let files = redis.files();
+    let read = |name: &str| std::fs::read(files.path(name)).unwrap();
+    let mut access = RedisAccess {
+        username: Some(USERNAME.to_owned()),
+        password: Some(
+            std::fs::read_to_string(files.password_file())
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+        ),
+        ca_pem: Some(read("ca.pem")),
+        client_identity: Some(ClientIdentity {
+            cert_pem: read("client.pem"),
+            key_pem: read("client.key"),
+        }),
+    };
+    change(&mut access);
+    let options = RedisOptions {
+        access,
+        ..RedisOptions::default()
+    };
+    RedisStore::connect(&redis.url(), options).await
+}
+
+/// Over TLS the store checks Redis's certificate against the CA it is given,
+/// presents its client certificate and logs in as its ACL user: a CA that did
+/// not sign the server, a missing client certificate or a wrong password each
+/// stop it from connecting, with an error that holds no password.
+#[tokio::test]
+async fn tls_needs_the_right_ca_client_certificate_and_password() {
+    let redis = TlsRedis::start().await.unwrap();
+    let store = connect_tls(&redis, |_| {}).await.unwrap();
+    store.ping().await.unwrap();
+    let other_ca = std::fs::read(redis.files().path("other-ca.pem")).unwrap();
+    let refusals = [
+        connect_tls(&redis, |access| access.ca_pem = Some(other_ca)).await,
+        connect_tls(&redis, |access| access.client_identity = None).await,
+        connect_tls(&redis, |access| {
+            access.password = Some("not-the-password".to_owned())
+        })
+        .await,
+    ];
+    for refused in refusals {
+        let error = refused
+            .expect_err("connected with a wrong setting")
+            .to_string();
+        assert!(
+            error.contains("cannot connect to Redis") && !error.contains("password"),
+            "{error}"
+        );
+    }
+}
+
+/// With a replica required, a commit no replica confirms fails as unavailable
+/// although the primary holds it; reading the scan again (a retry) is
+/// unavailable too while no replica has it, and finds the decision once one
+/// does: what was settled, never a second decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_commit_is_settled_once_a_replica_has_it() {
+    let options = RedisOptions {
+        min_replicas: 1,
+        replica_timeout: Duration::from_millis(100),
+        ..RedisOptions::default()
+    };
+    let (server, store) = server_and_store(options).await;
+    // A replica syncs at once rather than after Redis 7's 5 s default delay.
+    server
+        .command("CONFIG SET repl-diskless-sync-delay 0")
+        .await
+        .unwrap();
+    let first = entry(key(1, 1), 0);
+    let commit = store.commit(first.clone()).await;
+    assert!(
+        matches!(&commit, Err(StoreError::Unavailable(reason)) if reason.contains("0 of the 1")),
+        "{commit:?}"
+    );
+    let retry = store.scan_context(&first.key, GateId::new(1)).await;
+    assert!(
+        matches!(retry, Err(StoreError::Unavailable(_))),
+        "{retry:?}"
+    );
+
+    let _replica = start_replica_of(&server).await.unwrap();
+    let settled = store
+        .scan_context(&first.key, GateId::new(1))
+        .await
+        .unwrap();
+    assert_eq!(settled.remembered, Some(first.remembered));
+    assert_eq!(settled.state.version, 1);
+}
+
+/// A failover behind an address that stays (a managed Redis's primary
+/// endpoint): the server the store talks to becomes a replica and answers
+/// writes `READONLY`. The write fails as unavailable, and the store opens a new
+/// connection, so once the address leads to a primary again (here: the same
+/// server promoted back) writes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_answers_readonly_is_connected_to_again() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    let other = RedisServer::start().await.unwrap();
+    let mut admin = raw(&server).await;
+    let received = async |admin: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let stats: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(admin)
+            .await
+            .unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap()
+    };
+    let before = received(&mut admin).await;
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port())
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let refused = store.commit(entry(key(1, 1), 0)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(reason)) if reason.contains("read only replica")),
+        "{refused:?}"
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let commit = store.commit(entry(key(1, 2), 0)).await.unwrap();
+    assert_eq!(commit, CommitOutcome::Committed);
+    assert_eq!(
+        received(&mut admin).await - before,
+        1,
+        "the store connected once more after READONLY"
+    );
 }

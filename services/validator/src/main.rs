@@ -9,7 +9,7 @@ use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_runtime::metrics::MetricsHandle;
-use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
+use presence_store_redis::RedisArgs;
 use presence_validator::distributed::{InventoryHandler, ScanHandler};
 use presence_validator::{InventoryApplier, Validator};
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ use std::time::Duration;
 struct Settings {
     #[command(flatten)]
     service: ServiceArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; port 0 picks one.
     #[arg(long, env = "PRESENCE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
     ops_listen: SocketAddr,
@@ -60,17 +62,11 @@ async fn main() -> anyhow::Result<()> {
             compacted: false,
         },
     ];
-    let redis =
-        RedisTarget::from_settings(&settings.service.redis_url, settings.service.redis_cluster);
-    let store = RedisStore::connect_to(
-        &redis,
-        RedisOptions {
-            not_found_retention: settings.service.not_found_retention(),
-            ..RedisOptions::default()
-        },
-    )
-    .await
-    .context("connecting to Redis")?;
+    let store = settings
+        .redis
+        .connect()
+        .await
+        .context("connecting to Redis")?;
     let metrics = MetricsHandle::default();
     let mut stores = Stores::from_backend(store);
     stores.tickets = Arc::new(ObservedTickets::new(stores.tickets.clone(), &metrics));
