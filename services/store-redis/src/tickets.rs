@@ -15,6 +15,7 @@ pub(crate) const CORRUPT_CODE: &str = "CORRUPT";
 type Bytes = Option<Vec<u8>>;
 
 const COMMIT_LUA: &str = include_str!("lua/commit.lua");
+const TOUCH_EXPIRY_LUA: &str = include_str!("lua/touch_expiry.lua");
 
 /// Built once per store: `Script` hashes the source, and [`commit`] sends only
 /// that hash (EVALSHA), and the source when Redis answers NOSCRIPT.
@@ -52,10 +53,10 @@ pub(crate) async fn scan_context(
         .transpose()?
         .unwrap_or_default();
     let remembered: Option<RememberedDecision> = decode_opt("decision", remembered)?;
-    if let Some(remembered) = &remembered {
+    if remembered.is_some() {
         // It is about to be answered again; it may be a commit whose replicas
         // never confirmed it.
-        confirm_replicated(store, keys.decision(key), remembered).await?;
+        confirm_replicated(store, keys.decision(key)).await?;
     }
     let gate = decode_opt::<GateSpec>("gate", gate)?.map(|spec| spec.with_id(gate_id));
     let event: Option<Event> = match &ticket {
@@ -134,8 +135,8 @@ pub(crate) async fn commit(
         (CommitOutcome::Committed, Some(acks)) => confirmed(store, acks)?,
         // This call wrote nothing for its WAIT to cover: the decision it found
         // was written by another, perhaps unconfirmed.
-        (CommitOutcome::AlreadyDecided(first), Some(_)) => {
-            confirm_replicated(store, decision_key, first).await?
+        (CommitOutcome::AlreadyDecided(_), Some(_)) => {
+            confirm_replicated(store, decision_key).await?
         }
         _ => {}
     }
@@ -185,20 +186,22 @@ fn wait(store: &RedisStore) -> Cmd {
 /// have it, as its own commit would have (a no-op without
 /// [`RedisOptions::min_replicas`](crate::RedisOptions::min_replicas)). Whoever
 /// wrote it, perhaps on another connection, `WAIT` covers it only after a
-/// write of this connection that follows it: renewing the decision's
-/// retention is that write.
+/// write of this connection that follows it: `lua/touch_expiry.lua`, which
+/// sets the decision's expiry again to what is left of it, is that write.
+/// (Renewed to the full retention, every retry would lengthen its life, and a
+/// NOT_FOUND retried on and on would never be forgotten.)
 pub(crate) async fn confirm_replicated(
     store: &RedisStore,
     decision_key: String,
-    remembered: &RememberedDecision,
 ) -> Result<(), StoreError> {
     if store.min_replicas == 0 {
         return Ok(());
     }
-    let retention_ms = store.retention_ms_for(remembered.decision.status.is_remembered_briefly());
-    let mut renew = redis::cmd("PEXPIRE");
-    renew.arg(decision_key).arg(retention_ms);
-    let (_, acks) = run_confirmed(store, renew).await.map_err(store_error)?;
+    // A short script, sent whole: this runs only for retries under the
+    // replica wait.
+    let mut touch = redis::cmd("EVAL");
+    touch.arg(TOUCH_EXPIRY_LUA).arg(1).arg(decision_key);
+    let (_, acks) = run_confirmed(store, touch).await.map_err(store_error)?;
     confirmed(store, acks.unwrap_or_default())
 }
 

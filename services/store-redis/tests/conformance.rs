@@ -33,9 +33,15 @@ impl<R> StatsFixture for Redis<R> {
 }
 
 async fn on<R>(redis: R, target: RedisTarget) -> Redis<R> {
+    on_with(redis, target, RedisOptions::default()).await
+}
+
+/// The stores on `target` with `options`, and the NOT_FOUND retention every
+/// conformance fixture gives its stores.
+async fn on_with<R>(redis: R, target: RedisTarget, options: RedisOptions) -> Redis<R> {
     let options = RedisOptions {
         not_found_retention: presence_ports::conformance::NOT_FOUND_RETENTION,
-        ..RedisOptions::default()
+        ..options
     };
     let store = RedisStore::connect_to(&target, options).await.unwrap();
     Redis {
@@ -98,14 +104,8 @@ mod tls {
             access: access(redis.files()),
             ..RedisOptions::default()
         };
-        let store = RedisStore::connect_to(&RedisTarget::Server(redis.url()), options)
-            .await
-            .unwrap();
-        Redis {
-            stores: Stores::from_backend(store.clone()),
-            store,
-            _redis: redis,
-        }
+        let target = RedisTarget::Server(redis.url());
+        on_with(redis, target, options).await
     }
 
     presence_ports::store_conformance_tests!(fresh());
@@ -127,14 +127,8 @@ mod replicated {
             response_timeout: std::time::Duration::from_secs(5),
             ..RedisOptions::default()
         };
-        let store = RedisStore::connect_to(&RedisTarget::Server(primary.url()), options)
-            .await
-            .unwrap();
-        Redis {
-            stores: Stores::from_backend(store.clone()),
-            store,
-            _redis: (primary, replica),
-        }
+        let target = RedisTarget::Server(primary.url());
+        on_with((primary, replica), target, options).await
     }
 
     presence_ports::store_conformance_tests!(fresh());
