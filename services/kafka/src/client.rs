@@ -64,6 +64,9 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub compacted: bool,
+    /// How long records are kept when this service creates the topic; `None`
+    /// leaves it to the broker's default.
+    pub retention: Option<Duration>,
 }
 
 /// Longest the broker's metadata may take to arrive when topics are prepared.
@@ -165,14 +168,23 @@ pub async fn prepare_topics_retrying(
 /// Creates `specs`; one created meanwhile by another service is fine.
 async fn create_topics(settings: &KafkaSettings, specs: &[&TopicSpec]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
+    let retention_ms: Vec<Option<String>> = specs
+        .iter()
+        .map(|spec| spec.retention.map(|kept| kept.as_millis().to_string()))
+        .collect();
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|spec| {
+        .zip(&retention_ms)
+        .map(|(spec, retention_ms)| {
             let topic = NewTopic::new(
                 &spec.name,
                 spec.partitions,
                 TopicReplication::Fixed(settings.replication),
             );
+            let topic = match retention_ms {
+                Some(retention_ms) => topic.set("retention.ms", retention_ms),
+                None => topic,
+            };
             if spec.compacted {
                 topic.set("cleanup.policy", "compact")
             } else {

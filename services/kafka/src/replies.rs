@@ -117,17 +117,16 @@ impl Drop for Waiting {
 impl ReplyRouter {
     /// Joins the gateways' group on the reply topic (which must exist).
     pub fn start(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let topics = settings.topics();
-        let topic = topics.replies();
+        let topic = settings.topics().replies();
         let held = HeldPartitions::default();
-        let consumer: StreamConsumer<HeldPartitions> =
-            client::consumer_config(settings, &topics.gateways())
-                .set("client.id", &settings.instance_id)
-                // Only moved partitions pause when a gateway comes or goes.
-                .set("partition.assignment.strategy", "cooperative-sticky")
-                // A record read is done with: no answer is handled twice.
-                .set("enable.auto.offset.store", "true")
-                .create_with_context(held.clone())?;
+        let group = format!("{}gateways", settings.topic_prefix);
+        let consumer: StreamConsumer<HeldPartitions> = client::consumer_config(settings, &group)
+            .set("client.id", &settings.instance_id)
+            // Only moved partitions pause when a gateway comes or goes.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A record read is done with: no answer is handled twice.
+            .set("enable.auto.offset.store", "true")
+            .create_with_context(held.clone())?;
         consumer.subscribe(&[topic.as_str()])?;
         let waiters: Waiters = Arc::default();
         let task = tokio::spawn(read_replies(consumer, waiters.clone()));
@@ -259,4 +258,18 @@ pub fn expired(request: &rdkafka::message::OwnedMessage, now_millis: i64) -> boo
     client::header(request.headers(), client::DEADLINE)
         .and_then(|deadline| deadline.parse::<i64>().ok())
         .is_some_and(|deadline| now_millis > deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_take_turns_on_the_held_partitions_and_get_none_while_none_is_held() {
+        let held = HeldPartitions::default();
+        assert_eq!(held.pick(), None);
+        *held.held.write().unwrap() = vec![2, 5];
+        let picks: Vec<Option<i32>> = (0..4).map(|_| held.pick()).collect();
+        assert_eq!(picks, [Some(5), Some(2), Some(5), Some(2)]);
+    }
 }

@@ -24,7 +24,12 @@ pub struct KafkaArgs {
     /// Partitions of the gateways' shared reply topic when a gateway creates
     /// it: the most gateways that each hold one (a gateway holding none is not
     /// ready).
-    #[arg(long, env = "PRESENCE_REPLY_PARTITIONS", default_value_t = 12)]
+    #[arg(
+        long,
+        env = "PRESENCE_REPLY_PARTITIONS",
+        default_value_t = 12,
+        value_parser = clap::value_parser!(i32).range(1..)
+    )]
     pub reply_partitions: i32,
     /// Longest a consumer fetch waits at the broker. Kafka answers as soon as
     /// records arrive, so this only paces idle consumers; a broker that holds
@@ -160,16 +165,10 @@ impl Topics {
         format!("{}registry", self.prefix)
     }
 
-    /// Every gateway's answers; each gateway reads the partitions the
-    /// [`gateways`](Self::gateways) group gives it, and names one of them in
-    /// each request.
+    /// Every gateway's answers; each gateway reads the partitions its group
+    /// gives it ([`crate::replies`]), and names one of them in each request.
     pub fn replies(&self) -> String {
         format!("{}replies", self.prefix)
-    }
-
-    /// The consumer group of the gateways' reply readers.
-    pub fn gateways(&self) -> String {
-        format!("{}gateways", self.prefix)
     }
 
     /// Where records that cannot be processed go, with the reason.

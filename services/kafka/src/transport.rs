@@ -30,6 +30,12 @@ use tracing::Instrument;
 /// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
 const INVENTORY_CHUNK_BYTES: usize = 512 * 1024;
 
+/// How long the reply topic keeps answers, when a gateway creates it. An
+/// answer is read within its request's deadline; what is kept only bounds
+/// what a gateway reads when it starts on a partition whose committed offset
+/// has expired (it starts from the oldest answer kept).
+const REPLY_RETENTION: Duration = Duration::from_secs(3600);
+
 /// How long the gateway waits for answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerDeadlines {
@@ -76,21 +82,25 @@ pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
             name: topics.scans(),
             partitions: settings.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.registry(),
             partitions: settings.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.inventory(),
             partitions: 1,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.replies(),
             partitions: settings.reply_partitions,
             compacted: false,
+            retention: Some(REPLY_RETENTION),
         },
     ]
 }
