@@ -29,13 +29,14 @@
 #                           grows; PostgreSQL storage does not (docs/reliability.md)
 #   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
 # Other settings the services read (RUST_LOG, PRESENCE_TOPIC_PREFIX,
-# PRESENCE_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass through to them.
+# PRESENCE_PARTITIONS, PRESENCE_REPLY_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass
+# through to them.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Start order; `down` stops in the reverse order, so the services still reach the
-# broker while they drain (the gateway deletes its reply topic last thing).
+# broker while they drain (the gateway leaves the gateways' group last thing).
 readonly COMPONENTS=(redis tansu validator registry gateway)
 readonly TANSU_VERSION=0.6.0
 readonly SERVICES_BUILD=(cargo build --release --all-features --bins

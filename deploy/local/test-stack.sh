@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 stack=deploy/local/stack.sh
 # A developer's shell may export settings the services read; the test sets its own.
 unset PRESENCE_API_KEY PRESENCE_API_KEYS_FILE PRESENCE_STACK_DIR PRESENCE_TOPIC_PREFIX \
-    PRESENCE_PARTITIONS PRESENCE_INSTANCE_ID
+    PRESENCE_PARTITIONS PRESENCE_REPLY_PARTITIONS PRESENCE_INSTANCE_ID
 # Physical path: it is compared with the targets of /proc/*/fd links.
 work=$(cd "$(mktemp -d "${TMPDIR:-/tmp}/presence-stack-test.XXXXXX")" && pwd -P)
 checks=0

@@ -1,7 +1,9 @@
 //! [`TestApp`]: one running Presence for one test, and the calls a scanner, an
 //! operator and an upstream ticketing system make against it.
 
-use crate::process::{STOP_TIMEOUT, print_logs_in, read_logs_in, tail, wait_for_exit};
+use crate::process::{
+    PresenceProcess, STOP_TIMEOUT, print_logs_in, read_logs_in, tail, wait_for_exit,
+};
 use crate::scenario::{Scanner, unique, unique_mac};
 use crate::stack::{
     Cluster, Distributed, DistributedOptions, Plan, Running, Service, Shutdown,
@@ -270,7 +272,21 @@ impl TestApp {
 
     /// A request to `path` carrying `auth`.
     pub fn request(&self, method: Method, path: &str, auth: Auth<'_>) -> RequestBuilder {
-        let builder = self.inner.client.request(method, self.url(path));
+        self.request_to(&self.base_url(), method, path, auth)
+    }
+
+    /// [`TestApp::request`] to the process at `base_url` (another gateway).
+    pub fn request_to(
+        &self,
+        base_url: &str,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+    ) -> RequestBuilder {
+        let builder = self
+            .inner
+            .client
+            .request(method, format!("{base_url}{path}"));
         match auth {
             Auth::None => builder,
             Auth::Query(key) => builder.query(&[("apikey", key)]),
@@ -315,8 +331,22 @@ impl TestApp {
 
     /// `POST /presence/v1/ticket/{kind}` with the admin key.
     pub async fn scan(&self, kind: ScanKind, body: &Value) -> Result<Reply> {
-        self.post_json(&format!("/presence/v1/ticket/{kind}"), body)
-            .await
+        self.scan_at(&self.base_url(), kind, body).await
+    }
+
+    /// [`TestApp::scan`] through the gateway at `base_url`.
+    pub async fn scan_at(&self, base_url: &str, kind: ScanKind, body: &Value) -> Result<Reply> {
+        let path = format!("/presence/v1/ticket/{kind}");
+        let request = self
+            .request_to(
+                base_url,
+                Method::POST,
+                &path,
+                Auth::Header(self.admin_key()),
+            )
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.send(request).await
     }
 
     /// `POST /admin/v1/inventory` with the admin key; any answer.
@@ -612,7 +642,7 @@ impl TestApp {
     }
 
     /// SIGKILL to the gateway: requests in flight lose their connection, and
-    /// its reply topic is left behind.
+    /// its reply partitions stay with it until its group session expires.
     pub fn kill_gateway(&self) -> Result<()> {
         self.distributed_plan()?;
         self.running().api.kill()
@@ -633,7 +663,17 @@ impl TestApp {
         .await
     }
 
-    /// Starts a new gateway (a new instance with its own reply topic, on a new
+    /// Starts another gateway beside the running one (a new instance in the
+    /// gateways' group, on a new port) and waits until it is ready (it holds a
+    /// reply partition); returns it and its base URL. Requests still go to the
+    /// first; it is killed when dropped.
+    pub async fn start_another_gateway(&self) -> Result<(PresenceProcess, String)> {
+        self.distributed_plan()?
+            .start_gateway(&self.inner.client)
+            .await
+    }
+
+    /// Starts a new gateway (a new instance in the gateways' group, on a new
     /// port) in place of the one that stopped or was killed, and waits until it
     /// is ready. Requests go to it from then on.
     pub async fn restart_gateway(&self) -> Result<()> {

@@ -256,24 +256,7 @@ impl Broker {
 
     /// The names of every topic the broker holds.
     pub async fn topics(&self) -> Result<Vec<String>> {
-        let bootstrap = self.bootstrap();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer as _};
-            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .create()
-                .context("creating a consumer")?;
-            let metadata = consumer
-                .fetch_metadata(None, Duration::from_secs(10))
-                .context("reading the broker's metadata")?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .map(|topic| topic.name().to_owned())
-                .collect())
-        })
-        .await
-        .context("listing topics")?
+        crate::kafka::topic_names(&self.bootstrap()).await
     }
 
     /// Makes a SCRAM user (`mechanism` as Kafka spells it, `SCRAM-SHA-256` or

@@ -169,6 +169,23 @@ pub async fn wait_until_committed(
     }
 }
 
+/// The names of every topic the broker at `bootstrap` holds.
+pub async fn topic_names(bootstrap: &str) -> Result<Vec<String>> {
+    let bootstrap = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer(&bootstrap, &crate::unique("presence-tests-lister"))?
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .context("reading the broker's metadata")?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_owned())
+            .collect())
+    })
+    .await
+    .context("listing topics")?
+}
+
 fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)

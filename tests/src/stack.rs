@@ -410,8 +410,8 @@ impl Distributed {
         Ok(running)
     }
 
-    /// Starts a gateway (a new instance: its own reply topic) and waits until
-    /// it is ready; returns it and its base URL.
+    /// Starts a gateway (a new instance in the gateways' group) and waits until
+    /// it is ready (it holds a reply partition); returns it and its base URL.
     pub async fn start_gateway(
         &self,
         client: &reqwest::Client,

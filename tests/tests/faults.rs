@@ -12,12 +12,14 @@
 
 use anyhow::{Context, Result, ensure};
 use presence_proto::pb;
-use presence_tests::kafka::{read_topic, wait_until_committed};
+use presence_tests::kafka::{read_topic, topic_names, wait_until_committed};
 use presence_tests::scans::{
     Delivery, Flow, READ_FOR, RETRY_FOR, RETRY_PAUSE, Retry, Sent, enters, nothing_lost,
     scan_until_decided, send_all, stream_holds_each_scan_once, venue, with_app,
 };
-use presence_tests::stack::{DistributedOptions, Probe, Shutdown, assigned_scan_partitions};
+use presence_tests::stack::{
+    Cluster, DistributedOptions, Probe, SESSION_EXPIRY, Shutdown, assigned_scan_partitions,
+};
 use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, unique_mac};
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -79,14 +81,15 @@ async fn decided_at_once(app: &TestApp, scans: Vec<(ScanKind, Value)>) -> Result
     Ok(())
 }
 
-/// The reply topic a gateway's log names ("kafka transport started replies=…").
-fn reply_topic(log: &str) -> Result<String> {
-    log.lines()
-        .find(|line| line.contains("kafka transport started"))
-        .and_then(|line| line.split("replies=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|topic| topic.trim_matches('"').to_owned())
-        .context("the gateway did not log its reply topic")
+/// The topics of the fixture's prefix, sorted.
+async fn prefixed_topics(cluster: &Cluster) -> Result<Vec<String>> {
+    let mut topics: Vec<String> = topic_names(&cluster.bootstrap)
+        .await?
+        .into_iter()
+        .filter(|topic| topic.starts_with(&cluster.topic_prefix))
+        .collect();
+    topics.sort();
+    Ok(topics)
 }
 
 /// Answers by HTTP code over every try of `sent`; `None` counts connection errors.
@@ -172,15 +175,16 @@ const QUICK_EXIT: Duration = Duration::from_millis(500);
 // ---------------------------------------------------------------- gateway killed
 
 /// A gateway killed (SIGKILL) with a dozen scans in flight, then started again
-/// (a new instance: a new reply topic). Scans cut off are retried by their
+/// (a new instance in the gateways' group). Scans cut off are retried by their
 /// clients against the new gateway with the same body: each gets the decision
 /// that was applied for it, or is decided then. Nothing answered is lost, no
-/// ticket is entered twice.
+/// ticket is entered twice, and the killed gateway left no topic behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_under_load_loses_no_answered_decision() -> Result<()> {
     with_app(TestApp::distributed().await?, |app| async move {
         let (_show, tokens, scanners) = venue(&app, 60, 6).await?;
-        let first_replies = reply_topic(&app.gateway_log())?;
+        let cluster = app.cluster().context("distributed")?;
+        let topics_before = prefixed_topics(&cluster).await?;
         let flow = Flow::start(
             &app,
             enters(SCANS, &tokens, &scanners),
@@ -193,17 +197,12 @@ async fn a_gateway_killed_under_load_loses_no_answered_decision() -> Result<()> 
         let answered_before = flow.answered();
         app.restart_gateway().await?;
         let restarted = killed.elapsed();
-        let second_replies = reply_topic(&app.gateway_log())?;
-        ensure!(
-            first_replies != second_replies,
-            "the new gateway reads the old one's reply topic {first_replies}"
-        );
         let sent = flow.finish().await?;
-        // Nobody deletes a killed gateway's reply topic: it stays, with its answers.
-        let cluster = app.cluster().context("distributed")?;
-        let orphaned = read_topic(&cluster.bootstrap, &first_replies, READ_FOR)
-            .await
-            .map(|records| records.len());
+        let topics_after = prefixed_topics(&cluster).await?;
+        ensure!(
+            topics_after == topics_before,
+            "topics before the kill {topics_before:?}, after the restart {topics_after:?}"
+        );
 
         let cut: Vec<&Sent> = sent.iter().filter(|s| s.unreachable() > 0).collect();
         ensure!(
@@ -227,12 +226,79 @@ async fn a_gateway_killed_under_load_loses_no_answered_decision() -> Result<()> 
              in flight; new gateway ready {restarted:?} after the kill; {} scans cut off \
              (connection error), retried against the new gateway; tries by HTTP code {:?}; \
              decisions on the stream {} ({} duplicates by scan id); {applied_before_cut} \
-             cut-off scans answered on retry with the decision made before the kill; the \
-             killed gateway's reply topic left behind holding {orphaned:?} answers",
+             cut-off scans answered on retry with the decision made before the kill; no \
+             topic left behind",
             cut.len(),
             codes(&sent),
             stream.raw,
             stream.duplicates,
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Two gateways share the reply topic, each reading the partitions the group
+/// gives it: scans through either are decided at the first try (each gateway
+/// gets its own answers). One killed (SIGKILL), the other keeps deciding at the
+/// first try, through the dead one's session expiry and the rebalance that hands
+/// it every partition, and no topic is left for anyone to delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_the_reply_topic_and_a_killed_one_leaves_nothing_behind() -> Result<()> {
+    with_app(TestApp::distributed().await?, |app| async move {
+        let (_show, tokens, scanners) = venue(&app, 40, 4).await?;
+        let cluster = app.cluster().context("distributed")?;
+        let topics_before = prefixed_topics(&cluster).await?;
+        ensure!(
+            topics_before.contains(&cluster.topic("replies")),
+            "no shared reply topic: {topics_before:?}"
+        );
+        let (survivor, survivor_url) = app.start_another_gateway().await?;
+        let first_url = app.base_url();
+        let mut scans = enters(40, &tokens, &scanners).into_iter().enumerate();
+        for (n, (kind, body)) in scans.by_ref().take(20) {
+            let url = if n % 2 == 0 {
+                &first_url
+            } else {
+                &survivor_url
+            };
+            let reply = app.scan_at(url, kind, &body).await?;
+            ensure!(
+                reply.code == 200,
+                "scan {n} through {url}: {} {}",
+                reply.code,
+                reply.text
+            );
+        }
+        app.kill_gateway()?;
+        let killed = Instant::now();
+        // Spread past the dead member's session, so that some are sent while
+        // its partitions move.
+        let pause = SESSION_EXPIRY * 3 / 2 / 20;
+        for (n, (kind, body)) in scans {
+            let reply = app.scan_at(&survivor_url, kind, &body).await?;
+            ensure!(
+                reply.code == 200,
+                "scan {n}, {:?} after the other gateway was killed: {} {}",
+                killed.elapsed(),
+                reply.code,
+                reply.text
+            );
+            tokio::time::sleep(pause).await;
+        }
+        let every_partition = format!(
+            "reply partitions held partitions={:?}",
+            (0..cluster.partitions).collect::<Vec<_>>()
+        );
+        until(
+            "the surviving gateway holding every reply partition",
+            || async { Ok(survivor.stderr().contains(&every_partition)) },
+        )
+        .await?;
+        let topics_after = prefixed_topics(&cluster).await?;
+        ensure!(
+            topics_after == topics_before,
+            "topics with both gateways {topics_before:?}, after one was killed {topics_after:?}"
         );
         Ok(())
     })

@@ -2,8 +2,8 @@
 //! against a broker that demands it (tansu behind a TLS terminator, see
 //! `presence_tests::secured_broker`); credentials the broker refuses leave a
 //! service running and not ready, saying why; a password shows nowhere; and
-//! with topic creation off a service waits for its topics instead of creating
-//! them.
+//! with topic creation off the services wait for their topics instead of
+//! creating them, the gateway included.
 
 use anyhow::{Context, Result, bail, ensure};
 use presence_tests::broker::Broker;
@@ -228,11 +228,13 @@ async fn scram_sha_256_connects_and_plain_reaches_the_broker() -> Result<()> {
     Ok(())
 }
 
-/// With `PRESENCE_KAFKA_CREATE_TOPICS=false` a validator creates nothing: it is
-/// not ready and names the missing topics until they are created (as Strimzi or
-/// Terraform would), then becomes ready by itself.
+/// With `PRESENCE_KAFKA_CREATE_TOPICS=false` a validator and a gateway create
+/// nothing: each is not ready and names the topics it misses (the gateway the
+/// shared reply topic among them) until they are created (as Strimzi or
+/// Terraform would), then becomes ready by itself, and a scan through the
+/// gateway is answered: the gateway gets its replies with no topic of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_topic_creation_a_service_waits_for_its_topics() -> Result<()> {
+async fn without_topic_creation_services_wait_for_their_topics() -> Result<()> {
     let broker = Broker::start().await?;
     let redis = RedisServer::start().await?;
     let dir = tempfile::tempdir()?;
@@ -247,40 +249,79 @@ async fn without_topic_creation_a_service_waits_for_its_topics() -> Result<()> {
     ];
     let mut validator = spawn_service("presence-validator", dir.path(), &redis.url(), &env)?;
     let ops_url = validator.wait_for_ops_url().await?;
-    let scans = format!("{prefix}scans");
+    let api_key = unique("key");
+    let gateway_launch = Launch::program("presence-gateway", dir.path())
+        .env("PRESENCE_LISTEN", "127.0.0.1:0")
+        .env("PRESENCE_API_KEY", &api_key)
+        .env("PRESENCE_KAFKA_FETCH_WAIT_MS", "10");
+    let mut gateway = PresenceProcess::spawn(&with_env(gateway_launch, &env))?;
+    let gateway_url = gateway.wait_for_url().await?;
+    let validator_topics = "scans decisions inventory scans.dlq inventory.dlq";
+    let gateway_topics = "scans registry inventory replies";
     let body = not_ready_saying(&ops_url, "topics missing").await?;
-    for topic in [
-        "scans",
-        "decisions",
-        "inventory",
-        "scans.dlq",
-        "inventory.dlq",
-    ] {
+    // The gateway's public /readyz says only "unavailable"; its log says why.
+    not_ready_saying(&gateway_url, "unavailable").await?;
+    let deadline = Instant::now() + VERDICT_TIMEOUT;
+    let gateway_says = loop {
+        let log = gateway.stderr();
+        if let Some(line) = log.lines().find(|line| line.contains("topics missing")) {
+            break line.to_owned();
+        }
         ensure!(
-            body.contains(&format!("{prefix}{topic}")),
-            "{topic} not named: {body}"
+            Instant::now() < deadline,
+            "the gateway never named its missing topics: {log}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (what, says, topics) in [
+        ("validator", &body, validator_topics),
+        ("gateway", &gateway_says, gateway_topics),
+    ] {
+        for topic in topics.split(' ') {
+            ensure!(
+                says.contains(&format!("{prefix}{topic}")),
+                "the {what} does not name {topic}: {says}"
+            );
+        }
     }
-    let names = [
-        "scans",
-        "decisions",
-        "inventory",
-        "scans.dlq",
-        "inventory.dlq",
-    ]
-    .map(|topic| format!("{prefix}{topic}"));
+    let names: std::collections::BTreeSet<String> = [validator_topics, gateway_topics]
+        .iter()
+        .flat_map(|topics| topics.split(' '))
+        .map(|topic| format!("{prefix}{topic}"))
+        .collect();
+    let names: Vec<String> = names.into_iter().collect();
     broker.create_topics(&names, 1).await?;
-    if let Err(error) = ready(&ops_url).await {
-        bail!("{error:#}\n{}", validator.stderr());
+    for (url, process) in [(&ops_url, &validator), (&gateway_url, &gateway)] {
+        if let Err(error) = ready(url).await {
+            bail!("{error:#}\n{}", process.stderr());
+        }
     }
-    let listed = broker.topics().await?;
+    let scanned = client()?
+        .post(format!("{gateway_url}/presence/v1/ticket/enter"))
+        .header("X-Api-Key", &api_key)
+        .json(&serde_json::json!({
+            "channelId": "A", "deviceOs": "Printed", "gateName": "North", "token": "T",
+            "venueId": "V", "deviceId": 1, "gateId": 1, "scanTime": next_scan_time()
+        }))
+        .send()
+        .await?;
+    let code = scanned.status();
+    let answer = scanned.text().await?;
+    // A decision by the validator's rules (no device is configured), which
+    // only the reply path brings back to the gateway.
     ensure!(
-        listed
-            .iter()
-            .filter(|topic| topic.starts_with(&prefix))
-            .count()
-            == names.len(),
-        "the validator created topics of its own: {listed:?} (besides {scans} and the others)"
+        code == 400 && answer.contains("is not a configured device"),
+        "the scan was not decided: {code} {answer}\n{}",
+        gateway.stderr()
+    );
+    let listed = broker.topics().await?;
+    let ours: Vec<&String> = listed
+        .iter()
+        .filter(|topic| topic.starts_with(&prefix))
+        .collect();
+    ensure!(
+        ours.len() == names.len(),
+        "the services created topics of their own: {ours:?} (besides {names:?})"
     );
     Ok(())
 }

@@ -202,7 +202,8 @@ def check_grace(where: str, binary: str, pod: dict, env: dict, source: Source, p
         deadline = (
             int(env["PRESENCE_SHUTDOWN_GRACE_MS"].value) / 1000
             + int(env["PRESENCE_REQUEST_TIMEOUT_MS"].value) / 1000
-            + source.reply_topic_delete_seconds()
+            # Leaving the gateways' group, its last act.
+            + CONSUMER_CLOSE_SECONDS
         )
         slack = 0
     else:
@@ -254,8 +255,23 @@ def check_kafka(rendered: Rendered, source: Source, problems: Problems) -> None:
     problems.check(
         rendered.setting("presence-common", "PRESENCE_REPLICATION") == str(scans.get("replicas")),
         where,
-        "PRESENCE_REPLICATION (reply topics) differs from the topics' replicas",
+        "PRESENCE_REPLICATION differs from the topics' replicas",
     )
+    problems.check(
+        rendered.setting("presence-gateway", "PRESENCE_REPLY_PARTITIONS")
+        == str(topics.get(prefix + "replies", {}).get("partitions")),
+        where,
+        "PRESENCE_REPLY_PARTITIONS differs from the replies partitions",
+    )
+    # A gateway holding no reply partition is not ready: every pod needs one.
+    replies_partitions = topics.get(prefix + "replies", {}).get("partitions", 0)
+    for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
+        if hpa["spec"]["scaleTargetRef"]["name"] == "presence-gateway":
+            problems.check(
+                hpa["spec"]["maxReplicas"] <= replies_partitions,
+                where,
+                f"up to {hpa['spec']['maxReplicas']} gateways, {replies_partitions} reply partitions",
+            )
     groups = {prefix + group for group in source.consumer_groups()}
     for scaled in rendered.of_kind("ScaledObject"):
         spec = scaled["spec"]

@@ -206,7 +206,7 @@ class Source:
         return set(self.find("services/runtime/src/telemetry.rs", r'_ENV: &str = "(\w+)"'))
 
     def topic_suffixes(self) -> set[str]:
-        """Topics named `<prefix><suffix>` (settings.rs), the reply topics aside."""
+        """Topics named `<prefix><suffix>` (settings.rs), the shared reply topic included."""
         return set(self.find("services/kafka/src/settings.rs", r'format!\("\{\}(\w+)", self\.prefix\)'))
 
     def consumed_topics(self) -> set[str]:
@@ -218,8 +218,9 @@ class Source:
         }
 
     def consumer_groups(self) -> set[str]:
-        """Group names without the prefix: `validator`, `validator.inventory`, `registry`."""
-        groups = set()
+        """Group names without the prefix: `validator`, `validator.inventory`, `registry`,
+        and the gateways' reply readers' group (services/kafka/src/replies.rs)."""
+        groups = set(self.find("services/kafka/src/replies.rs", r'format!\("\{\}([\w-]+)", settings\.topic_prefix\)'))
         for binary in ("validator", "registry"):
             main = f"services/{binary}/src/main.rs"
             text = self.read(main)
@@ -239,14 +240,5 @@ class Source:
         """How long the consumers finish in-flight records after SIGTERM."""
         found = self.find(
             f"services/{self.crate_of(binary)}/src/main.rs", r"drain\s*[:=]\s*Duration::from_secs\((\d+)\)"
-        )
-        return int(found[0])
-
-    def reply_topic_delete_seconds(self) -> int:
-        """The admin timeout of deleting a gateway's reply topic, its last act."""
-        found = self.find(
-            "services/kafka/src/client.rs",
-            r"pub async fn delete_topic.*?operation_timeout\(Some\(Duration::from_secs\((\d+)\)\)\)",
-            re.DOTALL,
         )
         return int(found[0])

@@ -24,7 +24,8 @@ struct Settings {
     keys: KeyArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
-    /// Names this instance's reply topic; defaults to a random id.
+    /// Names this instance to the broker (its reply reader's client id in the
+    /// gateways' group); defaults to a random id.
     #[arg(long, env = "PRESENCE_INSTANCE_ID")]
     instance_id: Option<String>,
 }

@@ -14,6 +14,10 @@ use std::time::Duration;
 
 /// The topic a request's answer goes to.
 pub const REPLY_TO: &str = "presence-reply-to";
+/// The partition of [`REPLY_TO`] the answer goes to: one the waiting gateway
+/// reads. Without it (a request from an older gateway, with a reply topic of
+/// its own) the answer goes where its key hashes to.
+pub const REPLY_PARTITION: &str = "presence-reply-partition";
 /// Pairs an answer with its request: the scan id, or a request id.
 pub const CORRELATION_ID: &str = "presence-correlation-id";
 /// Unix milliseconds after which the gateway no longer waits: a scan found
@@ -60,6 +64,9 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub compacted: bool,
+    /// How long records are kept when this service creates the topic; `None`
+    /// leaves it to the broker's default.
+    pub retention: Option<Duration>,
 }
 
 /// Longest the broker's metadata may take to arrive when topics are prepared.
@@ -161,14 +168,23 @@ pub async fn prepare_topics_retrying(
 /// Creates `specs`; one created meanwhile by another service is fine.
 async fn create_topics(settings: &KafkaSettings, specs: &[&TopicSpec]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
+    let retention_ms: Vec<Option<String>> = specs
+        .iter()
+        .map(|spec| spec.retention.map(|kept| kept.as_millis().to_string()))
+        .collect();
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|spec| {
+        .zip(&retention_ms)
+        .map(|(spec, retention_ms)| {
             let topic = NewTopic::new(
                 &spec.name,
                 spec.partitions,
                 TopicReplication::Fixed(settings.replication),
             );
+            let topic = match retention_ms {
+                Some(retention_ms) => topic.set("retention.ms", retention_ms),
+                None => topic,
+            };
             if spec.compacted {
                 topic.set("cleanup.policy", "compact")
             } else {
@@ -237,21 +253,6 @@ impl ClientContext for LastError {
     }
 }
 
-/// Deletes a topic (a gateway's reply topic, when it stops).
-pub async fn delete_topic(settings: &KafkaSettings, topic: &str) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.delete_topics(&[topic], &options).await? {
-        if let Err((topic, code)) = result {
-            return Err(KafkaError::Topic {
-                topic,
-                reason: code.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Produces one record and waits for its acknowledgement.
 pub async fn send(
     producer: &KafkaProducer,
@@ -260,8 +261,21 @@ pub async fn send(
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> Result<(), KafkaError> {
+    send_to_partition(producer, topic, None, key, payload, headers).await
+}
+
+/// [`send`] to `partition` (a reply, to the one its gateway reads), or else
+/// to the partition the key hashes to.
+pub async fn send_to_partition(
+    producer: &KafkaProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    payload: &[u8],
+    headers: OwnedHeaders,
+) -> Result<(), KafkaError> {
     producer
-        .send(topic, key, payload, headers)
+        .send(topic, partition, key, payload, headers)
         .await
         .map_err(|error| {
             crate::metrics::client_error(crate::metrics::Operation::Produce);

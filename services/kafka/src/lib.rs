@@ -10,7 +10,8 @@
 //! - [`producer`]: [`KafkaProducer`], a future per record, without the idle spin
 //!   of rdkafka's `FutureProducer`;
 //! - [`transport`]: [`KafkaTransport`], the gateway's `Transport`: requests out,
-//!   answers back on this gateway's own reply topic ([`replies`]);
+//!   answers back on a partition of the gateways' shared reply topic that this
+//!   gateway reads ([`replies`]);
 //! - [`sink`]: [`KafkaDecisions`], the validator's `DecisionSink`;
 //! - [`runner`]: the consumer loop the services run on: key-ordered lanes, offsets
 //!   stored only once a record's work is acknowledged, poison records to

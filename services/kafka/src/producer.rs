@@ -65,21 +65,24 @@ impl KafkaProducer {
         })
     }
 
-    /// Sends one record and waits until the broker acknowledges it (or the
-    /// producer's `message.timeout.ms` gives up). A full local queue fails at
-    /// once rather than waiting for room.
+    /// Sends one record, to `partition` or else the one its key hashes to, and
+    /// waits until the broker acknowledges it (or the producer's
+    /// `message.timeout.ms` gives up). A full local queue fails at once rather
+    /// than waiting for room.
     pub async fn send(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: &[u8],
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(), KafkaError> {
         let (acknowledge, acknowledged) = oneshot::channel();
-        let record = BaseRecord::with_opaque_to(topic, Box::new(acknowledge))
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(acknowledge))
             .key(key)
             .payload(payload)
             .headers(headers);
+        record.partition = partition;
         self.producer.send(record).map_err(|(error, _)| error)?;
         acknowledged.await.map_err(|_| KafkaError::Canceled)?
     }

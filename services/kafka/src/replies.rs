@@ -1,10 +1,19 @@
-//! This gateway's reply topic: answers come back here and are handed to the
+//! The gateways' reply topic: answers come back here and are handed to the
 //! request waiting for them.
 //!
-//! Each gateway instance reads only its own topic (one partition, read from the
-//! beginning by assignment, no consumer group), so no gateway reads another's
-//! answers, and an answer that arrives before the request starts waiting is
-//! still found: the waiter is registered before the request is sent.
+//! All gateways share one topic, `<prefix>replies`, read in one consumer group
+//! (`<prefix>gateways`): each partition is read by exactly one gateway, and a
+//! request names one partition its gateway holds ([`client::REPLY_PARTITION`]),
+//! so no gateway reads another's answers and no gateway needs a topic of its
+//! own. A killed gateway leaves nothing behind: its group membership expires
+//! and its partitions go to the others. An answer on a partition that has just
+//! moved finds no waiter at its new reader and is dropped; its request answers
+//! 503 at its deadline, as any lost answer does.
+//!
+//! Offsets are committed to the group, so a partition's next reader starts
+//! where the last one stopped, and an answer that arrives before its request
+//! starts waiting is still found: the waiter is registered before the request
+//! is sent.
 
 use crate::KafkaError;
 use crate::client::{self, CORRELATION_ID};
@@ -12,20 +21,71 @@ use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use presence_proto::pb;
 use prost::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<pb::Reply>>>>;
 
-/// Routes answers from this gateway's reply topic to their waiting requests.
+/// The partitions of the reply topic this gateway holds, kept by the group's
+/// rebalances; requests take turns naming them.
+#[derive(Debug, Clone, Default)]
+struct HeldPartitions {
+    held: Arc<RwLock<Vec<i32>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl HeldPartitions {
+    /// The next partition to name in a request, or `None` while none is held.
+    fn pick(&self) -> Option<i32> {
+        let held = self.held.read().unwrap_or_else(PoisonError::into_inner);
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        held.get(turn.checked_rem(held.len())?).copied()
+    }
+}
+
+impl ClientContext for HeldPartitions {}
+
+impl ConsumerContext for HeldPartitions {
+    /// Eager rebalances revoke and assign whole assignments, cooperative ones
+    /// only the partitions that move: adding what is assigned and removing
+    /// what is revoked follows both.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                held.extend(partitions.elements().iter().map(|p| p.partition()));
+                held.sort_unstable();
+                held.dedup();
+            }
+            Rebalance::Revoke(partitions) => {
+                let revoked: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|p| p.partition())
+                    .collect();
+                held.retain(|partition| !revoked.contains(partition));
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "reply reader rebalance error");
+                return;
+            }
+        }
+        tracing::info!(partitions = ?*held, "reply partitions held");
+    }
+}
+
+/// Routes answers from the partitions of the reply topic this gateway holds to
+/// their waiting requests.
 #[derive(Debug)]
 pub struct ReplyRouter {
     topic: String,
+    held: HeldPartitions,
     waiters: Waiters,
     task: JoinHandle<()>,
 }
@@ -55,19 +115,24 @@ impl Drop for Waiting {
 }
 
 impl ReplyRouter {
-    /// Starts reading `topic` (which must exist) from its beginning.
-    pub fn start(settings: &KafkaSettings, topic: String) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer =
-            client::consumer_config(settings, &format!("{topic}.reader"))
-                .set("enable.auto.commit", "false")
-                .create()?;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
-        consumer.assign(&assignment)?;
+    /// Joins the gateways' group on the reply topic (which must exist).
+    pub fn start(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let topic = settings.topics().replies();
+        let held = HeldPartitions::default();
+        let group = format!("{}gateways", settings.topic_prefix);
+        let consumer: StreamConsumer<HeldPartitions> = client::consumer_config(settings, &group)
+            .set("client.id", &settings.instance_id)
+            // Only moved partitions pause when a gateway comes or goes.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A record read is done with: no answer is handled twice.
+            .set("enable.auto.offset.store", "true")
+            .create_with_context(held.clone())?;
+        consumer.subscribe(&[topic.as_str()])?;
         let waiters: Waiters = Arc::default();
         let task = tokio::spawn(read_replies(consumer, waiters.clone()));
         Ok(Self {
             topic,
+            held,
             waiters,
             task,
         })
@@ -75,6 +140,13 @@ impl ReplyRouter {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// A partition of the reply topic this gateway reads, for a request's
+    /// answer; `None` while the group gives it none (joining, rebalancing, or
+    /// more gateways than partitions).
+    pub fn partition(&self) -> Option<i32> {
+        self.held.pick()
     }
 
     /// Whether the reply consumer still runs.
@@ -96,7 +168,8 @@ impl ReplyRouter {
         }
     }
 
-    /// Stops reading and returns once the reply consumer is closed.
+    /// Stops reading and returns once the reply consumer has left the group
+    /// (its partitions go to the other gateways at once).
     pub async fn stop(mut self) {
         self.task.abort();
         // The aborted task drops (closes) its consumer before the handle resolves.
@@ -110,7 +183,7 @@ impl Drop for ReplyRouter {
     }
 }
 
-async fn read_replies(consumer: StreamConsumer, waiters: Waiters) {
+async fn read_replies(consumer: StreamConsumer<HeldPartitions>, waiters: Waiters) {
     loop {
         match consumer.recv().await {
             Ok(message) => {
@@ -144,9 +217,10 @@ async fn read_replies(consumer: StreamConsumer, waiters: Waiters) {
     }
 }
 
-/// Answers `request` on the reply topic it names, with its correlation id and
-/// the current trace context (see [`client::with_trace`]). A request that names no reply topic (published by
-/// another system) gets no answer.
+/// Answers `request` on the reply topic and partition it names, with its
+/// correlation id and the current trace context (see [`client::with_trace`]).
+/// A request that names no reply topic (published by another system) gets no
+/// answer.
 pub async fn answer(
     producer: &KafkaProducer,
     request: &rdkafka::message::OwnedMessage,
@@ -156,6 +230,8 @@ pub async fn answer(
     let Some(reply_to) = client::header(headers, client::REPLY_TO) else {
         return Ok(());
     };
+    let partition = client::header(headers, client::REPLY_PARTITION)
+        .and_then(|partition| partition.parse::<i32>().ok());
     let correlation_id = client::header(headers, CORRELATION_ID).unwrap_or_default();
     let reply_headers = client::with_current_trace(client::with_header(
         rdkafka::message::OwnedHeaders::new(),
@@ -166,9 +242,10 @@ pub async fn answer(
         outcome: Some(outcome),
     }
     .encode_to_vec();
-    client::send(
+    client::send_to_partition(
         producer,
         reply_to,
+        partition,
         correlation_id.as_bytes(),
         &payload,
         reply_headers,
@@ -181,4 +258,18 @@ pub fn expired(request: &rdkafka::message::OwnedMessage, now_millis: i64) -> boo
     client::header(request.headers(), client::DEADLINE)
         .and_then(|deadline| deadline.parse::<i64>().ok())
         .is_some_and(|deadline| now_millis > deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_take_turns_on_the_held_partitions_and_get_none_while_none_is_held() {
+        let held = HeldPartitions::default();
+        assert_eq!(held.pick(), None);
+        *held.held.write().unwrap() = vec![2, 5];
+        let picks: Vec<Option<i32>> = (0..4).map(|_| held.pick()).collect();
+        assert_eq!(picks, [Some(5), Some(2), Some(5), Some(2)]);
+    }
 }

@@ -265,6 +265,7 @@ pub fn dead_letter_topics(
             name: topics.dead_letters(&consumer.config.topic),
             partitions: 1,
             compacted: false,
+            retention: None,
         })
         .collect()
 }

@@ -21,6 +21,16 @@ pub struct KafkaArgs {
     /// Replication factor of the topics this service creates.
     #[arg(long, env = "PRESENCE_REPLICATION", default_value_t = 1)]
     pub replication: i32,
+    /// Partitions of the gateways' shared reply topic when a gateway creates
+    /// it: the most gateways that each hold one (a gateway holding none is not
+    /// ready).
+    #[arg(
+        long,
+        env = "PRESENCE_REPLY_PARTITIONS",
+        default_value_t = 12,
+        value_parser = clap::value_parser!(i32).range(1..)
+    )]
+    pub reply_partitions: i32,
     /// Longest a consumer fetch waits at the broker. Kafka answers as soon as
     /// records arrive, so this only paces idle consumers; a broker that holds
     /// empty fetches to the end (tansu) adds it to each hop of a scan, and needs
@@ -49,6 +59,7 @@ impl KafkaArgs {
         let mut settings = KafkaSettings::new(&self.brokers, &self.topic_prefix);
         settings.partitions = self.partitions;
         settings.replication = self.replication;
+        settings.reply_partitions = self.reply_partitions;
         settings.fetch_wait = Duration::from_millis(self.fetch_wait_ms);
         settings.create_topics = self.create_topics;
         settings.security = self
@@ -70,7 +81,11 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor of topics this service creates (3 in production).
     pub replication: i32,
-    /// Names this process's reply topic; unique per running gateway.
+    /// Partitions of `replies` when a gateway creates it; the most gateways
+    /// that can run at once.
+    pub reply_partitions: i32,
+    /// Names this process to the broker (the client id of its reply reader,
+    /// listed among the gateways' group members); the pod name in Kubernetes.
     pub instance_id: String,
     /// How long a producer may take to get a record acknowledged.
     pub delivery_timeout: Duration,
@@ -89,6 +104,7 @@ impl KafkaSettings {
             topic_prefix: topic_prefix.into(),
             partitions: 12,
             replication: 1,
+            reply_partitions: 12,
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             delivery_timeout: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(10),
@@ -149,9 +165,10 @@ impl Topics {
         format!("{}registry", self.prefix)
     }
 
-    /// One gateway's answers.
-    pub fn replies(&self, instance_id: &str) -> String {
-        format!("{}replies.{instance_id}", self.prefix)
+    /// Every gateway's answers; each gateway reads the partitions its group
+    /// gives it ([`crate::replies`]), and names one of them in each request.
+    pub fn replies(&self) -> String {
+        format!("{}replies", self.prefix)
     }
 
     /// Where records that cannot be processed go, with the reason.

@@ -1,9 +1,9 @@
 //! The gateway's transport: each request is a record on the topic of the
-//! service that answers it, and the answer comes back on this gateway's reply
-//! topic.
+//! service that answers it, and the answer comes back on a partition of the
+//! gateways' reply topic that this gateway reads ([`crate::replies`]).
 
 use crate::client::{
-    self, CORRELATION_ID, DEADLINE, REPLY_TO, TRACEPARENT, TopicSpec, TraceContext,
+    self, CORRELATION_ID, DEADLINE, REPLY_PARTITION, REPLY_TO, TRACEPARENT, TopicSpec, TraceContext,
 };
 use crate::producer::KafkaProducer;
 use crate::replies::ReplyRouter;
@@ -30,6 +30,12 @@ use tracing::Instrument;
 /// Largest inventory chunk, encoded; well under Kafka's default 1 MB message limit.
 const INVENTORY_CHUNK_BYTES: usize = 512 * 1024;
 
+/// How long the reply topic keeps answers, when a gateway creates it. An
+/// answer is read within its request's deadline; what is kept only bounds
+/// what a gateway reads when it starts on a partition whose committed offset
+/// has expired (it starts from the oldest answer kept).
+const REPLY_RETENTION: Duration = Duration::from_secs(3600);
+
 /// How long the gateway waits for answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerDeadlines {
@@ -50,7 +56,6 @@ impl Default for AnswerDeadlines {
 
 /// `Transport` over Kafka, for the gateway.
 pub struct KafkaTransport {
-    settings: KafkaSettings,
     topics: Topics,
     producer: KafkaProducer,
     /// This instance's reply reader, once its topics are prepared.
@@ -69,7 +74,7 @@ impl std::fmt::Debug for KafkaTransport {
     }
 }
 
-/// The topics a gateway writes to.
+/// The topics a gateway writes to, and the reply topic it reads.
 pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let topics = settings.topics();
     vec![
@@ -77,34 +82,43 @@ pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
             name: topics.scans(),
             partitions: settings.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.registry(),
             partitions: settings.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.inventory(),
             partitions: 1,
             compacted: false,
+            retention: None,
+        },
+        TopicSpec {
+            name: topics.replies(),
+            partitions: settings.reply_partitions,
+            compacted: false,
+            retention: Some(REPLY_RETENTION),
         },
     ]
 }
 
 impl KafkaTransport {
-    /// Starts preparing, in the background, the topics it writes to and this
-    /// instance's reply topic, then reading that. Until that works (Kafka
-    /// refusing the credentials, a topic missing: retried, see
-    /// [`client::prepare_topics_retrying`]), requests and readiness fail with
-    /// the reason, and the gateway still serves its probes.
+    /// Starts preparing, in the background, the topics it writes to and the
+    /// reply topic, then reading that in the gateways' group. Until that works
+    /// (Kafka refusing the credentials, a topic missing: retried, see
+    /// [`client::prepare_topics_retrying`]), and while the group gives this
+    /// gateway no reply partition, requests and readiness fail with the reason,
+    /// and the gateway still serves its probes.
     pub fn start(settings: KafkaSettings, deadlines: AnswerDeadlines) -> Result<Self, KafkaError> {
         let topics = settings.topics();
         let producer = client::producer(&settings)?;
         let replies = Arc::new(OnceLock::new());
         let starting = Arc::new(Mutex::new("connecting to Kafka".to_owned()));
-        let preparing = tokio::spawn(prepare(settings.clone(), replies.clone(), starting.clone()));
+        let preparing = tokio::spawn(prepare(settings, replies.clone(), starting.clone()));
         Ok(Self {
-            settings,
             topics,
             producer,
             replies,
@@ -126,6 +140,19 @@ impl KafkaTransport {
         })
     }
 
+    /// The reply reader and a partition it reads, for one request's answer.
+    fn reply_partition(&self) -> Result<(&ReplyRouter, i32), TransportError> {
+        let replies = self.replies()?;
+        let partition = replies.partition().ok_or_else(|| {
+            TransportError::Unavailable(format!(
+                "this gateway reads no partition of {} yet (joining the gateways' group, \
+                 or more gateways than its partitions: PRESENCE_REPLY_PARTITIONS)",
+                replies.topic()
+            ))
+        })?;
+        Ok((replies, partition))
+    }
+
     /// Sends one request and waits for its answer until `deadline` elapses.
     async fn request(
         &self,
@@ -140,12 +167,14 @@ impl KafkaTransport {
         let trace = span.in_scope(TraceContext::current);
         let started = std::time::Instant::now();
         let expires = unix_millis(SystemTime::now() + deadline).to_string();
-        let replies = self.replies()?;
+        let (replies, reply_partition) = self.reply_partition()?;
+        let reply_partition = reply_partition.to_string();
         let mut waiting = replies.wait_for(correlation_id);
         let answer = async {
             for payload in payloads {
                 let headers = [
                     (REPLY_TO, replies.topic()),
+                    (REPLY_PARTITION, reply_partition.as_str()),
                     (CORRELATION_ID, correlation_id),
                     (DEADLINE, expires.as_str()),
                     (TRACEPARENT, trace.header_value().as_str()),
@@ -175,29 +204,21 @@ impl KafkaTransport {
         }
     }
 
-    /// Deletes this instance's reply topic; call once the gateway has stopped.
+    /// Leaves the gateways' group (its reply partitions go to the others at
+    /// once); call once the gateway has stopped.
     pub async fn close(self) {
         self.preparing.abort();
         // The aborted task drops its handle on the reply reader before resolving.
         let _ = self.preparing.await;
-        let Some(replies) = Arc::into_inner(self.replies).and_then(OnceLock::into_inner) else {
-            return;
-        };
-        let topic = replies.topic().to_owned();
-        // The reply consumer goes first: deleting the topic under a live consumer
-        // assigned to it crashed librdkafka (2.12, SIGSEGV in its metadata cache;
-        // seen against tansu) in most shutdowns.
-        replies.stop().await;
-        if let Err(error) = client::delete_topic(&self.settings, &topic).await {
-            tracing::warn!(%error, topic, "reply topic not deleted; it expires by retention");
+        if let Some(replies) = Arc::into_inner(self.replies).and_then(OnceLock::into_inner) {
+            replies.stop().await;
         }
     }
 }
 
-/// Prepares the gateway's topics until it works, then creates this instance's
-/// reply topic (its own, so created even when the shared topics are managed
-/// elsewhere: docs/operations.md, "Managed topics and ACLs") and starts the
-/// reply reader; meanwhile `starting` says why requests cannot be made.
+/// Prepares the gateway's topics (the reply topic among them) until it works,
+/// then starts the reply reader; meanwhile `starting` says why requests cannot
+/// be made.
 async fn prepare(
     settings: KafkaSettings,
     replies: Arc<OnceLock<ReplyRouter>>,
@@ -206,22 +227,9 @@ async fn prepare(
     let not_ready = |reason: &str| {
         *starting.lock().unwrap_or_else(PoisonError::into_inner) = reason.to_owned();
     };
-    let reply_topic = settings.topics().replies(&settings.instance_id);
-    let creating = KafkaSettings {
-        create_topics: true,
-        ..settings.clone()
-    };
-    let spec = TopicSpec {
-        name: reply_topic.clone(),
-        partitions: 1,
-        compacted: false,
-    };
     loop {
         client::prepare_topics_retrying(&settings, &gateway_topics(&settings), not_ready).await;
-        let started = client::prepare_topics(&creating, std::slice::from_ref(&spec))
-            .await
-            .and_then(|()| ReplyRouter::start(&settings, reply_topic.clone()));
-        match started {
+        match ReplyRouter::start(&settings) {
             Ok(router) => {
                 tracing::info!(replies = router.topic(), "kafka transport started");
                 // Set only here, once.
@@ -230,7 +238,7 @@ async fn prepare(
             }
             Err(error) => {
                 let reason = error.to_string();
-                tracing::error!(%reason, topic = reply_topic, "reply topic not usable; not ready, retrying");
+                tracing::error!(%reason, "reply reader not started; not ready, retrying");
                 not_ready(&reason);
                 tokio::time::sleep(client::PREPARE_RETRY).await;
             }
@@ -402,7 +410,8 @@ impl Transport for KafkaTransport {
     }
 
     async fn ready(&self) -> Result<(), TransportError> {
-        if !self.replies()?.is_running() {
+        let (replies, _) = self.reply_partition()?;
+        if !replies.is_running() {
             return Err(TransportError::Unavailable("reply reader stopped".into()));
         }
         let producer = self.producer.clone();

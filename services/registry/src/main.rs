@@ -49,17 +49,20 @@ async fn main() -> anyhow::Result<()> {
             name: topics.registry(),
             partitions: kafka.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.devices(),
             partitions: kafka.partitions,
             compacted: true,
+            retention: None,
         },
         // Also created by the validator; whichever starts first creates it.
         TopicSpec {
             name: topics.decisions(),
             partitions: kafka.partitions,
             compacted: false,
+            retention: None,
         },
     ];
     let store = settings

@@ -50,16 +50,19 @@ async fn main() -> anyhow::Result<()> {
             name: topics.scans(),
             partitions: kafka.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.decisions(),
             partitions: kafka.partitions,
             compacted: false,
+            retention: None,
         },
         TopicSpec {
             name: topics.inventory(),
             partitions: 1,
             compacted: false,
+            retention: None,
         },
     ];
     let store = settings
