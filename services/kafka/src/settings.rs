@@ -80,6 +80,11 @@ pub struct KafkaSettings {
     pub create_topics: bool,
     /// TLS, SASL and pass-through properties of every client.
     pub security: Security,
+    /// This process's stable name in the consumer groups of its runner
+    /// (Kafka's `group.instance.id`, static membership), or `None` for dynamic
+    /// membership. Only the validator and the registry set it
+    /// (`PRESENCE_INSTANCE_ID`).
+    pub group_instance_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -94,6 +99,7 @@ impl KafkaSettings {
             fetch_wait: Duration::from_millis(10),
             create_topics: true,
             security: Security::plaintext(),
+            group_instance_id: None,
         }
     }
 
