@@ -109,6 +109,11 @@ impl KafkaSettings {
     pub fn client_config(&self, tuning: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        // librdkafka doubles its wait between reconnects up to this (10 s by
+        // default): after a broker blip of a few seconds the clients would come
+        // back seconds after the broker. A second keeps the recovery close to
+        // the broker's return at one connection attempt a second per client.
+        config.set("reconnect.backoff.max.ms", "1000");
         for (name, value) in tuning {
             config.set(*name, *value);
         }
