@@ -573,10 +573,7 @@ enum PartitionChange {
     /// `count` partitions revoked; `held` is what the consumer still holds
     /// (an incremental rebalance takes back only the partitions that move), or
     /// `None` in logs that do not say, where a revocation took everything.
-    Revoked {
-        count: usize,
-        held: Option<usize>,
-    },
+    Revoked { count: usize, held: Option<usize> },
 }
 
 /// Reads a partition change from one log line, text or JSON

@@ -238,7 +238,11 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
     // Each binary (and subcommand) with the secret-holding variables it takes.
     let helps: [(&str, &[&str], &[&str]); 8] = [
         ("presence", &["serve"], &["PRESENCE_API_KEY"]),
-        ("presence", &["backup"], &["PRESENCE_URL", "PRESENCE_API_KEY"]),
+        (
+            "presence",
+            &["backup"],
+            &["PRESENCE_URL", "PRESENCE_API_KEY"],
+        ),
         ("presence", &["demo"], &[]),
         ("presence", &["decisions", "tail"], &[]),
         ("presence-gateway", &[], &["PRESENCE_API_KEY"]),

@@ -9,9 +9,12 @@
 //!     --run-ignored only --no-capture
 //! ```
 //!
-//! and with `PRESENCE_KAFKA_PROPERTIES=partition.assignment.strategy=range` in
-//! the services' environment (`REBALANCE_EAGER=1`) for eager rebalancing, as
-//! before cooperative-sticky assignment.
+//! `REBALANCE_EAGER=1` runs the services with eager rebalancing
+//! (`PRESENCE_KAFKA_PROPERTIES=partition.assignment.strategy=range`), as before
+//! cooperative-sticky assignment; `REBALANCE_PROPERTIES` adds other librdkafka
+//! properties; `REBALANCE_STATIC=1` makes the restarted validator a static
+//! member; `REBALANCE_LOGS=1` prints its log. Results: docs/benchmarks.md,
+//! "Rebalances".
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,43 +120,50 @@ async fn scan_pause_during_a_scale_up_and_a_rolling_restart() -> Result<()> {
             .env
             .push(("PRESENCE_KAFKA_PROPERTIES".to_owned(), properties.join(",")));
     }
-    with_app(TestApp::distributed_with(options).await?, |app| async move {
-        let (_show, tokens, mut scanners) = venue(&app, 200, 1).await?;
-        let paced = Paced::start(&app, tokens, scanners.remove(0));
-        tokio::time::sleep(QUIET).await;
-        let steady = Instant::now();
-        tokio::time::sleep(QUIET).await;
+    with_app(
+        TestApp::distributed_with(options).await?,
+        |app| async move {
+            let (_show, tokens, mut scanners) = venue(&app, 200, 1).await?;
+            let paced = Paced::start(&app, tokens, scanners.remove(0));
+            tokio::time::sleep(QUIET).await;
+            let steady = Instant::now();
+            tokio::time::sleep(QUIET).await;
 
-        let scale_up = Instant::now();
-        let second = app.start_validator().await?;
-        let scaled = scale_up.elapsed();
-        tokio::time::sleep(QUIET).await;
+            let scale_up = Instant::now();
+            let second = app.start_validator().await?;
+            let scaled = scale_up.elapsed();
+            tokio::time::sleep(QUIET).await;
 
-        let rolling = Instant::now();
-        for index in [0, second] {
-            app.stop_validator(index).await?;
-            app.restart_validator(index).await?;
-        }
-        let rolled = rolling.elapsed();
-        tokio::time::sleep(QUIET).await;
-        let end = Instant::now();
-        let sent = paced.finish().await?;
+            let rolling = Instant::now();
+            for index in [0, second] {
+                app.stop_validator(index).await?;
+                app.restart_validator(index).await?;
+            }
+            let rolled = rolling.elapsed();
+            tokio::time::sleep(QUIET).await;
+            let end = Instant::now();
+            let sent = paced.finish().await?;
 
-        let strategy = if eager { "range (eager)" } else { "cooperative-sticky" };
-        eprintln!("rebalance: {strategy} {properties:?}, one scan every {SCAN_EVERY:?}");
-        eprintln!("rebalance: steady: {}", window(&sent, steady, scale_up));
-        eprintln!(
-            "rebalance: 1→2 scale-up (settled in {:.1} s): {}",
-            scaled.as_secs_f64(),
-            window(&sent, scale_up, rolling)
-        );
-        eprintln!(
-            "rebalance: rolling restart of 2 (done in {:.1} s): {}",
-            rolled.as_secs_f64(),
-            window(&sent, rolling, end)
-        );
-        Ok(())
-    })
+            let strategy = if eager {
+                "range (eager)"
+            } else {
+                "cooperative-sticky"
+            };
+            eprintln!("rebalance: {strategy} {properties:?}, one scan every {SCAN_EVERY:?}");
+            eprintln!("rebalance: steady: {}", window(&sent, steady, scale_up));
+            eprintln!(
+                "rebalance: 1→2 scale-up (settled in {:.1} s): {}",
+                scaled.as_secs_f64(),
+                window(&sent, scale_up, rolling)
+            );
+            eprintln!(
+                "rebalance: rolling restart of 2 (done in {:.1} s): {}",
+                rolled.as_secs_f64(),
+                window(&sent, rolling, end)
+            );
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -171,28 +181,31 @@ async fn scan_pause_during_a_validator_restart() -> Result<()> {
             .env
             .push(("PRESENCE_INSTANCE_ID".to_owned(), "validator-0".to_owned()));
     }
-    with_app(TestApp::distributed_with(options).await?, |app| async move {
-        let (_show, tokens, mut scanners) = venue(&app, 200, 1).await?;
-        let paced = Paced::start(&app, tokens, scanners.remove(0));
-        tokio::time::sleep(QUIET).await;
-        let restart = Instant::now();
-        app.stop_validator(0).await?;
-        app.restart_validator(0).await?;
-        let restarted = restart.elapsed();
-        tokio::time::sleep(QUIET).await;
-        let end = Instant::now();
-        let sent = paced.finish().await?;
-        let membership = if static_member { "static" } else { "dynamic" };
-        eprintln!(
-            "rebalance: restart of the only validator, {membership} membership (ready again in \
+    with_app(
+        TestApp::distributed_with(options).await?,
+        |app| async move {
+            let (_show, tokens, mut scanners) = venue(&app, 200, 1).await?;
+            let paced = Paced::start(&app, tokens, scanners.remove(0));
+            tokio::time::sleep(QUIET).await;
+            let restart = Instant::now();
+            app.stop_validator(0).await?;
+            app.restart_validator(0).await?;
+            let restarted = restart.elapsed();
+            tokio::time::sleep(QUIET).await;
+            let end = Instant::now();
+            let sent = paced.finish().await?;
+            let membership = if static_member { "static" } else { "dynamic" };
+            eprintln!(
+                "rebalance: restart of the only validator, {membership} membership (ready again in \
              {:.1} s): {}",
-            restarted.as_secs_f64(),
-            window(&sent, restart, end)
-        );
-        if flag("REBALANCE_LOGS") {
-            eprintln!("--- validator 0\n{}", app.validator_log(0)?);
-        }
-        Ok(())
-    })
+                restarted.as_secs_f64(),
+                window(&sent, restart, end)
+            );
+            if flag("REBALANCE_LOGS") {
+                eprintln!("--- validator 0\n{}", app.validator_log(0)?);
+            }
+            Ok(())
+        },
+    )
     .await
 }

@@ -1312,7 +1312,10 @@ async fn readiness_turns_red_once_the_grace_is_over() {
     let reply = harness.get("/readyz", None).await;
     assert_eq!(
         (reply.status, reply.json()),
-        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable"})),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable"})
+        ),
         "no grace before the first good check"
     );
     *harness.fake.ready.lock().unwrap() = true;
@@ -1326,7 +1329,10 @@ async fn readiness_turns_red_once_the_grace_is_over() {
     let reply = harness.get("/readyz", None).await;
     assert_eq!(
         (reply.status, reply.json()),
-        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable"}))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable"})
+        )
     );
 }
 
