@@ -622,9 +622,10 @@ enum PartitionChange {
         topic: String,
         numbers: Vec<i32>,
     },
-    Revoked {
-        count: usize,
-    },
+    /// `count` partitions revoked; `held` is what the consumer still holds
+    /// (an incremental rebalance takes back only the partitions that move), or
+    /// `None` in logs that do not say, where a revocation took everything.
+    Revoked { count: usize, held: Option<usize> },
 }
 
 /// Reads a partition change from one log line, text or JSON
@@ -655,7 +656,13 @@ fn partition_change(line: &str) -> Option<PartitionChange> {
                 topic: text("topic").to_owned(),
                 numbers: numbers(text("numbers")),
             }),
-            "partitions revoked" => Some(PartitionChange::Revoked { count }),
+            "partitions revoked" => Some(PartitionChange::Revoked {
+                count,
+                held: fields
+                    .get("held")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|held| usize::try_from(held).ok()),
+            }),
             _ => None,
         };
     }
@@ -673,6 +680,7 @@ fn partition_change(line: &str) -> Option<PartitionChange> {
     } else {
         Some(PartitionChange::Revoked {
             count: count(after(REVOKED)?)?,
+            held: after(" held=").and_then(count),
         })
     }
 }
@@ -681,15 +689,17 @@ fn partition_changes(log: &str) -> impl Iterator<Item = PartitionChange> + '_ {
     crate::process::complete_lines(log).filter_map(partition_change)
 }
 
-/// The partitions a consumer holds by its log: its last assignment of at least
-/// `min` partitions, or 0 if such a holding was revoked since (an eager
-/// rebalance revokes everything before it assigns anew).
+/// The partitions a consumer holds by its log: what it held after its last
+/// change of a holding of at least `min` partitions (the runner logs the whole
+/// holding after each assignment, and what is left after each revocation).
 pub fn held_partitions(log: &str, min: usize) -> usize {
     let mut held = 0;
     for change in partition_changes(log) {
         match change {
             PartitionChange::Assigned { count, .. } if count >= min => held = count,
-            PartitionChange::Revoked { count } if count >= min => held = 0,
+            PartitionChange::Revoked { count, held: left } if count + left.unwrap_or(0) >= min => {
+                held = left.unwrap_or(0);
+            }
             _ => {}
         }
     }
@@ -768,6 +778,15 @@ mod tests {
         );
         assert_eq!(held_partitions(&shared, SCAN_SHARE_MIN), 3);
         assert_eq!(held_partitions("", 1), 0);
+        let incremental = format!(
+            "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=3 topic=\"p.scans\" numbers=[1, 3, 5] held=3\n\
+             x INFO presence_kafka::runner: partitions revoked partitions=1 topic=\"p.scans\" numbers=[0] held=1\n"
+        );
+        assert_eq!(
+            held_partitions(&incremental, SCAN_SHARE_MIN),
+            1,
+            "an incremental rebalance leaves the rest held"
+        );
         let cut = format!("{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6");
         assert_eq!(
             held_partitions(&cut, SCAN_SHARE_MIN),

@@ -36,8 +36,11 @@ const REDIS_DOWN_FOR: Duration = Duration::from_secs(3);
 /// How long Redis stays frozen in the stall test: past the store's one-second
 /// response timeout.
 const REDIS_STALL: Duration = Duration::from_secs(3);
-/// How long the broker stays down in the restart test.
-const BROKER_DOWN_FOR: Duration = Duration::from_secs(1);
+/// How long the broker stays down in the restart test: a blip of a few
+/// seconds, within the gateway's readiness grace (`PRESENCE_READY_GRACE_MS`).
+const BROKER_DOWN_FOR: Duration = Duration::from_secs(3);
+/// How often the broker restart test probes the gateway's `/readyz`.
+const READINESS_PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Longest a service may take to report ready again after a dependency returned.
 const RECOVER_WITHIN: Duration = Duration::from_secs(20);
 /// The gateway's shutdown grace in the graceful-stop test: `/readyz` red this
@@ -486,10 +489,12 @@ fn first_ids(scan: &Sent) -> Vec<String> {
 
 // ---------------------------------------------------------------- broker
 
-/// The broker killed (SIGKILL) while scans flow and started again a second
-/// later on its port and storage (PostgreSQL, so topics, records, committed
-/// offsets and producer state survive). Producers and consumers reconnect by
-/// themselves; scans caught by the outage are answered 503 and decided on retry;
+/// The broker killed (SIGKILL) while scans flow and started again three
+/// seconds later on its port and storage (PostgreSQL, so topics, records,
+/// committed offsets and producer state survive). Producers and consumers
+/// reconnect by themselves; scans caught by the outage are answered 503 (never
+/// 500) and decided on retry; the gateway's `/readyz` stays green throughout
+/// (the blip is within its readiness grace), so a load balancer keeps it;
 /// nothing answered is lost, no ticket is entered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_no_answered_scan() -> Result<()> {
@@ -506,6 +511,18 @@ async fn a_broker_restart_loses_no_answered_scan() -> Result<()> {
             Retry::Unavailable,
         );
         flow.wait_for(SCANS / 5).await?;
+        let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let probes = tokio::spawn({
+            let (app, probing) = (app.clone(), probing.clone());
+            async move {
+                let mut probes = Vec::new();
+                while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                    probes.push(app.gateway_readiness().await?);
+                    tokio::time::sleep(READINESS_PROBE_EVERY).await;
+                }
+                anyhow::Ok(probes)
+            }
+        });
         app.kill_broker().await?;
         let down = Instant::now();
         let answered_before = flow.answered();
@@ -515,6 +532,28 @@ async fn a_broker_restart_loses_no_answered_scan() -> Result<()> {
         let down_for = down.elapsed() - up.elapsed();
         let sent = flow.finish().await?;
         let all_decided = up.elapsed();
+        probing.store(false, std::sync::atomic::Ordering::Relaxed);
+        let probes = probes.await??;
+        let red: Vec<&String> = probes
+            .iter()
+            .filter(|(ready, _)| !ready)
+            .map(|(_, says)| says)
+            .collect();
+        ensure!(
+            red.is_empty(),
+            "the gateway's /readyz turned red during a {down_for:?} broker blip: {red:?}"
+        );
+        let degraded = probes
+            .iter()
+            .filter(|(_, says)| says.contains("degraded"))
+            .count();
+        ensure!(
+            codes(&sent)
+                .keys()
+                .all(|code| matches!(code, Some(200 | 503))),
+            "a scan was answered other than 200 or 503: {:?}",
+            codes(&sent)
+        );
 
         let first_decided_after = sent
             .iter()
@@ -541,8 +580,10 @@ async fn a_broker_restart_loses_no_answered_scan() -> Result<()> {
             "fault: broker SIGKILL after {answered_before}/{SCANS} scans answered, 8 in flight, \
              down {down_for:?}; tries by HTTP code {:?} ({unavailable} answered 503); first \
              decision {first_decided_after:?} after the restart, all {SCANS} decided \
-             {all_decided:?} after it; decisions on the stream {} ({} duplicates by scan id)",
+             {all_decided:?} after it; gateway /readyz probes {} ({degraded} degraded, none \
+             red); decisions on the stream {} ({} duplicates by scan id)",
             codes(&sent),
+            probes.len(),
             stream.raw,
             stream.duplicates,
         );

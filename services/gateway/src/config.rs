@@ -15,6 +15,7 @@ const REQUEST_TIMEOUT_MS: u64 = 30_000;
 const HEADER_TIMEOUT_MS: u64 = 30_000;
 const MAX_CONNECTIONS: u32 = 1_024;
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
+const READY_GRACE_MS: u64 = 10_000;
 
 /// Limits and deadlines of the HTTP gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct GatewayConfig {
     /// How long `/readyz` stays red before the listener closes on shutdown, so load
     /// balancers stop sending new requests first.
     pub shutdown_grace: Duration,
+    /// How long `/readyz` stays green after a dependency (the broker) stops
+    /// answering, if it was ready before: a blip must not take every gateway
+    /// out of the load balancer at once. Scans meanwhile get 503 UNAVAILABLE.
+    pub ready_grace: Duration,
     /// The limit of every API key under `/presence/v1/`, unless the keys file gives
     /// the key its own. None by default: SPEC §2 limits only where configured.
     pub key_rate: RateLimit,
@@ -67,6 +72,7 @@ impl Default for GatewayConfig {
             header_timeout: Duration::from_millis(HEADER_TIMEOUT_MS),
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: Duration::from_millis(SHUTDOWN_GRACE_MS),
+            ready_grace: Duration::from_millis(READY_GRACE_MS),
             key_rate: RateLimit::default(),
             token_hash_key: TokenHashKey::per_process(),
             max_scan_ahead_ms: DEFAULT_MAX_SCAN_AHEAD_MS,
@@ -104,6 +110,10 @@ pub struct GatewayArgs {
     /// How long /readyz is red before the listener closes on shutdown.
     #[arg(long, env = "PRESENCE_SHUTDOWN_GRACE_MS", default_value_t = SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+    /// How long /readyz stays green after a dependency that answered stops
+    /// answering (a broker blip); scans meanwhile get 503. 0: red at once.
+    #[arg(long, env = "PRESENCE_READY_GRACE_MS", default_value_t = READY_GRACE_MS)]
+    pub ready_grace_ms: u64,
     /// Requests a second each API key may make under /presence/v1/ (0: no limit).
     #[arg(long, env = "PRESENCE_KEY_RATE", default_value_t = 0)]
     pub key_rate: u32,
@@ -133,6 +143,7 @@ impl GatewayArgs {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             max_connections: self.max_connections,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            ready_grace: Duration::from_millis(self.ready_grace_ms),
             key_rate: RateLimit {
                 per_second: self.key_rate,
                 burst: self.key_burst,

@@ -27,6 +27,7 @@ mod middleware;
 mod paths;
 mod query;
 mod rate;
+mod readiness;
 mod reply;
 mod routes;
 mod server;

@@ -4,6 +4,7 @@
 use crate::config::GatewayConfig;
 use crate::keys::ApiKeys;
 use crate::metrics::{Metrics, MetricsHandle};
+use crate::readiness::ReadinessGrace;
 use crate::reply::Failure;
 use presence_ports::{Snapshots, Transport, TransportError};
 use std::fmt;
@@ -23,6 +24,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     metrics: Metrics,
     stopping: AtomicBool,
+    readiness: ReadinessGrace,
     /// Where `GET /admin/v1/backup` copies from: the embedded store, set once
     /// by the process that has one.
     snapshots: OnceLock<Arc<dyn Snapshots>>,
@@ -35,6 +37,7 @@ impl GatewayState {
         let keys = keys.with_rate_limits(config.key_rate);
         Self {
             inner: Arc::new(Inner {
+                readiness: ReadinessGrace::new(config.ready_grace),
                 config,
                 keys,
                 transport,
@@ -69,6 +72,11 @@ impl GatewayState {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The failed readiness checks since the last good one.
+    pub(crate) fn readiness(&self) -> &ReadinessGrace {
+        &self.inner.readiness
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {

@@ -1293,13 +1293,47 @@ async fn health_and_readiness() {
     assert_eq!(reply.json(), json!({"status": "ready"}));
     *harness.fake.ready.lock().unwrap() = false;
     let reply = harness.get("/readyz", None).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json(), json!({"status": "unavailable"}));
+    assert_eq!(reply.status, StatusCode::OK, "within the readiness grace");
+    assert_eq!(reply.json(), json!({"status": "degraded"}));
     *harness.fake.ready.lock().unwrap() = true;
     harness.state.begin_shutdown();
     let reply = harness.get("/readyz", None).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json(), json!({"status": "shutting_down"}));
+}
+
+#[tokio::test]
+async fn readiness_turns_red_once_the_grace_is_over() {
+    let harness = Harness::with_config(GatewayConfig {
+        ready_grace: Duration::from_millis(100),
+        ..test_config()
+    });
+    *harness.fake.ready.lock().unwrap() = false;
+    let reply = harness.get("/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.json()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable"})
+        ),
+        "no grace before the first good check"
+    );
+    *harness.fake.ready.lock().unwrap() = true;
+    assert_eq!(harness.get("/readyz", None).await.status, StatusCode::OK);
+    *harness.fake.ready.lock().unwrap() = false;
+    assert_eq!(
+        harness.get("/readyz", None).await.json(),
+        json!({"status": "degraded"})
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reply = harness.get("/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.json()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable"})
+        )
+    );
 }
 
 /// One HTTP/1.1 request over a fresh connection; the raw response.

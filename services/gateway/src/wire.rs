@@ -281,7 +281,8 @@ impl From<&LineError> for LineErrorBody {
 /// `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthBody {
-    /// `alive`, `ready`, `unavailable` or `shutting_down`.
+    /// `alive`, `ready`, `degraded` (ready, a dependency not answering for
+    /// less than the grace), `unavailable` or `shutting_down`.
     pub status: String,
 }
 

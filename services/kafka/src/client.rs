@@ -49,6 +49,11 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         ("auto.commit.interval.ms", "1000"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
+        // Incremental rebalancing: a member joining or leaving moves only the
+        // partitions that change hands; the others keep being consumed.
+        // Eager assignment (`range`, librdkafka's old default) stops every
+        // member's partitions for each rebalance.
+        ("partition.assignment.strategy", "cooperative-sticky"),
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "1000"),
         // A scan waits on two fetches (request, then reply): a broker that holds

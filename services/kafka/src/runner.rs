@@ -87,27 +87,45 @@ impl ClientContext for Assignment {
 }
 
 impl ConsumerContext for Assignment {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// With cooperative-sticky assignment a rebalance hands over or takes back
+    /// only the partitions that move, so the count is read from the consumer's
+    /// whole assignment after each change, never from the change itself. Offsets
+    /// stored for a revoked partition are committed by librdkafka (auto commit)
+    /// before the revocation completes; records of it still in flight are
+    /// redelivered to its new owner, which decides them the same again.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let held = consumer.assignment().unwrap_or_default();
+        let listed = |partitions: &rdkafka::TopicPartitionList| {
+            let elements = partitions.elements();
+            let topic = elements.first().map(|p| p.topic().to_owned());
+            let numbers: Vec<i32> = elements.iter().map(|p| p.partition()).collect();
+            (topic, numbers)
+        };
         match rebalance {
-            Rebalance::Assign(partitions) => {
-                let elements = partitions.elements();
-                let topic = elements.first().map(|p| p.topic().to_owned());
-                let numbers: Vec<i32> = elements.iter().map(|p| p.partition()).collect();
+            Rebalance::Assign(added) => {
+                let (topic, numbers) = listed(&held);
                 tracing::info!(
-                    partitions = partitions.count(),
+                    partitions = held.count(),
                     topic,
                     numbers = ?numbers,
+                    added = added.count(),
                     "partitions assigned"
                 );
-                self.0.store(partitions.count(), Ordering::Relaxed);
             }
-            Rebalance::Revoke(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions revoked");
-                self.0.store(0, Ordering::Relaxed);
+            Rebalance::Revoke(revoked) => {
+                let (topic, numbers) = listed(revoked);
+                tracing::info!(
+                    partitions = revoked.count(),
+                    topic,
+                    numbers = ?numbers,
+                    held = held.count(),
+                    "partitions revoked"
+                );
                 crate::metrics::partitions_revoked();
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
+        self.0.store(held.count(), Ordering::Relaxed);
     }
 }
 
@@ -122,10 +140,17 @@ pub async fn run(
     assignment: Assignment,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer<Assignment> = client::consumer_config(&settings, &config.group)
-        // Consumer lag per partition for `/metrics` (see `Assignment::stats`).
-        .set("statistics.interval.ms", "5000")
-        .create_with_context(assignment)?;
+    let mut consumer_config = client::consumer_config(&settings, &config.group);
+    // Consumer lag per partition for `/metrics` (see `Assignment::stats`).
+    consumer_config.set("statistics.interval.ms", "5000");
+    if let Some(id) = &settings.group_instance_id {
+        // Static membership: a member that comes back under the same name
+        // within `session.timeout.ms` gets its partitions back without a
+        // rebalance. It sends no LeaveGroup when it stops, so a name that never
+        // comes back holds its partitions until the session expires.
+        consumer_config.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer<Assignment> = consumer_config.create_with_context(assignment)?;
     consumer.subscribe(&[config.topic.as_str()])?;
     let dead_letters = DeadLetters {
         producer: client::producer(&settings)?,

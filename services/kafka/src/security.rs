@@ -18,7 +18,7 @@ pub const SASL_PASSWORD_ENV: &str = "PRESENCE_KAFKA_SASL_PASSWORD";
 
 /// Properties the product depends on or that have a setting of their own; a
 /// pass-through property may not set them.
-const RESERVED_PROPERTIES: [&str; 13] = [
+const RESERVED_PROPERTIES: [&str; 14] = [
     "bootstrap.servers",
     "security.protocol",
     "sasl.mechanism",
@@ -30,6 +30,7 @@ const RESERVED_PROPERTIES: [&str; 13] = [
     "enable.idempotence",
     "acks",
     "group.id",
+    "group.instance.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
 ];

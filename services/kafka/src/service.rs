@@ -17,6 +17,38 @@ use tokio::sync::watch;
 pub struct ServiceArgs {
     #[command(flatten)]
     pub kafka: crate::KafkaArgs,
+    /// This instance's stable name in its consumer groups (Kafka static
+    /// membership): restarted under the same name within the session timeout
+    /// (10 s), it gets its partitions back without a rebalance. Give it only a
+    /// name that comes back (a StatefulSet's pod name); unset, membership is
+    /// dynamic. Letters, digits, `.`, `_` and `-`, at most 249.
+    #[arg(long, env = "PRESENCE_INSTANCE_ID", value_parser = group_instance_id)]
+    pub instance_id: Option<String>,
+}
+
+/// The longest `group.instance.id` Kafka accepts.
+const MAX_GROUP_INSTANCE_ID: usize = 249;
+
+/// Checks a static member's name as Kafka does (the characters of a topic
+/// name), so that a bad one is refused at start rather than by the broker.
+fn group_instance_id(text: &str) -> Result<String, String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.is_empty() || text.len() > MAX_GROUP_INSTANCE_ID || !text.chars().all(legal) {
+        return Err(format!(
+            "1 to {MAX_GROUP_INSTANCE_ID} letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+impl ServiceArgs {
+    /// The Kafka settings of `--kafka-*`, with this instance's static member
+    /// name; reads the SASL password.
+    pub fn kafka_settings(&self) -> Result<KafkaSettings, crate::security::SecurityError> {
+        let mut settings = self.kafka.settings()?;
+        settings.group_instance_id = self.instance_id.clone();
+        Ok(settings)
+    }
 }
 
 /// Why a service could not run.
@@ -159,6 +191,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_member_names_are_checked_as_kafka_does() {
+        assert_eq!(
+            group_instance_id("presence-validator-0").as_deref(),
+            Ok("presence-validator-0")
+        );
+        for bad in ["", "a b", "é", &"v".repeat(MAX_GROUP_INSTANCE_ID + 1)] {
+            assert!(group_instance_id(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn stopping_is_never_ready() {

@@ -95,6 +95,11 @@ pub struct KafkaSettings {
     pub create_topics: bool,
     /// TLS, SASL and pass-through properties of every client.
     pub security: Security,
+    /// This process's stable name in the consumer groups of its runner
+    /// (Kafka's `group.instance.id`, static membership), or `None` for dynamic
+    /// membership. Only the validator and the registry set it
+    /// (`PRESENCE_INSTANCE_ID`).
+    pub group_instance_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -110,6 +115,7 @@ impl KafkaSettings {
             fetch_wait: Duration::from_millis(10),
             create_topics: true,
             security: Security::plaintext(),
+            group_instance_id: None,
         }
     }
 
@@ -119,6 +125,11 @@ impl KafkaSettings {
     pub fn client_config(&self, tuning: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        // librdkafka doubles its wait between reconnects up to this (10 s by
+        // default): after a broker blip of a few seconds the clients would come
+        // back seconds after the broker. A second keeps the recovery close to
+        // the broker's return at one connection attempt a second per client.
+        config.set("reconnect.backoff.max.ms", "1000");
         for (name, value) in tuning {
             config.set(*name, *value);
         }

@@ -40,8 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     let kafka = settings
         .service
-        .kafka
-        .settings()
+        .kafka_settings()
         .context("Kafka settings")?;
     let topics = kafka.topics();
     let needed = vec![

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::time::Instant;
 
 /// What `/metrics` sends: prometheus-client writes OpenMetrics text.
 pub(crate) const METRICS_CONTENT_TYPE: &str =
@@ -31,9 +32,12 @@ pub(crate) async fn healthz() -> Json<HealthBody> {
     path = "/readyz",
     tag = "operations",
     summary = "Readiness",
-    description = "Ready when every dependency answers and the gateway is not shutting down.",
+    description = "Ready when every dependency answers and the gateway is not shutting down. \
+        A gateway that was ready stays ready (`degraded`) for PRESENCE_READY_GRACE_MS after a \
+        dependency stops answering, while its scans are answered 503 with Retry-After, so that \
+        a broker blip does not take every gateway out of the load balancer at once.",
     responses(
-        (status = 200, description = "Ready to take traffic", body = HealthBody),
+        (status = 200, description = "Ready to take traffic (`ready`), or a dependency has stopped answering for less than the grace (`degraded`)", body = HealthBody),
         (status = 503, description = "Not ready: a dependency is unreachable (`unavailable`) or the gateway is stopping (`shutting_down`)", body = HealthBody),
     ),
 )]
@@ -42,19 +46,27 @@ pub(crate) async fn readyz(State(state): State<GatewayState>) -> Response {
         "shutting_down"
     } else {
         let deadline = state.config().decision_timeout;
-        match tokio::time::timeout(deadline, state.transport().ready()).await {
-            Ok(Ok(())) => "ready",
-            Ok(Err(cause)) => {
-                tracing::warn!(%cause, "not ready");
-                "unavailable"
+        let cause = match tokio::time::timeout(deadline, state.transport().ready()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(cause)) => Some(cause.to_string()),
+            Err(_) => Some("the readiness check did not answer in time".to_owned()),
+        };
+        match cause {
+            None => {
+                state.readiness().succeeded();
+                "ready"
             }
-            Err(_) => {
-                tracing::warn!("not ready: the readiness check did not answer in time");
+            Some(cause) if state.readiness().tolerates_failure(Instant::now()) => {
+                tracing::warn!(%cause, "a dependency is not answering; still ready within the grace");
+                "degraded"
+            }
+            Some(cause) => {
+                tracing::warn!(%cause, "not ready");
                 "unavailable"
             }
         }
     };
-    let code = if status == "ready" {
+    let code = if matches!(status, "ready" | "degraded") {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
