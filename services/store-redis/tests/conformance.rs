@@ -7,6 +7,8 @@
     reason = "test setup: a server or store that cannot start fails the check"
 )]
 
+mod support;
+
 use presence_ports::conformance::{Fixture, StatsFixture};
 use presence_ports::{StatsStore, Stores};
 use presence_store_redis::{RedisOptions, RedisStore, RedisTarget};
@@ -77,31 +79,12 @@ mod cluster {
 /// password: the contract holds whatever the connection is wrapped in.
 mod tls {
     use super::*;
-    use presence_store_redis::{ClientIdentity, RedisAccess};
-    use presence_tests::redis_secure::{TlsFiles, TlsRedis, USERNAME};
-
-    pub(crate) fn access(files: &TlsFiles) -> RedisAccess {
-        let read = |name: &str| std::fs::read(files.path(name)).unwrap();
-        RedisAccess {
-            username: Some(USERNAME.to_owned()),
-            password: Some(
-                std::fs::read_to_string(files.password_file())
-                    .unwrap()
-                    .trim_end()
-                    .to_owned(),
-            ),
-            ca_pem: Some(read("ca.pem")),
-            client_identity: Some(ClientIdentity {
-                cert_pem: read("client.pem"),
-                key_pem: read("client.key"),
-            }),
-        }
-    }
+    use presence_tests::redis_secure::TlsRedis;
 
     async fn fresh() -> Redis<TlsRedis> {
         let redis = TlsRedis::start().await.unwrap();
         let options = RedisOptions {
-            access: access(redis.files()),
+            access: crate::support::tls_access(redis.files()),
             ..RedisOptions::default()
         };
         let target = RedisTarget::Server(redis.url());

@@ -7,6 +7,8 @@
     reason = "tests: a failed call is a failed test"
 )]
 
+mod support;
+
 use presence_domain::Tally;
 use presence_domain::inventory::InventoryRecord;
 use presence_domain::stats::Counter;
@@ -16,10 +18,8 @@ use presence_domain::{
     VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, InventoryStore, StatsStore, StoreError, TicketStore};
-use presence_store_redis::{
-    APPLY_CHUNK, ClientIdentity, RedisAccess, RedisOptions, RedisStore, RedisStoreError,
-};
-use presence_tests::redis_secure::{TlsRedis, USERNAME, start_replica_of};
+use presence_store_redis::{APPLY_CHUNK, RedisAccess, RedisOptions, RedisStore, RedisStoreError};
+use presence_tests::redis_secure::{TlsRedis, start_replica_of};
 use presence_tests::redis_server::RedisServer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -818,22 +818,7 @@ async fn connect_tls(
     redis: &TlsRedis,
     change: impl FnOnce(&mut RedisAccess),
 ) -> Result<Arc<RedisStore>, RedisStoreError> {
-    let files = redis.files();
-    let read = |name: &str| std::fs::read(files.path(name)).unwrap();
-    let mut access = RedisAccess {
-        username: Some(USERNAME.to_owned()),
-        password: Some(
-            std::fs::read_to_string(files.password_file())
-                .unwrap()
-                .trim_end()
-                .to_owned(),
-        ),
-        ca_pem: Some(read("ca.pem")),
-        client_identity: Some(ClientIdentity {
-            cert_pem: read("client.pem"),
-            key_pem: read("client.key"),
-        }),
-    };
+    let mut access = support::tls_access(redis.files());
     change(&mut access);
     let options = RedisOptions {
         access,
