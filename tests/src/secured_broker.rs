@@ -1,5 +1,6 @@
 //! A private broker that demands SASL over TLS of every client, as a managed
-//! cluster (Strimzi, MSK, Confluent Cloud) does, for one test.
+//! cluster (Strimzi, MSK, Confluent Cloud) does, for one test; optionally a
+//! client certificate as well (mutual TLS, [`ClientCertificates::Required`]).
 //!
 //! tansu 0.6 authenticates with `--authentication` (SCRAM users made with
 //! `tansu user create`; PLAIN is accepted with any password) but does not speak
