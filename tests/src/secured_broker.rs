@@ -1,5 +1,6 @@
 //! A private broker that demands SASL over TLS of every client, as a managed
-//! cluster (Strimzi, MSK, Confluent Cloud) does, for one test.
+//! cluster (Strimzi, MSK, Confluent Cloud) does, for one test; optionally a
+//! client certificate as well (mutual TLS, [`ClientCertificates::Required`]).
 //!
 //! tansu 0.6 authenticates with `--authentication` (SCRAM users made with
 //! `tansu user create`; PLAIN is accepted with any password) but does not speak
@@ -22,6 +23,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+/// The settings that give a Kafka client its certificate and its key.
+pub const CLIENT_CERTIFICATE_SETTINGS: [&str; 2] = [
+    "PRESENCE_KAFKA_SSL_CERTIFICATE_FILE",
+    "PRESENCE_KAFKA_SSL_KEY_FILE",
+];
+
 /// A SASL user of the broker.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -42,6 +49,16 @@ impl User {
     }
 }
 
+/// Whether the TLS terminator asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// TLS checks only the broker, as most managed clusters do.
+    NotAsked,
+    /// Mutual TLS: a client without a certificate signed by the test's CA is
+    /// refused at the handshake (stunnel's `verifyChain` and `requireCert`).
+    Required,
+}
+
 /// A broker reached only through TLS with SASL; killed (with its TLS
 /// terminator) when dropped.
 #[derive(Debug)]
@@ -60,13 +77,13 @@ pub struct TlsFront {
 
 impl SecuredBroker {
     /// Starts the broker with `users` (PLAIN users need no making).
-    pub async fn start(users: &[User]) -> Result<Self> {
+    pub async fn start(users: &[User], client_certificates: ClientCertificates) -> Result<Self> {
         let mut broker = Broker::start_durable().await?;
         for user in users.iter().filter(|user| user.mechanism != "PLAIN") {
             broker.create_scram_user(&user.name, &user.password, user.mechanism)?;
         }
         let pki = Pki::make()?;
-        let terminator = Terminator::start(&pki, broker.port()).await?;
+        let terminator = Terminator::start(&pki, broker.port(), client_certificates).await?;
         broker.require_authentication(terminator.port).await?;
         Ok(Self {
             broker,
@@ -131,9 +148,20 @@ impl TlsFront {
         .map(|(key, value)| (key.to_owned(), value))
         .collect())
     }
+
+    /// The settings of a client certificate signed by the test's CA, for a
+    /// terminator that requires one ([`ClientCertificates::Required`]).
+    pub fn client_certificate_env(&self) -> Vec<(String, String)> {
+        CLIENT_CERTIFICATE_SETTINGS
+            .into_iter()
+            .zip([&self.pki.client_certificate, &self.pki.client_key])
+            .map(|(key, path)| (key.to_owned(), path.display().to_string()))
+            .collect()
+    }
 }
 
-/// A CA, a server certificate for 127.0.0.1 signed by it, and another CA.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate signed
+/// by it, and another CA.
 #[derive(Debug)]
 struct Pki {
     dir: TempDir,
@@ -141,6 +169,8 @@ struct Pki {
     other_ca: PathBuf,
     server_certificate: PathBuf,
     server_key: PathBuf,
+    client_certificate: PathBuf,
+    client_key: PathBuf,
 }
 
 impl Pki {
@@ -150,11 +180,12 @@ impl Pki {
             .tempdir()
             .context("creating the certificates' directory")?;
         let path = |name: &str| dir.path().join(name);
-        let names = fs::write(
+        let uses = fs::write(
             path("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        );
-        names.context("writing the certificate's names")?;
+        )
+        .and_then(|()| fs::write(path("client.ext"), "extendedKeyUsage=clientAuth\n"));
+        uses.context("writing the certificates' extensions")?;
         for ca in ["ca", "other-ca"] {
             openssl(
                 dir.path(),
@@ -177,48 +208,52 @@ impl Pki {
                 ],
             )?;
         }
-        openssl(
-            dir.path(),
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        )?;
-        openssl(
-            dir.path(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        )?;
+        for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=presence")] {
+            openssl(
+                dir.path(),
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-subj",
+                    subject,
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            )?;
+            openssl(
+                dir.path(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
+                    &format!("{name}.pem"),
+                ],
+            )?;
+        }
         Ok(Self {
             ca: path("ca.pem"),
             other_ca: path("other-ca.pem"),
             server_certificate: path("server.pem"),
             server_key: path("server.key"),
+            client_certificate: path("client.pem"),
+            client_key: path("client.key"),
             dir,
         })
     }
@@ -250,7 +285,11 @@ struct Terminator {
 }
 
 impl Terminator {
-    async fn start(pki: &Pki, broker_port: u16) -> Result<Self> {
+    async fn start(
+        pki: &Pki,
+        broker_port: u16,
+        client_certificates: ClientCertificates,
+    ) -> Result<Self> {
         let program = stunnel()?;
         let log = pki.dir.path().join("stunnel.log");
         let mut terminator = Self {
@@ -260,24 +299,35 @@ impl Terminator {
         };
         on_a_free_port("stunnel", async |port| {
             terminator.port = port;
-            terminator.launch(&program, pki, broker_port).await
+            terminator
+                .launch(&program, pki, broker_port, client_certificates)
+                .await
         })
         .await?;
         Ok(terminator)
     }
 
-    async fn launch(&mut self, program: &Path, pki: &Pki, broker_port: u16) -> Result<()> {
+    async fn launch(
+        &mut self,
+        program: &Path,
+        pki: &Pki,
+        broker_port: u16,
+        client_certificates: ClientCertificates,
+    ) -> Result<()> {
         let config = pki.dir.path().join("stunnel.conf");
-        fs::write(
-            &config,
-            format!(
-                "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{}\nconnect = 127.0.0.1:{broker_port}\ncert = {}\nkey = {}\n",
-                self.port,
-                pki.server_certificate.display(),
-                pki.server_key.display()
-            ),
-        )
-        .context("writing stunnel's configuration")?;
+        let mut settings = format!(
+            "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{}\nconnect = 127.0.0.1:{broker_port}\ncert = {}\nkey = {}\n",
+            self.port,
+            pki.server_certificate.display(),
+            pki.server_key.display()
+        );
+        if client_certificates == ClientCertificates::Required {
+            settings.push_str(&format!(
+                "verifyChain = yes\nrequireCert = yes\nCAfile = {}\n",
+                pki.ca.display()
+            ));
+        }
+        fs::write(&config, settings).context("writing stunnel's configuration")?;
         let log = File::create(&self.log).context("creating stunnel's log")?;
         let child = Command::new(program)
             .arg(&config)

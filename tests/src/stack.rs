@@ -8,7 +8,7 @@ use crate::process::{Launch, PresenceProcess, STOP_TIMEOUT};
 use crate::redis_secure::{self, SentinelRedis, TlsRedis};
 use crate::redis_server::{RedisCluster, RedisServer};
 use crate::scenario::unique;
-use crate::secured_broker::{SecuredBroker, TlsFront, User};
+use crate::secured_broker::{ClientCertificates, SecuredBroker, TlsFront, User};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -154,6 +154,9 @@ pub struct DistributedOptions {
     /// Reach the broker only over SASL_SSL ([`SecuredBroker`]): a SCRAM-SHA-512
     /// user, the broker's certificate checked against a CA made for the test.
     pub sasl_ssl: bool,
+    /// With `sasl_ssl`, the broker also requires a client certificate
+    /// (mutual TLS), which the services are given.
+    pub client_certificates: bool,
     /// Which Redis the validator and the registry use.
     pub redis: RedisSetup,
 }
@@ -288,10 +291,19 @@ impl Plan {
         let broker = async {
             if options.sasl_ssl {
                 let user = User::new("SCRAM-SHA-512");
-                let (broker, front) = SecuredBroker::start(std::slice::from_ref(&user))
-                    .await?
-                    .into_parts();
-                let env = front.client_env(&user, front.ca_file())?;
+                let client_certificates = if options.client_certificates {
+                    ClientCertificates::Required
+                } else {
+                    ClientCertificates::NotAsked
+                };
+                let (broker, front) =
+                    SecuredBroker::start(std::slice::from_ref(&user), client_certificates)
+                        .await?
+                        .into_parts();
+                let mut env = front.client_env(&user, front.ca_file())?;
+                if options.client_certificates {
+                    env.extend(front.client_certificate_env());
+                }
                 Ok::<_, anyhow::Error>((broker, Some(front), env))
             } else if options.durable_broker {
                 Ok((Broker::start_durable().await?, None, Vec::new()))

@@ -1,6 +1,7 @@
 //! Kafka security (issue 13): every Kafka client of every binary over SASL_SSL
 //! against a broker that demands it (tansu behind a TLS terminator, see
-//! `presence_tests::secured_broker`); credentials the broker refuses leave a
+//! `presence_tests::secured_broker`), and with a client certificate where the
+//! broker requires one (mutual TLS); credentials the broker refuses leave a
 //! service running and not ready, saying why; a password shows nowhere; and
 //! with topic creation off the services wait for their topics instead of
 //! creating them, the gateway included.
@@ -10,7 +11,9 @@ use presence_tests::broker::Broker;
 use presence_tests::process::run_to_completion;
 use presence_tests::redis_server::RedisServer;
 use presence_tests::scans::{self, scan_until_decided, venue};
-use presence_tests::secured_broker::{SecuredBroker, User};
+use presence_tests::secured_broker::{
+    CLIENT_CERTIFICATE_SETTINGS, ClientCertificates, SecuredBroker, User,
+};
 use presence_tests::stack::{DistributedOptions, readiness, wait_ready};
 use presence_tests::{Launch, PresenceProcess, ScanKind, TestApp, next_scan_time, unique};
 use std::path::Path;
@@ -107,7 +110,8 @@ async fn a_scan_is_answered_and_tailed_over_sasl_ssl() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()> {
     let user = User::new("SCRAM-SHA-512");
-    let broker = SecuredBroker::start(std::slice::from_ref(&user)).await?;
+    let broker =
+        SecuredBroker::start(std::slice::from_ref(&user), ClientCertificates::NotAsked).await?;
     let redis = RedisServer::start().await?;
     let dir = tempfile::tempdir()?;
     let front = broker.front();
@@ -127,43 +131,13 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
         ),
         ("presence-registry", &unknown_ca, "kafka: TLS failed"),
     ];
+    let redis_url = redis.url();
     for (program, env, reason) in cases {
-        let mut service = spawn_service(program, dir.path(), &redis.url(), env)?;
-        let outcome = async {
-            let ops_url = service.wait_for_ops_url().await?;
-            let body = not_ready_saying(&ops_url, reason).await?;
-            // Another retry later: still running, still not ready.
-            tokio::time::sleep(Duration::from_secs(6)).await;
-            ensure!(
-                service.try_exit()?.is_none(),
-                "{program} exited: {}",
-                service.stderr()
-            );
-            let (ready, _) = readiness(&client()?, &ops_url).await?;
-            ensure!(!ready, "{program} became ready with refused credentials");
-            let log = service.stderr();
-            ensure!(
-                log.lines()
-                    .any(|line| line.contains("kafka not usable") && line.contains(reason)),
-                "{program} did not log why:\n{log}"
-            );
-            let metrics = metrics_page(&ops_url).await?;
-            for secret in [&user.password, &wrong_password.password] {
-                ensure!(
-                    ![&log, &metrics, &body]
-                        .iter()
-                        .any(|text| text.contains(secret.as_str())),
-                    "a password is in {program}'s log, /metrics or /readyz"
-                );
-            }
-            Ok(())
-        };
-        if let Err(error) = outcome.await {
-            bail!(
-                "{error:#}\n--- {program} ---\n{}\n--- broker ---\n{}",
-                service.stderr(),
-                broker.log()
-            );
+        let secrets = [user.password.as_str(), wrong_password.password.as_str()];
+        let refused =
+            stays_running_and_not_ready(program, dir.path(), &redis_url, env, reason, &secrets);
+        if let Err(error) = refused.await {
+            bail!("{error:#}\n--- broker ---\n{}", broker.log());
         }
     }
     let gateway = Launch::program("presence-gateway", dir.path())
@@ -190,13 +164,75 @@ async fn refused_credentials_leave_services_running_and_not_ready() -> Result<()
     Ok(())
 }
 
+/// Mutual TLS: the broker's TLS terminator requires a client certificate
+/// signed by the test's CA, on top of SASL SCRAM-SHA-512. The three services,
+/// given the certificate, answer a scan end to end; a registry with the same
+/// settings but no certificate stays running and not ready, `/readyz` saying
+/// TLS failed, the password in none of its log, `/metrics` or `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_answers_a_scan_and_refuses_a_client_without_a_certificate() -> Result<()> {
+    let options = DistributedOptions {
+        sasl_ssl: true,
+        client_certificates: true,
+        ..DistributedOptions::default()
+    };
+    scans::with_app(
+        TestApp::distributed_with(options).await?,
+        |app| async move {
+            let (_show, tokens, scanners) = venue(&app, 1, 1).await?;
+            scan_until_decided(
+                &app,
+                ScanKind::Enter,
+                scanners[0].body(&tokens[0], next_scan_time()),
+            )
+            .await?
+            .last()?
+            .expect(200, "OKAY")?;
+            let cluster = app.cluster().context("a distributed fixture")?;
+            let given: Vec<&String> = cluster.kafka_env.iter().map(|(key, _)| key).collect();
+            ensure!(
+                CLIENT_CERTIFICATE_SETTINGS
+                    .iter()
+                    .all(|setting| given.iter().any(|key| key == setting)),
+                "the services were not given the client certificate: {given:?}"
+            );
+            let without_certificate: Vec<(String, String)> = cluster
+                .kafka_env
+                .iter()
+                .filter(|(key, _)| !CLIENT_CERTIFICATE_SETTINGS.contains(&key.as_str()))
+                .cloned()
+                .chain([(
+                    "PRESENCE_KAFKA_BROKERS".to_owned(),
+                    cluster.bootstrap.clone(),
+                )])
+                .collect();
+            let password = password_of(&cluster.kafka_env)?;
+            let dir = tempfile::tempdir()?;
+            stays_running_and_not_ready(
+                "presence-registry",
+                dir.path(),
+                &cluster.redis_url,
+                &without_certificate,
+                "kafka: TLS failed",
+                &[password.as_str()],
+            )
+            .await
+        },
+    )
+    .await
+}
+
 /// A SCRAM-SHA-256 user connects as well. PLAIN reaches the broker as PLAIN,
 /// but tansu 0.6 closes the connection at a PLAIN handshake, so a PLAIN user is
 /// only seen refused here, with the mechanism in the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_sha_256_connects_and_plain_reaches_the_broker() -> Result<()> {
     let (scram, plain) = (User::new("SCRAM-SHA-256"), User::new("PLAIN"));
-    let broker = SecuredBroker::start(&[scram.clone(), plain.clone()]).await?;
+    let broker = SecuredBroker::start(
+        &[scram.clone(), plain.clone()],
+        ClientCertificates::NotAsked,
+    )
+    .await?;
     let redis = RedisServer::start().await?;
     let dir = tempfile::tempdir()?;
     let front = broker.front();
@@ -341,6 +377,50 @@ fn spawn_service(
         .arg("--ops-listen")
         .arg("127.0.0.1:0");
     PresenceProcess::spawn(&with_env(launch, env))
+}
+
+/// Spawns `program` (see [`spawn_service`]) with settings the broker refuses
+/// and checks that it stays running and not ready: `/readyz` answers 503 with
+/// `reason`, the reason is logged (`kafka not usable`), and so it remains
+/// after the next retry; none of the `secrets` is in its log, `/metrics` or
+/// `/readyz`. Errors carry the service's log.
+async fn stays_running_and_not_ready(
+    program: &str,
+    dir: &Path,
+    redis_url: &str,
+    env: &[(String, String)],
+    reason: &str,
+    secrets: &[&str],
+) -> Result<()> {
+    let mut service = spawn_service(program, dir, redis_url, env)?;
+    let outcome = async {
+        let ops_url = service.wait_for_ops_url().await?;
+        let body = not_ready_saying(&ops_url, reason).await?;
+        // Another retry later: still running, still not ready.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        ensure!(service.try_exit()?.is_none(), "{program} exited");
+        let (ready, _) = readiness(&client()?, &ops_url).await?;
+        ensure!(!ready, "{program} became ready with refused settings");
+        let log = service.stderr();
+        ensure!(
+            log.lines()
+                .any(|line| line.contains("kafka not usable") && line.contains(reason)),
+            "{program} did not log why"
+        );
+        let metrics = metrics_page(&ops_url).await?;
+        for secret in secrets {
+            ensure!(
+                ![&log, &metrics, &body]
+                    .iter()
+                    .any(|text| text.contains(secret)),
+                "a password is in {program}'s log, /metrics or /readyz"
+            );
+        }
+        Ok(())
+    };
+    outcome
+        .await
+        .with_context(|| format!("--- {program} ---\n{}", service.stderr()))
 }
 
 fn with_env(launch: Launch, env: &[(String, String)]) -> Launch {
