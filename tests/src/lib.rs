@@ -12,6 +12,7 @@
 //! - [`secured_broker`]: a broker reached only over SASL_SSL (tansu behind
 //!   stunnel), with SCRAM users and a CA made for the test;
 //! - [`redis_secure`]: Redis over TLS with an ACL user, and Redis behind Sentinel;
+//! - [`pki`]: the test CA and the server and client certificates it signs;
 //! - [`kafka`]: a plain Kafka client's view (the `decisions` stream, groups);
 //! - [`scans`]: scans sent under load as scanners send them, and the checks of
 //!   the `decisions` stream and of exactly-once entry against their answers;
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod curl;
 pub mod kafka;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod redis_secure;

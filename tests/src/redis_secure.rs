@@ -6,8 +6,9 @@
 //! Needs `redis-server` (Debian's is built with TLS and Sentinel) and the
 //! `openssl` command on `PATH`.
 
+use crate::pki::TestPki;
 use crate::redis_server::{self, DURABLE, RedisServer};
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -25,98 +26,21 @@ pub const PASSWORD: &str = "presence-test-password";
 /// password in a file.
 #[derive(Debug)]
 pub struct TlsFiles {
-    dir: TempDir,
+    pki: TestPki,
 }
 
 impl TlsFiles {
     pub fn generate() -> Result<Self> {
         let files = Self {
-            dir: tempfile::Builder::new()
-                .prefix("presence-tls-")
-                .tempdir()
-                .context("creating the certificates' directory")?,
+            pki: TestPki::make("presence-tls-")?,
         };
-        for ca in ["ca", "other-ca"] {
-            files.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=Presence test CA",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ])?;
-        }
-        fs::write(
-            files.path("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-        )
-        .context("writing the server certificate's extensions")?;
-        fs::write(files.path("client.ext"), "basicConstraints=CA:FALSE\n")
-            .context("writing the client certificate's extensions")?;
-        for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=presence")] {
-            files.openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                subject,
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ])?;
-            files.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ])?;
-        }
         fs::write(files.password_file(), format!("{PASSWORD}\n"))
             .context("writing the password file")?;
         Ok(files)
     }
 
-    fn openssl(&self, args: &[&str]) -> Result<()> {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .context("running openssl (is it installed?)")?;
-        ensure!(
-            output.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
-    }
-
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.path(name)
     }
 
     pub fn password_file(&self) -> PathBuf {

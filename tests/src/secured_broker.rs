@@ -14,6 +14,7 @@
 //! authentication.
 
 use crate::broker::{Broker, READY_TIMEOUT};
+use crate::pki::TestPki;
 use crate::redis_server::on_a_free_port;
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
@@ -21,7 +22,6 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// The settings that give a Kafka client its certificate and its key.
 pub const CLIENT_CERTIFICATE_SETTINGS: [&str; 2] = [
@@ -131,7 +131,7 @@ impl TlsFront {
     /// production.
     pub fn client_env(&self, user: &User, ca_file: &Path) -> Result<Vec<(String, String)>> {
         // A file per call: two settings of the same user may differ in password.
-        let password_file = self.pki.dir.path().join(crate::unique("password"));
+        let password_file = self.pki.files.dir().join(crate::unique("password"));
         fs::write(&password_file, format!("{}\n", user.password))
             .context("writing the password file")?;
         Ok([
@@ -160,11 +160,10 @@ impl TlsFront {
     }
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate signed
-/// by it, and another CA.
+/// The test's certificates ([`TestPki`]), by what each is for.
 #[derive(Debug)]
 struct Pki {
-    dir: TempDir,
+    files: TestPki,
     ca: PathBuf,
     other_ca: PathBuf,
     server_certificate: PathBuf,
@@ -175,105 +174,17 @@ struct Pki {
 
 impl Pki {
     fn make() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("presence-pki-")
-            .tempdir()
-            .context("creating the certificates' directory")?;
-        let path = |name: &str| dir.path().join(name);
-        let uses = fs::write(
-            path("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .and_then(|()| fs::write(path("client.ext"), "extendedKeyUsage=clientAuth\n"));
-        uses.context("writing the certificates' extensions")?;
-        for ca in ["ca", "other-ca"] {
-            openssl(
-                dir.path(),
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN=presence test {ca}"),
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-            )?;
-        }
-        for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=presence")] {
-            openssl(
-                dir.path(),
-                &[
-                    "req",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-subj",
-                    subject,
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                ],
-            )?;
-            openssl(
-                dir.path(),
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &format!("{name}.ext"),
-                    "-out",
-                    &format!("{name}.pem"),
-                ],
-            )?;
-        }
+        let files = TestPki::make("presence-pki-")?;
         Ok(Self {
-            ca: path("ca.pem"),
-            other_ca: path("other-ca.pem"),
-            server_certificate: path("server.pem"),
-            server_key: path("server.key"),
-            client_certificate: path("client.pem"),
-            client_key: path("client.key"),
-            dir,
+            ca: files.path("ca.pem"),
+            other_ca: files.path("other-ca.pem"),
+            server_certificate: files.path("server.pem"),
+            server_key: files.path("server.key"),
+            client_certificate: files.path("client.pem"),
+            client_key: files.path("client.key"),
+            files,
         })
     }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("running openssl (is the openssl package installed?)")?;
-    if !output.status.success() {
-        bail!(
-            "openssl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// stunnel: TLS on `port`, plain TCP to the broker.
@@ -291,7 +202,7 @@ impl Terminator {
         client_certificates: ClientCertificates,
     ) -> Result<Self> {
         let program = stunnel()?;
-        let log = pki.dir.path().join("stunnel.log");
+        let log = pki.files.dir().join("stunnel.log");
         let mut terminator = Self {
             port: 0,
             child: None,
@@ -314,7 +225,7 @@ impl Terminator {
         broker_port: u16,
         client_certificates: ClientCertificates,
     ) -> Result<()> {
-        let config = pki.dir.path().join("stunnel.conf");
+        let config = pki.files.dir().join("stunnel.conf");
         let mut settings = format!(
             "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{}\nconnect = 127.0.0.1:{broker_port}\ncert = {}\nkey = {}\n",
             self.port,
