@@ -22,7 +22,8 @@
 )]
 
 use crate::store::{
-    Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores, VenueCounts,
+    Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
+    TicketStore, VenueCounts,
 };
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
@@ -140,6 +141,48 @@ fn now() -> UnixMillis {
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970");
     i64::try_from(since.as_millis()).expect("milliseconds fit in i64")
+}
+
+/// What a validator and the venue stats store for one scan of an unknown token
+/// (a random one, as a flood sends): the remembered NOT_FOUND and its tally,
+/// with a 36-character scan id and the 12-digit `token`, decided at
+/// `decided_at`. For the stores' own measurements of what a refused scan costs.
+pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
+    store: &S,
+    scan_id: ScanId,
+    token: Token,
+    decided_at: UnixMillis,
+) {
+    let commit = Commit {
+        key: ScanKey {
+            kind: ScanKind::Enter,
+            device_id: DeviceId::new(224),
+            token,
+            scan_time: decided_at,
+        },
+        expected_version: 0,
+        next_state: None,
+        remembered: RememberedDecision {
+            scan_id: scan_id.clone(),
+            decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
+            decided_at,
+        },
+    };
+    assert_eq!(
+        store.commit(commit).await.expect("commit"),
+        CommitOutcome::Committed
+    );
+    let tally = Tally {
+        scan_id,
+        venue_id: VenueId::new(VENUE),
+        decided_at,
+        gate_id: GateId::new(7),
+        gate_name: "Gate 7".into(),
+        event_id: None,
+        counter: Counter::Denied(Status::NotFound),
+        amount: 1,
+    };
+    assert!(store.record(&tally).await.expect("record"));
 }
 
 fn scan_key(kind: ScanKind, token: &str, scan_time: UnixMillis) -> ScanKey {

@@ -7,12 +7,11 @@ use crate::tables::{
     Kept, REMEMBERED, REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, STATES, TICKETS,
 };
 use crate::writer::{Counters, Job, job, run_batch};
-use presence_domain::stats::Counter;
 use presence_domain::{
-    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Tally,
-    Ticket, TicketStatus, Token, TokenState, UnixMillis,
+    Decision, EventId, GateSpec, RememberedDecision, ScanId, ScanKind, StateRecord, Status, Ticket,
+    TicketStatus, Token, TokenState, UnixMillis,
 };
-use presence_ports::StatsStore;
+use presence_ports::conformance::refuse_an_unknown_token;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
@@ -405,37 +404,7 @@ async fn refuse_unknown_tokens(store: &Arc<EmbeddedStore>, wave: &str, count: us
         let scan_id = ScanId::new(format!("{wave}{i:07}-0000-4000-8000-000000000000"));
         let token = Token::new(format!("{wave}{i:011}"));
         tasks.spawn(async move {
-            let decided_at = now();
-            let commit = Commit {
-                key: ScanKey {
-                    kind: ScanKind::Enter,
-                    device_id: DeviceId::new(224),
-                    token,
-                    scan_time: decided_at,
-                },
-                expected_version: 0,
-                next_state: None,
-                remembered: RememberedDecision {
-                    scan_id: scan_id.clone(),
-                    decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
-                    decided_at,
-                },
-            };
-            assert_eq!(
-                store.commit(commit).await.unwrap(),
-                CommitOutcome::Committed
-            );
-            let tally = Tally {
-                scan_id,
-                venue_id: VenueId::new("KovZpZAnAtJJ"),
-                decided_at,
-                gate_id: GateId::new(7),
-                gate_name: "Gate 7".into(),
-                event_id: None,
-                counter: Counter::Denied(Status::NotFound),
-                amount: 1,
-            };
-            assert!(store.record(&tally).await.unwrap());
+            refuse_an_unknown_token(store.as_ref(), scan_id, token, now()).await;
         });
     }
     while let Some(done) = tasks.join_next().await {

@@ -9,15 +9,14 @@
 
 mod support;
 
-use presence_domain::Tally;
 use presence_domain::inventory::InventoryRecord;
-use presence_domain::stats::Counter;
 use presence_domain::{
     Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, RememberedDecision, ScanId,
     ScanKey, ScanKind, StateRecord, Status, Ticket, TicketStatus, Token, TokenState, Venue,
     VenueId,
 };
-use presence_ports::{Commit, CommitOutcome, InventoryStore, StatsStore, StoreError, TicketStore};
+use presence_ports::conformance::refuse_an_unknown_token;
+use presence_ports::{Commit, CommitOutcome, InventoryStore, StoreError, TicketStore};
 use presence_store_redis::{APPLY_CHUNK, RedisAccess, RedisOptions, RedisStore, RedisStoreError};
 use presence_tests::redis_secure::{TlsRedis, start_replica_of};
 use presence_tests::redis_server::RedisServer;
@@ -434,37 +433,8 @@ async fn a_refused_scan_costs_under_700_bytes_until_the_not_found_retention() {
     for i in 0..count {
         // As the validator writes them: a 36-character scan id, a 12-digit token.
         let scan_id = ScanId::new(format!("{i:08}-0000-4000-8000-000000000000"));
-        let decided_at = 1_764_000_000_000 + i;
-        let commit = Commit {
-            key: ScanKey {
-                kind: ScanKind::Enter,
-                device_id: DeviceId::new(224),
-                token: Token::new(format!("9{i:011}")),
-                scan_time: decided_at,
-            },
-            expected_version: 0,
-            next_state: None,
-            remembered: RememberedDecision {
-                scan_id: scan_id.clone(),
-                decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
-                decided_at,
-            },
-        };
-        assert_eq!(
-            store.commit(commit).await.unwrap(),
-            CommitOutcome::Committed
-        );
-        let tally = Tally {
-            scan_id,
-            venue_id: VenueId::new(VENUE),
-            decided_at,
-            gate_id: GateId::new(7),
-            gate_name: "Gate 7".into(),
-            event_id: None,
-            counter: Counter::Denied(Status::NotFound),
-            amount: 1,
-        };
-        assert!(store.record(&tally).await.unwrap());
+        let token = Token::new(format!("9{i:011}"));
+        refuse_an_unknown_token(store.as_ref(), scan_id, token, 1_764_000_000_000 + i).await;
     }
     let after = used_memory(&mut conn).await;
     let per_scan = (after - before) / count;
