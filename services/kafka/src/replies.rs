@@ -126,6 +126,12 @@ impl ReplyRouter {
             .set("partition.assignment.strategy", "cooperative-sticky")
             // A record read is done with: no answer is handled twice.
             .set("enable.auto.offset.store", "true")
+            // The group's rebalance timeout: how long a join waits for the
+            // members to rejoin. The reader polls without pause, so the
+            // session timeout suffices; librdkafka's default (5 minutes) let a
+            // gateway restarted after a SIGKILL wait past 30 s for the dead
+            // member before it got a partition.
+            .set("max.poll.interval.ms", "10000")
             .create_with_context(held.clone())?;
         consumer.subscribe(&[topic.as_str()])?;
         let waiters: Waiters = Arc::default();
