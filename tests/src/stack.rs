@@ -14,8 +14,12 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-/// How long a started service may take to report ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a started service may take to report ready. A gateway started in
+/// place of a SIGKILLed one is ready only once the gateways' group has given it
+/// a reply partition, after the dead member's session expired and the group
+/// rebalanced: about 12–17 s alone, but past 30 s in two full-suite runs on the
+/// busy 2-core machine with the test broker.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the consumer groups may take to settle on the running services. A
 /// member killed with SIGKILL leaves its group only when its session expires
 /// (10 s, the services' `session.timeout.ms`), so this covers that and the
