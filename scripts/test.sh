@@ -87,6 +87,20 @@ ensure_tansu() {
     export PRESENCE_TANSU="$tansu"
 }
 
+# podman and runc, which build and run the container image (no Docker engine
+# runs here; podman's default runtime, crun, cannot use this kind of machine's
+# cgroups, runc can). apt's candidate packages, installed only when missing.
+ensure_podman() {
+    local missing=()
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v runc >/dev/null 2>&1 || missing+=(runc)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    export PRESENCE_PODMAN="podman --runtime runc"
+}
+
 # buf, for the protobuf lint and breaking-change checks: the npm package
 # @bufbuild/buf at a pinned version, installed outside the clone.
 BUF_VERSION=1.75.0
@@ -151,6 +165,19 @@ test_local_stack() {
     PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" deploy/local/test-stack.sh
 }
 
+# The container image, built as deploy/docker/Dockerfile describes from release
+# binaries compiled here and a base made from Debian's packages (no registry to
+# pull base images from), then the local stack's three services run from it
+# (non-root, read-only, no capabilities) through the same scan checks. The
+# release build is cached in CARGO_TARGET_DIR like the debug one.
+PRESENCE_TEST_IMAGE=localhost/presence:test
+test_image() {
+    log "deploy/docker/build-local.sh $PRESENCE_TEST_IMAGE"
+    deploy/docker/build-local.sh "$PRESENCE_TEST_IMAGE"
+    log "deploy/local/test-stack.sh with PRESENCE_IMAGE=$PRESENCE_TEST_IMAGE"
+    PRESENCE_IMAGE="$PRESENCE_TEST_IMAGE" deploy/local/test-stack.sh
+}
+
 # deploy/: the Kubernetes manifests render and validate, agree with the binaries
 # built above, and those binaries serve as the manifests configure them. The
 # script installs its own tools (Python packages, promtool) outside the clone.
@@ -166,12 +193,14 @@ main() {
     ensure_redis_server
     ensure_tls_packages
     ensure_tansu
+    ensure_podman
     ensure_buf
     ensure_schemathesis
     check_protos
     build_binaries
     run_tests "$@"
     test_local_stack
+    test_image
     test_deploy
     scripts/schemathesis.sh
 }

@@ -9,11 +9,17 @@
 #      (its --help), probes use the port the binary listens on, grace periods
 #      cover the shutdown deadlines, topic and group names are the code's,
 #      the Dockerfile builds and installs the binaries the manifests run;
+#      and the event-night items (test/night.py: preStop drain, /admin/ off the
+#      public entry, registry scaling, alerts, budgets, priority, zone spread,
+#      memory requests, egress, credentials as files, KEDA authentication,
+#      digest pinning, a controller-neutral entry, runbooks), each also run on
+#      a deliberately broken copy of the rendering, which it must reject;
 #   3. the alert rules parse and fire as meant (promtool check/test rules);
 #   4. the binaries, started with the production overlay's environment in a
 #      private network namespace, answer their probes, decide a scan, serve the
 #      metrics the alerts use and stop within their grace periods.
-# A Docker engine is not needed and not used: the image itself is not built here.
+# A Docker engine is not needed and not used: scripts/test.sh builds and runs the
+# image with podman (deploy/docker/build-local.sh, deploy/local/test-stack.sh).
 #
 #   deploy/k8s/test.sh
 #   deploy/k8s/test.sh --find-kustomize   # only check for kustomize v5 (scripts/test.sh)
@@ -121,7 +127,7 @@ main() {
     trap 'rm -rf "$out"' EXIT
 
     local rendered=()
-    for dir in overlays/production overlays/dev examples/doors-open; do
+    for dir in overlays/production overlays/dev examples/doors-open examples/secured examples/gateway-api; do
         name=${dir//\//-}
         log "${kustomize[*]} deploy/k8s/$dir"
         "${kustomize[@]}" "$here/$dir" >"$out/$name.yaml"

@@ -19,6 +19,18 @@
 #   PRESENCE_BIN_DIR        where presence-gateway, presence-validator and
 #                           presence-registry are; default: built here with
 #                           `cargo build --release`
+#   PRESENCE_IMAGE          run the three services from this container image
+#                           instead (deploy/docker/build-local.sh builds one), with
+#                           podman on the host network, as user 65532, with a
+#                           read-only root filesystem (no tmpfs either), no
+#                           capabilities and no-new-privileges, as the Kubernetes
+#                           manifests run them. Settings pass through as below;
+#                           a file a *_FILE setting names is mounted read-only
+#   PRESENCE_PODMAN         the podman command for PRESENCE_IMAGE (default: podman;
+#                           e.g. `podman --runtime runc`). Without CONTAINERS_CONF,
+#                           `up` points podman at a containers.conf in the stack
+#                           directory with `default_ulimits = []`, so the runtime
+#                           keeps the host's open-files limit
 #   PRESENCE_TANSU          the tansu binary; default: tansu on PATH or in
 #                           ~/.cargo/bin, installed with cargo when missing
 #   PRESENCE_TANSU_STORAGE  where the broker keeps topics: `memory` (default), or a
@@ -30,7 +42,7 @@
 #   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
 # Other settings the services read (RUST_LOG, PRESENCE_TOPIC_PREFIX,
 # PRESENCE_PARTITIONS, PRESENCE_REPLY_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass
-# through to them.
+# through to them. `up` logs each service's time from start to ready.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -50,6 +62,10 @@ readonly PORT_ATTEMPTS=3
 timeout=${PRESENCE_STACK_TIMEOUT:-60}
 dir=
 started=()
+declare -A launched=()
+# The stack's own settings: never passed to a service's container.
+readonly STACK_SETTINGS='^(PRESENCE_STACK_DIR|PRESENCE_STACK_TIMEOUT|PRESENCE_BIN_DIR|PRESENCE_IMAGE|PRESENCE_PODMAN|PRESENCE_TANSU|PRESENCE_TANSU_STORAGE)$'
+read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
 
 log() {
     printf '==> %s\n' "$*" >&2
@@ -119,12 +135,16 @@ stop() {
         kill -KILL "$pid" 2>/dev/null || true
         while alive "$pid"; do sleep "$POLL"; done
         log "killed $(binary_of "$name") (pid $pid): still running ${STOP_TIMEOUT}s after SIGTERM"
+        # Killing `podman run` leaves its container running.
+        if [ -f "$dir/$name.container" ]; then
+            "${podman[@]}" rm --force --time 0 "$(<"$dir/$name.container")" >/dev/null 2>&1 || true
+        fi
     else
         log "stopped $(binary_of "$name") (pid $pid)"
     fi
     # `up` reaps its own children when it cleans up after a failure.
     wait "$pid" 2>/dev/null || true
-    rm -f "$dir/$name.pid" "$dir/$name.started"
+    rm -f "$dir/$name.pid" "$dir/$name.started" "$dir/$name.container"
 }
 
 # Runs "$@" in the background as component $1, output to NAME.log, and records
@@ -134,6 +154,7 @@ launch() {
     shift
     "$@" </dev/null >"$dir/$name.log" 2>&1 &
     pid=$!
+    launched[$name]=$EPOCHREALTIME
     echo "$pid" >"$dir/$name.pid"
     ps -o lstart= -p "$pid" >"$dir/$name.started" 2>/dev/null || true
     started+=("$name")
@@ -231,6 +252,16 @@ find_tansu() {
 }
 
 find_services() {
+    if [ -n "${PRESENCE_IMAGE:-}" ]; then
+        require "${podman[0]}" "PRESENCE_IMAGE runs the services with podman (apt-get install podman)"
+        "${podman[@]}" image exists "$PRESENCE_IMAGE" ||
+            die "no image $PRESENCE_IMAGE in podman's storage: build it with deploy/docker/build-local.sh"
+        if [ -z "${CONTAINERS_CONF:-}" ]; then
+            printf '[containers]\ndefault_ulimits = []\n' >"$dir/containers.conf"
+            export CONTAINERS_CONF="$dir/containers.conf"
+        fi
+        return
+    fi
     if [ -n "${PRESENCE_BIN_DIR:-}" ]; then
         bin_dir=$PRESENCE_BIN_DIR
     else
@@ -331,17 +362,82 @@ start_tansu() {
     esac
 }
 
+# The command that runs service $1 with the settings "${@:2}" (NAME=value): the
+# binary, or with PRESENCE_IMAGE a container of the image, as Kubernetes runs it.
+service_command() {
+    local name=$1 setting var container
+    shift
+    if [ -z "${PRESENCE_IMAGE:-}" ]; then
+        printf '%s\0' env "$@" "$bin_dir/presence-$name"
+        return
+    fi
+    container="presence-stack-$(basename "$dir" | tr -c 'a-zA-Z0-9_.\n-' _)-$name"
+    echo "$container" >"$dir/$name.container"
+    printf '%s\0' "${podman[@]}" run --rm --pull=never --name "$container" --network host \
+        --user 65532:65532 --read-only --read-only-tmpfs=false --cap-drop=ALL \
+        --security-opt no-new-privileges
+    # The settings a service reads pass through, as without a container; a file
+    # one names (PRESENCE_API_KEYS_FILE, ..._PASSWORD_FILE) is mounted read-only.
+    local explicit=" ${*%%=*} "
+    while IFS= read -r var; do
+        [[ $var =~ $STACK_SETTINGS || $explicit == *" $var "* ]] && continue
+        printf '%s\0' --env "$var"
+        if [[ $var == *_FILE && -f ${!var} ]]; then
+            printf '%s\0' --volume "${!var}:${!var}:ro"
+        fi
+    done < <(compgen -e | grep -E '^(PRESENCE_|RUST_LOG$|OTEL_)')
+    for setting in "$@"; do
+        printf '%s\0' --env "$setting"
+    done
+    printf '%s\0' "$PRESENCE_IMAGE" "presence-$name"
+}
+
+launch_service() {
+    local name=$1 command=()
+    shift
+    mapfile -d '' command < <(service_command "$name" "$@")
+    launch "$name" "${command[@]}"
+}
+
+# Waits until the three services are ready, polling them together, and logs each
+# one's time from its start to its first ready /readyz.
+wait_ready() {
+    local deadline=$((SECONDS + timeout)) name url pending=(validator registry gateway) left
+    declare -A urls=([validator]=$validator_url [registry]=$registry_url [gateway]=$gateway_url)
+    while ((${#pending[@]} > 0)); do
+        left=()
+        for name in "${pending[@]}"; do
+            url=${urls[$name]}
+            if ready "$url"; then
+                log "$(binary_of "$name") ready at $url/readyz $(awk -v a="${launched[$name]}" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') s after its start"
+            elif ! running_pid "$name" >/dev/null; then
+                log_tail "$name"
+                die "$(binary_of "$name") exited before ready at $url/readyz"
+            else
+                left+=("$name")
+            fi
+        done
+        pending=("${left[@]}")
+        ((${#pending[@]} == 0)) && break
+        if ((SECONDS >= deadline)); then
+            log_tail "${pending[0]}"
+            die "$(binary_of "${pending[0]}"): no ready at ${urls[${pending[0]}]}/readyz within ${timeout}s"
+        fi
+        sleep "$POLL"
+    done
+}
+
 start_services() {
     # NO_COLOR: the logs go to files, where colour codes are noise. tansu holds an
     # empty fetch to its end even when records arrive, so consumers ask it for short
     # waits (docs/design.md, "The test broker"); Kafka needs no such thing.
-    local common=(env NO_COLOR=1 "PRESENCE_KAFKA_BROKERS=127.0.0.1:$kafka_port"
+    local common=(NO_COLOR=1 "PRESENCE_KAFKA_BROKERS=127.0.0.1:$kafka_port"
         "PRESENCE_REDIS_URL=redis://127.0.0.1:$redis_port/0"
         "PRESENCE_KAFKA_FETCH_WAIT_MS=${PRESENCE_KAFKA_FETCH_WAIT_MS:-10}")
     # Port 0: each service binds a free port and announces it.
-    launch validator "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-validator"
-    launch registry "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0 "$bin_dir/presence-registry"
-    launch gateway "${common[@]}" PRESENCE_LISTEN=127.0.0.1:0 "$bin_dir/presence-gateway"
+    launch_service validator "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0
+    launch_service registry "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0
+    launch_service gateway "${common[@]}" PRESENCE_LISTEN=127.0.0.1:0
     must_wait validator "announcing its address" announced validator PRESENCE_OPS_URL=
     must_wait registry "announcing its address" announced registry PRESENCE_OPS_URL=
     must_wait gateway "announcing its address" announced gateway PRESENCE_URL=
@@ -349,9 +445,7 @@ start_services() {
     registry_url=$(announced registry PRESENCE_OPS_URL=)
     gateway_url=$(announced gateway PRESENCE_URL=)
     # Ready once each consumer holds its partitions and Redis and the broker answer.
-    must_wait validator "ready at $validator_url/readyz" ready "$validator_url"
-    must_wait registry "ready at $registry_url/readyz" ready "$registry_url"
-    must_wait gateway "ready at $gateway_url/readyz" ready "$gateway_url"
+    wait_ready
 }
 
 # Stops what a failed `up` had started, newest first.
@@ -392,6 +486,7 @@ cmd_up() {
     log "stack directory: $dir"
     find_tansu
     find_services
+    [ -n "${PRESENCE_IMAGE:-}" ] && log "services from image $PRESENCE_IMAGE (${podman[*]})"
     trap clean_up_failed_up EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM

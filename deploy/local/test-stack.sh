@@ -6,6 +6,10 @@
 #
 #   deploy/local/test-stack.sh                             # builds the release binaries
 #   PRESENCE_BIN_DIR=target/debug deploy/local/test-stack.sh # reuses built ones
+#   PRESENCE_IMAGE=localhost/presence:dev deploy/local/test-stack.sh
+#                      # the services from the image (deploy/docker/build-local.sh),
+#                      # also checking that each container runs as 65532, read-only,
+#                      # without capabilities
 #
 # Needs what stack.sh needs (python3, curl, redis-server, tansu); Linux, for the
 # check that no process holds a file of the stack open.
@@ -16,7 +20,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 stack=deploy/local/stack.sh
 # A developer's shell may export settings the services read; the test sets its own.
 unset PRESENCE_API_KEY PRESENCE_API_KEYS_FILE PRESENCE_STACK_DIR PRESENCE_TOPIC_PREFIX \
-    PRESENCE_PARTITIONS PRESENCE_REPLY_PARTITIONS PRESENCE_INSTANCE_ID
+    PRESENCE_PARTITIONS PRESENCE_REPLY_PARTITIONS PRESENCE_INSTANCE_ID PRESENCE_KAFKA_BROKERS \
+    PRESENCE_REDIS_URL PRESENCE_URL
 # Physical path: it is compared with the targets of /proc/*/fd links.
 work=$(cd "$(mktemp -d "${TMPDIR:-/tmp}/presence-stack-test.XXXXXX")" && pwd -P)
 checks=0
@@ -88,6 +93,26 @@ test_failed_start_leaves_nothing() {
     ok "a failed up stops what it started and shows the failing log"
 }
 
+# Each service's container runs as Kubernetes runs it: user 65532, a read-only
+# root filesystem with no writable mount, no capability, no privilege gain.
+test_containers_hardened() {
+    local dir=$1 name container facts
+    read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
+    for name in validator registry gateway; do
+        container=$(<"$dir/$name.container")
+        facts=$("${podman[@]}" inspect --format \
+            '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.EffectiveCaps}} {{.HostConfig.SecurityOpt}} {{.Config.Image}}' \
+            "$container") || fail "no container $container for presence-$name"
+        [[ $facts == "65532:65532 true [] [no-new-privileges] $PRESENCE_IMAGE" ]] ||
+            fail "presence-$name's container: user, read-only, capabilities, options, image = $facts"
+        "${podman[@]}" exec "$container" presence-$name --version >/dev/null 2>&1 ||
+            fail "presence-$name --version does not run in its container"
+        ! "${podman[@]}" exec "$container" /bin/sh -c true >/dev/null 2>&1 ||
+            fail "presence-$name's container has a shell"
+    done
+    ok "the services run from $PRESENCE_IMAGE as 65532, read-only, with no capabilities and no shell"
+}
+
 test_up_scan_down() {
     local dir="$work/stack" out url key=test-key-$RANDOM now pids pid name status=0
     out=$(PRESENCE_API_KEY=$key PRESENCE_STACK_DIR=$dir "$stack" up 2>"$work/up.err") ||
@@ -110,6 +135,10 @@ test_up_scan_down() {
         fail "a second up in the same directory was not refused"
     fi
     ok "status shows five ready processes; a second up in the directory is refused"
+    grep -E 'ready at .* s after its start' "$work/up.err" | sed 's/^==> /   /'
+    if [ -n "${PRESENCE_IMAGE:-}" ]; then
+        test_containers_hardened "$dir"
+    fi
 
     now=$(($(date +%s) * 1000))
     local inventory reply device_id gate_id

@@ -28,9 +28,10 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pydantic
 import yaml
-from cloudcoil.models.keda.v1alpha1 import ScaledObject
+from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule
 
+import night
 from manifests import (
     Binaries,
     CheckFailed,
@@ -44,21 +45,31 @@ from manifests import (
     port_of,
 )
 
-# The oldest Kubernetes the manifests are meant for: topologySpreadConstraints'
-# matchLabelKeys is on by default from 1.27.
-OLDEST_KUBERNETES = "1.27.0"
+# The oldest Kubernetes the manifests are meant for: the gateway's preStop
+# `sleep` action is on by default from 1.30 (the image has no shell to sleep in).
+OLDEST_KUBERNETES = "1.30.0"
 NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
 CRD_MODELS = {
     ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TriggerAuthentication,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PrometheusRule,
     ("monitoring.coreos.com/v1", "PodMonitor"): PodMonitor,
 }
 HERE = Path(__file__).resolve().parent
-KAFKA_TOPIC_SCHEMA = json.loads((HERE / "kafkatopic-v1beta2.schema.json").read_text())
+JSON_SCHEMAS = {
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): json.loads((HERE / "kafkatopic-v1beta2.schema.json").read_text()),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): json.loads((HERE / "httproute-v1.schema.json").read_text()),
+}
 # The ports each binary's probes must use: the listen address it reads.
 LISTEN_VARS = ("PRESENCE_LISTEN", "PRESENCE_OPS_LISTEN")
 # Margin after a consumer's drain for the final offset commit and leaving the group.
 CONSUMER_CLOSE_SECONDS = 10
+# What each autoscaled Deployment's Kafka triggers watch: (topic, consumer group)
+# suffixes after the prefix; the code's groups (services/*/src/main.rs).
+SCALED_ON = {
+    "presence-validator": {("scans", "validator")},
+    "presence-registry": {("decisions", "registry-stats"), ("registry", "registry")},
+}
 IMAGE_BIN_DIR = "/usr/local/bin"
 
 
@@ -94,8 +105,8 @@ def schema_errors(doc: dict) -> list[str]:
             return [str(error)]
         read = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
         return [f"unknown or misread field {path}" for path in unread_fields(doc, read)]
-    if key == ("kafka.strimzi.io/v1beta2", "KafkaTopic"):
-        validator = jsonschema.Draft202012Validator(KAFKA_TOPIC_SCHEMA)
+    if key in JSON_SCHEMAS:
+        validator = jsonschema.Draft202012Validator(JSON_SCHEMAS[key])
         return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
     errors = []
     for version in (OLDEST_KUBERNETES, NEWEST_KUBERNETES):
@@ -114,7 +125,10 @@ def broken_copies(docs: list[dict]) -> list[tuple[str, dict]]:
     broken = []
     for doc in docs:
         kind = doc["kind"]
-        if kind in ("Deployment", "ScaledObject", "PrometheusRule", "KafkaTopic") and kind not in dict(broken):
+        if (
+            kind in ("Deployment", "ScaledObject", "TriggerAuthentication", "PrometheusRule", "KafkaTopic", "HTTPRoute")
+            and kind not in dict(broken)
+        ):
             bad = copy.deepcopy(doc)
             bad["spec"]["replicaz" if kind == "Deployment" else "partitionz"] = 1
             broken.append((kind, bad))
@@ -192,8 +206,10 @@ def check_security(where: str, pod: dict, container: dict, problems: Problems) -
 
 
 def check_grace(where: str, binary: str, pod: dict, env: dict, source: Source, problems: Problems) -> None:
-    """terminationGracePeriodSeconds covers the binary's own shutdown deadline."""
+    """terminationGracePeriodSeconds covers the preStop pause, the binary's own
+    shutdown deadline and a margin, and not much more."""
     grace = pod.get("terminationGracePeriodSeconds", 30)
+    pause = night.prestop_seconds(pod["containers"][0])
     if binary == "presence-gateway":
         needed = {"PRESENCE_SHUTDOWN_GRACE_MS", "PRESENCE_REQUEST_TIMEOUT_MS"}
         if not needed <= set(env):
@@ -205,14 +221,14 @@ def check_grace(where: str, binary: str, pod: dict, env: dict, source: Source, p
             # Leaving the gateways' group, its last act.
             + CONSUMER_CLOSE_SECONDS
         )
-        slack = 0
     else:
         deadline = source.drain_seconds(binary) + CONSUMER_CLOSE_SECONDS
-        slack = 10
+    least = pause + deadline + night.GRACE_MARGIN_SECONDS
     problems.check(
-        deadline <= grace <= deadline + slack,
+        least <= grace <= least + 10,
         where,
-        f"terminationGracePeriodSeconds {grace} does not match the shutdown deadline {deadline:g} s",
+        f"terminationGracePeriodSeconds {grace} does not cover the preStop pause {pause} s, the shutdown "
+        f"deadline {deadline:g} s and {night.GRACE_MARGIN_SECONDS} s of margin ({least:g} s) closely",
     )
 
 
@@ -273,27 +289,35 @@ def check_kafka(rendered: Rendered, source: Source, problems: Problems) -> None:
                 f"up to {hpa['spec']['maxReplicas']} gateways, {replies_partitions} reply partitions",
             )
     groups = {prefix + group for group in source.consumer_groups()}
+    scaled_targets = set()
     for scaled in rendered.of_kind("ScaledObject"):
         spec = scaled["spec"]
-        target = rendered.find("Deployment", spec["scaleTargetRef"]["name"])
-        problems.check(target is not None, where, f"ScaledObject targets a missing {spec['scaleTargetRef']['name']}")
-        problems.check(
-            spec["maxReplicaCount"] == scans.get("partitions"),
-            where,
-            f"maxReplicaCount {spec['maxReplicaCount']} is not the scans partitions {scans.get('partitions')}",
-        )
+        target = spec["scaleTargetRef"]["name"]
+        scaled_targets.add(target)
+        problems.check(rendered.find("Deployment", target) is not None, where, f"ScaledObject targets a missing {target}")
+        expected = {(prefix + topic, prefix + group) for topic, group in SCALED_ON.get(target, set())}
         kafka = [t["metadata"] for t in spec["triggers"] if t["type"] == "kafka"]
-        problems.check(len(kafka) == 1, where, "the ScaledObject needs one kafka trigger")
+        watched = {(t.get("topic"), t.get("consumerGroup")) for t in kafka}
+        problems.check(
+            watched == expected, where, f"KEDA scales {target} on {sorted(watched)}, expected {sorted(expected)}"
+        )
+        for topic, group in watched:
+            problems.check(group in groups, where, f"KEDA watches consumer group {group}, not one of the code's")
+        # A consumer beyond its topics' partitions would hold none.
+        partitions = min((topics.get(topic, {}).get("partitions", 0) for topic, _ in watched), default=0)
+        problems.check(
+            spec["maxReplicaCount"] == partitions,
+            where,
+            f"{target}: maxReplicaCount {spec['maxReplicaCount']} is not its topics' partitions {partitions}",
+        )
         for trigger in kafka:
-            problems.check(trigger.get("topic") == prefix + "scans", where, f"KEDA watches {trigger.get('topic')}")
-            problems.check(trigger.get("consumerGroup") == prefix + "validator", where, "KEDA watches another group")
             problems.check(trigger.get("bootstrapServers") == brokers, where, "KEDA asks other brokers")
-        for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
-            problems.check(
-                hpa["spec"]["scaleTargetRef"]["name"] != spec["scaleTargetRef"]["name"],
-                where,
-                "an HPA and KEDA both scale the validator",
-            )
+    for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
+        problems.check(
+            hpa["spec"]["scaleTargetRef"]["name"] not in scaled_targets,
+            where,
+            f"an HPA and KEDA both scale {hpa['spec']['scaleTargetRef']['name']}",
+        )
     for rule in rendered.of_kind("PrometheusRule"):
         text = json.dumps(rule)
         for group in re.findall(r'consumergroup=\\"([^"\\]+)', text):
@@ -338,9 +362,7 @@ def check_wiring(rendered: Rendered, problems: Problems) -> None:
         for rule in spec["rules"]:
             problems.check(rule["host"] in tls_hosts, where, f"{rule['host']} is served without TLS")
             paths = [p["path"] for p in rule["http"]["paths"]]
-            problems.check(
-                {"/presence/", "/admin/"} <= set(paths), where, "the Ingress must route /presence/ and /admin/"
-            )
+            problems.check("/presence/" in paths, where, "the Ingress must route /presence/")
             problems.check(
                 not any(p in ("/", "/metrics", "/healthz", "/readyz") for p in paths),
                 where,
@@ -352,6 +374,14 @@ def check_wiring(rendered: Rendered, problems: Problems) -> None:
                     backend["port"].get("name") in services.get(backend["name"], {}),
                     where,
                     f"Ingress path {path['path']} routes to a missing Service port",
+                )
+    for route in rendered.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            for backend in rule["backendRefs"]:
+                problems.check(
+                    backend["port"] in {p["port"] for p in services.get(backend["name"], {}).values()},
+                    where,
+                    f"{describe(route)} routes to a missing Service port {backend['name']}:{backend['port']}",
                 )
     for monitor in rendered.of_kind("PodMonitor"):
         targets = selected(monitor["spec"]["selector"])
@@ -388,36 +418,28 @@ def check_wiring(rendered: Rendered, problems: Problems) -> None:
                 where,
                 f"the gateway policy opens {allowed}, the gateway serves {gateway_ports}",
             )
-    kafka_port = port_of(rendered.setting("presence-common", "PRESENCE_KAFKA_BROKERS"))
-    egress = {
-        p["port"] for policy in policies for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])
-    }
-    problems.check(kafka_port in egress, where, f"no policy lets the services reach Kafka on {kafka_port}")
 
 
-def check_secrets(rendered: Rendered, examples: list[dict], problems: Problems) -> None:
-    """Every Secret the pods use has an example of its shape, and the keys file
-    variable points into the mounted Secret."""
+def check_keys_file(rendered: Rendered, examples: list[dict], problems: Problems) -> None:
+    """The gateway's keys file variable points into the mounted Secret, whose
+    example holds a key of that name (night.check_secret_files checks the
+    other credentials' files)."""
     shapes = {doc["metadata"]["name"]: set(doc.get("stringData", {})) for doc in examples if doc["kind"] == "Secret"}
     for deployment, pod, container in rendered.workloads():
-        where = f"{rendered.name} {describe(deployment)}"
+        keys_file = container_env(rendered, container).get("PRESENCE_API_KEYS_FILE")
+        if keys_file is None:
+            continue
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
-        for var in container_env(rendered, container).values():
-            if var.source.startswith("secret:"):
-                name, key = var.source.removeprefix("secret:").split("/")
-                problems.check(key in shapes.get(name, ()), where, f"{var.name} reads {name}/{key}: no example")
-        for mount in container.get("volumeMounts", []):
-            secret = volumes[mount["name"]].get("secret", {}).get("secretName")
-            if secret is None:
-                continue
-            problems.check(secret in shapes, where, f"mounts Secret {secret}, which has no example")
-            files = {f"{mount['mountPath']}/{key}" for key in shapes.get(secret, ())}
-            keys_file = container_env(rendered, container).get("PRESENCE_API_KEYS_FILE")
-            problems.check(
-                keys_file is not None and keys_file.value in files,
-                where,
-                f"PRESENCE_API_KEYS_FILE is not one of the mounted files {sorted(files)}",
-            )
+        files = {
+            f"{mount['mountPath']}/{key}"
+            for mount in container.get("volumeMounts", [])
+            for key in shapes.get(volumes[mount["name"]].get("secret", {}).get("secretName"), ())
+        }
+        problems.check(
+            keys_file.value in files,
+            f"{rendered.name} {describe(deployment)}",
+            f"PRESENCE_API_KEYS_FILE is not one of the mounted files {sorted(files)}",
+        )
 
 
 def check_images(rendered: Rendered, problems: Problems) -> None:
@@ -469,7 +491,12 @@ def check_dockerfile(repo: Path, problems: Problems) -> set[str]:
     installed = set(re.findall(r"target/release/(\S+)", text))
     problems.check(installed == bins, where, f"installs {sorted(installed)}, the packages build {sorted(bins)}")
     problems.check(
-        f"COPY --from=builder /out/ {IMAGE_BIN_DIR}/" in text, where, f"binaries do not land in {IMAGE_BIN_DIR}"
+        f"COPY --from=binaries /out/ {IMAGE_BIN_DIR}/" in text, where, f"binaries do not land in {IMAGE_BIN_DIR}"
+    )
+    problems.check(
+        re.search(r"^ARG RUNTIME_BASE=gcr\.io/distroless/cc-debian12:nonroot$", text, re.MULTILINE) is not None,
+        where,
+        "the runtime base's default is not distroless's cc image",
     )
     problems.check(
         re.search(r"^HEALTHCHECK", text, re.MULTILINE) is None, where, "has a HEALTHCHECK: Kubernetes probes instead"
@@ -527,15 +554,19 @@ def main() -> int:
         check_containers(rendered, binaries, installed, problems)
         check_kafka(rendered, source, problems)
         check_wiring(rendered, problems)
-        check_secrets(rendered, examples, problems)
+        check_keys_file(rendered, examples, problems)
         check_images(rendered, problems)
         print(f"checked {rendered.name}: {len(rendered.docs)} resources", file=sys.stderr)
+    prefix = overlays[0].setting("presence-common", "PRESENCE_TOPIC_PREFIX")
+    rejected = night.check_all(args.repo, overlays, examples, prefix, problems)
+    print(f"event-night items: each passed, and {rejected} broken copies were rejected", file=sys.stderr)
     write_rules(overlays[0], args.rules_out)
     problems.raise_if_any()
     print(
         f"manifests: {sum(len(r.docs) for r in overlays)} resources in {len(overlays)} overlays and "
         f"{len(examples)} examples valid (Kubernetes {OLDEST_KUBERNETES} and {NEWEST_KUBERNETES}, "
-        "KEDA 2.16 and Prometheus Operator 0.80 CRD models, Strimzi KafkaTopic v1beta2 schema); "
+        "KEDA 2.16 and Prometheus Operator 0.80 CRD models, Strimzi KafkaTopic v1beta2 and Gateway API "
+        "HTTPRoute v1 schemas); "
         "settings, ports, probes, deadlines, topics and image agree with the workspace",
         file=sys.stderr,
     )

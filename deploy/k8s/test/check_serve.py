@@ -164,8 +164,12 @@ class Stack:
         self.secrets = {
             doc["metadata"]["name"]: dict(doc.get("stringData", {})) for doc in examples if doc["kind"] == "Secret"
         }
-        redis_url = self.secrets["presence-redis"]["url"]
-        self.secrets["presence-redis"]["url"] = redis_url.replace(PASSWORD_PLACEHOLDER, self.password)
+        # The Redis password is a file from the Secret; where Redis is, the ConfigMap.
+        placeholder = self.secrets["presence-redis"]["password"]
+        if placeholder != PASSWORD_PLACEHOLDER:
+            raise CheckFailed(f"examples' presence-redis password is {placeholder!r}, not the placeholder")
+        self.secrets["presence-redis"]["password"] = self.password
+        redis_url = rendered.setting("presence-redis", "PRESENCE_REDIS_URL")
         text, self.keys = keys_file(self.secrets["presence-api-keys"]["keys.toml"])
         self.secrets["presence-api-keys"]["keys.toml"] = text
         self.redis = urlsplit(redis_url)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds deploy/docker/Dockerfile's image with podman on a machine that can reach
+# no image registry: the release binaries are compiled on the host (the packages
+# and features of the Dockerfile's PACKAGES and FEATURES, with its
+# LIBZ_SYS_STATIC=1), stripped into a build context of their own, and installed
+# on a base that make-base.sh makes from Debian's packages
+# (--build-arg BINARIES=prebuilt RUNTIME_BASE=...). The result is the image the
+# Dockerfile's default path builds, on a base with the same contents as
+# distroless's cc image for these binaries.
+#
+#   deploy/docker/build-local.sh IMAGE     # e.g. localhost/presence:dev
+#
+# Prints the image's size and the build's durations on stderr.
+#
+# Environment:
+#   CARGO_TARGET_DIR  where cargo builds (default: target/ of this workspace)
+#   PODMAN            the podman command (default: podman)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+dockerfile="$repo/deploy/docker/Dockerfile"
+read -r -a podman <<<"${PODMAN:-podman}"
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+die() {
+    printf 'build-local.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+[ $# -eq 1 ] || die "usage: $0 IMAGE"
+image=$1
+
+# The Dockerfile's `ARG NAME="value"`: one place says what the image holds.
+dockerfile_arg() {
+    sed -n "s/^ARG $1=\"\\(.*\\)\"\$/\\1/p" "$dockerfile" | grep . || die "the Dockerfile has no ARG $1=\"...\""
+}
+read -r -a packages <<<"$(dockerfile_arg PACKAGES)"
+features=$(dockerfile_arg FEATURES)
+mapfile -t binaries < <(grep -o 'target/release/[a-z0-9-]*' "$dockerfile" | sed 's|target/release/||' | sort -u)
+[ ${#binaries[@]} -gt 0 ] || die "the Dockerfile installs no target/release/ binary"
+
+started=$SECONDS
+log "LIBZ_SYS_STATIC=1 cargo build --release --locked --bins ${packages[*]} --features $features"
+(cd "$repo" && LIBZ_SYS_STATIC=1 cargo build --release --locked --bins "${packages[@]}" --features "$features")
+compiled=$((SECONDS - started))
+target_dir=${CARGO_TARGET_DIR:-$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')}
+
+context=$(mktemp -d "${TMPDIR:-/tmp}/presence-image.XXXXXX")
+trap 'rm -rf "$context"' EXIT
+mkdir "$context/prebuilt"
+for binary in "${binaries[@]}"; do
+    install -m 0755 --strip "$target_dir/release/$binary" "$context/prebuilt/"
+done
+
+base="localhost/presence-base:local"
+"$repo/deploy/docker/make-base.sh" "$base" "$context"/prebuilt/*
+
+log "podman build $image (BINARIES=prebuilt, RUNTIME_BASE=$base)"
+"${podman[@]}" build --quiet --pull=never -f "$dockerfile" \
+    --build-arg BINARIES=prebuilt --build-arg "RUNTIME_BASE=$base" -t "$image" "$context" >/dev/null
+size=$("${podman[@]}" image inspect --format '{{.Size}}' "$image")
+log "built $image: $((size / 1000000)) MB ($size bytes; binaries $(du -sh "$context/prebuilt" | cut -f1)); cargo ${compiled}s, image $((SECONDS - started - compiled))s"

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Makes a minimal runtime base image locally, for machines that cannot pull
+# deploy/docker/Dockerfile's public base (gcr.io/distroless/cc-debian12):
+#
+#   deploy/docker/make-base.sh IMAGE BINARY...
+#
+# The root holds what distroless's cc image holds for these binaries and nothing
+# else: the shared libraries BINARY... link (as `ldd` resolves them here), each
+# unpacked from the Debian package that owns it at the version installed here,
+# Debian's CA certificates (ca-certificates) as the bundle
+# /etc/ssl/certs/ca-certificates.crt, the user and group `nonroot` (65532), and an
+# empty /tmp. No shell, no package manager. The packages come through apt
+# (`apt-get download`, apt's candidate version: security fixes included), from
+# whatever source this machine's apt is configured with. Then `podman import`
+# makes IMAGE of the root.
+#
+# The binaries must have been built on this machine (or one with the same Debian
+# release): the libraries are this system's.
+#
+# Environment:
+#   PODMAN  the podman command (default: podman)
+set -euo pipefail
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+die() {
+    printf 'make-base.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+[ $# -ge 2 ] || die "usage: $0 IMAGE BINARY..."
+image=$1
+shift
+read -r -a podman <<<"${PODMAN:-podman}"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/presence-base.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root" "$work/debs" "$work/unpacked"
+
+# The libraries' resolved paths, the dynamic loader's among them.
+libraries=$(ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }' | sort -u)
+[ -n "$libraries" ] || die "ldd found no shared libraries in $*: are they dynamically linked?"
+
+# The package owning each library (dpkg knows the path before or after the /usr merge).
+owner() {
+    local path=$1 real
+    real=$(readlink -f "$path")
+    dpkg-query -S "$path" 2>/dev/null || dpkg-query -S "$real" 2>/dev/null ||
+        dpkg-query -S "${real#/usr}" 2>/dev/null || die "no Debian package owns $path"
+}
+packages=$(for library in $libraries; do owner "$library"; done | cut -d: -f1 | sort -u)
+packages="$packages ca-certificates"
+
+log "unpacking $(echo $packages) from Debian's packages"
+(cd "$work/debs" && apt-get download -qq $packages 2>/dev/null) || {
+    # Package lists may be missing or stale on a fresh machine: update once and retry.
+    apt-get update -qq
+    (cd "$work/debs" && apt-get download -qq $packages)
+}
+# apt's candidate: the newest of the release (security fixes included), never
+# older than what the binaries were linked against here.
+for deb in "$work"/debs/*.deb; do
+    package=$(dpkg-deb -f "$deb" Package)
+    version=$(dpkg-deb -f "$deb" Version)
+    installed=$(dpkg-query -W -f '${Version}' "$package")
+    dpkg --compare-versions "$version" ge "$installed" ||
+        die "apt offers $package $version, older than the installed $installed the binaries were linked against"
+done
+for deb in "$work"/debs/*.deb; do
+    dpkg-deb -x "$deb" "$work/unpacked"
+done
+
+# Each library at the path the loader finds it (the /usr-merged path: bookworm's
+# packages ship under /lib, which on a merged system is /usr/lib), with the
+# symlinks of its soname.
+mkdir -p "$root/usr/lib/x86_64-linux-gnu" "$root/usr/lib64"
+ln -s usr/lib "$root/lib"
+ln -s usr/lib64 "$root/lib64"
+for library in $libraries; do
+    name=$(basename "$library")
+    found=$(find "$work/unpacked" -name "$name" \( -type f -o -type l \) | head -n 1)
+    [ -n "$found" ] || die "no package unpacked $name"
+    target_dir="$root/usr/lib/x86_64-linux-gnu"
+    [[ $library == */lib64/* ]] && target_dir="$root/usr/lib64"
+    real=$(readlink -f "$found")
+    cp "$real" "$target_dir/"
+    [ "$(basename "$real")" = "$name" ] || ln -sf "$(basename "$real")" "$target_dir/$name"
+done
+# The loader's canonical path is /lib64/ld-linux-x86-64.so.2, whose package ships
+# it in /lib/x86_64-linux-gnu; both must resolve.
+for loader in "$root"/usr/lib/x86_64-linux-gnu/ld-linux*; do
+    [ -e "$loader" ] && ln -sf "../lib/x86_64-linux-gnu/$(basename "$loader")" "$root/usr/lib64/$(basename "$loader")"
+done
+
+# The CA bundle, as update-ca-certificates makes it from the package's certificates.
+mkdir -p "$root/etc/ssl/certs"
+find "$work/unpacked/usr/share/ca-certificates" -name '*.crt' | sort | xargs cat >"$root/etc/ssl/certs/ca-certificates.crt"
+[ -s "$root/etc/ssl/certs/ca-certificates.crt" ] || die "ca-certificates held no certificates"
+mkdir -p "$root/usr/share/doc"
+for package in $packages; do
+    if [ -f "$work/unpacked/usr/share/doc/$package/copyright" ]; then
+        mkdir -p "$root/usr/share/doc/$package"
+        cp "$work/unpacked/usr/share/doc/$package/copyright" "$root/usr/share/doc/$package/"
+    fi
+done
+
+# distroless's users: root, and nonroot as 65532; names resolve through files.
+cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/sbin/nologin
+nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
+EOF
+cat >"$root/etc/group" <<'EOF'
+root:x:0:
+nonroot:x:65532:
+EOF
+printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
+mkdir -p "$root/tmp" "$root/home/nonroot" "$root/root"
+chmod 1777 "$root/tmp"
+chown 65532:65532 "$root/home/nonroot"
+chmod 0700 "$root/root"
+
+log "podman import: $image ($(du -sh "$root" | cut -f1))"
+tar --numeric-owner -C "$root" -c . | "${podman[@]}" import --quiet - "$image" >/dev/null
