@@ -73,26 +73,18 @@ for deb in "$work"/debs/*.deb; do
     dpkg-deb -x "$deb" "$work/unpacked"
 done
 
-# Each library at the path the loader finds it (the /usr-merged path: bookworm's
-# packages ship under /lib, which on a merged system is /usr/lib), with the
-# symlinks of its soname.
+# Each library where ldd found it (the /usr-merged path: bookworm's packages ship
+# under /lib, which on a merged system is /usr/lib): the loader in /lib64, the rest
+# in /lib/x86_64-linux-gnu. Regular files only: a package's symlinks may be
+# absolute, and would lead out of the unpacked tree.
 mkdir -p "$root/usr/lib/x86_64-linux-gnu" "$root/usr/lib64"
 ln -s usr/lib "$root/lib"
 ln -s usr/lib64 "$root/lib64"
 for library in $libraries; do
     name=$(basename "$library")
-    found=$(find "$work/unpacked" -name "$name" \( -type f -o -type l \) | head -n 1)
-    [ -n "$found" ] || die "no package unpacked $name"
-    target_dir="$root/usr/lib/x86_64-linux-gnu"
-    [[ $library == */lib64/* ]] && target_dir="$root/usr/lib64"
-    real=$(readlink -f "$found")
-    cp "$real" "$target_dir/"
-    [ "$(basename "$real")" = "$name" ] || ln -sf "$(basename "$real")" "$target_dir/$name"
-done
-# The loader's canonical path is /lib64/ld-linux-x86-64.so.2, whose package ships
-# it in /lib/x86_64-linux-gnu; both must resolve.
-for loader in "$root"/usr/lib/x86_64-linux-gnu/ld-linux*; do
-    [ -e "$loader" ] && ln -sf "../lib/x86_64-linux-gnu/$(basename "$loader")" "$root/usr/lib64/$(basename "$loader")"
+    found=$(find "$work/unpacked" -name "$name" -type f | head -n 1)
+    [ -n "$found" ] || die "no package unpacked $name as a file"
+    cp "$found" "$root/usr/${library#/usr/}"
 done
 
 # The CA bundle, as update-ca-certificates makes it from the package's certificates.
