@@ -80,7 +80,7 @@ done
 wait "$driver" || log "loadgen did not pass (see $out/loadgen.json)"
 
 echo
-echo "$(nproc) cores, commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'); $tickets tickets, enters at 64 connections for ${seconds}s: $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(f"{r[\"throughput_per_second\"]:.0f}/s, codes {r[\"http_codes\"]}")' "$out/loadgen.json")"
+echo "$(nproc) cores, commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'); $tickets tickets, enters at 64 connections for ${seconds}s: $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%.0f/s, codes %s" % (r["throughput_per_second"], r["http_codes"]))' "$out/loadgen.json")"
 echo
 echo "| service | RSS once ready | RSS under scan load (most) | peak, upload included (VmHWM) |"
 echo "|---|---|---|---|"

@@ -559,7 +559,7 @@ def main() -> int:
         print(f"checked {rendered.name}: {len(rendered.docs)} resources", file=sys.stderr)
     prefix = overlays[0].setting("presence-common", "PRESENCE_TOPIC_PREFIX")
     rejected = night.check_all(args.repo, overlays, examples, prefix, problems)
-    print(f"event-night items: each passed, and {rejected} broken copies were rejected", file=sys.stderr)
+    print(f"event-night items checked; {rejected} broken copies of the renderings were rejected", file=sys.stderr)
     write_rules(overlays[0], args.rules_out)
     problems.raise_if_any()
     print(

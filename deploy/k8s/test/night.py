@@ -483,7 +483,7 @@ def hard_zone_spread(docs):
 
 
 def starve_memory(docs):
-    container_of(docs, "presence-registry")["resources"]["requests"]["memory"] = "16Mi"
+    container_of(docs, "presence-gateway")["resources"]["requests"]["memory"] = "16Mi"
     return True
 
 
