@@ -57,10 +57,18 @@ for binary in "${binaries[@]}"; do
 done
 
 base="localhost/presence-base:local"
+# What the tags name before this build: removed after it, unless a container uses them.
+previous=$("${podman[@]}" image inspect --format '{{.Id}}' "$image" "$base" 2>/dev/null || true)
 "$repo/deploy/docker/make-base.sh" "$base" "$context"/prebuilt/*
 
 log "podman build $image (BINARIES=prebuilt, RUNTIME_BASE=$base)"
 "${podman[@]}" build --quiet --pull=never -f "$dockerfile" \
     --build-arg BINARIES=prebuilt --build-arg "RUNTIME_BASE=$base" -t "$image" "$context" >/dev/null
+# The prebuilt stage's image, left untagged by the build; and the images this
+# build's tags were taken from.
+"${podman[@]}" image prune --force --filter label=org.presence.stage=prebuilt >/dev/null
+for id in $previous; do
+    "${podman[@]}" image rm "$id" >/dev/null 2>&1 || true
+done
 size=$("${podman[@]}" image inspect --format '{{.Size}}' "$image")
 log "built $image: $((size / 1000000)) MB ($size bytes; binaries $(du -sh "$context/prebuilt" | cut -f1)); cargo ${compiled}s, image $((SECONDS - started - compiled))s"
