@@ -294,7 +294,9 @@ def check_kafka(rendered: Rendered, source: Source, problems: Problems) -> None:
         spec = scaled["spec"]
         target = spec["scaleTargetRef"]["name"]
         scaled_targets.add(target)
-        problems.check(rendered.find("Deployment", target) is not None, where, f"ScaledObject targets a missing {target}")
+        problems.check(
+            rendered.find("Deployment", target) is not None, where, f"ScaledObject targets a missing {target}"
+        )
         expected = {(prefix + topic, prefix + group) for topic, group in SCALED_ON.get(target, set())}
         kafka = [t["metadata"] for t in spec["triggers"] if t["type"] == "kafka"]
         watched = {(t.get("topic"), t.get("consumerGroup")) for t in kafka}

@@ -141,7 +141,8 @@ def check_admin_private(rendered: Rendered, problems: Problems) -> None:
                 )
     admin = rendered.find("Service", "presence-admin")
     problems.check(
-        admin is not None and "presence-gateway" in routed_by_services(Rendered(rendered.name, [admin, *rendered.of_kind("Deployment")])),
+        admin is not None
+        and "presence-gateway" in routed_by_services(Rendered(rendered.name, [admin, *rendered.of_kind("Deployment")])),
         rendered.name,
         "no Service presence-admin reaches the gateway inside the cluster",
     )
@@ -174,7 +175,10 @@ def check_registry_scaling(rendered: Rendered, problems: Problems, prefix: str) 
         if trigger["type"] == "kafka"
     ]
     problems.check(
-        any(t.get("topic") == f"{prefix}decisions" and t.get("consumerGroup") == f"{prefix}registry-stats" for t in triggers),
+        any(
+            t.get("topic") == f"{prefix}decisions" and t.get("consumerGroup") == f"{prefix}registry-stats"
+            for t in triggers
+        ),
         rendered.name,
         "no ScaledObject scales the registry on its decisions lag",
     )
@@ -215,7 +219,8 @@ def check_priority(rendered: Rendered, problems: Problems) -> None:
         problems.check(
             chosen is not None and 0 < chosen["value"] < 1_000_000_000,
             f"{rendered.name} {name}",
-            f"priorityClassName {pod.get('priorityClassName')!r} is not a rendered PriorityClass above 0 and below the system classes",
+            f"priorityClassName {pod.get('priorityClassName')!r} is not a rendered PriorityClass "
+            "above 0 and below the system classes",
         )
 
 
@@ -341,7 +346,8 @@ def check_secret_files(rendered: Rendered, problems: Problems, shapes: dict[str,
 def check_keda_auth(rendered: Rendered, problems: Problems) -> None:
     """KEDA reads the lag with the services' Kafka security: a secured cluster
     needs a TriggerAuthentication on every Kafka trigger."""
-    protocol = rendered.find("ConfigMap", "presence-common")["data"].get("PRESENCE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    common = rendered.find("ConfigMap", "presence-common")["data"]
+    protocol = common.get("PRESENCE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
     if protocol == "PLAINTEXT":
         return
     needed = set()
@@ -434,7 +440,11 @@ def expose_admin(docs):
     changed = False
     for ingress in each(docs, "Ingress"):
         ingress["spec"]["rules"][0]["http"]["paths"].append(
-            {"path": "/admin/", "pathType": "Prefix", "backend": {"service": {"name": "presence-gateway", "port": {"name": "http"}}}}
+            {
+                "path": "/admin/",
+                "pathType": "Prefix",
+                "backend": {"service": {"name": "presence-gateway", "port": {"name": "http"}}},
+            }
         )
         changed = True
     for route in each(docs, "HTTPRoute"):
@@ -508,21 +518,28 @@ def drop_otlp_egress(docs):
     docs[:] = [
         d
         for d in docs
-        if not (d["kind"] == "NetworkPolicy" and any(p.get("port") == 4317 for r in d["spec"].get("egress", []) for p in r.get("ports", [])))
+        if not (
+            d["kind"] == "NetworkPolicy"
+            and any(p.get("port") == 4317 for r in d["spec"].get("egress", []) for p in r.get("ports", []))
+        )
     ]
     return len(docs) != before
 
 
 def password_in_env(docs):
     container_of(docs, "presence-validator").setdefault("env", []).append(
-        {"name": "PRESENCE_KAFKA_SASL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "presence-kafka", "key": "password"}}}
+        {
+            "name": "PRESENCE_KAFKA_SASL_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "presence-kafka", "key": "password"}},
+        }
     )
     return True
 
 
 def unmount_redis_password(docs):
     pod = each(docs, "Deployment", "presence-registry")[0]["spec"]["template"]["spec"]
-    pod["containers"][0]["volumeMounts"] = [m for m in pod["containers"][0].get("volumeMounts", []) if "redis" not in m["name"]]
+    container = pod["containers"][0]
+    container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if "redis" not in m["name"]]
     return True
 
 
