@@ -341,3 +341,33 @@ async fn on_a_terminal_upload_draws_progress_and_scans_show_green_and_red() -> R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_loadgen_shows_a_live_line_and_keeps_its_report() -> Result<()> {
+    let app = TestApp::embedded().await?;
+    let dir = temp_dir()?;
+    let key_file = dir.path().join("admin.key");
+    std::fs::write(&key_file, app.admin_key())?;
+    let loadgen = presence_tests::process::built_binary("presence-loadgen")?;
+    // The key from the environment, read from a file by the shell: never on
+    // the command line.
+    let script = format!(
+        "PRESENCE_API_KEY=$(cat '{}') '{}' --url '{}' --tickets 200000 --duration 4s --concurrency 4",
+        key_file.display(),
+        loadgen.display(),
+        app.base_url()
+    );
+    let tmux = Tmux::new();
+    tmux.start(dir.path(), &script)?;
+    let live = tmux
+        .wait_for(Duration::from_secs(60), |screen| {
+            screen.contains(" of 4.0 s ") && screen.contains("req/s") && screen.contains("p99 ")
+        })
+        .await?;
+    ensure!(live.contains("errors 0"), "{live}");
+    let (code, screen, _) = tmux.finished(Duration::from_secs(60)).await?;
+    ensure!(code == 0, "{screen}");
+    // The report as before, after the line.
+    ensure!(screen.contains("result:    PASS"), "{screen}");
+    Ok(())
+}

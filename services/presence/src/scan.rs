@@ -29,9 +29,11 @@ pub enum Kind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Os {
+    #[value(name = "Printed")]
     Printed,
     #[value(name = "iOS")]
     Ios,
+    #[value(name = "Android")]
     Android,
 }
 
@@ -54,8 +56,8 @@ pub struct ScanArgs {
     /// The gate's name, as recorded with the scan [default: "Gate <GATE>"].
     #[arg(long)]
     pub gate_name: Option<String>,
-    /// The scanning device's OS.
-    #[arg(long, value_enum, default_value = "Printed")]
+    /// The scanning device's OS (any case).
+    #[arg(long, value_enum, ignore_case = true, default_value = "Printed")]
     pub os: Os,
     /// When the scan happened, Unix milliseconds [default: now].
     #[arg(long, value_name = "MS")]
