@@ -38,7 +38,7 @@ enum Command {
     Serve(ServeArgs),
     /// Serve a demo venue with tickets in a fresh data dir, and print curl commands to try it.
     Demo(DemoArgs),
-    /// Inventory file tools.
+    /// Inventory files: check one offline, or upload one to a running server.
     Inventory {
         #[command(subcommand)]
         command: InventoryCommand,
