@@ -83,19 +83,26 @@ async fn tail_file(args: &TailArgs, printer: &Printer) -> anyhow::Result<()> {
          or --brokers for a distributed deployment",
         data_dir.display()
     );
-    let (lines, mut reader) = TrailReader::open(data_dir)
-        .with_context(|| format!("reading the audit trail in {}", data_dir.display()))?;
-    if !printer.print_lines(lines)? || !args.follow {
-        return Ok(());
-    }
+    let reading = || format!("reading the audit trail in {}", data_dir.display());
+    let mut reader = TrailReader::open(data_dir).with_context(reading)?;
     loop {
-        tokio::time::sleep(FILE_POLL).await;
-        let lines = reader
-            .follow()
-            .with_context(|| format!("reading the audit trail in {}", data_dir.display()))?;
-        if !printer.print_lines(lines)? {
+        let mut failed = None;
+        let more = reader
+            .read(&mut |line| match printer.print_line(line) {
+                Ok(more) => more,
+                Err(error) => {
+                    failed = Some(error);
+                    false
+                }
+            })
+            .with_context(reading)?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if !more || !args.follow {
             return Ok(());
         }
+        tokio::time::sleep(FILE_POLL).await;
     }
 }
 
@@ -169,21 +176,16 @@ struct Printer {
 }
 
 impl Printer {
-    /// Prints the records among `lines`; `false` once stdout is closed (`| head`).
-    fn print_lines(&self, lines: Vec<TrailLine>) -> anyhow::Result<bool> {
-        for line in lines {
-            match line {
-                TrailLine::Record(record) => {
-                    if !self.print(&record)? {
-                        return Ok(false);
-                    }
-                }
-                TrailLine::Unreadable { line, reason } => {
-                    tracing::warn!(%line, %reason, "skipped a line that is not an audit record");
-                }
+    /// Prints a line's record, skipping (with a warning) a line that is
+    /// none; `false` once stdout is closed (`| head`).
+    fn print_line(&self, line: TrailLine) -> anyhow::Result<bool> {
+        match line {
+            TrailLine::Record(record) => self.print(&record),
+            TrailLine::Unreadable { line, reason } => {
+                tracing::warn!(%line, %reason, "skipped a line that is not an audit record");
+                Ok(true)
             }
         }
-        Ok(true)
     }
 
     /// Prints one record; `false` once stdout is closed.

@@ -110,11 +110,15 @@ impl AuditSink for AuditFile {
 }
 
 /// Reads the trail of a data directory, oldest first, and what is appended
-/// to it later (following rotations).
+/// to it later (following rotations), a line at a time: the trail is never
+/// held whole.
 #[derive(Debug)]
 pub struct TrailReader {
     current: PathBuf,
-    /// The current file, from where reading stopped; `None` until it exists.
+    /// The rotated file, until it is read through.
+    previous: Option<BufReader<File>>,
+    /// The current file, from where reading stopped, and its inode; `None`
+    /// until it exists.
     reading: Option<(BufReader<File>, u64)>,
 }
 
@@ -130,37 +134,39 @@ pub enum TrailLine {
 }
 
 impl TrailReader {
-    /// Every record in `data_dir` now (the rotated file first), and a reader
-    /// positioned after them for [`TrailReader::follow`].
-    pub fn open(data_dir: &Path) -> std::io::Result<(Vec<TrailLine>, Self)> {
+    /// A reader at the start of the trail in `data_dir` (the rotated file first).
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let (current, previous) = paths(data_dir);
-        let mut lines = Vec::new();
-        if let Some(file) = open_existing(&previous)? {
-            read_lines(&mut BufReader::new(file), &mut lines)?;
-        }
-        let mut reader = Self {
+        Ok(Self {
             current,
+            previous: open_existing(&previous)?.map(BufReader::new),
             reading: None,
-        };
-        lines.extend(reader.follow()?);
-        Ok((lines, reader))
+        })
     }
 
-    /// The records appended since the last call. A rotation (the file
-    /// renamed away and a new one begun) is noticed by the file being new:
-    /// the old file is read to its end through the handle still open on it,
-    /// then the new one from its start. Only a file rotated twice between two
-    /// calls (64 MiB of records) would be missed.
-    pub fn follow(&mut self) -> std::io::Result<Vec<TrailLine>> {
-        let mut lines = Vec::new();
+    /// Hands `each` every line not read yet, until it returns `false`
+    /// (then `read` does too). A rotation (the file renamed away and a new
+    /// one begun) is noticed by the file being new: the old file is read to
+    /// its end through the handle still open on it, then the new one from
+    /// its start. Only a file rotated twice between two calls (64 MiB of
+    /// records) would be missed.
+    pub fn read(&mut self, each: &mut dyn FnMut(TrailLine) -> bool) -> std::io::Result<bool> {
+        if let Some(previous) = &mut self.previous {
+            if !read_lines(previous, each)? {
+                return Ok(false);
+            }
+            self.previous = None;
+        }
         let rotated = match (&self.reading, identity(&self.current)?) {
             (Some((_, reading)), Some(now)) => *reading != now,
             (None, Some(_)) => true,
             (_, None) => false,
         };
         if rotated {
-            if let Some((old, _)) = &mut self.reading {
-                read_lines(old, &mut lines)?;
+            if let Some((old, _)) = &mut self.reading
+                && !read_lines(old, each)?
+            {
+                return Ok(false);
             }
             self.reading = open_existing(&self.current)?
                 .map(|file| {
@@ -169,10 +175,10 @@ impl TrailReader {
                 })
                 .transpose()?;
         }
-        if let Some((reader, _)) = &mut self.reading {
-            read_lines(reader, &mut lines)?;
+        match &mut self.reading {
+            Some((reader, _)) => read_lines(reader, each),
+            None => Ok(true),
         }
-        Ok(lines)
     }
 }
 
@@ -194,28 +200,34 @@ fn inode(file: &File) -> std::io::Result<u64> {
     Ok(file.metadata()?.ino())
 }
 
-/// Reads whole lines; a line not yet ended by `\n` (being written) is left
-/// for the next read.
-fn read_lines(reader: &mut BufReader<File>, lines: &mut Vec<TrailLine>) -> std::io::Result<()> {
+/// Hands `each` the whole lines there are; a line not yet ended by `\n`
+/// (being written) is left for the next read. `false` when `each` said stop.
+fn read_lines(
+    reader: &mut BufReader<File>,
+    each: &mut dyn FnMut(TrailLine) -> bool,
+) -> std::io::Result<bool> {
     loop {
         let start = reader.stream_position()?;
         let mut line = String::new();
         let read = reader.read_line(&mut line)?;
         if read == 0 {
-            return Ok(());
+            return Ok(true);
         }
         if !line.ends_with('\n') {
             reader.seek(SeekFrom::Start(start))?;
-            return Ok(());
+            return Ok(true);
         }
         let line = line.trim_end();
-        lines.push(match serde_json::from_str(line) {
+        let parsed = match serde_json::from_str(line) {
             Ok(record) => TrailLine::Record(record),
             Err(error) => TrailLine::Unreadable {
                 line: line.chars().take(200).collect(),
                 reason: error.to_string(),
             },
-        });
+        };
+        if !each(parsed) {
+            return Ok(false);
+        }
     }
 }
 
@@ -235,14 +247,23 @@ mod tests {
         }
     }
 
-    fn times(lines: &[TrailLine]) -> Vec<i64> {
-        lines
-            .iter()
-            .map(|line| match line {
-                TrailLine::Record(record) => record.at,
-                TrailLine::Unreadable { line, .. } => panic!("unreadable: {line}"),
+    /// The times of the records `reader` reads now.
+    fn times(reader: &mut TrailReader) -> Vec<i64> {
+        let mut times = Vec::new();
+        reader
+            .read(&mut |line| {
+                match line {
+                    TrailLine::Record(record) => times.push(record.at),
+                    TrailLine::Unreadable { line, .. } => panic!("unreadable: {line}"),
+                }
+                true
             })
-            .collect()
+            .unwrap();
+        times
+    }
+
+    fn whole_trail(dir: &Path) -> Vec<i64> {
+        times(&mut TrailReader::open(dir).unwrap())
     }
 
     #[tokio::test]
@@ -251,22 +272,24 @@ mod tests {
         let line_bytes = serde_json::to_vec(&revoke(1)).unwrap().len() as u64 + 1;
         // Two records a file.
         let file = AuditFile::open_rotating_at(dir.path(), line_bytes * 2).unwrap();
-        let (before, mut reader) = TrailReader::open(dir.path()).unwrap();
-        assert!(before.is_empty());
+        let mut reader = TrailReader::open(dir.path()).unwrap();
+        assert!(times(&mut reader).is_empty());
         for at in 1..=3 {
             file.record(revoke(at)).await.unwrap();
         }
         // Followed across the rotation: 1 and 2 from the file renamed away.
-        assert_eq!(times(&reader.follow().unwrap()), [1, 2, 3]);
+        assert_eq!(times(&mut reader), [1, 2, 3]);
         file.record(revoke(4)).await.unwrap();
-        assert_eq!(times(&reader.follow().unwrap()), [4]);
-        let (all, _) = TrailReader::open(dir.path()).unwrap();
-        assert_eq!(times(&all), [1, 2, 3, 4]);
+        assert_eq!(times(&mut reader), [4]);
+        assert_eq!(whole_trail(dir.path()), [1, 2, 3, 4]);
         for at in 5..=6 {
             file.record(revoke(at)).await.unwrap();
         }
-        let (kept, _) = TrailReader::open(dir.path()).unwrap();
-        assert_eq!(times(&kept), [3, 4, 5, 6], "at most two files are kept");
+        assert_eq!(
+            whole_trail(dir.path()),
+            [3, 4, 5, 6],
+            "at most two files are kept"
+        );
         let on_disk: u64 = [AUDIT_FILE, "audit.ndjson.1"]
             .iter()
             .map(|name| std::fs::metadata(dir.path().join(name)).unwrap().len())
@@ -287,7 +310,6 @@ mod tests {
             .record(revoke(2))
             .await
             .unwrap();
-        let (all, _) = TrailReader::open(dir.path()).unwrap();
-        assert_eq!(times(&all), [1, 2]);
+        assert_eq!(whole_trail(dir.path()), [1, 2]);
     }
 }
