@@ -50,6 +50,15 @@ ensure_redis_server() {
     fi
 }
 
+# tmux, in which the command line's tests run commands on a real terminal and
+# read the screen (progress bars, colours).
+ensure_tmux() {
+    if ! command -v tmux >/dev/null 2>&1; then
+        log "installing tmux"
+        apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+    fi
+}
+
 # librdkafka is built with TLS against the system's OpenSSL (libssl-dev, found
 # with pkg-config); the Kafka security tests make their certificates with the
 # openssl program and terminate TLS in front of the test broker with stunnel.
@@ -191,6 +200,7 @@ main() {
     ensure_kustomize
     ensure_nextest
     ensure_redis_server
+    ensure_tmux
     ensure_tls_packages
     ensure_tansu
     ensure_podman

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<PathBuf> = ["scan", "decision", "device", "inventory", "rpc"]
+    let files: Vec<PathBuf> = ["scan", "decision", "device", "inventory", "rpc", "audit"]
         .iter()
         .map(|name| root.join(format!("presence/v1/{name}.proto")))
         .collect();

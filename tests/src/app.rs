@@ -2,7 +2,8 @@
 //! operator and an upstream ticketing system make against it.
 
 use crate::process::{
-    PresenceProcess, STOP_TIMEOUT, print_logs_in, read_logs_in, tail, wait_for_exit,
+    Launch, PresenceProcess, STOP_TIMEOUT, print_logs_in, read_logs_in, run_to_completion, tail,
+    wait_for_exit,
 };
 use crate::scenario::{Scanner, unique, unique_mac};
 use crate::stack::{
@@ -507,6 +508,43 @@ impl TestApp {
             .plan
             .distributed_plan()
             .ok_or_else(|| anyhow!("not a distributed fixture"))
+    }
+
+    /// `presence audit tail` reading this fixture's audit trail: the embedded
+    /// server's data directory, or the distributed fixture's `audit` topic.
+    pub fn audit_tail(&self) -> Launch {
+        let launch = Launch::new(self.inner.dir.path()).arg("audit").arg("tail");
+        match self.cluster() {
+            None => launch
+                .arg("--data-dir")
+                .arg(self.inner.dir.path().join("data")),
+            Some(cluster) => cluster.kafka_env.iter().fold(
+                launch
+                    .arg("--brokers")
+                    .arg(&cluster.bootstrap)
+                    .arg("--topic-prefix")
+                    .arg(&cluster.topic_prefix),
+                |launch, (key, value)| launch.env(key, value),
+            ),
+        }
+    }
+
+    /// The whole audit trail as `presence audit tail --json` prints it, one
+    /// object a record, oldest first.
+    pub async fn audit_trail(&self) -> Result<Vec<Value>> {
+        let output = run_to_completion(&self.audit_tail().arg("--json")).await?;
+        let stdout = String::from_utf8(output.stdout).context("audit tail printed non-UTF-8")?;
+        if !output.status.success() {
+            bail!(
+                "presence audit tail: {}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).with_context(|| format!("audit line {line}")))
+            .collect()
     }
 
     /// Where the distributed services meet; `None` for the embedded fixture.

@@ -19,6 +19,7 @@
 //! - [`otlp`]: a receiver for the spans the services export;
 //! - [`prometheus`]: reading the `/metrics` pages;
 //! - [`scenario`]: unique names, inventory records around now, scan bodies;
+//! - [`terminal`]: a command run on a real terminal (tmux), its screen read back;
 //! - [`curl`]: the curl commands `presence demo` prints, as a reader pastes them.
 
 pub mod app;
@@ -35,6 +36,7 @@ pub mod scans;
 pub mod scenario;
 pub mod secured_broker;
 pub mod stack;
+pub mod terminal;
 
 pub use anyhow;
 pub use app::{Auth, Keys, Reply, TestApp};

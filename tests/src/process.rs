@@ -31,8 +31,10 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 33] = [
+const AMBIENT_SETTINGS: [&str; 35] = [
     "PRESENCE_LOG_FORMAT",
+    "PRESENCE_URL",
+    "PRESENCE_API_KEY_FILE",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "PRESENCE_LISTEN",
     "PRESENCE_OPS_LISTEN",

@@ -236,8 +236,20 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
         ),
     ];
     // Each binary (and subcommand) with the secret-holding variables it takes.
-    let helps: [(&str, &[&str], &[&str]); 8] = [
+    let helps: [(&str, &[&str], &[&str]); 12] = [
         ("presence", &["serve"], &["PRESENCE_API_KEY"]),
+        (
+            "presence",
+            &["inventory", "upload"],
+            &["PRESENCE_URL", "PRESENCE_API_KEY"],
+        ),
+        ("presence", &["scan"], &["PRESENCE_URL", "PRESENCE_API_KEY"]),
+        (
+            "presence",
+            &["ticket"],
+            &["PRESENCE_URL", "PRESENCE_API_KEY"],
+        ),
+        ("presence", &["audit", "tail"], &["PRESENCE_DATA_DIR"]),
         (
             "presence",
             &["backup"],

@@ -114,6 +114,8 @@ impl Args {
             inventory_batch: self.inventory_batch,
             threads: self.threads,
             allow_errors: self.allow_errors,
+            // A person watching sees the drive live; a script gets the report only.
+            live: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
         settings.validate()?;
         Ok(settings)

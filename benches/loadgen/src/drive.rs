@@ -10,6 +10,7 @@
 
 use crate::error::LoadgenError;
 use crate::http::{Answer, Connection, Target, result_status};
+use crate::live::{Live, Window};
 use crate::mix::{Mix, Op, Sequence};
 use crate::schedule::Schedule;
 use crate::setup::{Device, RunIds, now_ms, splitmix};
@@ -58,6 +59,8 @@ pub struct Plan {
     pub duration: Duration,
     pub timeout: Duration,
     pub mix: Mix,
+    /// Draw the live line on stderr (a terminal is watching).
+    pub live: bool,
 }
 
 /// The three scan endpoints under the target's base URL.
@@ -89,6 +92,7 @@ struct Shared {
     warmup_end: Instant,
     end: Instant,
     timeout: Duration,
+    live: Live,
 }
 
 impl Shared {
@@ -179,6 +183,7 @@ pub async fn drive(
         warmup_end,
         end,
         timeout: plan.timeout,
+        live: Live::new(workers)?,
     });
 
     let mut handles = Vec::with_capacity(workers);
@@ -186,9 +191,28 @@ pub async fn drive(
         let worker = Worker::new(Arc::clone(&shared), index, connection)?;
         handles.push(tokio::spawn(worker.run()));
     }
+    let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
+    let line = plan.live.then(|| {
+        let shared = Arc::clone(&shared);
+        let window = Window {
+            start,
+            warmup_end,
+            end,
+        };
+        tokio::spawn(async move {
+            crate::live::show(&shared.live, window, async {
+                let _ = line_stopped.await;
+            })
+            .await;
+        })
+    });
     let mut recorder = Recorder::new()?;
     for handle in handles {
         recorder.merge(&handle.await?)?;
+    }
+    let _ = stop_line.send(());
+    if let Some(line) = line {
+        line.await?;
     }
 
     let exhausted_at = shared.exhausted_at.get().copied();
@@ -236,6 +260,8 @@ struct Worker {
     shared: Arc<Shared>,
     connection: Option<Connection>,
     rng: u64,
+    /// This worker's number, and its tally in the live line.
+    index: usize,
     device: usize,
     recorder: Recorder,
 }
@@ -248,6 +274,7 @@ impl Worker {
     ) -> Result<Self, LoadgenError> {
         Ok(Self {
             rng: splitmix(index as u64 ^ now_ms()) | 1,
+            index,
             device: index,
             shared,
             connection,
@@ -325,14 +352,17 @@ impl Worker {
                 let status = result_status(&answer.body);
                 self.settle(&scan, status);
                 if measured {
-                    self.recorder.answered(
-                        scan.op,
-                        done.saturating_duration_since(intended),
-                        answer.status.as_u16(),
-                        status,
+                    let latency = done.saturating_duration_since(intended);
+                    self.recorder
+                        .answered(scan.op, latency, answer.status.as_u16(), status);
+                    self.shared.live.measured(
+                        self.index,
+                        Some(latency),
+                        answer.status.is_server_error(),
                     );
                 } else {
                     self.recorder.warmup(answer.status.is_server_error());
+                    self.shared.live.warming_up(self.index);
                 }
             }
             Err(failure) => {
@@ -340,8 +370,10 @@ impl Worker {
                 self.connection = None;
                 if measured {
                     self.recorder.failed(scan.op, failure);
+                    self.shared.live.measured(self.index, None, false);
                 } else {
                     self.recorder.warmup(true);
+                    self.shared.live.warming_up(self.index);
                 }
                 if failure == Failure::Connect {
                     tokio::time::sleep(CONNECT_BACKOFF).await;

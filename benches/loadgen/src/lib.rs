@@ -9,12 +9,14 @@
 //! - [`http`]: one keep-alive HTTP/1.1 connection per worker, and `result.status`
 //!   found without parsing the JSON;
 //! - [`stats`]: per-worker counts and an HDR latency histogram;
+//! - [`live`]: the line redrawn on a terminal while the drive runs;
 //! - [`report`]: the text and JSON report.
 
 pub mod cli;
 pub mod drive;
 pub mod error;
 pub mod http;
+pub mod live;
 pub mod mix;
 pub mod report;
 pub mod schedule;
@@ -78,6 +80,8 @@ pub struct Settings {
     pub threads: usize,
     /// Pass even with 5xx answers or requests without an answer.
     pub allow_errors: bool,
+    /// Draw the live line (elapsed, rate, p50/p99 so far, errors) on stderr.
+    pub live: bool,
 }
 
 impl Settings {
@@ -182,6 +186,7 @@ pub async fn run(settings: &Settings, prepared: Prepared) -> Result<Report, Load
         duration: settings.duration,
         timeout: settings.timeout,
         mix: settings.mix.clone(),
+        live: settings.live,
     };
     let url = prepared.target.url().to_owned();
     let outcome = drive::drive(

@@ -43,6 +43,12 @@ impl FailureCounts {
     }
 }
 
+/// An empty histogram of latencies in microseconds, up to an hour.
+pub fn new_latency_histogram() -> Result<Histogram<u64>, LoadgenError> {
+    Histogram::new_with_bounds(1, HIGHEST_MICROS, SIGNIFICANT_DIGITS)
+        .map_err(|e| LoadgenError::Histogram(e.to_string()))
+}
+
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub latency: Histogram<u64>,
@@ -69,10 +75,8 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new() -> Result<Self, LoadgenError> {
-        let latency = Histogram::new_with_bounds(1, HIGHEST_MICROS, SIGNIFICANT_DIGITS)
-            .map_err(|e| LoadgenError::Histogram(e.to_string()))?;
         Ok(Self {
-            latency,
+            latency: new_latency_histogram()?,
             statuses: Vec::new(),
             unparsed: 0,
             http_codes: Vec::new(),

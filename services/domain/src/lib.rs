@@ -7,11 +7,13 @@
 //! - [`decision`]: statuses, decisions and the decision event analytics consume;
 //! - [`device`]: device init and lookup requests, MAC and IP normalisation, gate names;
 //! - [`inventory`]: venues, events, gates and tickets, and NDJSON inventory validation;
+//! - [`audit`]: the audit trail's records (who changed inventory and devices);
 //! - [`stats`]: the live view of a venue and which counter a decision bumps.
 //!
 //! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
 //! the rules never see a wire format.
 
+pub mod audit;
 pub mod decision;
 pub mod device;
 pub mod fields;
@@ -24,6 +26,7 @@ pub mod state;
 pub mod stats;
 pub mod time;
 
+pub use audit::{AuditAction, AuditRecord, UploadedVenues};
 pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
 pub use device::{Device, DeviceInitRequest, DeviceLookup, GateRef, Mac};
 pub use fields::{FieldError, FieldErrors};

@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let transport =
         Arc::new(KafkaTransport::start(kafka, deadlines).context("creating the Kafka clients")?);
-    let gateway = Gateway::bind(settings.listen, config, keys, transport.clone())
+    let audit = Arc::new(transport.audit());
+    let gateway = Gateway::bind(settings.listen, config, keys, transport.clone(), audit)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     presence_kafka::metrics::register(&gateway.metrics());

@@ -49,6 +49,13 @@ struct ScanLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    kind: &'static str,
+    /// `written` or `failed`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -73,9 +80,14 @@ pub(crate) struct Metrics {
     decision_timeouts: Counter,
     unavailable: Counter,
     inventory_applied: Counter,
+    audit_records: Family<AuditLabels, Counter>,
     rate_limited: Family<KeyLabels, Counter>,
     connections: Gauge,
     header_timeouts: Counter,
+}
+
+fn outcome_label(written: bool) -> &'static str {
+    if written { "written" } else { "failed" }
 }
 
 fn http_histogram() -> Histogram {
@@ -98,10 +110,24 @@ impl Metrics {
             decision_timeouts: Counter::default(),
             unavailable: Counter::default(),
             inventory_applied: Counter::default(),
+            audit_records: Family::default(),
             rate_limited: Family::default(),
             connections: Gauge::default(),
             header_timeouts: Counter::default(),
         };
+        // Every kind and outcome served from the start at 0, so alerts and
+        // dashboards see the series before the first record.
+        for kind in presence_domain::AuditAction::KINDS {
+            for written in [true, false] {
+                metrics
+                    .audit_records
+                    .get_or_create(&AuditLabels {
+                        kind,
+                        outcome: outcome_label(written),
+                    })
+                    .inc_by(0);
+            }
+        }
         metrics.handle.with_registry(|registry| {
             registry.register(
                 "http_requests",
@@ -142,6 +168,12 @@ impl Metrics {
                 "inventory_records_applied",
                 "Inventory records applied through the admin API",
                 metrics.inventory_applied.clone(),
+            );
+            registry.register(
+                "audit_records",
+                "Audit records by kind, `written` or `failed` to be stored (the change \
+                 stands; the trail misses it)",
+                metrics.audit_records.clone(),
             );
             registry.register(
                 "rate_limited",
@@ -220,6 +252,15 @@ impl Metrics {
 
     pub(crate) fn inventory_applied(&self, records: u64) {
         self.inventory_applied.inc_by(records);
+    }
+
+    pub(crate) fn audit_recorded(&self, kind: &'static str, written: bool) {
+        self.audit_records
+            .get_or_create(&AuditLabels {
+                kind,
+                outcome: outcome_label(written),
+            })
+            .inc();
     }
 
     pub(crate) fn rate_limited(&self, key_name: &str) {

@@ -23,7 +23,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use presence_ports::Transport;
+use presence_ports::{AuditSink, Transport};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -53,6 +53,7 @@ impl Gateway {
         config: GatewayConfig,
         keys: ApiKeys,
         transport: Arc<dyn Transport>,
+        audit: Arc<dyn AuditSink>,
     ) -> Result<Self, GatewayError> {
         let bind_error = |source| GatewayError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
@@ -60,7 +61,7 @@ impl Gateway {
         Ok(Self {
             listener,
             local_addr,
-            state: GatewayState::new(config, keys, transport),
+            state: GatewayState::new(config, keys, transport, audit),
         })
     }
 

@@ -2,15 +2,18 @@
 //! whether the gateway is shutting down.
 
 use crate::config::GatewayConfig;
-use crate::keys::ApiKeys;
+use crate::keys::{ApiKeys, Caller};
 use crate::metrics::{Metrics, MetricsHandle};
 use crate::readiness::ReadinessGrace;
 use crate::reply::Failure;
-use presence_ports::{Snapshots, Transport, TransportError};
+use presence_domain::time::unix_millis;
+use presence_domain::{AuditAction, AuditRecord};
+use presence_ports::{AuditSink, Snapshots, Transport, TransportError};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 /// The state behind [`router`](crate::router). Cheap to clone.
 #[derive(Clone)]
@@ -22,6 +25,7 @@ struct Inner {
     config: GatewayConfig,
     keys: ApiKeys,
     transport: Arc<dyn Transport>,
+    audit: Arc<dyn AuditSink>,
     metrics: Metrics,
     stopping: AtomicBool,
     readiness: ReadinessGrace,
@@ -32,8 +36,13 @@ struct Inner {
 
 impl GatewayState {
     /// Each key gets a fresh rate limit bucket: its own limit from the keys file,
-    /// else the config's.
-    pub fn new(config: GatewayConfig, keys: ApiKeys, transport: Arc<dyn Transport>) -> Self {
+    /// else the config's. Audited changes are recorded to `audit`.
+    pub fn new(
+        config: GatewayConfig,
+        keys: ApiKeys,
+        transport: Arc<dyn Transport>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
         let keys = keys.with_rate_limits(config.key_rate);
         Self {
             inner: Arc::new(Inner {
@@ -41,6 +50,7 @@ impl GatewayState {
                 config,
                 keys,
                 transport,
+                audit,
                 metrics: Metrics::new(),
                 stopping: AtomicBool::new(false),
                 snapshots: OnceLock::new(),
@@ -89,6 +99,29 @@ impl GatewayState {
 
     pub(crate) fn transport(&self) -> &dyn Transport {
         self.inner.transport.as_ref()
+    }
+
+    /// Records on the audit trail that `caller` did `action`, now. Called once
+    /// the change is made, so a failure to record cannot undo it: the request
+    /// is answered as if recorded, and the failure is logged (error, with the
+    /// kind and key name) and counted (`presence_audit_records_total{outcome=
+    /// "failed"}`, alerted on in deploy/k8s). Answering 503 instead would tell
+    /// the client its change failed when it stands.
+    pub(crate) async fn audit(&self, caller: &Caller, action: AuditAction) {
+        let kind = action.kind();
+        let record = AuditRecord {
+            at: unix_millis(SystemTime::now()),
+            key_name: caller.name().to_owned(),
+            action,
+        };
+        let written = match self.inner.audit.record(record).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, kind, key_name = caller.name(), "audit record not stored; the change stands, the audit trail misses it");
+                false
+            }
+        };
+        self.inner.metrics.audit_recorded(kind, written);
     }
 
     pub(crate) fn gateway_metrics(&self) -> &Metrics {

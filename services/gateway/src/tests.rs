@@ -8,10 +8,13 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use presence_domain::inventory::{LineError, LineErrors, NumberedRecord};
 use presence_domain::{
-    Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId, Mac, ScanKind,
-    Status, TicketPlace, VenueId,
+    AuditAction, AuditRecord, Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId,
+    GateId, Mac, ScanKind, Status, TicketPlace, VenueId,
 };
-use presence_ports::{Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError};
+use presence_ports::in_process::RecordedAudit;
+use presence_ports::{
+    Answer, AuditSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,6 +205,7 @@ fn test_config() -> GatewayConfig {
 
 struct Harness {
     fake: Arc<Fake>,
+    audit: Arc<RecordedAudit>,
     state: GatewayState,
 }
 
@@ -238,9 +242,19 @@ impl Harness {
     }
 
     fn with_config(config: GatewayConfig) -> Self {
+        let audit = Arc::new(RecordedAudit::default());
+        Self::auditing_to(config, audit.clone(), audit)
+    }
+
+    /// A harness whose audit records go to `sink`; `audit` is what it reads back.
+    fn auditing_to(
+        config: GatewayConfig,
+        audit: Arc<RecordedAudit>,
+        sink: Arc<dyn AuditSink>,
+    ) -> Self {
         let fake = Arc::new(Fake::default());
-        let state = GatewayState::new(config, keys(), fake.clone());
-        Self { fake, state }
+        let state = GatewayState::new(config, keys(), fake.clone(), sink);
+        Self { fake, audit, state }
     }
 
     async fn call(&self, request: Request<Body>) -> Reply {
@@ -1009,6 +1023,109 @@ async fn inventory_lists_every_bad_line_and_applies_nothing() {
 }
 
 #[tokio::test]
+async fn uploads_and_device_inits_are_audited_by_key_name_never_the_key() {
+    let harness = Harness::new();
+    let upload = format!("{VENUE_LINE}\n{EVENT_LINE}\n{TICKET_LINE}\n");
+    harness
+        .post("/admin/v1/inventory", Some(ADMIN_KEY), upload)
+        .await;
+    *harness.fake.inventory_rejects.lock().unwrap() =
+        Some(LineErrors::from_parts(vec![LineError::new(2, "bad")], 1));
+    harness
+        .post(
+            "/admin/v1/inventory",
+            Some(ADMIN_KEY),
+            format!("{EVENT_LINE}\n{TICKET_LINE}\n"),
+        )
+        .await;
+    harness
+        .post(
+            "/presence/v1/device/init",
+            Some(GATE_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    let kinds: Vec<(String, &str, Vec<VenueId>)> = harness
+        .audit
+        .records()
+        .iter()
+        .map(|r| {
+            (
+                r.key_name.clone(),
+                r.action.kind(),
+                r.action.venues().to_vec(),
+            )
+        })
+        .collect();
+    let venue = vec![VenueId::new(VENUE)];
+    assert_eq!(
+        kinds,
+        [
+            ("PRESENCE_API_KEY".to_owned(), "inventory", venue.clone()),
+            ("PRESENCE_API_KEY".to_owned(), "inventory", venue.clone()),
+            ("north".to_owned(), "device_init", venue),
+        ]
+    );
+    let records = harness.audit.records();
+    assert!(matches!(
+        records[0].action,
+        AuditAction::Inventory {
+            applied: 3,
+            rejected: 0,
+            venue_count: 1,
+            ..
+        }
+    ));
+    assert!(matches!(
+        records[1].action,
+        AuditAction::Inventory {
+            applied: 0,
+            rejected: 1,
+            ..
+        }
+    ));
+    let trail = serde_json::to_string(&records).unwrap();
+    for key in [ADMIN_KEY, GATE_KEY] {
+        assert!(!trail.contains(key), "{trail}");
+    }
+}
+
+/// A sink that never stores: the broker or the disk is down.
+struct BrokenAudit;
+
+#[async_trait]
+impl AuditSink for BrokenAudit {
+    async fn record(&self, _record: AuditRecord) -> Result<(), TransportError> {
+        Err(TransportError::Unavailable("disk full".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_audit_record_not_stored_fails_no_request_and_is_counted() {
+    let harness = Harness::auditing_to(
+        test_config(),
+        Arc::new(RecordedAudit::default()),
+        Arc::new(BrokenAudit),
+    );
+    let reply = harness
+        .post(
+            "/admin/v1/inventory",
+            Some(ADMIN_KEY),
+            format!("{VENUE_LINE}\n"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let metrics = harness.metrics_text().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"presence_audit_records_total{kind="inventory",outcome="failed"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
 async fn inventory_rejections_empty_bodies_and_bad_utf8_are_400() {
     let harness = Harness::new();
     *harness.fake.inventory_rejects.lock().unwrap() = Some(LineErrors::from_parts(
@@ -1358,6 +1475,7 @@ async fn serves_and_stops_gracefully_with_readiness_red_first() {
         config,
         keys(),
         Arc::new(Fake::default()),
+        Arc::new(RecordedAudit::default()),
     )
     .await
     .unwrap();
@@ -1380,9 +1498,15 @@ async fn serves_and_stops_gracefully_with_readiness_red_first() {
 async fn binding_a_taken_port_fails_cleanly() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let error = Gateway::bind(addr, test_config(), keys(), Arc::new(Fake::default()))
-        .await
-        .unwrap_err();
+    let error = Gateway::bind(
+        addr,
+        test_config(),
+        keys(),
+        Arc::new(Fake::default()),
+        Arc::new(RecordedAudit::default()),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, GatewayError::Bind { .. }), "{error}");
 }
 
@@ -1552,7 +1676,12 @@ async fn a_key_may_have_its_own_limit_in_the_keys_file() {
          [[keys]]\nname = \"north\"\nkey = \"{GATE_KEY}\"\nburst = 3\n"
     );
     let keys = ApiKeys::from_toml_str(&file).unwrap();
-    let state = GatewayState::new(limited(1), keys, Arc::new(Fake::default()));
+    let state = GatewayState::new(
+        limited(1),
+        keys,
+        Arc::new(Fake::default()),
+        Arc::new(RecordedAudit::default()),
+    );
     let codes = |key: &'static str, count: usize| {
         let state = state.clone();
         async move {
@@ -1620,9 +1749,15 @@ async fn serve(config: GatewayConfig, fake: Arc<Fake>) -> Served {
         shutdown_grace: Duration::ZERO,
         ..config
     };
-    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), config, keys(), fake)
-        .await
-        .unwrap();
+    let gateway = Gateway::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        keys(),
+        fake,
+        Arc::new(RecordedAudit::default()),
+    )
+    .await
+    .unwrap();
     let addr = gateway.local_addr();
     let metrics = gateway.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

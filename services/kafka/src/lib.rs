@@ -13,18 +13,21 @@
 //!   answers back on a partition of the gateways' shared reply topic that this
 //!   gateway reads ([`replies`]);
 //! - [`sink`]: [`KafkaDecisions`], the validator's `DecisionSink`;
+//! - [`audit`]: [`KafkaAudit`], the gateway's `AuditSink`, on the `audit` topic;
 //! - [`runner`]: the consumer loop the services run on: key-ordered lanes, offsets
 //!   stored only once a record's work is acknowledged, poison records to
 //!   `<topic>.dlq`; the services plug their handlers into it;
 //! - [`service`]: how the validator and the registry run: their consumers, and
 //!   `/healthz` and `/readyz` green while they hold partitions and their store answers;
 //! - [`wire`]: the request and reply messages between gateway and services;
-//! - [`tail`]: [`DecisionReader`], the `decisions` stream read from outside the
-//!   services, without a consumer group (`presence decisions tail`);
+//! - [`tail`]: [`DecisionReader`] and [`AuditReader`], the `decisions` and
+//!   `audit` topics read from outside the services, without a consumer group
+//!   (`presence decisions tail`, `presence audit tail`);
 //! - [`observed`]: the services' ticket store calls (Redis) timed and counted;
 //! - [`metrics`]: decisions published, records handled, dead letters, round
 //!   trips, client errors and consumer lag, for `/metrics`.
 
+pub mod audit;
 pub mod client;
 pub mod metrics;
 pub mod observed;
@@ -39,10 +42,11 @@ pub mod tail;
 pub mod transport;
 pub mod wire;
 
+pub use audit::KafkaAudit;
 pub use producer::KafkaProducer;
 pub use settings::{KafkaArgs, KafkaSettings, Topics};
 pub use sink::KafkaDecisions;
-pub use tail::DecisionReader;
+pub use tail::{AuditReader, DecisionReader};
 pub use transport::KafkaTransport;
 
 /// What can go wrong talking to Kafka.

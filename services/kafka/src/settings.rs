@@ -161,6 +161,11 @@ impl Topics {
         format!("{}decisions", self.prefix)
     }
 
+    /// The audit trail (SPEC §6): one partition, so read in the order made.
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
     /// Configured devices, compacted, keyed by venue and MAC.
     pub fn devices(&self) -> String {
         format!("{}devices", self.prefix)

@@ -2,6 +2,7 @@
 //! service that answers it, and the answer comes back on a partition of the
 //! gateways' reply topic that this gateway reads ([`crate::replies`]).
 
+use crate::audit::KafkaAudit;
 use crate::client::{
     self, CORRELATION_ID, DEADLINE, REPLY_PARTITION, REPLY_TO, TRACEPARENT, TopicSpec, TraceContext,
 };
@@ -102,6 +103,12 @@ pub fn gateway_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
             compacted: false,
             retention: Some(REPLY_RETENTION),
         },
+        TopicSpec {
+            name: topics.audit(),
+            partitions: 1,
+            compacted: false,
+            retention: Some(crate::audit::AUDIT_RETENTION),
+        },
     ]
 }
 
@@ -126,6 +133,11 @@ impl KafkaTransport {
             preparing,
             deadlines,
         })
+    }
+
+    /// The audit trail's sink, sharing this transport's producer.
+    pub fn audit(&self) -> KafkaAudit {
+        KafkaAudit::new(self.producer.clone(), self.topics.audit())
     }
 
     /// The reply reader, or why there is none yet.

@@ -71,3 +71,31 @@ impl DecisionSink for CountedDecisions {
         self.next.publish(event).await
     }
 }
+
+/// Keeps audit records in memory, in the order recorded: for tests of what
+/// the gateway records.
+#[derive(Debug, Default)]
+pub struct RecordedAudit {
+    records: std::sync::Mutex<Vec<presence_domain::AuditRecord>>,
+}
+
+impl RecordedAudit {
+    /// Every record so far.
+    pub fn records(&self) -> Vec<presence_domain::AuditRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl crate::audit::AuditSink for RecordedAudit {
+    async fn record(&self, record: presence_domain::AuditRecord) -> Result<(), TransportError> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+        Ok(())
+    }
+}

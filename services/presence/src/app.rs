@@ -1,5 +1,6 @@
 //! Builds the all-in-one server and runs it until shutdown.
 
+use crate::audit_log::AuditFile;
 use crate::inventory_file;
 use crate::metrics::StoreMetrics;
 use crate::transport::InProcessTransport;
@@ -73,11 +74,15 @@ impl EmbeddedApp {
                 .with_context(|| format!("applying inventory file {}", path.display()))?;
             tracing::info!(applied, file = %path.display(), "start-up inventory applied");
         }
+        let audit = AuditFile::open(&settings.data_dir).with_context(|| {
+            format!("opening the audit trail in {}", settings.data_dir.display())
+        })?;
         let gateway = Gateway::bind(
             settings.listen,
             settings.gateway,
             settings.api_keys,
             Arc::new(transport.clone()),
+            Arc::new(audit),
         )
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -1,7 +1,8 @@
 //! `presence backup` and `presence restore`: a running server's store copied
 //! to a file while it serves, and a copy put in place for `presence serve`.
 
-use anyhow::{Context, bail, ensure};
+use crate::client::{ServerArgs, http_client, refusal};
+use anyhow::{Context, ensure};
 use clap::Args;
 use presence_store_embedded::{BackupSummary, data_file, inspect_backup};
 use std::io::Write;
@@ -14,20 +15,12 @@ const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The running server's URL.
-    #[arg(
-        long,
-        env = "PRESENCE_URL",
-        default_value = "http://127.0.0.1:8080",
-        hide_env_values = true
-    )]
-    url: String,
+    /// The server, and an admin key.
+    #[command(flatten)]
+    server: ServerArgs,
     /// The file to write; it must not exist.
     #[arg(long)]
     to: PathBuf,
-    /// A file holding an admin API key [default: the PRESENCE_API_KEY environment variable].
-    #[arg(long, env = "PRESENCE_API_KEY_FILE")]
-    api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -43,50 +36,27 @@ pub struct RestoreArgs {
     replace: bool,
 }
 
-/// The admin key: from the file named, else from `PRESENCE_API_KEY`; never a
-/// flag, which would show in the process list and the shell's history.
-fn admin_key(file: Option<&Path>) -> anyhow::Result<String> {
-    let key = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the API key file {}", path.display()))?,
-        None => std::env::var("PRESENCE_API_KEY")
-            .context("no API key: set PRESENCE_API_KEY or pass --api-key-file with an admin key")?,
-    };
-    let key = key.trim().to_owned();
-    ensure!(!key.is_empty(), "the API key is empty");
-    Ok(key)
-}
-
 /// Downloads the server's backup to `args.to` (through a `.partial` file, so
 /// the name only ever holds a whole copy), then checks it opens.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let key = admin_key(args.api_key_file.as_deref())?;
+    let key = args.server.api_key()?;
     ensure!(
         !args.to.exists(),
         "{} exists; choose a new file name",
         args.to.display()
     );
     let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .timeout(DOWNLOAD_TIMEOUT)
-        .build()
-        .context("starting the HTTP client")?;
-    let url = format!("{}/admin/v1/backup", args.url.trim_end_matches('/'));
+    let client = http_client(DOWNLOAD_TIMEOUT)?;
     let mut response = client
-        .get(&url)
+        .get(args.server.endpoint("/admin/v1/backup"))
         .header("X-Api-Key", key)
         .send()
         .await
-        .with_context(|| format!("cannot reach {url}: is the server running there?"))?;
+        .map_err(|error| args.server.unreachable(&error))?;
     if !response.status().is_success() {
         let code = response.status();
         let text = response.text().await.unwrap_or_default();
-        let refusal: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        bail!(
-            "the server refused the backup: HTTP {code} {} {}",
-            refusal["result"]["status"].as_str().unwrap_or(""),
-            refusal["result"]["message"].as_str().unwrap_or(&text)
-        );
+        return Err(refusal("the backup", code, &text));
     }
     let partial = partial_path(&args.to);
     let mut out = std::fs::OpenOptions::new()

@@ -166,7 +166,7 @@ async fn follow(args: &TailArgs, printed: &mut u64) -> anyhow::Result<()> {
     }
     loop {
         match reader.next().await {
-            Ok(Read::Decision(event)) => {
+            Ok(Read::Record(event)) => {
                 let mut stdout = std::io::stdout().lock();
                 match write_json_line(&mut stdout, &event).and_then(|()| stdout.flush()) {
                     Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

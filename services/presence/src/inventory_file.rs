@@ -1,10 +1,15 @@
 //! Inventory files: read, parse and check NDJSON without a server.
 
+use crate::progress::FileProgress;
 use anyhow::Context;
 use presence_domain::inventory::{
-    InventoryRecord, LineErrors, NumberedRecord, check_references, parse_ndjson,
+    InventoryRecord, LineErrors, NdjsonParser, NumberedRecord, check_references, parse_ndjson,
 };
+use std::io::Read;
 use std::path::Path;
+
+/// Bytes read and parsed at a time by [`check_file`].
+const CHUNK_BYTES: usize = 256 * 1024;
 
 /// How many records of each type a file holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +55,40 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
 /// store: every venue and event a line names must be defined on an earlier line.
 pub fn check_offline(text: &str) -> Result<Vec<NumberedRecord>, LineErrors> {
     let (records, syntax) = parse_ndjson(text);
+    checked(records, syntax)
+}
+
+/// [`check_offline`] on a file read piece by piece (never held whole as
+/// text), with a progress bar on stderr when `show_progress`.
+pub fn check_file(
+    path: &Path,
+    show_progress: bool,
+) -> anyhow::Result<Result<Vec<NumberedRecord>, LineErrors>> {
+    let opening = || format!("reading inventory file {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(opening)?;
+    let total = file.metadata().with_context(opening)?.len();
+    let mut progress = FileProgress::new(total, "checking", show_progress);
+    let mut parser = NdjsonParser::default();
+    let mut buffer = vec![0; CHUNK_BYTES];
+    loop {
+        let read = file.read(&mut buffer).with_context(opening)?;
+        if read == 0 {
+            break;
+        }
+        parser.push(&buffer[..read]);
+        progress.advance(&buffer[..read]);
+    }
+    let waiting = progress.then_wait_for("checking references between lines");
+    let (records, syntax) = parser.finish();
+    let checked = checked(records, syntax);
+    waiting.done();
+    Ok(checked)
+}
+
+fn checked(
+    records: Vec<NumberedRecord>,
+    syntax: LineErrors,
+) -> Result<Vec<NumberedRecord>, LineErrors> {
     let errors = check_references(&records, syntax, |_| false);
     if errors.is_empty() {
         Ok(records)

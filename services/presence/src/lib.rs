@@ -6,21 +6,36 @@
 //! - [`transport`]: [`InProcessTransport`], the `Transport` that calls the
 //!   validator and registry directly;
 //! - [`app`]: builds and runs the whole server from [`app::ServeSettings`];
+//! - [`audit_log`]: the embedded audit trail, a bounded file in the data
+//!   directory; [`audit`]: `presence audit tail`, which prints it (or the
+//!   distributed `audit` topic);
 //! - [`backup`]: `presence backup` and `presence restore`;
 //! - [`decisions`]: `presence decisions`: the decisions topic tailed as JSON lines
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
+//! - [`client`]: what the commands that call a running server share (URL, API
+//!   key, refusals explained, the terminal); [`progress`]: their progress bars;
 //! - [`inventory_file`]: reading and checking NDJSON inventory files offline;
+//! - [`inventory_upload`]: `presence inventory upload`, a file streamed to a server;
+//! - [`scan`]: `presence scan`, one scan shown as a gate shows it; [`ticket`]:
+//!   `presence ticket`, a ticket's state and history as a table;
 //! - [`metrics`]: the embedded store's group-commit figures on `/metrics`;
 //! - `allocator`: jemalloc as the process's allocator, and why.
 
 mod allocator;
 pub mod app;
+pub mod audit;
+pub mod audit_log;
 pub mod backup;
+pub mod client;
 pub mod decisions;
 pub mod demo;
 pub mod inventory_file;
+pub mod inventory_upload;
 pub mod metrics;
+pub mod progress;
+pub mod scan;
+pub mod ticket;
 pub mod transport;
 
 pub use transport::InProcessTransport;

@@ -3,8 +3,13 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
+use presence::audit::{self, AuditCommand};
 use presence::backup::{self, BackupArgs, RestoreArgs};
+use presence::client::Terminal;
 use presence::decisions::{self, DecisionsCommand};
+use presence::inventory_upload::{self, UploadArgs};
+use presence::scan::{self, ScanArgs};
+use presence::ticket::{self, TicketArgs};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
@@ -33,7 +38,7 @@ enum Command {
     Serve(ServeArgs),
     /// Serve a demo venue with tickets in a fresh data dir, and print curl commands to try it.
     Demo(DemoArgs),
-    /// Inventory file tools.
+    /// Inventory files: check one offline, or upload one to a running server.
     Inventory {
         #[command(subcommand)]
         command: InventoryCommand,
@@ -43,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         command: DecisionsCommand,
     },
+    /// The audit trail: who uploaded inventory, configured, annulled or revoked, by API key name.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Send one scan as a scanner would and show the decision as a gate shows it
+    /// (exit status 0 green, 2 red, 1 no decision).
+    Scan(ScanArgs),
+    /// Show a ticket's state and the history of its scans, newest first.
+    Ticket(TicketArgs),
     /// Copy a running server's store to a file, while it serves (admin key).
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's store (its server stopped).
@@ -52,7 +67,17 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum InventoryCommand {
     /// Validate an NDJSON inventory file offline (the admin endpoint's errors, against an empty store).
-    Check { file: PathBuf },
+    Check {
+        /// The NDJSON inventory file.
+        file: PathBuf,
+        /// Print the verdict as one JSON object (`valid`, and `counts` or
+        /// `errors` and `errorCount`), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload an NDJSON inventory file to a running server (admin key), with
+    /// progress on a terminal. Safe to re-run: records are upserted by id.
+    Upload(UploadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,11 +131,17 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Inventory {
-            command: InventoryCommand::Check { file },
-        } => check_inventory(&file),
+            command: InventoryCommand::Check { file, json },
+        } => check_inventory(&file, json),
+        Command::Inventory {
+            command: InventoryCommand::Upload(args),
+        } => run_async(inventory_upload::upload(args)),
         Command::Serve(args) => run_async(serve(args)),
         Command::Demo(args) => run_async(run_demo(args)),
         Command::Decisions { command } => run_async(decisions::run(command)),
+        Command::Audit { command } => run_async(audit::run(command)),
+        Command::Scan(args) => run_async(scan::scan(args)),
+        Command::Ticket(args) => run_async(ticket::ticket(args)),
         Command::Backup(args) => {
             run_async(async { backup::backup(args).await.map(|()| ExitCode::SUCCESS) })
         }
@@ -134,9 +165,34 @@ fn run_async(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Re
         .block_on(work)
 }
 
-fn check_inventory(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let text = inventory_file::read(file)?;
-    match inventory_file::check_offline(&text) {
+fn check_inventory(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let show_progress = !json && Terminal::detect().progress;
+    let verdict = inventory_file::check_file(file, show_progress)?;
+    if json {
+        let report = match &verdict {
+            Ok(records) => {
+                let counts = inventory_file::RecordCounts::of(records);
+                serde_json::json!({"valid": true, "counts": {
+                    "venues": counts.venues, "events": counts.events,
+                    "gates": counts.gates, "tickets": counts.tickets,
+                }})
+            }
+            Err(errors) => serde_json::json!({
+                "valid": false,
+                "errors": errors.listed().iter()
+                    .map(|e| serde_json::json!({"line": e.line, "error": e.error}))
+                    .collect::<Vec<_>>(),
+                "errorCount": errors.total(),
+            }),
+        };
+        println!("{report}");
+        return Ok(if verdict.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    match verdict {
         Ok(records) => {
             println!(
                 "{}: valid, {}",

@@ -10,8 +10,8 @@ use presence_domain::inventory::{
 };
 use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
-    Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind,
-    ScanRequest, Status, TicketPlace, Token, VenueId, VenueStats,
+    AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId,
+    Mac, ScanId, ScanKind, ScanRequest, Status, TicketPlace, Token, VenueId, VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -468,11 +468,158 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
     }
 }
 
+impl From<&AuditRecord> for pb::AuditRecord {
+    fn from(record: &AuditRecord) -> Self {
+        use pb::audit_record::Action;
+        let action = match &record.action {
+            AuditAction::Inventory {
+                venues,
+                venue_count,
+                applied,
+                rejected,
+            } => Action::Inventory(pb::AuditInventoryUpload {
+                venues: venues.iter().map(ToString::to_string).collect(),
+                venue_count: *venue_count,
+                applied: *applied,
+                rejected: *rejected,
+            }),
+            AuditAction::DeviceInit {
+                venue_id,
+                device_id,
+                gate_id,
+                gate_name,
+                mac,
+            } => Action::DeviceInit(pb::AuditDeviceInit {
+                venue_id: venue_id.to_string(),
+                device_id: device_id.get(),
+                gate_id: gate_id.get(),
+                gate_name: gate_name.clone(),
+                mac: mac.clone(),
+            }),
+            AuditAction::Annul {
+                venue_id,
+                device_id,
+                gate_id,
+                annulled_scan_id,
+                scan_id,
+                status,
+            } => Action::Annul(pb::AuditAnnulment {
+                venue_id: venue_id.to_string(),
+                device_id: device_id.get(),
+                gate_id: gate_id.get(),
+                annulled_scan_id: annulled_scan_id.to_string(),
+                scan_id: scan_id.to_string(),
+                status: status_to_pb(*status).into(),
+            }),
+            AuditAction::Revoke {
+                venue_id,
+                device_id,
+            } => Action::Revoke(pb::AuditRevocation {
+                venue_id: venue_id.to_string(),
+                device_id: device_id.get(),
+            }),
+        };
+        pb::AuditRecord {
+            at: record.at,
+            key_name: record.key_name.clone(),
+            action: Some(action),
+        }
+    }
+}
+
+impl TryFrom<pb::AuditRecord> for AuditRecord {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::AuditRecord) -> Result<Self, ProtoError> {
+        use pb::audit_record::Action;
+        let action = match message.action.ok_or(ProtoError::Missing("action"))? {
+            Action::Inventory(upload) => AuditAction::Inventory {
+                venues: upload.venues.into_iter().map(VenueId::new).collect(),
+                venue_count: upload.venue_count,
+                applied: upload.applied,
+                rejected: upload.rejected,
+            },
+            Action::DeviceInit(init) => AuditAction::DeviceInit {
+                venue_id: VenueId::new(required("venue_id", init.venue_id)?),
+                device_id: DeviceId::new(positive("device_id", init.device_id)?),
+                gate_id: GateId::new(positive("gate_id", init.gate_id)?),
+                gate_name: init.gate_name,
+                mac: init.mac,
+            },
+            Action::Annul(annul) => AuditAction::Annul {
+                venue_id: VenueId::new(required("venue_id", annul.venue_id)?),
+                device_id: DeviceId::new(positive("device_id", annul.device_id)?),
+                gate_id: GateId::new(positive("gate_id", annul.gate_id)?),
+                annulled_scan_id: ScanId::new(required(
+                    "annulled_scan_id",
+                    annul.annulled_scan_id,
+                )?),
+                scan_id: ScanId::new(required("scan_id", annul.scan_id)?),
+                status: status_from_pb(annul.status)?,
+            },
+            Action::Revoke(revoke) => AuditAction::Revoke {
+                venue_id: VenueId::new(required("venue_id", revoke.venue_id)?),
+                device_id: DeviceId::new(positive("device_id", revoke.device_id)?),
+            },
+        };
+        Ok(AuditRecord {
+            at: message.at,
+            key_name: required("key_name", message.key_name)?,
+            action,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use presence_domain::inventory::parse_ndjson;
     use prost::Message;
+
+    #[test]
+    fn every_kind_of_audit_record_survives_the_topic() {
+        let venue = || VenueId::new("KovZpZAnAtJJ");
+        for action in [
+            AuditAction::Inventory {
+                venues: vec![venue()],
+                venue_count: 1,
+                applied: 3,
+                rejected: 0,
+            },
+            AuditAction::DeviceInit {
+                venue_id: venue(),
+                device_id: DeviceId::new(7),
+                gate_id: GateId::new(2),
+                gate_name: "Gate 2".into(),
+                mac: "00:11:22:33:44:55".into(),
+            },
+            AuditAction::Annul {
+                venue_id: venue(),
+                device_id: DeviceId::new(7),
+                gate_id: GateId::new(2),
+                annulled_scan_id: ScanId::new("s1"),
+                scan_id: ScanId::new("s2"),
+                status: Status::InvalidTicket,
+            },
+            AuditAction::Revoke {
+                venue_id: venue(),
+                device_id: DeviceId::new(7),
+            },
+        ] {
+            let record = AuditRecord {
+                at: 1_480_003_200_000,
+                key_name: "ops".into(),
+                action,
+            };
+            let bytes = pb::AuditRecord::from(&record).encode_to_vec();
+            let decoded = AuditRecord::try_from(pb::AuditRecord::decode(bytes.as_slice()).unwrap());
+            assert_eq!(decoded, Ok(record));
+        }
+        assert_eq!(
+            AuditRecord::try_from(pb::AuditRecord::default()),
+            Err(ProtoError::Missing("action"))
+        );
+    }
 
     fn scan() -> ScanRequest {
         ScanRequest {

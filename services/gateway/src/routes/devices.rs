@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup, Status};
+use presence_domain::{AuditAction, Device, DeviceInitRequest, DeviceLookup, Status};
 use presence_ports::DeviceInitOutcome;
 
 #[utoipa::path(
@@ -69,7 +69,21 @@ async fn init(
         .within_deadline(state.transport().init_device(request))
         .await?
     {
-        DeviceInitOutcome::Configured(device) => Ok(device_response(&device)),
+        DeviceInitOutcome::Configured(device) => {
+            state
+                .audit(
+                    caller,
+                    AuditAction::DeviceInit {
+                        venue_id: device.venue_id.clone(),
+                        device_id: device.id,
+                        gate_id: device.gate_id,
+                        gate_name: device.gate_name.clone(),
+                        mac: device.mac.to_string(),
+                    },
+                )
+                .await;
+            Ok(device_response(&device))
+        }
         DeviceInitOutcome::VenueNotFound => {
             Err(Failure::not_found(format!("Venue {venue} was not found")))
         }

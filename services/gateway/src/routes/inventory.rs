@@ -13,8 +13,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use presence_domain::Status;
 use presence_domain::inventory::{LineErrors, MAX_LISTED_LINES, NdjsonParser};
+use presence_domain::{Status, UploadedVenues};
 use presence_ports::InventoryOutcome;
 
 #[utoipa::path(
@@ -41,7 +41,7 @@ pub(crate) async fn upload(
     State(state): State<GatewayState>,
     // Authentication refused non-admin keys already; the extractor makes sure an
     // authenticated caller is present at all.
-    _admin: Caller,
+    admin: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -59,6 +59,7 @@ pub(crate) async fn upload(
         return Failure::bad_request("The body holds no inventory records")
             .with_line_errors(&LineErrors::default());
     }
+    let venues = UploadedVenues::of(&records);
     // No decision deadline: a large inventory takes a while; the admin request
     // timeout bounds it.
     let outcome = state.settle(
@@ -72,13 +73,18 @@ pub(crate) async fn upload(
             let applied = u64::try_from(count).unwrap_or(u64::MAX);
             state.gateway_metrics().inventory_applied(applied);
             tracing::info!(applied, "inventory applied");
+            state.audit(&admin, venues.uploaded(applied, 0)).await;
             Json(InventoryAppliedEnvelope {
                 result: ResultBody::new(Status::Okay, "Okay"),
                 message: AppliedMessage { applied },
             })
             .into_response()
         }
-        Ok(InventoryOutcome::Rejected(errors)) => rejected(&errors),
+        Ok(InventoryOutcome::Rejected(errors)) => {
+            let bad_lines = u64::try_from(errors.total()).unwrap_or(u64::MAX);
+            state.audit(&admin, venues.uploaded(0, bad_lines)).await;
+            rejected(&errors)
+        }
         Err(failure) => failure.plain(),
     }
 }
