@@ -223,6 +223,7 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
     let api_key = presence_tests::unique("api-key");
     let url_password = presence_tests::unique("url-password");
     let kafka_password = presence_tests::unique("kafka-password");
+    let rotation_secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     let secrets = [
         ("PRESENCE_KAFKA_SASL_PASSWORD", kafka_password.clone()),
         (
@@ -230,13 +231,14 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             format!("redis://presence:{password}@127.0.0.1:6379/0"),
         ),
         ("PRESENCE_API_KEY", api_key.clone()),
+        ("PRESENCE_ROTATION_SECRET", rotation_secret.to_owned()),
         (
             "PRESENCE_URL",
             format!("http://bench:{url_password}@127.0.0.1:8080"),
         ),
     ];
     // Each binary (and subcommand) with the secret-holding variables it takes.
-    let helps: [(&str, &[&str], &[&str]); 8] = [
+    let helps: [(&str, &[&str], &[&str]); 9] = [
         ("presence", &["serve"], &["PRESENCE_API_KEY"]),
         (
             "presence",
@@ -244,6 +246,7 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             &["PRESENCE_URL", "PRESENCE_API_KEY"],
         ),
         ("presence", &["demo"], &[]),
+        ("presence", &["barcode"], &["PRESENCE_ROTATION_SECRET"]),
         ("presence", &["decisions", "tail"], &[]),
         ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
         ("presence-validator", &[], &["PRESENCE_REDIS_URL"]),
@@ -277,9 +280,15 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
                 "{program} {subcommand:?} --help does not name {name}:\n{help}"
             );
         }
-        for secret in [&password, &api_key, &url_password, &kafka_password] {
+        for secret in [
+            password.as_str(),
+            api_key.as_str(),
+            url_password.as_str(),
+            kafka_password.as_str(),
+            rotation_secret,
+        ] {
             ensure!(
-                !help.contains(secret.as_str()),
+                !help.contains(secret),
                 "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"
             );
         }

@@ -1,6 +1,7 @@
 //! The rules of Presence, free of I/O.
 //!
 //! This crate owns everything the SPEC decides without asking a store or a network:
+//! - [`barcode`]: rotating (screenshot-proof) barcodes, RFC 6238 codes;
 //! - [`scan`]: the enter/exit/validate request, parsed from untrusted JSON;
 //! - [`rules`]: the SPEC §2 rule table, in its exact order, and [`state`] the
 //!   NEVER/IN/OUT machine behind rule 10;
@@ -12,6 +13,7 @@
 //! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
 //! the rules never see a wire format.
 
+pub mod barcode;
 pub mod decision;
 pub mod device;
 pub mod fields;
@@ -25,7 +27,9 @@ pub mod stats;
 pub mod time;
 
 pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
-pub use device::{Device, DeviceInitRequest, DeviceLookup, GateRef, Mac};
+pub use device::{
+    Device, DeviceAccess, DeviceInitRequest, DeviceLookup, GateRef, Mac, SecretDigest,
+};
 pub use fields::{FieldError, FieldErrors};
 pub use ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 pub use inventory::{

@@ -3,7 +3,9 @@
 //! and key names from the keys file; never a token, device or key.
 
 use axum::http::Method;
-use presence_domain::{ScanKind, Status};
+use presence_domain::rules::{DEVICE_REVOKED, DEVICE_SECRET_REJECTED, DEVICE_SECRET_REQUIRED};
+use presence_domain::barcode::{BARCODE_EXPIRED, BARCODE_REQUIRED};
+use presence_domain::{Decision, ScanKind, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +16,20 @@ use std::time::Duration;
 /// The registry behind `/metrics`, shared so the embedding binary can add its own
 /// metrics (store counters, consumer lag) to the same page.
 pub use presence_runtime::metrics::MetricsHandle;
+
+/// The refusals an operator watches for fraud, as the `reason` label: a
+/// device secret missing or wrong, a revoked device, a rotating ticket scanned
+/// without its code (a printout) or with a stale one (a screenshot).
+fn refusal_reason(decision: &Decision) -> Option<&'static str> {
+    match (decision.status, decision.message.as_str()) {
+        (Status::Unauthorized, DEVICE_SECRET_REQUIRED) => Some("device_secret_missing"),
+        (Status::Unauthorized, DEVICE_SECRET_REJECTED) => Some("device_secret_rejected"),
+        (Status::Forbidden, DEVICE_REVOKED) => Some("device_revoked"),
+        (Status::InvalidTicket, BARCODE_REQUIRED) => Some("barcode_missing"),
+        (Status::InvalidTicket, BARCODE_EXPIRED) => Some("barcode_expired"),
+        _ => None,
+    }
+}
 
 /// The route label of requests that matched no route.
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
@@ -49,6 +65,11 @@ struct ScanLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -68,6 +89,7 @@ pub(crate) struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     scans: Family<ScanLabels, Counter>,
+    scan_refusals: Family<ReasonLabels, Counter>,
     scan_duration: HistogramFamily<KindLabels>,
     in_flight: Gauge,
     decision_timeouts: Counter,
@@ -93,6 +115,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             scans: Family::default(),
+            scan_refusals: Family::default(),
             scan_duration: Family::new_with_constructor(scan_histogram),
             in_flight: Gauge::default(),
             decision_timeouts: Counter::default(),
@@ -117,6 +140,13 @@ impl Metrics {
                 "scans",
                 "Scan requests answered, by kind and result status",
                 metrics.scans.clone(),
+            );
+            registry.register(
+                "scan_refusals",
+                "Scans refused for a sign of fraud, by reason: device_secret_missing, \
+                 device_secret_rejected, device_revoked (SPEC §7 device credentials), \
+                 barcode_missing, barcode_expired (rotating tickets: a printout or a screenshot)",
+                metrics.scan_refusals.clone(),
             );
             registry.register(
                 "scan_duration_seconds",
@@ -200,6 +230,17 @@ impl Metrics {
                 status: status.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a scan's decision, and under [`refusal_reason`] the refusals
+    /// that point at fraud.
+    pub(crate) fn scan_decided(&self, kind: ScanKind, decision: &Decision) {
+        self.scan_answered(kind, decision.status);
+        if let Some(reason) = refusal_reason(decision) {
+            self.scan_refusals
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     pub(crate) fn scan_round_trip(&self, kind: ScanKind, elapsed: Duration) {

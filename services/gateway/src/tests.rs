@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use presence_domain::inventory::{LineError, LineErrors, NumberedRecord};
 use presence_domain::{
-    Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId, Mac, ScanKind,
-    Status, TicketPlace, VenueId,
+    Decision, Device, DeviceAccess, DeviceId, DeviceInitRequest, DeviceLookup, EventId, GateId,
+    Mac, ScanKind, Status, TicketPlace, VenueId,
 };
 use presence_ports::{Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError};
 use serde_json::{Value, json};
@@ -113,6 +113,15 @@ impl presence_ports::Transport for Fake {
         Ok(self.device.lock().unwrap().clone())
     }
 
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, TransportError> {
+        let device = self.device.lock().unwrap().clone();
+        Ok(device.filter(|d| &d.venue_id == venue_id && d.id == device_id))
+    }
+
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
@@ -167,6 +176,7 @@ fn device() -> Device {
         gate_name: "Gate 2".into(),
         serial: "aBcDEFg12".into(),
         model: "Janam XT2".into(),
+        access: DeviceAccess::default(),
     }
 }
 

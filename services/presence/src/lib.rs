@@ -7,6 +7,7 @@
 //!   validator and registry directly;
 //! - [`app`]: builds and runs the whole server from [`app::ServeSettings`];
 //! - [`backup`]: `presence backup` and `presence restore`;
+//! - [`barcode`]: `presence barcode`, a rotating ticket's current barcode;
 //! - [`decisions`]: `presence decisions`: the decisions topic tailed as JSON lines
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
@@ -17,6 +18,7 @@
 mod allocator;
 pub mod app;
 pub mod backup;
+pub mod barcode;
 pub mod decisions;
 pub mod demo;
 pub mod inventory_file;

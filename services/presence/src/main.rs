@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
 use presence::backup::{self, BackupArgs, RestoreArgs};
+use presence::barcode::{self, BarcodeArgs};
 use presence::decisions::{self, DecisionsCommand};
 use presence::{demo, inventory_file};
 use presence_domain::time::unix_millis;
@@ -47,6 +48,8 @@ enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's store (its server stopped).
     Restore(RestoreArgs),
+    /// Print a rotating ticket's barcode (`<token>:<code>`) now or at --at.
+    Barcode(BarcodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,10 @@ fn main() -> ExitCode {
             run_async(async { backup::backup(args).await.map(|()| ExitCode::SUCCESS) })
         }
         Command::Restore(args) => backup::restore(&args).map(|()| ExitCode::SUCCESS),
+        Command::Barcode(args) => barcode::barcode(&args).map(|barcode| {
+            println!("{barcode}");
+            ExitCode::SUCCESS
+        }),
     };
     telemetry.shutdown();
     match result {
