@@ -155,6 +155,46 @@ async fn inventory_check_accepts_a_good_file() -> Result<()> {
     Ok(())
 }
 
+/// `presence barcode` prints RFC 6238's own SHA-1 vector (T = 59 s, 30 s
+/// steps: 94287082, of which a 6-digit code keeps the last six digits), with the
+/// secret from the environment or a file, and never echoes a bad secret.
+#[tokio::test]
+async fn barcode_prints_the_rfc_6238_code() -> Result<()> {
+    let dir = temp_dir()?;
+    let seed = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let barcode = |secret: Launch| async move {
+        let output = run_to_completion(
+            &secret
+                .arg("barcode")
+                .arg("T1")
+                .arg("--at")
+                .arg("59000")
+                .arg("--step-seconds")
+                .arg("30"),
+        )
+        .await?;
+        Ok::<_, anyhow::Error>((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    let from_env = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", seed)).await?;
+    ensure!(from_env.0 && from_env.1 == "T1:287082", "{from_env:?}");
+    let file = write(dir.path(), "secret.txt", &format!("{seed}\n"))?;
+    let from_file = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET_FILE", &file)).await?;
+    ensure!(from_file.0 && from_file.1 == "T1:287082", "{from_file:?}");
+    let bad = "NOT-A-SECRET-1890";
+    let refused = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", bad)).await?;
+    ensure!(!refused.0, "a bad secret was accepted: {refused:?}");
+    ensure!(
+        refused.2.contains("base32") && !refused.2.contains(bad),
+        "{}",
+        refused.2
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn inventory_check_names_every_bad_line() -> Result<()> {
     let dir = temp_dir()?;

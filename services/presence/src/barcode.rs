@@ -22,7 +22,7 @@ pub struct BarcodeArgs {
     )]
     secret: Option<String>,
     /// A file holding the rotation secret (base32).
-    #[arg(long)]
+    #[arg(long, env = "PRESENCE_ROTATION_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     /// The ticket's stepSeconds.
     #[arg(long, default_value_t = DEFAULT_STEP_SECONDS,
