@@ -182,7 +182,8 @@ async fn barcode_prints_the_rfc_6238_code() -> Result<()> {
     let from_env = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", seed)).await?;
     ensure!(from_env.0 && from_env.1 == "T1:287082", "{from_env:?}");
     let file = write(dir.path(), "secret.txt", &format!("{seed}\n"))?;
-    let from_file = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET_FILE", &file)).await?;
+    let from_file =
+        barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET_FILE", &file)).await?;
     ensure!(from_file.0 && from_file.1 == "T1:287082", "{from_file:?}");
     let bad = "NOT-A-SECRET-1890";
     let refused = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", bad)).await?;

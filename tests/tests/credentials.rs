@@ -152,7 +152,9 @@ async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
     let scan_time = next_scan_time();
     let current = barcode_at(&token, scan_time)?;
     let body = scanner.body(&current, scan_time);
-    app.scan(ScanKind::Enter, &body).await?.expect(200, "OKAY")?;
+    app.scan(ScanKind::Enter, &body)
+        .await?
+        .expect(200, "OKAY")?;
     let retry = app.scan(ScanKind::Enter, &body).await?;
     retry.expect(200, "OKAY")?;
 
@@ -181,7 +183,10 @@ async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
     // names no ticket.
     let plain = show.token();
     app.load(&[show.ticket(&plain, &["A:1:1"])]).await?;
-    for scanned in [format!("{plain}:123456"), format!("{}:123456", show.token())] {
+    for scanned in [
+        format!("{plain}:123456"),
+        format!("{}:123456", show.token()),
+    ] {
         let reply = app
             .scan(ScanKind::Enter, &scanner.body(&scanned, next_scan_time()))
             .await?;
@@ -271,10 +276,18 @@ async fn device_secrets_guard_a_strict_venue(app: &TestApp) -> Result<()> {
     let body = scanner.body(&token, next_scan_time());
     let reply = scan_with_secret(app, ScanKind::Enter, &body, None).await?;
     reply.expect(401, "UNAUTHORIZED")?;
-    ensure!(reply.message() == "device secret required", "{}", reply.text);
+    ensure!(
+        reply.message() == "device secret required",
+        "{}",
+        reply.text
+    );
     let reply = scan_with_secret(app, ScanKind::Enter, &body, Some("0123456789abcdef")).await?;
     reply.expect(401, "UNAUTHORIZED")?;
-    ensure!(reply.message() == "device secret rejected", "{}", reply.text);
+    ensure!(
+        reply.message() == "device secret rejected",
+        "{}",
+        reply.text
+    );
     let reply = scan_with_secret(app, ScanKind::Enter, &body, Some(&secret)).await?;
     reply.expect(200, "OKAY")?;
 
@@ -307,30 +320,6 @@ async fn device_secrets_guard_a_strict_venue(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
-/// Scans with `scanner` until the answer is `status`; how long that took.
-async fn time_until(
-    app: &TestApp,
-    scanner: &Scanner,
-    token: &str,
-    secret: Option<&str>,
-    status: &str,
-) -> Result<std::time::Duration> {
-    let started = Instant::now();
-    loop {
-        let body = scanner.body(token, next_scan_time());
-        let reply = scan_with_secret(app, ScanKind::Validate, &body, secret).await?;
-        if reply.status() == status {
-            return Ok(started.elapsed());
-        }
-        ensure!(
-            started.elapsed().as_secs() < 5,
-            "still {} after 5 s: {}",
-            reply.status(),
-            reply.text
-        );
-    }
-}
-
 async fn revoked_devices_are_forbidden_until_reinit(app: &TestApp) -> Result<()> {
     let show = strict_show(app).await?;
     let token = show.token();
@@ -356,7 +345,10 @@ async fn revoked_devices_are_forbidden_until_reinit(app: &TestApp) -> Result<()>
     reply.expect(400, "BAD_REQUEST")?;
     ensure!(reply.message().contains("deviceId"), "{}", reply.text);
     let reply = app
-        .post_json(REVOKE, &json!({"venueId": "elsewhere", "deviceId": scanner.device_id}))
+        .post_json(
+            REVOKE,
+            &json!({"venueId": "elsewhere", "deviceId": scanner.device_id}),
+        )
         .await?;
     reply.expect(404, "NOT_FOUND")?;
 
@@ -367,10 +359,8 @@ async fn revoked_devices_are_forbidden_until_reinit(app: &TestApp) -> Result<()>
         "{}",
         reply.text
     );
-    // In force from the answer on (the validator reads the device every scan).
-    let took = time_until(app, &scanner, &token, Some(&secret), "FORBIDDEN").await?;
-    println!("revocation in force after {} ms", took.as_millis());
-    ensure!(took.as_millis() < 1000, "took {took:?}");
+    // In force from the answer on: the very next scan is refused (the
+    // validator reads the device with every request).
     let reply = scan_with_secret(
         app,
         ScanKind::Enter,
@@ -445,6 +435,7 @@ async fn revocation_everywhere(app: &TestApp) -> Result<()> {
         .await?
         .expect(200, "OKAY")?;
     let revoked_at = Instant::now();
+    let mut first_refused = None;
     for (i, token) in tokens.iter().enumerate() {
         let body = scanner.body(token, next_scan_time());
         let reply = scan_through(
@@ -456,10 +447,13 @@ async fn revocation_everywhere(app: &TestApp) -> Result<()> {
         )
         .await?;
         reply.expect(403, "FORBIDDEN")?;
+        first_refused.get_or_insert_with(|| revoked_at.elapsed());
     }
     let took = revoked_at.elapsed();
     println!(
-        "{} scans through 2 gateways and 2 validators, all refused, within {} ms of the revocation's answer",
+        "revocation: the first scan after its answer refused {} ms after it; all {} scans \
+         through 2 gateways and 2 validators refused within {} ms",
+        first_refused.unwrap_or_default().as_millis(),
         tokens.len(),
         took.as_millis()
     );

@@ -9,8 +9,7 @@ use presence_domain::barcode::{self, Rotation, RotationSecret};
 use presence_domain::inventory::{Event, EventStatus, GateSpec, Ticket, TicketStatus};
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::{
-    DeviceId, DeviceOs, EventId, GateId, ScanKind, ScanRequest, StateRecord, Status, Token,
-    VenueId,
+    DeviceId, DeviceOs, EventId, GateId, ScanKind, ScanRequest, StateRecord, Status, Token, VenueId,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -59,9 +58,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let current = barcode::barcode("721744537954", &rotation, SCAN_TIME);
     let stale = barcode::barcode("721744537954", &rotation, SCAN_TIME - 60_000);
     let cases = [
-        ("ordinary ticket", &ticket, request("721744537954".into()), Status::Okay),
-        ("rotating, current code", &rotating, request(current), Status::Okay),
-        ("rotating, stale code", &rotating, request(stale), Status::InvalidTicket),
+        (
+            "ordinary ticket",
+            &ticket,
+            request("721744537954".into()),
+            Status::Okay,
+        ),
+        (
+            "rotating, current code",
+            &rotating,
+            request(current),
+            Status::Okay,
+        ),
+        (
+            "rotating, stale code",
+            &rotating,
+            request(stale),
+            Status::InvalidTicket,
+        ),
     ];
     let state = StateRecord::default();
     let mut baseline = None;

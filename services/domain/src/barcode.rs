@@ -245,7 +245,9 @@ fn base32_encode(bytes: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            text.push(char::from(BASE32_ALPHABET[((buffer >> bits) & 31) as usize]));
+            text.push(char::from(
+                BASE32_ALPHABET[((buffer >> bits) & 31) as usize],
+            ));
         }
         buffer &= (1 << bits) - 1;
     }
@@ -322,7 +324,15 @@ mod tests {
             RotationSecret::from_base32(&padded).unwrap().as_bytes(),
             [7u8; 17]
         );
-        for bytes in [&[0u8][..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
+        for bytes in [
+            &[0u8][..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+        ] {
             assert_eq!(base32_decode(&base32_encode(bytes)).unwrap(), bytes);
         }
         assert_eq!(base32_encode(b"foobar"), "MZXW6YTBOI");
@@ -380,6 +390,9 @@ mod tests {
         assert_eq!(code_of("T1", "T1"), None);
         let rotation = rfc_rotation(15);
         let barcode = barcode("T1", &rotation, 59_000);
-        assert_eq!(split(&barcode), Some(("T1", rotation.code_at(59_000).as_str())));
+        assert_eq!(
+            split(&barcode),
+            Some(("T1", rotation.code_at(59_000).as_str()))
+        );
     }
 }

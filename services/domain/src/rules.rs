@@ -277,9 +277,9 @@ pub fn section_of(place: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{DeviceId, EventId, GateId, Token, VenueId};
     use crate::barcode::{Rotation, RotationSecret};
     use crate::device::DeviceAccess;
+    use crate::ids::{DeviceId, EventId, GateId, Token, VenueId};
     use crate::inventory::GateSpec;
     use crate::scan::DeviceOs;
     use crate::state::TokenState;

@@ -52,8 +52,8 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
-    BACKUP, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER,
-    TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    BACKUP, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ,
+    TICKET_ENTER, TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
 use routes::{backup, devices, inventory, ops, revoke, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;

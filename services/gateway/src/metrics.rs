@@ -3,8 +3,8 @@
 //! and key names from the keys file; never a token, device or key.
 
 use axum::http::Method;
-use presence_domain::rules::{DEVICE_REVOKED, DEVICE_SECRET_REJECTED, DEVICE_SECRET_REQUIRED};
 use presence_domain::barcode::{BARCODE_EXPIRED, BARCODE_REQUIRED};
+use presence_domain::rules::{DEVICE_REVOKED, DEVICE_SECRET_REJECTED, DEVICE_SECRET_REQUIRED};
 use presence_domain::{Decision, ScanKind, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

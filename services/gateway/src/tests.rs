@@ -1180,7 +1180,11 @@ async fn a_device_secret_travels_as_its_digest_and_refusals_are_counted() {
     assert_eq!(sent, [Some(SecretDigest::of(&secret)), None]);
 
     for (status, message, code) in [
-        (Status::Unauthorized, "device secret rejected", StatusCode::UNAUTHORIZED),
+        (
+            Status::Unauthorized,
+            "device secret rejected",
+            StatusCode::UNAUTHORIZED,
+        ),
         (Status::Forbidden, "device revoked", StatusCode::FORBIDDEN),
         (Status::InvalidTicket, "Barcode has expired", StatusCode::OK),
     ] {
@@ -1198,7 +1202,11 @@ async fn a_device_secret_travels_as_its_digest_and_refusals_are_counted() {
         assert!(reply.tickets().is_array());
     }
     let text = harness.metrics_text().await;
-    for reason in ["device_secret_rejected", "device_revoked", "barcode_expired"] {
+    for reason in [
+        "device_secret_rejected",
+        "device_revoked",
+        "barcode_expired",
+    ] {
         let line = format!("presence_scan_refusals_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&text, &line), Some(1.0), "{reason}");
     }
@@ -1211,17 +1219,29 @@ async fn a_device_secret_travels_as_its_digest_and_refusals_are_counted() {
 async fn device_init_shows_the_secret_only_when_it_was_issued() {
     let harness = Harness::new();
     let reply = harness
-        .post("/presence/v1/device/init", Some(ADMIN_KEY), json_body(&init_body()))
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.json()["message"].get("deviceSecret").is_none());
 
     *harness.fake.init_answer.lock().unwrap() = DeviceInitOutcome::ConfiguredWithSecret(device());
     let first = harness
-        .post("/presence/v1/device/init", Some(ADMIN_KEY), json_body(&init_body()))
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
         .await;
     let second = harness
-        .post("/presence/v1/device/init", Some(ADMIN_KEY), json_body(&init_body()))
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
         .await;
     let secrets: Vec<String> = [&first, &second]
         .map(|reply| {

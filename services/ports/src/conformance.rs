@@ -25,13 +25,13 @@ use crate::store::{
     Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
     TicketStore, VenueCounts,
 };
+use presence_domain::barcode::{Rotation, RotationSecret};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
-use presence_domain::barcode::{Rotation, RotationSecret};
 use presence_domain::{
     Decision, DeviceAccess, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
-    RememberedDecision, ScanId, ScanKey, ScanKind, StateRecord, Status, Ticket, TicketPlace,
-    SecretDigest, TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
+    RememberedDecision, ScanId, ScanKey, ScanKind, SecretDigest, StateRecord, Status, Ticket,
+    TicketPlace, TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
 };
 use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};

@@ -5,14 +5,14 @@
 //! types only. Decoding untrusted bytes goes through `TryFrom`, which names the
 //! field that is missing or out of range.
 
+use presence_domain::barcode::{DEFAULT_STEP_SECONDS, Rotation, RotationSecret, STEP_SECONDS};
 use presence_domain::inventory::{
     Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue,
 };
-use presence_domain::barcode::{DEFAULT_STEP_SECONDS, Rotation, RotationSecret, STEP_SECONDS};
 use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
-    Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind,
-    ScanRequest, SecretDigest, Status, TicketPlace, Token, VenueId, VenueStats,
+    Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs, EventId, GateId, Mac,
+    ScanId, ScanKind, ScanRequest, SecretDigest, Status, TicketPlace, Token, VenueId, VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -545,8 +545,8 @@ mod tests {
     #[test]
     fn scans_round_trip_through_bytes() {
         let digest = SecretDigest::of("s3cret");
-        let bytes = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), Some(&digest))
-            .encode_to_vec();
+        let bytes =
+            scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), Some(&digest)).encode_to_vec();
         let message = pb::ScanRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(
             secret_digest_from_pb(&message.device_secret_digest).unwrap(),
@@ -555,7 +555,10 @@ mod tests {
         let decoded = scan_from_pb(message).unwrap();
         assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan()));
         let without = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), None);
-        assert_eq!(secret_digest_from_pb(&without.device_secret_digest), Ok(None));
+        assert_eq!(
+            secret_digest_from_pb(&without.device_secret_digest),
+            Ok(None)
+        );
         assert!(secret_digest_from_pb(&[1, 2, 3]).is_err());
     }
 

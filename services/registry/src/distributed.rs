@@ -103,7 +103,10 @@ impl Handler for RegistryHandler {
             },
             Request::Revoke(revoke) => match self
                 .registry
-                .revoke(&VenueId::new(revoke.venue_id), DeviceId::new(revoke.device_id))
+                .revoke(
+                    &VenueId::new(revoke.venue_id),
+                    DeviceId::new(revoke.device_id),
+                )
                 .await
             {
                 Ok(found) => Outcome::Registry(wire::lookup_outcome_to_pb(found.as_ref())),

@@ -472,7 +472,9 @@ impl DeviceStore for RedisStore {
         id: DeviceId,
     ) -> Result<Option<Device>, StoreError> {
         registry::revoke_device(self, venue_id, id)
-            .instrument(tracing::debug_span!("redis.revoke_device", venue = %venue_id, device = %id))
+            .instrument(
+                tracing::debug_span!("redis.revoke_device", venue = %venue_id, device = %id),
+            )
             .await
     }
 }

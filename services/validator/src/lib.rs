@@ -20,8 +20,8 @@ use presence_domain::{
     VenueId, barcode,
 };
 use presence_ports::{
-    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, ScanContext,
-    StoreError, Stores, TicketStore, TransportError,
+    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, ScanContext, StoreError,
+    Stores, TicketStore, TransportError,
 };
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -167,8 +167,13 @@ impl Validator {
         let (key, context) = self.read_scan(command).await?;
         match context.remembered {
             Some(remembered) if remembered.scan_id == command.scan_id => {
-                self.publish(command, &key.token, &remembered.decision, remembered.decided_at)
-                    .await?;
+                self.publish(
+                    command,
+                    &key.token,
+                    &remembered.decision,
+                    remembered.decided_at,
+                )
+                .await?;
                 Ok(Some(Answer {
                     scan_id: remembered.scan_id,
                     decision: remembered.decision,
@@ -190,11 +195,10 @@ impl Validator {
         gate_id: GateId,
         presented: Option<&SecretDigest>,
     ) -> Result<Admission, StoreError> {
-        let (device, venue) = tokio::try_join!(
-            self.devices.device(device_id),
-            self.devices.venue(venue_id)
-        )?;
-        if let Err(rejection) = rules::check_device_at(venue_id, device_id, gate_id, device.as_ref())
+        let (device, venue) =
+            tokio::try_join!(self.devices.device(device_id), self.devices.venue(venue_id))?;
+        if let Err(rejection) =
+            rules::check_device_at(venue_id, device_id, gate_id, device.as_ref())
         {
             return Ok(Admission::NotConfigured(rejection));
         }

@@ -156,7 +156,10 @@ async fn a_rotating_ticket_is_decided_and_published_under_its_own_token() {
         ..command.request.key(ScanKind::Enter)
     };
     let context = f.stores.tickets.scan_context(&key, f.gate).await.unwrap();
-    assert_eq!(context.remembered.map(|r| r.scan_id), Some(ScanId::new("s1")));
+    assert_eq!(
+        context.remembered.map(|r| r.scan_id),
+        Some(ScanId::new("s1"))
+    );
     let redelivered = f.validator.redeliver(&command).await.unwrap().unwrap();
     assert_eq!(redelivered.decision, answer.decision);
     assert_eq!(events.try_recv().unwrap().token.as_str(), "R1");

@@ -7,15 +7,16 @@ use crate::keys::Caller;
 use crate::reply::{Failure, http_status};
 use crate::state::GatewayState;
 use crate::wire::{
-    DeviceSecretHeader, ErrorEnvelope, ResultBody, ScanBody, TicketEnvelope, TicketPlaceBody, TicketsMessage,
+    DeviceSecretHeader, ErrorEnvelope, ResultBody, ScanBody, TicketEnvelope, TicketPlaceBody,
+    TicketsMessage,
 };
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use presence_domain::time::unix_millis;
 use presence_domain::device::DEVICE_SECRET_HEADER;
+use presence_domain::time::unix_millis;
 use presence_domain::{Decision, ScanId, ScanKind, ScanRequest, SecretDigest};
 use presence_ports::ScanCommand;
 use std::time::{Instant, SystemTime};
