@@ -17,16 +17,25 @@ use std::time::Duration;
 /// metrics (store counters, consumer lag) to the same page.
 pub use presence_runtime::metrics::MetricsHandle;
 
+/// Every `reason` of `presence_scan_refusals_total`.
+const REFUSAL_REASONS: [&str; 5] = [
+    "device_secret_missing",
+    "device_secret_rejected",
+    "device_revoked",
+    "barcode_missing",
+    "barcode_expired",
+];
+
 /// The refusals an operator watches for fraud, as the `reason` label: a
 /// device secret missing or wrong, a revoked device, a rotating ticket scanned
 /// without its code (a printout) or with a stale one (a screenshot).
 fn refusal_reason(decision: &Decision) -> Option<&'static str> {
     match (decision.status, decision.message.as_str()) {
-        (Status::Unauthorized, DEVICE_SECRET_REQUIRED) => Some("device_secret_missing"),
-        (Status::Unauthorized, DEVICE_SECRET_REJECTED) => Some("device_secret_rejected"),
-        (Status::Forbidden, DEVICE_REVOKED) => Some("device_revoked"),
-        (Status::InvalidTicket, BARCODE_REQUIRED) => Some("barcode_missing"),
-        (Status::InvalidTicket, BARCODE_EXPIRED) => Some("barcode_expired"),
+        (Status::Unauthorized, DEVICE_SECRET_REQUIRED) => Some(REFUSAL_REASONS[0]),
+        (Status::Unauthorized, DEVICE_SECRET_REJECTED) => Some(REFUSAL_REASONS[1]),
+        (Status::Forbidden, DEVICE_REVOKED) => Some(REFUSAL_REASONS[2]),
+        (Status::InvalidTicket, BARCODE_REQUIRED) => Some(REFUSAL_REASONS[3]),
+        (Status::InvalidTicket, BARCODE_EXPIRED) => Some(REFUSAL_REASONS[4]),
         _ => None,
     }
 }
@@ -125,6 +134,15 @@ impl Metrics {
             connections: Gauge::default(),
             header_timeouts: Counter::default(),
         };
+        // Every reason from the start, at zero: an alert's increase() then
+        // sees the first refusal, and the series exist before any fraud does.
+        for reason in REFUSAL_REASONS {
+            drop(
+                metrics
+                    .scan_refusals
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
         metrics.handle.with_registry(|registry| {
             registry.register(
                 "http_requests",
