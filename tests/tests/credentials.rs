@@ -300,6 +300,11 @@ async fn device_secrets_guard_a_strict_venue(app: &TestApp) -> Result<()> {
     reply.expect(401, "UNAUTHORIZED")?;
     let reply = scan_with_secret(app, ScanKind::Exit, &body, Some(&renewed)).await?;
     reply.expect(200, "EXIT")?;
+    let logs = app.logs();
+    ensure!(
+        !logs.contains(&secret) && !logs.contains(&renewed),
+        "a log holds a device secret"
+    );
 
     // A venue that does not require secrets issues none and asks for none.
     let open = Show::new();
