@@ -155,6 +155,47 @@ async fn inventory_check_accepts_a_good_file() -> Result<()> {
     Ok(())
 }
 
+/// `presence barcode` prints RFC 6238's own SHA-1 vector (T = 59 s, 30 s
+/// steps: 94287082, of which a 6-digit code keeps the last six digits), with the
+/// secret from the environment or a file, and never echoes a bad secret.
+#[tokio::test]
+async fn barcode_prints_the_rfc_6238_code() -> Result<()> {
+    let dir = temp_dir()?;
+    let seed = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let barcode = |secret: Launch| async move {
+        let output = run_to_completion(
+            &secret
+                .arg("barcode")
+                .arg("T1")
+                .arg("--at")
+                .arg("59000")
+                .arg("--step-seconds")
+                .arg("30"),
+        )
+        .await?;
+        Ok::<_, anyhow::Error>((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+    let from_env = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", seed)).await?;
+    ensure!(from_env.0 && from_env.1 == "T1:287082", "{from_env:?}");
+    let file = write(dir.path(), "secret.txt", &format!("{seed}\n"))?;
+    let from_file =
+        barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET_FILE", &file)).await?;
+    ensure!(from_file.0 && from_file.1 == "T1:287082", "{from_file:?}");
+    let bad = "NOT-A-SECRET-1890";
+    let refused = barcode(Launch::new(dir.path()).env("PRESENCE_ROTATION_SECRET", bad)).await?;
+    ensure!(!refused.0, "a bad secret was accepted: {refused:?}");
+    ensure!(
+        refused.2.contains("base32") && !refused.2.contains(bad),
+        "{}",
+        refused.2
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn inventory_check_names_every_bad_line() -> Result<()> {
     let dir = temp_dir()?;
@@ -223,6 +264,7 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
     let api_key = presence_tests::unique("api-key");
     let url_password = presence_tests::unique("url-password");
     let kafka_password = presence_tests::unique("kafka-password");
+    let rotation_secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     let secrets = [
         ("PRESENCE_KAFKA_SASL_PASSWORD", kafka_password.clone()),
         (
@@ -230,13 +272,14 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             format!("redis://presence:{password}@127.0.0.1:6379/0"),
         ),
         ("PRESENCE_API_KEY", api_key.clone()),
+        ("PRESENCE_ROTATION_SECRET", rotation_secret.to_owned()),
         (
             "PRESENCE_URL",
             format!("http://bench:{url_password}@127.0.0.1:8080"),
         ),
     ];
     // Each binary (and subcommand) with the secret-holding variables it takes.
-    let helps: [(&str, &[&str], &[&str]); 12] = [
+    let helps: [(&str, &[&str], &[&str]); 13] = [
         ("presence", &["serve"], &["PRESENCE_API_KEY"]),
         (
             "presence",
@@ -256,6 +299,7 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             &["PRESENCE_URL", "PRESENCE_API_KEY"],
         ),
         ("presence", &["demo"], &[]),
+        ("presence", &["barcode"], &["PRESENCE_ROTATION_SECRET"]),
         ("presence", &["decisions", "tail"], &[]),
         ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
         ("presence-validator", &[], &["PRESENCE_REDIS_URL"]),
@@ -289,9 +333,15 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
                 "{program} {subcommand:?} --help does not name {name}:\n{help}"
             );
         }
-        for secret in [&password, &api_key, &url_password, &kafka_password] {
+        for secret in [
+            password.as_str(),
+            api_key.as_str(),
+            url_password.as_str(),
+            kafka_password.as_str(),
+            rotation_secret,
+        ] {
             ensure!(
-                !help.contains(secret.as_str()),
+                !help.contains(secret),
                 "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"
             );
         }

@@ -67,6 +67,11 @@ pub struct DeviceInitRequest {
     pub gate: GateRef,
     pub serial: String,
     pub model: String,
+    /// The digest of a fresh secret the gateway drew for this init: stored as
+    /// the device's secret when its venue requires one (SPEC §7), so that the
+    /// secret itself never leaves the gateway that shows it. Not from the body.
+    #[serde(default)]
+    pub secret_candidate: Option<SecretDigest>,
 }
 
 impl DeviceInitRequest {
@@ -128,9 +133,34 @@ impl DeviceInitRequest {
                 gate,
                 serial,
                 model,
+                secret_candidate: None,
             }),
             // `finish` reports every field that did not produce a value.
             _ => Err(FieldErrors::single("body", "is not a valid device request")),
+        }
+    }
+}
+
+/// A valid `POST /admin/v1/devices/revoke` body (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRevocation {
+    pub venue_id: VenueId,
+    pub device_id: DeviceId,
+}
+
+impl DeviceRevocation {
+    /// Reads `{"venueId","deviceId"}`; `deviceId` as in a scan.
+    pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        let mut reader = FieldReader::new(body)?;
+        let venue_id = reader.required_string("venueId");
+        let device_id = reader.required_positive("deviceId");
+        reader.finish()?;
+        match (venue_id, device_id) {
+            (Some(venue_id), Some(device_id)) => Ok(Self {
+                venue_id: VenueId::new(venue_id),
+                device_id: DeviceId::new(device_id),
+            }),
+            _ => Err(FieldErrors::single("body", "is not a valid revocation")),
         }
     }
 }
@@ -179,6 +209,79 @@ pub struct Device {
     pub gate_name: String,
     pub serial: String,
     pub model: String,
+    /// Its credentials (SPEC §7). Stored with the device, so that the read rule
+    /// 1 makes anyway finds them; never answered or published.
+    #[serde(default)]
+    pub access: DeviceAccess,
+}
+
+/// What a device proves itself with, and whether it may still scan (SPEC §7).
+/// A device/init replaces it whole: a new secret (or none) and not revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAccess {
+    /// The digest of the secret issued at its latest init, when its venue
+    /// required one then.
+    #[serde(default)]
+    pub secret: Option<SecretDigest>,
+    /// Revoked by an admin: every request of the device is 403 until a re-init.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The request header a scanner sends its device secret in.
+pub const DEVICE_SECRET_HEADER: &str = "X-Device-Secret";
+
+/// The SHA-256 digest of a device secret: what is stored, what travels between
+/// services, and what is compared, in constant time. A secret is random and
+/// at least 128 bits, so a fast unsalted hash is enough to keep a stolen digest
+/// from being turned back into it. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// The digest of a secret as a scanner sends it.
+    pub fn of(secret: impl AsRef<[u8]>) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(secret.as_ref()).into())
+    }
+
+    /// A digest received from another service; `None` unless 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether `presented` is this digest, in time independent of where they
+    /// differ.
+    pub fn matches(&self, presented: &SecretDigest) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&presented.0).into()
+    }
+}
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDigest(<redacted>)")
+    }
+}
+
+impl Serialize for SecretDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        hex::decode(text)
+            .ok()
+            .and_then(|bytes| Self::from_bytes(&bytes))
+            .ok_or_else(|| serde::de::Error::custom("not a 32-byte hex digest"))
+    }
 }
 
 impl Device {

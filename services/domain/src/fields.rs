@@ -234,6 +234,29 @@ impl<'a> FieldReader<'a> {
         out
     }
 
+    /// An optional JSON object, read by `read` with a reader of its own; its
+    /// problems are named `field.inner` (e.g. `rotation.secret`). Absent and
+    /// `null` are `None`.
+    pub fn optional_object<T>(
+        &mut self,
+        field: &str,
+        read: impl FnOnce(&mut FieldReader<'a>) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.present(field)?;
+        let Ok(mut inner) = FieldReader::new(value) else {
+            self.reject(field, "must be a JSON object");
+            return None;
+        };
+        let read = read(&mut inner);
+        for error in inner.errors {
+            self.errors.push(FieldError::new(
+                format!("{field}.{}", error.field),
+                error.problem,
+            ));
+        }
+        read
+    }
+
     /// Ends reading: every collected error, or none.
     pub fn finish(self) -> Result<(), FieldErrors> {
         if self.errors.is_empty() {

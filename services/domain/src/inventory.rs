@@ -6,6 +6,7 @@
 //! line names is stored or defined on an earlier line, asking the caller what is
 //! stored.
 
+use crate::barcode::Rotation;
 use crate::device::gate_key;
 use crate::fields::{FieldErrors, FieldReader};
 use crate::ids::{EventId, GateId, Token, UnixMillis, VenueId};
@@ -17,10 +18,18 @@ use std::collections::{BTreeSet, HashSet};
 /// Most places one ticket (a group ticket) may admit.
 pub const MAX_PLACES: usize = 100;
 
+/// Longest token of a rotating ticket: its barcode, the token, `:` and the
+/// code, must fit in a scan's [`crate::scan::MAX_TOKEN_CHARS`].
+pub const MAX_ROTATING_TOKEN_CHARS: usize =
+    crate::scan::MAX_TOKEN_CHARS - 1 - crate::barcode::CODE_DIGITS;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Venue {
     pub id: VenueId,
     pub name: String,
+    /// Whether its scanners must prove themselves with a device secret (SPEC §7).
+    #[serde(default)]
+    pub require_device_secret: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +106,10 @@ pub struct Ticket {
     pub status: TicketStatus,
     pub valid_from: Option<UnixMillis>,
     pub valid_until: Option<UnixMillis>,
+    /// Set for a rotating (screenshot-proof) ticket, scanned as `<token>:<code>`
+    /// (SPEC §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
 }
 
 /// One line of inventory.
@@ -290,9 +303,11 @@ impl InventoryRecord {
 fn parse_venue(reader: &mut FieldReader<'_>) -> Option<Venue> {
     let id = reader.required_string("id");
     let name = reader.required_string("name");
+    let require_device_secret = reader.optional_bool("requireDeviceSecret").unwrap_or(false);
     Some(Venue {
         id: VenueId::new(id?),
         name: name?,
+        require_device_secret,
     })
 }
 
@@ -380,6 +395,24 @@ fn parse_ticket(reader: &mut FieldReader<'_>) -> Option<Ticket> {
     };
     let valid_from = reader.optional_millis("validFrom");
     let valid_until = reader.optional_millis("validUntil");
+    let rotation = reader.optional_object("rotation", Rotation::read);
+    if rotation.is_some()
+        && let Some(token) = &token
+    {
+        // The barcode `<token>:<code>` must be a token a scan may carry, and
+        // must split back into this token.
+        if token.contains(':') {
+            reader.reject("token", "of a rotating ticket must not contain ':'");
+        } else if token.chars().count() > MAX_ROTATING_TOKEN_CHARS {
+            reader.reject(
+                "token",
+                format!("of a rotating ticket must be 1 to {MAX_ROTATING_TOKEN_CHARS} characters"),
+            );
+        }
+    }
+    if reader.has("rotation") && rotation.is_none() {
+        return None;
+    }
     Some(Ticket {
         token: Token::new(token?),
         event_id: EventId::new(event_id?),
@@ -387,6 +420,7 @@ fn parse_ticket(reader: &mut FieldReader<'_>) -> Option<Ticket> {
         status: status?,
         valid_from,
         valid_until,
+        rotation,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The rules of Presence, free of I/O.
 //!
 //! This crate owns everything the SPEC decides without asking a store or a network:
+//! - [`barcode`]: rotating (screenshot-proof) barcodes, RFC 6238 codes;
 //! - [`scan`]: the enter/exit/validate request, parsed from untrusted JSON;
 //! - [`rules`]: the SPEC §2 rule table, in its exact order, and [`state`] the
 //!   NEVER/IN/OUT machine behind rule 10;
@@ -14,6 +15,7 @@
 //! the rules never see a wire format.
 
 pub mod audit;
+pub mod barcode;
 pub mod decision;
 pub mod device;
 pub mod fields;
@@ -28,7 +30,9 @@ pub mod time;
 
 pub use audit::{AuditAction, AuditRecord, UploadedVenues};
 pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
-pub use device::{Device, DeviceInitRequest, DeviceLookup, GateRef, Mac};
+pub use device::{
+    Device, DeviceAccess, DeviceInitRequest, DeviceLookup, GateRef, Mac, SecretDigest,
+};
 pub use fields::{FieldError, FieldErrors};
 pub use ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 pub use inventory::{

@@ -2,9 +2,11 @@
 //! decides. Rule 1's body checks live in [`crate::scan`]; its device check and
 //! rules 2–10 live here.
 
+use crate::barcode;
 use crate::decision::{Decision, Status, TicketPlace};
-use crate::device::Device;
-use crate::inventory::{Event, EventStatus, Gate, Ticket, TicketStatus};
+use crate::device::{Device, SecretDigest};
+use crate::ids::{DeviceId, GateId, VenueId};
+use crate::inventory::{Event, EventStatus, Gate, Ticket, TicketStatus, Venue};
 use crate::scan::{ScanKind, ScanRequest};
 use crate::state::{Entry, StateRecord, transition};
 use crate::time::iso8601;
@@ -27,23 +29,64 @@ pub struct Outcome {
 
 /// Rule 1, device part: the device must be configured at the venue and gate scanned.
 pub fn check_device(request: &ScanRequest, device: Option<&Device>) -> Result<(), Decision> {
+    check_device_at(
+        &request.venue_id,
+        request.device_id,
+        request.gate_id,
+        device,
+    )
+}
+
+/// [`check_device`] for a request that names the venue, device and gate
+/// without being a scan (an offline upload, an annulment).
+pub fn check_device_at(
+    venue_id: &VenueId,
+    device_id: DeviceId,
+    gate_id: GateId,
+    device: Option<&Device>,
+) -> Result<(), Decision> {
     let problem = match device {
-        None => format!("deviceId {} is not a configured device", request.device_id),
-        Some(device) if device.venue_id != request.venue_id => {
-            format!(
-                "deviceId {} is not configured at venueId {}",
-                request.device_id, request.venue_id
-            )
+        None => format!("deviceId {device_id} is not a configured device"),
+        Some(device) if &device.venue_id != venue_id => {
+            format!("deviceId {device_id} is not configured at venueId {venue_id}")
         }
-        Some(device) if !device.is_configured_at(&request.venue_id, request.gate_id) => {
-            format!(
-                "deviceId {} is not configured at gateId {}",
-                request.device_id, request.gate_id
-            )
+        Some(device) if !device.is_configured_at(venue_id, gate_id) => {
+            format!("deviceId {device_id} is not configured at gateId {gate_id}")
         }
         Some(_) => return Ok(()),
     };
     Err(Decision::new(Status::BadRequest, problem, Vec::new()))
+}
+
+/// UNAUTHORIZED message: the venue requires a device secret and none was sent.
+pub const DEVICE_SECRET_REQUIRED: &str = "device secret required";
+/// UNAUTHORIZED message: the secret sent is not the device's.
+pub const DEVICE_SECRET_REJECTED: &str = "device secret rejected";
+/// FORBIDDEN message: the device was revoked and not re-initialised since.
+pub const DEVICE_REVOKED: &str = "device revoked";
+
+/// The device's credentials (SPEC §7), for a device that passed
+/// [`check_device`] at `venue`: when the venue requires a device secret, the
+/// one `presented` (its digest) must be the device's; a revoked device is
+/// refused whatever its venue requires. A refusal (UNAUTHORIZED or FORBIDDEN)
+/// decides nothing about a ticket: it is neither remembered nor published.
+pub fn check_device_access(
+    venue: Option<&Venue>,
+    device: &Device,
+    presented: Option<&SecretDigest>,
+) -> Result<(), Decision> {
+    if venue.is_some_and(|venue| venue.require_device_secret) {
+        let refusal = |message| Err(Decision::new(Status::Unauthorized, message, Vec::new()));
+        match (presented, &device.access.secret) {
+            (None, _) => return refusal(DEVICE_SECRET_REQUIRED),
+            (Some(presented), Some(secret)) if secret.matches(presented) => {}
+            (Some(_), _) => return refusal(DEVICE_SECRET_REJECTED),
+        }
+    }
+    if device.access.revoked {
+        return Err(Decision::new(Status::Forbidden, DEVICE_REVOKED, Vec::new()));
+    }
+    Ok(())
 }
 
 /// Rules 2–10 for a request that passed rule 1.
@@ -149,6 +192,15 @@ fn check_restrictions(
             format!("Event {} is cancelled", event.id),
         ));
     }
+    if let Some(rotation) = &ticket.rotation {
+        match barcode::code_of(request.token.as_str(), ticket.token.as_str()) {
+            None => return Err((Status::InvalidTicket, barcode::BARCODE_REQUIRED.to_owned())),
+            Some(code) if !rotation.accepts(code, scan_time) => {
+                return Err((Status::InvalidTicket, barcode::BARCODE_EXPIRED.to_owned()));
+            }
+            Some(_) => {}
+        }
+    }
 
     // Rule 5.
     if let Some(gate) = gate
@@ -225,6 +277,8 @@ pub fn section_of(place: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::barcode::{Rotation, RotationSecret};
+    use crate::device::DeviceAccess;
     use crate::ids::{DeviceId, EventId, GateId, Token, VenueId};
     use crate::inventory::GateSpec;
     use crate::scan::DeviceOs;
@@ -250,6 +304,7 @@ mod tests {
                 status: TicketStatus::Valid,
                 valid_from: None,
                 valid_until: None,
+                rotation: None,
             },
             event: Event {
                 id: EventId::new("E1"),
@@ -523,6 +578,7 @@ mod tests {
             gate_name: "Gate 2".into(),
             serial: "s".into(),
             model: "m".into(),
+            access: DeviceAccess::default(),
         };
         assert!(check_device(&w.request, Some(&device)).is_ok());
         assert_eq!(
@@ -548,6 +604,102 @@ mod tests {
                 .unwrap_err()
                 .status,
             Status::BadRequest
+        );
+    }
+
+    fn rotating(w: &mut World) -> Rotation {
+        let rotation = Rotation {
+            secret: RotationSecret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap(),
+            step_seconds: 15,
+        };
+        w.ticket.rotation = Some(rotation.clone());
+        rotation
+    }
+
+    #[test]
+    fn a_rotating_ticket_needs_a_current_code_at_rule_4() {
+        let mut w = world();
+        let rotation = rotating(&mut w);
+        let message = |w: &World| w.decide_in(ScanKind::Enter, TokenState::Never).decision;
+        let refused = message(&w);
+        assert_eq!(
+            (refused.status, refused.message.as_str()),
+            (Status::InvalidTicket, barcode::BARCODE_REQUIRED)
+        );
+        w.request.token = Token::new(barcode::barcode("721744537954", &rotation, DURING));
+        assert_eq!(message(&w).status, Status::Okay);
+        // A screenshot taken two steps before the scan.
+        let stale = barcode::barcode("721744537954", &rotation, DURING - 30_000);
+        w.request.token = Token::new(stale);
+        let expired = message(&w);
+        assert_eq!(
+            (expired.status, expired.message.as_str()),
+            (Status::InvalidTicket, barcode::BARCODE_EXPIRED)
+        );
+        // Rule 4 comes after rule 3 and before rule 5, and exit skips it.
+        w.gate.spec.allowed_sections = vec!["FLOOR".into()];
+        assert_eq!(message(&w).message, barcode::BARCODE_EXPIRED);
+        w.event.venue_id = VenueId::new("V2");
+        assert_eq!(message(&w).status, Status::EventRestriction);
+        w.event.venue_id = VenueId::new("V1");
+        let exit = w.decide_in(ScanKind::Exit, TokenState::In).decision.status;
+        assert_eq!(exit, Status::Exit);
+    }
+
+    #[test]
+    fn device_access_follows_the_venue_and_the_revocation() {
+        let w = world();
+        let secret = SecretDigest::of("s3cret");
+        let mut device = Device {
+            id: DeviceId::new(1),
+            venue_id: VenueId::new("V1"),
+            name: "d".into(),
+            mac: crate::device::Mac::parse("00:00:00:00:00:01").unwrap(),
+            ip: "10.0.0.1".into(),
+            gate_id: w.request.gate_id,
+            gate_name: "Gate 2".into(),
+            serial: "s".into(),
+            model: "m".into(),
+            access: DeviceAccess {
+                secret: Some(secret.clone()),
+                revoked: false,
+            },
+        };
+        let open = Venue {
+            id: VenueId::new("V1"),
+            name: "Arena".into(),
+            require_device_secret: false,
+        };
+        let strict = Venue {
+            require_device_secret: true,
+            ..open.clone()
+        };
+        let refusal = |venue: &Venue, device: &Device, presented: Option<&SecretDigest>| {
+            check_device_access(Some(venue), device, presented)
+                .err()
+                .map(|d| (d.status, d.message))
+        };
+        assert_eq!(refusal(&open, &device, None), None);
+        assert_eq!(refusal(&strict, &device, Some(&secret)), None);
+        assert_eq!(
+            refusal(&strict, &device, None),
+            Some((Status::Unauthorized, DEVICE_SECRET_REQUIRED.to_owned()))
+        );
+        let wrong = SecretDigest::of("guess");
+        assert_eq!(
+            refusal(&strict, &device, Some(&wrong)),
+            Some((Status::Unauthorized, DEVICE_SECRET_REJECTED.to_owned()))
+        );
+        device.access.secret = None;
+        assert_eq!(
+            refusal(&strict, &device, Some(&secret)),
+            Some((Status::Unauthorized, DEVICE_SECRET_REJECTED.to_owned())),
+            "a device inited before the venue required secrets has none"
+        );
+        device.access.revoked = true;
+        assert_eq!(
+            refusal(&open, &device, None),
+            Some((Status::Forbidden, DEVICE_REVOKED.to_owned()))
         );
     }
 

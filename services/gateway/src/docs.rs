@@ -2,7 +2,7 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{backup, devices, inventory, ops, stats, tickets};
+use crate::routes::{backup, devices, inventory, ops, revoke, stats, tickets};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -30,6 +30,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         stats::venue_stats,
         inventory::upload,
         backup::backup,
+        revoke::revoke,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -40,7 +41,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         (name = "tickets", description = "Enter, exit and secondary scans"),
         (name = "devices", description = "Scanning devices"),
         (name = "stats", description = "The live view of a venue"),
-        (name = "admin", description = "Inventory upload (admin key)"),
+        (name = "admin", description = "Inventory upload, backups and device revocation (admin key)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     ),
 )]

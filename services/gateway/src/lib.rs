@@ -52,15 +52,15 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
-    BACKUP, DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER,
-    TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    BACKUP, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ,
+    TICKET_ENTER, TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
-use routes::{backup, devices, inventory, ops, stats, tickets};
+use routes::{backup, devices, inventory, ops, revoke, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 12] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 13] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
@@ -69,6 +69,7 @@ pub fn router(state: GatewayState) -> Router {
         (VENUE_STATS, get(stats::venue_stats)),
         (INVENTORY, post(inventory::upload)),
         (BACKUP, get(backup::backup)),
+        (DEVICE_REVOKE, post(revoke::revoke)),
         (HEALTHZ, get(ops::healthz)),
         (READYZ, get(ops::readyz)),
         (METRICS, get(ops::metrics)),

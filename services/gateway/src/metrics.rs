@@ -3,7 +3,9 @@
 //! and key names from the keys file; never a token, device or key.
 
 use axum::http::Method;
-use presence_domain::{ScanKind, Status};
+use presence_domain::barcode::{BARCODE_EXPIRED, BARCODE_REQUIRED};
+use presence_domain::rules::{DEVICE_REVOKED, DEVICE_SECRET_REJECTED, DEVICE_SECRET_REQUIRED};
+use presence_domain::{Decision, ScanKind, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +16,29 @@ use std::time::Duration;
 /// The registry behind `/metrics`, shared so the embedding binary can add its own
 /// metrics (store counters, consumer lag) to the same page.
 pub use presence_runtime::metrics::MetricsHandle;
+
+/// Every `reason` of `presence_scan_refusals_total`.
+const REFUSAL_REASONS: [&str; 5] = [
+    "device_secret_missing",
+    "device_secret_rejected",
+    "device_revoked",
+    "barcode_missing",
+    "barcode_expired",
+];
+
+/// The refusals an operator watches for fraud, as the `reason` label: a
+/// device secret missing or wrong, a revoked device, a rotating ticket scanned
+/// without its code (a printout) or with a stale one (a screenshot).
+fn refusal_reason(decision: &Decision) -> Option<&'static str> {
+    match (decision.status, decision.message.as_str()) {
+        (Status::Unauthorized, DEVICE_SECRET_REQUIRED) => Some(REFUSAL_REASONS[0]),
+        (Status::Unauthorized, DEVICE_SECRET_REJECTED) => Some(REFUSAL_REASONS[1]),
+        (Status::Forbidden, DEVICE_REVOKED) => Some(REFUSAL_REASONS[2]),
+        (Status::InvalidTicket, BARCODE_REQUIRED) => Some(REFUSAL_REASONS[3]),
+        (Status::InvalidTicket, BARCODE_EXPIRED) => Some(REFUSAL_REASONS[4]),
+        _ => None,
+    }
+}
 
 /// The route label of requests that matched no route.
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
@@ -56,6 +81,11 @@ struct AuditLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -75,6 +105,7 @@ pub(crate) struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     scans: Family<ScanLabels, Counter>,
+    scan_refusals: Family<ReasonLabels, Counter>,
     scan_duration: HistogramFamily<KindLabels>,
     in_flight: Gauge,
     decision_timeouts: Counter,
@@ -105,6 +136,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             scans: Family::default(),
+            scan_refusals: Family::default(),
             scan_duration: Family::new_with_constructor(scan_histogram),
             in_flight: Gauge::default(),
             decision_timeouts: Counter::default(),
@@ -128,6 +160,15 @@ impl Metrics {
                     .inc_by(0);
             }
         }
+        // Every reason from the start, at zero: an alert's increase() then
+        // sees the first refusal, and the series exist before any fraud does.
+        for reason in REFUSAL_REASONS {
+            drop(
+                metrics
+                    .scan_refusals
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
         metrics.handle.with_registry(|registry| {
             registry.register(
                 "http_requests",
@@ -143,6 +184,13 @@ impl Metrics {
                 "scans",
                 "Scan requests answered, by kind and result status",
                 metrics.scans.clone(),
+            );
+            registry.register(
+                "scan_refusals",
+                "Scans refused for a sign of fraud, by reason: device_secret_missing, \
+                 device_secret_rejected, device_revoked (SPEC §7 device credentials), \
+                 barcode_missing, barcode_expired (rotating tickets: a printout or a screenshot)",
+                metrics.scan_refusals.clone(),
             );
             registry.register(
                 "scan_duration_seconds",
@@ -232,6 +280,17 @@ impl Metrics {
                 status: status.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a scan's decision, and under [`refusal_reason`] the refusals
+    /// that point at fraud.
+    pub(crate) fn scan_decided(&self, kind: ScanKind, decision: &Decision) {
+        self.scan_answered(kind, decision.status);
+        if let Some(reason) = refusal_reason(decision) {
+            self.scan_refusals
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     pub(crate) fn scan_round_trip(&self, kind: ScanKind, elapsed: Duration) {

@@ -13,6 +13,7 @@ pub(crate) const DEVICE: &str = "/presence/v1/device";
 pub(crate) const VENUE_STATS: &str = "/presence/v1/venues/{venueId}/stats";
 pub(crate) const INVENTORY: &str = "/admin/v1/inventory";
 pub(crate) const BACKUP: &str = "/admin/v1/backup";
+pub(crate) const DEVICE_REVOKE: &str = "/admin/v1/devices/revoke";
 pub(crate) const HEALTHZ: &str = "/healthz";
 pub(crate) const READYZ: &str = "/readyz";
 pub(crate) const METRICS: &str = "/metrics";

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use presence_domain::inventory::{LineError, LineErrors, NumberedRecord};
 use presence_domain::{
-    AuditAction, AuditRecord, Decision, Device, DeviceId, DeviceInitRequest, DeviceLookup, EventId,
-    GateId, Mac, ScanKind, Status, TicketPlace, VenueId,
+    AuditAction, AuditRecord, Decision, Device, DeviceAccess, DeviceId, DeviceInitRequest,
+    DeviceLookup, EventId, GateId, Mac, ScanKind, SecretDigest, Status, TicketPlace, VenueId,
 };
 use presence_ports::in_process::RecordedAudit;
 use presence_ports::{
@@ -29,7 +29,7 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 19] = [
+const DOCUMENTED_PATHS: [&str; 20] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -45,6 +45,7 @@ const DOCUMENTED_PATHS: [&str; 19] = [
     "/presence/v1/venues/{venueId}/stats.json",
     "/admin/v1/inventory",
     "/admin/v1/backup",
+    "/admin/v1/devices/revoke",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -116,6 +117,15 @@ impl presence_ports::Transport for Fake {
         Ok(self.device.lock().unwrap().clone())
     }
 
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, TransportError> {
+        let device = self.device.lock().unwrap().clone();
+        Ok(device.filter(|d| &d.venue_id == venue_id && d.id == device_id))
+    }
+
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
@@ -170,6 +180,7 @@ fn device() -> Device {
         gate_name: "Gate 2".into(),
         serial: "aBcDEFg12".into(),
         model: "Janam XT2".into(),
+        access: DeviceAccess::default(),
     }
 }
 
@@ -1250,6 +1261,151 @@ async fn metrics_parse_and_count() {
     assert_eq!(sample(&text, "presence_requests_in_flight"), Some(1.0));
     assert!(!text.contains(ADMIN_KEY));
     assert!(!text.contains("721744537954"));
+}
+
+/// Only the digest of `X-Device-Secret` goes on to the validator; a refusal
+/// is answered with its HTTP status and counted under its reason.
+#[tokio::test]
+async fn a_device_secret_travels_as_its_digest_and_refusals_are_counted() {
+    let harness = Harness::new();
+    let secret = "f".repeat(64);
+    let mut with_secret = request(
+        Method::POST,
+        "/presence/v1/ticket/enter",
+        Some(ADMIN_KEY),
+        json_body(&scan_body()),
+    );
+    with_secret
+        .headers_mut()
+        .insert("X-Device-Secret", secret.parse().unwrap());
+    harness.call(with_secret).await;
+    harness
+        .post(
+            "/presence/v1/ticket/enter",
+            Some(ADMIN_KEY),
+            json_body(&scan_body()),
+        )
+        .await;
+    let sent: Vec<_> = harness
+        .fake
+        .scans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|command| command.device_secret.clone())
+        .collect();
+    assert_eq!(sent, [Some(SecretDigest::of(&secret)), None]);
+
+    for (status, message, code) in [
+        (
+            Status::Unauthorized,
+            "device secret rejected",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Status::Forbidden, "device revoked", StatusCode::FORBIDDEN),
+        (Status::InvalidTicket, "Barcode has expired", StatusCode::OK),
+    ] {
+        *harness.fake.scan_answer.lock().unwrap() =
+            ScanAnswer::Decide(Decision::new(status, message, Vec::new()));
+        let reply = harness
+            .post(
+                "/presence/v1/ticket/enter",
+                Some(ADMIN_KEY),
+                json_body(&scan_body()),
+            )
+            .await;
+        assert_eq!(reply.status, code);
+        assert_eq!(reply.result_message(), message);
+        assert!(reply.tickets().is_array());
+    }
+    let text = harness.metrics_text().await;
+    for reason in [
+        "device_secret_rejected",
+        "device_revoked",
+        "barcode_expired",
+    ] {
+        let line = format!("presence_scan_refusals_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&text, &line), Some(1.0), "{reason}");
+    }
+    assert!(!text.contains(&secret));
+}
+
+/// device/init draws a secret for every init and answers it only when the
+/// registry made it the device's; the registry sees its digest only.
+#[tokio::test]
+async fn device_init_shows_the_secret_only_when_it_was_issued() {
+    let harness = Harness::new();
+    let reply = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.json()["message"].get("deviceSecret").is_none());
+
+    *harness.fake.init_answer.lock().unwrap() = DeviceInitOutcome::ConfiguredWithSecret(device());
+    let first = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    let second = harness
+        .post(
+            "/presence/v1/device/init",
+            Some(ADMIN_KEY),
+            json_body(&init_body()),
+        )
+        .await;
+    let secrets: Vec<String> = [&first, &second]
+        .map(|reply| {
+            reply.json()["message"]["deviceSecret"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .into();
+    assert_ne!(secrets[0], secrets[1], "each init draws a new secret");
+    assert!(secrets.iter().all(|s| s.len() == 64));
+    let candidates: Vec<_> = harness
+        .fake
+        .inits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|init| init.secret_candidate.clone())
+        .collect();
+    assert_eq!(candidates.len(), 3);
+    assert!(candidates.iter().all(Option::is_some));
+    assert_eq!(candidates[1], Some(SecretDigest::of(&secrets[0])));
+    assert_eq!(candidates[2], Some(SecretDigest::of(&secrets[1])));
+}
+
+#[tokio::test]
+async fn revocation_needs_an_admin_key_and_a_device_of_the_venue() {
+    let harness = Harness::new();
+    let path = "/admin/v1/devices/revoke";
+    let body = json!({"venueId": VENUE, "deviceId": 37});
+    let reply = harness.post(path, Some(ADMIN_KEY), json_body(&body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.result_message(), "Device revoked");
+    assert_eq!(reply.json()["message"]["id"], 37);
+    let reply = harness.post(path, Some(PLAIN_KEY), json_body(&body)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let other = json!({"venueId": VENUE, "deviceId": 38});
+    let reply = harness.post(path, Some(ADMIN_KEY), json_body(&other)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = harness
+        .post(path, Some(ADMIN_KEY), json_body(&json!({"deviceId": "x"})))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.result_message(),
+        "venueId is required; deviceId must be an integer or a string of digits"
+    );
 }
 
 #[tokio::test]

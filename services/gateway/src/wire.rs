@@ -98,6 +98,28 @@ pub struct DeviceEnvelope {
     pub message: DeviceBody,
 }
 
+/// The body of `POST /admin/v1/devices/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"venueId": "KovZpZAnAtJJ", "deviceId": 224}))]
+pub struct DeviceRevokeBody {
+    #[schema(schema_with = not_blank)]
+    pub venue_id: String,
+    /// A device of that venue, as device/init numbered it.
+    #[schema(minimum = 1)]
+    pub device_id: u64,
+}
+
+/// The device secret header of a scan (SPEC §7).
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct DeviceSecretHeader {
+    /// The `deviceSecret` device/init answered, at a venue that requires device
+    /// secrets; ignored elsewhere.
+    #[serde(rename = "X-Device-Secret")]
+    pub device_secret: Option<String>,
+}
+
 /// A configured device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +137,12 @@ pub struct DeviceBody {
     pub gate_name: String,
     pub serial: String,
     pub model: String,
+    /// Only in the answer to a device/init at a venue that requires device
+    /// secrets, and only there: send it as `X-Device-Secret` with every scan.
+    /// A re-init issues a new one and the old one stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 32)]
+    pub device_secret: Option<String>,
 }
 
 impl From<&Device> for DeviceBody {
@@ -129,6 +157,7 @@ impl From<&Device> for DeviceBody {
             gate_name: device.gate_name.clone(),
             serial: device.serial.clone(),
             model: device.model.clone(),
+            device_secret: None,
         }
     }
 }

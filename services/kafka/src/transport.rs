@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    DecisionEvent, Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats,
+    DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, VenueId, VenueStats, barcode,
 };
 use presence_ports::{
     Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
@@ -165,6 +165,31 @@ impl KafkaTransport {
         Ok((replies, partition))
     }
 
+    /// Sends one request to the registry, keyed by venue, and waits for its reply.
+    async fn ask_registry(
+        &self,
+        venue_id: &VenueId,
+        request: pb::registry_request::Request,
+    ) -> Result<pb::RegistryReply, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(request),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => Ok(reply),
+            _ => Err(unexpected("not a registry reply")),
+        }
+    }
+
     /// Sends one request and waits for its answer until `deadline` elapses.
     async fn request(
         &self,
@@ -308,11 +333,20 @@ fn inventory_chunks(
 #[async_trait]
 impl Transport for KafkaTransport {
     async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
-        let message = presence_proto::scan_to_pb(&command.scan_id, command.kind, &command.request);
+        let message = presence_proto::scan_to_pb(
+            &command.scan_id,
+            command.kind,
+            &command.request,
+            command.device_secret.as_ref(),
+        );
+        // Keyed by the ticket's token: a rotating ticket's barcodes, whatever
+        // their code, go to one partition in order, as any ticket's scans do.
+        let token = command.request.token.as_str();
+        let key = barcode::split(token).map_or(token, |(ticket_token, _code)| ticket_token);
         let outcome = self
             .request(
                 &self.topics.scans(),
-                command.request.token.as_str().as_bytes(),
+                key.as_bytes(),
                 command.scan_id.as_str(),
                 vec![message.encode_to_vec()],
                 self.deadlines.request,
@@ -334,69 +368,36 @@ impl Transport for KafkaTransport {
         &self,
         request: DeviceInitRequest,
     ) -> Result<DeviceInitOutcome, TransportError> {
-        let message = pb::RegistryRequest {
-            request: Some(pb::registry_request::Request::Init(
-                wire::device_init_to_pb(&request),
-            )),
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let outcome = self
-            .request(
-                &self.topics.registry(),
-                request.venue_id.as_str().as_bytes(),
-                &id,
-                vec![message.encode_to_vec()],
-                self.deadlines.request,
-            )
-            .await?;
-        match outcome {
-            Outcome::Registry(reply) => wire::init_outcome_from_pb(reply).map_err(undecodable),
-            _ => Err(unexpected("not a registry reply")),
-        }
+        let init = pb::registry_request::Request::Init(wire::device_init_to_pb(&request));
+        let reply = self.ask_registry(&request.venue_id, init).await?;
+        wire::init_outcome_from_pb(reply).map_err(undecodable)
     }
 
     async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError> {
-        let message = pb::RegistryRequest {
-            request: Some(pb::registry_request::Request::Lookup(wire::lookup_to_pb(
-                &lookup,
-            ))),
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let outcome = self
-            .request(
-                &self.topics.registry(),
-                lookup.venue_id.as_str().as_bytes(),
-                &id,
-                vec![message.encode_to_vec()],
-                self.deadlines.request,
-            )
-            .await?;
-        match outcome {
-            Outcome::Registry(reply) => wire::lookup_outcome_from_pb(reply).map_err(undecodable),
-            _ => Err(unexpected("not a registry reply")),
-        }
+        let request = pb::registry_request::Request::Lookup(wire::lookup_to_pb(&lookup));
+        let reply = self.ask_registry(&lookup.venue_id, request).await?;
+        wire::lookup_outcome_from_pb(reply).map_err(undecodable)
+    }
+
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, TransportError> {
+        let request = pb::registry_request::Request::Revoke(pb::DeviceRevoke {
+            venue_id: venue_id.to_string(),
+            device_id: device_id.get(),
+        });
+        let reply = self.ask_registry(venue_id, request).await?;
+        wire::lookup_outcome_from_pb(reply).map_err(undecodable)
     }
 
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError> {
-        let message = pb::RegistryRequest {
-            request: Some(pb::registry_request::Request::Stats(pb::VenueStatsQuery {
-                venue_id: venue_id.to_string(),
-            })),
-        };
-        let id = uuid::Uuid::now_v7().to_string();
-        let outcome = self
-            .request(
-                &self.topics.registry(),
-                venue_id.as_str().as_bytes(),
-                &id,
-                vec![message.encode_to_vec()],
-                self.deadlines.request,
-            )
-            .await?;
-        match outcome {
-            Outcome::Registry(reply) => wire::stats_outcome_from_pb(reply).map_err(undecodable),
-            _ => Err(unexpected("not a registry reply")),
-        }
+        let query = pb::registry_request::Request::Stats(pb::VenueStatsQuery {
+            venue_id: venue_id.to_string(),
+        });
+        let reply = self.ask_registry(venue_id, query).await?;
+        wire::stats_outcome_from_pb(reply).map_err(undecodable)
     }
 
     async fn apply_inventory(

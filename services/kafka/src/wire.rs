@@ -34,6 +34,10 @@ pub fn device_init_to_pb(request: &DeviceInitRequest) -> pb::DeviceInit {
         }),
         serial: request.serial.clone(),
         model: request.model.clone(),
+        secret_candidate: request
+            .secret_candidate
+            .as_ref()
+            .map_or_else(Vec::new, |digest| digest.as_bytes().to_vec()),
     }
 }
 
@@ -52,6 +56,8 @@ pub fn device_init_from_pb(message: pb::DeviceInit) -> Result<DeviceInitRequest,
         },
         serial: message.serial,
         model: message.model,
+        secret_candidate: presence_proto::secret_digest_from_pb(&message.secret_candidate)
+            .map_err(|_| bad("secret_candidate is not a 32-byte digest"))?,
     })
 }
 
@@ -72,6 +78,9 @@ pub fn lookup_from_pb(message: pb::DeviceLookup) -> Result<DeviceLookup, KafkaEr
 pub fn init_outcome_to_pb(outcome: &DeviceInitOutcome) -> pb::RegistryReply {
     let outcome = match outcome {
         DeviceInitOutcome::Configured(device) => RegistryOutcome::Device(pb::Device::from(device)),
+        DeviceInitOutcome::ConfiguredWithSecret(device) => {
+            RegistryOutcome::DeviceWithSecret(pb::Device::from(device))
+        }
         DeviceInitOutcome::VenueNotFound => RegistryOutcome::VenueNotFound(true),
         DeviceInitOutcome::UnknownGate(id) => RegistryOutcome::UnknownGate(id.get()),
         DeviceInitOutcome::TooManyGates(cap) => RegistryOutcome::TooManyGates(*cap),
@@ -88,6 +97,9 @@ pub fn init_outcome_from_pb(reply: pb::RegistryReply) -> Result<DeviceInitOutcom
         .ok_or_else(|| bad("registry reply is empty"))?
     {
         RegistryOutcome::Device(device) => Ok(DeviceInitOutcome::Configured(
+            Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
+        )),
+        RegistryOutcome::DeviceWithSecret(device) => Ok(DeviceInitOutcome::ConfiguredWithSecret(
             Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
         )),
         RegistryOutcome::VenueNotFound(_) => Ok(DeviceInitOutcome::VenueNotFound),
@@ -118,7 +130,8 @@ pub fn lookup_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<Device>
             Device::try_from(device).map_err(|e| bad(&e.to_string()))?,
         )),
         RegistryOutcome::DeviceNotFound(_) => Ok(None),
-        RegistryOutcome::VenueNotFound(_)
+        RegistryOutcome::DeviceWithSecret(_)
+        | RegistryOutcome::VenueNotFound(_)
         | RegistryOutcome::UnknownGate(_)
         | RegistryOutcome::TooManyGates(_)
         | RegistryOutcome::TooManyDevices(_) => Err(bad("a device init answer to a lookup")),
@@ -147,6 +160,7 @@ pub fn stats_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<VenueSta
         )),
         RegistryOutcome::VenueNotFound(_) => Ok(None),
         RegistryOutcome::Device(_)
+        | RegistryOutcome::DeviceWithSecret(_)
         | RegistryOutcome::UnknownGate(_)
         | RegistryOutcome::TooManyGates(_)
         | RegistryOutcome::TooManyDevices(_)
@@ -280,6 +294,7 @@ mod tests {
             gate: GateRef::Name("North".into()),
             serial: "s".into(),
             model: "m".into(),
+            secret_candidate: Some(presence_domain::SecretDigest::of("s3cret")),
         }
     }
 
@@ -308,9 +323,11 @@ mod tests {
             gate_name: "North".into(),
             serial: "s".into(),
             model: "m".into(),
+            access: Default::default(),
         };
         for outcome in [
             DeviceInitOutcome::Configured(device.clone()),
+            DeviceInitOutcome::ConfiguredWithSecret(device.clone()),
             DeviceInitOutcome::VenueNotFound,
             DeviceInitOutcome::UnknownGate(GateId::new(9)),
             DeviceInitOutcome::TooManyGates(1_000),

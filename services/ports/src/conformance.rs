@@ -25,12 +25,13 @@ use crate::store::{
     Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
     TicketStore, VenueCounts,
 };
+use presence_domain::barcode::{Rotation, RotationSecret};
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
 use presence_domain::{
-    Decision, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
-    RememberedDecision, ScanId, ScanKey, ScanKind, StateRecord, Status, Ticket, TicketPlace,
-    TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
+    Decision, DeviceAccess, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
+    RememberedDecision, ScanId, ScanKey, ScanKind, SecretDigest, StateRecord, Status, Ticket,
+    TicketPlace, TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
 };
 use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};
@@ -106,6 +107,8 @@ macro_rules! store_conformance_tests {
             gate_ids_are_positive_and_distinct_across_venues,
             device_reinit_keeps_the_id_and_replaces_the_rest,
             devices_are_found_by_mac_and_by_id,
+            a_revocation_holds_until_a_reinit_replaces_the_secret,
+            a_rotating_ticket_and_a_strict_venue_keep_their_settings,
             inventory_gate_updates_the_gate_ensure_gate_created,
             inventory_gate_creates_a_missing_gate,
             apply_is_last_write_wins,
@@ -234,6 +237,7 @@ fn venue(id: &str, name: &str) -> InventoryRecord {
     InventoryRecord::Venue(Venue {
         id: VenueId::new(id),
         name: name.into(),
+        require_device_secret: false,
     })
 }
 
@@ -257,6 +261,7 @@ fn ticket(token: &str, places: &[&str]) -> Ticket {
         status: TicketStatus::Valid,
         valid_from: None,
         valid_until: Some(1_480_030_000_000),
+        rotation: None,
     }
 }
 
@@ -281,6 +286,7 @@ fn draft(venue_id: &str, mac: &str, name: &str, gate_id: GateId) -> DeviceDraft 
         gate_name: "Gate 2".into(),
         serial: "aBcDEFg12".into(),
         model: "Best Phone".into(),
+        secret: None,
     }
 }
 
@@ -803,6 +809,99 @@ pub async fn device_reinit_keeps_the_id_and_replaces_the_rest(stores: Stores) {
     let ids: HashSet<DeviceId> = [first.id, other_mac.id, other_venue.id].into();
     assert_eq!(ids.len(), 3, "each (venue, MAC) is its own device");
     assert!(ids.iter().all(|id| id.get() > 0));
+}
+
+/// A device's secret digest is stored with it; a revocation marks it revoked
+/// (at its own venue only) until a re-init replaces secret and revocation.
+pub async fn a_revocation_holds_until_a_reinit_replaces_the_secret(stores: Stores) {
+    let devices = &stores.devices;
+    let first_secret = SecretDigest::of("first secret");
+    let saved = devices
+        .save_device(DeviceDraft {
+            secret: Some(first_secret.clone()),
+            ..draft(VENUE, "00:24:06:F0:F9:FB", "Scanner", GateId::new(3))
+        })
+        .await
+        .expect("save_device");
+    let read = devices.device(saved.id).await.expect("device");
+    assert_eq!(read.map(|d| d.access.secret), Some(Some(first_secret)));
+
+    let elsewhere = devices
+        .revoke_device(&VenueId::new("V2"), saved.id)
+        .await
+        .expect("revoke_device");
+    assert_eq!(elsewhere, None, "another venue cannot revoke the device");
+    let unknown = devices
+        .revoke_device(&VenueId::new(VENUE), DeviceId::new(9_999))
+        .await
+        .expect("revoke_device");
+    assert_eq!(unknown, None);
+    let revoked = devices
+        .revoke_device(&VenueId::new(VENUE), saved.id)
+        .await
+        .expect("revoke_device")
+        .expect("the venue's device");
+    assert!(revoked.access.revoked);
+    let read = devices.device(saved.id).await.expect("device");
+    assert_eq!(read.as_ref(), Some(&revoked));
+
+    let second_secret = SecretDigest::of("second secret");
+    let reinit = devices
+        .save_device(DeviceDraft {
+            secret: Some(second_secret.clone()),
+            ..draft(VENUE, "00:24:06:F0:F9:FB", "Scanner", GateId::new(3))
+        })
+        .await
+        .expect("save_device");
+    assert_eq!(reinit.id, saved.id);
+    let read = devices
+        .device(saved.id)
+        .await
+        .expect("device")
+        .expect("the device");
+    assert_eq!(
+        read.access,
+        DeviceAccess {
+            secret: Some(second_secret),
+            revoked: false
+        }
+    );
+}
+
+/// A ticket's rotation and a venue's device-secret requirement are stored and
+/// read back as applied.
+pub async fn a_rotating_ticket_and_a_strict_venue_keep_their_settings(stores: Stores) {
+    let strict = Venue {
+        id: VenueId::new(VENUE),
+        name: "Arena".into(),
+        require_device_secret: true,
+    };
+    let rotation = Rotation {
+        secret: RotationSecret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("base32"),
+        step_seconds: 30,
+    };
+    let rotating = Ticket {
+        rotation: Some(rotation),
+        ..ticket(TOKEN, &["PIT1:3:4"])
+    };
+    apply(
+        &stores,
+        vec![
+            InventoryRecord::Venue(strict.clone()),
+            event(EVENT, VENUE, "Show"),
+            InventoryRecord::Ticket(rotating.clone()),
+        ],
+    )
+    .await;
+    let venue = stores
+        .devices
+        .venue(&VenueId::new(VENUE))
+        .await
+        .expect("venue");
+    assert_eq!(venue, Some(strict));
+    let key = scan_key(ScanKind::Enter, TOKEN, 1_480_003_200_000);
+    let found = context(&stores, &key, GateId::new(1)).await;
+    assert_eq!(found.ticket, Some(rotating));
 }
 
 /// Devices are found by (venue, MAC) and by id, and only there.

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord, Tally,
-    Ticket, Venue, VenueId, VenueStats,
+    Device, DeviceAccess, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey,
+    SecretDigest, StateRecord, Tally, Ticket, Venue, VenueId, VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -97,6 +97,8 @@ pub struct DeviceDraft {
     pub gate_name: String,
     pub serial: String,
     pub model: String,
+    /// The digest of the secret issued with this init, if the venue requires one.
+    pub secret: Option<SecretDigest>,
 }
 
 impl DeviceDraft {
@@ -111,6 +113,10 @@ impl DeviceDraft {
             gate_name: self.gate_name,
             serial: self.serial,
             model: self.model,
+            access: DeviceAccess {
+                secret: self.secret,
+                revoked: false,
+            },
         }
     }
 }
@@ -158,6 +164,16 @@ pub trait DeviceStore: Send + Sync + 'static {
     ) -> Result<Option<Device>, StoreError>;
 
     async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
+
+    /// Marks the venue's device revoked (SPEC §7) until a re-init
+    /// ([`DeviceStore::save_device`]) replaces its access; `None` when the venue
+    /// has no device with that id. A revocation racing a re-init of the same
+    /// device may win over it: the device then stays revoked, the safe side.
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        id: DeviceId,
+    ) -> Result<Option<Device>, StoreError>;
 }
 
 /// Inventory writes.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{
-    Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup, GateId, ScanId, ScanKind,
-    ScanRequest, VenueId, VenueStats,
+    Decision, DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, GateId, ScanId,
+    ScanKind, ScanRequest, SecretDigest, VenueId, VenueStats,
 };
 
 /// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
@@ -23,6 +23,9 @@ pub struct ScanCommand {
     pub scan_id: ScanId,
     pub kind: ScanKind,
     pub request: ScanRequest,
+    /// The digest of the `X-Device-Secret` the scanner sent, if any (SPEC §7):
+    /// the secret itself stays in the gateway.
+    pub device_secret: Option<SecretDigest>,
 }
 
 /// The answer to a scan: the decision and the id of the scan it was made for.
@@ -38,6 +41,9 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceInitOutcome {
     Configured(Device),
+    /// Configured at a venue that requires device secrets: the request's
+    /// secret candidate is now the device's secret, to show once.
+    ConfiguredWithSecret(Device),
     /// 404 NOT_FOUND.
     VenueNotFound,
     /// 400: `gateId` names no gate of the venue.
@@ -68,6 +74,14 @@ pub trait Transport: Send + Sync + 'static {
     ) -> Result<DeviceInitOutcome, TransportError>;
 
     async fn lookup_device(&self, lookup: DeviceLookup) -> Result<Option<Device>, TransportError>;
+
+    /// Revokes the venue's device (SPEC §7): its requests are 403 until it is
+    /// re-initialised. `None` when the venue has no such device.
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, TransportError>;
 
     /// Applies the records of one batch, all or nothing. `syntax_errors` are the
     /// batch's lines that did not parse: when there are any, nothing is applied and

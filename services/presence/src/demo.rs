@@ -1,6 +1,7 @@
 //! `presence demo`: a venue, an event, gates and tickets around the current
 //! time, one configured scanner, and curl commands to paste.
 
+use presence_domain::barcode::{self, DEFAULT_STEP_SECONDS, Rotation, RotationSecret};
 use presence_domain::{Device, DeviceInitRequest, GateRef, Mac, VenueId};
 use presence_ports::{DeviceInitOutcome, Transport};
 use std::fmt::Write;
@@ -8,6 +9,10 @@ use std::fmt::Write;
 pub const VENUE: &str = "DEMO-ARENA";
 pub const EVENT: &str = "DEMO-SHOW";
 pub const TICKETS: usize = 100;
+/// The demo's rotating (screenshot-proof) ticket and its secret. A real
+/// secret is random per ticket and never printed; this one is public.
+pub const ROTATING_TICKET: &str = "DEMO-ROTATING";
+pub const ROTATING_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const HOUR_MS: i64 = 3_600_000;
 
 /// The demo inventory: doors opened an hour before `now`, the show ends six hours after.
@@ -28,6 +33,9 @@ pub fn inventory(now: i64) -> String {
         ),
         format!(
             r#"{{"type":"ticket","token":"DEMO-VOID","eventId":"{EVENT}","places":["A:9:9"],"status":"VOID"}}"#
+        ),
+        format!(
+            r#"{{"type":"ticket","token":"{ROTATING_TICKET}","eventId":"{EVENT}","places":["B:1:1"],"rotation":{{"secret":"{ROTATING_SECRET}","stepSeconds":15}}}}"#
         ),
     ];
     lines.extend((1..=TICKETS).map(|n| {
@@ -51,6 +59,7 @@ pub async fn configure_scanner(transport: &dyn Transport) -> anyhow::Result<Devi
         gate: GateRef::Name("North Gate".into()),
         serial: "DEMO-0001".into(),
         model: "Demo Phone".into(),
+        secret_candidate: None,
     };
     match transport.init_device(request).await? {
         DeviceInitOutcome::Configured(device) => Ok(device),
@@ -71,7 +80,7 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
     let _ = writeln!(out, "API key: {api_key}");
     let _ = writeln!(
         out,
-        "Venue {VENUE}, event {EVENT}, tickets DEMO-0001..DEMO-{TICKETS:04}, DEMO-VIP-GROUP (3 VIP seats), DEMO-VOID."
+        "Venue {VENUE}, event {EVENT}, tickets DEMO-0001..DEMO-{TICKETS:04}, DEMO-VIP-GROUP (3 VIP seats), DEMO-VOID, {ROTATING_TICKET} (rotating barcode)."
     );
     let _ = writeln!(
         out,
@@ -112,6 +121,30 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
         out,
         "\nThe same scan (device, token, scanTime, kind) sent twice returns its first answer."
     );
+    let _ = writeln!(
+        out,
+        "\n# A rotating ticket: its barcode is {ROTATING_TICKET}:<code>, the code changing every 15 s."
+    );
+    let _ = writeln!(
+        out,
+        "# The bare token is INVALID_TICKET \"Barcode required\"; a code older than a step, \"Barcode has expired\"."
+    );
+    let _ = writeln!(
+        out,
+        "# Its barcode now: PRESENCE_ROTATION_SECRET={ROTATING_SECRET} presence barcode {ROTATING_TICKET}"
+    );
+    if let Ok(secret) = RotationSecret::from_base32(ROTATING_SECRET) {
+        let rotation = Rotation {
+            secret,
+            step_seconds: DEFAULT_STEP_SECONDS,
+        };
+        let _ = writeln!(out, "# Enter with the barcode shown at the scanTime below:");
+        let _ = writeln!(
+            out,
+            r#"curl -s -X POST "{url}/presence/v1/ticket/enter?apikey={api_key}" -H 'Content-Type: application/json' -d '{}'"#,
+            scan_body(&barcode::barcode(ROTATING_TICKET, &rotation, now))
+        );
+    }
     let _ = writeln!(
         out,
         "API description: {url}/openapi.json   Metrics: {url}/metrics   Stop: Ctrl-C"

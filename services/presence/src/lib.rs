@@ -10,6 +10,7 @@
 //!   directory; [`audit`]: `presence audit tail`, which prints it (or the
 //!   distributed `audit` topic);
 //! - [`backup`]: `presence backup` and `presence restore`;
+//! - [`barcode`]: `presence barcode`, a rotating ticket's current barcode;
 //! - [`decisions`]: `presence decisions`: the decisions topic tailed as JSON lines
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
 //! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
@@ -27,6 +28,7 @@ pub mod app;
 pub mod audit;
 pub mod audit_log;
 pub mod backup;
+pub mod barcode;
 pub mod client;
 pub mod decisions;
 pub mod demo;

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use presence::app::{EmbeddedApp, ServeSettings, describe_line_errors, load_inventory};
 use presence::audit::{self, AuditCommand};
 use presence::backup::{self, BackupArgs, RestoreArgs};
+use presence::barcode::{self, BarcodeArgs};
 use presence::client::Terminal;
 use presence::decisions::{self, DecisionsCommand};
 use presence::inventory_upload::{self, UploadArgs};
@@ -62,6 +63,8 @@ enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's store (its server stopped).
     Restore(RestoreArgs),
+    /// Print a rotating ticket's barcode (`<token>:<code>`) now or at --at.
+    Barcode(BarcodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +149,10 @@ fn main() -> ExitCode {
             run_async(async { backup::backup(args).await.map(|()| ExitCode::SUCCESS) })
         }
         Command::Restore(args) => backup::restore(&args).map(|()| ExitCode::SUCCESS),
+        Command::Barcode(args) => barcode::barcode(&args).map(|barcode| {
+            println!("{barcode}");
+            ExitCode::SUCCESS
+        }),
     };
     telemetry.shutdown();
     match result {

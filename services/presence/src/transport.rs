@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
+use presence_domain::{Device, DeviceId, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
@@ -93,6 +93,17 @@ impl Transport for InProcessTransport {
         self.registry.lookup(&lookup).await.map_err(unavailable)
     }
 
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, TransportError> {
+        self.registry
+            .revoke(venue_id, device_id)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn apply_inventory(
         &self,
         records: Vec<NumberedRecord>,
@@ -165,6 +176,7 @@ mod tests {
                 gate_id: GateId::new(1),
                 scan_time: 1_480_000_000_000,
             },
+            device_secret: None,
         }
     }
 

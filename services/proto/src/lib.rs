@@ -5,13 +5,15 @@
 //! types only. Decoding untrusted bytes goes through `TryFrom`, which names the
 //! field that is missing or out of range.
 
+use presence_domain::barcode::{DEFAULT_STEP_SECONDS, Rotation, RotationSecret, STEP_SECONDS};
 use presence_domain::inventory::{
     Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue,
 };
 use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
-    AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId,
-    Mac, ScanId, ScanKind, ScanRequest, Status, TicketPlace, Token, VenueId, VenueStats,
+    AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs,
+    EventId, GateId, Mac, ScanId, ScanKind, ScanRequest, SecretDigest, Status, TicketPlace, Token,
+    VenueId, VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -99,7 +101,8 @@ fn device_os(value: i32) -> Result<DeviceOs, ProtoError> {
     }
 }
 
-/// Decision statuses only: the HTTP-level statuses never reach a topic.
+/// Decision statuses, and the two refusals of a scanner's credentials (which
+/// travel in replies only); the other HTTP-level statuses never reach a topic.
 fn status_to_pb(status: Status) -> pb::Status {
     match status {
         Status::Okay => pb::Status::Okay,
@@ -115,9 +118,10 @@ fn status_to_pb(status: Status) -> pb::Status {
         Status::EventRestriction => pb::Status::EventRestriction,
         Status::TooEarly => pb::Status::TooEarly,
         Status::TooLate => pb::Status::TooLate,
-        Status::Unauthorized
-        | Status::Forbidden
-        | Status::MethodNotAllowed
+        // A scan's device refusals, in replies only.
+        Status::Unauthorized => pb::Status::Unauthorized,
+        Status::Forbidden => pb::Status::Forbidden,
+        Status::MethodNotAllowed
         | Status::PayloadTooLarge
         | Status::RateLimited
         | Status::Unavailable
@@ -136,8 +140,49 @@ fn status_from_pb(value: i32) -> Result<Status, ProtoError> {
         .ok_or(ProtoError::Missing("status"))
 }
 
-/// A scan request as the gateway publishes it.
-pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb::ScanRequest {
+fn rotation_from_pb(rotation: pb::TicketRotation) -> Result<Rotation, ProtoError> {
+    let secret = RotationSecret::from_bytes(rotation.secret).map_err(|_| ProtoError::Invalid {
+        field: "rotation.secret",
+        reason: "must be 16 to 64 bytes",
+    })?;
+    let step_seconds = match rotation.step_seconds {
+        0 => DEFAULT_STEP_SECONDS,
+        step if STEP_SECONDS.contains(&step) => step,
+        _ => {
+            return Err(ProtoError::Invalid {
+                field: "rotation.step_seconds",
+                reason: "must be 5 to 60",
+            });
+        }
+    };
+    Ok(Rotation {
+        secret,
+        step_seconds,
+    })
+}
+
+/// The digest of the device secret a scan carries: `bytes` is empty when none
+/// was sent.
+pub fn secret_digest_from_pb(bytes: &[u8]) -> Result<Option<SecretDigest>, ProtoError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    SecretDigest::from_bytes(bytes)
+        .map(Some)
+        .ok_or(ProtoError::Invalid {
+            field: "device_secret_digest",
+            reason: "must be 32 bytes",
+        })
+}
+
+/// A scan request as the gateway publishes it, with the digest of the device
+/// secret the scanner sent, if any.
+pub fn scan_to_pb(
+    scan_id: &ScanId,
+    kind: ScanKind,
+    request: &ScanRequest,
+    device_secret: Option<&SecretDigest>,
+) -> pb::ScanRequest {
     pb::ScanRequest {
         scan_id: scan_id.to_string(),
         kind: pb::ScanKind::from(kind).into(),
@@ -149,10 +194,12 @@ pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb
         device_id: request.device_id.get(),
         gate_id: request.gate_id.get(),
         scan_time: request.scan_time,
+        device_secret_digest: device_secret.map_or_else(Vec::new, |d| d.as_bytes().to_vec()),
     }
 }
 
-/// A scan request as the validator consumes it.
+/// A scan request as the validator consumes it (the device secret's digest is
+/// read by [`secret_digest_from_pb`]).
 pub fn scan_from_pb(
     message: pb::ScanRequest,
 ) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
@@ -346,6 +393,8 @@ impl TryFrom<pb::Device> for Device {
             gate_name: message.gate_name,
             serial: message.serial,
             model: message.model,
+            // Credentials are never on a topic: a device from one has none.
+            access: DeviceAccess::default(),
         })
     }
 }
@@ -357,6 +406,7 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
             InventoryRecord::Venue(v) => Record::Venue(pb::Venue {
                 id: v.id.to_string(),
                 name: v.name.clone(),
+                require_device_secret: v.require_device_secret,
             }),
             InventoryRecord::Event(e) => Record::Event(pb::Event {
                 id: e.id.to_string(),
@@ -390,6 +440,10 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
                 .into(),
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
+                rotation: t.rotation.as_ref().map(|r| pb::TicketRotation {
+                    secret: r.secret.as_bytes().to_vec(),
+                    step_seconds: r.step_seconds,
+                }),
             }),
         };
         pb::InventoryRecord {
@@ -409,6 +463,7 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
             Record::Venue(v) => InventoryRecord::Venue(Venue {
                 id: VenueId::new(required("id", v.id)?),
                 name: required("name", v.name)?,
+                require_device_secret: v.require_device_secret,
             }),
             Record::Event(e) => {
                 let id = required("id", e.id)?;
@@ -463,6 +518,7 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
                 },
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
+                rotation: t.rotation.map(rotation_from_pb).transpose()?,
             }),
         })
     }
@@ -636,14 +692,27 @@ mod tests {
 
     #[test]
     fn scans_round_trip_through_bytes() {
-        let bytes = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan()).encode_to_vec();
-        let decoded = scan_from_pb(pb::ScanRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+        let digest = SecretDigest::of("s3cret");
+        let bytes =
+            scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), Some(&digest)).encode_to_vec();
+        let message = pb::ScanRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            secret_digest_from_pb(&message.device_secret_digest).unwrap(),
+            Some(digest)
+        );
+        let decoded = scan_from_pb(message).unwrap();
         assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan()));
+        let without = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), None);
+        assert_eq!(
+            secret_digest_from_pb(&without.device_secret_digest),
+            Ok(None)
+        );
+        assert!(secret_digest_from_pb(&[1, 2, 3]).is_err());
     }
 
     #[test]
     fn decisions_round_trip_for_every_decision_status() {
-        for status in Status::ALL.into_iter().take(13) {
+        for status in Status::ALL.into_iter().take(15) {
             let request = scan();
             let event = DecisionEvent {
                 scan_id: ScanId::new("s1"),
@@ -675,10 +744,11 @@ mod tests {
 
     #[test]
     fn inventory_round_trips() {
-        let text = r#"{"type":"venue","id":"V","name":"Arena"}
+        let text = r#"{"type":"venue","id":"V","name":"Arena","requireDeviceSecret":true}
 {"type":"event","id":"E","venueId":"V","doorsOpen":1,"endsAt":2,"status":"CANCELLED","allowReentry":false}
 {"type":"gate","venueId":"V","name":"G","allowedSections":["PIT1"],"allowedEvents":["E"],"openFrom":5}
-{"type":"ticket","token":"T","eventId":"E","places":["PIT1:1:1"],"status":"VOID","validUntil":9}"#;
+{"type":"ticket","token":"T","eventId":"E","places":["PIT1:1:1"],"status":"VOID","validUntil":9}
+{"type":"ticket","token":"R","eventId":"E","places":["PIT1:1:2"],"rotation":{"secret":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","stepSeconds":30}}"#;
         let (records, errors) = parse_ndjson(text);
         assert!(errors.is_empty());
         for numbered in records {
@@ -698,7 +768,7 @@ mod tests {
         );
         let bad_kind = pb::ScanRequest {
             kind: 99,
-            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan())
+            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None)
         };
         assert!(matches!(
             scan_from_pb(bad_kind),

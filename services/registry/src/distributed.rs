@@ -5,7 +5,7 @@
 
 use crate::{Registry, StatsView};
 use async_trait::async_trait;
-use presence_domain::{DecisionEvent, Tally, VenueId};
+use presence_domain::{DecisionEvent, DeviceId, Tally, VenueId};
 use presence_kafka::client;
 use presence_kafka::producer::KafkaProducer;
 use presence_kafka::replies::answer;
@@ -73,7 +73,9 @@ impl Handler for RegistryHandler {
                 .await
             {
                 Ok(outcome) => {
-                    if let DeviceInitOutcome::Configured(device) = &outcome {
+                    if let DeviceInitOutcome::Configured(device)
+                    | DeviceInitOutcome::ConfiguredWithSecret(device) = &outcome
+                    {
                         // Published before the answer: whoever sees the answer can find the device.
                         let key = format!("{}|{}", device.venue_id, device.mac);
                         let payload = pb::Device::from(device).encode_to_vec();
@@ -94,6 +96,17 @@ impl Handler for RegistryHandler {
             Request::Lookup(lookup) => match self
                 .registry
                 .lookup(&wire::lookup_from_pb(lookup).map_err(poison)?)
+                .await
+            {
+                Ok(found) => Outcome::Registry(wire::lookup_outcome_to_pb(found.as_ref())),
+                Err(error) => Outcome::Unavailable(error.to_string()),
+            },
+            Request::Revoke(revoke) => match self
+                .registry
+                .revoke(
+                    &VenueId::new(revoke.venue_id),
+                    DeviceId::new(revoke.device_id),
+                )
                 .await
             {
                 Ok(found) => Outcome::Registry(wire::lookup_outcome_to_pb(found.as_ref())),

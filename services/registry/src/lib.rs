@@ -14,7 +14,7 @@ mod stats;
 
 pub use stats::StatsView;
 
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup, GateRef};
+use presence_domain::{Device, DeviceId, DeviceInitRequest, DeviceLookup, GateRef, VenueId};
 use presence_ports::{DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores};
 use std::sync::Arc;
 
@@ -92,10 +92,14 @@ impl Registry {
     /// anything is written; the caps are checked before creating, so inits
     /// racing at the cap may pass it by their number.
     #[tracing::instrument(skip_all, fields(venue = %request.venue_id, mac = %request.mac))]
+    ///
+    /// At a venue that requires device secrets (SPEC §7) the request's secret
+    /// candidate becomes the device's secret, replacing any earlier one; every
+    /// init also lifts a revocation.
     pub async fn init(&self, request: DeviceInitRequest) -> Result<DeviceInitOutcome, StoreError> {
-        if self.devices.venue(&request.venue_id).await?.is_none() {
+        let Some(venue) = self.devices.venue(&request.venue_id).await? else {
             return Ok(DeviceInitOutcome::VenueNotFound);
-        }
+        };
         let counts = self.devices.venue_counts(&request.venue_id).await?;
         if counts.devices >= self.caps.max_devices
             && self
@@ -130,10 +134,34 @@ impl Registry {
             gate_name: gate.spec.name,
             serial: request.serial,
             model: request.model,
+            secret: request
+                .secret_candidate
+                .filter(|_| venue.require_device_secret),
         };
         let device = self.devices.save_device(draft).await?;
-        tracing::info!(device = %device.id, gate = %device.gate_id, "device configured");
-        Ok(DeviceInitOutcome::Configured(device))
+        let secret_issued = device.access.secret.is_some();
+        tracing::info!(device = %device.id, gate = %device.gate_id, secret_issued, "device configured");
+        Ok(if secret_issued {
+            DeviceInitOutcome::ConfiguredWithSecret(device)
+        } else {
+            DeviceInitOutcome::Configured(device)
+        })
+    }
+
+    /// Revokes the venue's device until its next init (SPEC §7); `None` when
+    /// the venue has no such device. Scans read the device every time, so the
+    /// revocation is in force for the next scan of every validator.
+    #[tracing::instrument(skip_all, fields(venue = %venue_id, device = %device_id))]
+    pub async fn revoke(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        let revoked = self.devices.revoke_device(venue_id, device_id).await?;
+        if revoked.is_some() {
+            tracing::info!("device revoked");
+        }
+        Ok(revoked)
     }
 
     pub async fn lookup(&self, lookup: &DeviceLookup) -> Result<Option<Device>, StoreError> {

@@ -20,6 +20,7 @@ async fn registry_with(caps: VenueCaps) -> (tempfile::TempDir, Registry) {
         InventoryRecord::Venue(Venue {
             id: VenueId::new(id),
             name: id.into(),
+            require_device_secret: false,
         })
     });
     stores.inventory.apply(venues.to_vec()).await.unwrap();
@@ -35,6 +36,7 @@ fn request(venue: &str, mac: &str, gate: GateRef) -> DeviceInitRequest {
         gate,
         serial: "SN".into(),
         model: "XT2".into(),
+        secret_candidate: None,
     }
 }
 

@@ -274,6 +274,17 @@ impl DeviceStore for EmbeddedStore {
     async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
         read::device(&self.db, id)
     }
+
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        id: DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        let venue_id = venue_id.clone();
+        self.writer
+            .submit(move |tables| tables.revoke_device(&venue_id, id))
+            .await
+    }
 }
 
 #[async_trait]

@@ -263,6 +263,26 @@ impl<'t> WriteTables<'t> {
         Ok(device)
     }
 
+    /// [`presence_ports::DeviceStore::revoke_device`]: in the writer, so that it
+    /// is ordered with re-inits of the device.
+    pub(crate) fn revoke_device(
+        &mut self,
+        venue_id: &presence_domain::VenueId,
+        id: presence_domain::DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        let found: Option<Device> = get_json(&self.devices, id.get(), "device")?;
+        let Some(mut device) = found.filter(|device| &device.venue_id == venue_id) else {
+            return Ok(None);
+        };
+        device.access.revoked = true;
+        let bytes = encode("device", &device)?;
+        self.devices
+            .insert(id.get(), bytes.as_slice())
+            .map_err(unavailable)?;
+        self.wrote = true;
+        Ok(Some(device))
+    }
+
     /// [`presence_ports::InventoryStore::apply`]: later records of one id win.
     ///
     /// Tickets are inserted in token order, whatever order they came in: redb

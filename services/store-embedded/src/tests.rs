@@ -226,6 +226,7 @@ fn ticket(token: &str, place: &str) -> InventoryRecord {
         status: TicketStatus::Valid,
         valid_from: None,
         valid_until: None,
+        rotation: None,
     })
 }
 
@@ -264,6 +265,7 @@ async fn answered_writes_survive_reopening() {
                 InventoryRecord::Venue(Venue {
                     id: venue_id.clone(),
                     name: "Arena".into(),
+                    require_device_secret: false,
                 }),
                 InventoryRecord::Gate(GateSpec {
                     allowed_events: vec![EventId::new("E")],
@@ -287,6 +289,7 @@ async fn answered_writes_survive_reopening() {
                 gate_name: "North".into(),
                 serial: "S".into(),
                 model: "M".into(),
+                secret: None,
             })
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! How values are stored: JSON, with compact forms for the values there is one of
 //! per ticket (the ticket and its state), since those decide the memory Redis needs.
 
+use presence_domain::barcode::Rotation;
 use presence_domain::{Entry, EventId, StateRecord, Ticket, TicketStatus, Token, TokenState};
 use presence_ports::StoreError;
 use serde::de::DeserializeOwned;
@@ -32,6 +33,8 @@ struct TicketOut<'a> {
     f: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     u: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r: Option<&'a Rotation>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +46,8 @@ struct TicketIn {
     f: Option<i64>,
     #[serde(default)]
     u: Option<i64>,
+    #[serde(default)]
+    r: Option<Rotation>,
 }
 
 pub(crate) fn encode_ticket(ticket: &Ticket) -> Result<Vec<u8>, StoreError> {
@@ -54,6 +59,7 @@ pub(crate) fn encode_ticket(ticket: &Ticket) -> Result<Vec<u8>, StoreError> {
             s: ticket.status,
             f: ticket.valid_from,
             u: ticket.valid_until,
+            r: ticket.rotation.as_ref(),
         },
     )
 }
@@ -67,6 +73,7 @@ pub(crate) fn decode_ticket(token: &Token, bytes: &[u8]) -> Result<Ticket, Store
         status: stored.s,
         valid_from: stored.f,
         valid_until: stored.u,
+        rotation: stored.r,
     })
 }
 
@@ -124,6 +131,7 @@ mod tests {
             status: TicketStatus::Valid,
             valid_from: None,
             valid_until: Some(1_480_030_000_000),
+            rotation: None,
         };
         let bytes = encode_ticket(&ticket).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -465,6 +465,18 @@ impl DeviceStore for RedisStore {
             .instrument(tracing::debug_span!("redis.device", device = %id))
             .await
     }
+
+    async fn revoke_device(
+        &self,
+        venue_id: &VenueId,
+        id: DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        registry::revoke_device(self, venue_id, id)
+            .instrument(
+                tracing::debug_span!("redis.revoke_device", venue = %venue_id, device = %id),
+            )
+            .await
+    }
 }
 
 #[async_trait]

@@ -46,6 +46,31 @@ pub(crate) async fn device(store: &RedisStore, id: DeviceId) -> Result<Option<De
     )
 }
 
+/// Reads the device and writes it back revoked. Not atomic with a re-init
+/// racing it (GET then SET): the later write wins, and when that is this one
+/// the device stays revoked with its old secret, so the race errs on the safe
+/// side (the port documents it).
+pub(crate) async fn revoke_device(
+    store: &RedisStore,
+    venue_id: &VenueId,
+    id: DeviceId,
+) -> Result<Option<Device>, StoreError> {
+    let Some(mut device) = device(store, id)
+        .await?
+        .filter(|device| &device.venue_id == venue_id)
+    else {
+        return Ok(None);
+    };
+    device.access.revoked = true;
+    redis::cmd("SET")
+        .arg(store.keys.device(id))
+        .arg(encode("device", &device)?)
+        .query_async::<()>(&mut store.conn())
+        .await
+        .map_err(store_error)?;
+    Ok(Some(device))
+}
+
 /// The gate an index entry names; its value is written before the entry, so a
 /// missing one means the data was damaged.
 async fn indexed_gate(store: &RedisStore, id: u64) -> Result<Gate, StoreError> {

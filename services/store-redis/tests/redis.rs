@@ -380,6 +380,7 @@ fn tickets(count: usize, tag: &str) -> Vec<InventoryRecord> {
                 status: TicketStatus::Valid,
                 valid_from: None,
                 valid_until: Some(1_480_030_000_000),
+                rotation: None,
             })
         })
         .collect()
@@ -390,6 +391,7 @@ fn venue_and_event() -> Vec<InventoryRecord> {
         InventoryRecord::Venue(Venue {
             id: VenueId::new(VENUE),
             name: "Arena".into(),
+            require_device_secret: false,
         }),
         InventoryRecord::Event(Event {
             id: EventId::new(EVENT),

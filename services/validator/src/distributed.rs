@@ -61,12 +61,15 @@ impl Handler for ScanHandler {
     async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
         let message = pb::ScanRequest::decode(record.payload().unwrap_or_default())
             .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
+        let device_secret = presence_proto::secret_digest_from_pb(&message.device_secret_digest)
+            .map_err(|error| HandlerError::Poison(error.to_string()))?;
         let (scan_id, kind, request) = presence_proto::scan_from_pb(message)
             .map_err(|error| HandlerError::Poison(error.to_string()))?;
         let command = ScanCommand {
             scan_id,
             kind,
             request,
+            device_secret,
         };
         let late = expired(record, unix_millis(SystemTime::now()));
         let unsettled = self.unsettled().contains(&command.scan_id);

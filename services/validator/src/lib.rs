@@ -15,10 +15,13 @@ pub use inventory::{InventoryApplier, InventorySizeGauge};
 
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;
-use presence_domain::{Decision, DecisionEvent, RememberedDecision};
+use presence_domain::{
+    Decision, DecisionEvent, DeviceId, GateId, RememberedDecision, ScanKey, SecretDigest, Token,
+    VenueId, barcode,
+};
 use presence_ports::{
-    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores,
-    TicketStore, TransportError,
+    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, ScanContext, StoreError,
+    Stores, TicketStore, TransportError,
 };
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -75,6 +78,23 @@ enum Decided {
     Fresh(Decision),
     /// Remembered from an earlier request of the same scan key.
     Remembered(RememberedDecision),
+    /// Refused for the device's credentials: nothing was decided about a
+    /// ticket, so it is neither remembered nor published.
+    Refused(Decision),
+}
+
+/// Whether a scanner's request may go on to the ticket rules
+/// ([`Validator::admit_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Rule 1: the device is not configured at that venue and gate. A
+    /// BAD_REQUEST decision: published, never remembered.
+    NotConfigured(Decision),
+    /// The device's credentials (SPEC §7): UNAUTHORIZED (device secret missing
+    /// or wrong) or FORBIDDEN (device revoked). Nothing is decided, remembered
+    /// or published.
+    Refused(Decision),
 }
 
 impl Validator {
@@ -106,17 +126,22 @@ impl Validator {
         );
         async move {
             let decided_at = unix_millis(SystemTime::now());
-            let answer = match self.decide_once(command, decided_at).await? {
+            let (decided, token) = self.decide_once(command, decided_at).await?;
+            let answer = match decided {
                 Decided::Fresh(decision) => {
-                    self.publish(command, &decision, decided_at).await?;
+                    self.publish(command, &token, &decision, decided_at).await?;
                     Answer {
                         scan_id: command.scan_id.clone(),
                         decision,
                     }
                 }
+                Decided::Refused(decision) => Answer {
+                    scan_id: command.scan_id.clone(),
+                    decision,
+                },
                 Decided::Remembered(remembered) => {
                     if remembered.scan_id == command.scan_id {
-                        self.publish(command, &remembered.decision, remembered.decided_at)
+                        self.publish(command, &token, &remembered.decision, remembered.decided_at)
                             .await?;
                     }
                     Answer {
@@ -139,15 +164,16 @@ impl Validator {
     /// published and returned; nothing new is decided, so no state changes
     /// behind an answer that said nothing happened.
     pub async fn redeliver(&self, command: &ScanCommand) -> Result<Option<Answer>, ValidatorError> {
-        let key = command.request.key(command.kind);
-        let context = self
-            .tickets
-            .scan_context(&key, command.request.gate_id)
-            .await?;
+        let (key, context) = self.read_scan(command).await?;
         match context.remembered {
             Some(remembered) if remembered.scan_id == command.scan_id => {
-                self.publish(command, &remembered.decision, remembered.decided_at)
-                    .await?;
+                self.publish(
+                    command,
+                    &key.token,
+                    &remembered.decision,
+                    remembered.decided_at,
+                )
+                .await?;
                 Ok(Some(Answer {
                     scan_id: remembered.scan_id,
                     decision: remembered.decision,
@@ -157,21 +183,104 @@ impl Validator {
         }
     }
 
+    /// Rule 1 and the device's credentials (SPEC §7): the one step every
+    /// request of a scanner passes before anything about a ticket is read, a
+    /// scan's as well as an offline upload's or an annulment's. Reads the device
+    /// and the venue together (one round trip), every time: a revocation or a
+    /// re-init is in force for the next request, in every validator.
+    pub async fn admit_device(
+        &self,
+        venue_id: &VenueId,
+        device_id: DeviceId,
+        gate_id: GateId,
+        presented: Option<&SecretDigest>,
+    ) -> Result<Admission, StoreError> {
+        let (device, venue) =
+            tokio::try_join!(self.devices.device(device_id), self.devices.venue(venue_id))?;
+        if let Err(rejection) =
+            rules::check_device_at(venue_id, device_id, gate_id, device.as_ref())
+        {
+            return Ok(Admission::NotConfigured(rejection));
+        }
+        let refusal = device
+            .as_ref()
+            .and_then(|device| rules::check_device_access(venue.as_ref(), device, presented).err());
+        Ok(match refusal {
+            Some(refusal) => {
+                tracing::info!(
+                    device = %device_id,
+                    status = refusal.status.as_str(),
+                    reason = %refusal.message,
+                    "device refused"
+                );
+                Admission::Refused(refusal)
+            }
+            None => Admission::Admitted,
+        })
+    }
+
+    /// The scan key and what the store holds for it, with SPEC §7's lookup: a
+    /// token that is a known ticket is that ticket; otherwise a token
+    /// `<prefix>:<6 digits>` whose prefix is a rotating ticket is that ticket
+    /// with a code, and the key is the ticket's token (state, retries and stats
+    /// are per ticket). Only a token that names no ticket costs a second read.
+    async fn read_scan(&self, command: &ScanCommand) -> Result<(ScanKey, ScanContext), StoreError> {
+        let gate_id = command.request.gate_id;
+        let key = command.request.key(command.kind);
+        let context = self.tickets.scan_context(&key, gate_id).await?;
+        if context.ticket.is_some() || context.remembered.is_some() {
+            return Ok((key, context));
+        }
+        let Some((prefix, _code)) = barcode::split(key.token.as_str()) else {
+            return Ok((key, context));
+        };
+        let ticket_key = ScanKey {
+            token: Token::new(prefix),
+            ..key.clone()
+        };
+        let ticket_context = self.tickets.scan_context(&ticket_key, gate_id).await?;
+        let rotating = ticket_context
+            .ticket
+            .as_ref()
+            .is_some_and(|ticket| ticket.rotation.is_some());
+        Ok(if rotating {
+            (ticket_key, ticket_context)
+        } else {
+            (key, context)
+        })
+    }
+
+    /// Decides a scan; returns how, and the ticket token it is recorded under.
     async fn decide_once(
         &self,
         command: &ScanCommand,
         decided_at: i64,
-    ) -> Result<Decided, ValidatorError> {
+    ) -> Result<(Decided, Token), ValidatorError> {
         let request = &command.request;
-        let device = self.devices.device(request.device_id).await?;
-        if let Err(rejection) = rules::check_device(request, device.as_ref()) {
-            return Ok(Decided::Fresh(rejection));
+        match self
+            .admit_device(
+                &request.venue_id,
+                request.device_id,
+                request.gate_id,
+                command.device_secret.as_ref(),
+            )
+            .await?
+        {
+            Admission::Admitted => {}
+            Admission::NotConfigured(rejection) => {
+                return Ok((Decided::Fresh(rejection), request.token.clone()));
+            }
+            Admission::Refused(refusal) => {
+                return Ok((Decided::Refused(refusal), request.token.clone()));
+            }
         }
-        let key = request.key(command.kind);
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let context = self.tickets.scan_context(&key, request.gate_id).await?;
+        let (key, mut context) = self.read_scan(command).await?;
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                context = self.tickets.scan_context(&key, request.gate_id).await?;
+            }
             if let Some(remembered) = context.remembered {
-                return Ok(Decided::Remembered(remembered));
+                return Ok((Decided::Remembered(remembered), key.token));
             }
             let facts = TicketFacts {
                 ticket: context.ticket.as_ref(),
@@ -191,6 +300,7 @@ impl Validator {
                 remembered,
             };
             let decision = commit.remembered.decision.clone();
+            let token = commit.key.token.clone();
             let committed = match self.tickets.commit(commit).await {
                 Ok(committed) => committed,
                 // The request may have reached the store and been applied.
@@ -200,8 +310,10 @@ impl Validator {
                 Err(error) => return Err(error.into()),
             };
             match committed {
-                CommitOutcome::Committed => return Ok(Decided::Fresh(decision)),
-                CommitOutcome::AlreadyDecided(first) => return Ok(Decided::Remembered(first)),
+                CommitOutcome::Committed => return Ok((Decided::Fresh(decision), token)),
+                CommitOutcome::AlreadyDecided(first) => {
+                    return Ok((Decided::Remembered(first), token));
+                }
                 CommitOutcome::Conflict => {
                     tracing::debug!("token changed while deciding; deciding again")
                 }
@@ -210,9 +322,12 @@ impl Validator {
         Err(ValidatorError::Contention)
     }
 
+    /// Publishes a decision about `token`: the ticket's token, without a
+    /// rotating barcode's code.
     async fn publish(
         &self,
         command: &ScanCommand,
+        token: &Token,
         decision: &Decision,
         decided_at: i64,
     ) -> Result<(), ValidatorError> {
@@ -221,7 +336,7 @@ impl Validator {
             scan_id: command.scan_id.clone(),
             kind: command.kind,
             decision: decision.clone(),
-            token: request.token.clone(),
+            token: token.clone(),
             venue_id: request.venue_id.clone(),
             gate_id: request.gate_id,
             gate_name: request.gate_name.clone(),

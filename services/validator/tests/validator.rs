@@ -29,7 +29,8 @@ struct Fixture {
 const INVENTORY: &str = r#"{"type":"venue","id":"V","name":"Arena"}
 {"type":"event","id":"E","venueId":"V","doorsOpen":1000,"endsAt":9000}
 {"type":"ticket","token":"T1","eventId":"E","places":["A:1:1"]}
-{"type":"ticket","token":"T2","eventId":"E","places":["A:1:2"]}"#;
+{"type":"ticket","token":"T2","eventId":"E","places":["A:1:2"]}
+{"type":"ticket","token":"R1","eventId":"E","places":["A:1:3"],"rotation":{"secret":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","stepSeconds":15}}"#;
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +42,7 @@ async fn fixture() -> Fixture {
         .apply(records, errors)
         .await
         .unwrap();
-    assert_eq!(applied, InventoryOutcome::Applied(4));
+    assert_eq!(applied, InventoryOutcome::Applied(5));
     let gate = stores
         .devices
         .ensure_gate(&VenueId::new("V"), "Gate 1")
@@ -58,6 +59,7 @@ async fn fixture() -> Fixture {
             gate_name: gate.spec.name.clone(),
             serial: "s".into(),
             model: "m".into(),
+            secret: None,
         })
         .await
         .unwrap();
@@ -88,6 +90,7 @@ impl Fixture {
                 gate_id: self.gate,
                 scan_time,
             },
+            device_secret: None,
         }
     }
 }
@@ -124,6 +127,72 @@ async fn publishes_each_fresh_decision_with_every_field() {
         (Some("A"), 2000)
     );
     assert!(event.decided_at > 1_600_000_000_000);
+}
+
+/// The barcode R1 shows at `at` (RFC 6238's seed, 15 s steps).
+fn barcode_of_r1(at: i64) -> String {
+    let rotation = presence_domain::barcode::Rotation {
+        secret: presence_domain::barcode::RotationSecret::from_base32(
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+        )
+        .unwrap(),
+        step_seconds: 15,
+    };
+    presence_domain::barcode::barcode("R1", &rotation, at)
+}
+
+#[tokio::test]
+async fn a_rotating_ticket_is_decided_and_published_under_its_own_token() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let command = f.command("s1", ScanKind::Enter, &barcode_of_r1(2000), 2000);
+    let answer = f.validator.decide(&command).await.unwrap();
+    assert_eq!(answer.decision.status, Status::Okay);
+    let event = events.try_recv().unwrap();
+    assert_eq!(event.token.as_str(), "R1", "the decision carries no code");
+    // State and retries are the ticket's: the remembered decision is under R1.
+    let key = presence_domain::ScanKey {
+        token: Token::new("R1"),
+        ..command.request.key(ScanKind::Enter)
+    };
+    let context = f.stores.tickets.scan_context(&key, f.gate).await.unwrap();
+    assert_eq!(
+        context.remembered.map(|r| r.scan_id),
+        Some(ScanId::new("s1"))
+    );
+    let redelivered = f.validator.redeliver(&command).await.unwrap().unwrap();
+    assert_eq!(redelivered.decision, answer.decision);
+    assert_eq!(events.try_recv().unwrap().token.as_str(), "R1");
+    let later = f.command("s2", ScanKind::Enter, &barcode_of_r1(3000), 3000);
+    let again = f.validator.decide(&later).await.unwrap();
+    assert_eq!(again.decision.status, Status::AlreadyEntered);
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_refused_and_nothing_is_remembered_or_published() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    f.stores
+        .devices
+        .revoke_device(&VenueId::new("V"), f.device)
+        .await
+        .unwrap()
+        .unwrap();
+    let command = f.command("s1", ScanKind::Enter, "T1", 2000);
+    let answer = f.validator.decide(&command).await.unwrap();
+    assert_eq!(
+        (answer.decision.status, answer.decision.message.as_str()),
+        (Status::Forbidden, "device revoked")
+    );
+    assert_eq!(events.try_recv().unwrap_err(), TryRecvError::Empty);
+    let context = f
+        .stores
+        .tickets
+        .scan_context(&command.request.key(ScanKind::Enter), f.gate)
+        .await
+        .unwrap();
+    assert_eq!(context.remembered, None);
+    assert_eq!(context.state.version, 0);
 }
 
 #[tokio::test]

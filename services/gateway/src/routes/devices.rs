@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use presence_domain::{AuditAction, Device, DeviceInitRequest, DeviceLookup, Status};
+use presence_domain::{AuditAction, Device, DeviceInitRequest, DeviceLookup, SecretDigest, Status};
 use presence_ports::DeviceInitOutcome;
 
 #[utoipa::path(
@@ -22,11 +22,11 @@ use presence_ports::DeviceInitOutcome;
     path = "/presence/v1/device/init",
     tag = "devices",
     summary = "Configure a scanning device",
-    description = "Creates the gate on first use of its name at the venue; re-init of the same venue and MAC keeps the device id. Also at `/presence/v1/device/init.json`.",
+    description = "Creates the gate on first use of its name at the venue; re-init of the same venue and MAC keeps the device id, replaces its device secret and lifts a revocation. Also at `/presence/v1/device/init.json`.",
     request_body(content = DeviceInitBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
-        (status = 200, description = "OKAY: the device is configured", body = DeviceEnvelope),
+        (status = 200, description = "OKAY: the device is configured. At a venue that requires device secrets, `message.deviceSecret` is its new secret (shown only here; the previous one stops working)", body = DeviceEnvelope),
         (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), a gateId that is not a gate of the venue, or a new gate name or MAC at a venue that has the most gates or devices allowed", body = DeviceErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = DeviceErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = DeviceErrorEnvelope),
@@ -65,24 +65,28 @@ async fn init(
         return Err(forbidden_venue(&request.venue_id));
     }
     let venue = request.venue_id.clone();
+    // Drawn for every init: only the registry knows whether the venue requires
+    // device secrets, and only the digest leaves this process (SPEC §7).
+    let secret = DeviceSecret::draw()
+        .map_err(|error| Failure::internal(format!("no random device secret: {error}")))?;
+    let request = DeviceInitRequest {
+        secret_candidate: Some(secret.digest()),
+        ..request
+    };
     match state
         .within_deadline(state.transport().init_device(request))
         .await?
     {
         DeviceInitOutcome::Configured(device) => {
-            state
-                .audit(
-                    caller,
-                    AuditAction::DeviceInit {
-                        venue_id: device.venue_id.clone(),
-                        device_id: device.id,
-                        gate_id: device.gate_id,
-                        gate_name: device.gate_name.clone(),
-                        mac: device.mac.to_string(),
-                    },
-                )
-                .await;
-            Ok(device_response(&device))
+            audit_init(state, caller, &device).await;
+            Ok(device_response(DeviceBody::from(&device)))
+        }
+        DeviceInitOutcome::ConfiguredWithSecret(device) => {
+            audit_init(state, caller, &device).await;
+            Ok(device_response(DeviceBody {
+                device_secret: Some(secret.reveal()),
+                ..DeviceBody::from(&device)
+            }))
         }
         DeviceInitOutcome::VenueNotFound => {
             Err(Failure::not_found(format!("Venue {venue} was not found")))
@@ -97,6 +101,22 @@ async fn init(
             "mac is a new device, and venue {venue} has {cap} devices, the most allowed; re-initialise an existing device instead"
         ))),
     }
+}
+
+/// Records a configured device on the audit trail (never its secret).
+async fn audit_init(state: &GatewayState, caller: &Caller, device: &Device) {
+    state
+        .audit(
+            caller,
+            AuditAction::DeviceInit {
+                venue_id: device.venue_id.clone(),
+                device_id: device.id,
+                gate_id: device.gate_id,
+                gate_name: device.gate_name.clone(),
+                mac: device.mac.to_string(),
+            },
+        )
+        .await;
 }
 
 #[utoipa::path(
@@ -148,17 +168,44 @@ async fn lookup(state: &GatewayState, caller: &Caller, uri: &Uri) -> Result<Resp
         .within_deadline(state.transport().lookup_device(lookup))
         .await?
     {
-        Some(device) => Ok(device_response(&device)),
+        Some(device) => Ok(device_response(DeviceBody::from(&device))),
         None => Err(Failure::not_found(format!(
             "No device with MAC {mac} at venue {venue}"
         ))),
     }
 }
 
-fn device_response(device: &Device) -> Response {
+fn device_response(device: DeviceBody) -> Response {
     Json(DeviceEnvelope {
         result: ResultBody::new(Status::Okay, "Okay"),
-        message: DeviceBody::from(device),
+        message: device,
     })
     .into_response()
+}
+
+/// A fresh device secret: 256 bits from the operating system's random source,
+/// as 64 hex digits. Shown once, in device/init's answer; stored only as its
+/// digest. `Debug` hides it.
+struct DeviceSecret(String);
+
+impl std::fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceSecret(<redacted>)")
+    }
+}
+
+impl DeviceSecret {
+    fn draw() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(hex::encode(bytes)))
+    }
+
+    fn digest(&self) -> SecretDigest {
+        SecretDigest::of(&self.0)
+    }
+
+    fn reveal(self) -> String {
+        self.0
+    }
 }

@@ -5,6 +5,7 @@ pub(crate) mod backup;
 pub(crate) mod devices;
 pub(crate) mod inventory;
 pub(crate) mod ops;
+pub(crate) mod revoke;
 pub(crate) mod stats;
 pub(crate) mod tickets;
 

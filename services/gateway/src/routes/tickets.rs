@@ -7,15 +7,17 @@ use crate::keys::Caller;
 use crate::reply::{Failure, http_status};
 use crate::state::GatewayState;
 use crate::wire::{
-    ErrorEnvelope, ResultBody, ScanBody, TicketEnvelope, TicketPlaceBody, TicketsMessage,
+    DeviceSecretHeader, ErrorEnvelope, ResultBody, ScanBody, TicketEnvelope, TicketPlaceBody,
+    TicketsMessage,
 };
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use presence_domain::device::DEVICE_SECRET_HEADER;
 use presence_domain::time::unix_millis;
-use presence_domain::{Decision, ScanId, ScanKind, ScanRequest};
+use presence_domain::{Decision, ScanId, ScanKind, ScanRequest, SecretDigest};
 use presence_ports::ScanCommand;
 use std::time::{Instant, SystemTime};
 use uuid::Uuid;
@@ -25,14 +27,14 @@ use uuid::Uuid;
     path = "/presence/v1/ticket/enter",
     tag = "tickets",
     summary = "Admit a ticket",
-    description = "Checks the ticket against the rules and marks it entered. Also at `/presence/v1/ticket/enter.json`.",
+    description = "Checks the ticket against the rules and marks it entered. A rotating ticket is scanned as `<token>:<6-digit code>`. Also at `/presence/v1/ticket/enter.json`.",
     request_body(content = ScanBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
         (status = 200, description = "A decision about the ticket: OKAY, NOT_FOUND, EVENT_RESTRICTION, INVALID_TICKET, SECTION_RESTRICTION, TOO_EARLY, TOO_LATE, START_RESTRICTION, END_RESTRICTION or ALREADY_ENTERED", body = TicketEnvelope),
         (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or the device is not configured at this venue and gate", body = TicketEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = TicketEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = TicketEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key; or, at a venue that requires device secrets, `X-Device-Secret` missing (\"device secret required\") or not the device's (\"device secret rejected\"): nothing decided or remembered", body = TicketEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue, or the device is revoked (\"device revoked\") until it is re-initialised", body = TicketEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = TicketEnvelope),
         (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = TicketEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -40,6 +42,7 @@ use uuid::Uuid;
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
     ),
+    params(DeviceSecretHeader),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
 pub(crate) async fn ticket_enter(
@@ -62,8 +65,8 @@ pub(crate) async fn ticket_enter(
     responses(
         (status = 200, description = "A decision about the ticket: EXIT, NOT_FOUND, EVENT_RESTRICTION or INVALID_TICKET", body = TicketEnvelope),
         (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or the device is not configured at this venue and gate", body = TicketEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = TicketEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = TicketEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key; or, at a venue that requires device secrets, `X-Device-Secret` missing (\"device secret required\") or not the device's (\"device secret rejected\"): nothing decided or remembered", body = TicketEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue, or the device is revoked (\"device revoked\") until it is re-initialised", body = TicketEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = TicketEnvelope),
         (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = TicketEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -71,6 +74,7 @@ pub(crate) async fn ticket_enter(
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
     ),
+    params(DeviceSecretHeader),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
 pub(crate) async fn ticket_exit(
@@ -93,8 +97,8 @@ pub(crate) async fn ticket_exit(
     responses(
         (status = 200, description = "A decision about the ticket: INTERNAL_SCAN, NOT_FOUND, EVENT_RESTRICTION, INVALID_TICKET, SECTION_RESTRICTION, TOO_EARLY, TOO_LATE, START_RESTRICTION or END_RESTRICTION", body = TicketEnvelope),
         (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (named), or the device is not configured at this venue and gate", body = TicketEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = TicketEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = TicketEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key; or, at a venue that requires device secrets, `X-Device-Secret` missing (\"device secret required\") or not the device's (\"device secret rejected\"): nothing decided or remembered", body = TicketEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue, or the device is revoked (\"device revoked\") until it is re-initialised", body = TicketEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = TicketEnvelope),
         (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = TicketEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -102,6 +106,7 @@ pub(crate) async fn ticket_exit(
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
     ),
+    params(DeviceSecretHeader),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
 pub(crate) async fn ticket_validate(
@@ -143,6 +148,7 @@ async fn scan(
         scan_id: scan_id.clone(),
         kind,
         request,
+        device_secret: presented_device_secret(headers),
     };
     let started = Instant::now();
     let outcome = state.within_deadline(state.transport().scan(command)).await;
@@ -150,7 +156,7 @@ async fn scan(
     match outcome {
         Ok(answer) => {
             span.record("decision", answer.decision.status.as_str());
-            metrics.scan_answered(kind, answer.decision.status);
+            metrics.scan_decided(kind, &answer.decision);
             decision_response(answer.decision, answer.scan_id)
         }
         Err(failure) => {
@@ -180,6 +186,16 @@ async fn read_scan(
         return Err(forbidden_venue(&request.venue_id));
     }
     Ok(request)
+}
+
+/// The digest of the `X-Device-Secret` header, if sent: only the digest goes on
+/// to the validator (SPEC §7). A value that is not text cannot be a secret
+/// Presence issued; its bytes are digested all the same, so it is refused as
+/// wrong, not as missing.
+fn presented_device_secret(headers: &HeaderMap) -> Option<SecretDigest> {
+    headers
+        .get(DEVICE_SECRET_HEADER)
+        .map(|value| SecretDigest::of(value.as_bytes()))
 }
 
 fn decision_response(decision: Decision, scan_id: ScanId) -> Response {
