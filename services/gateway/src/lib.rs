@@ -52,18 +52,20 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
-    BACKUP, DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET_ENTER,
-    TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    BACKUP, DEVICE, DEVICE_INIT, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ, TICKET,
+    TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE, TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
-use routes::{backup, devices, inventory, ops, stats, tickets};
+use routes::{backup, devices, inventory, lookup, offline, ops, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 12] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 14] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
+        (TICKET_OFFLINE, post(offline::ticket_offline)),
+        (TICKET, get(lookup::ticket_lookup)),
         (DEVICE_INIT, post(devices::device_init)),
         (DEVICE, get(devices::device_lookup)),
         (VENUE_STATS, get(stats::venue_stats)),

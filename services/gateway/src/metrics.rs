@@ -49,6 +49,13 @@ struct ScanLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfflineLabels {
+    kind: &'static str,
+    status: &'static str,
+    forced: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -68,6 +75,7 @@ pub(crate) struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     scans: Family<ScanLabels, Counter>,
+    offline_scans: Family<OfflineLabels, Counter>,
     scan_duration: HistogramFamily<KindLabels>,
     in_flight: Gauge,
     decision_timeouts: Counter,
@@ -93,6 +101,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             scans: Family::default(),
+            offline_scans: Family::default(),
             scan_duration: Family::new_with_constructor(scan_histogram),
             in_flight: Gauge::default(),
             decision_timeouts: Counter::default(),
@@ -117,6 +126,13 @@ impl Metrics {
                 "scans",
                 "Scan requests answered, by kind and result status",
                 metrics.scans.clone(),
+            );
+            registry.register(
+                "offline_scans",
+                "Scans uploaded by ticket/offline and decided, by kind, rule status and whether \
+                 the passage was forced (applied although the rules refused it: duplicate use \
+                 or a scanner letting people through that it should not)",
+                metrics.offline_scans.clone(),
             );
             registry.register(
                 "scan_duration_seconds",
@@ -198,6 +214,16 @@ impl Metrics {
             .get_or_create(&ScanLabels {
                 kind: kind.as_str(),
                 status: status.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn offline_scan_answered(&self, kind: ScanKind, status: Status, forced: bool) {
+        self.offline_scans
+            .get_or_create(&OfflineLabels {
+                kind: kind.as_str(),
+                status: status.as_str(),
+                forced: if forced { "true" } else { "false" },
             })
             .inc();
     }

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    DecisionEvent, Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats,
+    DecisionEvent, Device, DeviceInitRequest, DeviceLookup, TicketQuery, TicketReport, VenueId,
+    VenueStats,
 };
 use presence_ports::{
     Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
@@ -296,7 +297,12 @@ fn inventory_chunks(
 #[async_trait]
 impl Transport for KafkaTransport {
     async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
-        let message = presence_proto::scan_to_pb(&command.scan_id, command.kind, &command.request);
+        let message = presence_proto::scan_to_pb(
+            &command.scan_id,
+            command.kind,
+            &command.request,
+            command.shown,
+        );
         let outcome = self
             .request(
                 &self.topics.scans(),
@@ -383,6 +389,28 @@ impl Transport for KafkaTransport {
             .await?;
         match outcome {
             Outcome::Registry(reply) => wire::stats_outcome_from_pb(reply).map_err(undecodable),
+            _ => Err(unexpected("not a registry reply")),
+        }
+    }
+
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(pb::registry_request::Request::Ticket(
+                wire::ticket_query_to_pb(&query),
+            )),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                query.venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => wire::ticket_outcome_from_pb(reply).map_err(undecodable),
             _ => Err(unexpected("not a registry reply")),
         }
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceInitRequest, DeviceLookup, GateId, ScanId, ScanKind,
-    ScanRequest, VenueId, VenueStats,
+    ScanRequest, Status, TicketQuery, TicketReport, VenueId, VenueStats,
 };
 
 /// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
@@ -23,6 +23,10 @@ pub struct ScanCommand {
     pub scan_id: ScanId,
     pub kind: ScanKind,
     pub request: ScanRequest,
+    /// For a scan uploaded by `ticket/offline`: the status the scanner showed
+    /// while it had no network (a passage it allowed is applied even when the
+    /// rules refuse it). `None` for an online scan.
+    pub shown: Option<Status>,
 }
 
 /// The answer to a scan: the decision and the id of the scan it was made for.
@@ -83,6 +87,10 @@ pub trait Transport: Send + Sync + 'static {
     /// the decisions stream, so a decision shows here shortly after its answer
     /// (at once in embedded mode).
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError>;
+
+    /// A ticket's state, places and latest scans (`GET ticket`); `None` when
+    /// the token is unknown or its event is at another venue.
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError>;
 
     /// Succeeds when every dependency answers.
     async fn ready(&self) -> Result<(), TransportError>;

@@ -11,7 +11,9 @@
 
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
-use presence_domain::{Device, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
+use presence_domain::{
+    Device, DeviceInitRequest, DeviceLookup, TicketQuery, TicketReport, VenueId, VenueStats,
+};
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
@@ -108,6 +110,10 @@ impl Transport for InProcessTransport {
         self.stats.venue_stats(venue_id).await.map_err(unavailable)
     }
 
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError> {
+        self.registry.ticket(&query).await.map_err(unavailable)
+    }
+
     async fn ready(&self) -> Result<(), TransportError> {
         self.stores.tickets.ping().await.map_err(unavailable)
     }
@@ -165,6 +171,7 @@ mod tests {
                 gate_id: GateId::new(1),
                 scan_time: 1_480_000_000_000,
             },
+            shown: None,
         }
     }
 

@@ -11,7 +11,8 @@ use presence_domain::inventory::{
 use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind,
-    ScanRequest, Status, TicketPlace, Token, VenueId, VenueStats,
+    ScanRecord, ScanRequest, Status, TicketPlace, TicketReport, Token, TokenState, VenueId,
+    VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -136,9 +137,31 @@ fn status_from_pb(value: i32) -> Result<Status, ProtoError> {
         .ok_or(ProtoError::Missing("status"))
 }
 
-/// A scan request as the gateway publishes it.
-pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb::ScanRequest {
+/// The status an offline scan's scanner showed, by name; empty for an online scan.
+fn offline_shown(name: String) -> Result<Option<Status>, ProtoError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Status::parse(&name)
+        .filter(|status| status.is_scan_decision())
+        .map(Some)
+        .ok_or(ProtoError::Invalid {
+            field: "offline_shown",
+            reason: "not a scan status",
+        })
+}
+
+/// A scan request as the gateway publishes it; `shown` for an offline scan.
+pub fn scan_to_pb(
+    scan_id: &ScanId,
+    kind: ScanKind,
+    request: &ScanRequest,
+    shown: Option<Status>,
+) -> pb::ScanRequest {
     pb::ScanRequest {
+        offline_shown: shown
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default(),
         scan_id: scan_id.to_string(),
         kind: pb::ScanKind::from(kind).into(),
         channel_id: request.channel_id.clone(),
@@ -152,10 +175,12 @@ pub fn scan_to_pb(scan_id: &ScanId, kind: ScanKind, request: &ScanRequest) -> pb
     }
 }
 
-/// A scan request as the validator consumes it.
+/// A scan request as the validator consumes it, and the status an offline
+/// scan's scanner showed.
 pub fn scan_from_pb(
     message: pb::ScanRequest,
-) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
+) -> Result<(ScanId, ScanKind, ScanRequest, Option<Status>), ProtoError> {
+    let shown = offline_shown(message.offline_shown)?;
     let request = ScanRequest {
         channel_id: message.channel_id,
         device_os: device_os(message.device_os)?,
@@ -170,6 +195,7 @@ pub fn scan_from_pb(
         ScanId::new(required("scan_id", message.scan_id)?),
         scan_kind(message.kind)?,
         request,
+        shown,
     ))
 }
 
@@ -198,6 +224,12 @@ impl From<&DecisionEvent> for pb::Decision {
             channel_id: event.channel_id.clone(),
             scan_time: event.scan_time,
             decided_at: event.decided_at,
+            offline: event.offline,
+            forced: event.decision.forced,
+            offline_shown: event
+                .shown
+                .map(|status| status.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -220,6 +252,7 @@ impl TryFrom<pb::Decision> for DecisionEvent {
                         event_id: EventId::new(t.event_id),
                     })
                     .collect(),
+                forced: message.forced,
             },
             token: Token::new(required("token", message.token)?),
             venue_id: VenueId::new(required("venue_id", message.venue_id)?),
@@ -230,6 +263,113 @@ impl TryFrom<pb::Decision> for DecisionEvent {
             channel_id: message.channel_id,
             scan_time: message.scan_time,
             decided_at: message.decided_at,
+            offline: message.offline,
+            shown: offline_shown(message.offline_shown)?,
+        })
+    }
+}
+
+fn ticket_status_to_pb(status: TicketStatus) -> pb::TicketStatus {
+    match status {
+        TicketStatus::Valid => pb::TicketStatus::Valid,
+        TicketStatus::Void => pb::TicketStatus::Void,
+    }
+}
+
+fn ticket_status_from_pb(value: i32) -> Result<TicketStatus, ProtoError> {
+    match pb::TicketStatus::try_from(value) {
+        Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => Ok(TicketStatus::Valid),
+        Ok(pb::TicketStatus::Void) => Ok(TicketStatus::Void),
+        Err(_) => Err(ProtoError::Invalid {
+            field: "status",
+            reason: "unknown ticket status",
+        }),
+    }
+}
+
+impl From<&ScanRecord> for pb::ScanRecord {
+    fn from(record: &ScanRecord) -> Self {
+        pb::ScanRecord {
+            scan_id: record.scan_id.to_string(),
+            kind: pb::ScanKind::from(record.kind).into(),
+            status: status_to_pb(record.status).into(),
+            message: record.message.clone(),
+            gate_id: record.gate_id.get(),
+            gate_name: record.gate_name.clone(),
+            device_id: record.device_id.get(),
+            scan_time: record.scan_time,
+            decided_at: record.decided_at,
+            offline: record.offline,
+            forced: record.forced,
+        }
+    }
+}
+
+impl TryFrom<pb::ScanRecord> for ScanRecord {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::ScanRecord) -> Result<Self, ProtoError> {
+        Ok(ScanRecord {
+            scan_id: ScanId::new(required("scan_id", message.scan_id)?),
+            kind: scan_kind(message.kind)?,
+            status: status_from_pb(message.status)?,
+            message: message.message,
+            gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+            gate_name: message.gate_name,
+            device_id: DeviceId::new(positive("device_id", message.device_id)?),
+            scan_time: message.scan_time,
+            decided_at: message.decided_at,
+            offline: message.offline,
+            forced: message.forced,
+        })
+    }
+}
+
+impl From<&TicketReport> for pb::TicketReport {
+    fn from(report: &TicketReport) -> Self {
+        pb::TicketReport {
+            token: report.token.to_string(),
+            event_id: report.event_id.to_string(),
+            places: report.places.clone(),
+            status: ticket_status_to_pb(report.status).into(),
+            state: match report.state {
+                TokenState::Never => pb::TokenState::Never,
+                TokenState::In => pb::TokenState::In,
+                TokenState::Out => pb::TokenState::Out,
+            }
+            .into(),
+            scans: report.scans.iter().map(pb::ScanRecord::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::TicketReport> for TicketReport {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::TicketReport) -> Result<Self, ProtoError> {
+        let state = match pb::TokenState::try_from(message.state) {
+            Ok(pb::TokenState::Never) => TokenState::Never,
+            Ok(pb::TokenState::In) => TokenState::In,
+            Ok(pb::TokenState::Out) => TokenState::Out,
+            Ok(pb::TokenState::Unspecified) => return Err(ProtoError::Missing("state")),
+            Err(_) => {
+                return Err(ProtoError::Invalid {
+                    field: "state",
+                    reason: "unknown token state",
+                });
+            }
+        };
+        Ok(TicketReport {
+            token: Token::new(required("token", message.token)?),
+            event_id: EventId::new(required("event_id", message.event_id)?),
+            places: message.places,
+            status: ticket_status_from_pb(message.status)?,
+            state,
+            scans: message
+                .scans
+                .into_iter()
+                .map(ScanRecord::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -240,6 +380,7 @@ impl From<&Counts> for pb::StatsCounts {
             entries: counts.entries,
             exits: counts.exits,
             denials: counts.denials.clone().into_iter().collect(),
+            forced: counts.forced,
         }
     }
 }
@@ -249,6 +390,7 @@ fn counts_from_pb(message: Option<pb::StatsCounts>) -> Counts {
     Counts {
         entries: message.entries,
         exits: message.exits,
+        forced: message.forced,
         denials: message.denials.into_iter().collect(),
     }
 }
@@ -383,11 +525,7 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
                 token: t.token.to_string(),
                 event_id: t.event_id.to_string(),
                 places: t.places.clone(),
-                status: match t.status {
-                    TicketStatus::Valid => pb::TicketStatus::Valid,
-                    TicketStatus::Void => pb::TicketStatus::Void,
-                }
-                .into(),
+                status: ticket_status_to_pb(t.status).into(),
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
             }),
@@ -449,18 +587,7 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
                 token: Token::new(required("token", t.token)?),
                 event_id: EventId::new(required("event_id", t.event_id)?),
                 places: t.places,
-                status: match pb::TicketStatus::try_from(t.status) {
-                    Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => {
-                        TicketStatus::Valid
-                    }
-                    Ok(pb::TicketStatus::Void) => TicketStatus::Void,
-                    Err(_) => {
-                        return Err(ProtoError::Invalid {
-                            field: "status",
-                            reason: "unknown ticket status",
-                        });
-                    }
-                },
+                status: ticket_status_from_pb(t.status)?,
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
             }),
@@ -489,26 +616,36 @@ mod tests {
 
     #[test]
     fn scans_round_trip_through_bytes() {
-        let bytes = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan()).encode_to_vec();
-        let decoded = scan_from_pb(pb::ScanRequest::decode(bytes.as_slice()).unwrap()).unwrap();
-        assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan()));
+        for shown in [None, Some(Status::Okay), Some(Status::AlreadyEntered)] {
+            let bytes =
+                scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), shown).encode_to_vec();
+            let decoded = scan_from_pb(pb::ScanRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+            assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan(), shown));
+        }
     }
 
     #[test]
     fn decisions_round_trip_for_every_decision_status() {
-        for status in Status::ALL.into_iter().take(13) {
+        for (status, offline) in Status::ALL
+            .into_iter()
+            .take(13)
+            .flat_map(|status| [(status, false), (status, true)])
+        {
             let request = scan();
             let event = DecisionEvent {
                 scan_id: ScanId::new("s1"),
                 kind: ScanKind::Enter,
-                decision: Decision::new(
-                    status,
-                    "m",
-                    vec![TicketPlace {
-                        place: "PIT1:3:4".into(),
-                        event_id: EventId::new("E"),
-                    }],
-                ),
+                decision: Decision {
+                    forced: offline,
+                    ..Decision::new(
+                        status,
+                        "m",
+                        vec![TicketPlace {
+                            place: "PIT1:3:4".into(),
+                            event_id: EventId::new("E"),
+                        }],
+                    )
+                },
                 token: request.token,
                 venue_id: request.venue_id,
                 gate_id: request.gate_id,
@@ -518,6 +655,8 @@ mod tests {
                 channel_id: None,
                 scan_time: request.scan_time,
                 decided_at: 1_480_003_200_002,
+                offline,
+                shown: offline.then_some(Status::Okay),
             };
             assert_eq!(
                 DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(),
@@ -551,7 +690,7 @@ mod tests {
         );
         let bad_kind = pb::ScanRequest {
             kind: 99,
-            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan())
+            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None)
         };
         assert!(matches!(
             scan_from_pb(bad_kind),

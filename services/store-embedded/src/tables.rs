@@ -9,9 +9,10 @@
 
 use crate::stats::StatsTables;
 use presence_domain::device::gate_key;
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::{
-    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, Tally,
-    UnixMillis, VenueId,
+    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, ScanKey, StateRecord,
+    Tally, UnixMillis, VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, DeviceDraft, StoreError};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -43,6 +44,13 @@ pub(crate) const REMEMBERED_BY_TIME: TableDefinition<(i64, &str), ()> =
 pub(crate) const REMEMBERED_BRIEFLY_BY_TIME: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("remembered_briefly_by_time");
 
+/// (token, decided_at, sequence) → a [`ScanRecord`] of the ticket's history.
+/// The key orders one token's records oldest first, so the newest are a
+/// reverse range scan, trimming keeps the last [`MAX_HISTORY_ENTRIES`], and the
+/// sweeper forgets a token's records up to a decision's time with one range.
+pub(crate) const HISTORY: TableDefinition<(&str, i64, u64), &[u8]> =
+    TableDefinition::new("history");
+
 /// Which retention a remembered decision is kept for: the index it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kept {
@@ -68,6 +76,8 @@ pub(crate) const DEVICE_MACS: TableDefinition<(&str, &str), u64> =
 
 const GATE_SEQUENCE: &str = "gate";
 const DEVICE_SEQUENCE: &str = "device";
+/// Orders history records decided in the same millisecond.
+const HISTORY_SEQUENCE: &str = "history";
 
 pub(crate) fn unavailable(error: impl Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -128,6 +138,7 @@ pub(crate) struct WriteTables<'t> {
     remembered: Table<'t, &'static str, &'static [u8]>,
     remembered_by_time: Table<'t, (i64, &'static str), ()>,
     remembered_briefly_by_time: Table<'t, (i64, &'static str), ()>,
+    history: Table<'t, (&'static str, i64, u64), &'static [u8]>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
     stats: StatsTables<'t>,
@@ -149,6 +160,7 @@ impl<'t> WriteTables<'t> {
             remembered: txn.open_table(REMEMBERED)?,
             remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
             remembered_briefly_by_time: txn.open_table(REMEMBERED_BRIEFLY_BY_TIME)?,
+            history: txn.open_table(HISTORY)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
             stats: StatsTables::open(txn)?,
@@ -185,6 +197,11 @@ impl<'t> WriteTables<'t> {
             .map(|state| encode("token state", state))
             .transpose()?;
         let remembered = encode("decision", &commit.remembered)?;
+        let history = commit
+            .history
+            .as_ref()
+            .map(|record| encode("history record", record))
+            .transpose()?;
         if let Some(next) = next {
             self.states
                 .insert(token, next.as_slice())
@@ -196,8 +213,68 @@ impl<'t> WriteTables<'t> {
         self.by_time(Kept::of(&commit.remembered))
             .insert((commit.remembered.decided_at, key.as_str()), ())
             .map_err(unavailable)?;
+        if let Some(history) = history {
+            self.add_history(token, commit.remembered.decided_at, &history)?;
+        }
         self.wrote = true;
         Ok(CommitOutcome::Committed)
+    }
+
+    /// Adds one record to the token's history and drops what is beyond the
+    /// newest [`MAX_HISTORY_ENTRIES`].
+    fn add_history(
+        &mut self,
+        token: &str,
+        decided_at: UnixMillis,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        let sequence = self.next_id(HISTORY_SEQUENCE)?;
+        self.history
+            .insert((token, decided_at, sequence), record)
+            .map_err(unavailable)?;
+        let beyond = self
+            .history
+            .range::<(&str, i64, u64)>((token, i64::MIN, 0)..=(token, i64::MAX, u64::MAX))
+            .map_err(unavailable)?
+            .rev()
+            .skip(MAX_HISTORY_ENTRIES)
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (_, decided_at, sequence) = key.value();
+                    (decided_at, sequence)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (decided_at, sequence) in beyond {
+            self.history
+                .remove((token, decided_at, sequence))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the token's history records decided at or before `decided_at`:
+    /// they are no older than a remembered decision the sweeper forgets.
+    fn forget_history(&mut self, token: &str, decided_at: UnixMillis) -> Result<(), StoreError> {
+        let expired = self
+            .history
+            .range::<(&str, i64, u64)>((token, i64::MIN, 0)..=(token, decided_at, u64::MAX))
+            .map_err(unavailable)?
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (_, decided_at, sequence) = key.value();
+                    (decided_at, sequence)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (decided_at, sequence) in expired {
+            self.history
+                .remove((token, decided_at, sequence))
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// [`presence_ports::DeviceStore::ensure_gate`].
@@ -349,6 +426,12 @@ impl<'t> WriteTables<'t> {
             self.remembered
                 .remove(scan_key.as_str())
                 .map_err(unavailable)?;
+            // A decision remembered briefly (an unknown token) has no history.
+            if kept == Kept::Long
+                && let Some(token) = ScanKey::token_of_encoded(scan_key)
+            {
+                self.forget_history(token, *decided_at)?;
+            }
         }
         self.wrote |= !expired.is_empty();
         Ok(expired.len())

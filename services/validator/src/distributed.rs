@@ -61,12 +61,13 @@ impl Handler for ScanHandler {
     async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
         let message = pb::ScanRequest::decode(record.payload().unwrap_or_default())
             .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
-        let (scan_id, kind, request) = presence_proto::scan_from_pb(message)
+        let (scan_id, kind, request, shown) = presence_proto::scan_from_pb(message)
             .map_err(|error| HandlerError::Poison(error.to_string()))?;
         let command = ScanCommand {
             scan_id,
             kind,
             request,
+            shown,
         };
         let late = expired(record, unix_millis(SystemTime::now()));
         let unsettled = self.unsettled().contains(&command.scan_id);
@@ -107,6 +108,8 @@ impl Handler for ScanHandler {
                     channel_id: request.channel_id,
                     scan_time: request.scan_time,
                     decided_at: unix_millis(SystemTime::now()),
+                    offline: command.shown.is_some(),
+                    shown: command.shown,
                 };
                 Outcome::Decision(pb::Decision::from(&event))
             }

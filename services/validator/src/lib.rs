@@ -13,9 +13,10 @@ pub mod distributed;
 
 pub use inventory::{InventoryApplier, InventorySizeGauge};
 
+use presence_domain::offline;
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;
-use presence_domain::{Decision, DecisionEvent, RememberedDecision};
+use presence_domain::{Decision, DecisionEvent, RememberedDecision, ScanRecord};
 use presence_ports::{
     Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, StoreError, Stores,
     TicketStore, TransportError,
@@ -99,6 +100,7 @@ impl Validator {
             "scan",
             scan_id = %command.scan_id,
             kind = %command.kind,
+            offline = command.shown.is_some(),
             venue = %request.venue_id,
             gate = %request.gate_id,
             device = %request.device_id,
@@ -178,7 +180,22 @@ impl Validator {
                 event: context.event.as_ref(),
                 gate: context.gate.as_ref(),
             };
-            let outcome = rules::decide(command.kind, request, facts, &context.state);
+            let outcome = match command.shown {
+                Some(shown) => offline::decide(command.kind, shown, request, facts, &context.state),
+                None => rules::decide(command.kind, request, facts, &context.state),
+            };
+            // Only a known ticket has a history: nobody can look an unknown one up.
+            let history = context.ticket.is_some().then(|| {
+                ScanRecord::of(
+                    &command.scan_id,
+                    command.kind,
+                    request,
+                    &rules::entry_of(request, facts).gate_name,
+                    &outcome.decision,
+                    decided_at,
+                    command.shown.is_some(),
+                )
+            });
             let remembered = RememberedDecision {
                 scan_id: command.scan_id.clone(),
                 decision: outcome.decision,
@@ -189,6 +206,7 @@ impl Validator {
                 expected_version: context.state.version,
                 next_state: outcome.next_state,
                 remembered,
+                history,
             };
             let decision = commit.remembered.decision.clone();
             let committed = match self.tickets.commit(commit).await {
@@ -230,6 +248,8 @@ impl Validator {
             channel_id: request.channel_id.clone(),
             scan_time: request.scan_time,
             decided_at,
+            offline: command.shown.is_some(),
+            shown: command.shown,
         };
         self.decisions
             .publish(event)

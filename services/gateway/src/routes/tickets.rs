@@ -143,6 +143,7 @@ async fn scan(
         scan_id: scan_id.clone(),
         kind,
         request,
+        shown: None,
     };
     let started = Instant::now();
     let outcome = state.within_deadline(state.transport().scan(command)).await;
