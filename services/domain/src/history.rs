@@ -20,23 +20,33 @@ pub const MAX_HISTORY_ENTRIES: usize = 500;
 /// Scans a lookup lists when it names no `limit`.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 
-/// One scan decided about a ticket, as its history keeps it. Stored as JSON;
-/// the token is the key it is stored under, not part of the record.
+/// One scan decided about a ticket, as its history keeps it. Stores keep up
+/// to [`MAX_HISTORY_ENTRIES`] of these a ticket, so the stored JSON is compact:
+/// one-letter fields, the flags only when set, and no token (the key it is
+/// stored under names it). The API's names are the gateway's, not these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ScanRecord {
+    #[serde(rename = "i")]
     pub scan_id: ScanId,
+    #[serde(rename = "k")]
     pub kind: ScanKind,
+    #[serde(rename = "s")]
     pub status: Status,
+    #[serde(rename = "m")]
     pub message: String,
+    #[serde(rename = "g")]
     pub gate_id: GateId,
+    #[serde(rename = "n")]
     pub gate_name: String,
+    #[serde(rename = "d")]
     pub device_id: DeviceId,
+    #[serde(rename = "t")]
     pub scan_time: UnixMillis,
+    #[serde(rename = "a")]
     pub decided_at: UnixMillis,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(rename = "o", default, skip_serializing_if = "std::ops::Not::not")]
     pub offline: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(rename = "f", default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
 }
 
@@ -209,6 +219,9 @@ mod tests {
     #[test]
     fn unforced_online_records_store_neither_flag() {
         let json = serde_json::to_string(&record(1)).unwrap();
-        assert!(!json.contains("offline") && !json.contains("forced"));
+        assert_eq!(
+            json,
+            r#"{"i":"s1","k":"enter","s":"OKAY","m":"Okay","g":1,"n":"Gate 1","d":1,"t":1,"a":1}"#
+        );
     }
 }
