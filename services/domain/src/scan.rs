@@ -191,12 +191,6 @@ impl ScanKey {
             self.kind, self.device_id, self.scan_time, self.token
         )
     }
-
-    /// The token of a key in [`ScanKey::encode`]'s form: what follows the
-    /// third `:` (the token itself may contain any character).
-    pub fn token_of_encoded(encoded: &str) -> Option<&str> {
-        encoded.splitn(4, ':').nth(3)
-    }
 }
 
 #[cfg(test)]

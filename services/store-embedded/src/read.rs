@@ -2,8 +2,8 @@
 //! for the writer).
 
 use crate::tables::{
-    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, REMEMBERED, STATES, TICKETS, VENUES,
-    decode, find_gate, get_json, unavailable,
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED, STATES,
+    TICKETS, VENUES, find_gate, get_json, unavailable,
 };
 use presence_domain::inventory::Reference;
 use presence_domain::{
@@ -64,14 +64,23 @@ pub(crate) fn ticket_history(
         None => None,
     };
     let state = get_json(&table(&txn, STATES)?, token, "token state")?.unwrap_or_default();
-    let scans = table(&txn, HISTORY)?
-        .range::<(&str, i64, u64)>((token, i64::MIN, 0)..=(token, i64::MAX, u64::MAX))
+    let records = table(&txn, HISTORY)?;
+    let scans = table(&txn, HISTORY_BY_TOKEN)?
+        .range::<(&str, u64)>((token, 0)..=(token, u64::MAX))
         .map_err(unavailable)?
         .rev()
         .take(limit)
         .map(|entry| {
-            let (_, record) = entry.map_err(unavailable)?;
-            decode::<ScanRecord>("history record", record.value())
+            let (key, decided_at) = entry.map_err(unavailable)?;
+            let sequence = key.value().1;
+            get_json::<_, ScanRecord>(
+                &records,
+                (decided_at.value(), sequence, token),
+                "history record",
+            )?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("history record {sequence} is indexed but missing"))
+            })
         })
         .collect::<Result<_, _>>()?;
     Ok(TicketHistory {

@@ -11,8 +11,8 @@ use crate::stats::StatsTables;
 use presence_domain::device::gate_key;
 use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::{
-    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, ScanKey, StateRecord,
-    Tally, UnixMillis, VenueId,
+    Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, Tally,
+    UnixMillis, VenueId,
 };
 use presence_ports::{Commit, CommitOutcome, DeviceDraft, StoreError};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -44,12 +44,18 @@ pub(crate) const REMEMBERED_BY_TIME: TableDefinition<(i64, &str), ()> =
 pub(crate) const REMEMBERED_BRIEFLY_BY_TIME: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("remembered_briefly_by_time");
 
-/// (token, decided_at, sequence) → a [`ScanRecord`] of the ticket's history.
-/// The key orders one token's records oldest first, so the newest are a
-/// reverse range scan, trimming keeps the last [`MAX_HISTORY_ENTRIES`], and the
-/// sweeper forgets a token's records up to a decision's time with one range.
-pub(crate) const HISTORY: TableDefinition<(&str, i64, u64), &[u8]> =
+/// (decided_at, sequence, token) → a [`ScanRecord`] of the token's history
+/// (`GET ticket`). Keyed by time first, so records are appended in about the
+/// order they are written (dense pages; keying by token first scattered them
+/// over half-full pages and tripled their cost) and the sweeper forgets the
+/// oldest with one range.
+pub(crate) const HISTORY: TableDefinition<(i64, u64, &str), &[u8]> =
     TableDefinition::new("history");
+/// (token, sequence) → decided_at: a token's history records, oldest first, so
+/// its newest are a reverse range scan and trimming keeps the last
+/// [`MAX_HISTORY_ENTRIES`].
+pub(crate) const HISTORY_BY_TOKEN: TableDefinition<(&str, u64), i64> =
+    TableDefinition::new("history_by_token");
 
 /// Which retention a remembered decision is kept for: the index it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +144,8 @@ pub(crate) struct WriteTables<'t> {
     remembered: Table<'t, &'static str, &'static [u8]>,
     remembered_by_time: Table<'t, (i64, &'static str), ()>,
     remembered_briefly_by_time: Table<'t, (i64, &'static str), ()>,
-    history: Table<'t, (&'static str, i64, u64), &'static [u8]>,
+    history: Table<'t, (i64, u64, &'static str), &'static [u8]>,
+    history_by_token: Table<'t, (&'static str, u64), i64>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
     stats: StatsTables<'t>,
@@ -161,6 +168,7 @@ impl<'t> WriteTables<'t> {
             remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
             remembered_briefly_by_time: txn.open_table(REMEMBERED_BRIEFLY_BY_TIME)?,
             history: txn.open_table(HISTORY)?,
+            history_by_token: txn.open_table(HISTORY_BY_TOKEN)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
             stats: StatsTables::open(txn)?,
@@ -230,51 +238,56 @@ impl<'t> WriteTables<'t> {
     ) -> Result<(), StoreError> {
         let sequence = self.next_id(HISTORY_SEQUENCE)?;
         self.history
-            .insert((token, decided_at, sequence), record)
+            .insert((decided_at, sequence, token), record)
+            .map_err(unavailable)?;
+        self.history_by_token
+            .insert((token, sequence), decided_at)
             .map_err(unavailable)?;
         let beyond = self
-            .history
-            .range::<(&str, i64, u64)>((token, i64::MIN, 0)..=(token, i64::MAX, u64::MAX))
+            .history_by_token
+            .range::<(&str, u64)>((token, 0)..=(token, u64::MAX))
             .map_err(unavailable)?
             .rev()
             .skip(MAX_HISTORY_ENTRIES)
-            .map(|entry| {
-                entry.map(|(key, _)| {
-                    let (_, decided_at, sequence) = key.value();
-                    (decided_at, sequence)
-                })
-            })
+            .map(|entry| entry.map(|(key, decided_at)| (key.value().1, decided_at.value())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
-        for (decided_at, sequence) in beyond {
+        for (sequence, decided_at) in beyond {
+            self.history_by_token
+                .remove((token, sequence))
+                .map_err(unavailable)?;
             self.history
-                .remove((token, decided_at, sequence))
+                .remove((decided_at, sequence, token))
                 .map_err(unavailable)?;
         }
         Ok(())
     }
 
-    /// Forgets the token's history records decided at or before `decided_at`:
-    /// they are no older than a remembered decision the sweeper forgets.
-    fn forget_history(&mut self, token: &str, decided_at: UnixMillis) -> Result<(), StoreError> {
+    /// Forgets up to `limit` history records decided before `cutoff`, oldest
+    /// first. Returns how many it removed.
+    fn sweep_history(&mut self, cutoff: UnixMillis, limit: usize) -> Result<usize, StoreError> {
         let expired = self
             .history
-            .range::<(&str, i64, u64)>((token, i64::MIN, 0)..=(token, decided_at, u64::MAX))
+            .range::<(i64, u64, &str)>(..(cutoff, 0, ""))
             .map_err(unavailable)?
+            .take(limit)
             .map(|entry| {
                 entry.map(|(key, _)| {
-                    let (_, decided_at, sequence) = key.value();
-                    (decided_at, sequence)
+                    let (decided_at, sequence, token) = key.value();
+                    (decided_at, sequence, token.to_owned())
                 })
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
-        for (decided_at, sequence) in expired {
+        for (decided_at, sequence, token) in &expired {
             self.history
-                .remove((token, decided_at, sequence))
+                .remove((*decided_at, *sequence, token.as_str()))
+                .map_err(unavailable)?;
+            self.history_by_token
+                .remove((token.as_str(), *sequence))
                 .map_err(unavailable)?;
         }
-        Ok(())
+        Ok(expired.len())
     }
 
     /// [`presence_ports::DeviceStore::ensure_gate`].
@@ -426,15 +439,15 @@ impl<'t> WriteTables<'t> {
             self.remembered
                 .remove(scan_key.as_str())
                 .map_err(unavailable)?;
-            // A decision remembered briefly (an unknown token) has no history.
-            if kept == Kept::Long
-                && let Some(token) = ScanKey::token_of_encoded(scan_key)
-            {
-                self.forget_history(token, *decided_at)?;
-            }
         }
-        self.wrote |= !expired.is_empty();
-        Ok(expired.len())
+        // History records live as long as the decisions remembered for the
+        // idempotency retention; an unknown token's (kept briefly) have none.
+        let forgotten = match kept {
+            Kept::Long => self.sweep_history(cutoff, limit)?,
+            Kept::Briefly => 0,
+        };
+        self.wrote |= !expired.is_empty() || forgotten > 0;
+        Ok(expired.len().max(forgotten))
     }
 
     fn next_id(&mut self, sequence: &str) -> Result<u64, StoreError> {

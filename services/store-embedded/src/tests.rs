@@ -414,22 +414,26 @@ async fn refuse_unknown_tokens(store: &Arc<EmbeddedStore>, wave: &str, count: us
 }
 
 /// What the ticket lookup's history adds to the file per scan of a known
-/// ticket (issue 15): one record keyed by (token, time, sequence), kept to the
-/// newest 500 a ticket and swept with the retry memory, measured as the
-/// difference between scans committed with and without it, four a ticket.
+/// ticket (issue 15): a record in `history` and its entry in
+/// `history_by_token`, kept to the newest 500 a ticket and swept with the
+/// retry memory. Measured in two fresh stores after the same scans, four a
+/// ticket, committed without and with it: the bytes its records and their
+/// b-tree pages hold. (The free space in the file's pages, which a busy
+/// writer's copy-on-write leaves at about twice the data for every table and
+/// later writes reuse, is printed beside it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scans_history_record_costs_under_400_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-    let tickets = 1_000;
+async fn a_scans_history_record_costs_under_300_bytes() {
+    let tickets = 5_000;
+    let scans = u64::try_from(tickets * 4).unwrap();
     let mut per_scan = Vec::new();
-    for (wave, with_history) in [("a", false), ("b", true)] {
-        let before = database_bytes(&store);
+    for with_history in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..tickets * 4 {
             let store = store.clone();
-            let scan_id = ScanId::new(format!("{wave}{i:07}-0000-4000-8000-000000000000"));
-            let token = Token::new(format!("{wave}{:011}", i / 4));
+            let scan_id = ScanId::new(format!("{i:08}-0000-4000-8000-000000000000"));
+            let token = Token::new(format!("{:012}", i / 4));
             let decided_at = now() + i64::from(i);
             tasks.spawn(async move {
                 validate_a_known_ticket(store.as_ref(), scan_id, token, decided_at, with_history)
@@ -439,15 +443,24 @@ async fn a_scans_history_record_costs_under_400_bytes() {
         while let Some(done) = tasks.join_next().await {
             done.unwrap();
         }
-        let scans = u64::try_from(tickets * 4).unwrap();
-        per_scan.push((database_bytes(&store) - before) / scans);
+        let txn = store.db.begin_write().unwrap();
+        let stats = txn.stats().unwrap();
+        txn.abort().unwrap();
+        per_scan.push((
+            (stats.stored_bytes() + stats.metadata_bytes()) / scans,
+            stats.fragmented_bytes() / scans,
+        ));
     }
-    let history = per_scan[1].saturating_sub(per_scan[0]);
+    let [(without, free_without), (with, free_with)] = per_scan[..] else {
+        unreachable!("two waves")
+    };
+    let history = with - without;
     println!(
-        "a scan of a known ticket costs the embedded store {} bytes of pages without history, {} with: {history} bytes of history",
-        per_scan[0], per_scan[1]
+        "a scan of a known ticket holds {without} bytes of records and pages in the embedded store \
+         without history, {with} with: {history} bytes of history (free space in pages: \
+         {free_without} and {free_with} bytes a scan)"
     );
-    assert!(history <= 400, "{history} bytes of history a scan");
+    assert!(history <= 300, "{history} bytes of history a scan");
 }
 
 /// What a refused scan of a random token costs the file (issue 12): under 1,000

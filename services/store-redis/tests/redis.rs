@@ -463,11 +463,13 @@ async fn a_refused_scan_costs_under_700_bytes_until_the_not_found_retention() {
 }
 
 /// What the ticket lookup's history adds in Redis per scan of a known ticket
-/// (issue 15): one JSON record in the token's list (kept to the newest 500,
-/// expiring with the retry memory), measured as the difference between scans
-/// committed with and without it, four scans a ticket as on an event night.
+/// (issue 15): one compact JSON record in the token's list (kept to the newest
+/// 500, expiring with the retry memory) and, shared by the ticket's scans, the
+/// list's key; measured as the difference between scans committed with and
+/// without it, four scans a ticket as on an event night (282 bytes when
+/// written).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scans_history_record_costs_under_300_bytes() {
+async fn a_scans_history_record_costs_under_350_bytes() {
     let (server, store) = server_and_store(RedisOptions::default()).await;
     let mut conn = raw(&server).await;
     let tickets = 1_000_i64;
@@ -493,7 +495,7 @@ async fn a_scans_history_record_costs_under_300_bytes() {
         "a scan of a known ticket costs Redis {} bytes without history, {} with: {history} bytes of history",
         per_scan[0], per_scan[1]
     );
-    assert!(history <= 300, "{history} bytes of history a scan");
+    assert!(history <= 350, "{history} bytes of history a scan");
 }
 
 /// A batch larger than many chunks lands whole, readable, and small: a ticket
