@@ -22,8 +22,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use presence_domain::offline::{OfflineScan, OfflineUpload};
 use presence_domain::time::unix_millis;
-use presence_domain::{FieldError, FieldErrors, ScanId, Status};
+use presence_domain::{FieldError, FieldErrors, ScanId, ScanKey, Status};
 use presence_ports::{Answer, ScanCommand};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Semaphore;
@@ -170,9 +171,21 @@ async fn decide_all(state: &GatewayState, upload: &OfflineUpload) -> Result<Vec<
         let (state, permits) = (state.clone(), permits.clone());
         deciding.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let mut decided = Vec::with_capacity(scans.len());
+            let mut decided: Vec<(usize, Answer)> = Vec::with_capacity(scans.len());
+            let mut by_key: HashMap<ScanKey, Answer> = HashMap::new();
             for (index, scan) in scans {
-                decided.push((index, decide(&state, &scan).await?));
+                // The same scan twice in one upload is one scan (§2's key):
+                // its first answer, without another round trip.
+                let key = scan.request.key(scan.kind);
+                let answer = match by_key.get(&key) {
+                    Some(first) => first.clone(),
+                    None => {
+                        let answer = decide(&state, &scan).await?;
+                        by_key.insert(key, answer.clone());
+                        answer
+                    }
+                };
+                decided.push((index, answer));
             }
             Ok::<_, Failure>(decided)
         });
