@@ -350,6 +350,24 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// `POST /presence/v1/ticket/offline` with the admin key; any answer.
+    pub async fn upload_offline(&self, body: &Value) -> Result<Reply> {
+        self.post_json("/presence/v1/ticket/offline", body).await
+    }
+
+    /// `GET /presence/v1/ticket` of `token` at `venue_id` with `auth`; any answer.
+    pub async fn lookup_ticket(
+        &self,
+        venue_id: &str,
+        token: &str,
+        auth: Auth<'_>,
+    ) -> Result<Reply> {
+        let request = self
+            .request(Method::GET, "/presence/v1/ticket", auth)
+            .query(&[("venueId", venue_id), ("token", token)]);
+        self.send(request).await
+    }
+
     /// `POST /admin/v1/inventory` with the admin key; any answer.
     pub async fn load_inventory(&self, ndjson: &str) -> Result<Reply> {
         self.post(

@@ -42,7 +42,9 @@ pub use anyhow;
 pub use app::{Auth, Keys, Reply, TestApp};
 pub use presence_domain::ScanKind;
 pub use process::{Launch, PresenceProcess};
-pub use scenario::{HOUR_MS, Scanner, Show, ndjson, next_scan_time, now_ms, unique, unique_mac};
+pub use scenario::{
+    HOUR_MS, Scanner, Show, ndjson, next_scan_time, now_ms, offline_scan, unique, unique_mac,
+};
 pub use stack::Cluster;
 
 /// Runs each listed test body once per listed fixture.

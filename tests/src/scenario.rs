@@ -4,6 +4,7 @@
 //! Names are unique across processes as well as within one, because the
 //! distributed fixture shares its Redis and Kafka between tests.
 
+use presence_domain::ScanKind;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -165,6 +166,19 @@ impl Scanner {
             "gateId": self.gate_id, "scanTime": scan_time
         })
     }
+
+    /// A `ticket/offline` upload of this scanner's `scans` ([`offline_scan`]).
+    pub fn offline_body(&self, scans: &[Value]) -> Value {
+        json!({
+            "venueId": self.venue_id, "deviceId": self.device_id, "gateId": self.gate_id,
+            "gateName": self.gate_name, "deviceOs": "Android", "scans": scans
+        })
+    }
+}
+
+/// One scan of an offline upload: `shown` is what the scanner displayed.
+pub fn offline_scan(kind: ScanKind, token: &str, scan_time: i64, shown: &str) -> Value {
+    json!({"kind": kind.as_str(), "token": token, "scanTime": scan_time, "shown": shown})
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use presence_proto::pb;
 use presence_tests::kafka::read_topic;
 use presence_tests::process::{Launch, run_to_completion};
 use presence_tests::scans::{Delivery, READ_FOR, all_decisions, by_scan_id, scan_until_decided};
-use presence_tests::{Cluster, PresenceProcess, ScanKind, Show, TestApp, next_scan_time, unique};
+use presence_tests::{
+    Cluster, PresenceProcess, ScanKind, Show, TestApp, next_scan_time, offline_scan, unique,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -199,6 +201,69 @@ fn tail(dir: &Path, cluster: &Cluster, args: &[&str]) -> Launch {
             .arg(&cluster.topic_prefix),
         |launch, arg| launch.arg(arg),
     )
+}
+
+/// An offline upload (issue 15) publishes each decision it makes once, marked
+/// `offline` with what the scanner showed and whether the passage was forced;
+/// uploading it again publishes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_uploads_publish_each_decision_once_marked_offline() -> Result<()> {
+    let app = TestApp::distributed().await?;
+    let outcome = offline_decisions(&app).await;
+    if outcome.is_err() {
+        app.print_logs();
+    }
+    outcome
+}
+
+async fn offline_decisions(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let token = show.token();
+    let mut records = show.records();
+    records.push(show.ticket(&token, &["A:1:1"]));
+    app.load(&records).await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    app.scan(ScanKind::Enter, &scanner.body(&token, next_scan_time()))
+        .await?
+        .expect(200, "OKAY")?;
+    let body = scanner.offline_body(&[
+        offline_scan(ScanKind::Enter, &token, next_scan_time(), "OKAY"),
+        offline_scan(ScanKind::Exit, &token, next_scan_time(), "INVALID_TICKET"),
+    ]);
+    for _ in 0..2 {
+        app.upload_offline(&body).await?.expect(200, "OKAY")?;
+    }
+    let published = by_scan_id(all_decisions(app).await?, Delivery::ExactlyOnce)?;
+    let mut of_token: Vec<(String, String, bool, bool, String)> = published
+        .values()
+        .filter(|record| record.decision.token == token)
+        .map(|record| {
+            (
+                record.kind(),
+                record.status(),
+                record.decision.offline,
+                record.decision.forced,
+                record.decision.offline_shown.clone(),
+            )
+        })
+        .collect();
+    of_token.sort();
+    let expected = [
+        ("enter", "ALREADY_ENTERED", true, true, "OKAY"),
+        ("enter", "OKAY", false, false, ""),
+        ("exit", "EXIT", true, false, "INVALID_TICKET"),
+    ]
+    .map(|(kind, status, offline, forced, shown)| {
+        (
+            kind.to_owned(),
+            status.to_owned(),
+            offline,
+            forced,
+            shown.to_owned(),
+        )
+    });
+    ensure!(of_token == expected, "{of_token:?}");
+    Ok(())
 }
 
 /// Scans of each kind with several outcomes, and a client retry, which is

@@ -50,7 +50,9 @@ async fn init_with(app: &TestApp, key: &str, venue: &str) -> Result<Value> {
     Ok(reply.json["message"].clone())
 }
 
-async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) -> Result<()> {
+async fn uploads_device_inits_and_revocations_are_on_the_trail_by_key_name(
+    app: &TestApp,
+) -> Result<()> {
     let show = Show::new();
     let token = show.token();
     app.load(&[
@@ -65,6 +67,17 @@ async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) ->
         .await?
         .expect(400, "BAD_REQUEST")?;
     let device = init_with(app, &app.keys().scanner, &show.venue_id).await?;
+    let revoke = json!({"venueId": show.venue_id, "deviceId": device["id"]});
+    app.send(
+        app.request(
+            Method::POST,
+            "/admin/v1/devices/revoke",
+            Auth::Header(app.admin_key()),
+        )
+        .body(revoke.to_string()),
+    )
+    .await?
+    .expect(200, "OKAY")?;
 
     let trail = app.audit_trail().await?;
     let records = of_venue(&trail, &show.venue_id);
@@ -82,7 +95,8 @@ async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) ->
             == [
                 ("inventory", "PRESENCE_API_KEY"),
                 ("inventory", "PRESENCE_API_KEY"),
-                ("device_init", "scanner")
+                ("device_init", "scanner"),
+                ("revoke", "PRESENCE_API_KEY")
             ],
         "trail of {}: {records:#?}",
         show.venue_id
@@ -102,6 +116,11 @@ async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) ->
         "{} vs {device}",
         records[2]
     );
+    ensure!(
+        records[3]["deviceId"] == device["id"] && records[3]["venueId"] == show.venue_id,
+        "{} vs {device}",
+        records[3]
+    );
     let before = records[0]["at"].as_i64().context("at")?;
     ensure!(
         before > 0 && records[2]["at"].as_i64() >= Some(before),
@@ -115,7 +134,7 @@ async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) ->
         .lines()
         .filter(|l| l.contains(&show.venue_id))
         .collect();
-    ensure!(lines.len() == 3, "{text}");
+    ensure!(lines.len() == 4, "{text}");
     ensure!(
         lines[0].contains("inventory") && lines[0].contains("applied 4 record(s)"),
         "{}",
@@ -127,6 +146,7 @@ async fn uploads_and_device_inits_are_on_the_trail_by_key_name(app: &TestApp) ->
         "{}",
         lines[2]
     );
+    ensure!(lines[3].contains("revoke"), "{}", lines[3]);
     names_no_key(app, &text)?;
     names_no_key(app, &serde_json::to_string(&trail)?)
 }
@@ -158,6 +178,6 @@ async fn audit_tail_follows_new_records(app: &TestApp) -> Result<()> {
 }
 
 contract_tests!(embedded, distributed => [
-    uploads_and_device_inits_are_on_the_trail_by_key_name,
+    uploads_device_inits_and_revocations_are_on_the_trail_by_key_name,
     audit_tail_follows_new_records,
 ]);

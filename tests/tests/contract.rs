@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow, ensure};
 use presence_tests::{
     Auth, HOUR_MS, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, ndjson, next_scan_time,
-    now_ms, unique, unique_mac,
+    now_ms, offline_scan, unique, unique_mac,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -24,7 +24,7 @@ const VALIDATE: ScanKind = ScanKind::Validate;
 const SPEC_ENTRY: i64 = 1_480_003_200_000;
 
 /// Every POST endpoint, with and without `.json`.
-const POST_PATHS: [&str; 9] = [
+const POST_PATHS: [&str; 11] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -34,6 +34,8 @@ const POST_PATHS: [&str; 9] = [
     "/presence/v1/device/init",
     "/presence/v1/device/init.json",
     "/admin/v1/inventory",
+    "/presence/v1/ticket/offline",
+    "/presence/v1/ticket/offline.json",
 ];
 
 /// A venue with an event on now, and one device at "Gate 1".
@@ -1784,6 +1786,441 @@ async fn device_lookup_finds_configured_devices(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- gate operations (§6)
+
+/// `ticket/offline`'s result for each scan, in body order, after checking the
+/// envelope: (status, forced).
+fn offline_results(reply: &Reply) -> Result<Vec<(String, bool)>> {
+    reply.expect(200, "OKAY")?;
+    let scans = reply.json["message"]["scans"]
+        .as_array()
+        .ok_or_else(|| anyhow!("offline answer without message.scans: {}", reply.text))?;
+    scans
+        .iter()
+        .map(
+            |scan| match (scan["status"].as_str(), scan["forced"].as_bool()) {
+                (Some(status), Some(forced)) => Ok((status.to_owned(), forced)),
+                _ => Err(anyhow!("offline result without status and forced: {scan}")),
+            },
+        )
+        .collect()
+}
+
+fn result(status: &str, forced: bool) -> (String, bool) {
+    (status.to_owned(), forced)
+}
+
+/// `GET ticket` of `token` with the admin key: (state, [(kind, status, forced)]
+/// newest first).
+async fn ticket_history(
+    app: &TestApp,
+    venue_id: &str,
+    token: &str,
+) -> Result<(String, Vec<(String, String, bool)>)> {
+    let reply = app
+        .lookup_ticket(venue_id, token, Auth::Header(app.admin_key()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let message = &reply.json["message"];
+    let scans = message["scans"]
+        .as_array()
+        .ok_or_else(|| anyhow!("lookup without message.scans: {}", reply.text))?
+        .iter()
+        .map(|scan| {
+            (
+                scan["kind"].as_str().unwrap_or_default().to_owned(),
+                scan["status"].as_str().unwrap_or_default().to_owned(),
+                scan["forced"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok((
+        message["state"].as_str().unwrap_or_default().to_owned(),
+        scans,
+    ))
+}
+
+fn history_entry(kind: ScanKind, status: &str, forced: bool) -> (String, String, bool) {
+    (kind.as_str().to_owned(), status.to_owned(), forced)
+}
+
+async fn offline_scans_apply_in_scan_time_order_per_ticket(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let a = new_ticket(app, &show, &["A:1:1"]).await?;
+    let b = new_ticket(app, &show, &["A:1:2"]).await?;
+    let t = now_ms() - 60_000;
+    // Body order is not time order: the exit of `a` comes first in the body.
+    let body = scanner.offline_body(&[
+        offline_scan(EXIT, &a, t + 2, "EXIT"),
+        offline_scan(ENTER, &b, t + 1, "OKAY"),
+        offline_scan(ENTER, &a, t + 1, "OKAY"),
+        offline_scan(ENTER, &a, t + 3, "OKAY"),
+    ]);
+    let reply = app.upload_offline(&body).await?;
+    ensure!(
+        offline_results(&reply)?
+            == [
+                result("EXIT", false),
+                result("OKAY", false),
+                result("OKAY", false),
+                result("OKAY", false),
+            ],
+        "{}",
+        reply.text
+    );
+    let first = &reply.json["message"]["scans"][2];
+    ensure!(
+        first["token"] == json!(a)
+            && first["kind"] == json!("enter")
+            && first["scanTime"] == json!(t + 1)
+            && first["scanId"].is_string()
+            && first["tickets"][0]["place"] == json!("A:1:1"),
+        "{first}"
+    );
+    ensure!(
+        ticket_history(app, &show.venue_id, &a).await?
+            == (
+                "IN".to_owned(),
+                vec![
+                    history_entry(ENTER, "OKAY", false),
+                    history_entry(EXIT, "EXIT", false),
+                    history_entry(ENTER, "OKAY", false),
+                ]
+            ),
+        "the history of {a}"
+    );
+    // Later online scans see the offline state.
+    decided(
+        &scan_now(app, ENTER, &scanner, &b).await?,
+        "ALREADY_ENTERED",
+    )?;
+    Ok(())
+}
+
+async fn allowed_offline_passages_are_forced_when_the_rules_refuse_them(
+    app: &TestApp,
+) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let offline = app.scanner(&show.venue_id, "Gate 2").await?;
+    let token = new_ticket(app, &show, &["A:1:1", "A:1:2"]).await?;
+    // Entered online at Gate 1 while Gate 2's scanner was offline and let the
+    // same ticket in too: duplicate use, recorded rather than lost.
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    let after_end = show.ends_at + 60_000;
+    let body = offline.offline_body(&[
+        offline_scan(ENTER, &token, now_ms() - 1_000, "OKAY"),
+        offline_scan(EXIT, &token, after_end - 120_000, "EXIT"),
+        offline_scan(ENTER, &token, after_end, "OKAY"),
+    ]);
+    let reply = app.upload_offline(&body).await?;
+    ensure!(
+        offline_results(&reply)?
+            == [
+                result("ALREADY_ENTERED", true),
+                result("EXIT", false),
+                result("TOO_LATE", true),
+            ],
+        "{}",
+        reply.text
+    );
+    ensure!(
+        reply.json["message"]["scans"][0]["tickets"]
+            .as_array()
+            .is_some_and(|places| places.len() == 2),
+        "a forced scan lists the ticket's places: {}",
+        reply.text
+    );
+    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(
+        state == "IN",
+        "forced enter leaves the ticket IN, not {state}"
+    );
+    ensure!(
+        scans.first() == Some(&history_entry(ENTER, "TOO_LATE", true)),
+        "{scans:?}"
+    );
+    Ok(())
+}
+
+async fn refused_offline_scans_change_nothing(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let t = now_ms() - 60_000;
+    // The scanner turned the holder away; the rules now would let them in,
+    // but nobody went through.
+    let body = scanner.offline_body(&[
+        offline_scan(ENTER, &token, t, "ALREADY_ENTERED"),
+        offline_scan(EXIT, &token, t + 1, "INVALID_TICKET"),
+        offline_scan(VALIDATE, &token, t + 2, "INTERNAL_SCAN"),
+    ]);
+    let reply = app.upload_offline(&body).await?;
+    ensure!(
+        offline_results(&reply)?
+            == [
+                result("OKAY", false),
+                result("INVALID_TICKET", false),
+                result("INTERNAL_SCAN", false),
+            ],
+        "{}",
+        reply.text
+    );
+    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(state == "NEVER" && scans.len() == 3, "{state} {scans:?}");
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    Ok(())
+}
+
+async fn offline_uploads_may_be_sent_again(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let t = now_ms() - 60_000;
+    // The enter was sent online first and its answer lost; the scanner then
+    // uploaded it with the rest, twice.
+    let online = app.scan(ENTER, &scanner.body(&token, t)).await?;
+    decided(&online, "OKAY")?;
+    let body = scanner.offline_body(&[
+        offline_scan(ENTER, &token, t, "OKAY"),
+        offline_scan(EXIT, &token, t + 1, "EXIT"),
+    ]);
+    let first = app.upload_offline(&body).await?;
+    let again = app.upload_offline(&body).await?;
+    ensure!(
+        offline_results(&first)? == [result("OKAY", false), result("EXIT", false)],
+        "{}",
+        first.text
+    );
+    let scan_ids = |reply: &Reply| -> Vec<Value> {
+        reply.json["message"]["scans"]
+            .as_array()
+            .map(|scans| scans.iter().map(|scan| scan["scanId"].clone()).collect())
+            .unwrap_or_default()
+    };
+    ensure!(
+        scan_ids(&first) == scan_ids(&again)
+            && offline_results(&again)? == offline_results(&first)?,
+        "a re-upload answers the first results: {} then {}",
+        first.text,
+        again.text
+    );
+    ensure!(
+        first.json["message"]["scans"][0]["scanId"] == online.json["result"]["scanId"],
+        "the scan sent online keeps its id: {}",
+        first.text
+    );
+    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(state == "OUT" && scans.len() == 2, "{state} {scans:?}");
+    Ok(())
+}
+
+async fn bad_offline_uploads_name_each_scan_and_apply_nothing(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let t = now_ms() - 60_000;
+    let good = offline_scan(ENTER, &token, t, "OKAY");
+    let reply = app
+        .upload_offline(&scanner.offline_body(&[
+            good.clone(),
+            json!({"kind": "enter", "token": token, "scanTime": -5, "shown": "OKAY"}),
+            json!({"kind": "leave", "token": token, "scanTime": t, "shown": "GREEN"}),
+        ]))
+        .await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    for field in ["scans[1].scanTime", "scans[2].kind", "scans[2].shown"] {
+        ensure!(reply.message().contains(field), "{field}: {}", reply.text);
+    }
+    ensure!(
+        !reply.message().contains("scans[0]"),
+        "a good scan is not named: {}",
+        reply.text
+    );
+
+    let too_many: Vec<Value> = (0..1001)
+        .map(|n| offline_scan(ENTER, &token, t + n, "OKAY"))
+        .collect();
+    let reply = app.upload_offline(&scanner.offline_body(&too_many)).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(reply.message().contains("scans"), "{}", reply.text);
+
+    // A device not configured at this gate: the whole batch is refused.
+    let mut elsewhere = scanner.offline_body(&[good]);
+    elsewhere["gateId"] = json!(scanner.gate_id + 1_000_000);
+    let reply = app.upload_offline(&elsewhere).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(reply.message().contains("gateId"), "{}", reply.text);
+
+    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(state == "NEVER" && scans.is_empty(), "{state} {scans:?}");
+
+    let over = "x".repeat(1024 * 1024 + 1);
+    let reply = post_unread(
+        app,
+        "/presence/v1/ticket/offline.json",
+        Auth::Header(app.admin_key()),
+        over,
+    )
+    .await?;
+    reply.expect(413, "PAYLOAD_TOO_LARGE")?;
+    Ok(())
+}
+
+async fn a_thousand_offline_scans_upload_at_once(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let tokens: Vec<String> = (0..250).map(|_| show.token()).collect();
+    let records: Vec<Value> = tokens
+        .iter()
+        .map(|token| show.ticket(token, &["A:1:1"]))
+        .collect();
+    app.load(&records).await?;
+    let t = now_ms() - 60_000;
+    let scans: Vec<Value> = tokens
+        .iter()
+        .flat_map(|token| {
+            [
+                offline_scan(ENTER, token, t, "OKAY"),
+                offline_scan(EXIT, token, t + 1, "EXIT"),
+                offline_scan(ENTER, token, t + 2, "OKAY"),
+                offline_scan(ENTER, token, t + 3, "OKAY"),
+            ]
+        })
+        .collect();
+    let body = scanner.offline_body(&scans);
+    ensure!(
+        body.to_string().len() > 64 * 1024,
+        "an upload may pass 64 KiB"
+    );
+    let reply = app.upload_offline(&body).await?;
+    let results = offline_results(&reply)?;
+    let expected: Vec<(String, bool)> = tokens
+        .iter()
+        .flat_map(|_| {
+            [
+                result("OKAY", false),
+                result("EXIT", false),
+                result("OKAY", false),
+                result("ALREADY_ENTERED", true),
+            ]
+        })
+        .collect();
+    ensure!(results == expected, "{}", reply.text);
+    Ok(())
+}
+
+async fn ticket_lookup_shows_state_places_and_history_newest_first(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1", "A:1:2"]).await?;
+    let reply = app
+        .lookup_ticket(&show.venue_id, &token, Auth::Header(app.admin_key()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let message = &reply.json["message"];
+    ensure!(
+        message["token"] == json!(token)
+            && message["eventId"] == json!(show.event_id)
+            && message["places"] == json!(["A:1:1", "A:1:2"])
+            && message["status"] == json!("VALID")
+            && message["state"] == json!("NEVER")
+            && message["scans"] == json!([]),
+        "{}",
+        reply.text
+    );
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
+    decided(
+        &scan_now(app, ENTER, &scanner, &token).await?,
+        "ALREADY_ENTERED",
+    )?;
+    let exit = scan_now(app, EXIT, &scanner, &token).await?;
+    decided(&exit, "EXIT")?;
+    ensure!(
+        ticket_history(app, &show.venue_id, &token).await?
+            == (
+                "OUT".to_owned(),
+                vec![
+                    history_entry(EXIT, "EXIT", false),
+                    history_entry(ENTER, "ALREADY_ENTERED", false),
+                    history_entry(ENTER, "OKAY", false),
+                ]
+            ),
+        "history of {token}"
+    );
+    let limited = app
+        .get(
+            &format!(
+                "/presence/v1/ticket.json?venueId={}&token={token}&limit=1",
+                show.venue_id
+            ),
+            Auth::Query(app.admin_key()),
+        )
+        .await?;
+    limited.expect(200, "OKAY")?;
+    let newest = &limited.json["message"]["scans"];
+    ensure!(
+        newest.as_array().map(Vec::len) == Some(1)
+            && newest[0]["scanId"] == exit.json["result"]["scanId"]
+            && newest[0]["gateId"] == json!(scanner.gate_id)
+            && newest[0]["gateName"] == json!("Gate 1")
+            && newest[0]["deviceId"] == json!(scanner.device_id)
+            && newest[0]["message"] == json!("Exit")
+            && newest[0]["offline"] == json!(false)
+            && newest[0]["scanTime"].is_i64()
+            && newest[0]["decidedAt"].is_i64(),
+        "{}",
+        limited.text
+    );
+    for bad in ["limit=0", "limit=501", "limit=x"] {
+        let reply = app
+            .get(
+                &format!(
+                    "/presence/v1/ticket?venueId={}&token={token}&{bad}",
+                    show.venue_id
+                ),
+                Auth::Header(app.admin_key()),
+            )
+            .await?;
+        reply.expect(400, "BAD_REQUEST")?;
+        ensure!(reply.message().contains("limit"), "{bad}: {}", reply.text);
+    }
+    Ok(())
+}
+
+async fn ticket_lookup_sees_only_the_venues_tickets(app: &TestApp) -> Result<()> {
+    let keys = app.keys().clone();
+    let home = Show::at_venue(&keys.limited_venue);
+    let (away, scanner) = setup(app).await?;
+    app.load(&home.records()).await?;
+    let away_token = new_ticket(app, &away, &["A:1:1"]).await?;
+    let home_token = new_ticket(app, &home, &["A:1:1"]).await?;
+    decided(&scan_now(app, ENTER, &scanner, &away_token).await?, "OKAY")?;
+    let admin = Auth::Header(app.admin_key());
+    let limited = Auth::Header(&keys.limited);
+
+    app.lookup_ticket(&home.venue_id, &home_token, limited)
+        .await?
+        .expect(200, "OKAY")?;
+    // Another venue's ticket is unknown here, even to the admin key.
+    app.lookup_ticket(&home.venue_id, &away_token, admin)
+        .await?
+        .expect(404, "NOT_FOUND")?;
+    app.lookup_ticket(&away.venue_id, &away_token, limited)
+        .await?
+        .expect(403, "FORBIDDEN")?;
+    app.lookup_ticket(&away.venue_id, &unique("tok"), admin)
+        .await?
+        .expect(404, "NOT_FOUND")?;
+    for query in [
+        format!("venueId={}", away.venue_id),
+        format!("token={away_token}"),
+    ] {
+        let reply = app
+            .get(&format!("/presence/v1/ticket?{query}"), admin)
+            .await?;
+        reply.expect(400, "BAD_REQUEST")?;
+    }
+    let logs = app.logs();
+    ensure!(!logs.is_empty(), "the server logged nothing at all");
+    ensure!(!logs.contains(&away_token), "a token reached the logs");
+    Ok(())
+}
+
 // ---------------------------------------------------------------- inventory
 
 async fn inventory_is_all_or_nothing(app: &TestApp) -> Result<()> {
@@ -2487,6 +2924,14 @@ contract_tests!(embedded, distributed => [
     reinit_of_a_mac_keeps_the_device_id,
     device_init_accepts_a_gate_id_instead_of_a_name,
     device_lookup_finds_configured_devices,
+    offline_scans_apply_in_scan_time_order_per_ticket,
+    allowed_offline_passages_are_forced_when_the_rules_refuse_them,
+    refused_offline_scans_change_nothing,
+    offline_uploads_may_be_sent_again,
+    bad_offline_uploads_name_each_scan_and_apply_nothing,
+    a_thousand_offline_scans_upload_at_once,
+    ticket_lookup_shows_state_places_and_history_newest_first,
+    ticket_lookup_sees_only_the_venues_tickets,
     inventory_is_all_or_nothing,
     large_bad_inventories_list_the_first_lines_and_count_all,
     inventory_is_readable_right_after_it_is_applied,

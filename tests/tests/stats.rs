@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail, ensure};
 use presence_tests::kafka::{uncommitted, wait_until_committed};
 use presence_tests::scans::{Delivery, all_decisions, by_scan_id};
 use presence_tests::{
-    Auth, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, next_scan_time,
+    Auth, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, next_scan_time, offline_scan,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -54,12 +54,14 @@ async fn scan(app: &TestApp, kind: ScanKind, scanner: &Scanner, token: &str) -> 
     app.scan(kind, &scanner.body(token, next_scan_time())).await
 }
 
+/// Counts without forced offline passages; `with(counts(…), json!({"forced": n}))` adds them.
 fn counts(entries: u64, exits: u64, denials: Value) -> Value {
     json!({
         "entries": entries,
         "exits": exits,
         "occupancy": i64::try_from(entries).unwrap() - i64::try_from(exits).unwrap(),
         "denials": denials,
+        "forced": 0,
     })
 }
 
@@ -171,6 +173,62 @@ async fn the_stats_match_the_decisions(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
+/// A forced offline passage (issue 15) counts as the passage it was and again
+/// under `forced`; an offline scan the scanner refused counts as a refusal, or
+/// nothing when the rules would have let it through.
+async fn forced_offline_passages_count_as_passages_and_as_forced(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let (twice, turned_away, outside) = (show.token(), show.token(), show.token());
+    let mut records = show.records();
+    records.extend([
+        show.ticket(&twice, &["A:1:1", "A:1:2"]),
+        show.ticket(&turned_away, &["A:1:3"]),
+        show.ticket(&outside, &["A:1:4"]),
+    ]);
+    app.load(&records).await?;
+    let gate1 = app.scanner(&show.venue_id, "Gate 1").await?;
+    let offline = app.scanner(&show.venue_id, "Gate 2").await?;
+    scan(app, ScanKind::Enter, &gate1, &twice)
+        .await?
+        .expect(200, "OKAY")?;
+    let t = next_scan_time();
+    let reply = app
+        .upload_offline(&offline.offline_body(&[
+            offline_scan(ScanKind::Enter, &twice, t, "OKAY"),
+            offline_scan(ScanKind::Enter, &turned_away, t, "ALREADY_ENTERED"),
+            offline_scan(ScanKind::Exit, &outside, t, "INVALID_TICKET"),
+        ]))
+        .await?;
+    reply.expect(200, "OKAY")?;
+
+    let mut gates = vec![
+        with(
+            json!({"gateId": gate1.gate_id, "name": "Gate 1"}),
+            counts(2, 0, json!({})),
+        ),
+        with(
+            json!({"gateId": offline.gate_id, "name": "Gate 2"}),
+            with(
+                counts(2, 0, json!({"INVALID_TICKET": 1})),
+                json!({"forced": 2}),
+            ),
+        ),
+    ];
+    gates.sort_by_key(|gate| gate["gateId"].as_u64());
+    let totals = with(
+        counts(4, 0, json!({"INVALID_TICKET": 1})),
+        json!({"forced": 2}),
+    );
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": totals,
+        "gates": gates,
+        "events": [with(json!({"eventId": show.event_id}), totals.clone())],
+    });
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    Ok(())
+}
+
 async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Result<()> {
     let keys = app.keys().clone();
     let home = Show::at_venue(&keys.limited_venue);
@@ -237,6 +295,7 @@ async fn the_stored_gate_name_is_shown_whatever_name_is_sent(app: &TestApp) -> R
 
 contract_tests!(embedded, distributed => [
     the_stats_match_the_decisions,
+    forced_offline_passages_count_as_passages_and_as_forced,
     stats_keep_to_known_venues_and_the_key_s_venues,
     the_stored_gate_name_is_shown_whatever_name_is_sent,
 ]);

@@ -87,6 +87,21 @@ impl Status {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
+    /// Whether a scan may be answered with this status: the seed's thirteen,
+    /// not the HTTP-level errors.
+    pub fn is_scan_decision(self) -> bool {
+        !matches!(
+            self,
+            Status::Unauthorized
+                | Status::Forbidden
+                | Status::MethodNotAllowed
+                | Status::PayloadTooLarge
+                | Status::RateLimited
+                | Status::Unavailable
+                | Status::Internal
+        )
+    }
+
     /// Whether a scan decision with this status is remembered for idempotent
     /// retries. BAD_REQUEST decided nothing, so a corrected retry must be judged anew.
     pub fn is_remembered(self) -> bool {
@@ -123,6 +138,12 @@ pub struct Decision {
     pub status: Status,
     pub message: String,
     pub tickets: Vec<TicketPlace>,
+    /// An offline passage applied although the rules refused it (SPEC §6): the
+    /// scanner let the holder through while it had no network, so the passage
+    /// happened; `status` keeps what the rules say. Stored and sent only when
+    /// true, so decisions remembered before it existed read as not forced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 impl Decision {
@@ -131,6 +152,7 @@ impl Decision {
             status,
             message: message.into(),
             tickets,
+            forced: false,
         }
     }
 }
@@ -164,6 +186,28 @@ pub struct DecisionEvent {
     pub channel_id: Option<String>,
     pub scan_time: UnixMillis,
     pub decided_at: UnixMillis,
+    /// Uploaded by `ticket/offline`: made while the scanner had no network.
+    /// Absent (false) in records written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
+    /// For an offline scan: the status the scanner showed then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<Status>,
+}
+
+impl DecisionEvent {
+    /// Whether the holder went through: an enter answered OKAY or an exit
+    /// answered EXIT (unless offline and the scanner turned the holder away:
+    /// then nothing happened and nothing changed), or a forced offline passage.
+    pub fn is_passage(&self) -> bool {
+        self.decision.forced
+            || (matches!(
+                (self.kind, self.decision.status),
+                (ScanKind::Enter, Status::Okay) | (ScanKind::Exit, Status::Exit)
+            ) && self
+                .shown
+                .is_none_or(|shown| crate::offline::allowed_passage(self.kind, shown)))
+    }
 }
 
 #[cfg(test)]

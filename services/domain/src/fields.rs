@@ -47,6 +47,19 @@ impl FieldErrors {
         &self.0
     }
 
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.0
+    }
+
+    /// The errors collected, if there are any.
+    pub fn from_errors(errors: Vec<FieldError>) -> Result<(), Self> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Self(errors))
+        }
+    }
+
     /// Names of the offending fields, for responses and metrics.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|e| e.field.as_str())
@@ -259,11 +272,7 @@ impl<'a> FieldReader<'a> {
 
     /// Ends reading: every collected error, or none.
     pub fn finish(self) -> Result<(), FieldErrors> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(FieldErrors(self.errors))
-        }
+        FieldErrors::from_errors(self.errors)
     }
 }
 

@@ -9,7 +9,9 @@
 //! - [`device`]: device init and lookup requests, MAC and IP normalisation, gate names;
 //! - [`inventory`]: venues, events, gates and tickets, and NDJSON inventory validation;
 //! - [`audit`]: the audit trail's records (who changed inventory and devices);
-//! - [`stats`]: the live view of a venue and which counter a decision bumps.
+//! - [`stats`]: the live view of a venue and which counter a decision bumps;
+//! - [`offline`]: uploads of scans made offline, and forced passages;
+//! - [`history`]: the per-ticket scan history a lookup answers.
 //!
 //! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
 //! the rules never see a wire format.
@@ -19,9 +21,11 @@ pub mod barcode;
 pub mod decision;
 pub mod device;
 pub mod fields;
+pub mod history;
 pub mod ids;
 pub mod inventory;
 pub mod json;
+pub mod offline;
 pub mod rules;
 pub mod scan;
 pub mod state;
@@ -34,6 +38,7 @@ pub use device::{
     Device, DeviceAccess, DeviceInitRequest, DeviceLookup, GateRef, Mac, SecretDigest,
 };
 pub use fields::{FieldError, FieldErrors};
+pub use history::{ScanRecord, TicketQuery, TicketReport};
 pub use ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 pub use inventory::{
     Event, EventStatus, Gate, GateSpec, InventoryRecord, LineError, LineErrors, Ticket,

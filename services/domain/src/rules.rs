@@ -120,20 +120,30 @@ pub fn decide(
         return denied(status, message, tickets);
     }
     let allow_reentry = facts.event.is_none_or(|event| event.allow_reentry);
-    // The entry names the gate as stored for the scanner's gateId, which the
-    // ALREADY_ENTERED message shows later: the gateName a client sends is free
-    // text and may be stale, misspelt or a look-alike. The sent name is only a
-    // fallback for a gate that is not stored (a device's gate always is).
-    let entry = Entry {
+    let result = transition(
+        kind,
+        state,
+        allow_reentry,
+        entry_of(request, facts),
+        tickets,
+    );
+    Outcome {
+        decision: result.decision,
+        next_state: result.next,
+    }
+}
+
+/// The entry a passage of `request` records. It names the gate as stored for
+/// the scanner's gateId, which the ALREADY_ENTERED message shows later: the
+/// gateName a client sends is free text and may be stale, misspelt or a
+/// look-alike. The sent name is only a fallback for a gate that is not stored
+/// (a device's gate always is).
+pub fn entry_of(request: &ScanRequest, facts: TicketFacts<'_>) -> Entry {
+    Entry {
         gate_name: facts
             .gate
             .map_or_else(|| request.gate_name.clone(), |gate| gate.spec.name.clone()),
         scan_time: request.scan_time,
-    };
-    let result = transition(kind, state, allow_reentry, entry, tickets);
-    Outcome {
-        decision: result.decision,
-        next_state: result.next,
     }
 }
 

@@ -10,7 +10,12 @@
 //!   status;
 //! - validate scans (a secondary check, never a passage through the gate) and
 //!   BAD_REQUEST (nothing was decided; the device is not configured there) count
-//!   nothing.
+//!   nothing;
+//! - a forced offline passage (SPEC §6: the scanner let the holder through
+//!   offline, the rules refuse it now) counts as the passage it was, in
+//!   `entries` or `exits`, and again in `forced`, so duplicate use shows; an
+//!   offline scan the scanner refused counts as a refusal by its status, or
+//!   nothing when the rules would have let it through.
 //!
 //! Each counted decision bumps one counter three times: the venue's total, its
 //! gate's and, when the decision names the ticket's event, that event's. Stores
@@ -32,6 +37,8 @@ pub enum Counter {
     Exits,
     /// Scans refused with this status.
     Denied(Status),
+    /// People let through by a forced offline passage (also in entries or exits).
+    Forced,
 }
 
 impl Counter {
@@ -40,6 +47,7 @@ impl Counter {
             Counter::Entries => "entries".into(),
             Counter::Exits => "exits".into(),
             Counter::Denied(status) => format!("denied:{status}"),
+            Counter::Forced => "forced".into(),
         }
     }
 
@@ -47,6 +55,7 @@ impl Counter {
         match name {
             "entries" => Some(Counter::Entries),
             "exits" => Some(Counter::Exits),
+            "forced" => Some(Counter::Forced),
             _ => Status::parse(name.strip_prefix("denied:")?).map(Counter::Denied),
         }
     }
@@ -67,6 +76,8 @@ pub struct Tally {
     pub counter: Counter,
     /// People for entries and exits, 1 for a denied scan.
     pub amount: u64,
+    /// A forced offline passage: `amount` goes to [`Counter::Forced`] too.
+    pub forced: bool,
 }
 
 impl Tally {
@@ -76,8 +87,11 @@ impl Tally {
         let people = u64::try_from(event.decision.tickets.len().max(1)).unwrap_or(u64::MAX);
         let (counter, amount) = match (event.kind, status) {
             (ScanKind::Validate, _) | (_, Status::BadRequest) => return None,
-            (ScanKind::Enter, Status::Okay) => (Counter::Entries, people),
-            (ScanKind::Exit, Status::Exit) => (Counter::Exits, people),
+            (ScanKind::Enter, _) if event.is_passage() => (Counter::Entries, people),
+            (ScanKind::Exit, _) if event.is_passage() => (Counter::Exits, people),
+            // An offline scan the rules allow but the scanner turned away:
+            // nobody went through and nothing was refused now.
+            (_, Status::Okay | Status::Exit) => return None,
             (ScanKind::Enter | ScanKind::Exit, status) => (Counter::Denied(status), 1),
         };
         Some(Self {
@@ -93,6 +107,7 @@ impl Tally {
                 .map(|place| place.event_id.clone()),
             counter,
             amount,
+            forced: event.decision.forced,
         })
     }
 
@@ -107,13 +122,16 @@ impl Tally {
     /// The fields this tally adds `amount` to: the venue's total, the gate's and
     /// the event's.
     pub fn fields(&self) -> Vec<String> {
-        let counter = self.counter.name();
-        let mut fields = vec![
-            format!("t|{counter}"),
-            format!("g:{}|{counter}", self.gate_id),
-        ];
-        if let Some(event) = &self.event_id {
-            fields.push(format!("e:{event}|{counter}"));
+        let counters = std::iter::once(self.counter)
+            .chain(self.forced.then_some(Counter::Forced))
+            .map(Counter::name);
+        let mut fields = Vec::new();
+        for counter in counters {
+            fields.push(format!("t|{counter}"));
+            fields.push(format!("g:{}|{counter}", self.gate_id));
+            if let Some(event) = &self.event_id {
+                fields.push(format!("e:{event}|{counter}"));
+            }
         }
         fields
     }
@@ -124,6 +142,8 @@ impl Tally {
 pub struct Counts {
     pub entries: u64,
     pub exits: u64,
+    /// People let through by forced offline passages, also in `entries` or `exits`.
+    pub forced: u64,
     /// Denied scans by status name, in name order.
     pub denials: BTreeMap<String, u64>,
 }
@@ -140,6 +160,7 @@ impl Counts {
         match counter {
             Counter::Entries => self.entries = self.entries.saturating_add(value),
             Counter::Exits => self.exits = self.exits.saturating_add(value),
+            Counter::Forced => self.forced = self.forced.saturating_add(value),
             Counter::Denied(status) => {
                 let denied = self.denials.entry(status.as_str().to_owned()).or_default();
                 *denied = denied.saturating_add(value);
@@ -271,6 +292,8 @@ mod tests {
             channel_id: None,
             scan_time: 1,
             decided_at: 2,
+            offline: false,
+            shown: None,
         }
     }
 
@@ -311,6 +334,33 @@ mod tests {
         assert_eq!(counted(ScanKind::Validate, Status::InternalScan, 1), None);
         assert_eq!(counted(ScanKind::Validate, Status::NotFound, 0), None);
         assert_eq!(counted(ScanKind::Enter, Status::BadRequest, 0), None);
+    }
+
+    #[test]
+    fn a_forced_passage_counts_as_a_passage_and_as_forced() {
+        let mut forced = decision(ScanKind::Enter, Status::AlreadyEntered, 2);
+        forced.decision.forced = true;
+        let tally = Tally::of(&forced).unwrap();
+        assert_eq!((tally.counter, tally.amount), (Counter::Entries, 2));
+        assert_eq!(
+            tally.fields(),
+            [
+                "t|entries",
+                "g:7|entries",
+                "e:E1|entries",
+                "t|forced",
+                "g:7|forced",
+                "e:E1|forced"
+            ]
+        );
+        let stats = VenueStats::from_fields(
+            VenueId::new("V"),
+            None,
+            tally.fields().iter().map(|field| (field.as_str(), 2)),
+            [],
+        )
+        .unwrap();
+        assert_eq!((stats.totals.entries, stats.totals.forced), (2, 2));
     }
 
     #[test]

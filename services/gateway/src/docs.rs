@@ -2,7 +2,7 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{backup, devices, inventory, ops, revoke, stats, tickets};
+use crate::routes::{backup, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -25,6 +25,8 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         tickets::ticket_enter,
         tickets::ticket_exit,
         tickets::ticket_validate,
+        offline::ticket_offline,
+        lookup::ticket_lookup,
         devices::device_init,
         devices::device_lookup,
         stats::venue_stats,
@@ -38,7 +40,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
     ),
     modifiers(&ApiKeySchemes, &DeviceGateRequired),
     tags(
-        (name = "tickets", description = "Enter, exit and secondary scans"),
+        (name = "tickets", description = "Enter, exit and secondary scans, offline uploads and ticket lookup"),
         (name = "devices", description = "Scanning devices"),
         (name = "stats", description = "The live view of a venue"),
         (name = "admin", description = "Inventory upload, backups and device revocation (admin key)"),

@@ -53,17 +53,19 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
     BACKUP, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ,
-    TICKET_ENTER, TICKET_EXIT, TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    TICKET, TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE, TICKET_VALIDATE, VENUE_STATS, with_aliases,
 };
-use routes::{backup, devices, inventory, ops, revoke, stats, tickets};
+use routes::{backup, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 13] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 15] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
+        (TICKET_OFFLINE, post(offline::ticket_offline)),
+        (TICKET, get(lookup::ticket_lookup)),
         (DEVICE_INIT, post(devices::device_init)),
         (DEVICE, get(devices::device_lookup)),
         (VENUE_STATS, get(stats::venue_stats)),

@@ -86,6 +86,13 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfflineLabels {
+    kind: &'static str,
+    status: &'static str,
+    forced: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -106,6 +113,7 @@ pub(crate) struct Metrics {
     http_duration: HistogramFamily<RouteLabels>,
     scans: Family<ScanLabels, Counter>,
     scan_refusals: Family<ReasonLabels, Counter>,
+    offline_scans: Family<OfflineLabels, Counter>,
     scan_duration: HistogramFamily<KindLabels>,
     in_flight: Gauge,
     decision_timeouts: Counter,
@@ -137,6 +145,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(http_histogram),
             scans: Family::default(),
             scan_refusals: Family::default(),
+            offline_scans: Family::default(),
             scan_duration: Family::new_with_constructor(scan_histogram),
             in_flight: Gauge::default(),
             decision_timeouts: Counter::default(),
@@ -191,6 +200,13 @@ impl Metrics {
                  device_secret_rejected, device_revoked (SPEC §7 device credentials), \
                  barcode_missing, barcode_expired (rotating tickets: a printout or a screenshot)",
                 metrics.scan_refusals.clone(),
+            );
+            registry.register(
+                "offline_scans",
+                "Scans uploaded by ticket/offline and decided, by kind, rule status and whether \
+                 the passage was forced (applied although the rules refused it: duplicate use \
+                 or a scanner letting people through that it should not)",
+                metrics.offline_scans.clone(),
             );
             registry.register(
                 "scan_duration_seconds",
@@ -291,6 +307,16 @@ impl Metrics {
                 .get_or_create(&ReasonLabels { reason })
                 .inc();
         }
+    }
+
+    pub(crate) fn offline_scan_answered(&self, kind: ScanKind, status: Status, forced: bool) {
+        self.offline_scans
+            .get_or_create(&OfflineLabels {
+                kind: kind.as_str(),
+                status: status.as_str(),
+                forced: if forced { "true" } else { "false" },
+            })
+            .inc();
     }
 
     pub(crate) fn scan_round_trip(&self, kind: ScanKind, elapsed: Duration) {

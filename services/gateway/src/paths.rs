@@ -8,6 +8,8 @@ pub(crate) const ADMIN_PREFIX: &str = "/admin/";
 pub(crate) const TICKET_ENTER: &str = "/presence/v1/ticket/enter";
 pub(crate) const TICKET_EXIT: &str = "/presence/v1/ticket/exit";
 pub(crate) const TICKET_VALIDATE: &str = "/presence/v1/ticket/validate";
+pub(crate) const TICKET_OFFLINE: &str = "/presence/v1/ticket/offline";
+pub(crate) const TICKET: &str = "/presence/v1/ticket";
 pub(crate) const DEVICE_INIT: &str = "/presence/v1/device/init";
 pub(crate) const DEVICE: &str = "/presence/v1/device";
 pub(crate) const VENUE_STATS: &str = "/presence/v1/venues/{venueId}/stats";
@@ -21,10 +23,12 @@ pub(crate) const OPENAPI: &str = "/openapi.json";
 
 /// Every path of the public API also answers with a `.json` suffix, and the device
 /// lookup with a trailing slash (the seed's curl example uses it).
-pub(crate) const ALIASES: [(&str, &str); 7] = [
+pub(crate) const ALIASES: [(&str, &str); 9] = [
     (TICKET_ENTER, "/presence/v1/ticket/enter.json"),
     (TICKET_EXIT, "/presence/v1/ticket/exit.json"),
     (TICKET_VALIDATE, "/presence/v1/ticket/validate.json"),
+    (TICKET_OFFLINE, "/presence/v1/ticket/offline.json"),
+    (TICKET, "/presence/v1/ticket.json"),
     (DEVICE_INIT, "/presence/v1/device/init.json"),
     (DEVICE, "/presence/v1/device.json"),
     (DEVICE, "/presence/v1/device/"),

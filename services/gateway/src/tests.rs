@@ -29,13 +29,17 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 20] = [
+const DOCUMENTED_PATHS: [&str; 24] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
     "/presence/v1/ticket/exit.json",
     "/presence/v1/ticket/validate",
     "/presence/v1/ticket/validate.json",
+    "/presence/v1/ticket/offline",
+    "/presence/v1/ticket/offline.json",
+    "/presence/v1/ticket",
+    "/presence/v1/ticket.json",
     "/presence/v1/device/init",
     "/presence/v1/device/init.json",
     "/presence/v1/device",
@@ -67,6 +71,7 @@ struct Fake {
     inits: Mutex<Vec<DeviceInitRequest>>,
     device: Mutex<Option<Device>>,
     lookups: Mutex<Vec<DeviceLookup>>,
+    ticket_queries: Mutex<Vec<presence_domain::TicketQuery>>,
     inventory_rejects: Mutex<Option<LineErrors>>,
     applied: Mutex<Vec<NumberedRecord>>,
     ready: Mutex<bool>,
@@ -81,6 +86,7 @@ impl Default for Fake {
             inits: Mutex::default(),
             device: Mutex::new(Some(device())),
             lookups: Mutex::default(),
+            ticket_queries: Mutex::default(),
             inventory_rejects: Mutex::default(),
             applied: Mutex::default(),
             ready: Mutex::new(true),
@@ -147,6 +153,16 @@ impl presence_ports::Transport for Fake {
         venue_id: &presence_domain::VenueId,
     ) -> Result<Option<presence_domain::VenueStats>, TransportError> {
         Ok(Some(presence_domain::VenueStats::empty(venue_id.clone())))
+    }
+
+    /// Knows no ticket: what the gateway does with a found one is the
+    /// contract tests' concern.
+    async fn ticket(
+        &self,
+        query: presence_domain::TicketQuery,
+    ) -> Result<Option<presence_domain::TicketReport>, TransportError> {
+        self.ticket_queries.lock().unwrap().push(query);
+        Ok(None)
     }
 
     async fn ready(&self) -> Result<(), TransportError> {
@@ -493,6 +509,115 @@ async fn device_lookup_not_found_and_bad_parameters() {
     }
     // Only the well-formed lookup reached the registry.
     assert_eq!(harness.fake.lookups.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn ticket_lookup_passes_the_query_and_a_limited_key_stays_at_its_venue() {
+    let harness = Harness::new();
+    let reply = harness
+        .get(
+            &format!("/presence/v1/ticket.json?venueId={VENUE}&token=T%3A1&limit=7"),
+            Some(GATE_KEY),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+    let query = harness.fake.ticket_queries.lock().unwrap().pop().unwrap();
+    assert_eq!(
+        (query.venue_id.as_str(), query.token.as_str(), query.limit),
+        (VENUE, "T:1", 7)
+    );
+    let reply = harness
+        .get(
+            "/presence/v1/ticket?venueId=elsewhere&token=T",
+            Some(GATE_KEY),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(harness.fake.ticket_queries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_offline_upload_sends_each_scan_with_what_the_scanner_showed() {
+    let harness = Harness::new();
+    let scan = |kind: &str, token: &str, time: u64, shown: &str| json!({"kind": kind, "token": token, "scanTime": time, "shown": shown});
+    let body = json!({
+        "venueId": VENUE, "deviceId": 224, "gateId": 274, "gateName": "Gate 2", "deviceOs": "iOS",
+        "scans": [scan("exit", "A", 9, "EXIT"), scan("enter", "A", 3, "OKAY"), scan("validate", "B", 1, "TOO_LATE")]
+    });
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/offline",
+            Some(ADMIN_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let answered: Vec<Value> = reply.json()["message"]["scans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|scan| {
+            json!([
+                scan["token"],
+                scan["kind"],
+                scan["scanTime"],
+                scan["forced"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            json!(["A", "exit", 9, false]),
+            json!(["A", "enter", 3, false]),
+            json!(["B", "validate", 1, false])
+        ],
+        "in body order"
+    );
+    let sent = harness.fake.scans.lock().unwrap().clone();
+    let a: Vec<_> = sent
+        .iter()
+        .filter(|command| command.request.token.as_str() == "A")
+        .map(|command| (command.kind, command.shown))
+        .collect();
+    assert_eq!(
+        a,
+        [
+            (ScanKind::Enter, Some(Status::Okay)),
+            (ScanKind::Exit, Some(Status::Exit))
+        ],
+        "one ticket's scans in scanTime order"
+    );
+    assert_eq!(sent.len(), 3);
+}
+
+#[tokio::test]
+async fn an_offline_upload_from_an_unconfigured_device_is_refused_whole() {
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Decide(Decision::new(
+        Status::BadRequest,
+        "deviceId 224 is not configured at gateId 274",
+        Vec::new(),
+    ));
+    let scans: Vec<Value> = (1..=5)
+        .map(|n| json!({"kind": "enter", "token": format!("T{n}"), "scanTime": n, "shown": "OKAY"}))
+        .collect();
+    let body = json!({"venueId": VENUE, "deviceId": 224, "gateId": 274, "gateName": "Gate 2",
+                      "deviceOs": "iOS", "scans": scans});
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/offline",
+            Some(ADMIN_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.result_message().contains("gateId 274"));
+    assert_eq!(
+        harness.fake.scans.lock().unwrap().len(),
+        1,
+        "only the first scan was sent"
+    );
 }
 
 #[tokio::test]

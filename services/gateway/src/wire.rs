@@ -6,7 +6,10 @@
 
 use presence_domain::fields::MAX_TEXT_CHARS;
 use presence_domain::stats::Counts;
-use presence_domain::{Device, LineError, Status, TicketPlace, VenueStats};
+use presence_domain::{
+    Device, LineError, ScanKind, ScanRecord, Status, TicketPlace, TicketReport, TicketStatus,
+    VenueStats,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::openapi::Required;
@@ -197,6 +200,10 @@ pub struct CountsBody {
     /// Refused enter and exit scans by status, e.g. `{"NOT_FOUND": 2}`.
     /// Validate scans and BAD_REQUEST are not counted.
     pub denials: BTreeMap<String, u64>,
+    /// People let through by forced offline passages: the scanner allowed
+    /// them offline and the rules refuse them (e.g. a ticket used twice).
+    /// Also counted in `entries` or `exits`.
+    pub forced: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -225,6 +232,7 @@ impl From<&Counts> for CountsBody {
             exits: counts.exits,
             occupancy: counts.occupancy(),
             denials: counts.denials.clone(),
+            forced: counts.forced,
         }
     }
 }
@@ -348,6 +356,219 @@ pub struct ScanBody {
     pub scan_time: u64,
 }
 
+/// The body of `ticket/offline`: the scanner's fields once, and its scans.
+/// Read as JSON whatever the Content-Type; at most 1 MiB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"venueId": "KovZpZAnAtJJ", "deviceId": 1, "gateId": 1, "gateName": "Gate 2",
+    "deviceOs": "Printed", "scans": [{"kind": "enter", "token": "721744537954",
+    "scanTime": 1_480_003_200_000_u64, "shown": "OKAY"}]}))]
+pub struct OfflineBody {
+    #[schema(schema_with = not_blank)]
+    pub venue_id: String,
+    #[schema(schema_with = positive_integer)]
+    pub device_id: u64,
+    #[schema(schema_with = positive_integer)]
+    pub gate_id: u64,
+    /// At most 128 characters.
+    #[schema(schema_with = text)]
+    pub gate_name: String,
+    #[schema(schema_with = device_os_schema)]
+    pub device_os: String,
+    /// 1 to 1000 scans; each ticket's are applied in scanTime order (ties: body order).
+    #[schema(min_items = 1, max_items = 1000)]
+    pub scans: Vec<OfflineScanBody>,
+}
+
+/// One scan made offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfflineScanBody {
+    #[schema(schema_with = scan_kind_schema)]
+    pub kind: String,
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
+    pub token: String,
+    /// Unix milliseconds, at most a day ahead of the server's clock.
+    #[schema(schema_with = positive_integer)]
+    pub scan_time: u64,
+    /// The status the scanner displayed offline. OKAY to an enter or EXIT to
+    /// an exit means the holder went through: that passage is applied even if
+    /// the rules now refuse it (`forced`).
+    #[schema(schema_with = scan_status_schema)]
+    pub shown: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = optional_bounded_text)]
+    pub channel_id: Option<String>,
+}
+
+/// The answer of `ticket/offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OfflineEnvelope {
+    pub result: ResultBody,
+    pub message: OfflineMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OfflineMessage {
+    /// One result per uploaded scan, in body order.
+    pub scans: Vec<OfflineResultBody>,
+}
+
+/// What became of one uploaded scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfflineResultBody {
+    /// The id the decision carries; a scan recorded before (a re-upload)
+    /// carries its first id.
+    pub scan_id: String,
+    pub token: String,
+    #[schema(schema_with = scan_kind_schema)]
+    pub kind: String,
+    pub scan_time: i64,
+    /// What the rules say, judged with this scan's own scanTime.
+    #[schema(schema_with = status_schema)]
+    pub status: Status,
+    pub message: String,
+    /// The passage was applied although `status` refuses it.
+    pub forced: bool,
+    pub tickets: Vec<TicketPlaceBody>,
+}
+
+/// The answer of `GET ticket`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TicketLookupEnvelope {
+    pub result: ResultBody,
+    pub message: TicketReportBody,
+}
+
+/// A ticket, where its holder is, and its latest scans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketReportBody {
+    pub token: String,
+    pub event_id: String,
+    pub places: Vec<String>,
+    /// `VALID` or `VOID`.
+    #[schema(schema_with = ticket_status_schema)]
+    pub status: String,
+    /// `NEVER`, `IN` or `OUT`.
+    #[schema(schema_with = token_state_schema)]
+    pub state: String,
+    /// Newest first, at most `limit`.
+    pub scans: Vec<ScanRecordBody>,
+}
+
+impl From<&TicketReport> for TicketReportBody {
+    fn from(report: &TicketReport) -> Self {
+        Self {
+            token: report.token.as_str().to_owned(),
+            event_id: report.event_id.as_str().to_owned(),
+            places: report.places.clone(),
+            status: match report.status {
+                TicketStatus::Valid => "VALID",
+                TicketStatus::Void => "VOID",
+            }
+            .to_owned(),
+            state: report.state.as_str().to_owned(),
+            scans: report.scans.iter().map(ScanRecordBody::from).collect(),
+        }
+    }
+}
+
+/// One scan decided about the ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRecordBody {
+    pub scan_id: String,
+    #[schema(schema_with = scan_kind_schema)]
+    pub kind: String,
+    #[schema(schema_with = status_schema)]
+    pub status: Status,
+    pub message: String,
+    pub gate_id: u64,
+    pub gate_name: String,
+    pub device_id: u64,
+    /// Unix milliseconds, as the scanner sent it.
+    pub scan_time: i64,
+    /// Unix milliseconds, when it was decided.
+    pub decided_at: i64,
+    /// Uploaded by `ticket/offline`.
+    pub offline: bool,
+    /// An offline passage applied although `status` refuses it.
+    pub forced: bool,
+}
+
+impl From<&ScanRecord> for ScanRecordBody {
+    fn from(record: &ScanRecord) -> Self {
+        Self {
+            scan_id: record.scan_id.as_str().to_owned(),
+            kind: record.kind.as_str().to_owned(),
+            status: record.status,
+            message: record.message.clone(),
+            gate_id: record.gate_id.get(),
+            gate_name: record.gate_name.clone(),
+            device_id: record.device_id.get(),
+            scan_time: record.scan_time,
+            decided_at: record.decided_at,
+            offline: record.offline,
+            forced: record.forced,
+        }
+    }
+}
+
+/// The query of `GET ticket`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketLookupQuery {
+    pub venue_id: Option<String>,
+    pub token: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Written out for the same reason as [`DeviceQuery`]'s.
+impl IntoParams for TicketLookupQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, required: bool, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        vec![
+            query(
+                "venueId",
+                true,
+                "The venue asking; a ticket of another venue's event is not found.",
+                not_blank().examples(["KovZpZAnAtJJ"]),
+            ),
+            query(
+                "token",
+                true,
+                "The ticket's token.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(256))
+                    .examples(["721744537954"]),
+            ),
+            query(
+                "limit",
+                false,
+                "How many of the newest scans to list: 1 to 500, default 50.",
+                string_matching("^0*([1-9][0-9]?|[1-4][0-9]{2}|500)$".to_owned()),
+            ),
+        ]
+    }
+}
+
 /// The body of `device/init`. `gateId` of an existing gate may replace
 /// `gateName`; when both are sent, `gateName` wins. Strings must hold more than
 /// white space.
@@ -444,6 +665,34 @@ fn status_schema() -> Schema {
             .enum_values(Some(Status::ALL.iter().map(|status| status.as_str())))
             .build(),
     )
+}
+
+fn enum_schema(values: &[&str]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+}
+
+fn scan_kind_schema() -> ObjectBuilder {
+    enum_schema(&ScanKind::ALL.map(ScanKind::as_str))
+}
+
+/// The statuses a scan may be answered with.
+fn scan_status_schema() -> ObjectBuilder {
+    let statuses: Vec<&str> = Status::ALL
+        .into_iter()
+        .filter(|status| status.is_scan_decision())
+        .map(Status::as_str)
+        .collect();
+    enum_schema(&statuses)
+}
+
+fn ticket_status_schema() -> ObjectBuilder {
+    enum_schema(&["VALID", "VOID"])
+}
+
+fn token_state_schema() -> ObjectBuilder {
+    enum_schema(&["NEVER", "IN", "OUT"])
 }
 
 /// What the server trims (Rust's `char::is_whitespace`, Unicode White_Space),

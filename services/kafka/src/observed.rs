@@ -3,8 +3,8 @@
 //! decides atomically, `scan_context` the read before it.
 
 use async_trait::async_trait;
-use presence_domain::{GateId, ScanKey};
-use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError, TicketStore};
+use presence_domain::{GateId, ScanKey, Token};
+use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError, TicketHistory, TicketStore};
 use presence_runtime::metrics::MetricsHandle;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -96,6 +96,15 @@ impl TicketStore for ObservedTickets {
         self.observe("commit", self.inner.commit(commit)).await
     }
 
+    async fn ticket_history(
+        &self,
+        token: &Token,
+        limit: usize,
+    ) -> Result<TicketHistory, StoreError> {
+        self.observe("ticket_history", self.inner.ticket_history(token, limit))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.observe("ping", self.inner.ping()).await
     }
@@ -115,6 +124,9 @@ mod tests {
             unreachable!("not called")
         }
         async fn commit(&self, _: Commit) -> Result<CommitOutcome, StoreError> {
+            unreachable!("not called")
+        }
+        async fn ticket_history(&self, _: &Token, _: usize) -> Result<TicketHistory, StoreError> {
             unreachable!("not called")
         }
         async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, VenueId, VenueStats, barcode,
+    DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, TicketQuery, TicketReport,
+    VenueId, VenueStats, barcode,
 };
 use presence_ports::{
     Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
@@ -338,6 +339,7 @@ impl Transport for KafkaTransport {
             command.kind,
             &command.request,
             command.device_secret.as_ref(),
+            command.shown,
         );
         // Keyed by the ticket's token: a rotating ticket's barcodes, whatever
         // their code, go to one partition in order, as any ticket's scans do.
@@ -398,6 +400,28 @@ impl Transport for KafkaTransport {
         });
         let reply = self.ask_registry(venue_id, query).await?;
         wire::stats_outcome_from_pb(reply).map_err(undecodable)
+    }
+
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError> {
+        let message = pb::RegistryRequest {
+            request: Some(pb::registry_request::Request::Ticket(
+                wire::ticket_query_to_pb(&query),
+            )),
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let outcome = self
+            .request(
+                &self.topics.registry(),
+                query.venue_id.as_str().as_bytes(),
+                &id,
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        match outcome {
+            Outcome::Registry(reply) => wire::ticket_outcome_from_pb(reply).map_err(undecodable),
+            _ => Err(unexpected("not a registry reply")),
+        }
     }
 
     async fn apply_inventory(

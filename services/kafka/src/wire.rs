@@ -4,11 +4,13 @@
 
 use crate::KafkaError;
 use presence_domain::EventId;
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::inventory::{
     InventoryRecord, LineError, LineErrors, NumberedRecord, Reference,
 };
 use presence_domain::{
-    Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, VenueId, VenueStats,
+    Device, DeviceInitRequest, DeviceLookup, GateId, GateRef, Mac, TicketQuery, TicketReport,
+    Token, VenueId, VenueStats,
 };
 use presence_ports::{DeviceInitOutcome, InventoryOutcome};
 use presence_proto::pb;
@@ -108,6 +110,9 @@ pub fn init_outcome_from_pb(reply: pb::RegistryReply) -> Result<DeviceInitOutcom
         RegistryOutcome::TooManyDevices(cap) => Ok(DeviceInitOutcome::TooManyDevices(cap)),
         RegistryOutcome::DeviceNotFound(_) => Err(bad("a lookup answer to a device init")),
         RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a device init")),
+        RegistryOutcome::Ticket(_) | RegistryOutcome::TicketNotFound(_) => {
+            Err(bad("a ticket answer to a device init"))
+        }
     }
 }
 
@@ -136,6 +141,9 @@ pub fn lookup_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<Device>
         | RegistryOutcome::TooManyGates(_)
         | RegistryOutcome::TooManyDevices(_) => Err(bad("a device init answer to a lookup")),
         RegistryOutcome::VenueStats(_) => Err(bad("a stats answer to a lookup")),
+        RegistryOutcome::Ticket(_) | RegistryOutcome::TicketNotFound(_) => {
+            Err(bad("a ticket answer to a device lookup"))
+        }
     }
 }
 
@@ -165,6 +173,56 @@ pub fn stats_outcome_from_pb(reply: pb::RegistryReply) -> Result<Option<VenueSta
         | RegistryOutcome::TooManyGates(_)
         | RegistryOutcome::TooManyDevices(_)
         | RegistryOutcome::DeviceNotFound(_) => Err(bad("a device answer to a stats query")),
+        RegistryOutcome::Ticket(_) | RegistryOutcome::TicketNotFound(_) => {
+            Err(bad("a ticket answer to a stats query"))
+        }
+    }
+}
+
+pub fn ticket_query_to_pb(query: &TicketQuery) -> pb::TicketQuery {
+    pb::TicketQuery {
+        venue_id: query.venue_id.to_string(),
+        token: query.token.to_string(),
+        limit: u32::try_from(query.limit).unwrap_or(u32::MAX),
+    }
+}
+
+/// The query, its limit brought into 1..=[`MAX_HISTORY_ENTRIES`].
+pub fn ticket_query_from_pb(message: pb::TicketQuery) -> Result<TicketQuery, KafkaError> {
+    if message.venue_id.is_empty() || message.token.is_empty() {
+        return Err(bad("a ticket query names no venue or no token"));
+    }
+    let limit = usize::try_from(message.limit).unwrap_or(MAX_HISTORY_ENTRIES);
+    Ok(TicketQuery {
+        venue_id: VenueId::new(message.venue_id),
+        token: Token::new(message.token),
+        limit: limit.clamp(1, MAX_HISTORY_ENTRIES),
+    })
+}
+
+/// A ticket's report, or `None` for an unknown token or another venue's ticket.
+pub fn ticket_outcome_to_pb(found: Option<&TicketReport>) -> pb::RegistryReply {
+    let outcome = match found {
+        Some(report) => RegistryOutcome::Ticket(report.into()),
+        None => RegistryOutcome::TicketNotFound(true),
+    };
+    pb::RegistryReply {
+        outcome: Some(outcome),
+    }
+}
+
+pub fn ticket_outcome_from_pb(
+    reply: pb::RegistryReply,
+) -> Result<Option<TicketReport>, KafkaError> {
+    match reply
+        .outcome
+        .ok_or_else(|| bad("registry reply is empty"))?
+    {
+        RegistryOutcome::Ticket(report) => Ok(Some(
+            TicketReport::try_from(report).map_err(|e| bad(&e.to_string()))?,
+        )),
+        RegistryOutcome::TicketNotFound(_) => Ok(None),
+        _ => Err(bad("not a ticket answer to a ticket query")),
     }
 }
 

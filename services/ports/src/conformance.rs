@@ -23,15 +23,16 @@
 
 use crate::store::{
     Commit, CommitOutcome, DeviceDraft, InventorySize, ScanContext, StatsStore, Stores,
-    TicketStore, VenueCounts,
+    TicketHistory, TicketStore, VenueCounts,
 };
 use presence_domain::barcode::{Rotation, RotationSecret};
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::stats::Counter;
 use presence_domain::{
     Decision, DeviceAccess, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
-    RememberedDecision, ScanId, ScanKey, ScanKind, SecretDigest, StateRecord, Status, Ticket,
-    TicketPlace, TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
+    RememberedDecision, ScanId, ScanKey, ScanKind, ScanRecord, SecretDigest, StateRecord, Status,
+    Ticket, TicketPlace, TicketStatus, Token, TokenState, UnixMillis, Venue, VenueId,
 };
 use presence_domain::{Tally, VenueStats};
 use std::collections::{BTreeSet, HashSet};
@@ -95,6 +96,8 @@ macro_rules! store_conformance_tests {
             unknown_gate_is_absent_from_the_scan_context,
             committed_state_and_decision_are_visible,
             commit_without_state_change_only_remembers,
+            history_lists_the_newest_records_first,
+            history_keeps_the_newest_500_records,
             stale_version_conflicts_and_writes_nothing,
             remembered_key_returns_the_first_decision,
             concurrent_commits_of_one_token_commit_once,
@@ -170,6 +173,7 @@ pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
             decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
             decided_at,
         },
+        history: None,
     };
     assert_eq!(
         store.commit(commit).await.expect("commit"),
@@ -184,8 +188,73 @@ pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
         event_id: None,
         counter: Counter::Denied(Status::NotFound),
         amount: 1,
+        forced: false,
     };
     assert!(store.record(&tally).await.expect("record"));
+}
+
+/// What a validator stores for a validate scan of a known ticket (no state
+/// change): its remembered INTERNAL_SCAN, and its history record when
+/// `with_history`. For the stores' own measurements of what history costs.
+pub async fn validate_a_known_ticket<S: TicketStore + ?Sized>(
+    store: &S,
+    scan_id: ScanId,
+    token: Token,
+    decided_at: UnixMillis,
+    with_history: bool,
+) {
+    let key = ScanKey {
+        kind: ScanKind::Validate,
+        device_id: DeviceId::new(224),
+        token,
+        scan_time: decided_at,
+    };
+    let decision = Decision::new(
+        Status::InternalScan,
+        "Internal scan",
+        vec![TicketPlace {
+            place: "PIT1:3:4".into(),
+            event_id: EventId::new(EVENT),
+        }],
+    );
+    let history = with_history.then(|| history_record(&scan_id, &key, &decision, decided_at));
+    let commit = Commit {
+        key,
+        expected_version: 0,
+        next_state: None,
+        remembered: RememberedDecision {
+            scan_id,
+            decision,
+            decided_at,
+        },
+        history,
+    };
+    assert_eq!(
+        store.commit(commit).await.expect("commit"),
+        CommitOutcome::Committed
+    );
+}
+
+/// The history record a validator writes for `decision` of a scan with `key`.
+fn history_record(
+    scan_id: &ScanId,
+    key: &ScanKey,
+    decision: &Decision,
+    decided_at: UnixMillis,
+) -> ScanRecord {
+    ScanRecord {
+        scan_id: scan_id.clone(),
+        kind: key.kind,
+        status: decision.status,
+        message: decision.message.clone(),
+        gate_id: GateId::new(7),
+        gate_name: "Gate 7".into(),
+        device_id: key.device_id,
+        scan_time: key.scan_time,
+        decided_at,
+        offline: false,
+        forced: decision.forced,
+    }
 }
 
 fn scan_key(kind: ScanKind, token: &str, scan_time: UnixMillis) -> ScanKey {
@@ -230,6 +299,7 @@ fn first_entry(token: &str, scan_time: UnixMillis, scan_id: &str) -> Commit {
         expected_version: 0,
         next_state: Some(entered(1, "Gate 2", scan_time)),
         remembered: remembered(Status::Okay, "Okay", scan_id),
+        history: None,
     }
 }
 
@@ -325,6 +395,103 @@ pub async fn unknown_token_has_an_empty_context(stores: Stores) {
 }
 
 /// After inventory, a scan context holds the ticket, its event and the gate.
+async fn history(stores: &Stores, token: &str, limit: usize) -> TicketHistory {
+    stores
+        .tickets
+        .ticket_history(&Token::new(token), limit)
+        .await
+        .expect("ticket_history")
+}
+
+/// A history read returns the ticket, its event and state, and its newest
+/// records first, at most the limit; a refused or idle token has none.
+pub async fn history_lists_the_newest_records_first(stores: Stores) {
+    let t = ticket(TOKEN, &["PIT1:3:4"]);
+    apply(
+        &stores,
+        vec![
+            venue(VENUE, "Arena"),
+            event(EVENT, VENUE, "Show"),
+            InventoryRecord::Ticket(t.clone()),
+        ],
+    )
+    .await;
+    let empty = history(&stores, TOKEN, 50).await;
+    assert_eq!(
+        (
+            empty.ticket.as_ref(),
+            empty.scans.len(),
+            empty.state.version
+        ),
+        (Some(&t), 0, 0)
+    );
+    let mut entry = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    entry.history = Some(history_record(
+        &ScanId::new("scan-1"),
+        &entry.key,
+        &entry.remembered.decision,
+        entry.remembered.decided_at,
+    ));
+    assert_eq!(commit(&stores, entry).await, CommitOutcome::Committed);
+    let key = scan_key(ScanKind::Enter, TOKEN, 1_480_003_300_000);
+    let refused = remembered(Status::AlreadyEntered, "Already entered", "scan-2");
+    let record = history_record(
+        &refused.scan_id,
+        &key,
+        &refused.decision,
+        refused.decided_at,
+    );
+    let second = Commit {
+        key,
+        expected_version: 1,
+        next_state: None,
+        remembered: refused,
+        history: Some(record),
+    };
+    assert_eq!(commit(&stores, second).await, CommitOutcome::Committed);
+
+    let read = history(&stores, TOKEN, 50).await;
+    assert_eq!(read.state.state, TokenState::In);
+    assert_eq!(read.event.map(|e| e.id), Some(EventId::new(EVENT)));
+    assert_eq!(
+        read.scans
+            .iter()
+            .map(|r| (r.scan_id.as_str(), r.status))
+            .collect::<Vec<_>>(),
+        [("scan-2", Status::AlreadyEntered), ("scan-1", Status::Okay)]
+    );
+    assert_eq!(history(&stores, TOKEN, 1).await.scans.len(), 1);
+    let other = history(&stores, "no-such-token", 50).await;
+    assert_eq!((other.ticket, other.scans.len()), (None, 0));
+}
+
+/// A token's history keeps its newest [`MAX_HISTORY_ENTRIES`] records.
+pub async fn history_keeps_the_newest_500_records(stores: Stores) {
+    let start = now();
+    let total = MAX_HISTORY_ENTRIES + 3;
+    for n in 0..total {
+        let offset = i64::try_from(n).expect("a few hundred");
+        validate_a_known_ticket(
+            stores.tickets.as_ref(),
+            ScanId::new(format!("scan-{n}")),
+            Token::new(TOKEN),
+            start + offset,
+            true,
+        )
+        .await;
+    }
+    let read = history(&stores, TOKEN, MAX_HISTORY_ENTRIES).await;
+    assert_eq!(read.scans.len(), MAX_HISTORY_ENTRIES);
+    assert_eq!(
+        read.scans.first().map(|r| r.scan_id.as_str().to_owned()),
+        Some(format!("scan-{}", total - 1))
+    );
+    assert_eq!(
+        read.scans.last().map(|r| r.scan_id.as_str().to_owned()),
+        Some(format!("scan-{}", total - MAX_HISTORY_ENTRIES))
+    );
+}
+
 pub async fn applied_inventory_is_in_the_scan_context(stores: Stores) {
     let gate = restricted_gate("Gate 2");
     let t = ticket(TOKEN, &["PIT1:3:4", "PIT1:3:5"]);
@@ -412,6 +579,7 @@ pub async fn commit_without_state_change_only_remembers(stores: Stores) {
         expected_version: 0,
         next_state: None,
         remembered: remembered(Status::InternalScan, "Internal scan", "scan-v"),
+        history: None,
     };
     assert_eq!(
         commit(&stores, validate.clone()).await,
@@ -426,6 +594,7 @@ pub async fn commit_without_state_change_only_remembers(stores: Stores) {
         expected_version: 3,
         next_state: None,
         remembered: remembered(Status::InternalScan, "Internal scan", "scan-stale"),
+        history: None,
     };
     assert_eq!(commit(&stores, stale).await, CommitOutcome::Conflict);
 }
@@ -460,6 +629,7 @@ pub async fn remembered_key_returns_the_first_decision(stores: Stores) {
         expected_version: 1,
         next_state: Some(entered(2, "Gate 9", 1_480_003_999_000)),
         remembered: remembered(Status::AlreadyEntered, "Already entered", "scan-2"),
+        history: None,
     };
     assert_eq!(
         commit(&stores, repeat).await,
@@ -707,6 +877,7 @@ pub async fn not_found_decisions_are_forgotten_after_the_short_retention(stores:
             decision: Decision::new(Status::NotFound, "Ticket was not found", Vec::new()),
             decided_at: now(),
         },
+        history: None,
     };
     let entry = first_entry(TOKEN, 1_480_003_200_000, "s2");
     assert_eq!(
@@ -1096,6 +1267,7 @@ fn tally(scan_id: &str, gate: u64, event: Option<&str>, counter: Counter, amount
         event_id: event.map(EventId::new),
         counter,
         amount,
+        forced: false,
     }
 }
 

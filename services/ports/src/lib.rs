@@ -21,7 +21,7 @@ pub use audit::AuditSink;
 pub use store::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DEFAULT_NOT_FOUND_RETENTION_MS,
     DeviceDraft, DeviceStore, InventorySize, InventoryStore, ScanContext, Snapshot, Snapshots,
-    StatsStore, StoreError, Stores, TicketStore, VenueCounts,
+    StatsStore, StoreError, Stores, TicketHistory, TicketStore, VenueCounts,
 };
 pub use transport::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,

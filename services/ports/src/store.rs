@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
     Device, DeviceAccess, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey,
-    SecretDigest, StateRecord, Tally, Ticket, Venue, VenueId, VenueStats,
+    ScanRecord, SecretDigest, StateRecord, Tally, Ticket, Token, Venue, VenueId, VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -52,6 +52,20 @@ pub struct Commit {
     /// The token's new state, when the decision changes it.
     pub next_state: Option<StateRecord>,
     pub remembered: RememberedDecision,
+    /// The scan as the ticket's history shows it, for a decision about a
+    /// known ticket; `None` leaves the history alone.
+    pub history: Option<ScanRecord>,
+}
+
+/// What `GET ticket` reads about one token, together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketHistory {
+    pub ticket: Option<Ticket>,
+    /// The ticket's event, when the ticket is known.
+    pub event: Option<Event>,
+    pub state: StateRecord,
+    /// Newest first.
+    pub scans: Vec<ScanRecord>,
 }
 
 /// What became of a [`Commit`].
@@ -75,12 +89,22 @@ pub trait TicketStore: Send + Sync + 'static {
 
     /// Atomically: if `commit.key` is remembered, returns that decision; else if the
     /// token's version is not `expected_version`, returns `Conflict`; else stores the
-    /// new state (if any) and remembers the decision for at least the retention
+    /// new state (if any), adds `commit.history` (if any) to the token's history
+    /// (the newest [`presence_domain::history::MAX_HISTORY_ENTRIES`] kept, each
+    /// for the idempotency retention) and remembers the decision for at least the retention
     /// period: the adapter's NOT_FOUND retention for a decision
     /// [remembered briefly](presence_domain::Status::is_remembered_briefly), else
     /// its idempotency retention (24 hours by default). The brief one ends,
     /// give or take the adapter's expiry interval, soon after it.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
+
+    /// The ticket of `token`, its event, its state and its newest `limit`
+    /// history records, newest first.
+    async fn ticket_history(
+        &self,
+        token: &Token,
+        limit: usize,
+    ) -> Result<TicketHistory, StoreError>;
 
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{
     Decision, DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, GateId, ScanId,
-    ScanKind, ScanRequest, SecretDigest, VenueId, VenueStats,
+    ScanKind, ScanRequest, SecretDigest, Status, TicketQuery, TicketReport, VenueId, VenueStats,
 };
 
 /// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
@@ -26,6 +26,10 @@ pub struct ScanCommand {
     /// The digest of the `X-Device-Secret` the scanner sent, if any (SPEC §7):
     /// the secret itself stays in the gateway.
     pub device_secret: Option<SecretDigest>,
+    /// For a scan uploaded by `ticket/offline`: the status the scanner showed
+    /// while it had no network (a passage it allowed is applied even when the
+    /// rules refuse it). `None` for an online scan.
+    pub shown: Option<Status>,
 }
 
 /// The answer to a scan: the decision and the id of the scan it was made for.
@@ -97,6 +101,10 @@ pub trait Transport: Send + Sync + 'static {
     /// the decisions stream, so a decision shows here shortly after its answer
     /// (at once in embedded mode).
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<Option<VenueStats>, TransportError>;
+
+    /// A ticket's state, places and latest scans (`GET ticket`); `None` when
+    /// the token is unknown or its event is at another venue.
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError>;
 
     /// Succeeds when every dependency answers.
     async fn ready(&self) -> Result<(), TransportError>;

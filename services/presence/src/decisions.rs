@@ -225,6 +225,8 @@ mod tests {
             channel_id: None,
             scan_time: 1_480_003_200_000,
             decided_at: 1_480_003_200_042,
+            offline: false,
+            shown: None,
         };
         let mut out = Vec::new();
         write_json_line(&mut out, &event).unwrap();

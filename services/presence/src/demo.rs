@@ -147,6 +147,24 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
     }
     let _ = writeln!(
         out,
+        "\n# Upload scans made offline (the scanner let DEMO-0001 in again: a forced passage if it is inside):"
+    );
+    let _ = writeln!(
+        out,
+        r#"curl -s -X POST "{url}/presence/v1/ticket/offline?apikey={api_key}" -H 'Content-Type: application/json' -d '{{"venueId":"{VENUE}","deviceId":{},"gateId":{},"gateName":"{}","deviceOs":"Android","scans":[{{"kind":"enter","token":"DEMO-0003","scanTime":{},"shown":"OKAY"}},{{"kind":"enter","token":"DEMO-0001","scanTime":{},"shown":"OKAY"}}]}}'"#,
+        scanner.id,
+        scanner.gate_id,
+        scanner.gate_name,
+        now + 1,
+        now + 2
+    );
+    let _ = writeln!(out, "\n# Look a ticket up (state, places, latest scans):");
+    let _ = writeln!(
+        out,
+        r#"curl -s "{url}/presence/v1/ticket?venueId={VENUE}&token=DEMO-0001" -H 'X-Api-Key: {api_key}'"#
+    );
+    let _ = writeln!(
+        out,
         "API description: {url}/openapi.json   Metrics: {url}/metrics   Stop: Ctrl-C"
     );
     out

@@ -11,7 +11,10 @@
 
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
-use presence_domain::{Device, DeviceId, DeviceInitRequest, DeviceLookup, VenueId, VenueStats};
+use presence_domain::{
+    Device, DeviceId, DeviceInitRequest, DeviceLookup, TicketQuery, TicketReport, VenueId,
+    VenueStats,
+};
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
     Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
@@ -119,6 +122,10 @@ impl Transport for InProcessTransport {
         self.stats.venue_stats(venue_id).await.map_err(unavailable)
     }
 
+    async fn ticket(&self, query: TicketQuery) -> Result<Option<TicketReport>, TransportError> {
+        self.registry.ticket(&query).await.map_err(unavailable)
+    }
+
     async fn ready(&self) -> Result<(), TransportError> {
         self.stores.tickets.ping().await.map_err(unavailable)
     }
@@ -177,6 +184,7 @@ mod tests {
                 scan_time: 1_480_000_000_000,
             },
             device_secret: None,
+            shown: None,
         }
     }
 

@@ -12,8 +12,8 @@ use presence_domain::inventory::{
 use presence_domain::stats::{Counts, EventStats, GateStats};
 use presence_domain::{
     AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs,
-    EventId, GateId, Mac, ScanId, ScanKind, ScanRequest, SecretDigest, Status, TicketPlace, Token,
-    VenueId, VenueStats,
+    EventId, GateId, Mac, ScanId, ScanKind, ScanRecord, ScanRequest, SecretDigest, Status,
+    TicketPlace, TicketReport, Token, TokenState, VenueId, VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -175,15 +175,33 @@ pub fn secret_digest_from_pb(bytes: &[u8]) -> Result<Option<SecretDigest>, Proto
         })
 }
 
+/// The status an offline scan's scanner showed, by name; empty for an online scan.
+fn offline_shown(name: String) -> Result<Option<Status>, ProtoError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Status::parse(&name)
+        .filter(|status| status.is_scan_decision())
+        .map(Some)
+        .ok_or(ProtoError::Invalid {
+            field: "offline_shown",
+            reason: "not a scan status",
+        })
+}
+
 /// A scan request as the gateway publishes it, with the digest of the device
-/// secret the scanner sent, if any.
+/// secret the scanner sent, if any, and `shown` for an offline scan.
 pub fn scan_to_pb(
     scan_id: &ScanId,
     kind: ScanKind,
     request: &ScanRequest,
     device_secret: Option<&SecretDigest>,
+    shown: Option<Status>,
 ) -> pb::ScanRequest {
     pb::ScanRequest {
+        offline_shown: shown
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default(),
         scan_id: scan_id.to_string(),
         kind: pb::ScanKind::from(kind).into(),
         channel_id: request.channel_id.clone(),
@@ -198,11 +216,13 @@ pub fn scan_to_pb(
     }
 }
 
-/// A scan request as the validator consumes it (the device secret's digest is
-/// read by [`secret_digest_from_pb`]).
+/// A scan request as the validator consumes it, and the status an offline
+/// scan's scanner showed (the device secret's digest is read by
+/// [`secret_digest_from_pb`]).
 pub fn scan_from_pb(
     message: pb::ScanRequest,
-) -> Result<(ScanId, ScanKind, ScanRequest), ProtoError> {
+) -> Result<(ScanId, ScanKind, ScanRequest, Option<Status>), ProtoError> {
+    let shown = offline_shown(message.offline_shown)?;
     let request = ScanRequest {
         channel_id: message.channel_id,
         device_os: device_os(message.device_os)?,
@@ -217,6 +237,7 @@ pub fn scan_from_pb(
         ScanId::new(required("scan_id", message.scan_id)?),
         scan_kind(message.kind)?,
         request,
+        shown,
     ))
 }
 
@@ -245,6 +266,12 @@ impl From<&DecisionEvent> for pb::Decision {
             channel_id: event.channel_id.clone(),
             scan_time: event.scan_time,
             decided_at: event.decided_at,
+            offline: event.offline,
+            forced: event.decision.forced,
+            offline_shown: event
+                .shown
+                .map(|status| status.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -267,6 +294,7 @@ impl TryFrom<pb::Decision> for DecisionEvent {
                         event_id: EventId::new(t.event_id),
                     })
                     .collect(),
+                forced: message.forced,
             },
             token: Token::new(required("token", message.token)?),
             venue_id: VenueId::new(required("venue_id", message.venue_id)?),
@@ -277,6 +305,113 @@ impl TryFrom<pb::Decision> for DecisionEvent {
             channel_id: message.channel_id,
             scan_time: message.scan_time,
             decided_at: message.decided_at,
+            offline: message.offline,
+            shown: offline_shown(message.offline_shown)?,
+        })
+    }
+}
+
+fn ticket_status_to_pb(status: TicketStatus) -> pb::TicketStatus {
+    match status {
+        TicketStatus::Valid => pb::TicketStatus::Valid,
+        TicketStatus::Void => pb::TicketStatus::Void,
+    }
+}
+
+fn ticket_status_from_pb(value: i32) -> Result<TicketStatus, ProtoError> {
+    match pb::TicketStatus::try_from(value) {
+        Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => Ok(TicketStatus::Valid),
+        Ok(pb::TicketStatus::Void) => Ok(TicketStatus::Void),
+        Err(_) => Err(ProtoError::Invalid {
+            field: "status",
+            reason: "unknown ticket status",
+        }),
+    }
+}
+
+impl From<&ScanRecord> for pb::ScanRecord {
+    fn from(record: &ScanRecord) -> Self {
+        pb::ScanRecord {
+            scan_id: record.scan_id.to_string(),
+            kind: pb::ScanKind::from(record.kind).into(),
+            status: status_to_pb(record.status).into(),
+            message: record.message.clone(),
+            gate_id: record.gate_id.get(),
+            gate_name: record.gate_name.clone(),
+            device_id: record.device_id.get(),
+            scan_time: record.scan_time,
+            decided_at: record.decided_at,
+            offline: record.offline,
+            forced: record.forced,
+        }
+    }
+}
+
+impl TryFrom<pb::ScanRecord> for ScanRecord {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::ScanRecord) -> Result<Self, ProtoError> {
+        Ok(ScanRecord {
+            scan_id: ScanId::new(required("scan_id", message.scan_id)?),
+            kind: scan_kind(message.kind)?,
+            status: status_from_pb(message.status)?,
+            message: message.message,
+            gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+            gate_name: message.gate_name,
+            device_id: DeviceId::new(positive("device_id", message.device_id)?),
+            scan_time: message.scan_time,
+            decided_at: message.decided_at,
+            offline: message.offline,
+            forced: message.forced,
+        })
+    }
+}
+
+impl From<&TicketReport> for pb::TicketReport {
+    fn from(report: &TicketReport) -> Self {
+        pb::TicketReport {
+            token: report.token.to_string(),
+            event_id: report.event_id.to_string(),
+            places: report.places.clone(),
+            status: ticket_status_to_pb(report.status).into(),
+            state: match report.state {
+                TokenState::Never => pb::TokenState::Never,
+                TokenState::In => pb::TokenState::In,
+                TokenState::Out => pb::TokenState::Out,
+            }
+            .into(),
+            scans: report.scans.iter().map(pb::ScanRecord::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::TicketReport> for TicketReport {
+    type Error = ProtoError;
+
+    fn try_from(message: pb::TicketReport) -> Result<Self, ProtoError> {
+        let state = match pb::TokenState::try_from(message.state) {
+            Ok(pb::TokenState::Never) => TokenState::Never,
+            Ok(pb::TokenState::In) => TokenState::In,
+            Ok(pb::TokenState::Out) => TokenState::Out,
+            Ok(pb::TokenState::Unspecified) => return Err(ProtoError::Missing("state")),
+            Err(_) => {
+                return Err(ProtoError::Invalid {
+                    field: "state",
+                    reason: "unknown token state",
+                });
+            }
+        };
+        Ok(TicketReport {
+            token: Token::new(required("token", message.token)?),
+            event_id: EventId::new(required("event_id", message.event_id)?),
+            places: message.places,
+            status: ticket_status_from_pb(message.status)?,
+            state,
+            scans: message
+                .scans
+                .into_iter()
+                .map(ScanRecord::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -287,6 +422,7 @@ impl From<&Counts> for pb::StatsCounts {
             entries: counts.entries,
             exits: counts.exits,
             denials: counts.denials.clone().into_iter().collect(),
+            forced: counts.forced,
         }
     }
 }
@@ -296,6 +432,7 @@ fn counts_from_pb(message: Option<pb::StatsCounts>) -> Counts {
     Counts {
         entries: message.entries,
         exits: message.exits,
+        forced: message.forced,
         denials: message.denials.into_iter().collect(),
     }
 }
@@ -433,11 +570,7 @@ impl From<&InventoryRecord> for pb::InventoryRecord {
                 token: t.token.to_string(),
                 event_id: t.event_id.to_string(),
                 places: t.places.clone(),
-                status: match t.status {
-                    TicketStatus::Valid => pb::TicketStatus::Valid,
-                    TicketStatus::Void => pb::TicketStatus::Void,
-                }
-                .into(),
+                status: ticket_status_to_pb(t.status).into(),
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
                 rotation: t.rotation.as_ref().map(|r| pb::TicketRotation {
@@ -504,18 +637,7 @@ impl TryFrom<pb::InventoryRecord> for InventoryRecord {
                 token: Token::new(required("token", t.token)?),
                 event_id: EventId::new(required("event_id", t.event_id)?),
                 places: t.places,
-                status: match pb::TicketStatus::try_from(t.status) {
-                    Ok(pb::TicketStatus::Unspecified | pb::TicketStatus::Valid) => {
-                        TicketStatus::Valid
-                    }
-                    Ok(pb::TicketStatus::Void) => TicketStatus::Void,
-                    Err(_) => {
-                        return Err(ProtoError::Invalid {
-                            field: "status",
-                            reason: "unknown ticket status",
-                        });
-                    }
-                },
+                status: ticket_status_from_pb(t.status)?,
                 valid_from: t.valid_from,
                 valid_until: t.valid_until,
                 rotation: t.rotation.map(rotation_from_pb).transpose()?,
@@ -693,38 +815,57 @@ mod tests {
     #[test]
     fn scans_round_trip_through_bytes() {
         let digest = SecretDigest::of("s3cret");
-        let bytes =
-            scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), Some(&digest)).encode_to_vec();
+        let bytes = scan_to_pb(
+            &ScanId::new("s1"),
+            ScanKind::Exit,
+            &scan(),
+            Some(&digest),
+            None,
+        )
+        .encode_to_vec();
         let message = pb::ScanRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(
             secret_digest_from_pb(&message.device_secret_digest).unwrap(),
             Some(digest)
         );
         let decoded = scan_from_pb(message).unwrap();
-        assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan()));
-        let without = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), None);
+        assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan(), None));
+        let without = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), None, None);
         assert_eq!(
             secret_digest_from_pb(&without.device_secret_digest),
             Ok(None)
         );
         assert!(secret_digest_from_pb(&[1, 2, 3]).is_err());
+        for shown in [None, Some(Status::Okay), Some(Status::AlreadyEntered)] {
+            let bytes = scan_to_pb(&ScanId::new("s1"), ScanKind::Exit, &scan(), None, shown)
+                .encode_to_vec();
+            let decoded = scan_from_pb(pb::ScanRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+            assert_eq!(decoded, (ScanId::new("s1"), ScanKind::Exit, scan(), shown));
+        }
     }
 
     #[test]
     fn decisions_round_trip_for_every_decision_status() {
-        for status in Status::ALL.into_iter().take(15) {
+        for (status, offline) in Status::ALL
+            .into_iter()
+            .take(15)
+            .flat_map(|status| [(status, false), (status, true)])
+        {
             let request = scan();
             let event = DecisionEvent {
                 scan_id: ScanId::new("s1"),
                 kind: ScanKind::Enter,
-                decision: Decision::new(
-                    status,
-                    "m",
-                    vec![TicketPlace {
-                        place: "PIT1:3:4".into(),
-                        event_id: EventId::new("E"),
-                    }],
-                ),
+                decision: Decision {
+                    forced: offline,
+                    ..Decision::new(
+                        status,
+                        "m",
+                        vec![TicketPlace {
+                            place: "PIT1:3:4".into(),
+                            event_id: EventId::new("E"),
+                        }],
+                    )
+                },
                 token: request.token,
                 venue_id: request.venue_id,
                 gate_id: request.gate_id,
@@ -734,6 +875,8 @@ mod tests {
                 channel_id: None,
                 scan_time: request.scan_time,
                 decided_at: 1_480_003_200_002,
+                offline,
+                shown: offline.then_some(Status::Okay),
             };
             assert_eq!(
                 DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(),
@@ -768,7 +911,7 @@ mod tests {
         );
         let bad_kind = pb::ScanRequest {
             kind: 99,
-            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None)
+            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None, None)
         };
         assert!(matches!(
             scan_from_pb(bad_kind),

@@ -1,4 +1,4 @@
-//! The registry as a Kafka service: device init, lookup and stats requests in,
+//! The registry as a Kafka service: device init, lookup, stats and ticket requests in,
 //! answers out, every configured device published to the compacted `devices`
 //! topic; and the `decisions` stream counted into the venues' stats
 //! ([`DecisionCounter`], in a consumer group of its own).
@@ -112,6 +112,16 @@ impl Handler for RegistryHandler {
                 Ok(found) => Outcome::Registry(wire::lookup_outcome_to_pb(found.as_ref())),
                 Err(error) => Outcome::Unavailable(error.to_string()),
             },
+            Request::Ticket(query) => {
+                match self
+                    .registry
+                    .ticket(&wire::ticket_query_from_pb(query).map_err(poison)?)
+                    .await
+                {
+                    Ok(found) => Outcome::Registry(wire::ticket_outcome_to_pb(found.as_ref())),
+                    Err(error) => Outcome::Unavailable(error.to_string()),
+                }
+            }
             Request::Stats(query) => {
                 match self.stats.venue_stats(&VenueId::new(query.venue_id)).await {
                     Ok(found) => Outcome::Registry(wire::stats_outcome_to_pb(found.as_ref())),

@@ -1,4 +1,6 @@
-//! The device registry: device/init and device lookup.
+//! The device registry: device/init and device lookup, and ticket lookup
+//! (`GET ticket`: a read of the ticket store, answered here because the
+//! registry already answers requests from the store in distributed mode).
 //!
 //! It owns the rules of configuring a scanner at a venue: the venue must exist,
 //! the gate is found by name (created on first use) or by id (must exist at that
@@ -14,8 +16,12 @@ mod stats;
 
 pub use stats::StatsView;
 
-use presence_domain::{Device, DeviceId, DeviceInitRequest, DeviceLookup, GateRef, VenueId};
-use presence_ports::{DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores};
+use presence_domain::{
+    Device, DeviceId, DeviceInitRequest, DeviceLookup, GateRef, TicketQuery, TicketReport, VenueId,
+};
+use presence_ports::{
+    DeviceDraft, DeviceInitOutcome, DeviceStore, StoreError, Stores, TicketHistory, TicketStore,
+};
 use std::sync::Arc;
 
 /// Default most gates a venue may have: ten times a large stadium's.
@@ -70,6 +76,7 @@ impl VenueCapArgs {
 #[derive(Clone)]
 pub struct Registry {
     devices: Arc<dyn DeviceStore>,
+    tickets: Arc<dyn TicketStore>,
     caps: VenueCaps,
 }
 
@@ -83,6 +90,7 @@ impl Registry {
     pub fn new(stores: &Stores, caps: VenueCaps) -> Self {
         Self {
             devices: stores.devices.clone(),
+            tickets: stores.tickets.clone(),
             caps,
         }
     }
@@ -168,5 +176,28 @@ impl Registry {
         self.devices
             .device_by_mac(&lookup.venue_id, &lookup.mac)
             .await
+    }
+
+    /// `GET ticket`: the ticket's state, places and newest scans; `None` when
+    /// the token is unknown or its event is at another venue
+    /// ([`TicketReport::of`]).
+    #[tracing::instrument(skip_all, fields(venue = %query.venue_id, limit = query.limit))]
+    pub async fn ticket(&self, query: &TicketQuery) -> Result<Option<TicketReport>, StoreError> {
+        let TicketHistory {
+            ticket,
+            event,
+            state,
+            scans,
+        } = self
+            .tickets
+            .ticket_history(&query.token, query.limit)
+            .await?;
+        Ok(TicketReport::of(
+            query,
+            ticket,
+            event.as_ref(),
+            &state,
+            scans,
+        ))
     }
 }

@@ -13,8 +13,9 @@
 
 use crate::stats::{COUNTERS, GATE_NAMES as STATS_GATE_NAMES, SEEN, SEEN_BY_EXPIRY, UPDATED};
 use crate::tables::{
-    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, REMEMBERED, REMEMBERED_BRIEFLY_BY_TIME,
-    REMEMBERED_BY_TIME, SEQUENCES, STATES, TICKETS, VENUES, unavailable,
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED,
+    REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, SEQUENCES, STATES, TICKETS, VENUES,
+    unavailable,
 };
 use crate::{EmbeddedStore, FILE_NAME};
 use async_trait::async_trait;
@@ -140,6 +141,8 @@ fn copy_every_table(
     table(copy_table(snapshot, copy, REMEMBERED))?;
     table(copy_table(snapshot, copy, REMEMBERED_BY_TIME))?;
     table(copy_table(snapshot, copy, REMEMBERED_BRIEFLY_BY_TIME))?;
+    table(copy_table(snapshot, copy, HISTORY))?;
+    table(copy_table(snapshot, copy, HISTORY_BY_TOKEN))?;
     table(copy_table(snapshot, copy, DEVICES))?;
     table(copy_table(snapshot, copy, DEVICE_MACS))?;
     table(copy_table(snapshot, copy, COUNTERS))?;

@@ -23,10 +23,10 @@ pub use writer::WriterStats;
 
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
+use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId};
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
-    InventoryStore, ScanContext, StoreError, TicketStore, VenueCounts,
+    InventoryStore, ScanContext, StoreError, TicketHistory, TicketStore, VenueCounts,
 };
 use redb::{Database, ReadableDatabase};
 use std::collections::{BTreeSet, HashSet};
@@ -210,6 +210,14 @@ impl TicketStore for EmbeddedStore {
         self.writer
             .submit(move |tables| tables.commit(&commit))
             .await
+    }
+
+    async fn ticket_history(
+        &self,
+        token: &Token,
+        limit: usize,
+    ) -> Result<TicketHistory, StoreError> {
+        read::ticket_history(&self.db, token, limit)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,14 +2,15 @@
 //! for the writer).
 
 use crate::tables::{
-    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, REMEMBERED, STATES, TICKETS, VENUES,
-    find_gate, get_json, unavailable,
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED, STATES,
+    TICKETS, VENUES, find_gate, get_json, unavailable,
 };
 use presence_domain::inventory::Reference;
 use presence_domain::{
-    Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, Ticket, Venue, VenueId,
+    Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, ScanRecord, Ticket, Token,
+    Venue, VenueId,
 };
-use presence_ports::{InventorySize, ScanContext, StoreError, VenueCounts};
+use presence_ports::{InventorySize, ScanContext, StoreError, TicketHistory, VenueCounts};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use std::collections::{BTreeSet, HashSet};
 
@@ -46,6 +47,47 @@ pub(crate) fn scan_context(
         gate,
         state,
         remembered,
+    })
+}
+
+/// [`presence_ports::TicketStore::ticket_history`], from one snapshot.
+pub(crate) fn ticket_history(
+    db: &Database,
+    token: &Token,
+    limit: usize,
+) -> Result<TicketHistory, StoreError> {
+    let txn = begin(db)?;
+    let token = token.as_str();
+    let ticket: Option<Ticket> = get_json(&table(&txn, TICKETS)?, token, "ticket")?;
+    let event: Option<Event> = match &ticket {
+        Some(ticket) => get_json(&table(&txn, EVENTS)?, ticket.event_id.as_str(), "event")?,
+        None => None,
+    };
+    let state = get_json(&table(&txn, STATES)?, token, "token state")?.unwrap_or_default();
+    let records = table(&txn, HISTORY)?;
+    let scans = table(&txn, HISTORY_BY_TOKEN)?
+        .range::<(&str, u64)>((token, 0)..=(token, u64::MAX))
+        .map_err(unavailable)?
+        .rev()
+        .take(limit)
+        .map(|entry| {
+            let (key, decided_at) = entry.map_err(unavailable)?;
+            let sequence = key.value().1;
+            get_json::<_, ScanRecord>(
+                &records,
+                (decided_at.value(), sequence, token),
+                "history record",
+            )?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("history record {sequence} is indexed but missing"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TicketHistory {
+        ticket,
+        event,
+        state,
+        scans,
     })
 }
 

@@ -9,6 +9,7 @@
 
 use crate::stats::StatsTables;
 use presence_domain::device::gate_key;
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::{
     Device, Gate, GateId, GateSpec, InventoryRecord, RememberedDecision, StateRecord, Tally,
     UnixMillis, VenueId,
@@ -43,6 +44,19 @@ pub(crate) const REMEMBERED_BY_TIME: TableDefinition<(i64, &str), ()> =
 pub(crate) const REMEMBERED_BRIEFLY_BY_TIME: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("remembered_briefly_by_time");
 
+/// (decided_at, sequence, token) → a [`ScanRecord`] of the token's history
+/// (`GET ticket`). Keyed by time first, so records are appended in about the
+/// order they are written (dense pages; keying by token first scattered them
+/// over half-full pages and tripled their cost) and the sweeper forgets the
+/// oldest with one range.
+pub(crate) const HISTORY: TableDefinition<(i64, u64, &str), &[u8]> =
+    TableDefinition::new("history");
+/// (token, sequence) → decided_at: a token's history records, oldest first, so
+/// its newest are a reverse range scan and trimming keeps the last
+/// [`MAX_HISTORY_ENTRIES`].
+pub(crate) const HISTORY_BY_TOKEN: TableDefinition<(&str, u64), i64> =
+    TableDefinition::new("history_by_token");
+
 /// Which retention a remembered decision is kept for: the index it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kept {
@@ -68,6 +82,8 @@ pub(crate) const DEVICE_MACS: TableDefinition<(&str, &str), u64> =
 
 const GATE_SEQUENCE: &str = "gate";
 const DEVICE_SEQUENCE: &str = "device";
+/// Orders history records decided in the same millisecond.
+const HISTORY_SEQUENCE: &str = "history";
 
 pub(crate) fn unavailable(error: impl Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -128,6 +144,8 @@ pub(crate) struct WriteTables<'t> {
     remembered: Table<'t, &'static str, &'static [u8]>,
     remembered_by_time: Table<'t, (i64, &'static str), ()>,
     remembered_briefly_by_time: Table<'t, (i64, &'static str), ()>,
+    history: Table<'t, (i64, u64, &'static str), &'static [u8]>,
+    history_by_token: Table<'t, (&'static str, u64), i64>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
     stats: StatsTables<'t>,
@@ -149,6 +167,8 @@ impl<'t> WriteTables<'t> {
             remembered: txn.open_table(REMEMBERED)?,
             remembered_by_time: txn.open_table(REMEMBERED_BY_TIME)?,
             remembered_briefly_by_time: txn.open_table(REMEMBERED_BRIEFLY_BY_TIME)?,
+            history: txn.open_table(HISTORY)?,
+            history_by_token: txn.open_table(HISTORY_BY_TOKEN)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
             stats: StatsTables::open(txn)?,
@@ -185,6 +205,11 @@ impl<'t> WriteTables<'t> {
             .map(|state| encode("token state", state))
             .transpose()?;
         let remembered = encode("decision", &commit.remembered)?;
+        let history = commit
+            .history
+            .as_ref()
+            .map(|record| encode("history record", record))
+            .transpose()?;
         if let Some(next) = next {
             self.states
                 .insert(token, next.as_slice())
@@ -196,8 +221,73 @@ impl<'t> WriteTables<'t> {
         self.by_time(Kept::of(&commit.remembered))
             .insert((commit.remembered.decided_at, key.as_str()), ())
             .map_err(unavailable)?;
+        if let Some(history) = history {
+            self.add_history(token, commit.remembered.decided_at, &history)?;
+        }
         self.wrote = true;
         Ok(CommitOutcome::Committed)
+    }
+
+    /// Adds one record to the token's history and drops what is beyond the
+    /// newest [`MAX_HISTORY_ENTRIES`].
+    fn add_history(
+        &mut self,
+        token: &str,
+        decided_at: UnixMillis,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        let sequence = self.next_id(HISTORY_SEQUENCE)?;
+        self.history
+            .insert((decided_at, sequence, token), record)
+            .map_err(unavailable)?;
+        self.history_by_token
+            .insert((token, sequence), decided_at)
+            .map_err(unavailable)?;
+        let beyond = self
+            .history_by_token
+            .range::<(&str, u64)>((token, 0)..=(token, u64::MAX))
+            .map_err(unavailable)?
+            .rev()
+            .skip(MAX_HISTORY_ENTRIES)
+            .map(|entry| entry.map(|(key, decided_at)| (key.value().1, decided_at.value())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (sequence, decided_at) in beyond {
+            self.history_by_token
+                .remove((token, sequence))
+                .map_err(unavailable)?;
+            self.history
+                .remove((decided_at, sequence, token))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets up to `limit` history records decided before `cutoff`, oldest
+    /// first. Returns how many it removed.
+    fn sweep_history(&mut self, cutoff: UnixMillis, limit: usize) -> Result<usize, StoreError> {
+        let expired = self
+            .history
+            .range::<(i64, u64, &str)>(..(cutoff, 0, ""))
+            .map_err(unavailable)?
+            .take(limit)
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (decided_at, sequence, token) = key.value();
+                    (decided_at, sequence, token.to_owned())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (decided_at, sequence, token) in &expired {
+            self.history
+                .remove((*decided_at, *sequence, token.as_str()))
+                .map_err(unavailable)?;
+            self.history_by_token
+                .remove((token.as_str(), *sequence))
+                .map_err(unavailable)?;
+        }
+        Ok(expired.len())
     }
 
     /// [`presence_ports::DeviceStore::ensure_gate`].
@@ -370,8 +460,14 @@ impl<'t> WriteTables<'t> {
                 .remove(scan_key.as_str())
                 .map_err(unavailable)?;
         }
-        self.wrote |= !expired.is_empty();
-        Ok(expired.len())
+        // History records live as long as the decisions remembered for the
+        // idempotency retention; an unknown token's (kept briefly) have none.
+        let forgotten = match kept {
+            Kept::Long => self.sweep_history(cutoff, limit)?,
+            Kept::Briefly => 0,
+        };
+        self.wrote |= !expired.is_empty() || forgotten > 0;
+        Ok(expired.len().max(forgotten))
     }
 
     fn next_id(&mut self, sequence: &str) -> Result<u64, StoreError> {

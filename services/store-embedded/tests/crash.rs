@@ -38,6 +38,7 @@ fn entry(token: &str) -> Commit {
             decision: Decision::new(Status::Okay, "Okay", Vec::new()),
             decided_at: 1_480_003_200_000,
         },
+        history: None,
     }
 }
 

@@ -50,6 +50,11 @@ impl Keys {
         self.token_key(token, "st")
     }
 
+    /// List of the token's [`presence_domain::ScanRecord`]s (JSON), newest first.
+    pub(crate) fn history(&self, token: &Token) -> String {
+        self.token_key(token, "h")
+    }
+
     /// The decision remembered for one scan. The token is already in the hash tag,
     /// so the suffix holds the rest of the scan key only.
     pub(crate) fn decision(&self, key: &ScanKey) -> String {

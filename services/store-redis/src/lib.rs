@@ -13,7 +13,7 @@
 //!   when it answers `READONLY`; `sentinel`: the primary Sentinel names, found
 //!   again after a failover;
 //! - `keys`: every key name; `codec`: how values are encoded;
-//! - `tickets`: scan contexts and the commit script (`lua/commit.lua`);
+//! - `tickets`: scan contexts, ticket histories and the commit script (`lua/commit.lua`);
 //! - `registry`: venues, gates and devices, and how new ids are claimed;
 //! - `inventory`: reference checks, the inventory apply (one transaction on a
 //!   server, one write per slot in a cluster) and the inventory size;
@@ -32,6 +32,7 @@
 //! | `P{t:<token>}:tk` | the ticket |
 //! | `P{t:<token>}:st` | the token's state, with its version in `v`; absent = never scanned |
 //! | `P{t:<token>}:sc:<kind>:<device>:<scan time>` | a remembered decision, expiring after [`RedisOptions::idempotency_retention`] (a NOT_FOUND after [`RedisOptions::not_found_retention`]) |
+//! | `P{t:<token>}:h` | list: the ticket's newest 500 scan records (`GET ticket`), newest first, expiring [`RedisOptions::idempotency_retention`] after its latest scan; only for known tickets |
 //! | `Pvn:<venue>`, `Pev:<event>` | a venue, an event |
 //! | `Pgt:<gate id>` | a gate's spec (the id is the key) |
 //! | `Pvg:<venue>` | hash: gate key (NFKC, trimmed, lower-case name) → gate id |
@@ -142,10 +143,10 @@ use async_trait::async_trait;
 use connection::{Connection, Dialer};
 use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
+use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId};
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
-    InventoryStore, ScanContext, StoreError, TicketStore, VenueCounts,
+    InventoryStore, ScanContext, StoreError, TicketHistory, TicketStore, VenueCounts,
 };
 use redis::{RedisError, Script};
 use std::collections::{BTreeSet, HashSet};
@@ -397,6 +398,17 @@ impl TicketStore for RedisStore {
             changes_state = commit.next_state.is_some(),
         );
         tickets::commit(self, &commit).instrument(span).await
+    }
+
+    async fn ticket_history(
+        &self,
+        token: &Token,
+        limit: usize,
+    ) -> Result<TicketHistory, StoreError> {
+        let span = tracing::debug_span!("redis.ticket_history", limit);
+        tickets::ticket_history(self, token, limit)
+            .instrument(span)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

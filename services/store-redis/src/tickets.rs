@@ -2,9 +2,10 @@
 
 use crate::codec::{decode, decode_opt, decode_state, decode_ticket, encode, encode_state};
 use crate::{RedisStore, store_error};
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::time::unix_millis;
-use presence_domain::{Event, GateId, GateSpec, RememberedDecision, ScanKey};
-use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError};
+use presence_domain::{Event, GateId, GateSpec, RememberedDecision, ScanKey, ScanRecord, Token};
+use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError, TicketHistory};
 use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use std::time::SystemTime;
 
@@ -79,6 +80,57 @@ pub(crate) async fn scan_context(
     })
 }
 
+/// Two round trips, as [`scan_context`]: the token's keys (ticket, state and
+/// the newest `limit` history records), then the ticket's event.
+pub(crate) async fn ticket_history(
+    store: &RedisStore,
+    token: &Token,
+    limit: usize,
+) -> Result<TicketHistory, StoreError> {
+    let keys = &store.keys;
+    let last = isize::try_from(limit)
+        .unwrap_or(isize::MAX)
+        .saturating_sub(1);
+    let mut get_ticket = redis::cmd("GET");
+    get_ticket.arg(keys.ticket(token));
+    let mut get_state = redis::cmd("GET");
+    get_state.arg(keys.state(token));
+    let mut get_history = redis::cmd("LRANGE");
+    get_history.arg(keys.history(token)).arg(0).arg(last);
+    let (ticket, state, records): (Bytes, Bytes, Vec<Vec<u8>>) = store
+        .conn
+        .query_independent(vec![get_ticket, get_state, get_history])
+        .await?;
+    let ticket = ticket
+        .map(|bytes| decode_ticket(token, &bytes))
+        .transpose()?;
+    let state = state
+        .map(|bytes| decode_state(&bytes))
+        .transpose()?
+        .unwrap_or_default();
+    let scans = records
+        .iter()
+        .map(|bytes| decode::<ScanRecord>("history record", bytes))
+        .collect::<Result<_, _>>()?;
+    let event: Option<Event> = match &ticket {
+        Some(ticket) => {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(keys.event(&ticket.event_id))
+                .query_async(&mut store.conn())
+                .await
+                .map_err(store_error)?;
+            decode_opt("event", bytes)?
+        }
+        None => None,
+    };
+    Ok(TicketHistory {
+        ticket,
+        event,
+        state,
+        scans,
+    })
+}
+
 /// One run of `lua/commit.lua`; its header says what each key and argument is.
 ///
 /// The script runs only until the moment this call stops waiting for its
@@ -104,19 +156,25 @@ pub(crate) async fn commit(
     let decision_key = store.keys.decision(&commit.key);
     let retention_ms =
         store.retention_ms_for(commit.remembered.decision.status.is_remembered_briefly());
+    let history = commit
+        .history
+        .as_ref()
+        .map(|record| encode("history record", record))
+        .transpose()?;
     let call = |verb: &str, script: &str| {
         let mut call = redis::cmd(verb);
         call.arg(script)
-            .arg(2)
+            .arg(3)
             .arg(&decision_key)
             .arg(store.keys.state(&commit.key.token))
+            .arg(store.keys.history(&commit.key.token))
             .arg(commit.expected_version)
             .arg(&remembered)
             .arg(retention_ms)
-            .arg(last_moment);
-        if let Some(next_state) = &next_state {
-            call.arg(next_state);
-        }
+            .arg(last_moment)
+            .arg(next_state.as_deref().unwrap_or_default())
+            .arg(history.as_deref().unwrap_or_default())
+            .arg(MAX_HISTORY_ENTRIES);
         call
     };
     // EVALSHA sends only the script's hash; a Redis that does not know it

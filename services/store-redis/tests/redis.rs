@@ -15,7 +15,7 @@ use presence_domain::{
     ScanKey, ScanKind, StateRecord, Status, Ticket, TicketStatus, Token, TokenState, Venue,
     VenueId,
 };
-use presence_ports::conformance::refuse_an_unknown_token;
+use presence_ports::conformance::{refuse_an_unknown_token, validate_a_known_ticket};
 use presence_ports::{Commit, CommitOutcome, InventoryStore, StoreError, TicketStore};
 use presence_store_redis::{APPLY_CHUNK, RedisAccess, RedisOptions, RedisStore, RedisStoreError};
 use presence_tests::redis_secure::{TlsRedis, start_replica_of};
@@ -71,6 +71,7 @@ fn entry(key: ScanKey, from: u64) -> Commit {
             decided_at: 1_480_003_200_000,
         },
         key,
+        history: None,
     }
 }
 
@@ -461,6 +462,42 @@ async fn a_refused_scan_costs_under_700_bytes_until_the_not_found_retention() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What the ticket lookup's history adds in Redis per scan of a known ticket
+/// (issue 15): one compact JSON record in the token's list (kept to the newest
+/// 500, expiring with the retry memory) and, shared by the ticket's scans, the
+/// list's key; measured as the difference between scans committed with and
+/// without it, four scans a ticket as on an event night (282 bytes when
+/// written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scans_history_record_costs_under_350_bytes() {
+    let (server, store) = server_and_store(RedisOptions::default()).await;
+    let mut conn = raw(&server).await;
+    let tickets = 1_000_i64;
+    let mut per_scan = Vec::new();
+    for (wave, with_history) in [(1, false), (2, true)] {
+        let before = used_memory(&mut conn).await;
+        for i in 0..tickets * 4 {
+            let scan_id = ScanId::new(format!("{wave}{i:07}-0000-4000-8000-000000000000"));
+            let token = Token::new(format!("{wave}{:011}", i / 4));
+            validate_a_known_ticket(
+                store.as_ref(),
+                scan_id,
+                token,
+                1_764_000_000_000 + i,
+                with_history,
+            )
+            .await;
+        }
+        per_scan.push((used_memory(&mut conn).await - before) / (tickets * 4));
+    }
+    let history = per_scan[1] - per_scan[0];
+    println!(
+        "a scan of a known ticket costs Redis {} bytes without history, {} with: {history} bytes of history",
+        per_scan[0], per_scan[1]
+    );
+    assert!(history <= 350, "{history} bytes of history a scan");
 }
 
 /// A batch larger than many chunks lands whole, readable, and small: a ticket

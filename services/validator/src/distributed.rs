@@ -63,13 +63,14 @@ impl Handler for ScanHandler {
             .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
         let device_secret = presence_proto::secret_digest_from_pb(&message.device_secret_digest)
             .map_err(|error| HandlerError::Poison(error.to_string()))?;
-        let (scan_id, kind, request) = presence_proto::scan_from_pb(message)
+        let (scan_id, kind, request, shown) = presence_proto::scan_from_pb(message)
             .map_err(|error| HandlerError::Poison(error.to_string()))?;
         let command = ScanCommand {
             scan_id,
             kind,
             request,
             device_secret,
+            shown,
         };
         let late = expired(record, unix_millis(SystemTime::now()));
         let unsettled = self.unsettled().contains(&command.scan_id);
@@ -110,6 +111,8 @@ impl Handler for ScanHandler {
                     channel_id: request.channel_id,
                     scan_time: request.scan_time,
                     decided_at: unix_millis(SystemTime::now()),
+                    offline: command.shown.is_some(),
+                    shown: command.shown,
                 };
                 Outcome::Decision(pb::Decision::from(&event))
             }

@@ -13,11 +13,12 @@ pub mod distributed;
 
 pub use inventory::{InventoryApplier, InventorySizeGauge};
 
+use presence_domain::offline;
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    Decision, DecisionEvent, DeviceId, GateId, RememberedDecision, ScanKey, SecretDigest, Token,
-    VenueId, barcode,
+    Decision, DecisionEvent, DeviceId, GateId, RememberedDecision, ScanKey, ScanRecord,
+    SecretDigest, Token, VenueId, barcode,
 };
 use presence_ports::{
     Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, ScanContext, StoreError,
@@ -119,6 +120,7 @@ impl Validator {
             "scan",
             scan_id = %command.scan_id,
             kind = %command.kind,
+            offline = command.shown.is_some(),
             venue = %request.venue_id,
             gate = %request.gate_id,
             device = %request.device_id,
@@ -287,7 +289,22 @@ impl Validator {
                 event: context.event.as_ref(),
                 gate: context.gate.as_ref(),
             };
-            let outcome = rules::decide(command.kind, request, facts, &context.state);
+            let outcome = match command.shown {
+                Some(shown) => offline::decide(command.kind, shown, request, facts, &context.state),
+                None => rules::decide(command.kind, request, facts, &context.state),
+            };
+            // Only a known ticket has a history: nobody can look an unknown one up.
+            let history = context.ticket.is_some().then(|| {
+                ScanRecord::of(
+                    &command.scan_id,
+                    command.kind,
+                    request,
+                    &rules::entry_of(request, facts).gate_name,
+                    &outcome.decision,
+                    decided_at,
+                    command.shown.is_some(),
+                )
+            });
             let remembered = RememberedDecision {
                 scan_id: command.scan_id.clone(),
                 decision: outcome.decision,
@@ -298,6 +315,7 @@ impl Validator {
                 expected_version: context.state.version,
                 next_state: outcome.next_state,
                 remembered,
+                history,
             };
             let decision = commit.remembered.decision.clone();
             let token = commit.key.token.clone();
@@ -345,6 +363,8 @@ impl Validator {
             channel_id: request.channel_id.clone(),
             scan_time: request.scan_time,
             decided_at,
+            offline: command.shown.is_some(),
+            shown: command.shown,
         };
         self.decisions
             .publish(event)

@@ -91,6 +91,7 @@ impl Fixture {
                 scan_time,
             },
             device_secret: None,
+            shown: None,
         }
     }
 }
@@ -414,6 +415,14 @@ impl TicketStore for AnswerLost {
         Err(StoreError::Unavailable("timed out".into()))
     }
 
+    async fn ticket_history(
+        &self,
+        token: &presence_domain::Token,
+        limit: usize,
+    ) -> Result<presence_ports::TicketHistory, StoreError> {
+        self.0.ticket_history(token, limit).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }
@@ -479,6 +488,14 @@ impl TicketStore for Down {
     }
 
     async fn commit(&self, _commit: Commit) -> Result<CommitOutcome, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+
+    async fn ticket_history(
+        &self,
+        _token: &presence_domain::Token,
+        _limit: usize,
+    ) -> Result<presence_ports::TicketHistory, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
 

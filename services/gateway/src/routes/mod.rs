@@ -4,6 +4,8 @@
 pub(crate) mod backup;
 pub(crate) mod devices;
 pub(crate) mod inventory;
+pub(crate) mod lookup;
+pub(crate) mod offline;
 pub(crate) mod ops;
 pub(crate) mod revoke;
 pub(crate) mod stats;

@@ -13,8 +13,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use presence_domain::Status;
 use presence_domain::device::DeviceRevocation;
+use presence_domain::{AuditAction, Status};
 
 #[utoipa::path(
     post,
@@ -74,8 +74,16 @@ async fn revoke_device(
             "Venue {venue_id} has no device {device_id}"
         )));
     };
-    // The audit trail's record of the revocation belongs here (SPEC §6).
     tracing::info!(venue = %venue_id, device = %device_id, "device revoked");
+    state
+        .audit(
+            admin,
+            AuditAction::Revoke {
+                venue_id: venue_id.clone(),
+                device_id,
+            },
+        )
+        .await;
     Ok(Json(DeviceEnvelope {
         result: ResultBody::new(Status::Okay, "Device revoked"),
         message: DeviceBody::from(&device),

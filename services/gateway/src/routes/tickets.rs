@@ -149,6 +149,7 @@ async fn scan(
         kind,
         request,
         device_secret: presented_device_secret(headers),
+        shown: None,
     };
     let started = Instant::now();
     let outcome = state.within_deadline(state.transport().scan(command)).await;
@@ -192,7 +193,7 @@ async fn read_scan(
 /// to the validator (SPEC §7). A value that is not text cannot be a secret
 /// Presence issued; its bytes are digested all the same, so it is refused as
 /// wrong, not as missing.
-fn presented_device_secret(headers: &HeaderMap) -> Option<SecretDigest> {
+pub(crate) fn presented_device_secret(headers: &HeaderMap) -> Option<SecretDigest> {
     headers
         .get(DEVICE_SECRET_HEADER)
         .map(|value| SecretDigest::of(value.as_bytes()))
