@@ -339,7 +339,9 @@ def check_wiring(rendered: Rendered, problems: Problems) -> None:
             problems.check(rule["host"] in tls_hosts, where, f"{rule['host']} is served without TLS")
             paths = [p["path"] for p in rule["http"]["paths"]]
             problems.check(
-                {"/presence/", "/admin/"} <= set(paths), where, "the Ingress must route /presence/ and /admin/"
+                {"/presence/", "/admin/", "/venues/", "/board/"} <= set(paths),
+                where,
+                "the Ingress must route /presence/, /admin/ and the venue board (/venues/, /board/)",
             )
             problems.check(
                 not any(p in ("/", "/metrics", "/healthz", "/readyz") for p in paths),

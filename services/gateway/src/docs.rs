@@ -2,7 +2,7 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{backup, devices, inventory, ops, stats, tickets};
+use crate::routes::{backup, board, devices, inventory, ops, stats, tickets};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -28,6 +28,8 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         devices::device_init,
         devices::device_lookup,
         stats::venue_stats,
+        board::venue_live,
+        board::page,
         inventory::upload,
         backup::backup,
         ops::healthz,
@@ -39,7 +41,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
     tags(
         (name = "tickets", description = "Enter, exit and secondary scans"),
         (name = "devices", description = "Scanning devices"),
-        (name = "stats", description = "The live view of a venue"),
+        (name = "stats", description = "The live view of a venue and its board"),
         (name = "admin", description = "Inventory upload (admin key)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     ),

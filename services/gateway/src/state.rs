@@ -1,6 +1,7 @@
 //! What every handler shares: configuration, keys, the transport, metrics and
 //! whether the gateway is shutting down.
 
+use crate::board::BoardHub;
 use crate::config::GatewayConfig;
 use crate::keys::ApiKeys;
 use crate::metrics::{Metrics, MetricsHandle};
@@ -28,6 +29,8 @@ struct Inner {
     /// Where `GET /admin/v1/backup` copies from: the embedded store, set once
     /// by the process that has one.
     snapshots: OnceLock<Arc<dyn Snapshots>>,
+    /// The venue boards' shared pollers and stream budget.
+    board: BoardHub,
 }
 
 impl GatewayState {
@@ -38,6 +41,7 @@ impl GatewayState {
         Self {
             inner: Arc::new(Inner {
                 readiness: ReadinessGrace::new(config.ready_grace),
+                board: BoardHub::new(config.board_max_streams),
                 config,
                 keys,
                 transport,
@@ -77,6 +81,10 @@ impl GatewayState {
     /// The failed readiness checks since the last good one.
     pub(crate) fn readiness(&self) -> &ReadinessGrace {
         &self.inner.readiness
+    }
+
+    pub(crate) fn board_hub(&self) -> &BoardHub {
+        &self.inner.board
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {

@@ -26,7 +26,7 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 19] = [
+const DOCUMENTED_PATHS: [&str; 21] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -40,6 +40,8 @@ const DOCUMENTED_PATHS: [&str; 19] = [
     "/presence/v1/device/",
     "/presence/v1/venues/{venueId}/stats",
     "/presence/v1/venues/{venueId}/stats.json",
+    "/presence/v1/venues/{venueId}/live",
+    "/venues/{venueId}/board",
     "/admin/v1/inventory",
     "/admin/v1/backup",
     "/healthz",
@@ -1136,6 +1138,56 @@ async fn metrics_parse_and_count() {
 }
 
 #[tokio::test]
+async fn the_board_feed_sends_a_whole_snapshot_first() {
+    let harness = Harness::new();
+    let live = format!("/presence/v1/venues/{VENUE}/live");
+    let response = router(harness.state.clone())
+        .oneshot(request(Method::GET, &live, Some(ADMIN_KEY), Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("a first event")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: board\n"), "{text}");
+    assert!(text.contains("\nid: 1\n"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let snapshot: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(snapshot["venueId"], VENUE);
+    assert_eq!(snapshot["silentAfterMs"], 120_000);
+    assert_eq!(snapshot["totals"]["entries"], 0);
+}
+
+#[tokio::test]
+async fn the_board_page_needs_no_key_and_loads_nothing_from_elsewhere() {
+    let harness = Harness::new();
+    let page = harness.get(&format!("/venues/{VENUE}/board"), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'none'; script-src 'self';"), "{policy}");
+    assert!(!page.text.contains("http"), "no absolute URLs in the page");
+    assert!(!page.text.contains("<style") && !page.text.contains("<script>"), "nothing inline");
+    for asset in ["/board/board.js", "/board/board.css"] {
+        let reply = harness.get(asset, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asset}");
+        assert!(!reply.text.contains("https://"), "{asset} loads from elsewhere");
+    }
+    let live = format!("/presence/v1/venues/{VENUE}/live");
+    assert_eq!(harness.get(&live, None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn openapi_lists_every_path_and_every_listed_path_routes() {
     let harness = Harness::new();
     let reply = harness.get("/openapi.json", None).await;
@@ -1164,6 +1216,11 @@ async fn openapi_lists_every_path_and_every_listed_path_routes() {
                 assert_eq!(operation["security"].as_array().unwrap().len(), 2);
             }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            if path.ends_with("/live") {
+                // A stream that never ends: the_board_feed_sends_a_whole_snapshot_first
+                // reads its first event instead.
+                continue;
+            }
             let reply = harness
                 .call(request(method, path, Some(ADMIN_KEY), Body::from("{}")))
                 .await;
