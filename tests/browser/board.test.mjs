@@ -92,6 +92,7 @@ try {
   console.log("board updated " + (updatedIn === null ? "never" : updatedIn + " ms") + " after the last answer");
   check(updatedIn !== null,
     "the numbers change to " + JSON.stringify(fixture.expected) + ", got " + JSON.stringify(await totals(page)));
+  check(!(await page.isVisible("#key-form")), "the key form is gone once the board shows");
   const chart = await page.evaluate(() => document.querySelectorAll(".gate svg.spark rect").length);
   check(chart > 0, "each gate has its entries-per-minute chart");
 

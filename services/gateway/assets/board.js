@@ -224,9 +224,10 @@ function render(snapshot) {
   const silent = snapshot.scanners.filter((s) => s.silent);
   const warning = $("silent-warning");
   warning.hidden = silent.length === 0;
-  const minutes = Math.round(snapshot.silentAfterMs / 60000 * 10) / 10;
+  const threshold = snapshot.silentAfterMs >= 60000 ?
+    Math.round(snapshot.silentAfterMs / 6000) / 10 + " min" : Math.round(snapshot.silentAfterMs / 1000) + " s";
   const warningText = silent.length === 0 ? "" :
-    "Silent scanners (no scan for over " + minutes + " min while doors are open): " +
+    "Silent scanners (no scan for over " + threshold + " while doors are open): " +
     silent.map((s) => "scanner " + s.deviceId + " at " + gateName(snapshot, s.gateId)).join(", ") + ".";
   setText("silent-warning", warningText);
   $("gates").replaceChildren(...snapshot.gates.map(gateCard));

@@ -10,7 +10,7 @@
 //! - `body`: size-limited bodies read as JSON; `query`: query strings, each
 //!   parameter once; `reply`: envelopes and statuses;
 //! - `routes`: the handlers for scans, devices, inventory, stats, the venue
-//!   board and operations; `board`: the board's shared per-venue pollers;
+//!   board and operations; `board_feed`: the board's shared per-venue pollers;
 //! - `metrics`: Prometheus metrics; `state`: what handlers share;
 //!   `config`: limits and deadlines, and their flags; `server`: binding, the
 //!   accept loop (connection limit, header timeout) and graceful shutdown.
@@ -18,7 +18,7 @@
 //! Whatever it cannot answer alone goes to the transport: in-process in the
 //! all-in-one binary, Kafka in the distributed deployment.
 
-mod board;
+mod board_feed;
 mod body;
 mod config;
 mod docs;

@@ -1,7 +1,7 @@
 //! What every handler shares: configuration, keys, the transport, metrics and
 //! whether the gateway is shutting down.
 
-use crate::board::BoardHub;
+use crate::board_feed::BoardHub;
 use crate::config::GatewayConfig;
 use crate::keys::ApiKeys;
 use crate::metrics::{Metrics, MetricsHandle};

@@ -179,6 +179,7 @@ pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
         decided_at,
         gate_id: GateId::new(7),
         gate_name: "Gate 7".into(),
+        device_id: DeviceId::new(7),
         event_id: None,
         counter: Counter::Denied(Status::NotFound),
         amount: 1,

@@ -178,12 +178,12 @@ impl<'t> StatsTables<'t> {
             .range((venue, i64::MIN, 0)..(venue, oldest, 0))
             .map_err(unavailable)?
             .take(FORGET_PER_TALLY)
-            .map(|entry| entry.map(|(key, _)| key.value().1..=key.value().2))
+            .map(|entry| entry.map(|(key, _)| (key.value().1, key.value().2)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
-        for bucket in stale {
+        for (minute, gate) in stale {
             self.entry_minutes
-                .remove((venue, *bucket.start(), *bucket.end()))
+                .remove((venue, minute, gate))
                 .map_err(unavailable)?;
         }
         if let Some(minute) = tally.entry_minute().filter(|minute| *minute >= oldest) {

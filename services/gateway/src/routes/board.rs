@@ -6,7 +6,7 @@
 //! fonts) and served with a Content-Security-Policy allowing this origin only.
 
 use super::forbidden_venue;
-use crate::board::BoardFrame;
+use crate::board_feed::BoardFrame;
 use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
@@ -25,9 +25,10 @@ const PAGE: &str = include_str!("../../assets/board.html");
 const SCRIPT: &str = include_str!("../../assets/board.js");
 const STYLE: &str = include_str!("../../assets/board.css");
 
-/// This origin only; the page has no inline script or style.
+/// This origin only; the page has no inline script or style. (`data:` images:
+/// the empty icon that keeps browsers from asking for /favicon.ico.)
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
 form-action 'none'; frame-ancestors 'none'";
 
 /// A comment line this often keeps proxies from closing a quiet stream.
@@ -128,12 +129,12 @@ pub(crate) async fn venue_live(
     let mut feed = state.board_hub().subscribe(&state, &venue);
     // The first read decides the answer: a venue the inventory does not know
     // is 404, not an empty stream.
-    let first = tokio::time::timeout(
+    let first = match tokio::time::timeout(
         state.config().decision_timeout,
         feed.wait_for(Option::is_some),
     )
-    .await;
-    let first = match first {
+    .await
+    {
         Ok(Ok(frame)) => frame.clone(),
         Ok(Err(_)) | Err(_) => None,
     };
