@@ -152,7 +152,11 @@ async fn run_browser_test(fixture: &Value) -> Result<()> {
         .context("starting node (is it installed?)")?;
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    ensure!(output.status.success(), "the browser test failed: {}", output.status);
+    ensure!(
+        output.status.success(),
+        "the browser test failed: {}",
+        output.status
+    );
     Ok(())
 }
 
@@ -166,7 +170,8 @@ async fn with_logs_on_failure(app: TestApp) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_in_a_browser_embedded() -> Result<()> {
-    let app = TestApp::embedded_with(&[("PRESENCE_BOARD_SILENT_AFTER_MS", SILENT_AFTER_MS)]).await?;
+    let app =
+        TestApp::embedded_with(&[("PRESENCE_BOARD_SILENT_AFTER_MS", SILENT_AFTER_MS)]).await?;
     with_logs_on_failure(app).await
 }
 

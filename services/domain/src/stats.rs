@@ -470,7 +470,10 @@ mod tests {
     fn only_entries_fill_a_minute_bucket_of_their_decision_time() {
         let mut enter = decision(ScanKind::Enter, Status::Okay, 1);
         enter.decided_at = 3 * MINUTE_MS + 59_999;
-        assert_eq!(Tally::of(&enter).unwrap().entry_minute(), Some(3 * MINUTE_MS));
+        assert_eq!(
+            Tally::of(&enter).unwrap().entry_minute(),
+            Some(3 * MINUTE_MS)
+        );
         let exit = decision(ScanKind::Exit, Status::Exit, 1);
         assert_eq!(Tally::of(&exit).unwrap().entry_minute(), None);
         let refused = decision(ScanKind::Enter, Status::NotFound, 0);
@@ -481,22 +484,17 @@ mod tests {
     #[test]
     fn minutes_older_than_the_board_shows_are_left_out() {
         let now = 100 * MINUTE_MS + 5;
-        let stats = VenueStats::from_fields(
-            VenueId::new("V"),
-            None,
-            [("g:7|entries", 9)],
-            [],
-        )
-        .unwrap()
-        .with_minutes(
-            now,
-            [
-                (GateId::new(7), 100 * MINUTE_MS, 2),
-                (GateId::new(7), 70 * MINUTE_MS, 3),
-                (GateId::new(7), 69 * MINUTE_MS, 4),
-                (GateId::new(8), 100 * MINUTE_MS, 5),
-            ],
-        );
+        let stats = VenueStats::from_fields(VenueId::new("V"), None, [("g:7|entries", 9)], [])
+            .unwrap()
+            .with_minutes(
+                now,
+                [
+                    (GateId::new(7), 100 * MINUTE_MS, 2),
+                    (GateId::new(7), 70 * MINUTE_MS, 3),
+                    (GateId::new(7), 69 * MINUTE_MS, 4),
+                    (GateId::new(8), 100 * MINUTE_MS, 5),
+                ],
+            );
         assert_eq!(
             stats.gates[0].entries_by_minute,
             BTreeMap::from([(70 * MINUTE_MS, 3), (100 * MINUTE_MS, 2)])
@@ -513,7 +511,10 @@ mod tests {
         let mut stats =
             VenueStats::empty(VenueId::new("V")).with_devices([device(2, 1_000), device(1, 9_000)]);
         assert_eq!(stats.devices[0].device_id, DeviceId::new(1), "by id");
-        assert!(stats.silent_devices(10_000, 2_000).is_empty(), "doors closed");
+        assert!(
+            stats.silent_devices(10_000, 2_000).is_empty(),
+            "doors closed"
+        );
         stats.doors_open = true;
         assert_eq!(stats.silent_devices(10_000, 2_000), [DeviceId::new(2)]);
         assert!(stats.silent_devices(3_000, 2_000).is_empty());

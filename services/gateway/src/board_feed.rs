@@ -90,7 +90,11 @@ impl BoardHub {
     /// Ends the venue's feed if no board holds it any more (the hub's own
     /// receiver is the one left). Checked under the lock `subscribe` takes, so
     /// a board that subscribes meanwhile is never left without a poller.
-    fn release_if_unwatched(&self, venue: &VenueId, sender: &watch::Sender<Option<BoardFrame>>) -> bool {
+    fn release_if_unwatched(
+        &self,
+        venue: &VenueId,
+        sender: &watch::Sender<Option<BoardFrame>>,
+    ) -> bool {
         let mut venues = self.venues.lock().unwrap_or_else(PoisonError::into_inner);
         if sender.receiver_count() > 1 {
             return false;

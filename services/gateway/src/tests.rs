@@ -1177,16 +1177,28 @@ async fn the_board_page_needs_no_key_and_loads_nothing_from_elsewhere() {
     let page = harness.get(&format!("/venues/{VENUE}/board"), None).await;
     assert_eq!(page.status, StatusCode::OK);
     let policy = page.headers["content-security-policy"].to_str().unwrap();
-    assert!(policy.starts_with("default-src 'none'; script-src 'self';"), "{policy}");
+    assert!(
+        policy.starts_with("default-src 'none'; script-src 'self';"),
+        "{policy}"
+    );
     assert!(!page.text.contains("http"), "no absolute URLs in the page");
-    assert!(!page.text.contains("<style") && !page.text.contains("<script>"), "nothing inline");
+    assert!(
+        !page.text.contains("<style") && !page.text.contains("<script>"),
+        "nothing inline"
+    );
     for asset in ["/board/board.js", "/board/board.css"] {
         let reply = harness.get(asset, None).await;
         assert_eq!(reply.status, StatusCode::OK, "{asset}");
-        assert!(!reply.text.contains("https://"), "{asset} loads from elsewhere");
+        assert!(
+            !reply.text.contains("https://"),
+            "{asset} loads from elsewhere"
+        );
     }
     let live = format!("/presence/v1/venues/{VENUE}/live");
-    assert_eq!(harness.get(&live, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        harness.get(&live, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]

@@ -1192,14 +1192,21 @@ pub async fn the_board_keeps_recent_entry_minutes_and_each_scanners_latest_scan(
     for tally in &tallies {
         assert!(stats.record(tally).await.expect("record"), "{tally:?}");
     }
-    assert!(!stats.record(&tallies[0]).await.expect("record"), "a repeat");
+    assert!(
+        !stats.record(&tallies[0]).await.expect("record"),
+        "a repeat"
+    );
     let view = stats
         .venue_stats(&VenueId::new(VENUE))
         .await
         .expect("stats");
     assert_eq!(view.gates.len(), 1);
     assert_eq!(
-        view.gates[0].entries_by_minute.iter().map(|(m, p)| (*m, *p)).collect::<Vec<_>>(),
+        view.gates[0]
+            .entries_by_minute
+            .iter()
+            .map(|(m, p)| (*m, *p))
+            .collect::<Vec<_>>(),
         [(minute_of(earlier), 2), (minute_of(current), 2)],
         "exits and refusals add nothing; the old minute is gone; the repeat counted once"
     );

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceId, Event, EventId, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord, Tally,
-    Ticket, Venue, VenueId, VenueStats,
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, RememberedDecision, ScanKey, StateRecord,
+    Tally, Ticket, Venue, VenueId, VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

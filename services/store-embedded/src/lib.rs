@@ -23,7 +23,9 @@ pub use writer::WriterStats;
 
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::{Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Venue, VenueId};
+use presence_domain::{
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Venue, VenueId,
+};
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
     InventoryStore, ScanContext, StoreError, TicketStore, VenueCounts,

@@ -16,8 +16,8 @@
 use crate::EmbeddedStore;
 use crate::tables::unavailable;
 use async_trait::async_trait;
-use presence_domain::time::unix_millis;
 use presence_domain::stats::oldest_kept_minute;
+use presence_domain::time::unix_millis;
 use presence_domain::{DeviceActivity, DeviceId, GateId, Tally, VenueId, VenueStats};
 use presence_ports::{StatsStore, StoreError};
 use redb::{

@@ -5,7 +5,9 @@ use crate::connection::Connection;
 use crate::keys::Sequence;
 use crate::{RedisStore, store_error};
 use presence_domain::device::gate_key;
-use presence_domain::{Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, Venue, VenueId};
+use presence_domain::{
+    Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, Venue, VenueId,
+};
 use presence_ports::{DeviceDraft, StoreError, VenueCounts};
 
 async fn get(conn: &mut Connection, key: String) -> Result<Option<Vec<u8>>, StoreError> {

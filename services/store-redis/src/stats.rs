@@ -36,10 +36,10 @@ impl StatsStore for RedisStore {
             .key(self.keys.stats_gate_names(venue))
             .key(self.keys.stats_updated(venue))
             .key(self.keys.stats_devices(venue))
-            .key(self.keys.stats_minute(
-                venue,
-                minute.unwrap_or_else(|| minute_of(tally.decided_at)),
-            ))
+            .key(
+                self.keys
+                    .stats_minute(venue, minute.unwrap_or_else(|| minute_of(tally.decided_at))),
+            )
             .arg(self.retention_ms_for(tally.is_remembered_briefly()))
             .arg(tally.amount)
             .arg(tally.gate_id.get())
