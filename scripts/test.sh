@@ -147,6 +147,34 @@ ensure_schemathesis() {
     export SCHEMATHESIS="$schemathesis"
 }
 
+# The venue board's browser tests (tests/tests/board.rs runs
+# tests/browser/board.test.mjs): Debian's chromium (never a browser a tool
+# downloads itself), and playwright-core and axe-core at pinned versions from
+# npm, outside the clone; the directory is exported as PRESENCE_BROWSER_DEPS.
+PLAYWRIGHT_CORE_VERSION=1.65.1
+AXE_CORE_VERSION=4.14.1
+ensure_browser_test_deps() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        log "installing chromium"
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    fi
+    local dir="${PRESENCE_TOOLS_DIR:-${HOME:-}/.cache/presence-tools}/browser"
+    local installed
+    installed=$(node -e "const p=require('$dir/package.json').dependencies||{};console.log(p['playwright-core']+' '+p['axe-core'])" 2>/dev/null || true)
+    if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION $AXE_CORE_VERSION" ] || [ ! -d "$dir/node_modules/playwright-core" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            log "npm is missing: install Node.js and npm first"
+            exit 1
+        fi
+        log "installing playwright-core $PLAYWRIGHT_CORE_VERSION and axe-core $AXE_CORE_VERSION into $dir"
+        mkdir -p "$dir"
+        # No browser download: the tests drive /usr/bin/chromium.
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$dir" --no-audit --no-fund --silent --save-exact \
+            "playwright-core@$PLAYWRIGHT_CORE_VERSION" "axe-core@$AXE_CORE_VERSION"
+    fi
+    export PRESENCE_BROWSER_DEPS="$dir"
+}
+
 # buf lint and buf breaking on proto/; the script says what it compares against.
 check_protos() {
     log "scripts/check-protos.sh"
@@ -206,6 +234,7 @@ main() {
     ensure_podman
     ensure_buf
     ensure_schemathesis
+    ensure_browser_test_deps
     check_protos
     build_binaries
     run_tests "$@"

@@ -68,8 +68,8 @@ fn run(settings: &Settings) -> anyhow::Result<presence_loadgen::Report> {
             }
         };
         eprintln!(
-            "presence-loadgen: {} tickets loaded in {:.2} s; driving {load} for {:?} after {:?} warm-up",
-            inventory.tickets, inventory.seconds, settings.duration, settings.warmup
+            "presence-loadgen: {} tickets loaded in {:.2} s at venue {}; driving {load} for {:?} after {:?} warm-up",
+            inventory.tickets, inventory.seconds, inventory.venue_id, settings.duration, settings.warmup
         );
         presence_loadgen::run(settings, prepared).await.context("drive")
     })

@@ -364,7 +364,11 @@ def check_wiring(rendered: Rendered, problems: Problems) -> None:
         for rule in spec["rules"]:
             problems.check(rule["host"] in tls_hosts, where, f"{rule['host']} is served without TLS")
             paths = [p["path"] for p in rule["http"]["paths"]]
-            problems.check("/presence/" in paths, where, "the Ingress must route /presence/")
+            problems.check(
+                {"/presence/", "/venues/", "/board/"} <= set(paths),
+                where,
+                "the Ingress must route /presence/ and the venue board (/venues/, /board/)",
+            )
             problems.check(
                 not any(p in ("/", "/metrics", "/healthz", "/readyz") for p in paths),
                 where,

@@ -47,4 +47,4 @@ pub use inventory::{
 pub use rules::{Outcome, TicketFacts};
 pub use scan::{DeviceOs, ScanKey, ScanKind, ScanRequest};
 pub use state::{Entry, StateRecord, TokenState};
-pub use stats::{Tally, VenueStats};
+pub use stats::{DeviceActivity, Tally, VenueStats};

@@ -22,11 +22,36 @@
 //! keep the counters as flat `scope|counter` fields ([`Tally::fields`]) and
 //! rebuild the view with [`VenueStats::from_fields`], so the Redis hash and the
 //! redb table share one naming.
+//!
+//! For the venue board (SPEC §8) a counted decision also leaves two things the
+//! counters cannot give: an entry adds its people to its gate's one-minute
+//! bucket ([`Tally::entry_minute`]; buckets older than [`BOARD_MINUTES`] are
+//! dropped, so each gate keeps at most 31), and the scanning device's latest
+//! decision time and gate are kept ([`DeviceActivity`]; one per device, so as
+//! many as the venue's device cap). Both are written with the counters, under
+//! the same once-per-scan-id rule.
 
 use crate::decision::{DecisionEvent, Status};
-use crate::ids::{EventId, GateId, ScanId, UnixMillis, VenueId};
+use crate::ids::{DeviceId, EventId, GateId, ScanId, UnixMillis, VenueId};
 use crate::scan::ScanKind;
 use std::collections::BTreeMap;
+
+/// How many one-minute buckets of entries the board shows per gate.
+pub const BOARD_MINUTES: i64 = 30;
+/// One bucket's width.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// The start of the minute `at` falls in.
+pub fn minute_of(at: UnixMillis) -> UnixMillis {
+    at.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// The first minute still kept at `now`: the current minute and the
+/// [`BOARD_MINUTES`] before it (one more than shown, so the oldest shown bucket
+/// is complete whenever it is read).
+pub fn oldest_kept_minute(now: UnixMillis) -> UnixMillis {
+    minute_of(now) - BOARD_MINUTES * MINUTE_MS
+}
 
 /// The counter one decision bumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +96,8 @@ pub struct Tally {
     pub gate_id: GateId,
     /// The gate's name as its scanner sent it; the view shows the latest.
     pub gate_name: String,
+    /// The scanner that made the scan; the board shows when it last scanned.
+    pub device_id: DeviceId,
     /// The ticket's event, when the decision lists the ticket's places.
     pub event_id: Option<EventId>,
     pub counter: Counter,
@@ -100,6 +127,7 @@ impl Tally {
             decided_at: event.decided_at,
             gate_id: event.gate_id,
             gate_name: event.gate_name.clone(),
+            device_id: event.device_id,
             event_id: event
                 .decision
                 .tickets
@@ -117,6 +145,14 @@ impl Tally {
     /// decision later than that would count a second NOT_FOUND.
     pub fn is_remembered_briefly(&self) -> bool {
         matches!(self.counter, Counter::Denied(status) if status.is_remembered_briefly())
+    }
+
+    /// The minute bucket this tally's people are added to: the minute it was
+    /// decided in, for an entry; `None` for exits and refusals. Decision time,
+    /// not the scanner's clock, so a scanner with a wrong clock or an offline
+    /// batch uploaded late does not write into old or future minutes.
+    pub fn entry_minute(&self) -> Option<UnixMillis> {
+        (self.counter == Counter::Entries).then(|| minute_of(self.decided_at))
     }
 
     /// The fields this tally adds `amount` to: the venue's total, the gate's and
@@ -176,6 +212,18 @@ pub struct GateStats {
     /// fills it in, else the name its scanners last sent; empty if neither.
     pub name: String,
     pub counts: Counts,
+    /// People admitted per minute (minute start → people), for the minutes kept
+    /// ([`oldest_kept_minute`]); minutes without entries are absent.
+    pub entries_by_minute: BTreeMap<UnixMillis, u64>,
+}
+
+/// When a scanner last had a scan counted, and at which gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceActivity {
+    pub device_id: DeviceId,
+    pub gate_id: GateId,
+    /// Decision time of its latest counted scan (validate scans count nothing).
+    pub last_scan_at: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +243,12 @@ pub struct VenueStats {
     pub gates: Vec<GateStats>,
     /// By event id.
     pub events: Vec<EventStats>,
+    /// By device id: every scanner with a counted scan.
+    pub devices: Vec<DeviceActivity>,
+    /// Whether one of the venue's events has its doors open now (doorsOpen ≤
+    /// now ≤ endsAt), among the events its counted scans named. Stores leave it
+    /// false; the registry's view fills it in from inventory.
+    pub doors_open: bool,
 }
 
 /// A stored counter field that is not one [`Tally::fields`] writes.
@@ -211,6 +265,8 @@ impl VenueStats {
             totals: Counts::default(),
             gates: Vec::new(),
             events: Vec::new(),
+            devices: Vec::new(),
+            doors_open: false,
         }
     }
 
@@ -252,13 +308,58 @@ impl VenueStats {
                     gate_id,
                     name: names.remove(&gate_id).unwrap_or_default(),
                     counts,
+                    entries_by_minute: BTreeMap::new(),
                 })
                 .collect(),
             events: events
                 .into_iter()
                 .map(|(event_id, counts)| EventStats { event_id, counts })
                 .collect(),
+            devices: Vec::new(),
+            doors_open: false,
         })
+    }
+
+    /// Adds the stored minute buckets (gate, minute start, people) kept at
+    /// `now`; older ones, which a store has not dropped yet, are left out, as
+    /// are buckets of a gate without counters (none, as an entry bumps both).
+    pub fn with_minutes(
+        mut self,
+        now: UnixMillis,
+        buckets: impl IntoIterator<Item = (GateId, UnixMillis, u64)>,
+    ) -> Self {
+        let oldest = oldest_kept_minute(now);
+        for (gate_id, minute, people) in buckets {
+            if minute < oldest {
+                continue;
+            }
+            if let Some(gate) = self.gates.iter_mut().find(|gate| gate.gate_id == gate_id) {
+                let bucket = gate.entries_by_minute.entry(minute).or_default();
+                *bucket = bucket.saturating_add(people);
+            }
+        }
+        self
+    }
+
+    /// Sets the scanners' activity, in device id order.
+    pub fn with_devices(mut self, devices: impl IntoIterator<Item = DeviceActivity>) -> Self {
+        self.devices = devices.into_iter().collect();
+        self.devices.sort_by_key(|device| device.device_id);
+        self
+    }
+
+    /// The scanners silent for longer than `silent_after` at `now` while doors
+    /// are open: the board's warning. None while doors are closed: a quiet
+    /// scanner then is expected.
+    pub fn silent_devices(&self, now: UnixMillis, silent_after_ms: i64) -> Vec<DeviceId> {
+        if !self.doors_open {
+            return Vec::new();
+        }
+        self.devices
+            .iter()
+            .filter(|device| now.saturating_sub(device.last_scan_at) > silent_after_ms)
+            .map(|device| device.device_id)
+            .collect()
     }
 }
 
@@ -413,5 +514,59 @@ mod tests {
                 Err(UnknownField(field.into()))
             );
         }
+    }
+
+    #[test]
+    fn only_entries_fill_a_minute_bucket_of_their_decision_time() {
+        let mut enter = decision(ScanKind::Enter, Status::Okay, 1);
+        enter.decided_at = 3 * MINUTE_MS + 59_999;
+        assert_eq!(
+            Tally::of(&enter).unwrap().entry_minute(),
+            Some(3 * MINUTE_MS)
+        );
+        let exit = decision(ScanKind::Exit, Status::Exit, 1);
+        assert_eq!(Tally::of(&exit).unwrap().entry_minute(), None);
+        let refused = decision(ScanKind::Enter, Status::NotFound, 0);
+        assert_eq!(Tally::of(&refused).unwrap().entry_minute(), None);
+        assert_eq!(minute_of(-1), -MINUTE_MS);
+    }
+
+    #[test]
+    fn minutes_older_than_the_board_shows_are_left_out() {
+        let now = 100 * MINUTE_MS + 5;
+        let stats = VenueStats::from_fields(VenueId::new("V"), None, [("g:7|entries", 9)], [])
+            .unwrap()
+            .with_minutes(
+                now,
+                [
+                    (GateId::new(7), 100 * MINUTE_MS, 2),
+                    (GateId::new(7), 70 * MINUTE_MS, 3),
+                    (GateId::new(7), 69 * MINUTE_MS, 4),
+                    (GateId::new(8), 100 * MINUTE_MS, 5),
+                ],
+            );
+        assert_eq!(
+            stats.gates[0].entries_by_minute,
+            BTreeMap::from([(70 * MINUTE_MS, 3), (100 * MINUTE_MS, 2)])
+        );
+    }
+
+    #[test]
+    fn a_scanner_is_silent_only_while_doors_are_open() {
+        let device = |id, last_scan_at| DeviceActivity {
+            device_id: DeviceId::new(id),
+            gate_id: GateId::new(7),
+            last_scan_at,
+        };
+        let mut stats =
+            VenueStats::empty(VenueId::new("V")).with_devices([device(2, 1_000), device(1, 9_000)]);
+        assert_eq!(stats.devices[0].device_id, DeviceId::new(1), "by id");
+        assert!(
+            stats.silent_devices(10_000, 2_000).is_empty(),
+            "doors closed"
+        );
+        stats.doors_open = true;
+        assert_eq!(stats.silent_devices(10_000, 2_000), [DeviceId::new(2)]);
+        assert!(stats.silent_devices(3_000, 2_000).is_empty());
     }
 }

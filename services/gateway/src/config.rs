@@ -16,6 +16,9 @@ const HEADER_TIMEOUT_MS: u64 = 30_000;
 const MAX_CONNECTIONS: u32 = 1_024;
 const SHUTDOWN_GRACE_MS: u64 = 5_000;
 const READY_GRACE_MS: u64 = 10_000;
+const BOARD_SILENT_AFTER_MS: u64 = 2 * 60 * 1_000;
+/// A quarter of the default connection limit: boards never crowd out scanners.
+const BOARD_MAX_STREAMS: usize = 256;
 
 /// Limits and deadlines of the HTTP gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,12 @@ pub struct GatewayConfig {
     /// far-future times would let one token make unbounded records. Never a
     /// lower bound: offline and replayed scans are legitimately old.
     pub max_scan_ahead_ms: u64,
+    /// How long a scanner may go without a counted scan while doors are open
+    /// before the venue board flags it (SPEC §8: 2 minutes).
+    pub board_silent_after: Duration,
+    /// Venue board streams this process serves at once (503 beyond): each
+    /// holds a connection, counted against `max_connections` too.
+    pub board_max_streams: usize,
 }
 
 impl Default for GatewayConfig {
@@ -76,6 +85,8 @@ impl Default for GatewayConfig {
             key_rate: RateLimit::default(),
             token_hash_key: TokenHashKey::per_process(),
             max_scan_ahead_ms: DEFAULT_MAX_SCAN_AHEAD_MS,
+            board_silent_after: Duration::from_millis(BOARD_SILENT_AFTER_MS),
+            board_max_streams: BOARD_MAX_STREAMS,
         }
     }
 }
@@ -127,6 +138,14 @@ pub struct GatewayArgs {
     /// How far ahead of the server's clock a scanTime may be, in ms (400 beyond).
     #[arg(long, env = "PRESENCE_MAX_SCAN_AHEAD_MS", default_value_t = DEFAULT_MAX_SCAN_AHEAD_MS)]
     pub max_scan_ahead_ms: u64,
+    /// How long a scanner may be silent while doors are open before the venue
+    /// board flags it, in ms.
+    #[arg(long, env = "PRESENCE_BOARD_SILENT_AFTER_MS", default_value_t = BOARD_SILENT_AFTER_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub board_silent_after_ms: u64,
+    /// Venue board streams served at once by this process (503 beyond).
+    #[arg(long, env = "PRESENCE_BOARD_MAX_STREAMS", default_value_t = BOARD_MAX_STREAMS)]
+    pub board_max_streams: usize,
 }
 
 impl GatewayArgs {
@@ -150,6 +169,8 @@ impl GatewayArgs {
             },
             token_hash_key,
             max_scan_ahead_ms: self.max_scan_ahead_ms,
+            board_silent_after: Duration::from_millis(self.board_silent_after_ms),
+            board_max_streams: self.board_max_streams,
             ..GatewayConfig::default()
         })
     }

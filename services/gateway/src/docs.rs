@@ -2,7 +2,9 @@
 
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
-use crate::routes::{backup, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
+use crate::routes::{
+    backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets,
+};
 use crate::wire;
 use utoipa::Modify;
 use utoipa::OpenApi;
@@ -30,6 +32,8 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         devices::device_init,
         devices::device_lookup,
         stats::venue_stats,
+        board::venue_live,
+        board::page,
         inventory::upload,
         backup::backup,
         revoke::revoke,
@@ -42,7 +46,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
     tags(
         (name = "tickets", description = "Enter, exit and secondary scans, offline uploads and ticket lookup"),
         (name = "devices", description = "Scanning devices"),
-        (name = "stats", description = "The live view of a venue"),
+        (name = "stats", description = "The live view of a venue and its board"),
         (name = "admin", description = "Inventory upload, backups and device revocation (admin key)"),
         (name = "operations", description = "Health, readiness, metrics and this document (no key)"),
     ),

@@ -9,7 +9,8 @@
 //!   catches panics, traces and measures;
 //! - `body`: size-limited bodies read as JSON; `query`: query strings, each
 //!   parameter once; `reply`: envelopes and statuses;
-//! - `routes`: the handlers for scans, devices, inventory and operations;
+//! - `routes`: the handlers for scans, devices, inventory, stats, the venue
+//!   board and operations; `board_feed`: the board's shared per-venue pollers;
 //! - `metrics`: Prometheus metrics; `state`: what handlers share;
 //!   `config`: limits and deadlines, and their flags; `server`: binding, the
 //!   accept loop (connection limit, header timeout) and graceful shutdown.
@@ -17,6 +18,7 @@
 //! Whatever it cannot answer alone goes to the transport: in-process in the
 //! all-in-one binary, Kafka in the distributed deployment.
 
+mod board_feed;
 mod body;
 mod config;
 mod docs;
@@ -52,15 +54,16 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
-    BACKUP, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY, METRICS, OPENAPI, READYZ,
-    TICKET, TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE, TICKET_VALIDATE, VENUE_STATS, with_aliases,
+    BACKUP, BOARD_SCRIPT, BOARD_STYLE, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY,
+    METRICS, OPENAPI, READYZ, TICKET, TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE, TICKET_VALIDATE,
+    VENUE_BOARD, VENUE_LIVE, VENUE_STATS, with_aliases,
 };
-use routes::{backup, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
+use routes::{backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 15] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 19] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
@@ -69,6 +72,10 @@ pub fn router(state: GatewayState) -> Router {
         (DEVICE_INIT, post(devices::device_init)),
         (DEVICE, get(devices::device_lookup)),
         (VENUE_STATS, get(stats::venue_stats)),
+        (VENUE_LIVE, get(board::venue_live)),
+        (VENUE_BOARD, get(board::page)),
+        (BOARD_SCRIPT, get(board::script)),
+        (BOARD_STYLE, get(board::style)),
         (INVENTORY, post(inventory::upload)),
         (BACKUP, get(backup::backup)),
         (DEVICE_REVOKE, post(revoke::revoke)),

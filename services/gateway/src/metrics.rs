@@ -123,6 +123,8 @@ pub(crate) struct Metrics {
     rate_limited: Family<KeyLabels, Counter>,
     connections: Gauge,
     header_timeouts: Counter,
+    board_streams: Gauge,
+    board_reads: Counter,
 }
 
 fn outcome_label(written: bool) -> &'static str {
@@ -155,6 +157,8 @@ impl Metrics {
             rate_limited: Family::default(),
             connections: Gauge::default(),
             header_timeouts: Counter::default(),
+            board_streams: Gauge::default(),
+            board_reads: Counter::default(),
         };
         // Every kind and outcome served from the start at 0, so alerts and
         // dashboards see the series before the first record.
@@ -254,6 +258,16 @@ impl Metrics {
                 "Connections closed because no request headers arrived within the header \
                  timeout: silent or slow clients, and idle keep-alive connections",
                 metrics.header_timeouts.clone(),
+            );
+            registry.register(
+                "board_streams",
+                "Venue board live streams open now (at most PRESENCE_BOARD_MAX_STREAMS)",
+                metrics.board_streams.clone(),
+            );
+            registry.register(
+                "board_stats_reads",
+                "Venue stats reads by the board pollers: one a second per venue with an open board",
+                metrics.board_reads.clone(),
             );
         });
         metrics
@@ -364,6 +378,16 @@ impl Metrics {
 
     pub(crate) fn header_timed_out(&self) {
         self.header_timeouts.inc();
+    }
+
+    /// Counts a board stream as open until dropped.
+    pub(crate) fn board_stream_opened(&self) -> InFlight {
+        self.board_streams.inc();
+        InFlight(self.board_streams.clone())
+    }
+
+    pub(crate) fn board_read(&self) {
+        self.board_reads.inc();
     }
 }
 

@@ -13,6 +13,11 @@ pub(crate) const TICKET: &str = "/presence/v1/ticket";
 pub(crate) const DEVICE_INIT: &str = "/presence/v1/device/init";
 pub(crate) const DEVICE: &str = "/presence/v1/device";
 pub(crate) const VENUE_STATS: &str = "/presence/v1/venues/{venueId}/stats";
+pub(crate) const VENUE_LIVE: &str = "/presence/v1/venues/{venueId}/live";
+/// The venue board page and its assets: no key, they hold no data.
+pub(crate) const VENUE_BOARD: &str = "/venues/{venueId}/board";
+pub(crate) const BOARD_SCRIPT: &str = "/board/board.js";
+pub(crate) const BOARD_STYLE: &str = "/board/board.css";
 pub(crate) const INVENTORY: &str = "/admin/v1/inventory";
 pub(crate) const BACKUP: &str = "/admin/v1/backup";
 pub(crate) const DEVICE_REVOKE: &str = "/admin/v1/devices/revoke";

@@ -1,6 +1,7 @@
 //! What every handler shares: configuration, keys, the transport, metrics and
 //! whether the gateway is shutting down.
 
+use crate::board_feed::BoardHub;
 use crate::config::GatewayConfig;
 use crate::keys::{ApiKeys, Caller};
 use crate::metrics::{Metrics, MetricsHandle};
@@ -32,6 +33,8 @@ struct Inner {
     /// Where `GET /admin/v1/backup` copies from: the embedded store, set once
     /// by the process that has one.
     snapshots: OnceLock<Arc<dyn Snapshots>>,
+    /// The venue boards' shared pollers and stream budget.
+    board: BoardHub,
 }
 
 impl GatewayState {
@@ -47,6 +50,7 @@ impl GatewayState {
         Self {
             inner: Arc::new(Inner {
                 readiness: ReadinessGrace::new(config.ready_grace),
+                board: BoardHub::new(config.board_max_streams),
                 config,
                 keys,
                 transport,
@@ -87,6 +91,10 @@ impl GatewayState {
     /// The failed readiness checks since the last good one.
     pub(crate) fn readiness(&self) -> &ReadinessGrace {
         &self.inner.readiness
+    }
+
+    pub(crate) fn board_hub(&self) -> &BoardHub {
+        &self.inner.board
     }
 
     pub(crate) fn config(&self) -> &GatewayConfig {

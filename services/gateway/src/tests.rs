@@ -29,7 +29,7 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 24] = [
+const DOCUMENTED_PATHS: [&str; 26] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -47,6 +47,8 @@ const DOCUMENTED_PATHS: [&str; 24] = [
     "/presence/v1/device/",
     "/presence/v1/venues/{venueId}/stats",
     "/presence/v1/venues/{venueId}/stats.json",
+    "/presence/v1/venues/{venueId}/live",
+    "/venues/{venueId}/board",
     "/admin/v1/inventory",
     "/admin/v1/backup",
     "/admin/v1/devices/revoke",
@@ -288,7 +290,21 @@ impl Harness {
         let response = router(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let mut body = response.into_body();
+        let bytes = if headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value == "text/event-stream")
+        {
+            // The board's live feed never ends: its first event stands for it
+            // (none for HEAD, which gets no body).
+            tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("a first event")
+                .map(|frame| frame.unwrap().into_data().unwrap())
+                .unwrap_or_default()
+        } else {
+            body.collect().await.unwrap().to_bytes()
+        };
         Reply {
             status,
             headers,
@@ -1530,6 +1546,56 @@ async fn revocation_needs_an_admin_key_and_a_device_of_the_venue() {
     assert_eq!(
         reply.result_message(),
         "venueId is required; deviceId must be an integer or a string of digits"
+    );
+}
+
+#[tokio::test]
+async fn the_board_feed_sends_a_whole_snapshot_first() {
+    let harness = Harness::new();
+    let live = format!("/presence/v1/venues/{VENUE}/live");
+    let reply = harness.get(&live, Some(ADMIN_KEY)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
+    let text = reply.text;
+    assert!(text.starts_with("event: board\n"), "{text}");
+    assert!(text.contains("\nid: 1\n"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    let snapshot: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(snapshot["venueId"], VENUE);
+    assert_eq!(snapshot["silentAfterMs"], 120_000);
+    assert_eq!(snapshot["totals"]["entries"], 0);
+}
+
+#[tokio::test]
+async fn the_board_page_needs_no_key_and_loads_nothing_from_elsewhere() {
+    let harness = Harness::new();
+    let page = harness.get(&format!("/venues/{VENUE}/board"), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.starts_with("default-src 'none'; script-src 'self';"),
+        "{policy}"
+    );
+    assert!(!page.text.contains("http"), "no absolute URLs in the page");
+    assert!(
+        !page.text.contains("<style") && !page.text.contains("<script>"),
+        "nothing inline"
+    );
+    for asset in ["/board/board.js", "/board/board.css"] {
+        let reply = harness.get(asset, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asset}");
+        assert!(
+            !reply.text.contains("https://"),
+            "{asset} loads from elsewhere"
+        );
+    }
+    let live = format!("/presence/v1/venues/{VENUE}/live");
+    assert_eq!(
+        harness.get(&live, None).await.status,
+        StatusCode::UNAUTHORIZED
     );
 }
 

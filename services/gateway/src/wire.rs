@@ -5,7 +5,7 @@
 //! request types here document them and serve clients that build requests.
 
 use presence_domain::fields::MAX_TEXT_CHARS;
-use presence_domain::stats::Counts;
+use presence_domain::stats::{BOARD_MINUTES, Counts, MINUTE_MS, minute_of};
 use presence_domain::{
     Device, LineError, ScanKind, ScanRecord, Status, TicketPlace, TicketReport, TicketStatus,
     VenueStats,
@@ -869,5 +869,109 @@ mod tests {
             serde_json::to_value(&result).unwrap(),
             serde_json::json!({"status": "OKAY", "message": "Okay"})
         );
+    }
+}
+
+/// One event of `GET venues/{venueId}/live`: the venue board's whole state, so
+/// a board that reconnects (after a network drop or a gateway restart) is
+/// exact again with the first event it gets, never counting anything twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardSnapshot {
+    pub venue_id: String,
+    /// Unix ms of the latest decision counted; null before the first.
+    pub updated_at: Option<i64>,
+    /// This gateway's clock when the snapshot was sent, Unix ms: the page
+    /// shows scanners' ages against it, not against the viewer's clock.
+    pub server_time: i64,
+    /// Whether one of the venue's scanned events has its doors open now.
+    pub doors_open: bool,
+    /// How long a scanner may be silent during open doors before it is
+    /// flagged, in ms (2 minutes unless configured).
+    pub silent_after_ms: u64,
+    /// Start (Unix ms) of the oldest minute of every gate's
+    /// `entriesPerMinute`; the last value is the current minute.
+    pub first_minute: i64,
+    pub totals: CountsBody,
+    /// Gates with at least one counted scan, by gateId.
+    pub gates: Vec<BoardGate>,
+    /// Scanners with at least one counted scan, by deviceId.
+    pub scanners: Vec<BoardScanner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardGate {
+    #[schema(minimum = 1)]
+    pub gate_id: u64,
+    pub name: String,
+    #[serde(flatten)]
+    pub counts: CountsBody,
+    /// People admitted in each of the last 30 minutes, oldest first.
+    pub entries_per_minute: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardScanner {
+    #[schema(minimum = 1)]
+    pub device_id: u64,
+    #[schema(minimum = 1)]
+    pub gate_id: u64,
+    /// Unix ms of its latest counted scan (validate scans are not counted).
+    pub last_scan_at: i64,
+    /// Silent for longer than `silentAfterMs` while doors are open.
+    pub silent: bool,
+}
+
+impl BoardSnapshot {
+    /// The board's view of `stats` at `now`.
+    pub fn new(stats: &VenueStats, now: i64, silent_after_ms: u64) -> Self {
+        let silent_ms = i64::try_from(silent_after_ms).unwrap_or(i64::MAX);
+        let silent = stats.silent_devices(now, silent_ms);
+        let current = minute_of(now);
+        let first_minute = current - (BOARD_MINUTES - 1) * MINUTE_MS;
+        Self {
+            venue_id: stats.venue_id.as_str().to_owned(),
+            updated_at: stats.updated_at,
+            server_time: now,
+            doors_open: stats.doors_open,
+            silent_after_ms,
+            first_minute,
+            totals: (&stats.totals).into(),
+            gates: stats
+                .gates
+                .iter()
+                .map(|gate| BoardGate {
+                    gate_id: gate.gate_id.get(),
+                    name: gate.name.clone(),
+                    counts: (&gate.counts).into(),
+                    entries_per_minute: (0..BOARD_MINUTES)
+                        .map(|n| {
+                            let minute = first_minute + n * MINUTE_MS;
+                            gate.entries_by_minute.get(&minute).copied().unwrap_or(0)
+                        })
+                        .collect(),
+                })
+                .collect(),
+            scanners: stats
+                .devices
+                .iter()
+                .map(|device| BoardScanner {
+                    device_id: device.device_id.get(),
+                    gate_id: device.gate_id.get(),
+                    last_scan_at: device.last_scan_at,
+                    silent: silent.contains(&device.device_id),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `other` shows the same board: everything but the send time.
+    pub fn shows_the_same_as(&self, other: &Self) -> bool {
+        Self {
+            server_time: other.server_time,
+            ..self.clone()
+        } == *other
     }
 }

@@ -28,7 +28,7 @@ use crate::store::{
 use presence_domain::barcode::{Rotation, RotationSecret};
 use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::stats::Counter;
+use presence_domain::stats::{Counter, MINUTE_MS, minute_of, oldest_kept_minute};
 use presence_domain::{
     Decision, DeviceAccess, DeviceId, Entry, Event, EventId, EventStatus, GateId, GateSpec, Mac,
     RememberedDecision, ScanId, ScanKey, ScanKind, ScanRecord, SecretDigest, StateRecord, Status,
@@ -70,6 +70,7 @@ macro_rules! stats_conformance_tests {
             concurrent_repeats_of_one_scan_id_count_once,
             a_tally_recorded_later_is_counted_once,
             a_not_found_scan_id_is_forgotten_after_the_short_retention,
+            the_board_keeps_recent_entry_minutes_and_each_scanners_latest_scan,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -185,6 +186,7 @@ pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
         decided_at,
         gate_id: GateId::new(7),
         gate_name: "Gate 7".into(),
+        device_id: DeviceId::new(7),
         event_id: None,
         counter: Counter::Denied(Status::NotFound),
         amount: 1,
@@ -1264,6 +1266,7 @@ fn tally(scan_id: &str, gate: u64, event: Option<&str>, counter: Counter, amount
         decided_at: now(),
         gate_id: GateId::new(gate),
         gate_name: format!("Gate {gate}"),
+        device_id: DeviceId::new(gate * 10),
         event_id: event.map(EventId::new),
         counter,
         amount,
@@ -1433,4 +1436,55 @@ pub async fn concurrent_repeats_of_one_scan_id_count_once(stats: Arc<dyn StatsSt
     assert_eq!(counted, 1);
     let view = stats.venue_stats(&entry.venue_id).await.expect("stats");
     assert_eq!(view.totals.entries, 1);
+}
+
+/// The board's data (SPEC §8): an entry adds its people to its gate's minute,
+/// once per scan id; minutes older than the board keeps are not shown; each
+/// scanner keeps its latest counted scan, whatever order tallies arrive in.
+pub async fn the_board_keeps_recent_entry_minutes_and_each_scanners_latest_scan(
+    stats: Arc<dyn StatsStore>,
+) {
+    let at = |scan_id: &str, counter, decided_at, device| {
+        let mut tally = tally(scan_id, 2, Some(EVENT), counter, 2);
+        tally.decided_at = decided_at;
+        tally.device_id = DeviceId::new(device);
+        tally
+    };
+    let current = now();
+    let earlier = current - 5 * MINUTE_MS;
+    let too_old = oldest_kept_minute(current) - MINUTE_MS;
+    let tallies = [
+        at("s1", Counter::Entries, current, 1),
+        at("s2", Counter::Entries, earlier, 1),
+        at("s3", Counter::Exits, current, 3),
+        at("s4", Counter::Entries, too_old, 3),
+        at("s5", Counter::Denied(Status::NotFound), earlier, 4),
+    ];
+    for tally in &tallies {
+        assert!(stats.record(tally).await.expect("record"), "{tally:?}");
+    }
+    assert!(
+        !stats.record(&tallies[0]).await.expect("record"),
+        "a repeat"
+    );
+    let view = stats
+        .venue_stats(&VenueId::new(VENUE))
+        .await
+        .expect("stats");
+    assert_eq!(view.gates.len(), 1);
+    assert_eq!(
+        view.gates[0]
+            .entries_by_minute
+            .iter()
+            .map(|(m, p)| (*m, *p))
+            .collect::<Vec<_>>(),
+        [(minute_of(earlier), 2), (minute_of(current), 2)],
+        "exits and refusals add nothing; the old minute is gone; the repeat counted once"
+    );
+    let devices: Vec<_> = view
+        .devices
+        .iter()
+        .map(|d| (d.device_id.get(), d.gate_id.get(), d.last_scan_at))
+        .collect();
+    assert_eq!(devices, [(1, 2, current), (3, 2, current), (4, 2, earlier)]);
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceAccess, DeviceId, Event, Gate, GateId, Mac, RememberedDecision, ScanKey,
+    Device, DeviceAccess, DeviceId, Event, EventId, Gate, GateId, Mac, RememberedDecision, ScanKey,
     ScanRecord, SecretDigest, StateRecord, Tally, Ticket, Token, Venue, VenueId, VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
@@ -158,6 +158,9 @@ pub struct VenueCounts {
 pub trait DeviceStore: Send + Sync + 'static {
     async fn venue(&self, id: &VenueId) -> Result<Option<Venue>, StoreError>;
 
+    /// An event as inventory stored it: the board reads its doors-open window.
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError>;
+
     async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError>;
 
     /// The venue's gate of that name, matched as [`presence_domain::device::gate_key`]
@@ -237,8 +240,11 @@ pub struct InventorySize {
 pub trait StatsStore: Send + Sync + 'static {
     /// Atomically: unless a tally with this scan id was recorded in the last
     /// 24 hours at least, adds `tally.amount` to each of [`Tally::fields`], records
-    /// the gate's name and moves the venue's `updated_at` up to `decided_at`.
-    /// Returns whether it counted.
+    /// the gate's name, moves the venue's `updated_at` up to `decided_at`, adds
+    /// an entry's people to its gate's [`Tally::entry_minute`] and moves the
+    /// device's latest scan up to `decided_at` (with its gate). Returns whether
+    /// it counted. Minute buckets older than
+    /// [`presence_domain::stats::oldest_kept_minute`] are dropped in time.
     async fn record(&self, tally: &Tally) -> Result<bool, StoreError>;
 
     /// [`StatsStore::record`], for a caller on a scan's answer path that must not
@@ -248,7 +254,9 @@ pub trait StatsStore: Send + Sync + 'static {
         self.record(&tally).await.map(drop)
     }
 
-    /// The venue's counters, empty when nothing was counted there.
+    /// The venue's counters, empty when nothing was counted there, with each
+    /// gate's minute buckets kept now and each device's latest scan
+    /// (`doors_open` false: stores do not read inventory for it).
     async fn venue_stats(&self, venue_id: &VenueId) -> Result<VenueStats, StoreError>;
 }
 

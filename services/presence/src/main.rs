@@ -36,7 +36,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Presence API from the embedded store.
-    Serve(ServeArgs),
+    // Boxed: the serve flags are by far the largest variant.
+    Serve(Box<ServeArgs>),
     /// Serve a demo venue with tickets in a fresh data dir, and print curl commands to try it.
     Demo(DemoArgs),
     /// Inventory files: check one offline, or upload one to a running server.
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
         Command::Inventory {
             command: InventoryCommand::Upload(args),
         } => run_async(inventory_upload::upload(args)),
-        Command::Serve(args) => run_async(serve(args)),
+        Command::Serve(args) => run_async(serve(*args)),
         Command::Demo(args) => run_async(run_demo(args)),
         Command::Decisions { command } => run_async(decisions::run(command)),
         Command::Audit { command } => run_async(audit::run(command)),

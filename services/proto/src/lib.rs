@@ -9,7 +9,7 @@ use presence_domain::barcode::{DEFAULT_STEP_SECONDS, Rotation, RotationSecret, S
 use presence_domain::inventory::{
     Event, EventStatus, GateSpec, InventoryRecord, Ticket, TicketStatus, Venue,
 };
-use presence_domain::stats::{Counts, EventStats, GateStats};
+use presence_domain::stats::{Counts, DeviceActivity, EventStats, GateStats};
 use presence_domain::{
     AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs,
     EventId, GateId, Mac, ScanId, ScanKind, ScanRecord, ScanRequest, SecretDigest, Status,
@@ -450,6 +450,11 @@ impl From<&VenueStats> for pb::VenueStats {
                     gate_id: gate.gate_id.get(),
                     name: gate.name.clone(),
                     counts: Some((&gate.counts).into()),
+                    entries_by_minute: gate
+                        .entries_by_minute
+                        .iter()
+                        .map(|(minute, people)| (*minute, *people))
+                        .collect(),
                 })
                 .collect(),
             events: stats
@@ -460,6 +465,16 @@ impl From<&VenueStats> for pb::VenueStats {
                     counts: Some((&event.counts).into()),
                 })
                 .collect(),
+            devices: stats
+                .devices
+                .iter()
+                .map(|device| pb::DeviceActivity {
+                    device_id: device.device_id.get(),
+                    gate_id: device.gate_id.get(),
+                    last_scan_at: device.last_scan_at,
+                })
+                .collect(),
+            doors_open: stats.doors_open,
         }
     }
 }
@@ -480,6 +495,7 @@ impl TryFrom<pb::VenueStats> for VenueStats {
                         gate_id: GateId::new(positive("gate_id", gate.gate_id)?),
                         name: gate.name,
                         counts: counts_from_pb(gate.counts),
+                        entries_by_minute: gate.entries_by_minute.into_iter().collect(),
                     })
                 })
                 .collect::<Result<_, ProtoError>>()?,
@@ -493,6 +509,18 @@ impl TryFrom<pb::VenueStats> for VenueStats {
                     })
                 })
                 .collect::<Result<_, ProtoError>>()?,
+            devices: message
+                .devices
+                .into_iter()
+                .map(|device| {
+                    Ok(DeviceActivity {
+                        device_id: DeviceId::new(positive("device_id", device.device_id)?),
+                        gate_id: GateId::new(positive("gate_id", device.gate_id)?),
+                        last_scan_at: device.last_scan_at,
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
+            doors_open: message.doors_open,
         })
     }
 }

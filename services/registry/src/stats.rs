@@ -1,5 +1,6 @@
 //! The live view of a venue, as `GET venues/{venueId}/stats` asks for it.
 
+use presence_domain::time::unix_millis;
 use presence_domain::{VenueId, VenueStats};
 use presence_ports::{DeviceStore, StatsStore, StoreError, Stores};
 use std::sync::Arc;
@@ -44,6 +45,25 @@ impl StatsView {
                 gate.name = stored.spec.name;
             }
         }
+        stats.doors_open = self.doors_open(&stats).await?;
         Ok(Some(stats))
+    }
+
+    /// Whether one of the events the venue's counted scans named has its doors
+    /// open now (doorsOpen ≤ now ≤ endsAt): the board warns of a silent scanner
+    /// only then. Events nobody scanned a ticket of yet are not looked at; the
+    /// stores know no list of a venue's events. One read per event with scans.
+    async fn doors_open(&self, stats: &VenueStats) -> Result<bool, StoreError> {
+        let now = unix_millis(std::time::SystemTime::now());
+        for counted in &stats.events {
+            if let Some(event) = self.devices.event(&counted.event_id).await?
+                && event.venue_id == stats.venue_id
+                && event.doors_open <= now
+                && now <= event.ends_at
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -11,7 +11,10 @@
 //! instead of being left out of it: a backup that restores without some
 //! table's data would answer retries differently.
 
-use crate::stats::{COUNTERS, GATE_NAMES as STATS_GATE_NAMES, SEEN, SEEN_BY_EXPIRY, UPDATED};
+use crate::stats::{
+    COUNTERS, DEVICE_ACTIVITY, ENTRY_MINUTES, GATE_NAMES as STATS_GATE_NAMES, SEEN, SEEN_BY_EXPIRY,
+    UPDATED,
+};
 use crate::tables::{
     DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED,
     REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, SEQUENCES, STATES, TICKETS, VENUES,
@@ -150,6 +153,8 @@ fn copy_every_table(
     table(copy_table(snapshot, copy, UPDATED))?;
     table(copy_table(snapshot, copy, SEEN))?;
     table(copy_table(snapshot, copy, SEEN_BY_EXPIRY))?;
+    table(copy_table(snapshot, copy, ENTRY_MINUTES))?;
+    table(copy_table(snapshot, copy, DEVICE_ACTIVITY))?;
     let unknown: Vec<String> = snapshot
         .list_tables()?
         .map(|table| table.name().to_owned())

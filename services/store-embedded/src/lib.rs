@@ -23,7 +23,9 @@ pub use writer::WriterStats;
 
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId};
+use presence_domain::{
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId,
+};
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
     InventoryStore, ScanContext, StoreError, TicketHistory, TicketStore, VenueCounts,
@@ -234,6 +236,10 @@ impl TicketStore for EmbeddedStore {
 impl DeviceStore for EmbeddedStore {
     async fn venue(&self, id: &VenueId) -> Result<Option<Venue>, StoreError> {
         read::venue(&self.db, id)
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        read::event(&self.db, id)
     }
 
     async fn gate(&self, id: GateId) -> Result<Option<Gate>, StoreError> {

@@ -7,8 +7,8 @@ use crate::tables::{
 };
 use presence_domain::inventory::Reference;
 use presence_domain::{
-    Device, DeviceId, Event, Gate, GateId, GateSpec, Mac, ScanKey, ScanRecord, Ticket, Token,
-    Venue, VenueId,
+    Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, ScanKey, ScanRecord, Ticket,
+    Token, Venue, VenueId,
 };
 use presence_ports::{InventorySize, ScanContext, StoreError, TicketHistory, VenueCounts};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
@@ -93,6 +93,10 @@ pub(crate) fn ticket_history(
 
 pub(crate) fn venue(db: &Database, id: &VenueId) -> Result<Option<Venue>, StoreError> {
     get_json(&table(&begin(db)?, VENUES)?, id.as_str(), "venue")
+}
+
+pub(crate) fn event(db: &Database, id: &EventId) -> Result<Option<Event>, StoreError> {
+    get_json(&table(&begin(db)?, EVENTS)?, id.as_str(), "event")
 }
 
 pub(crate) fn gate(db: &Database, id: GateId) -> Result<Option<Gate>, StoreError> {

@@ -8,12 +8,17 @@
 //! (docs/benchmarks.md). A scan's answer does not wait for its tally
 //! ([`StatsStore::record_later`]): that wait was a second group commit per scan.
 //! Reads are snapshots, like every read of this store.
+//!
+//! The board's minute buckets live in [`ENTRY_MINUTES`]; each tally drops a
+//! few of its venue's buckets that are no longer kept, so a venue holds at most
+//! the kept minutes of each gate plus a few, however long it runs.
 
 use crate::EmbeddedStore;
 use crate::tables::unavailable;
 use async_trait::async_trait;
+use presence_domain::stats::oldest_kept_minute;
 use presence_domain::time::unix_millis;
-use presence_domain::{GateId, Tally, VenueId, VenueStats};
+use presence_domain::{DeviceActivity, DeviceId, GateId, Tally, VenueId, VenueStats};
 use presence_ports::{StatsStore, StoreError};
 use redb::{
     Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableError, WriteTransaction,
@@ -28,6 +33,12 @@ pub(crate) const GATE_NAMES: TableDefinition<(&str, u64), &str> =
     TableDefinition::new("stats_gate_names");
 /// Venue → when its latest counted decision was made.
 pub(crate) const UPDATED: TableDefinition<&str, i64> = TableDefinition::new("stats_updated");
+/// (venue, minute start, gate id) → people admitted in that minute.
+pub(crate) const ENTRY_MINUTES: TableDefinition<(&str, i64, u64), u64> =
+    TableDefinition::new("stats_entry_minutes");
+/// (venue, device id) → (its latest counted decision time, that scan's gate id).
+pub(crate) const DEVICE_ACTIVITY: TableDefinition<(&str, u64), (i64, u64)> =
+    TableDefinition::new("stats_device_activity");
 /// Scan id → until when it is remembered, so a repeated decision is not counted twice.
 pub(crate) const SEEN: TableDefinition<&str, i64> = TableDefinition::new("stats_seen");
 /// (remembered until, scan id), to forget scan ids as they expire. Keyed by
@@ -90,6 +101,8 @@ pub(crate) struct StatsTables<'t> {
     updated: Table<'t, &'static str, i64>,
     seen: Table<'t, &'static str, i64>,
     seen_by_expiry: Table<'t, (i64, &'static str), ()>,
+    entry_minutes: Table<'t, (&'static str, i64, u64), u64>,
+    device_activity: Table<'t, (&'static str, u64), (i64, u64)>,
 }
 
 impl<'t> StatsTables<'t> {
@@ -100,6 +113,8 @@ impl<'t> StatsTables<'t> {
             updated: txn.open_table(UPDATED)?,
             seen: txn.open_table(SEEN)?,
             seen_by_expiry: txn.open_table(SEEN_BY_EXPIRY)?,
+            entry_minutes: txn.open_table(ENTRY_MINUTES)?,
+            device_activity: txn.open_table(DEVICE_ACTIVITY)?,
         })
     }
 
@@ -149,7 +164,51 @@ impl<'t> StatsTables<'t> {
                 .insert(venue, tally.decided_at)
                 .map_err(unavailable)?;
         }
+        self.count_for_the_board(tally, now)?;
         Ok(true)
+    }
+
+    /// The board's part of a counted tally: the entry's minute bucket (unless
+    /// already too old to keep) and the device's latest scan.
+    fn count_for_the_board(&mut self, tally: &Tally, now: i64) -> Result<(), StoreError> {
+        let venue = tally.venue_id.as_str();
+        let oldest = oldest_kept_minute(now);
+        let stale = self
+            .entry_minutes
+            .range((venue, i64::MIN, 0)..(venue, oldest, 0))
+            .map_err(unavailable)?
+            .take(FORGET_PER_TALLY)
+            .map(|entry| entry.map(|(key, _)| (key.value().1, key.value().2)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        for (minute, gate) in stale {
+            self.entry_minutes
+                .remove((venue, minute, gate))
+                .map_err(unavailable)?;
+        }
+        if let Some(minute) = tally.entry_minute().filter(|minute| *minute >= oldest) {
+            let key = (venue, minute, tally.gate_id.get());
+            let people = self
+                .entry_minutes
+                .get(key)
+                .map_err(unavailable)?
+                .map_or(0, |guard| guard.value());
+            self.entry_minutes
+                .insert(key, people.saturating_add(tally.amount))
+                .map_err(unavailable)?;
+        }
+        let device = (venue, tally.device_id.get());
+        let latest = self
+            .device_activity
+            .get(device)
+            .map_err(unavailable)?
+            .map(|guard| guard.value().0);
+        if latest.is_none_or(|latest| latest < tally.decided_at) {
+            self.device_activity
+                .insert(device, (tally.decided_at, tally.gate_id.get()))
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 }
 
@@ -213,7 +272,38 @@ fn venue_stats(db: &Database, venue_id: &VenueId) -> Result<VenueStats, StoreErr
         .get(venue)
         .map_err(unavailable)?
         .map(|guard| guard.value());
-    VenueStats::from_fields(
+    let now = unix_millis(SystemTime::now());
+    let buckets = txn
+        .open_table(ENTRY_MINUTES)
+        .map_err(unavailable)?
+        .range((venue, oldest_kept_minute(now), 0)..=(venue, i64::MAX, u64::MAX))
+        .map_err(unavailable)?
+        .map(|entry| {
+            entry.map(|(key, people)| {
+                let (_, minute, gate) = key.value();
+                (GateId::new(gate), minute, people.value())
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    let devices = txn
+        .open_table(DEVICE_ACTIVITY)
+        .map_err(unavailable)?
+        .range((venue, 0)..=(venue, u64::MAX))
+        .map_err(unavailable)?
+        .map(|entry| {
+            entry.map(|(key, latest)| {
+                let (last_scan_at, gate) = latest.value();
+                DeviceActivity {
+                    device_id: DeviceId::new(key.value().1),
+                    gate_id: GateId::new(gate),
+                    last_scan_at,
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    Ok(VenueStats::from_fields(
         venue_id.clone(),
         updated_at,
         fields
@@ -221,5 +311,7 @@ fn venue_stats(db: &Database, venue_id: &VenueId) -> Result<VenueStats, StoreErr
             .map(|(_, field, value)| (field.as_str(), *value)),
         names,
     )
-    .map_err(|error| StoreError::Corrupt(error.to_string()))
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?
+    .with_minutes(now, buckets)
+    .with_devices(devices))
 }

@@ -6,7 +6,7 @@
 //! inside its hash tag instead, followed by a suffix without `}`: the last `}` of
 //! the key is then the one closing the token, so token keys cannot collide either.
 
-use presence_domain::{DeviceId, EventId, GateId, ScanId, ScanKey, Token, VenueId};
+use presence_domain::{DeviceId, EventId, GateId, ScanId, ScanKey, Token, UnixMillis, VenueId};
 
 /// The inventory kinds counted for [`presence_ports::InventoryStore::size`], each
 /// in a HyperLogLog of its ids.
@@ -109,6 +109,17 @@ impl Keys {
     /// When the venue's latest counted decision was made.
     pub(crate) fn stats_updated(&self, venue_id: &VenueId) -> String {
         self.venue_stats_key(venue_id, "u")
+    }
+
+    /// Hash of one minute's entries: gate id → people admitted; expires when
+    /// the board no longer shows the minute.
+    pub(crate) fn stats_minute(&self, venue_id: &VenueId, minute: UnixMillis) -> String {
+        self.venue_stats_key(venue_id, &format!("m:{minute}"))
+    }
+
+    /// Hash: device id → `<latest counted decision time>:<gate id>`.
+    pub(crate) fn stats_devices(&self, venue_id: &VenueId) -> String {
+        self.venue_stats_key(venue_id, "d")
     }
 
     /// Present (with a TTL) once this scan's decision was counted.

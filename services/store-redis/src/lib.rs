@@ -42,6 +42,8 @@
 //! | `Pinv:venues`, `Pinv:events`, `Pinv:tickets` | HyperLogLogs of the ids inventory stored, for its size (12 KiB each) |
 //! | `P{vs:<venue>}:c` | hash: `scope\|counter` → count, the venue's live stats |
 //! | `P{vs:<venue>}:g`, `P{vs:<venue>}:u` | hash: gate id → name; the latest counted decision's time |
+//! | `P{vs:<venue>}:m:<minute start>` | hash: gate id → people admitted in that minute, expiring once older than the board shows (31 minutes) |
+//! | `P{vs:<venue>}:d` | hash: device id → `<latest counted decision time>:<gate id>` |
 //! | `P{vs:<venue>}:sn:<scan id>` | a decision counted in the stats, expiring after [`RedisOptions::idempotency_retention`] (a NOT_FOUND after [`RedisOptions::not_found_retention`]) |
 //!
 //! # Redis Cluster
@@ -143,7 +145,9 @@ use async_trait::async_trait;
 use connection::{Connection, Dialer};
 use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
-use presence_domain::{Device, DeviceId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId};
+use presence_domain::{
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId,
+};
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
     InventoryStore, ScanContext, StoreError, TicketHistory, TicketStore, VenueCounts,
@@ -425,6 +429,12 @@ impl DeviceStore for RedisStore {
     async fn venue(&self, id: &VenueId) -> Result<Option<Venue>, StoreError> {
         registry::venue(self, id)
             .instrument(tracing::debug_span!("redis.venue", venue = %id))
+            .await
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        registry::event(self, id)
+            .instrument(tracing::debug_span!("redis.event", event = %id))
             .await
     }
 

@@ -5,7 +5,9 @@ use crate::connection::Connection;
 use crate::keys::Sequence;
 use crate::{RedisStore, store_error};
 use presence_domain::device::gate_key;
-use presence_domain::{Device, DeviceId, Gate, GateId, GateSpec, Mac, Venue, VenueId};
+use presence_domain::{
+    Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, Venue, VenueId,
+};
 use presence_ports::{DeviceDraft, StoreError, VenueCounts};
 
 async fn get(conn: &mut Connection, key: String) -> Result<Option<Vec<u8>>, StoreError> {
@@ -31,6 +33,10 @@ async fn index_get(
 
 pub(crate) async fn venue(store: &RedisStore, id: &VenueId) -> Result<Option<Venue>, StoreError> {
     decode_opt("venue", get(&mut store.conn(), store.keys.venue(id)).await?)
+}
+
+pub(crate) async fn event(store: &RedisStore, id: &EventId) -> Result<Option<Event>, StoreError> {
+    decode_opt("event", get(&mut store.conn(), store.keys.event(id)).await?)
 }
 
 pub(crate) async fn gate(store: &RedisStore, id: GateId) -> Result<Option<Gate>, StoreError> {

@@ -2,6 +2,7 @@
 //! description, so the document lists exactly what the handler answers.
 
 pub(crate) mod backup;
+pub(crate) mod board;
 pub(crate) mod devices;
 pub(crate) mod inventory;
 pub(crate) mod lookup;

@@ -46,8 +46,15 @@ fn path() -> impl Strategy<Value = String> {
     ]
 }
 
-/// The paths SPEC §2 serves without an API key.
-const KEY_FREE_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+/// The paths SPEC §2 serves without an API key, and the venue board's page
+/// (SPEC §8; its data needs a key).
+const KEY_FREE_PATHS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/venues/KovZpZAnAtJJ/board",
+];
 
 /// Every key the harness's router accepts (a venue-limited one included).
 const VALID_KEYS: [&str; 3] = [ADMIN_KEY, GATE_KEY, PLAIN_KEY];
@@ -153,6 +160,15 @@ fn check(method: &Method, path: &str, keyed: bool, reply: &Reply) -> Result<(), 
         return Ok(());
     }
     let content_type = reply.headers.get(header::CONTENT_TYPE);
+    if reply.status.is_success() && path.ends_with("/live") {
+        // The venue board's feed (SPEC §8): an event stream, not an envelope;
+        // its refusals are envelopes like every other.
+        prop_assert_eq!(
+            content_type.and_then(|value| value.to_str().ok()),
+            Some("text/event-stream")
+        );
+        return Ok(());
+    }
     prop_assert_eq!(
         content_type.and_then(|value| value.to_str().ok()),
         Some("application/json"),
