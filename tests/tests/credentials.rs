@@ -18,6 +18,7 @@ const STEP_MS: i64 = 15_000;
 const BARCODE_REQUIRED: &str = "Barcode required: open the ticket in the app";
 const BARCODE_EXPIRED: &str = "Barcode has expired";
 const REVOKE: &str = "/admin/v1/devices/revoke";
+const OFFLINE: &str = "/presence/v1/ticket/offline";
 
 fn rotation() -> Result<Rotation> {
     Ok(Rotation {
@@ -63,13 +64,20 @@ async fn scan_through(
     body: &Value,
     secret: Option<&str>,
 ) -> Result<Reply> {
+    let path = format!("/presence/v1/ticket/{kind}");
+    post_with_secret(app, base_url, &path, body, secret).await
+}
+
+/// POST `body` to `path` at `base_url`, sending `secret` as `X-Device-Secret` when given.
+async fn post_with_secret(
+    app: &TestApp,
+    base_url: &str,
+    path: &str,
+    body: &Value,
+    secret: Option<&str>,
+) -> Result<Reply> {
     let mut request = app
-        .request_to(
-            base_url,
-            Method::POST,
-            &format!("/presence/v1/ticket/{kind}"),
-            Auth::Header(app.admin_key()),
-        )
+        .request_to(base_url, Method::POST, path, Auth::Header(app.admin_key()))
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_string());
     if let Some(secret) = secret {
@@ -390,6 +398,52 @@ async fn revoked_devices_are_forbidden_until_reinit(app: &TestApp) -> Result<()>
     Ok(())
 }
 
+/// An offline upload at a strict venue passes the same device check as a scan
+/// (SPEC §7): 401 without the secret, 403 once revoked, and nothing of a
+/// refused batch applied.
+async fn offline_uploads_at_a_strict_venue_need_the_device_secret(app: &TestApp) -> Result<()> {
+    let show = strict_show(app).await?;
+    let token = show.token();
+    app.load(&[show.ticket(&token, &["A:1:1"])]).await?;
+    let (reply, scanner) = init(app, &show, &unique_mac()).await?;
+    let secret = device_secret(&reply)?;
+    let mut upload = scanner.body(&token, next_scan_time());
+    let scan =
+        json!({"kind": "enter", "token": token, "scanTime": next_scan_time(), "shown": "OKAY"});
+    if let Some(fields) = upload.as_object_mut() {
+        fields.remove("token");
+        fields.remove("scanTime");
+        fields.insert("scans".into(), json!([scan]));
+    }
+    let base = app.base_url();
+    let reply = post_with_secret(app, &base, OFFLINE, &upload, None).await?;
+    reply.expect(401, "UNAUTHORIZED")?;
+    ensure!(
+        reply.message() == "device secret required",
+        "{}",
+        reply.text
+    );
+    let reply = post_with_secret(app, &base, OFFLINE, &upload, Some("0123456789abcdef")).await?;
+    reply.expect(401, "UNAUTHORIZED")?;
+    // Nothing of the refused uploads was applied: the entry is decided now, not forced.
+    let reply = post_with_secret(app, &base, OFFLINE, &upload, Some(&secret)).await?;
+    reply.expect(200, "OKAY")?;
+    let first = &reply.json["message"]["scans"][0];
+    ensure!(
+        first["status"] == "OKAY" && first["forced"] == false,
+        "{}",
+        reply.text
+    );
+    let revocation = json!({"venueId": show.venue_id, "deviceId": scanner.device_id});
+    app.post_json(REVOKE, &revocation)
+        .await?
+        .expect(200, "OKAY")?;
+    let reply = post_with_secret(app, &base, OFFLINE, &upload, Some(&secret)).await?;
+    reply.expect(403, "FORBIDDEN")?;
+    ensure!(reply.message() == "device revoked", "{}", reply.text);
+    Ok(())
+}
+
 async fn the_new_endpoint_and_header_are_documented(app: &TestApp) -> Result<()> {
     let reply = app.get("/openapi.json", Auth::None).await?;
     let paths = &reply.json["paths"];
@@ -470,5 +524,6 @@ contract_tests!(embedded, distributed => [
     rotation_secrets_are_checked_and_never_shown,
     device_secrets_guard_a_strict_venue,
     revoked_devices_are_forbidden_until_reinit,
+    offline_uploads_at_a_strict_venue_need_the_device_secret,
     the_new_endpoint_and_header_are_documented,
 ]);

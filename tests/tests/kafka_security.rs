@@ -293,7 +293,7 @@ async fn without_topic_creation_services_wait_for_their_topics() -> Result<()> {
     let mut gateway = PresenceProcess::spawn(&with_env(gateway_launch, &env))?;
     let gateway_url = gateway.wait_for_url().await?;
     let validator_topics = "scans decisions inventory scans.dlq inventory.dlq";
-    let gateway_topics = "scans registry inventory replies";
+    let gateway_topics = "scans registry inventory replies audit";
     let body = not_ready_saying(&ops_url, "topics missing").await?;
     // The gateway's public /readyz says only "unavailable"; its log says why.
     not_ready_saying(&gateway_url, "unavailable").await?;

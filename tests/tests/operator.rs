@@ -1,8 +1,8 @@
 //! The operator's command line against a running Presence over its public
-//! HTTP API (`presence inventory upload`, `presence scan`), in both modes:
-//! plain and `--json` output when not on a terminal, errors that say what to
-//! do next, and on a real terminal (tmux) the progress bar and the green and
-//! red bands.
+//! HTTP API (`presence inventory upload`, `presence scan`, `presence ticket`),
+//! in both modes: plain and `--json` output when not on a terminal, errors
+//! that say what to do next, and on a real terminal (tmux) the progress bar
+//! and the green and red bands.
 
 use anyhow::{Context, Result, ensure};
 use presence_tests::process::{Launch, run_to_completion};
@@ -202,6 +202,61 @@ async fn scan_shows_green_then_red_and_json_for_scripts(app: &TestApp) -> Result
     Ok(())
 }
 
+async fn ticket_prints_state_and_history_and_json(app: &TestApp) -> Result<()> {
+    let dir = temp_dir()?;
+    let show = Show::new();
+    let token = show.token();
+    app.load(&[
+        show.venue(),
+        show.event(),
+        show.gate("Gate 1"),
+        show.ticket(&token, &["PIT1:3:4"]),
+    ])
+    .await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    let enter = scan_command(app, dir.path(), &scanner, "enter", &token, &[]);
+    ensure!(run_to_completion(&enter).await?.status.success(), "enter");
+    let key = app.keys().scanner.clone();
+    let lookup = |extra: &[&str]| {
+        let mut args = vec!["ticket", token.as_str(), "--venue", show.venue_id.as_str()];
+        args.extend_from_slice(extra);
+        command(app, dir.path(), &key, &args)
+    };
+    let (code, stdout, stderr) = outcome(&run_to_completion(&lookup(&[])).await?);
+    ensure!(code == Some(0), "{code:?}\n{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    ensure!(
+        lines.len() == 4
+            && lines[0].starts_with(&format!("ticket {token}  event "))
+            && lines[0].ends_with("places PIT1:3:4")
+            && lines[1] == "status VALID  state IN"
+            && lines[2].starts_with("scan time")
+            && lines[3].contains("  enter  OKAY  ")
+            && lines[3].contains("Gate 1"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = outcome(&run_to_completion(&lookup(&["--json"])).await?);
+    let answer: Value = serde_json::from_str(&stdout).with_context(|| stdout.clone())?;
+    ensure!(
+        code == Some(0)
+            && answer["message"]["state"] == "IN"
+            && answer["message"]["scans"].as_array().map(Vec::len) == Some(1),
+        "{stdout}"
+    );
+    let unknown = command(
+        app,
+        dir.path(),
+        &key,
+        &["ticket", "no-such-token", "--venue", &show.venue_id],
+    );
+    let (code, stdout, stderr) = outcome(&run_to_completion(&unknown).await?);
+    ensure!(
+        code == Some(1) && stderr.contains("404 NOT_FOUND"),
+        "{code:?}\n{stdout}\n{stderr}"
+    );
+    Ok(())
+}
+
 async fn refusals_say_what_to_do_next(app: &TestApp) -> Result<()> {
     let dir = temp_dir()?;
     let show = Show::new();
@@ -271,6 +326,7 @@ contract_tests!(embedded, distributed => [
     inventory_upload_applies_a_file_and_is_safe_to_rerun,
     inventory_upload_lists_the_bad_lines_and_exits_non_zero,
     scan_shows_green_then_red_and_json_for_scripts,
+    ticket_prints_state_and_history_and_json,
     refusals_say_what_to_do_next,
 ]);
 
