@@ -157,8 +157,8 @@ fn scan_command(
     command(app, dir, &app.keys().scanner, &args)
 }
 
-async fn scan_shows_green_then_red_and_json_for_scripts(app: &TestApp) -> Result<()> {
-    let dir = temp_dir()?;
+/// A show with one ticket (place PIT1:3:4) and a scanner at its "Gate 1".
+async fn one_ticket_at_gate_1(app: &TestApp) -> Result<(Show, String, Scanner)> {
     let show = Show::new();
     let token = show.token();
     app.load(&[
@@ -169,6 +169,12 @@ async fn scan_shows_green_then_red_and_json_for_scripts(app: &TestApp) -> Result
     ])
     .await?;
     let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    Ok((show, token, scanner))
+}
+
+async fn scan_shows_green_then_red_and_json_for_scripts(app: &TestApp) -> Result<()> {
+    let dir = temp_dir()?;
+    let (_, token, scanner) = one_ticket_at_gate_1(app).await?;
     let enter = scan_command(app, dir.path(), &scanner, "enter", &token, &[]);
     let (code, stdout, stderr) = outcome(&run_to_completion(&enter).await?);
     ensure!(code == Some(0), "{code:?}\n{stdout}\n{stderr}");
@@ -204,16 +210,7 @@ async fn scan_shows_green_then_red_and_json_for_scripts(app: &TestApp) -> Result
 
 async fn ticket_prints_state_and_history_and_json(app: &TestApp) -> Result<()> {
     let dir = temp_dir()?;
-    let show = Show::new();
-    let token = show.token();
-    app.load(&[
-        show.venue(),
-        show.event(),
-        show.gate("Gate 1"),
-        show.ticket(&token, &["PIT1:3:4"]),
-    ])
-    .await?;
-    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    let (show, token, scanner) = one_ticket_at_gate_1(app).await?;
     let enter = scan_command(app, dir.path(), &scanner, "enter", &token, &[]);
     ensure!(run_to_completion(&enter).await?.status.success(), "enter");
     let key = app.keys().scanner.clone();

@@ -896,10 +896,18 @@ async fn an_unconfirmed_commit_is_settled_once_a_replica_has_it() {
     );
 
     let _replica = start_replica_of(&server).await.unwrap();
-    let settled = store
-        .scan_context(&first.key, GateId::new(1))
-        .await
-        .unwrap();
+    // The replica confirms on its next acknowledgement, which a busy machine
+    // may delay past the 100 ms wait: reading again is what a retry does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let settled = loop {
+        match store.scan_context(&first.key, GateId::new(1)).await {
+            Ok(settled) => break settled,
+            Err(StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("no replica confirmed the decision within 10 s: {error}"),
+        }
+    };
     assert_eq!(settled.remembered, Some(first.remembered));
     assert_eq!(settled.state.version, 1);
 }

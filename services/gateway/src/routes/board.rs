@@ -5,7 +5,7 @@
 //! The page and its assets are compiled into the binary (no CDN, no external
 //! fonts) and served with a Content-Security-Policy allowing this origin only.
 
-use super::forbidden_venue;
+use super::venue_in_path;
 use crate::board_feed::BoardFrame;
 use crate::keys::Caller;
 use crate::reply::Failure;
@@ -17,7 +17,6 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use presence_domain::VenueId;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -109,16 +108,7 @@ pub(crate) async fn venue_live(
     caller: Caller,
     venue: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Failure> {
-    let Path(venue) = venue.map_err(|rejection| {
-        Failure::bad_request(format!(
-            "The venueId is not valid: {}",
-            rejection.body_text()
-        ))
-    })?;
-    let venue = VenueId::new(venue);
-    if !caller.may_use(&venue) {
-        return Err(forbidden_venue(&venue));
-    }
+    let venue = venue_in_path(&caller, venue)?;
     let retry_after = state.retry_after_seconds();
     let Some(permit) = state.board_hub().open_stream() else {
         return Err(Failure::unavailable(

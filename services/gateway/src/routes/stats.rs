@@ -1,6 +1,6 @@
 //! `GET venues/{venueId}/stats`: the live view of a venue.
 
-use super::forbidden_venue;
+use super::venue_in_path;
 use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use presence_domain::{Status, VenueId};
+use presence_domain::Status;
 
 #[utoipa::path(
     get,
@@ -42,18 +42,7 @@ pub(crate) async fn venue_stats(
     caller: Caller,
     venue: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Failure> {
-    // Read here rather than by the bare extractor so that a bad path gets an
-    // envelope, not axum's plain-text rejection.
-    let Path(venue) = venue.map_err(|rejection| {
-        Failure::bad_request(format!(
-            "The venueId is not valid: {}",
-            rejection.body_text()
-        ))
-    })?;
-    let venue = VenueId::new(venue);
-    if !caller.may_use(&venue) {
-        return Err(forbidden_venue(&venue));
-    }
+    let venue = venue_in_path(&caller, venue)?;
     match state
         .within_deadline(state.transport().venue_stats(&venue))
         .await?
