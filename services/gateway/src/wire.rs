@@ -529,27 +529,14 @@ pub struct TicketLookupQuery {
 /// Written out for the same reason as [`DeviceQuery`]'s.
 impl IntoParams for TicketLookupQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let query = |name: &str, required: bool, description: &str, schema: ObjectBuilder| {
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Query)
-                .required(if required {
-                    Required::True
-                } else {
-                    Required::False
-                })
-                .description(Some(description))
-                .schema(Some(schema))
-                .build()
-        };
         vec![
-            query(
+            query_parameter(
                 "venueId",
                 true,
                 "The venue asking; a ticket of another venue's event is not found.",
                 not_blank().examples(["KovZpZAnAtJJ"]),
             ),
-            query(
+            query_parameter(
                 "token",
                 true,
                 "The ticket's token.",
@@ -559,7 +546,7 @@ impl IntoParams for TicketLookupQuery {
                     .max_length(Some(256))
                     .examples(["721744537954"]),
             ),
-            query(
+            query_parameter(
                 "limit",
                 false,
                 "How many of the newest scans to list: 1 to 500, default 50.",
@@ -603,6 +590,26 @@ pub struct DeviceInitBody {
     pub model: String,
 }
 
+/// One query parameter of a hand-written [`IntoParams`].
+fn query_parameter(
+    name: &str,
+    required: bool,
+    description: &str,
+    schema: ObjectBuilder,
+) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
 /// The query of `GET device`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -620,35 +627,22 @@ pub struct DeviceQuery {
 /// and `required` once its schema is custom.
 impl IntoParams for DeviceQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let query = |name: &str, required: bool, description: &str, schema: ObjectBuilder| {
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Query)
-                .required(if required {
-                    Required::True
-                } else {
-                    Required::False
-                })
-                .description(Some(description))
-                .schema(Some(schema))
-                .build()
-        };
         vec![
             // Documented as required although `venueId` may stand in for it:
             // OpenAPI cannot say "this parameter or that one".
-            query(
+            query_parameter(
                 "venue",
                 true,
                 "The venue the device is configured at (`venueId` is accepted instead).",
                 not_blank().examples(["KovZpZAnAtJJ"]),
             ),
-            query(
+            query_parameter(
                 "venueId",
                 false,
                 "Accepted instead of `venue`, the original API's name; `venue` wins when both are sent.",
                 ObjectBuilder::new().schema_type(Type::String),
             ),
-            query(
+            query_parameter(
                 "mac",
                 true,
                 "The device's MAC address: six hex pairs separated by `:` or `-`, any case.",
