@@ -14,6 +14,17 @@
 //! where the last one stopped, and an answer that arrives before its request
 //! starts waiting is still found: the waiter is registered before the request
 //! is sent.
+//!
+//! A gateway that holds no partition for [`REJOIN_AFTER`] leaves the group and
+//! joins again (waiting twice as long each time it comes back empty, up to
+//! [`MAX_REJOIN_AFTER`]). A Kafka group gives a joining member partitions within
+//! a session timeout once the dead members expire; a broker whose group
+//! coordinator ends a rebalance with an empty assignment (the test broker,
+//! tansu 0.6, accepts a follower's empty SyncGroup as the leader's when the old
+//! leader expires between the follower's JoinGroup and its SyncGroup) would
+//! otherwise leave the gateway unready until the next member comes or goes.
+//! With more gateways than partitions the extra ones rejoin at most every
+//! [`MAX_REJOIN_AFTER`], each moving no partition (cooperative rebalancing).
 
 use crate::KafkaError;
 use crate::client::{self, CORRELATION_ID};
@@ -27,8 +38,21 @@ use rdkafka::message::Message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long a gateway may hold no partition of the reply topic before it
+/// leaves the group and joins again: twice the session timeout
+/// ([`client::consumer_config`]), by which a killed member has expired and a
+/// rebalance that follows has ended.
+pub const REJOIN_AFTER: Duration = Duration::from_secs(20);
+/// The longest wait between two rejoins of a gateway that keeps getting no
+/// partition (more gateways than partitions).
+pub const MAX_REJOIN_AFTER: Duration = Duration::from_secs(320);
+/// How often the reader checks whether it holds a partition.
+const HELD_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<pb::Reply>>>>;
 
@@ -41,6 +65,13 @@ struct HeldPartitions {
 }
 
 impl HeldPartitions {
+    fn is_empty(&self) -> bool {
+        self.held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// The next partition to name in a request, or `None` while none is held.
     fn pick(&self) -> Option<i32> {
         let held = self.held.read().unwrap_or_else(PoisonError::into_inner);
@@ -135,7 +166,7 @@ impl ReplyRouter {
             .create_with_context(held.clone())?;
         consumer.subscribe(&[topic.as_str()])?;
         let waiters: Waiters = Arc::default();
-        let task = tokio::spawn(read_replies(consumer, waiters.clone()));
+        let task = tokio::spawn(read_replies(consumer, topic.clone(), waiters.clone()));
         Ok(Self {
             topic,
             held,
@@ -189,37 +220,94 @@ impl Drop for ReplyRouter {
     }
 }
 
-async fn read_replies(consumer: StreamConsumer<HeldPartitions>, waiters: Waiters) {
+async fn read_replies(consumer: StreamConsumer<HeldPartitions>, topic: String, waiters: Waiters) {
+    let mut rejoin = Rejoin::new(Instant::now());
+    let mut check = tokio::time::interval(HELD_CHECK_EVERY);
     loop {
-        match consumer.recv().await {
-            Ok(message) => {
-                let Some(id) = client::header(message.headers(), CORRELATION_ID) else {
+        tokio::select! {
+            received = consumer.recv() => match received {
+                Ok(message) => hand_over(&message, &waiters),
+                Err(error) => {
+                    tracing::warn!(%error, "reply consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            now = check.tick() => {
+                if let Some(waited) = rejoin.due(consumer.context().is_empty(), now) {
                     tracing::warn!(
-                        offset = message.offset(),
-                        "reply without a correlation id; ignored"
+                        topic,
+                        ?waited,
+                        "this gateway holds no partition of the reply topic; leaving the gateways' group and joining again"
                     );
-                    continue;
-                };
-                let waiter = waiters
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(id);
-                // No waiter: the request gave up (timed out) before its answer came.
-                let Some(waiter) = waiter else { continue };
-                match pb::Reply::decode(message.payload().unwrap_or_default()) {
-                    Ok(reply) => {
-                        let _ = waiter.send(reply);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, correlation_id = id, "undecodable reply; the request will time out")
+                    consumer.unsubscribe();
+                    if let Err(error) = consumer.subscribe(&[topic.as_str()]) {
+                        tracing::warn!(%error, "rejoining the gateways' group failed; retrying later");
                     }
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "reply consumer error; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
         }
+    }
+}
+
+/// Hands one record of the reply topic to the request waiting for it.
+fn hand_over(message: &rdkafka::message::BorrowedMessage<'_>, waiters: &Waiters) {
+    let Some(id) = client::header(message.headers(), CORRELATION_ID) else {
+        tracing::warn!(
+            offset = message.offset(),
+            "reply without a correlation id; ignored"
+        );
+        return;
+    };
+    let waiter = waiters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(id);
+    // No waiter: the request gave up (timed out) before its answer came.
+    let Some(waiter) = waiter else { return };
+    match pb::Reply::decode(message.payload().unwrap_or_default()) {
+        Ok(reply) => {
+            let _ = waiter.send(reply);
+        }
+        Err(error) => {
+            tracing::warn!(%error, correlation_id = id, "undecodable reply; the request will time out")
+        }
+    }
+}
+
+/// When a gateway that holds no reply partition leaves the group and joins
+/// again: after [`REJOIN_AFTER`] without one, then after twice as long each
+/// time it still has none, up to [`MAX_REJOIN_AFTER`]; holding one resets it.
+#[derive(Debug)]
+struct Rejoin {
+    /// Since when no partition has been held (or the last rejoin).
+    empty_since: Option<Instant>,
+    patience: Duration,
+}
+
+impl Rejoin {
+    /// A reader that started (and held nothing) at `started`.
+    fn new(started: Instant) -> Self {
+        Self {
+            empty_since: Some(started),
+            patience: REJOIN_AFTER,
+        }
+    }
+
+    /// Whether to rejoin now, given whether nothing is held at `now`: how long
+    /// nothing was held, when it is time.
+    fn due(&mut self, holds_nothing: bool, now: Instant) -> Option<Duration> {
+        if !holds_nothing {
+            self.empty_since = None;
+            self.patience = REJOIN_AFTER;
+            return None;
+        }
+        let waited = now.duration_since(*self.empty_since.get_or_insert(now));
+        if waited < self.patience {
+            return None;
+        }
+        self.empty_since = Some(now);
+        self.patience = (self.patience * 2).min(MAX_REJOIN_AFTER);
+        Some(waited)
     }
 }
 
@@ -277,5 +365,36 @@ mod tests {
         *held.held.write().unwrap() = vec![2, 5];
         let picks: Vec<Option<i32>> = (0..4).map(|_| held.pick()).collect();
         assert_eq!(picks, [Some(5), Some(2), Some(5), Some(2)]);
+    }
+
+    #[test]
+    fn a_reader_holding_nothing_rejoins_less_and_less_often_until_it_holds_a_partition() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut rejoin = Rejoin::new(start);
+        let seconds = |waited: Option<Duration>| waited.map(|w| w.as_secs());
+        assert_eq!(seconds(rejoin.due(true, at(19))), None);
+        assert_eq!(seconds(rejoin.due(true, at(20))), Some(20));
+        assert_eq!(seconds(rejoin.due(true, at(59))), None);
+        assert_eq!(seconds(rejoin.due(true, at(60))), Some(40));
+        assert_eq!(seconds(rejoin.due(true, at(139))), None);
+        assert_eq!(seconds(rejoin.due(true, at(140))), Some(80));
+        // Holding a partition resets the wait: the next empty spell starts afresh.
+        assert_eq!(rejoin.due(false, at(141)), None);
+        assert_eq!(rejoin.due(true, at(150)), None);
+        assert_eq!(rejoin.due(true, at(169)), None);
+        assert_eq!(seconds(rejoin.due(true, at(170))), Some(20));
+    }
+
+    #[test]
+    fn the_wait_between_rejoins_stops_growing_at_its_maximum() {
+        let start = Instant::now();
+        let mut rejoin = Rejoin::new(start);
+        let mut now = start;
+        for _ in 0..10 {
+            now += rejoin.patience;
+            assert!(rejoin.due(true, now).is_some());
+        }
+        assert_eq!(rejoin.patience, MAX_REJOIN_AFTER);
     }
 }
