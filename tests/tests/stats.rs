@@ -229,6 +229,72 @@ async fn forced_offline_passages_count_as_passages_and_as_forced(app: &TestApp) 
     Ok(())
 }
 
+/// An annulment (SPEC §6) takes its passage back where it was counted: at
+/// the passage's gate and event, and from `forced` for a forced one; the
+/// annulling device's gate counts nothing.
+async fn annulled_passages_are_taken_back(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let (group, single) = (show.token(), show.token());
+    let mut records = show.records();
+    records.extend([
+        show.ticket(&group, &["A:1:1", "A:1:2"]),
+        show.ticket(&single, &["A:1:3"]),
+    ]);
+    app.load(&records).await?;
+    let gate1 = app.scanner(&show.venue_id, "Gate 1").await?;
+    let offline = app.scanner(&show.venue_id, "Gate 2").await?;
+    let office = app.scanner(&show.venue_id, "Office").await?;
+    // Annuls the scan whose id is `scan_id` (a JSON string of an answer).
+    let annul = async |scan_id: &Value| -> Result<()> {
+        let scan_id = scan_id.as_str().unwrap_or_default();
+        app.annul(&office.annul_body(scan_id))
+            .await?
+            .expect(200, "OKAY")?;
+        Ok(())
+    };
+    let entry = scan(app, ScanKind::Enter, &gate1, &group).await?;
+    entry.expect(200, "OKAY")?;
+    annul(&entry.json["result"]["scanId"]).await?;
+    scan(app, ScanKind::Enter, &gate1, &single)
+        .await?
+        .expect(200, "OKAY")?;
+    let exit = scan(app, ScanKind::Exit, &gate1, &single).await?;
+    exit.expect(200, "EXIT")?;
+    annul(&exit.json["result"]["scanId"]).await?;
+    let upload = app
+        .upload_offline(&offline.offline_body(&[offline_scan(
+            ScanKind::Enter,
+            &single,
+            next_scan_time(),
+            "OKAY",
+        )]))
+        .await?;
+    upload.expect(200, "OKAY")?;
+    let forced = &upload.json["message"]["scans"][0];
+    ensure!(forced["forced"] == true, "{}", upload.text);
+    annul(&forced["scanId"]).await?;
+
+    let mut gates = vec![
+        with(
+            json!({"gateId": gate1.gate_id, "name": "Gate 1"}),
+            counts(1, 0, json!({})),
+        ),
+        with(
+            json!({"gateId": offline.gate_id, "name": "Gate 2"}),
+            counts(0, 0, json!({})),
+        ),
+    ];
+    gates.sort_by_key(|gate| gate["gateId"].as_u64());
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counts(1, 0, json!({})),
+        "gates": gates,
+        "events": [with(json!({"eventId": show.event_id}), counts(1, 0, json!({})))],
+    });
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    Ok(())
+}
+
 async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Result<()> {
     let keys = app.keys().clone();
     let home = Show::at_venue(&keys.limited_venue);
@@ -296,6 +362,7 @@ async fn the_stored_gate_name_is_shown_whatever_name_is_sent(app: &TestApp) -> R
 contract_tests!(embedded, distributed => [
     the_stats_match_the_decisions,
     forced_offline_passages_count_as_passages_and_as_forced,
+    annulled_passages_are_taken_back,
     stats_keep_to_known_venues_and_the_key_s_venues,
     the_stored_gate_name_is_shown_whatever_name_is_sent,
 ]);
