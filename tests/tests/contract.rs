@@ -3122,6 +3122,32 @@ async fn annulments_that_cannot_be_done_are_refused(app: &TestApp) -> Result<()>
     Ok(())
 }
 
+/// An answered annulment is durable like a scan: after every process is
+/// killed (SIGKILL) and restarted, the ticket is still as the annulment left
+/// it, and a retry answers that annulment.
+async fn answered_annulments_survive_a_crash(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let annulment = annul(app, &scanner, &entry).await?;
+    decided_as(&annulment, "OKAY", SCAN_ANNULLED)?;
+
+    app.crash_and_restart().await?;
+
+    let retry = annul(app, &scanner, &entry).await?;
+    decided_as(&retry, "OKAY", SCAN_ANNULLED)?;
+    ensure!(
+        answered_id(&retry)? == answered_id(&annulment)?,
+        "{}",
+        retry.text
+    );
+    ensure!(
+        annulments(app, &show.venue_id, &token).await? == (vec![entry.clone()], vec![entry]),
+        "the annulment is kept"
+    );
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
 /// With `PRESENCE_ANNUL_WINDOW_MS=1`, a passage is no longer annulled a
 /// moment after it was decided.
 async fn passages_past_the_window_stay(app: &TestApp) -> Result<()> {
@@ -3450,6 +3476,7 @@ contract_tests!(embedded, distributed => [
     annulling_an_exit_or_a_reentry_restores_the_state_before,
     annulling_twice_answers_the_first_annulment_and_changes_nothing,
     annulments_that_cannot_be_done_are_refused,
+    answered_annulments_survive_a_crash,
 ]);
 
 /// The checks of the decisions stream: the embedded fixture writes it to a log.
