@@ -20,8 +20,8 @@ use presence_domain::offline;
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    AnnulOutcome, Annulled, AnnulledPassage, Decision, DecisionEvent, DeviceId, GateId,
-    RememberedDecision, ScanId, ScanKey, ScanKind, ScanRecord, SecretDigest, Status, Token,
+    AnnulOutcome, AnnulRequest, Annulled, AnnulledPassage, Decision, DecisionEvent, DeviceId,
+    GateId, RememberedDecision, ScanId, ScanKey, ScanKind, ScanRecord, SecretDigest, Status, Token,
     VenueId, barcode,
 };
 use presence_ports::{
@@ -450,18 +450,7 @@ impl Validator {
         };
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let (token, history) = self.annulled_ticket(&request.scan_id).await?;
-            let outcome = annul::decide(
-                request,
-                AnnulFacts {
-                    ticket: history.ticket.as_ref(),
-                    event: history.event.as_ref(),
-                    state: &history.state,
-                    history: &history.scans,
-                },
-                decided_at,
-                self.annul_window_ms,
-            );
-            let allowed = match outcome {
+            let allowed = match self.judge_annulment(request, &history, decided_at) {
                 AnnulOutcome::Refused(decision) => {
                     // The ticket is named only when it is this venue's (a
                     // NOT_FOUND may be another venue's ticket).
@@ -537,18 +526,8 @@ impl Validator {
         command: &AnnulCommand,
     ) -> Result<Option<Answer>, ValidatorError> {
         let (token, history) = self.annulled_ticket(&command.request.scan_id).await?;
-        let outcome = annul::decide(
-            &command.request,
-            AnnulFacts {
-                ticket: history.ticket.as_ref(),
-                event: history.event.as_ref(),
-                state: &history.state,
-                history: &history.scans,
-            },
-            unix_millis(SystemTime::now()),
-            self.annul_window_ms,
-        );
-        match outcome {
+        let now = unix_millis(SystemTime::now());
+        match self.judge_annulment(&command.request, &history, now) {
             AnnulOutcome::AlreadyAnnulled(annulled)
                 if annulled.first.scan_id == command.scan_id =>
             {
@@ -558,6 +537,23 @@ impl Validator {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The annul rule at `now`, on what the store holds of the ticket whose
+    /// history has the annulled scan.
+    fn judge_annulment(
+        &self,
+        request: &AnnulRequest,
+        history: &TicketHistory,
+        now: i64,
+    ) -> AnnulOutcome {
+        let facts = AnnulFacts {
+            ticket: history.ticket.as_ref(),
+            event: history.event.as_ref(),
+            state: &history.state,
+            history: &history.scans,
+        };
+        annul::decide(request, facts, now, self.annul_window_ms)
     }
 
     /// The ticket whose history has the scan `scan_id`, and that history (all
