@@ -11,7 +11,7 @@ use crate::stack::{
     held_scan_partitions, outlive_session, readiness, settle, watch_shutdown,
 };
 use anyhow::{Context, Result, anyhow, bail};
-use presence_domain::ScanKind;
+use presence_domain::{DecisionEvent, ScanKind};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
@@ -34,6 +34,9 @@ pub enum Auth<'a> {
     /// `X-Api-Key: …`.
     Header(&'a str),
 }
+
+/// Where [`TestApp::embedded_publishing`] writes its decisions, in its directory.
+const DECISIONS_LOG: &str = "decisions.ndjson";
 
 /// The API keys every fixture configures, one per role the contract names.
 #[derive(Debug, Clone)]
@@ -197,6 +200,22 @@ impl TestApp {
         Self::start(dir, keys, plan).await
     }
 
+    /// The embedded fixture writing every decision to [`DECISIONS_LOG`] in its
+    /// directory (`PRESENCE_DECISIONS_LOG`), so that [`TestApp::published`]
+    /// reads the decisions stream as in the distributed fixture.
+    pub async fn embedded_publishing() -> Result<Self> {
+        let (dir, keys, keys_file) = Self::prepare()?;
+        let log = dir.path().join(DECISIONS_LOG);
+        let log = log.to_str().context("a UTF-8 temporary path")?.to_owned();
+        let plan = Plan::embedded(
+            dir.path(),
+            &keys,
+            &keys_file,
+            &[("PRESENCE_DECISIONS_LOG", log.as_str())],
+        );
+        Self::start(dir, keys, plan).await
+    }
+
     /// The distributed fixture: a private tansu broker and Redis, a topic prefix
     /// of its own, and one `presence-validator`, one `presence-registry` and one
     /// `presence-gateway` (port 0; the admin key in `PRESENCE_API_KEY`, the other
@@ -355,6 +374,11 @@ impl TestApp {
         self.post_json("/presence/v1/ticket/offline", body).await
     }
 
+    /// `POST /presence/v1/ticket/annul` with the admin key; any answer.
+    pub async fn annul(&self, body: &Value) -> Result<Reply> {
+        self.post_json("/presence/v1/ticket/annul", body).await
+    }
+
     /// `GET /presence/v1/ticket` of `token` at `venue_id` with `auth`; any answer.
     pub async fn lookup_ticket(
         &self,
@@ -499,6 +523,48 @@ impl TestApp {
                 self.print_logs();
                 bail!("{stuck:?} did not exit within {STOP_TIMEOUT:?} of SIGTERM")
             }
+        }
+    }
+
+    /// The decisions stream so far, duplicates included: the distributed
+    /// fixture's `decisions` topic once every scan request is finished
+    /// ([`crate::scans::all_decisions`]), or the decisions log of
+    /// [`TestApp::embedded_publishing`] once it holds at least `expected`
+    /// decisions (it is written behind the answers) or 20 s have passed.
+    pub async fn published(&self, expected: usize) -> Result<Vec<DecisionEvent>> {
+        if self.cluster().is_some() {
+            return crate::scans::all_decisions(self)
+                .await?
+                .into_iter()
+                .map(|record| {
+                    DecisionEvent::try_from(record.decision)
+                        .context("a decision on the stream does not decode")
+                })
+                .collect();
+        }
+        let path = self.inner.dir.path().join(DECISIONS_LOG);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {}: start the fixture with TestApp::embedded_publishing",
+                    path.display()
+                )
+            })?;
+            // A line still being written has no newline yet.
+            let lines: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .collect();
+            if lines.len() >= expected || Instant::now() > deadline {
+                return lines
+                    .iter()
+                    .map(|line| {
+                        serde_json::from_str(line).with_context(|| format!("decision {line}"))
+                    })
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

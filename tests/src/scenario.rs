@@ -167,6 +167,14 @@ impl Scanner {
         })
     }
 
+    /// A `ticket/annul` body of this scanner undoing the scan `scan_id`.
+    pub fn annul_body(&self, scan_id: &str) -> Value {
+        json!({
+            "venueId": self.venue_id, "deviceId": self.device_id,
+            "gateId": self.gate_id, "scanId": scan_id
+        })
+    }
+
     /// A `ticket/offline` upload of this scanner's `scans` ([`offline_scan`]).
     pub fn offline_body(&self, scans: &[Value]) -> Value {
         json!({

@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result, ensure};
 use presence_tests::process::{PresenceProcess, run_to_completion};
-use presence_tests::{Auth, Show, TestApp, contract_tests, ndjson, unique_mac};
+use presence_tests::{
+    Auth, ScanKind, Show, TestApp, contract_tests, ndjson, next_scan_time, unique, unique_mac,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -151,6 +153,69 @@ async fn uploads_device_inits_and_revocations_are_on_the_trail_by_key_name(
     names_no_key(app, &serde_json::to_string(&trail)?)
 }
 
+/// Annulments (SPEC §6), carried out or refused, are on the trail with the
+/// key's name, the passage asked about and the annulment's own scan id.
+async fn annulments_are_on_the_trail_by_key_name(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let token = show.token();
+    app.load(&[show.venue(), show.event(), show.ticket(&token, &["A:1:1"])])
+        .await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    let entry = app
+        .scan(ScanKind::Enter, &scanner.body(&token, next_scan_time()))
+        .await?;
+    entry.expect(200, "OKAY")?;
+    let entry_id = entry.json["result"]["scanId"].as_str().unwrap_or_default();
+    let annulled = app
+        .send(
+            app.request(
+                Method::POST,
+                "/presence/v1/ticket/annul",
+                Auth::Header(&app.keys().scanner),
+            )
+            .body(scanner.annul_body(entry_id).to_string()),
+        )
+        .await?;
+    annulled.expect(200, "OKAY")?;
+    let unknown = unique("scan");
+    let refused = app.annul(&scanner.annul_body(&unknown)).await?;
+    refused.expect(200, "NOT_FOUND")?;
+
+    let trail = app.audit_trail().await?;
+    let summary: Vec<(&str, &str, &str, &str)> = of_venue(&trail, &show.venue_id)
+        .into_iter()
+        .filter(|record| record["kind"] == "annul")
+        .map(|r| {
+            let text = |field: &str| r[field].as_str().unwrap_or("");
+            (
+                text("keyName"),
+                text("status"),
+                text("annulledScanId"),
+                text("scanId"),
+            )
+        })
+        .collect();
+    ensure!(
+        summary
+            == [
+                (
+                    "scanner",
+                    "OKAY",
+                    entry_id,
+                    annulled.json["result"]["scanId"].as_str().unwrap_or("?")
+                ),
+                (
+                    "PRESENCE_API_KEY",
+                    "NOT_FOUND",
+                    unknown.as_str(),
+                    refused.json["result"]["scanId"].as_str().unwrap_or("?")
+                ),
+            ],
+        "{summary:#?}"
+    );
+    names_no_key(app, &serde_json::to_string(&trail)?)
+}
+
 async fn audit_tail_follows_new_records(app: &TestApp) -> Result<()> {
     let show = Show::new();
     app.load(&[show.venue(), show.event()]).await?;
@@ -179,5 +244,6 @@ async fn audit_tail_follows_new_records(app: &TestApp) -> Result<()> {
 
 contract_tests!(embedded, distributed => [
     uploads_device_inits_and_revocations_are_on_the_trail_by_key_name,
+    annulments_are_on_the_trail_by_key_name,
     audit_tail_follows_new_records,
 ]);

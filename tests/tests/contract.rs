@@ -2,6 +2,9 @@
 //! below runs against every fixture listed in `contract_tests!` at the bottom.
 
 use anyhow::{Result, anyhow, ensure};
+use presence_domain::DecisionEvent;
+use presence_tests::scans::scan_id;
+use presence_tests::stack::{DistributedOptions, RedisSetup};
 use presence_tests::{
     Auth, HOUR_MS, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, ndjson, next_scan_time,
     now_ms, offline_scan, unique, unique_mac,
@@ -24,7 +27,7 @@ const VALIDATE: ScanKind = ScanKind::Validate;
 const SPEC_ENTRY: i64 = 1_480_003_200_000;
 
 /// Every POST endpoint, with and without `.json`.
-const POST_PATHS: [&str; 11] = [
+const POST_PATHS: [&str; 13] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -36,6 +39,8 @@ const POST_PATHS: [&str; 11] = [
     "/admin/v1/inventory",
     "/presence/v1/ticket/offline",
     "/presence/v1/ticket/offline.json",
+    "/presence/v1/ticket/annul",
+    "/presence/v1/ticket/annul.json",
 ];
 
 /// A venue with an event on now, and one device at "Gate 1".
@@ -2880,6 +2885,527 @@ async fn arbitrary_bytes_get_4xx_not_5xx(app: &TestApp) -> Result<()> {
     never_a_server_error(app, bodies).await
 }
 
+// ------------------------------------------------------------ POST ticket/annul
+
+const SCAN_ANNULLED: &str = "Scan annulled";
+const NOT_A_PASSAGE: &str = "Scan is not a passage";
+
+/// The `result.scanId` of an answer.
+fn answered_id(reply: &Reply) -> Result<String> {
+    scan_id(reply).ok_or_else(|| anyhow!("answer without result.scanId: {}", reply.text))
+}
+
+/// Annuls the scan `annulled` from `scanner`, with the admin key.
+async fn annul(app: &TestApp, scanner: &Scanner, annulled: &str) -> Result<Reply> {
+    app.annul(&scanner.annul_body(annulled)).await
+}
+
+/// Expects a ticket decision with `status` and `message`.
+fn decided_as(reply: &Reply, status: &str, message: &str) -> Result<()> {
+    decided(reply, status)?;
+    ensure!(reply.message() == message, "{}", reply.text);
+    Ok(())
+}
+
+/// Scans `token` and returns the scan id of its answer, expected `status`.
+async fn passage(
+    app: &TestApp,
+    kind: ScanKind,
+    scanner: &Scanner,
+    token: &str,
+    status: &str,
+) -> Result<String> {
+    let reply = scan_now(app, kind, scanner, token).await?;
+    decided(&reply, status)?;
+    answered_id(&reply)
+}
+
+/// What a lookup says of annulments: the scan ids marked `annulled`, and each
+/// annulment's (kind `annul`) `annuls`, newest first.
+async fn annulments(app: &TestApp, venue: &str, token: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let reply = app
+        .lookup_ticket(venue, token, Auth::Header(app.admin_key()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let scans = reply.json["message"]["scans"]
+        .as_array()
+        .ok_or_else(|| anyhow!("lookup without message.scans: {}", reply.text))?;
+    let text = |value: &Value| value.as_str().map(str::to_owned).unwrap_or_default();
+    let annulled = scans
+        .iter()
+        .filter(|scan| scan["annulled"] == json!(true))
+        .map(|scan| text(&scan["scanId"]))
+        .collect();
+    let annuls = scans
+        .iter()
+        .filter(|scan| scan["kind"] == json!("annul"))
+        .map(|scan| text(&scan["annuls"]))
+        .collect();
+    Ok((annulled, annuls))
+}
+
+async fn annulling_an_entry_returns_the_ticket_to_never(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1", "A:1:2"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let reply = annul(app, &scanner, &entry).await?;
+    decided_as(&reply, "OKAY", SCAN_ANNULLED)?;
+    ensure!(
+        reply.tickets().len() == 2 && answered_id(&reply)? != entry,
+        "the ticket's places under the annulment's own scan id: {}",
+        reply.text
+    );
+    ensure!(
+        ticket_history(app, &show.venue_id, &token).await?
+            == (
+                "NEVER".to_owned(),
+                vec![
+                    history_entry(ScanKind::Annul, "OKAY", false),
+                    history_entry(ENTER, "OKAY", false),
+                ]
+            ),
+        "history of {token}"
+    );
+    ensure!(
+        annulments(app, &show.venue_id, &token).await?
+            == (vec![entry.clone()], vec![entry.clone()]),
+        "the entry is annulled, by the annulment"
+    );
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+async fn annulling_an_exit_or_a_reentry_restores_the_state_before(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let exit = passage(app, EXIT, &scanner, &token, "EXIT").await?;
+    decided_as(&annul(app, &scanner, &exit).await?, "OKAY", SCAN_ANNULLED)?;
+    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(
+        state == "IN",
+        "an annulled exit leaves the holder inside: {state}"
+    );
+    // Inside again: entering is refused with the first entry, leaving works.
+    decided(
+        &scan_now(app, ENTER, &scanner, &token).await?,
+        "ALREADY_ENTERED",
+    )?;
+    passage(app, EXIT, &scanner, &token, "EXIT").await?;
+    let reentry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    decided_as(
+        &annul(app, &scanner, &reentry).await?,
+        "OKAY",
+        SCAN_ANNULLED,
+    )?;
+    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(
+        state == "OUT",
+        "an annulled re-entry leaves the holder outside: {state}"
+    );
+    decided(
+        &scan_now(app, EXIT, &scanner, &token).await?,
+        "INVALID_TICKET",
+    )?;
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+async fn annulling_twice_answers_the_first_annulment_and_changes_nothing(
+    app: &TestApp,
+) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let first = annul(app, &scanner, &entry).await?;
+    decided_as(&first, "OKAY", SCAN_ANNULLED)?;
+    let again = annul(app, &scanner, &entry).await?;
+    decided_as(&again, "OKAY", SCAN_ANNULLED)?;
+    ensure!(
+        answered_id(&again)? == answered_id(&first)?,
+        "{} then {}",
+        first.text,
+        again.text
+    );
+    // After a new entry, annulling the first one again still changes nothing.
+    passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let late = annul(app, &scanner, &entry).await?;
+    decided_as(&late, "OKAY", SCAN_ANNULLED)?;
+    ensure!(answered_id(&late)? == answered_id(&first)?, "{}", late.text);
+    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(
+        state == "IN"
+            && scans
+                == [
+                    history_entry(ENTER, "OKAY", false),
+                    history_entry(ScanKind::Annul, "OKAY", false),
+                    history_entry(ENTER, "OKAY", false),
+                ],
+        "{state} {scans:?}"
+    );
+    Ok(())
+}
+
+async fn annulments_that_cannot_be_done_are_refused(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let unknown = unique("scan");
+    let reply = annul(app, &scanner, &unknown).await?;
+    decided_as(&reply, "NOT_FOUND", "Scan was not found")?;
+    ensure!(reply.tickets().is_empty(), "{}", reply.text);
+
+    let validate = passage(app, VALIDATE, &scanner, &token, "INTERNAL_SCAN").await?;
+    decided_as(
+        &annul(app, &scanner, &validate).await?,
+        "INVALID_TICKET",
+        NOT_A_PASSAGE,
+    )?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let refused = passage(app, ENTER, &scanner, &token, "ALREADY_ENTERED").await?;
+    decided_as(
+        &annul(app, &scanner, &refused).await?,
+        "INVALID_TICKET",
+        NOT_A_PASSAGE,
+    )?;
+    passage(app, EXIT, &scanner, &token, "EXIT").await?;
+    decided_as(
+        &annul(app, &scanner, &entry).await?,
+        "INVALID_TICKET",
+        "A later passage of this ticket exists",
+    )?;
+
+    // Another venue's scan is none of this venue's business.
+    let away = Show::new();
+    app.load(&away.records()).await?;
+    let away_token = new_ticket(app, &away, &["B:1:1"]).await?;
+    let away_scanner = app.scanner(&away.venue_id, "Gate 1").await?;
+    let away_entry = passage(app, ENTER, &away_scanner, &away_token, "OKAY").await?;
+    decided_as(
+        &annul(app, &scanner, &away_entry).await?,
+        "NOT_FOUND",
+        "Scan was not found",
+    )?;
+    let (away_state, _) = ticket_history(app, &away.venue_id, &away_token).await?;
+    ensure!(away_state == "IN", "{away_state}");
+
+    // A key limited to another venue, a device not configured there, bad fields.
+    let limited = app
+        .post(
+            "/presence/v1/ticket/annul.json",
+            Auth::Header(&app.keys().limited),
+            scanner.annul_body(&away_entry).to_string(),
+            None,
+        )
+        .await?;
+    limited.expect(403, "FORBIDDEN")?;
+    let mut stranger = scanner.annul_body(&entry);
+    stranger["deviceId"] = json!(scanner.device_id + 1_000_000);
+    let reply = app.annul(&stranger).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(reply.message().contains("deviceId"), "{}", reply.text);
+    let reply = app.annul(&json!({})).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    for field in ["venueId", "deviceId", "gateId", "scanId"] {
+        ensure!(reply.message().contains(field), "{field}: {}", reply.text);
+    }
+    let mut braced = scanner.annul_body(&entry);
+    braced["scanId"] = json!("a}b");
+    let reply = app.annul(&braced).await?;
+    reply.expect(400, "BAD_REQUEST")?;
+    ensure!(reply.message().contains("scanId"), "{}", reply.text);
+    ensure!(
+        reply.json["message"]["tickets"].is_array(),
+        "{}",
+        reply.text
+    );
+
+    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(state == "OUT", "no refusal changed the ticket: {state}");
+    Ok(())
+}
+
+/// An answered annulment is durable like a scan: after every process is
+/// killed (SIGKILL) and restarted, the ticket is still as the annulment left
+/// it, and a retry answers that annulment.
+async fn answered_annulments_survive_a_crash(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let annulment = annul(app, &scanner, &entry).await?;
+    decided_as(&annulment, "OKAY", SCAN_ANNULLED)?;
+
+    app.crash_and_restart().await?;
+
+    let retry = annul(app, &scanner, &entry).await?;
+    decided_as(&retry, "OKAY", SCAN_ANNULLED)?;
+    ensure!(
+        answered_id(&retry)? == answered_id(&annulment)?,
+        "{}",
+        retry.text
+    );
+    ensure!(
+        annulments(app, &show.venue_id, &token).await? == (vec![entry.clone()], vec![entry]),
+        "the annulment is kept"
+    );
+    decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")
+}
+
+/// With `PRESENCE_ANNUL_WINDOW_MS=1`, a passage is no longer annulled a
+/// moment after it was decided.
+async fn passages_past_the_window_stay(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    decided_as(
+        &annul(app, &scanner, &entry).await?,
+        "INVALID_TICKET",
+        "Too late to annul: the scan was decided more than 1 ms ago",
+    )?;
+    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    ensure!(state == "IN", "{state}");
+    Ok(())
+}
+
+const TINY_WINDOW: (&str, &str) = ("PRESENCE_ANNUL_WINDOW_MS", "1");
+
+/// Runs `test` against `app`, printing its logs on failure.
+async fn on(app: TestApp, test: impl AsyncFnOnce(&TestApp) -> Result<()>) -> Result<()> {
+    let outcome = test(&app).await;
+    if outcome.is_err() {
+        app.print_logs();
+    }
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_annulments_past_the_window_are_refused() -> Result<()> {
+    on(
+        TestApp::embedded_with(&[TINY_WINDOW]).await?,
+        passages_past_the_window_stay,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_annulments_past_the_window_are_refused() -> Result<()> {
+    let (name, value) = TINY_WINDOW;
+    let options = DistributedOptions {
+        env: vec![(name.to_owned(), value.to_owned())],
+        ..DistributedOptions::default()
+    };
+    on(
+        TestApp::distributed_with(options).await?,
+        passages_past_the_window_stay,
+    )
+    .await
+}
+
+/// On a Redis Cluster the scan's index key is of another slot than its
+/// ticket's: it is written beside the commit, not in its pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_annulments_on_a_redis_cluster() -> Result<()> {
+    let options = DistributedOptions {
+        redis: RedisSetup::Cluster,
+        ..DistributedOptions::default()
+    };
+    on(
+        TestApp::distributed_with(options).await?,
+        annulling_an_entry_returns_the_ticket_to_never,
+    )
+    .await
+}
+
+/// The decisions of `venue` on the stream, at least `expected` of them.
+async fn published_at(app: &TestApp, venue: &str, expected: usize) -> Result<Vec<DecisionEvent>> {
+    let all = app.published(expected).await?;
+    Ok(all
+        .into_iter()
+        .filter(|event| event.venue_id.as_str() == venue)
+        .collect())
+}
+
+async fn annulments_are_published_once_with_what_they_annul(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let entry = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let first = annul(app, &scanner, &entry).await?;
+    decided(&first, "OKAY")?;
+    // A retry is answered from memory: not a second decision on the stream.
+    decided(&annul(app, &scanner, &entry).await?, "OKAY")?;
+    let unknown = unique("scan");
+    let missing = annul(app, &scanner, &unknown).await?;
+    decided(&missing, "NOT_FOUND")?;
+
+    let published = published_at(app, &show.venue_id, 3).await?;
+    let annulments: Vec<&DecisionEvent> = published
+        .iter()
+        .filter(|event| event.kind == ScanKind::Annul)
+        .collect();
+    ensure!(annulments.len() == 2, "{annulments:#?}");
+    let done = annulments
+        .iter()
+        .find(|event| event.scan_id.as_str() == answered_id(&first).unwrap_or_default())
+        .ok_or_else(|| anyhow!("the annulment is not on the stream: {annulments:#?}"))?;
+    let taken_back = done
+        .annulled
+        .as_ref()
+        .ok_or_else(|| anyhow!("no annulled passage: {done:#?}"))?;
+    ensure!(
+        done.decision.status.as_str() == "OKAY"
+            && done.annuls.as_ref().map(|id| id.as_str()) == Some(entry.as_str())
+            && done.token.as_str() == token
+            && done.device_id.get() == scanner.device_id
+            && taken_back.kind == ENTER
+            && taken_back.gate_id.get() == scanner.gate_id,
+        "{done:#?}"
+    );
+    let not_found = annulments
+        .iter()
+        .find(|event| event.scan_id.as_str() == answered_id(&missing).unwrap_or_default())
+        .ok_or_else(|| anyhow!("the refusal is not on the stream: {annulments:#?}"))?;
+    ensure!(
+        not_found.decision.status.as_str() == "NOT_FOUND"
+            && not_found.annuls.as_ref().map(|id| id.as_str()) == Some(unknown.as_str())
+            && not_found.token.as_str().is_empty()
+            && not_found.annulled.is_none(),
+        "{not_found:#?}"
+    );
+    Ok(())
+}
+
+/// Replays a lookup's history (oldest first): a passage moves the ticket, an
+/// annulment undoes the latest passage still standing, which must be the one
+/// it names. Returns the state the story ends in.
+fn replay(scans: &[Value]) -> Result<String> {
+    let mut standing: Vec<(String, String)> = Vec::new();
+    let mut state = "NEVER".to_owned();
+    for scan in scans.iter().rev() {
+        let id = scan["scanId"].as_str().unwrap_or_default().to_owned();
+        match (scan["kind"].as_str(), scan["status"].as_str()) {
+            (Some("enter"), Some("OKAY")) => {
+                standing.push((id, std::mem::replace(&mut state, "IN".into())));
+            }
+            (Some("exit"), Some("EXIT")) => {
+                standing.push((id, std::mem::replace(&mut state, "OUT".into())));
+            }
+            (Some("annul"), Some("OKAY")) => {
+                let (undone, before) = standing
+                    .pop()
+                    .ok_or_else(|| anyhow!("an annulment with no passage standing: {scan}"))?;
+                ensure!(
+                    scan["annuls"] == json!(undone),
+                    "{scan} annulled another passage than {undone}"
+                );
+                state = before;
+            }
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+async fn concurrent_enters_and_annulments_keep_one_story(app: &TestApp) -> Result<()> {
+    let (show, scanner) = setup(app).await?;
+    let token = new_ticket(app, &show, &["A:1:1"]).await?;
+    let mut latest = passage(app, ENTER, &scanner, &token, "OKAY").await?;
+    let mut annulment_ids = std::collections::BTreeSet::new();
+    // Decisions made (each published once): every scan, every refused
+    // annulment, each annulment carried out (its retries are answered from memory).
+    let mut decided = 1;
+    for _round in 0..4 {
+        let mut racers = JoinSet::new();
+        for i in 0..12 {
+            let (app, scanner, token, latest) =
+                (app.clone(), scanner.clone(), token.clone(), latest.clone());
+            racers.spawn(async move {
+                let reply = if i % 2 == 0 {
+                    scan_now(&app, ENTER, &scanner, &token).await?
+                } else {
+                    annul(&app, &scanner, &latest).await?
+                };
+                anyhow::Ok((i % 2 == 0, reply))
+            });
+        }
+        let mut annulled_by = std::collections::BTreeSet::new();
+        let mut entries = Vec::new();
+        while let Some(joined) = racers.join_next().await {
+            let (is_enter, reply) = joined??;
+            match (is_enter, reply.status()) {
+                (true, "OKAY") => {
+                    decided += 1;
+                    entries.push(answered_id(&reply)?);
+                }
+                (true, "ALREADY_ENTERED") | (false, "INVALID_TICKET") => decided += 1,
+                (false, "OKAY") => {
+                    annulled_by.insert(answered_id(&reply)?);
+                }
+                other => anyhow::bail!("unexpected answer {other:?}: {}", reply.text),
+            }
+        }
+        ensure!(
+            annulled_by.len() == 1,
+            "one annulment of {latest}, every other annulment of it answered with it: {annulled_by:?}"
+        );
+        ensure!(
+            entries.len() <= 1,
+            "at most one entry once it is undone: {entries:?}"
+        );
+        decided += annulled_by.difference(&annulment_ids).count();
+        annulment_ids.extend(annulled_by);
+        if let Some(entry) = entries.pop() {
+            latest = entry;
+        }
+    }
+    let reply = app
+        .lookup_ticket(&show.venue_id, &token, Auth::Header(app.admin_key()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    let scans = reply.json["message"]["scans"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let replayed = replay(&scans)?;
+    ensure!(
+        reply.json["message"]["state"] == json!(replayed),
+        "state {} but the history tells {replayed}: {scans:#?}",
+        reply.json["message"]["state"]
+    );
+
+    // Each decision of this ticket is on the stream once, and the story the
+    // stream tells is the history's.
+    let published = published_at(app, &show.venue_id, decided).await?;
+    ensure!(
+        published.len() == decided,
+        "{decided} decisions made, {} published",
+        published.len()
+    );
+    let mut once = std::collections::BTreeSet::new();
+    for event in &published {
+        ensure!(
+            once.insert(event.scan_id.clone()),
+            "published twice: {event:#?}"
+        );
+    }
+    let changes = |kind: &str| {
+        scans
+            .iter()
+            .filter(|scan| scan["kind"] == json!(kind) && scan["status"] == json!("OKAY"))
+            .count()
+    };
+    let published_changes = |kind: ScanKind| {
+        published
+            .iter()
+            .filter(|event| event.kind == kind && event.decision.status.as_str() == "OKAY")
+            .count()
+    };
+    ensure!(
+        published_changes(ENTER) == changes("enter")
+            && published_changes(ScanKind::Annul) == changes("annul")
+            && changes("annul") == annulment_ids.len(),
+        "stream and history disagree: {published:#?}\n{scans:#?}"
+    );
+    Ok(())
+}
+
 contract_tests!(embedded, distributed => [
     every_path_answers_with_and_without_json_suffix,
     api_key_goes_in_the_query_or_a_header,
@@ -2946,4 +3472,19 @@ contract_tests!(embedded, distributed => [
     answered_scans_survive_a_crash,
     arbitrary_json_bodies_get_4xx_not_5xx,
     arbitrary_bytes_get_4xx_not_5xx,
+    annulling_an_entry_returns_the_ticket_to_never,
+    annulling_an_exit_or_a_reentry_restores_the_state_before,
+    annulling_twice_answers_the_first_annulment_and_changes_nothing,
+    annulments_that_cannot_be_done_are_refused,
+    answered_annulments_survive_a_crash,
 ]);
+
+/// The checks of the decisions stream: the embedded fixture writes it to a log.
+mod published {
+    use super::*;
+
+    contract_tests!(embedded_publishing, distributed => [
+        annulments_are_published_once_with_what_they_annul,
+        concurrent_enters_and_annulments_keep_one_story,
+    ]);
+}

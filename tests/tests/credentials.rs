@@ -19,6 +19,7 @@ const BARCODE_REQUIRED: &str = "Barcode required: open the ticket in the app";
 const BARCODE_EXPIRED: &str = "Barcode has expired";
 const REVOKE: &str = "/admin/v1/devices/revoke";
 const OFFLINE: &str = "/presence/v1/ticket/offline";
+const ANNUL: &str = "/presence/v1/ticket/annul";
 
 fn rotation() -> Result<Rotation> {
     Ok(Rotation {
@@ -444,6 +445,36 @@ async fn offline_uploads_at_a_strict_venue_need_the_device_secret(app: &TestApp)
     Ok(())
 }
 
+async fn annulments_at_a_strict_venue_need_the_device_secret(app: &TestApp) -> Result<()> {
+    let show = strict_show(app).await?;
+    let token = show.token();
+    app.load(&[show.ticket(&token, &["A:1:1"])]).await?;
+    let (reply, scanner) = init(app, &show, &unique_mac()).await?;
+    let secret = device_secret(&reply)?;
+    let entry = scan_with_secret(
+        app,
+        ScanKind::Enter,
+        &scanner.body(&token, next_scan_time()),
+        Some(&secret),
+    )
+    .await?;
+    entry.expect(200, "OKAY")?;
+    let annul = scanner.annul_body(entry.json["result"]["scanId"].as_str().unwrap_or_default());
+    let base = app.base_url();
+    for (secret, message) in [
+        (None, "device secret required"),
+        (Some("0123456789abcdef"), "device secret rejected"),
+    ] {
+        let reply = post_with_secret(app, &base, ANNUL, &annul, secret).await?;
+        reply.expect(401, "UNAUTHORIZED")?;
+        ensure!(reply.message() == message, "{}", reply.text);
+    }
+    // Refused without deciding anything: the annulment is still to be made.
+    let reply = post_with_secret(app, &base, ANNUL, &annul, Some(&secret)).await?;
+    decided(&reply, "OKAY", "Scan annulled")?;
+    Ok(())
+}
+
 async fn the_new_endpoint_and_header_are_documented(app: &TestApp) -> Result<()> {
     let reply = app.get("/openapi.json", Auth::None).await?;
     let paths = &reply.json["paths"];
@@ -525,5 +556,6 @@ contract_tests!(embedded, distributed => [
     device_secrets_guard_a_strict_venue,
     revoked_devices_are_forbidden_until_reinit,
     offline_uploads_at_a_strict_venue_need_the_device_secret,
+    annulments_at_a_strict_venue_need_the_device_secret,
     the_new_endpoint_and_header_are_documented,
 ]);

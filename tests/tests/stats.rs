@@ -229,6 +229,72 @@ async fn forced_offline_passages_count_as_passages_and_as_forced(app: &TestApp) 
     Ok(())
 }
 
+/// An annulment (SPEC §6) takes its passage back where it was counted: at
+/// the passage's gate and event, and from `forced` for a forced one; the
+/// annulling device's gate counts nothing.
+async fn annulled_passages_are_taken_back(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let (group, single) = (show.token(), show.token());
+    let mut records = show.records();
+    records.extend([
+        show.ticket(&group, &["A:1:1", "A:1:2"]),
+        show.ticket(&single, &["A:1:3"]),
+    ]);
+    app.load(&records).await?;
+    let gate1 = app.scanner(&show.venue_id, "Gate 1").await?;
+    let offline = app.scanner(&show.venue_id, "Gate 2").await?;
+    let office = app.scanner(&show.venue_id, "Office").await?;
+    // Annuls the scan whose id is `scan_id` (a JSON string of an answer).
+    let annul = async |scan_id: &Value| -> Result<()> {
+        let scan_id = scan_id.as_str().unwrap_or_default();
+        app.annul(&office.annul_body(scan_id))
+            .await?
+            .expect(200, "OKAY")?;
+        Ok(())
+    };
+    let entry = scan(app, ScanKind::Enter, &gate1, &group).await?;
+    entry.expect(200, "OKAY")?;
+    annul(&entry.json["result"]["scanId"]).await?;
+    scan(app, ScanKind::Enter, &gate1, &single)
+        .await?
+        .expect(200, "OKAY")?;
+    let exit = scan(app, ScanKind::Exit, &gate1, &single).await?;
+    exit.expect(200, "EXIT")?;
+    annul(&exit.json["result"]["scanId"]).await?;
+    let upload = app
+        .upload_offline(&offline.offline_body(&[offline_scan(
+            ScanKind::Enter,
+            &single,
+            next_scan_time(),
+            "OKAY",
+        )]))
+        .await?;
+    upload.expect(200, "OKAY")?;
+    let forced = &upload.json["message"]["scans"][0];
+    ensure!(forced["forced"] == true, "{}", upload.text);
+    annul(&forced["scanId"]).await?;
+
+    let mut gates = vec![
+        with(
+            json!({"gateId": gate1.gate_id, "name": "Gate 1"}),
+            counts(1, 0, json!({})),
+        ),
+        with(
+            json!({"gateId": offline.gate_id, "name": "Gate 2"}),
+            counts(0, 0, json!({})),
+        ),
+    ];
+    gates.sort_by_key(|gate| gate["gateId"].as_u64());
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counts(1, 0, json!({})),
+        "gates": gates,
+        "events": [with(json!({"eventId": show.event_id}), counts(1, 0, json!({})))],
+    });
+    wait_for_stats(app, &show.venue_id, &expected).await?;
+    Ok(())
+}
+
 async fn stats_keep_to_known_venues_and_the_key_s_venues(app: &TestApp) -> Result<()> {
     let keys = app.keys().clone();
     let home = Show::at_venue(&keys.limited_venue);
@@ -296,6 +362,7 @@ async fn the_stored_gate_name_is_shown_whatever_name_is_sent(app: &TestApp) -> R
 contract_tests!(embedded, distributed => [
     the_stats_match_the_decisions,
     forced_offline_passages_count_as_passages_and_as_forced,
+    annulled_passages_are_taken_back,
     stats_keep_to_known_venues_and_the_key_s_venues,
     the_stored_gate_name_is_shown_whatever_name_is_sent,
 ]);
@@ -319,28 +386,26 @@ async fn stats_match_after_a_validator_is_killed_and_restarted() -> Result<()> {
 const KILL_ROUNDS: usize = 3;
 const ENTERED_PER_ROUND: usize = 3;
 
-async fn killed_validator(app: &TestApp) -> Result<()> {
+/// Sends each of `items` (`send`), ENTERED_PER_ROUND a round, killing the
+/// validator (SIGKILL) after each round and restarting it, until a kill leaves
+/// scan requests uncommitted (at most KILL_ROUNDS). Killed right after a few
+/// requests, within the auto-commit interval (1 s) of their offsets, the
+/// validator most likely has not committed them; rarely the commit came first:
+/// the group's offsets tell, and another round follows. Returns how many items
+/// were sent and how many requests were left uncommitted.
+async fn kill_after_rounds<T>(
+    app: &TestApp,
+    items: &[T],
+    send: impl AsyncFn(&T) -> Result<()>,
+) -> Result<(usize, i64)> {
     let cluster = app.cluster().context("not a distributed fixture")?;
-    let show = Show::new();
-    let tokens: Vec<String> = (0..12).map(|_| show.token()).collect();
-    let mut records = show.records();
-    records.extend(tokens.iter().map(|token| show.ticket(token, &["A:1:1"])));
-    app.load(&records).await?;
-    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
-
-    // Killed right after a few scans, within the auto-commit interval (1 s) of
-    // their offsets, the validator most likely has not committed them. Rarely
-    // the commit came first: the group's offsets tell, and another round of
-    // scans and a kill follows.
-    let mut entered = 0;
+    let mut sent = 0;
     let mut left_uncommitted = 0;
-    for round in tokens.chunks(ENTERED_PER_ROUND).take(KILL_ROUNDS) {
-        for token in round {
-            scan(app, ScanKind::Enter, &scanner, token)
-                .await?
-                .expect(200, "OKAY")?;
+    for round in items.chunks(ENTERED_PER_ROUND).take(KILL_ROUNDS) {
+        for item in round {
+            send(item).await?;
         }
-        entered += round.len();
+        sent += round.len();
         app.kill_validator(0)?;
         left_uncommitted = uncommitted(
             &cluster.bootstrap,
@@ -358,6 +423,54 @@ async fn killed_validator(app: &TestApp) -> Result<()> {
         "in {KILL_ROUNDS} rounds the validator had committed every offset before it was killed: \
          nothing to redeliver"
     );
+    Ok((sent, left_uncommitted))
+}
+
+/// Once every scan request is committed, the redelivered decisions are on the
+/// stream a second time under their scan ids (the same decision each time);
+/// once the registry has counted every record of the stream, duplicates
+/// included, the stats are still `expected`.
+async fn redelivered_and_counted_once(
+    app: &TestApp,
+    left_uncommitted: i64,
+    venue: &str,
+    expected: &Value,
+) -> Result<()> {
+    let cluster = app.cluster().context("not a distributed fixture")?;
+    let published = all_decisions(app).await?;
+    let raw = published.len();
+    let distinct = by_scan_id(published, Delivery::AtLeastOnce)?.len();
+    ensure!(
+        raw > distinct,
+        "{left_uncommitted} scan requests were uncommitted at the kill, yet no decision was \
+         published twice ({raw} records): nothing was redelivered"
+    );
+    wait_until_committed(
+        &cluster.bootstrap,
+        &cluster.stats_group(),
+        &cluster.topic("decisions"),
+        COUNT_WITHIN,
+    )
+    .await?;
+    wait_for_stats(app, venue, expected).await?;
+    Ok(())
+}
+
+async fn killed_validator(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let tokens: Vec<String> = (0..12).map(|_| show.token()).collect();
+    let mut records = show.records();
+    records.extend(tokens.iter().map(|token| show.ticket(token, &["A:1:1"])));
+    app.load(&records).await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+
+    let (entered, left_uncommitted) = kill_after_rounds(app, &tokens, async |token| {
+        scan(app, ScanKind::Enter, &scanner, token)
+            .await?
+            .expect(200, "OKAY")?;
+        Ok(())
+    })
+    .await?;
     for token in &tokens[entered..] {
         scan(app, ScanKind::Enter, &scanner, token)
             .await?
@@ -379,25 +492,63 @@ async fn killed_validator(app: &TestApp) -> Result<()> {
                         counts(12, 1, json!({"ALREADY_ENTERED": 1})))],
     });
     wait_for_stats(app, &show.venue_id, &expected).await?;
-    // Once every scan request is committed, the redelivered decisions are on the
-    // stream, a second time under their scan ids.
-    let published = all_decisions(app).await?;
-    let raw = published.len();
-    let distinct = by_scan_id(published, Delivery::AtLeastOnce)?.len();
-    ensure!(
-        raw > distinct,
-        "{left_uncommitted} scan requests were uncommitted at the kill, yet no decision was \
-         published twice ({raw} records): nothing was redelivered"
-    );
-    // Once the registry has counted every record of the stream, duplicates
-    // included, the counts are still those of the decisions made.
-    wait_until_committed(
-        &cluster.bootstrap,
-        &cluster.stats_group(),
-        &cluster.topic("decisions"),
-        COUNT_WITHIN,
-    )
-    .await?;
+    redelivered_and_counted_once(app, left_uncommitted, &show.venue_id, &expected).await
+}
+
+/// The same for annulments (SPEC §6): a validator killed after annulling,
+/// before committing the requests' offsets, republishes the annulments it
+/// finds carried out (each under its own scan id, the same decision), decides
+/// none again, and the stats take each passage back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annulments_are_redelivered_once_after_a_validator_is_killed() -> Result<()> {
+    let app = TestApp::distributed().await?;
+    let outcome = killed_validator_annulling(&app).await;
+    if outcome.is_err() {
+        app.print_logs();
+    }
+    outcome
+}
+
+async fn killed_validator_annulling(app: &TestApp) -> Result<()> {
+    let show = Show::new();
+    let tokens: Vec<String> = (0..12).map(|_| show.token()).collect();
+    let mut records = show.records();
+    records.extend(tokens.iter().map(|token| show.ticket(token, &["A:1:1"])));
+    app.load(&records).await?;
+    let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    let mut entries = Vec::new();
+    for token in &tokens {
+        let reply = scan(app, ScanKind::Enter, &scanner, token).await?;
+        reply.expect(200, "OKAY")?;
+        entries.push(reply.json["result"]["scanId"].clone());
+    }
+    let annul = async |entry: &Value| -> Result<()> {
+        let body = scanner.annul_body(entry.as_str().unwrap_or_default());
+        app.annul(&body).await?.expect(200, "OKAY")?;
+        Ok(())
+    };
+    let (annulled, left_uncommitted) = kill_after_rounds(app, &entries, annul).await?;
+    for entry in &entries[annulled..] {
+        annul(entry).await?;
+    }
+    let expected = json!({
+        "venueId": show.venue_id,
+        "totals": counts(0, 0, json!({})),
+        "gates": [with(json!({"gateId": scanner.gate_id, "name": "Gate 1"}), counts(0, 0, json!({})))],
+        "events": [with(json!({"eventId": show.event_id}), counts(0, 0, json!({})))],
+    });
     wait_for_stats(app, &show.venue_id, &expected).await?;
+    redelivered_and_counted_once(app, left_uncommitted, &show.venue_id, &expected).await?;
+    let published: Vec<_> = all_decisions(app)
+        .await?
+        .into_iter()
+        .filter(|record| record.kind() == "annul")
+        .collect();
+    let raw = published.len();
+    let annulments = by_scan_id(published, Delivery::AtLeastOnce)?.len();
+    ensure!(
+        annulments == tokens.len() && raw > annulments,
+        "{annulments} annulments on the stream in {raw} records: each once, one at least redelivered"
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What Presence answers: a status, a message for the gate screen, and the places
 //! the ticket admits.
 
+use crate::annul::AnnulledPassage;
 use crate::ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 use crate::scan::{DeviceOs, ScanKind};
 use serde::{Deserialize, Serialize};
@@ -182,8 +183,11 @@ pub struct DecisionEvent {
     pub gate_id: GateId,
     pub gate_name: String,
     pub device_id: DeviceId,
-    pub device_os: DeviceOs,
+    /// How the ticket was presented; `None` for an annulment, which presents none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_os: Option<DeviceOs>,
     pub channel_id: Option<String>,
+    /// As the scanner sent it; an annulment's is its decision time.
     pub scan_time: UnixMillis,
     pub decided_at: UnixMillis,
     /// Uploaded by `ticket/offline`: made while the scanner had no network.
@@ -193,6 +197,14 @@ pub struct DecisionEvent {
     /// For an offline scan: the status the scanner showed then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shown: Option<Status>,
+    /// For an annulment (kind `annul`), allowed or refused: the scan id it
+    /// asked to undo. (Its `token` is empty when that scan was not found.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annuls: Option<ScanId>,
+    /// For an annulment carried out: the passage it took back, which venue
+    /// stats subtract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annulled: Option<AnnulledPassage>,
 }
 
 impl DecisionEvent {

@@ -6,12 +6,17 @@
 //! keeps its decision. Scans of unknown tokens leave no history: nobody can
 //! look them up (an unknown token is 404), and a flood of random tokens must
 //! not grow it.
+//!
+//! History is append-only: an annulment ([`crate::annul`]) adds a record of its
+//! own naming the passage it undid (`annuls`), and a lookup derives which
+//! records were annulled ([`TicketReport::is_annulled`]). A passage's record
+//! keeps the state it replaced, which is what an annulment restores.
 
 use crate::decision::{Decision, Status};
 use crate::ids::{DeviceId, EventId, GateId, ScanId, Token, UnixMillis, VenueId};
 use crate::inventory::{Event, Ticket, TicketStatus};
 use crate::scan::{ScanKind, ScanRequest};
-use crate::state::{StateRecord, TokenState};
+use crate::state::{PriorState, StateRecord, TokenState};
 use serde::{Deserialize, Serialize};
 
 /// Most scans kept per ticket, and the largest `limit` of a lookup.
@@ -48,6 +53,14 @@ pub struct ScanRecord {
     pub offline: bool,
     #[serde(rename = "f", default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// For an applied passage (an enter answered OKAY, an exit answered EXIT,
+    /// a forced offline passage): the state it replaced. `None` for every
+    /// other record, so a record without it is no passage an annulment can undo.
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<PriorState>,
+    /// For an annulment: the scan id of the passage it undid.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub annuls: Option<ScanId>,
 }
 
 impl ScanRecord {
@@ -73,7 +86,31 @@ impl ScanRecord {
             decided_at,
             offline,
             forced: decision.forced,
+            replaced: None,
+            annuls: None,
         }
+    }
+
+    /// The record of a scan whose decision changed the ticket's state from
+    /// `before` (a passage), when `changed`.
+    pub fn replacing(self, before: &StateRecord, changed: bool) -> Self {
+        Self {
+            replaced: changed.then(|| PriorState::of(before)),
+            ..self
+        }
+    }
+
+    /// Whether this record is an applied passage an annulment could undo.
+    pub fn is_passage(&self) -> bool {
+        self.replaced.is_some()
+    }
+
+    /// Whether this record is an annulment of `scan_id` that was carried out
+    /// (only those are recorded, but a record says so by its status too).
+    pub fn is_annulment_of(&self, scan_id: &ScanId) -> bool {
+        self.kind == ScanKind::Annul
+            && self.status == Status::Okay
+            && self.annuls.as_ref() == Some(scan_id)
     }
 }
 
@@ -122,6 +159,15 @@ impl TicketReport {
             state: state.state,
             scans,
         })
+    }
+
+    /// Whether the scan was annulled: an annulment of it is among the listed
+    /// records. Annulments are newer than the passages they undo, so a listed
+    /// passage's annulment is listed too whatever the limit.
+    pub fn is_annulled(&self, scan_id: &ScanId) -> bool {
+        self.scans
+            .iter()
+            .any(|record| record.is_annulment_of(scan_id))
     }
 }
 
@@ -175,6 +221,8 @@ mod tests {
             decided_at: n,
             offline: false,
             forced: false,
+            replaced: None,
+            annuls: None,
         }
     }
 
@@ -215,6 +263,35 @@ mod tests {
             [4, 3]
         );
         assert_eq!(report.state, TokenState::Never);
+    }
+
+    #[test]
+    fn a_report_marks_what_was_annulled() {
+        let mut annulment = record(3);
+        annulment.kind = ScanKind::Annul;
+        annulment.annuls = Some(ScanId::new("s1"));
+        let report = TicketReport::of(
+            &query("V1", 50),
+            Some(ticket()),
+            Some(&event("V1")),
+            &StateRecord::default(),
+            vec![annulment, record(2), record(1)],
+        )
+        .unwrap();
+        assert!(report.is_annulled(&ScanId::new("s1")));
+        assert!(!report.is_annulled(&ScanId::new("s2")));
+    }
+
+    #[test]
+    fn a_passage_keeps_the_state_it_replaced() {
+        let before = StateRecord::default();
+        let passage = record(1).replacing(&before, true);
+        assert!(passage.is_passage());
+        assert!(!record(1).replacing(&before, false).is_passage());
+        assert_eq!(
+            serde_json::to_string(&passage).unwrap(),
+            r#"{"i":"s1","k":"enter","s":"OKAY","m":"Okay","g":1,"n":"Gate 1","d":1,"t":1,"a":1,"b":{"s":"NEVER"}}"#
+        );
     }
 
     #[test]

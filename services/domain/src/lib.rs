@@ -11,11 +11,13 @@
 //! - [`audit`]: the audit trail's records (who changed inventory and devices);
 //! - [`stats`]: the live view of a venue and which counter a decision bumps;
 //! - [`offline`]: uploads of scans made offline, and forced passages;
-//! - [`history`]: the per-ticket scan history a lookup answers.
+//! - [`history`]: the per-ticket scan history a lookup answers;
+//! - [`annul`]: undoing a passage (`ticket/annul`), decided from that history.
 //!
 //! Adapters (HTTP, Kafka, Redis, the embedded store) convert to and from these types;
 //! the rules never see a wire format.
 
+pub mod annul;
 pub mod audit;
 pub mod barcode;
 pub mod decision;
@@ -32,6 +34,7 @@ pub mod state;
 pub mod stats;
 pub mod time;
 
+pub use annul::{AnnulOutcome, AnnulRequest, Annulled, AnnulledPassage};
 pub use audit::{AuditAction, AuditRecord, UploadedVenues};
 pub use decision::{Decision, DecisionEvent, RememberedDecision, Status, TicketPlace};
 pub use device::{
@@ -46,5 +49,5 @@ pub use inventory::{
 };
 pub use rules::{Outcome, TicketFacts};
 pub use scan::{DeviceOs, ScanKey, ScanKind, ScanRequest};
-pub use state::{Entry, StateRecord, TokenState};
+pub use state::{Entry, PriorState, StateRecord, TokenState};
 pub use stats::{DeviceActivity, Tally, VenueStats};

@@ -204,7 +204,7 @@ pub fn decide(
     let (state_after, last_entry) = match kind {
         ScanKind::Enter => (TokenState::In, Some(rules::entry_of(request, facts))),
         ScanKind::Exit => (TokenState::Out, state.last_entry.clone()),
-        ScanKind::Validate => return outcome,
+        ScanKind::Validate | ScanKind::Annul => return outcome,
     };
     Outcome {
         decision: Decision {

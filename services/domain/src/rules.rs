@@ -35,16 +35,18 @@ pub fn check_device(request: &ScanRequest, device: Option<&Device>) -> Result<()
         request.gate_id,
         device,
     )
+    .map(drop)
 }
 
 /// [`check_device`] for a request that names the venue, device and gate
-/// without being a scan (an offline upload, an annulment).
-pub fn check_device_at(
+/// without being a scan (an offline upload, an annulment); the device, once
+/// it passes.
+pub fn check_device_at<'d>(
     venue_id: &VenueId,
     device_id: DeviceId,
     gate_id: GateId,
-    device: Option<&Device>,
-) -> Result<(), Decision> {
+    device: Option<&'d Device>,
+) -> Result<&'d Device, Decision> {
     let problem = match device {
         None => format!("deviceId {device_id} is not a configured device"),
         Some(device) if &device.venue_id != venue_id => {
@@ -53,7 +55,7 @@ pub fn check_device_at(
         Some(device) if !device.is_configured_at(venue_id, gate_id) => {
             format!("deviceId {device_id} is not configured at gateId {gate_id}")
         }
-        Some(_) => return Ok(()),
+        Some(device) => return Ok(device),
     };
     Err(Decision::new(Status::BadRequest, problem, Vec::new()))
 }
@@ -104,15 +106,8 @@ pub fn decide(
     let at_this_venue = facts
         .event
         .is_some_and(|event| event.venue_id == request.venue_id);
-    let tickets: Vec<TicketPlace> = if at_this_venue {
-        ticket
-            .places
-            .iter()
-            .map(|place| TicketPlace {
-                place: place.clone(),
-                event_id: ticket.event_id.clone(),
-            })
-            .collect()
+    let tickets = if at_this_venue {
+        places(ticket)
     } else {
         Vec::new()
     };
@@ -131,6 +126,18 @@ pub fn decide(
         decision: result.decision,
         next_state: result.next,
     }
+}
+
+/// The places a decision about `ticket` lists (a group ticket lists several).
+pub fn places(ticket: &Ticket) -> Vec<TicketPlace> {
+    ticket
+        .places
+        .iter()
+        .map(|place| TicketPlace {
+            place: place.clone(),
+            event_id: ticket.event_id.clone(),
+        })
+        .collect()
 }
 
 /// The entry a passage of `request` records. It names the gate as stored for

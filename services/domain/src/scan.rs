@@ -14,26 +14,42 @@ pub const MAX_TOKEN_CHARS: usize = 256;
 /// [`ScanRequest::check_scan_time`]).
 pub const DEFAULT_MAX_SCAN_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// What the scanner asks for.
+/// What a decision was about: one of the three scans a scanner asks for, or
+/// an annulment (`ticket/annul`, [`crate::annul`]) undoing a passage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScanKind {
     Enter,
     Exit,
     Validate,
+    /// Never a scan: no request path, offline `kind` or scan message can
+    /// name it ([`ScanKind::parse`] knows the three scans only). It marks the
+    /// decisions and history records of annulments.
+    Annul,
 }
 
 impl ScanKind {
+    /// The kinds a scanner may ask for, in the API's order.
     pub const ALL: [ScanKind; 3] = [ScanKind::Enter, ScanKind::Exit, ScanKind::Validate];
+
+    /// Every kind a decision or a history record may carry.
+    pub const RECORDED: [ScanKind; 4] = [
+        ScanKind::Enter,
+        ScanKind::Exit,
+        ScanKind::Validate,
+        ScanKind::Annul,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ScanKind::Enter => "enter",
             ScanKind::Exit => "exit",
             ScanKind::Validate => "validate",
+            ScanKind::Annul => "annul",
         }
     }
 
+    /// A scan kind a scanner may ask for: `annul` is not one.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
@@ -323,6 +339,13 @@ mod tests {
         let mut body = seed_body();
         body["token"] = json!("é".repeat(256));
         assert!(ScanRequest::parse(&body).is_ok());
+    }
+
+    #[test]
+    fn annul_is_no_scan_kind() {
+        assert_eq!(ScanKind::parse("annul"), None);
+        assert_eq!(ScanKind::parse("enter"), Some(ScanKind::Enter));
+        assert!(!ScanKind::ALL.contains(&ScanKind::Annul));
     }
 
     #[test]

@@ -51,6 +51,37 @@ impl Default for StateRecord {
     }
 }
 
+/// The state a passage replaced, kept with its history record so that an
+/// annulment ([`crate::annul`]) restores exactly what was there before:
+/// history cannot tell it (records expire while state does not, and a forced
+/// passage may start from any state). Compact, as every passage stores one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorState {
+    #[serde(rename = "s")]
+    pub state: TokenState,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub last_entry: Option<Entry>,
+}
+
+impl PriorState {
+    pub fn of(record: &StateRecord) -> Self {
+        Self {
+            state: record.state,
+            last_entry: record.last_entry.clone(),
+        }
+    }
+
+    /// This state again, as the change that follows `current` (the version
+    /// grows as for any change, so a racing commit read before it conflicts).
+    pub fn restored(&self, current: &StateRecord) -> StateRecord {
+        StateRecord {
+            state: self.state,
+            last_entry: self.last_entry.clone(),
+            version: current.version + 1,
+        }
+    }
+}
+
 /// The result of rule 10: the decision, and the state to store if it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -98,6 +129,11 @@ pub fn transition(
         },
         (ScanKind::Validate, _) => Transition {
             decision: Decision::new(Status::InternalScan, "Internal scan", tickets),
+            next: None,
+        },
+        // No scan path carries this kind; were one to, it would change nothing.
+        (ScanKind::Annul, _) => Transition {
+            decision: Decision::new(Status::BadRequest, "An annulment is not a scan", tickets),
             next: None,
         },
     }
@@ -192,6 +228,27 @@ mod tests {
         assert_eq!(entered.last_entry.unwrap().gate_name, "Gate 9");
         let exited = run(ScanKind::Exit, TokenState::In, true).next.unwrap();
         assert_eq!(exited.last_entry, Some(entry()));
+    }
+
+    #[test]
+    fn a_prior_state_is_restored_as_the_next_version() {
+        let before = state(TokenState::Out, 3);
+        let now = state(TokenState::In, 4);
+        let restored = PriorState::of(&before).restored(&now);
+        assert_eq!(restored.state, TokenState::Out);
+        assert_eq!(restored.last_entry, Some(entry()));
+        assert_eq!(restored.version, 5);
+        assert_eq!(
+            serde_json::to_string(&PriorState::of(&StateRecord::default())).unwrap(),
+            r#"{"s":"NEVER"}"#
+        );
+    }
+
+    #[test]
+    fn an_annulment_is_not_a_scan() {
+        let result = run(ScanKind::Annul, TokenState::In, true);
+        assert_eq!(result.decision.status, Status::BadRequest);
+        assert_eq!(result.next, None);
     }
 
     #[test]

@@ -23,6 +23,11 @@
 //! rebuild the view with [`VenueStats::from_fields`], so the Redis hash and the
 //! redb table share one naming.
 //!
+//! - an annulment carried out (SPEC §6) takes its passage back: the passage's
+//!   people are subtracted from the counter, gate and event it was counted
+//!   under (and from `forced`, and from its minute's bucket), once per
+//!   annulment's scan id; a refused annulment counts nothing.
+//!
 //! For the venue board (SPEC §8) a counted decision also leaves two things the
 //! counters cannot give: an entry adds its people to its gate's one-minute
 //! bucket ([`Tally::entry_minute`]; buckets older than [`BOARD_MINUTES`] are
@@ -105,6 +110,9 @@ pub struct Tally {
     pub amount: u64,
     /// A forced offline passage: `amount` goes to [`Counter::Forced`] too.
     pub forced: bool,
+    /// For an annulment: when the passage it takes back was decided. `amount`
+    /// is then subtracted, for an entry from that minute's bucket.
+    pub takes_back: Option<UnixMillis>,
 }
 
 impl Tally {
@@ -113,6 +121,7 @@ impl Tally {
         let status = event.decision.status;
         let people = u64::try_from(event.decision.tickets.len().max(1)).unwrap_or(u64::MAX);
         let (counter, amount) = match (event.kind, status) {
+            (ScanKind::Annul, _) => return Self::taking_back(event, people),
             (ScanKind::Validate, _) | (_, Status::BadRequest) => return None,
             (ScanKind::Enter, _) if event.is_passage() => (Counter::Entries, people),
             (ScanKind::Exit, _) if event.is_passage() => (Counter::Exits, people),
@@ -136,7 +145,59 @@ impl Tally {
             counter,
             amount,
             forced: event.decision.forced,
+            takes_back: None,
         })
+    }
+
+    /// An annulment carried out takes its passage back at the passage's gate;
+    /// a refused one counts nothing.
+    fn taking_back(event: &DecisionEvent, people: u64) -> Option<Self> {
+        let passage = event
+            .annulled
+            .as_ref()
+            .filter(|_| event.decision.status == Status::Okay)?;
+        let counter = match passage.kind {
+            ScanKind::Enter => Counter::Entries,
+            ScanKind::Exit => Counter::Exits,
+            ScanKind::Validate | ScanKind::Annul => return None,
+        };
+        Some(Self {
+            scan_id: event.scan_id.clone(),
+            venue_id: event.venue_id.clone(),
+            decided_at: event.decided_at,
+            gate_id: passage.gate_id,
+            gate_name: passage.gate_name.clone(),
+            device_id: event.device_id,
+            event_id: event
+                .decision
+                .tickets
+                .first()
+                .map(|place| place.event_id.clone()),
+            counter,
+            amount: people,
+            forced: passage.forced,
+            takes_back: Some(passage.decided_at),
+        })
+    }
+
+    /// What this tally adds to each of its counters: `amount`, negative when
+    /// it takes a passage back.
+    pub fn delta(&self) -> i64 {
+        let amount = i64::try_from(self.amount).unwrap_or(i64::MAX);
+        if self.takes_back.is_some() {
+            -amount
+        } else {
+            amount
+        }
+    }
+
+    /// `count` with this tally applied; a count never goes below zero.
+    pub fn applied_to(&self, count: u64) -> u64 {
+        if self.takes_back.is_some() {
+            count.saturating_sub(self.amount)
+        } else {
+            count.saturating_add(self.amount)
+        }
     }
 
     /// Whether its scan id need be remembered only for the short NOT_FOUND
@@ -148,11 +209,13 @@ impl Tally {
     }
 
     /// The minute bucket this tally's people are added to: the minute it was
-    /// decided in, for an entry; `None` for exits and refusals. Decision time,
+    /// decided in, for an entry (for an annulled entry, the entry's minute,
+    /// which they are taken from); `None` for exits and refusals. Decision time,
     /// not the scanner's clock, so a scanner with a wrong clock or an offline
     /// batch uploaded late does not write into old or future minutes.
     pub fn entry_minute(&self) -> Option<UnixMillis> {
-        (self.counter == Counter::Entries).then(|| minute_of(self.decided_at))
+        (self.counter == Counter::Entries)
+            .then(|| minute_of(self.takes_back.unwrap_or(self.decided_at)))
     }
 
     /// The fields this tally adds `amount` to: the venue's total, the gate's and
@@ -366,6 +429,7 @@ impl VenueStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annul::AnnulledPassage;
     use crate::decision::{Decision, TicketPlace};
     use crate::ids::{DeviceId, Token};
     use crate::scan::DeviceOs;
@@ -389,13 +453,29 @@ mod tests {
             gate_id: GateId::new(7),
             gate_name: "North".into(),
             device_id: DeviceId::new(1),
-            device_os: DeviceOs::Printed,
+            device_os: Some(DeviceOs::Printed),
             channel_id: None,
             scan_time: 1,
             decided_at: 2,
             offline: false,
             shown: None,
+            annuls: None,
+            annulled: None,
         }
+    }
+
+    fn annulment(status: Status, kind: ScanKind, forced: bool) -> DecisionEvent {
+        let mut event = decision(ScanKind::Annul, status, 2);
+        event.annuls = Some(ScanId::new("s0"));
+        event.decided_at = 5 * MINUTE_MS;
+        event.annulled = (status == Status::Okay).then(|| AnnulledPassage {
+            kind,
+            gate_id: GateId::new(4),
+            gate_name: "South".into(),
+            decided_at: 3 * MINUTE_MS + 7,
+            forced,
+        });
+        event
     }
 
     fn counted(kind: ScanKind, status: Status, places: usize) -> Option<(Counter, u64)> {
@@ -462,6 +542,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!((stats.totals.entries, stats.totals.forced), (2, 2));
+    }
+
+    #[test]
+    fn an_annulment_takes_its_passage_back_where_it_was_counted() {
+        let tally = Tally::of(&annulment(Status::Okay, ScanKind::Enter, true)).unwrap();
+        assert_eq!(
+            (tally.counter, tally.amount, tally.delta()),
+            (Counter::Entries, 2, -2)
+        );
+        assert_eq!(tally.gate_id, GateId::new(4), "the passage's gate");
+        assert_eq!(
+            tally.entry_minute(),
+            Some(3 * MINUTE_MS),
+            "the entry's minute"
+        );
+        assert_eq!(
+            tally.fields(),
+            [
+                "t|entries",
+                "g:4|entries",
+                "e:E1|entries",
+                "t|forced",
+                "g:4|forced",
+                "e:E1|forced"
+            ]
+        );
+        assert_eq!((tally.applied_to(5), tally.applied_to(1)), (3, 0));
+        let exit = Tally::of(&annulment(Status::Okay, ScanKind::Exit, false)).unwrap();
+        assert_eq!((exit.counter, exit.entry_minute()), (Counter::Exits, None));
+        for refused in [Status::NotFound, Status::InvalidTicket, Status::BadRequest] {
+            assert_eq!(Tally::of(&annulment(refused, ScanKind::Enter, false)), None);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::middleware::API_KEY_QUERY;
 use crate::paths::ALIASES;
 use crate::routes::{
-    backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets,
+    annul, backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets,
 };
 use crate::wire;
 use utoipa::Modify;
@@ -28,6 +28,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         tickets::ticket_exit,
         tickets::ticket_validate,
         offline::ticket_offline,
+        annul::ticket_annul,
         lookup::ticket_lookup,
         devices::device_init,
         devices::device_lookup,
@@ -44,7 +45,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
     ),
     modifiers(&ApiKeySchemes, &DeviceGateRequired),
     tags(
-        (name = "tickets", description = "Enter, exit and secondary scans, offline uploads and ticket lookup"),
+        (name = "tickets", description = "Enter, exit and secondary scans, offline uploads, annulments and ticket lookup"),
         (name = "devices", description = "Scanning devices"),
         (name = "stats", description = "The live view of a venue and its board"),
         (name = "admin", description = "Inventory upload, backups and device revocation (admin key)"),

@@ -55,19 +55,22 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 use paths::{
     BACKUP, BOARD_SCRIPT, BOARD_STYLE, DEVICE, DEVICE_INIT, DEVICE_REVOKE, HEALTHZ, INVENTORY,
-    METRICS, OPENAPI, READYZ, TICKET, TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE, TICKET_VALIDATE,
-    VENUE_BOARD, VENUE_LIVE, VENUE_STATS, with_aliases,
+    METRICS, OPENAPI, READYZ, TICKET, TICKET_ANNUL, TICKET_ENTER, TICKET_EXIT, TICKET_OFFLINE,
+    TICKET_VALIDATE, VENUE_BOARD, VENUE_LIVE, VENUE_STATS, with_aliases,
 };
-use routes::{backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets};
+use routes::{
+    annul, backup, board, devices, inventory, lookup, offline, ops, revoke, stats, tickets,
+};
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The whole HTTP API as a router, for serving or for `oneshot` tests.
 pub fn router(state: GatewayState) -> Router {
-    let endpoints: [(&'static str, MethodRouter<GatewayState>); 19] = [
+    let endpoints: [(&'static str, MethodRouter<GatewayState>); 20] = [
         (TICKET_ENTER, post(tickets::ticket_enter)),
         (TICKET_EXIT, post(tickets::ticket_exit)),
         (TICKET_VALIDATE, post(tickets::ticket_validate)),
         (TICKET_OFFLINE, post(offline::ticket_offline)),
+        (TICKET_ANNUL, post(annul::ticket_annul)),
         (TICKET, get(lookup::ticket_lookup)),
         (DEVICE_INIT, post(devices::device_init)),
         (DEVICE, get(devices::device_lookup)),

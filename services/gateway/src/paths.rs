@@ -9,6 +9,7 @@ pub(crate) const TICKET_ENTER: &str = "/presence/v1/ticket/enter";
 pub(crate) const TICKET_EXIT: &str = "/presence/v1/ticket/exit";
 pub(crate) const TICKET_VALIDATE: &str = "/presence/v1/ticket/validate";
 pub(crate) const TICKET_OFFLINE: &str = "/presence/v1/ticket/offline";
+pub(crate) const TICKET_ANNUL: &str = "/presence/v1/ticket/annul";
 pub(crate) const TICKET: &str = "/presence/v1/ticket";
 pub(crate) const DEVICE_INIT: &str = "/presence/v1/device/init";
 pub(crate) const DEVICE: &str = "/presence/v1/device";
@@ -28,11 +29,12 @@ pub(crate) const OPENAPI: &str = "/openapi.json";
 
 /// Every path of the public API also answers with a `.json` suffix, and the device
 /// lookup with a trailing slash (the seed's curl example uses it).
-pub(crate) const ALIASES: [(&str, &str); 9] = [
+pub(crate) const ALIASES: [(&str, &str); 10] = [
     (TICKET_ENTER, "/presence/v1/ticket/enter.json"),
     (TICKET_EXIT, "/presence/v1/ticket/exit.json"),
     (TICKET_VALIDATE, "/presence/v1/ticket/validate.json"),
     (TICKET_OFFLINE, "/presence/v1/ticket/offline.json"),
+    (TICKET_ANNUL, "/presence/v1/ticket/annul.json"),
     (TICKET, "/presence/v1/ticket.json"),
     (DEVICE_INIT, "/presence/v1/device/init.json"),
     (DEVICE, "/presence/v1/device.json"),
@@ -56,10 +58,11 @@ pub(crate) fn requires_key(path: &str) -> bool {
     path.starts_with(PRESENCE_PREFIX) || path.starts_with(ADMIN_PREFIX)
 }
 
-/// Ticket endpoints always answer with `message.tickets`, errors included, so a
-/// scanner app can read the list without checking the status first.
+/// Ticket endpoints (the scans and the annulment) always answer with
+/// `message.tickets`, errors included, so a scanner app can read the list
+/// without checking the status first.
 pub(crate) fn is_ticket_path(path: &str) -> bool {
-    [TICKET_ENTER, TICKET_EXIT, TICKET_VALIDATE]
+    [TICKET_ENTER, TICKET_EXIT, TICKET_VALIDATE, TICKET_ANNUL]
         .into_iter()
         .any(|ticket| with_aliases(ticket).any(|p| p == path))
 }
@@ -89,6 +92,7 @@ mod tests {
     #[test]
     fn ticket_paths_and_key_paths() {
         assert!(is_ticket_path("/presence/v1/ticket/exit.json"));
+        assert!(is_ticket_path("/presence/v1/ticket/annul.json"));
         assert!(!is_ticket_path(DEVICE_INIT));
         assert!(is_device_path("/presence/v1/device/"));
         assert!(is_device_path(DEVICE_INIT));

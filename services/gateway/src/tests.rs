@@ -13,7 +13,8 @@ use presence_domain::{
 };
 use presence_ports::in_process::RecordedAudit;
 use presence_ports::{
-    Answer, AuditSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, TransportError,
+    AnnulCommand, Answer, AuditSink, DeviceInitOutcome, InventoryOutcome, ScanCommand,
+    TransportError,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,7 @@ const VENUE: &str = "KovZpZAnAtJJ";
 
 /// Every path the router serves, aliases included, as `/openapi.json` lists them
 /// (`{venueId}` a path parameter).
-const DOCUMENTED_PATHS: [&str; 26] = [
+const DOCUMENTED_PATHS: [&str; 28] = [
     "/presence/v1/ticket/enter",
     "/presence/v1/ticket/enter.json",
     "/presence/v1/ticket/exit",
@@ -38,6 +39,8 @@ const DOCUMENTED_PATHS: [&str; 26] = [
     "/presence/v1/ticket/validate.json",
     "/presence/v1/ticket/offline",
     "/presence/v1/ticket/offline.json",
+    "/presence/v1/ticket/annul",
+    "/presence/v1/ticket/annul.json",
     "/presence/v1/ticket",
     "/presence/v1/ticket.json",
     "/presence/v1/device/init",
@@ -69,6 +72,7 @@ enum ScanAnswer {
 struct Fake {
     scan_answer: Mutex<ScanAnswer>,
     scans: Mutex<Vec<ScanCommand>>,
+    annulments: Mutex<Vec<AnnulCommand>>,
     init_answer: Mutex<DeviceInitOutcome>,
     inits: Mutex<Vec<DeviceInitRequest>>,
     device: Mutex<Option<Device>>,
@@ -84,6 +88,7 @@ impl Default for Fake {
         Self {
             scan_answer: Mutex::new(ScanAnswer::Decide(okay())),
             scans: Mutex::default(),
+            annulments: Mutex::default(),
             init_answer: Mutex::new(DeviceInitOutcome::Configured(device())),
             inits: Mutex::default(),
             device: Mutex::new(Some(device())),
@@ -109,6 +114,16 @@ impl presence_ports::Transport for Fake {
                 "broker at 10.0.0.7 down".into(),
             )),
             ScanAnswer::Panic => panic!("validator bug"),
+        }
+    }
+
+    /// Answers as a scan is answered (`scan_answer`).
+    async fn annul(&self, command: AnnulCommand) -> Result<Answer, TransportError> {
+        let scan_id = command.scan_id.clone();
+        self.annulments.lock().unwrap().push(command);
+        match self.scan_answer.lock().unwrap().clone() {
+            ScanAnswer::Decide(decision) => Ok(Answer { scan_id, decision }),
+            _ => Err(TransportError::Unavailable("validator down".into())),
         }
     }
 
@@ -1240,6 +1255,65 @@ async fn uploads_and_device_inits_are_audited_by_key_name_never_the_key() {
     for key in [ADMIN_KEY, GATE_KEY] {
         assert!(!trail.contains(key), "{trail}");
     }
+}
+
+#[tokio::test]
+async fn an_annulment_is_sent_with_the_device_secret_answered_and_audited() {
+    let harness = Harness::new();
+    let body = json!({"venueId": VENUE, "deviceId": "224", "gateId": 274, "scanId": "0190-ab"});
+    let request = Request::post("/presence/v1/ticket/annul.json")
+        .header("X-Api-Key", GATE_KEY)
+        .header("X-Device-Secret", "s3cret")
+        .body(json_body(&body))
+        .unwrap();
+    let reply = harness.call(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.tickets().as_array().map(Vec::len), Some(1));
+    let sent = harness.fake.annulments.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].request.scan_id.as_str(), "0190-ab");
+    assert_eq!(sent[0].request.device_id, DeviceId::new(224));
+    assert_eq!(sent[0].device_secret, Some(SecretDigest::of("s3cret")));
+    assert_eq!(
+        reply.json()["result"]["scanId"].as_str(),
+        Some(sent[0].scan_id.as_str()),
+        "the annulment's own id"
+    );
+    let records = harness.audit.records();
+    assert!(
+        matches!(
+            &records[..],
+            [AuditRecord { key_name, action: AuditAction::Annul { status: Status::Okay, .. }, .. }]
+                if key_name == "north"
+        ),
+        "{records:?}"
+    );
+
+    // Every bad field is named, nothing is sent; a refusal of the device's
+    // credentials is answered but not audited.
+    let reply = harness
+        .post("/presence/v1/ticket/annul", Some(GATE_KEY), "{}")
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    for field in ["venueId", "deviceId", "gateId", "scanId"] {
+        assert!(reply.result_message().contains(field), "{}", reply.text);
+    }
+    assert!(reply.tickets().is_array(), "{}", reply.text);
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::Decide(Decision::new(
+        Status::Unauthorized,
+        "device secret required",
+        Vec::new(),
+    ));
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/annul",
+            Some(GATE_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert_eq!(harness.fake.annulments.lock().unwrap().len(), 2);
+    assert_eq!(harness.audit.records().len(), 1);
 }
 
 /// A sink that never stores: the broker or the disk is down.

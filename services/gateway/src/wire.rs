@@ -356,6 +356,26 @@ pub struct ScanBody {
     pub scan_time: u64,
 }
 
+/// The body of `ticket/annul`. Read as JSON whatever the Content-Type;
+/// unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"venueId": "KovZpZAnAtJJ", "deviceId": 1, "gateId": 1,
+    "scanId": "0190f1d2-5b7a-7c3e-9a41-2f6d8e0b1c55"}))]
+pub struct AnnulBody {
+    #[schema(schema_with = not_blank)]
+    pub venue_id: String,
+    /// The device asking; configured at this venue and gate.
+    #[schema(schema_with = positive_integer)]
+    pub device_id: u64,
+    #[schema(schema_with = positive_integer)]
+    pub gate_id: u64,
+    /// The passage to undo: the `result.scanId` its scan was answered with.
+    /// At most 64 letters, digits and `-`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9-]+$")]
+    pub scan_id: String,
+}
+
 /// The body of `ticket/offline`: the scanner's fields once, and its scans.
 /// Read as JSON whatever the Content-Type; at most 1 MiB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -471,7 +491,11 @@ impl From<&TicketReport> for TicketReportBody {
             }
             .to_owned(),
             state: report.state.as_str().to_owned(),
-            scans: report.scans.iter().map(ScanRecordBody::from).collect(),
+            scans: report
+                .scans
+                .iter()
+                .map(|record| ScanRecordBody::of(record, report))
+                .collect(),
         }
     }
 }
@@ -481,7 +505,7 @@ impl From<&TicketReport> for TicketReportBody {
 #[serde(rename_all = "camelCase")]
 pub struct ScanRecordBody {
     pub scan_id: String,
-    #[schema(schema_with = scan_kind_schema)]
+    #[schema(schema_with = recorded_kind_schema)]
     pub kind: String,
     #[schema(schema_with = status_schema)]
     pub status: Status,
@@ -497,10 +521,15 @@ pub struct ScanRecordBody {
     pub offline: bool,
     /// An offline passage applied although `status` refuses it.
     pub forced: bool,
+    /// A passage undone by a later annulment (listed too, kind `annul`).
+    pub annulled: bool,
+    /// For an annulment: the scan id of the passage it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annuls: Option<String>,
 }
 
-impl From<&ScanRecord> for ScanRecordBody {
-    fn from(record: &ScanRecord) -> Self {
+impl ScanRecordBody {
+    fn of(record: &ScanRecord, report: &TicketReport) -> Self {
         Self {
             scan_id: record.scan_id.as_str().to_owned(),
             kind: record.kind.as_str().to_owned(),
@@ -513,6 +542,8 @@ impl From<&ScanRecord> for ScanRecordBody {
             decided_at: record.decided_at,
             offline: record.offline,
             forced: record.forced,
+            annulled: report.is_annulled(&record.scan_id),
+            annuls: record.annuls.as_ref().map(|id| id.as_str().to_owned()),
         }
     }
 }
@@ -669,6 +700,11 @@ fn enum_schema(values: &[&str]) -> ObjectBuilder {
 
 fn scan_kind_schema() -> ObjectBuilder {
     enum_schema(&ScanKind::ALL.map(ScanKind::as_str))
+}
+
+/// The kinds a ticket's history lists: the scans and annulments.
+fn recorded_kind_schema() -> ObjectBuilder {
+    enum_schema(&ScanKind::RECORDED.map(ScanKind::as_str))
 }
 
 /// The statuses a scan may be answered with.

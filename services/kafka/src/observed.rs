@@ -3,7 +3,7 @@
 //! decides atomically, `scan_context` the read before it.
 
 use async_trait::async_trait;
-use presence_domain::{GateId, ScanKey, Token};
+use presence_domain::{GateId, ScanId, ScanKey, Token};
 use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError, TicketHistory, TicketStore};
 use presence_runtime::metrics::MetricsHandle;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -105,6 +105,11 @@ impl TicketStore for ObservedTickets {
             .await
     }
 
+    async fn scan_token(&self, scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
+        self.observe("scan_token", self.inner.scan_token(scan_id))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.observe("ping", self.inner.ping()).await
     }
@@ -127,6 +132,9 @@ mod tests {
             unreachable!("not called")
         }
         async fn ticket_history(&self, _: &Token, _: usize) -> Result<TicketHistory, StoreError> {
+            unreachable!("not called")
+        }
+        async fn scan_token(&self, _: &ScanId) -> Result<Option<Token>, StoreError> {
             unreachable!("not called")
         }
         async fn ping(&self) -> Result<(), StoreError> {

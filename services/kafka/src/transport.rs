@@ -18,7 +18,8 @@ use presence_domain::{
     VenueId, VenueStats, barcode,
 };
 use presence_ports::{
-    Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport, TransportError,
+    AnnulCommand, Answer, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,
+    TransportError,
 };
 use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
@@ -284,6 +285,20 @@ async fn prepare(
     }
 }
 
+/// The answer a validator replied with: a decision.
+fn answer_of(outcome: Outcome) -> Result<Answer, TransportError> {
+    match outcome {
+        Outcome::Decision(decision) => {
+            let event = DecisionEvent::try_from(decision).map_err(undecodable)?;
+            Ok(Answer {
+                scan_id: event.scan_id,
+                decision: event.decision,
+            })
+        }
+        _ => Err(unexpected("not a decision")),
+    }
+}
+
 fn unexpected(what: &str) -> TransportError {
     TransportError::Unavailable(format!("unexpected reply: {what}"))
 }
@@ -354,16 +369,28 @@ impl Transport for KafkaTransport {
                 self.deadlines.request,
             )
             .await?;
-        match outcome {
-            Outcome::Decision(decision) => {
-                let event = DecisionEvent::try_from(decision).map_err(undecodable)?;
-                Ok(Answer {
-                    scan_id: event.scan_id,
-                    decision: event.decision,
-                })
-            }
-            _ => Err(unexpected("not a decision")),
-        }
+        answer_of(outcome)
+    }
+
+    async fn annul(&self, command: AnnulCommand) -> Result<Answer, TransportError> {
+        let message = presence_proto::annul_to_pb(
+            &command.scan_id,
+            &command.request,
+            command.device_secret.as_ref(),
+        );
+        // Keyed by the annulled scan's id: the gateway does not know its
+        // ticket. An annulment and a scan of one ticket may so be decided side
+        // by side; the store's version check lets exactly one of them win.
+        let outcome = self
+            .request(
+                &self.topics.scans(),
+                command.request.scan_id.as_str().as_bytes(),
+                command.scan_id.as_str(),
+                vec![message.encode_to_vec()],
+                self.deadlines.request,
+            )
+            .await?;
+        answer_of(outcome)
     }
 
     async fn init_device(

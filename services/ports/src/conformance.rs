@@ -99,6 +99,8 @@ macro_rules! store_conformance_tests {
             commit_without_state_change_only_remembers,
             history_lists_the_newest_records_first,
             history_keeps_the_newest_500_records,
+            a_history_record_indexes_its_scan_id,
+            an_annulment_and_a_scan_from_one_version_commit_once,
             stale_version_conflicts_and_writes_nothing,
             remembered_key_returns_the_first_decision,
             concurrent_commits_of_one_token_commit_once,
@@ -191,6 +193,7 @@ pub async fn refuse_an_unknown_token<S: TicketStore + StatsStore + ?Sized>(
         counter: Counter::Denied(Status::NotFound),
         amount: 1,
         forced: false,
+        takes_back: None,
     };
     assert!(store.record(&tally).await.expect("record"));
 }
@@ -256,6 +259,8 @@ fn history_record(
         decided_at,
         offline: false,
         forced: decision.forced,
+        replaced: None,
+        annuls: None,
     }
 }
 
@@ -485,6 +490,11 @@ pub async fn history_keeps_the_newest_500_records(stores: Stores) {
     let read = history(&stores, TOKEN, MAX_HISTORY_ENTRIES).await;
     assert_eq!(read.scans.len(), MAX_HISTORY_ENTRIES);
     assert_eq!(
+        scan_token(&stores, &format!("scan-{}", total - 1)).await,
+        Some(Token::new(TOKEN)),
+        "a kept record's scan is found"
+    );
+    assert_eq!(
         read.scans.first().map(|r| r.scan_id.as_str().to_owned()),
         Some(format!("scan-{}", total - 1))
     );
@@ -492,6 +502,86 @@ pub async fn history_keeps_the_newest_500_records(stores: Stores) {
         read.scans.last().map(|r| r.scan_id.as_str().to_owned()),
         Some(format!("scan-{}", total - MAX_HISTORY_ENTRIES))
     );
+}
+
+async fn scan_token(stores: &Stores, scan_id: &str) -> Option<Token> {
+    stores
+        .tickets
+        .scan_token(&ScanId::new(scan_id))
+        .await
+        .expect("scan_token")
+}
+
+/// A commit with a history record indexes its scan id to the token; one
+/// without (an unknown token's) does not, and no other scan id is found.
+pub async fn a_history_record_indexes_its_scan_id(stores: Stores) {
+    let mut entry = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    entry.history = Some(history_record(
+        &ScanId::new("scan-1"),
+        &entry.key,
+        &entry.remembered.decision,
+        entry.remembered.decided_at,
+    ));
+    assert_eq!(commit(&stores, entry).await, CommitOutcome::Committed);
+    let unrecorded = first_entry("another-token", 1_480_003_200_000, "scan-2");
+    assert_eq!(commit(&stores, unrecorded).await, CommitOutcome::Committed);
+    assert_eq!(scan_token(&stores, "scan-1").await, Some(Token::new(TOKEN)));
+    assert_eq!(scan_token(&stores, "scan-2").await, None);
+    assert_eq!(scan_token(&stores, "no-such-scan").await, None);
+}
+
+/// An annulment is committed like a scan: under its own remembered key
+/// (kind `annul`), from the version it was decided on. Raced by a scan from
+/// the same version, exactly one of them commits; a repeat of the annulment
+/// gets its first decision.
+pub async fn an_annulment_and_a_scan_from_one_version_commit_once(stores: Stores) {
+    let entry = first_entry(TOKEN, 1_480_003_200_000, "scan-1");
+    assert_eq!(commit(&stores, entry).await, CommitOutcome::Committed);
+    let annulment = |scan_id: &str| Commit {
+        key: scan_key(ScanKind::Annul, TOKEN, 1_480_003_200_000),
+        expected_version: 1,
+        next_state: Some(StateRecord {
+            version: 2,
+            ..StateRecord::default()
+        }),
+        remembered: remembered(Status::Okay, "Scan annulled", scan_id),
+        history: None,
+    };
+    let exit = Commit {
+        key: scan_key(ScanKind::Exit, TOKEN, 1_480_003_300_000),
+        expected_version: 1,
+        next_state: Some(StateRecord {
+            state: TokenState::Out,
+            ..entered(2, "Gate 2", 1_480_003_200_000)
+        }),
+        remembered: remembered(Status::Exit, "Exit", "scan-2"),
+        history: None,
+    };
+    let (annulled, exited) = tokio::join!(
+        stores.tickets.commit(annulment("annul-1")),
+        stores.tickets.commit(exit.clone())
+    );
+    let outcomes = [annulled.expect("commit"), exited.expect("commit")];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|outcome| **outcome == CommitOutcome::Committed)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&CommitOutcome::Conflict), "{outcomes:?}");
+    let state = context(&stores, &exit.key, GateId::new(1)).await.state;
+    if outcomes[0] == CommitOutcome::Committed {
+        assert_eq!(state.state, TokenState::Never);
+        let repeat = commit(&stores, annulment("annul-2")).await;
+        assert!(
+            matches!(&repeat, CommitOutcome::AlreadyDecided(first) if first.scan_id == ScanId::new("annul-1")),
+            "{repeat:?}"
+        );
+    } else {
+        assert_eq!(state.state, TokenState::Out);
+    }
 }
 
 pub async fn applied_inventory_is_in_the_scan_context(stores: Stores) {
@@ -1271,6 +1361,7 @@ fn tally(scan_id: &str, gate: u64, event: Option<&str>, counter: Counter, amount
         counter,
         amount,
         forced: false,
+        takes_back: None,
     }
 }
 

@@ -24,6 +24,6 @@ pub use store::{
     StatsStore, StoreError, Stores, TicketHistory, TicketStore, VenueCounts,
 };
 pub use transport::{
-    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, Transport,
-    TransportError,
+    AnnulCommand, Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand,
+    Transport, TransportError,
 };

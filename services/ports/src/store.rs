@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceAccess, DeviceId, Event, EventId, Gate, GateId, Mac, RememberedDecision, ScanKey,
-    ScanRecord, SecretDigest, StateRecord, Tally, Ticket, Token, Venue, VenueId, VenueStats,
+    Device, DeviceAccess, DeviceId, Event, EventId, Gate, GateId, Mac, RememberedDecision, ScanId,
+    ScanKey, ScanRecord, SecretDigest, StateRecord, Tally, Ticket, Token, Venue, VenueId,
+    VenueStats,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -96,7 +97,20 @@ pub trait TicketStore: Send + Sync + 'static {
     /// [remembered briefly](presence_domain::Status::is_remembered_briefly), else
     /// its idempotency retention (24 hours by default). The brief one ends,
     /// give or take the adapter's expiry interval, soon after it.
+    ///
+    /// With `commit.history`, the store also indexes its scan id to the token
+    /// ([`TicketStore::scan_token`]) for as long as the record is kept. An
+    /// adapter may write that index entry even when the commit is not made
+    /// (Redis writes it just before): an entry whose token's history lacks the
+    /// scan leads nowhere.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, StoreError>;
+
+    /// The token whose history has (or, see [`TicketStore::commit`], may
+    /// have) a record of `scan_id`: how an annulment, which names a scan and
+    /// no token, finds its ticket. Found while the record is kept; `None`
+    /// once the idempotency retention has passed. (A record trimmed from a
+    /// history beyond its newest 500 may still be indexed until then.)
+    async fn scan_token(&self, scan_id: &ScanId) -> Result<Option<Token>, StoreError>;
 
     /// The ticket of `token`, its event, its state and its newest `limit`
     /// history records, newest first.

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::{
-    Decision, DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup, GateId, ScanId,
-    ScanKind, ScanRequest, SecretDigest, Status, TicketQuery, TicketReport, VenueId, VenueStats,
+    AnnulRequest, Decision, DecisionEvent, Device, DeviceId, DeviceInitRequest, DeviceLookup,
+    GateId, ScanId, ScanKind, ScanRequest, SecretDigest, Status, TicketQuery, TicketReport,
+    VenueId, VenueStats,
 };
 
 /// Why a request got no answer. The gateway answers 503 UNAVAILABLE with
@@ -30,6 +31,16 @@ pub struct ScanCommand {
     /// while it had no network (a passage it allowed is applied even when the
     /// rules refuse it). `None` for an online scan.
     pub shown: Option<Status>,
+}
+
+/// One annulment (`ticket/annul`) on its way to the validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnulCommand {
+    /// The annulment's own id (`result.scanId` of its answer).
+    pub scan_id: ScanId,
+    pub request: AnnulRequest,
+    /// The digest of the `X-Device-Secret` sent, as for a scan (SPEC §7).
+    pub device_secret: Option<SecretDigest>,
 }
 
 /// The answer to a scan: the decision and the id of the scan it was made for.
@@ -71,6 +82,10 @@ pub enum InventoryOutcome {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError>;
+
+    /// Undoes a passage (SPEC §6), or says why not. A retry of an annulment
+    /// carried out answers it again, with its scan id.
+    async fn annul(&self, command: AnnulCommand) -> Result<Answer, TransportError>;
 
     async fn init_device(
         &self,

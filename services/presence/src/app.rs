@@ -35,6 +35,8 @@ pub struct ServeSettings {
     pub store: EmbeddedOptions,
     /// How many gates and devices device/init may create per venue.
     pub caps: VenueCaps,
+    /// How long after its decision a passage may be annulled, in ms.
+    pub annul_window_ms: u64,
 }
 
 /// A bound, ready-to-run embedded Presence.
@@ -67,7 +69,8 @@ impl EmbeddedApp {
             store.clone(),
             Arc::new(decisions.clone()),
             settings.caps,
-        );
+        )
+        .with_annul_window(settings.annul_window_ms);
         if let Some(path) = &settings.inventory {
             let applied = load_inventory(&transport, &inventory_file::read(path)?)
                 .await

@@ -221,12 +221,14 @@ mod tests {
             gate_id: GateId::new(2),
             gate_name: "Gate 2".into(),
             device_id: DeviceId::new(1),
-            device_os: DeviceOs::Printed,
+            device_os: Some(DeviceOs::Printed),
             channel_id: None,
             scan_time: 1_480_003_200_000,
             decided_at: 1_480_003_200_042,
             offline: false,
             shown: None,
+            annuls: None,
+            annulled: None,
         };
         let mut out = Vec::new();
         write_json_line(&mut out, &event).unwrap();

@@ -158,6 +158,15 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
         now + 1,
         now + 2
     );
+    let _ = writeln!(
+        out,
+        "\n# Undo a passage (within 10 minutes, the ticket's latest): put the result.scanId of a scan answered OKAY or EXIT in scanId:"
+    );
+    let _ = writeln!(
+        out,
+        r#"curl -s -X POST "{url}/presence/v1/ticket/annul?apikey={api_key}" -H 'Content-Type: application/json' -d '{{"venueId":"{VENUE}","deviceId":{},"gateId":{},"scanId":"SCAN-ID"}}'"#,
+        scanner.id, scanner.gate_id
+    );
     let _ = writeln!(out, "\n# Look a ticket up (state, places, latest scans):");
     let _ = writeln!(
         out,

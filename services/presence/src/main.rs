@@ -12,6 +12,7 @@ use presence::inventory_upload::{self, UploadArgs};
 use presence::scan::{self, ScanArgs};
 use presence::ticket::{self, TicketArgs};
 use presence::{demo, inventory_file};
+use presence_domain::annul::DEFAULT_ANNUL_WINDOW_MS;
 use presence_domain::time::unix_millis;
 use presence_gateway::{ApiKeys, GatewayArgs, GatewayConfig, KeyArgs};
 use presence_ports::DEFAULT_NOT_FOUND_RETENTION_MS;
@@ -111,6 +112,10 @@ struct ServeArgs {
     #[arg(long, env = "PRESENCE_NOT_FOUND_RETENTION_MS", default_value_t = DEFAULT_NOT_FOUND_RETENTION_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     not_found_retention_ms: u64,
+    /// How long after its decision a passage may still be annulled
+    /// (`ticket/annul`), in ms.
+    #[arg(long, env = "PRESENCE_ANNUL_WINDOW_MS", default_value_t = DEFAULT_ANNUL_WINDOW_MS)]
+    annul_window_ms: u64,
     #[command(flatten)]
     caps: VenueCapArgs,
 }
@@ -236,6 +241,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..EmbeddedOptions::default()
         },
         caps: args.caps.caps(),
+        annul_window_ms: args.annul_window_ms,
     };
     let app = EmbeddedApp::build(settings).await?;
     presence_runtime::announce(&format!("PRESENCE_URL=http://{}", app.local_addr()))
@@ -271,6 +277,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         store: EmbeddedOptions::default(),
         caps: VenueCaps::default(),
+        annul_window_ms: DEFAULT_ANNUL_WINDOW_MS,
     };
     let app = EmbeddedApp::build(settings).await?;
     let now = unix_millis(SystemTime::now());

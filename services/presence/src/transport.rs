@@ -2,7 +2,7 @@
 //! counted into the venue stats on its way to the decisions stream
 //! ([`CountedDecisions`]), before the scan is answered.
 //!
-//! A scan is decided in a task of its own, not in the request's: hyper drops a
+//! A scan (or an annulment) is decided in a task of its own, not in the request's: hyper drops a
 //! request's future when its client goes away, and the gateway drops it when
 //! the decision deadline passes. Dropped between the store's commit and the
 //! publication, a decision would change the ticket's state yet be missing from
@@ -17,8 +17,8 @@ use presence_domain::{
 };
 use presence_ports::in_process::CountedDecisions;
 use presence_ports::{
-    Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand, StatsStore, Stores,
-    Transport, TransportError,
+    AnnulCommand, Answer, DecisionSink, DeviceInitOutcome, InventoryOutcome, ScanCommand,
+    StatsStore, Stores, Transport, TransportError,
 };
 use presence_registry::{Registry, StatsView, VenueCaps};
 use presence_validator::{InventoryApplier, Validator};
@@ -56,6 +56,14 @@ impl InProcessTransport {
         }
     }
 
+    /// Allows annulments of passages decided at most `window_ms` ago.
+    pub fn with_annul_window(self, window_ms: u64) -> Self {
+        Self {
+            validator: self.validator.with_annul_window(window_ms),
+            ..self
+        }
+    }
+
     /// Waits until every scan being decided is decided and published, even
     /// those whose callers stopped waiting. Scans that arrive meanwhile are
     /// still served.
@@ -82,6 +90,16 @@ impl Transport for InProcessTransport {
         let deciding = self
             .deciding
             .spawn(async move { validator.decide(&command).await }.in_current_span());
+        deciding.await.map_err(unavailable)?.map_err(unavailable)
+    }
+
+    async fn annul(&self, command: AnnulCommand) -> Result<Answer, TransportError> {
+        // In a task of its own, as a scan: a committed annulment is published
+        // whoever still waits for it.
+        let validator = self.validator.clone();
+        let deciding = self
+            .deciding
+            .spawn(async move { validator.annul(&command).await }.in_current_span());
         deciding.await.map_err(unavailable)?.map_err(unavailable)
     }
 

@@ -11,9 +11,10 @@ use presence_domain::inventory::{
 };
 use presence_domain::stats::{Counts, DeviceActivity, EventStats, GateStats};
 use presence_domain::{
-    AuditAction, AuditRecord, Decision, DecisionEvent, Device, DeviceAccess, DeviceId, DeviceOs,
-    EventId, GateId, Mac, ScanId, ScanKind, ScanRecord, ScanRequest, SecretDigest, Status,
-    TicketPlace, TicketReport, Token, TokenState, VenueId, VenueStats,
+    AnnulRequest, AnnulledPassage, AuditAction, AuditRecord, Decision, DecisionEvent, Device,
+    DeviceAccess, DeviceId, DeviceOs, EventId, GateId, Mac, ScanId, ScanKind, ScanRecord,
+    ScanRequest, SecretDigest, Status, TicketPlace, TicketReport, Token, TokenState, VenueId,
+    VenueStats,
 };
 
 /// Generated messages of package `presence.v1`.
@@ -61,6 +62,7 @@ impl From<ScanKind> for pb::ScanKind {
             ScanKind::Enter => pb::ScanKind::Enter,
             ScanKind::Exit => pb::ScanKind::Exit,
             ScanKind::Validate => pb::ScanKind::Validate,
+            ScanKind::Annul => pb::ScanKind::Annul,
         }
     }
 }
@@ -70,6 +72,7 @@ fn scan_kind(value: i32) -> Result<ScanKind, ProtoError> {
         Ok(pb::ScanKind::Enter) => Ok(ScanKind::Enter),
         Ok(pb::ScanKind::Exit) => Ok(ScanKind::Exit),
         Ok(pb::ScanKind::Validate) => Ok(ScanKind::Validate),
+        Ok(pb::ScanKind::Annul) => Ok(ScanKind::Annul),
         Ok(pb::ScanKind::Unspecified) => Err(ProtoError::Missing("kind")),
         Err(_) => Err(ProtoError::Invalid {
             field: "kind",
@@ -213,6 +216,7 @@ pub fn scan_to_pb(
         gate_id: request.gate_id.get(),
         scan_time: request.scan_time,
         device_secret_digest: device_secret.map_or_else(Vec::new, |d| d.as_bytes().to_vec()),
+        annuls: String::new(),
     }
 }
 
@@ -233,12 +237,88 @@ pub fn scan_from_pb(
         gate_id: GateId::new(positive("gate_id", message.gate_id)?),
         scan_time: message.scan_time,
     };
+    let kind = scan_kind(message.kind)?;
+    if kind == ScanKind::Annul {
+        return Err(ProtoError::Invalid {
+            field: "kind",
+            reason: "an annulment is not a scan",
+        });
+    }
     Ok((
         ScanId::new(required("scan_id", message.scan_id)?),
-        scan_kind(message.kind)?,
+        kind,
         request,
         shown,
     ))
+}
+
+/// Whether a message of the `scans` topic is an annulment rather than a scan.
+pub fn is_annulment(message: &pb::ScanRequest) -> bool {
+    message.kind == i32::from(pb::ScanKind::Annul)
+}
+
+/// An annulment as the gateway publishes it on the `scans` topic: the
+/// annulment's own id, the request, and the digest of the device secret sent.
+pub fn annul_to_pb(
+    scan_id: &ScanId,
+    request: &AnnulRequest,
+    device_secret: Option<&SecretDigest>,
+) -> pb::ScanRequest {
+    pb::ScanRequest {
+        scan_id: scan_id.to_string(),
+        kind: pb::ScanKind::Annul.into(),
+        venue_id: request.venue_id.to_string(),
+        device_id: request.device_id.get(),
+        gate_id: request.gate_id.get(),
+        device_secret_digest: device_secret.map_or_else(Vec::new, |d| d.as_bytes().to_vec()),
+        annuls: request.scan_id.to_string(),
+        ..Default::default()
+    }
+}
+
+/// An annulment as the validator consumes it (the device secret's digest is
+/// read by [`secret_digest_from_pb`]).
+pub fn annul_from_pb(message: pb::ScanRequest) -> Result<(ScanId, AnnulRequest), ProtoError> {
+    if !is_annulment(&message) {
+        return Err(ProtoError::Invalid {
+            field: "kind",
+            reason: "not an annulment",
+        });
+    }
+    Ok((
+        ScanId::new(required("scan_id", message.scan_id)?),
+        AnnulRequest {
+            venue_id: VenueId::new(required("venue_id", message.venue_id)?),
+            device_id: DeviceId::new(positive("device_id", message.device_id)?),
+            gate_id: GateId::new(positive("gate_id", message.gate_id)?),
+            scan_id: ScanId::new(required("annuls", message.annuls)?),
+        },
+    ))
+}
+
+fn annulled_to_pb(passage: &AnnulledPassage) -> pb::AnnulledPassage {
+    pb::AnnulledPassage {
+        kind: pb::ScanKind::from(passage.kind).into(),
+        gate_id: passage.gate_id.get(),
+        gate_name: passage.gate_name.clone(),
+        decided_at: passage.decided_at,
+        forced: passage.forced,
+    }
+}
+
+fn annulled_from_pb(message: pb::AnnulledPassage) -> Result<AnnulledPassage, ProtoError> {
+    Ok(AnnulledPassage {
+        kind: scan_kind(message.kind)?,
+        gate_id: GateId::new(positive("annulled.gate_id", message.gate_id)?),
+        gate_name: message.gate_name,
+        decided_at: message.decided_at,
+        forced: message.forced,
+    })
+}
+
+/// An optional id: empty on the wire when absent.
+fn optional_scan_id(value: String) -> Option<ScanId> {
+    (!value.is_empty()).then(|| ScanId::new(value))
 }
 
 impl From<&DecisionEvent> for pb::Decision {
@@ -262,7 +342,10 @@ impl From<&DecisionEvent> for pb::Decision {
             gate_id: event.gate_id.get(),
             gate_name: event.gate_name.clone(),
             device_id: event.device_id.get(),
-            device_os: pb::DeviceOs::from(event.device_os).into(),
+            device_os: event
+                .device_os
+                .map_or(pb::DeviceOs::Unspecified, pb::DeviceOs::from)
+                .into(),
             channel_id: event.channel_id.clone(),
             scan_time: event.scan_time,
             decided_at: event.decided_at,
@@ -272,6 +355,12 @@ impl From<&DecisionEvent> for pb::Decision {
                 .shown
                 .map(|status| status.as_str().to_owned())
                 .unwrap_or_default(),
+            annuls: event
+                .annuls
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            annulled: event.annulled.as_ref().map(annulled_to_pb),
         }
     }
 }
@@ -279,10 +368,14 @@ impl From<&DecisionEvent> for pb::Decision {
 impl TryFrom<pb::Decision> for DecisionEvent {
     type Error = ProtoError;
 
+    /// An annulment's decision may have no token (its scan was not found)
+    /// and has no device OS; a scan's has both.
     fn try_from(message: pb::Decision) -> Result<Self, ProtoError> {
+        let kind = scan_kind(message.kind)?;
+        let annulment = kind == ScanKind::Annul;
         Ok(DecisionEvent {
             scan_id: ScanId::new(required("scan_id", message.scan_id)?),
-            kind: scan_kind(message.kind)?,
+            kind,
             decision: Decision {
                 status: status_from_pb(message.status)?,
                 message: message.message,
@@ -296,17 +389,27 @@ impl TryFrom<pb::Decision> for DecisionEvent {
                     .collect(),
                 forced: message.forced,
             },
-            token: Token::new(required("token", message.token)?),
+            token: Token::new(if annulment {
+                message.token
+            } else {
+                required("token", message.token)?
+            }),
             venue_id: VenueId::new(required("venue_id", message.venue_id)?),
             gate_id: GateId::new(positive("gate_id", message.gate_id)?),
             gate_name: message.gate_name,
             device_id: DeviceId::new(positive("device_id", message.device_id)?),
-            device_os: device_os(message.device_os)?,
+            device_os: if annulment {
+                None
+            } else {
+                Some(device_os(message.device_os)?)
+            },
             channel_id: message.channel_id,
             scan_time: message.scan_time,
             decided_at: message.decided_at,
             offline: message.offline,
             shown: offline_shown(message.offline_shown)?,
+            annuls: optional_scan_id(message.annuls),
+            annulled: message.annulled.map(annulled_from_pb).transpose()?,
         })
     }
 }
@@ -343,6 +446,11 @@ impl From<&ScanRecord> for pb::ScanRecord {
             decided_at: record.decided_at,
             offline: record.offline,
             forced: record.forced,
+            annuls: record
+                .annuls
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }
     }
 }
@@ -363,6 +471,9 @@ impl TryFrom<pb::ScanRecord> for ScanRecord {
             decided_at: message.decided_at,
             offline: message.offline,
             forced: message.forced,
+            // What a passage replaced stays in the store: a report shows none.
+            replaced: None,
+            annuls: optional_scan_id(message.annuls),
         })
     }
 }
@@ -899,12 +1010,86 @@ mod tests {
                 gate_id: request.gate_id,
                 gate_name: request.gate_name,
                 device_id: request.device_id,
-                device_os: request.device_os,
+                device_os: Some(request.device_os),
                 channel_id: None,
                 scan_time: request.scan_time,
                 decided_at: 1_480_003_200_002,
                 offline,
                 shown: offline.then_some(Status::Okay),
+                annuls: None,
+                annulled: None,
+            };
+            assert_eq!(
+                DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(),
+                event
+            );
+        }
+    }
+
+    #[test]
+    fn annulments_round_trip_and_are_no_scans() {
+        let request = AnnulRequest {
+            venue_id: VenueId::new("V"),
+            device_id: DeviceId::new(3),
+            gate_id: GateId::new(4),
+            scan_id: ScanId::new("s0"),
+        };
+        let digest = SecretDigest::of("s3cret");
+        let bytes = annul_to_pb(&ScanId::new("a1"), &request, Some(&digest)).encode_to_vec();
+        let message = pb::ScanRequest::decode(bytes.as_slice()).unwrap();
+        assert!(is_annulment(&message));
+        assert_eq!(
+            secret_digest_from_pb(&message.device_secret_digest).unwrap(),
+            Some(digest)
+        );
+        assert_eq!(
+            annul_from_pb(message.clone()).unwrap(),
+            (ScanId::new("a1"), request)
+        );
+        assert!(scan_from_pb(message).is_err(), "an annulment is no scan");
+        let annul_kind = pb::ScanRequest {
+            kind: pb::ScanKind::Annul.into(),
+            ..scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None, None)
+        };
+        assert!(matches!(
+            scan_from_pb(annul_kind),
+            Err(ProtoError::Invalid { field: "kind", .. })
+        ));
+        let scan_message = scan_to_pb(&ScanId::new("s"), ScanKind::Enter, &scan(), None, None);
+        assert!(!is_annulment(&scan_message));
+        assert!(annul_from_pb(scan_message).is_err());
+
+        for (token, status, annulled) in [
+            ("", Status::NotFound, None),
+            (
+                "T",
+                Status::Okay,
+                Some(AnnulledPassage {
+                    kind: ScanKind::Exit,
+                    gate_id: GateId::new(9),
+                    gate_name: "North".into(),
+                    decided_at: 17,
+                    forced: true,
+                }),
+            ),
+        ] {
+            let event = DecisionEvent {
+                scan_id: ScanId::new("a1"),
+                kind: ScanKind::Annul,
+                decision: Decision::new(status, "m", vec![]),
+                token: Token::new(token),
+                venue_id: VenueId::new("V"),
+                gate_id: GateId::new(4),
+                gate_name: "Gate 4".into(),
+                device_id: DeviceId::new(3),
+                device_os: None,
+                channel_id: None,
+                scan_time: 20,
+                decided_at: 20,
+                offline: false,
+                shown: None,
+                annuls: Some(ScanId::new("s0")),
+                annulled,
             };
             assert_eq!(
                 DecisionEvent::try_from(pb::Decision::from(&event)).unwrap(),

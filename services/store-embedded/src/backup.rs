@@ -17,8 +17,8 @@ use crate::stats::{
 };
 use crate::tables::{
     DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED,
-    REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, SEQUENCES, STATES, TICKETS, VENUES,
-    unavailable,
+    REMEMBERED_BRIEFLY_BY_TIME, REMEMBERED_BY_TIME, SCAN_TOKENS, SEQUENCES, STATES, TICKETS,
+    VENUES, unavailable,
 };
 use crate::{EmbeddedStore, FILE_NAME};
 use async_trait::async_trait;
@@ -146,6 +146,7 @@ fn copy_every_table(
     table(copy_table(snapshot, copy, REMEMBERED_BRIEFLY_BY_TIME))?;
     table(copy_table(snapshot, copy, HISTORY))?;
     table(copy_table(snapshot, copy, HISTORY_BY_TOKEN))?;
+    table(copy_table(snapshot, copy, SCAN_TOKENS))?;
     table(copy_table(snapshot, copy, DEVICES))?;
     table(copy_table(snapshot, copy, DEVICE_MACS))?;
     table(copy_table(snapshot, copy, COUNTERS))?;

@@ -24,7 +24,7 @@ pub use writer::WriterStats;
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId,
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanId, ScanKey, Token, Venue, VenueId,
 };
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
@@ -220,6 +220,10 @@ impl TicketStore for EmbeddedStore {
         limit: usize,
     ) -> Result<TicketHistory, StoreError> {
         read::ticket_history(&self.db, token, limit)
+    }
+
+    async fn scan_token(&self, scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
+        read::scan_token(&self.db, scan_id)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,13 +2,13 @@
 //! for the writer).
 
 use crate::tables::{
-    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED, STATES,
-    TICKETS, VENUES, find_gate, get_json, unavailable,
+    DEVICE_MACS, DEVICES, EVENTS, GATE_NAMES, GATES, HISTORY, HISTORY_BY_TOKEN, REMEMBERED,
+    SCAN_TOKENS, STATES, TICKETS, VENUES, find_gate, get_json, unavailable,
 };
 use presence_domain::inventory::Reference;
 use presence_domain::{
-    Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, ScanKey, ScanRecord, Ticket,
-    Token, Venue, VenueId,
+    Device, DeviceId, Event, EventId, Gate, GateId, GateSpec, Mac, ScanId, ScanKey, ScanRecord,
+    Ticket, Token, Venue, VenueId,
 };
 use presence_ports::{InventorySize, ScanContext, StoreError, TicketHistory, VenueCounts};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableDefinition};
@@ -48,6 +48,15 @@ pub(crate) fn scan_context(
         state,
         remembered,
     })
+}
+
+/// [`presence_ports::TicketStore::scan_token`].
+pub(crate) fn scan_token(db: &Database, scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
+    let txn = begin(db)?;
+    Ok(table(&txn, SCAN_TOKENS)?
+        .get(scan_id.as_str())
+        .map_err(unavailable)?
+        .map(|token| Token::new(token.value())))
 }
 
 /// [`presence_ports::TicketStore::ticket_history`], from one snapshot.

@@ -148,7 +148,7 @@ impl<'t> StatsTables<'t> {
                 .map_err(unavailable)?
                 .map_or(0, |guard| guard.value());
             self.counters
-                .insert(key, current.saturating_add(tally.amount))
+                .insert(key, tally.applied_to(current))
                 .map_err(unavailable)?;
         }
         self.gate_names
@@ -194,7 +194,7 @@ impl<'t> StatsTables<'t> {
                 .map_err(unavailable)?
                 .map_or(0, |guard| guard.value());
             self.entry_minutes
-                .insert(key, people.saturating_add(tally.amount))
+                .insert(key, tally.applied_to(people))
                 .map_err(unavailable)?;
         }
         let device = (venue, tally.device_id.get());

@@ -57,6 +57,11 @@ pub(crate) const HISTORY: TableDefinition<(i64, u64, &str), &[u8]> =
 pub(crate) const HISTORY_BY_TOKEN: TableDefinition<(&str, u64), i64> =
     TableDefinition::new("history_by_token");
 
+/// Scan id → the token whose history holds that scan's record
+/// ([`presence_ports::TicketStore::scan_token`]): written with the record, and
+/// removed with it when it is trimmed or expires.
+pub(crate) const SCAN_TOKENS: TableDefinition<&str, &str> = TableDefinition::new("scan_tokens");
+
 /// Which retention a remembered decision is kept for: the index it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kept {
@@ -127,6 +132,18 @@ where
         .transpose()
 }
 
+/// The scan id a stored history record names, read without decoding the rest.
+fn recorded_scan_id(record: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "i")]
+        scan_id: String,
+    }
+    serde_json::from_slice::<Named>(record)
+        .ok()
+        .map(|named| named.scan_id)
+}
+
 /// Creates every table, so that read transactions never meet a missing one.
 pub(crate) fn create_all(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     WriteTables::open(txn).map(drop)
@@ -146,6 +163,7 @@ pub(crate) struct WriteTables<'t> {
     remembered_briefly_by_time: Table<'t, (i64, &'static str), ()>,
     history: Table<'t, (i64, u64, &'static str), &'static [u8]>,
     history_by_token: Table<'t, (&'static str, u64), i64>,
+    scan_tokens: Table<'t, &'static str, &'static str>,
     devices: Table<'t, u64, &'static [u8]>,
     device_macs: Table<'t, (&'static str, &'static str), u64>,
     stats: StatsTables<'t>,
@@ -169,6 +187,7 @@ impl<'t> WriteTables<'t> {
             remembered_briefly_by_time: txn.open_table(REMEMBERED_BRIEFLY_BY_TIME)?,
             history: txn.open_table(HISTORY)?,
             history_by_token: txn.open_table(HISTORY_BY_TOKEN)?,
+            scan_tokens: txn.open_table(SCAN_TOKENS)?,
             devices: txn.open_table(DEVICES)?,
             device_macs: txn.open_table(DEVICE_MACS)?,
             stats: StatsTables::open(txn)?,
@@ -221,18 +240,24 @@ impl<'t> WriteTables<'t> {
         self.by_time(Kept::of(&commit.remembered))
             .insert((commit.remembered.decided_at, key.as_str()), ())
             .map_err(unavailable)?;
-        if let Some(history) = history {
-            self.add_history(token, commit.remembered.decided_at, &history)?;
+        if let (Some(history), Some(record)) = (history, &commit.history) {
+            self.add_history(
+                token,
+                record.scan_id.as_str(),
+                commit.remembered.decided_at,
+                &history,
+            )?;
         }
         self.wrote = true;
         Ok(CommitOutcome::Committed)
     }
 
-    /// Adds one record to the token's history and drops what is beyond the
-    /// newest [`MAX_HISTORY_ENTRIES`].
+    /// Adds one record (of the scan `scan_id`) to the token's history, indexes
+    /// its scan id, and drops what is beyond the newest [`MAX_HISTORY_ENTRIES`].
     fn add_history(
         &mut self,
         token: &str,
+        scan_id: &str,
         decided_at: UnixMillis,
         record: &[u8],
     ) -> Result<(), StoreError> {
@@ -242,6 +267,9 @@ impl<'t> WriteTables<'t> {
             .map_err(unavailable)?;
         self.history_by_token
             .insert((token, sequence), decided_at)
+            .map_err(unavailable)?;
+        self.scan_tokens
+            .insert(scan_id, token)
             .map_err(unavailable)?;
         let beyond = self
             .history_by_token
@@ -253,11 +281,31 @@ impl<'t> WriteTables<'t> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         for (sequence, decided_at) in beyond {
-            self.history_by_token
-                .remove((token, sequence))
-                .map_err(unavailable)?;
-            self.history
-                .remove((decided_at, sequence, token))
+            self.forget_record(decided_at, sequence, token)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one history record, its place in its token's list and its scan
+    /// id's index entry (named inside the record).
+    fn forget_record(
+        &mut self,
+        decided_at: UnixMillis,
+        sequence: u64,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        self.history_by_token
+            .remove((token, sequence))
+            .map_err(unavailable)?;
+        let removed = self
+            .history
+            .remove((decided_at, sequence, token))
+            .map_err(unavailable)?;
+        // A record this store cannot read names no scan id to unindex: its
+        // entry, if any, stays, and leads to a history without it.
+        if let Some(scan_id) = removed.and_then(|record| recorded_scan_id(record.value())) {
+            self.scan_tokens
+                .remove(scan_id.as_str())
                 .map_err(unavailable)?;
         }
         Ok(())
@@ -280,12 +328,7 @@ impl<'t> WriteTables<'t> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         for (decided_at, sequence, token) in &expired {
-            self.history
-                .remove((*decided_at, *sequence, token.as_str()))
-                .map_err(unavailable)?;
-            self.history_by_token
-                .remove((token.as_str(), *sequence))
-                .map_err(unavailable)?;
+            self.forget_record(*decided_at, *sequence, token)?;
         }
         Ok(expired.len())
     }

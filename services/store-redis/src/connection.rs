@@ -253,6 +253,11 @@ impl ConnectionLike for Connection {
 }
 
 impl Connection {
+    /// Whether this is a Redis Cluster's, which refuses a pipeline across slots.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
     /// Sends `commands`, which need not share a slot nor run in any order (reads,
     /// or writes that do not depend on one another), and returns their replies
     /// in order as `T`, as a pipeline's: one pipeline to a single server, one

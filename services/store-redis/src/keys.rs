@@ -64,6 +64,12 @@ impl Keys {
         )
     }
 
+    /// The token whose history holds this scan's record. The scan id is the
+    /// whole hash tag: a scan id (letters, digits, `-`) holds no brace.
+    pub(crate) fn scan_token(&self, scan_id: &ScanId) -> String {
+        format!("{}{{s:{scan_id}}}", self.prefix)
+    }
+
     pub(crate) fn venue(&self, id: &VenueId) -> String {
         format!("{}vn:{id}", self.prefix)
     }
@@ -216,6 +222,10 @@ mod tests {
         assert_eq!(
             keys.decision(&scan("721744537954")),
             "presence:{t:721744537954}:sc:enter:224:1480003200001"
+        );
+        assert_eq!(
+            keys.scan_token(&ScanId::new("0190-ab")),
+            "presence:{s:0190-ab}"
         );
         assert_eq!(keys.gate(GateId::new(7)), "presence:gt:7");
         assert_eq!(keys.gate_names(&VenueId::new("V")), "presence:vg:V");

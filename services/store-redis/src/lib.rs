@@ -33,6 +33,7 @@
 //! | `P{t:<token>}:st` | the token's state, with its version in `v`; absent = never scanned |
 //! | `P{t:<token>}:sc:<kind>:<device>:<scan time>` | a remembered decision, expiring after [`RedisOptions::idempotency_retention`] (a NOT_FOUND after [`RedisOptions::not_found_retention`]) |
 //! | `P{t:<token>}:h` | list: the ticket's newest 500 scan records (`GET ticket`), newest first, expiring [`RedisOptions::idempotency_retention`] after its latest scan; only for known tickets |
+//! | `P{s:<scan id>}` | the token whose history has that scan's record (annulments find the ticket by it), expiring after [`RedisOptions::idempotency_retention`]; written just before the commit that adds the record |
 //! | `Pvn:<venue>`, `Pev:<event>` | a venue, an event |
 //! | `Pgt:<gate id>` | a gate's spec (the id is the key) |
 //! | `Pvg:<venue>` | hash: gate key (NFKC, trimmed, lower-case name) → gate id |
@@ -56,6 +57,10 @@
 //! slot, sent side by side, in a cluster: a cluster refuses a pipeline across
 //! slots. Either way a scan context takes two round trips: the token's keys and
 //! the gate, then the ticket's event.
+//! A commit that adds a history record also writes its scan's index key
+//! `{s:<scan id>}`, of another slot: on a server in the commit's pipeline,
+//! before the script, so a scan still takes one round trip to commit; in a
+//! cluster beside it, as a request of its own sent at the same time.
 //!
 //! In a cluster the store connects through seed nodes (any one that answers),
 //! learns which primary serves which slot, follows `MOVED`/`ASK` while slots
@@ -146,7 +151,7 @@ use connection::{Connection, Dialer};
 use keys::Keys;
 use presence_domain::inventory::{InventoryRecord, Reference};
 use presence_domain::{
-    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanKey, Token, Venue, VenueId,
+    Device, DeviceId, Event, EventId, Gate, GateId, Mac, ScanId, ScanKey, Token, Venue, VenueId,
 };
 use presence_ports::{
     Commit, CommitOutcome, DEFAULT_NOT_FOUND_RETENTION, DeviceDraft, DeviceStore, InventorySize,
@@ -413,6 +418,11 @@ impl TicketStore for RedisStore {
         tickets::ticket_history(self, token, limit)
             .instrument(span)
             .await
+    }
+
+    async fn scan_token(&self, scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
+        let span = tracing::debug_span!("redis.scan_token", %scan_id);
+        tickets::scan_token(self, scan_id).instrument(span).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

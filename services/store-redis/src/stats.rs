@@ -41,7 +41,7 @@ impl StatsStore for RedisStore {
                     .stats_minute(venue, minute.unwrap_or_else(|| minute_of(tally.decided_at))),
             )
             .arg(self.retention_ms_for(tally.is_remembered_briefly()))
-            .arg(tally.amount)
+            .arg(tally.delta())
             .arg(tally.gate_id.get())
             .arg(&tally.gate_name)
             .arg(tally.decided_at)

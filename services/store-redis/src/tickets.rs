@@ -4,7 +4,9 @@ use crate::codec::{decode, decode_opt, decode_state, decode_ticket, encode, enco
 use crate::{RedisStore, store_error};
 use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::time::unix_millis;
-use presence_domain::{Event, GateId, GateSpec, RememberedDecision, ScanKey, ScanRecord, Token};
+use presence_domain::{
+    Event, GateId, GateSpec, RememberedDecision, ScanId, ScanKey, ScanRecord, Token,
+};
 use presence_ports::{Commit, CommitOutcome, ScanContext, StoreError, TicketHistory};
 use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use std::time::SystemTime;
@@ -131,6 +133,19 @@ pub(crate) async fn ticket_history(
     })
 }
 
+/// [`presence_ports::TicketStore::scan_token`]: one `GET`.
+pub(crate) async fn scan_token(
+    store: &RedisStore,
+    scan_id: &ScanId,
+) -> Result<Option<Token>, StoreError> {
+    let token: Option<String> = redis::cmd("GET")
+        .arg(store.keys.scan_token(scan_id))
+        .query_async(&mut store.conn())
+        .await
+        .map_err(store_error)?;
+    Ok(token.map(Token::new))
+}
+
 /// One run of `lua/commit.lua`; its header says what each key and argument is.
 ///
 /// The script runs only until the moment this call stops waiting for its
@@ -161,6 +176,14 @@ pub(crate) async fn commit(
         .as_ref()
         .map(|record| encode("history record", record))
         .transpose()?;
+    let index = commit.history.as_ref().map(|record| {
+        let mut set = redis::cmd("SET");
+        set.arg(store.keys.scan_token(&record.scan_id))
+            .arg(commit.key.token.as_str())
+            .arg("PX")
+            .arg(retention_ms);
+        set
+    });
     let call = |verb: &str, script: &str| {
         let mut call = redis::cmd(verb);
         call.arg(script)
@@ -179,10 +202,15 @@ pub(crate) async fn commit(
     };
     // EVALSHA sends only the script's hash; a Redis that does not know it
     // (restarted, failed over, flushed) answers NOSCRIPT and gets the source.
-    let replies = match run_confirmed(store, call("EVALSHA", store.commit_script.get_hash())).await
+    let replies = match run_confirmed(
+        store,
+        index.as_ref(),
+        call("EVALSHA", store.commit_script.get_hash()),
+    )
+    .await
     {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            run_confirmed(store, call("EVAL", COMMIT_LUA)).await
+            run_confirmed(store, index.as_ref(), call("EVAL", COMMIT_LUA)).await
         }
         replies => replies,
     }
@@ -202,12 +230,21 @@ pub(crate) async fn commit(
 }
 
 /// Runs `command`, followed by `WAIT` when replicas must confirm: its reply
-/// and, then, how many replicas acknowledged it.
+/// and, then, how many replicas acknowledged it. `index` (a scan's index
+/// entry, of another slot) goes before `command` in the same pipeline on a
+/// server, and as a request of its own sent alongside in a cluster; its
+/// failure fails the call, the commit's outcome then unknown.
 async fn run_confirmed(
     store: &RedisStore,
+    index: Option<&Cmd>,
     command: Cmd,
 ) -> Result<(Value, Option<u32>), RedisError> {
+    let cluster = store.conn.is_cluster();
     let mut pipe = redis::pipe();
+    let in_pipeline = index.filter(|_| !cluster);
+    if let Some(index) = in_pipeline {
+        pipe.add_command(index.clone());
+    }
     pipe.add_command(command);
     if store.min_replicas > 0 {
         pipe.add_command(wait(store));
@@ -215,8 +252,18 @@ async fn run_confirmed(
     // Each reply's own error, not one wrapping them all, so that the caller
     // sees NOSCRIPT or the script's CORRUPT as such.
     pipe.ignore_errors();
-    let replies: Vec<Value> = pipe.query_async(&mut store.confirming_conn()).await?;
+    let apart = async {
+        match index.filter(|_| cluster) {
+            Some(index) => index.query_async::<()>(&mut store.conn()).await,
+            None => Ok(()),
+        }
+    };
+    let mut conn = store.confirming_conn();
+    let (replies, ()) = tokio::try_join!(pipe.query_async::<Vec<Value>>(&mut conn), apart)?;
     let mut replies = replies.into_iter();
+    if in_pipeline.is_some() {
+        replies.next().unwrap_or(Value::Nil).extract_error()?;
+    }
     let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
     let acks = replies
         .next()
@@ -259,7 +306,9 @@ pub(crate) async fn confirm_replicated(
     // replica wait.
     let mut touch = redis::cmd("EVAL");
     touch.arg(TOUCH_EXPIRY_LUA).arg(1).arg(decision_key);
-    let (_, acks) = run_confirmed(store, touch).await.map_err(store_error)?;
+    let (_, acks) = run_confirmed(store, None, touch)
+        .await
+        .map_err(store_error)?;
     confirmed(store, acks.unwrap_or_default())
 }
 

@@ -1,17 +1,17 @@
-//! The validator as a Kafka service: scan requests in, decisions and answers out;
-//! inventory chunks in, applied to the store.
+//! The validator as a Kafka service: scan requests and annulments in, decisions
+//! and answers out; inventory chunks in, applied to the store.
 
-use crate::{InventoryApplier, Validator};
+use crate::{InventoryApplier, Validator, ValidatorError};
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
-use presence_domain::{DecisionEvent, ScanId};
+use presence_domain::{DecisionEvent, ScanId, ScanKind, Token};
 use presence_kafka::client;
 use presence_kafka::producer::KafkaProducer;
 use presence_kafka::replies::{answer, expired};
 use presence_kafka::runner::{Disposition, Handler, HandlerError};
 use presence_kafka::wire;
-use presence_ports::{InventoryOutcome, ScanCommand};
+use presence_ports::{AnnulCommand, Answer, InventoryOutcome, ScanCommand};
 use presence_proto::pb;
 use presence_proto::pb::reply::Outcome;
 use prost::Message as _;
@@ -24,7 +24,7 @@ fn retry(error: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(error.to_string())
 }
 
-/// Decides scan requests from the `scans` topic.
+/// Decides scan requests and annulments from the `scans` topic.
 pub struct ScanHandler {
     validator: Validator,
     producer: KafkaProducer,
@@ -56,49 +56,66 @@ impl ScanHandler {
     }
 }
 
-#[async_trait]
-impl Handler for ScanHandler {
-    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
+/// One record of the `scans` topic: a scan, or an annulment.
+enum Request {
+    Scan(ScanCommand),
+    Annul(AnnulCommand),
+}
+
+impl Request {
+    fn decode(record: &OwnedMessage) -> Result<Self, HandlerError> {
+        let poison = |error: presence_proto::ProtoError| HandlerError::Poison(error.to_string());
         let message = pb::ScanRequest::decode(record.payload().unwrap_or_default())
             .map_err(|error| HandlerError::Poison(format!("not a ScanRequest: {error}")))?;
-        let device_secret = presence_proto::secret_digest_from_pb(&message.device_secret_digest)
-            .map_err(|error| HandlerError::Poison(error.to_string()))?;
-        let (scan_id, kind, request, shown) = presence_proto::scan_from_pb(message)
-            .map_err(|error| HandlerError::Poison(error.to_string()))?;
-        let command = ScanCommand {
+        let device_secret =
+            presence_proto::secret_digest_from_pb(&message.device_secret_digest).map_err(poison)?;
+        if presence_proto::is_annulment(&message) {
+            let (scan_id, request) = presence_proto::annul_from_pb(message).map_err(poison)?;
+            return Ok(Self::Annul(AnnulCommand {
+                scan_id,
+                request,
+                device_secret,
+            }));
+        }
+        let (scan_id, kind, request, shown) =
+            presence_proto::scan_from_pb(message).map_err(poison)?;
+        Ok(Self::Scan(ScanCommand {
             scan_id,
             kind,
             request,
             device_secret,
             shown,
-        };
-        let late = expired(record, unix_millis(SystemTime::now()));
-        let unsettled = self.unsettled().contains(&command.scan_id);
-        let decided = if late || unsettled {
-            // Past its deadline the gateway has answered 503 already: deciding now
-            // would change state behind an answer that said nothing happened (its
-            // retry decides). An unsettled scan may have a decision recorded. Either
-            // way, a decision already recorded for this very scan is finished first:
-            // published and answered.
-            match self.validator.redeliver(&command).await {
-                Ok(Some(answer)) => Ok(answer),
-                Ok(None) if !late => self.validator.decide(&command).await,
-                Ok(None) => {
-                    tracing::warn!(scan_id = %command.scan_id, "scan request expired before it was decided; dropped");
-                    self.unsettled().remove(&command.scan_id);
-                    return Ok(Disposition::Done);
-                }
-                // Whether a decision is recorded cannot be told yet: nobody waits
-                // for this answer, so try again until the store tells.
-                Err(error) => return Err(retry(error)),
-            }
-        } else {
-            self.validator.decide(&command).await
-        };
-        let outcome = match decided {
-            Ok(answer) => {
+        }))
+    }
+
+    fn scan_id(&self) -> &ScanId {
+        match self {
+            Self::Scan(command) => &command.scan_id,
+            Self::Annul(command) => &command.scan_id,
+        }
+    }
+
+    async fn decide(&self, validator: &Validator) -> Result<Answer, ValidatorError> {
+        match self {
+            Self::Scan(command) => validator.decide(command).await,
+            Self::Annul(command) => validator.annul(command).await,
+        }
+    }
+
+    async fn redeliver(&self, validator: &Validator) -> Result<Option<Answer>, ValidatorError> {
+        match self {
+            Self::Scan(command) => validator.redeliver(command).await,
+            Self::Annul(command) => validator.redeliver_annul(command).await,
+        }
+    }
+
+    /// The reply to the gateway: the answer as a decision.
+    fn reply(self, answer: Answer) -> pb::Decision {
+        let decided_at = unix_millis(SystemTime::now());
+        let event = match self {
+            Self::Scan(command) => {
                 let request = command.request;
-                let event = DecisionEvent {
+                DecisionEvent {
                     scan_id: answer.scan_id,
                     kind: command.kind,
                     decision: answer.decision,
@@ -107,19 +124,78 @@ impl Handler for ScanHandler {
                     gate_id: request.gate_id,
                     gate_name: request.gate_name,
                     device_id: request.device_id,
-                    device_os: request.device_os,
+                    device_os: Some(request.device_os),
                     channel_id: request.channel_id,
                     scan_time: request.scan_time,
-                    decided_at: unix_millis(SystemTime::now()),
+                    decided_at,
                     offline: command.shown.is_some(),
                     shown: command.shown,
-                };
-                Outcome::Decision(pb::Decision::from(&event))
+                    annuls: None,
+                    annulled: None,
+                }
             }
+            // The gateway reads the scan id and the decision; the rest of an
+            // annulment's event is on the decisions stream.
+            Self::Annul(command) => {
+                let request = command.request;
+                DecisionEvent {
+                    scan_id: answer.scan_id,
+                    kind: ScanKind::Annul,
+                    decision: answer.decision,
+                    token: Token::new(""),
+                    venue_id: request.venue_id,
+                    gate_id: request.gate_id,
+                    gate_name: String::new(),
+                    device_id: request.device_id,
+                    device_os: None,
+                    channel_id: None,
+                    scan_time: decided_at,
+                    decided_at,
+                    offline: false,
+                    shown: None,
+                    annuls: Some(request.scan_id),
+                    annulled: None,
+                }
+            }
+        };
+        pb::Decision::from(&event)
+    }
+}
+
+#[async_trait]
+impl Handler for ScanHandler {
+    async fn handle(&self, record: &OwnedMessage) -> Result<Disposition, HandlerError> {
+        let request = Request::decode(record)?;
+        let scan_id = request.scan_id().clone();
+        let late = expired(record, unix_millis(SystemTime::now()));
+        let unsettled = self.unsettled().contains(&scan_id);
+        let decided = if late || unsettled {
+            // Past its deadline the gateway has answered 503 already: deciding now
+            // would change state behind an answer that said nothing happened (its
+            // retry decides). An unsettled scan may have a decision recorded. Either
+            // way, a decision already recorded for this very scan is finished first:
+            // published and answered.
+            match request.redeliver(&self.validator).await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) if !late => request.decide(&self.validator).await,
+                Ok(None) => {
+                    tracing::warn!(%scan_id, "scan request expired before it was decided; dropped");
+                    self.unsettled().remove(&scan_id);
+                    return Ok(Disposition::Done);
+                }
+                // Whether a decision is recorded cannot be told yet: nobody waits
+                // for this answer, so try again until the store tells.
+                Err(error) => return Err(retry(error)),
+            }
+        } else {
+            request.decide(&self.validator).await
+        };
+        let outcome = match decided {
+            Ok(answer) => Outcome::Decision(request.reply(answer)),
             // Perhaps decided, but not on the decisions stream: the record is tried
             // again, and reads what was recorded for it before anything else.
             Err(error) if error.may_be_recorded() => {
-                self.unsettled().insert(command.scan_id);
+                self.unsettled().insert(scan_id);
                 return Err(retry(error));
             }
             // Nothing was decided: the gateway answers 503 now rather than waiting.
@@ -128,7 +204,7 @@ impl Handler for ScanHandler {
         answer(&self.producer, record, outcome)
             .await
             .map_err(retry)?;
-        self.unsettled().remove(&command.scan_id);
+        self.unsettled().remove(&scan_id);
         Ok(Disposition::Done)
     }
 }

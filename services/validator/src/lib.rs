@@ -1,8 +1,9 @@
-//! The validation worker: decides scans and applies inventory.
+//! The validation worker: decides scans and annulments, and applies inventory.
 //!
 //! [`Validator`] runs the domain rules against a [`TicketStore`] and commits each
 //! decision with its state change atomically (optimistic: read, decide in Rust,
-//! commit if the token is unchanged, else read again). [`InventoryApplier`] checks
+//! commit if the token is unchanged, else read again); an annulment
+//! ([`Validator::annul`]) is committed the same way. [`InventoryApplier`] checks
 //! an inventory batch's references against the store and applies it whole.
 //! Neither knows which store or transport it runs on.
 
@@ -13,16 +14,19 @@ pub mod distributed;
 
 pub use inventory::{InventoryApplier, InventorySizeGauge};
 
+use presence_domain::annul::{self, AnnulFacts, DEFAULT_ANNUL_WINDOW_MS};
+use presence_domain::history::MAX_HISTORY_ENTRIES;
 use presence_domain::offline;
 use presence_domain::rules::{self, TicketFacts};
 use presence_domain::time::unix_millis;
 use presence_domain::{
-    Decision, DecisionEvent, DeviceId, GateId, RememberedDecision, ScanKey, ScanRecord,
-    SecretDigest, Token, VenueId, barcode,
+    AnnulOutcome, AnnulRequest, Annulled, AnnulledPassage, Decision, DecisionEvent, DeviceId,
+    GateId, RememberedDecision, ScanId, ScanKey, ScanKind, ScanRecord, SecretDigest, Status, Token,
+    VenueId, barcode,
 };
 use presence_ports::{
-    Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand, ScanContext, StoreError,
-    Stores, TicketStore, TransportError,
+    AnnulCommand, Answer, Commit, CommitOutcome, DecisionSink, DeviceStore, ScanCommand,
+    ScanContext, StoreError, Stores, TicketHistory, TicketStore, TransportError,
 };
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -65,6 +69,8 @@ pub struct Validator {
     tickets: Arc<dyn TicketStore>,
     devices: Arc<dyn DeviceStore>,
     decisions: Arc<dyn DecisionSink>,
+    /// How long after its decision a passage may be annulled.
+    annul_window_ms: u64,
 }
 
 impl std::fmt::Debug for Validator {
@@ -88,7 +94,8 @@ enum Decided {
 /// ([`Validator::admit_device`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    Admitted,
+    /// The device is configured at that venue and gate, as `gate_name`.
+    Admitted { gate_name: String },
     /// Rule 1: the device is not configured at that venue and gate. A
     /// BAD_REQUEST decision: published, never remembered.
     NotConfigured(Decision),
@@ -104,6 +111,16 @@ impl Validator {
             tickets: stores.tickets.clone(),
             devices: stores.devices.clone(),
             decisions,
+            annul_window_ms: DEFAULT_ANNUL_WINDOW_MS,
+        }
+    }
+
+    /// Allows annulments of passages decided at most `window_ms` ago
+    /// (`PRESENCE_ANNUL_WINDOW_MS`; [`DEFAULT_ANNUL_WINDOW_MS`] otherwise).
+    pub fn with_annul_window(self, window_ms: u64) -> Self {
+        Self {
+            annul_window_ms: window_ms,
+            ..self
         }
     }
 
@@ -199,14 +216,11 @@ impl Validator {
     ) -> Result<Admission, StoreError> {
         let (device, venue) =
             tokio::try_join!(self.devices.device(device_id), self.devices.venue(venue_id))?;
-        if let Err(rejection) =
-            rules::check_device_at(venue_id, device_id, gate_id, device.as_ref())
-        {
-            return Ok(Admission::NotConfigured(rejection));
-        }
-        let refusal = device
-            .as_ref()
-            .and_then(|device| rules::check_device_access(venue.as_ref(), device, presented).err());
+        let device = match rules::check_device_at(venue_id, device_id, gate_id, device.as_ref()) {
+            Ok(device) => device,
+            Err(rejection) => return Ok(Admission::NotConfigured(rejection)),
+        };
+        let refusal = rules::check_device_access(venue.as_ref(), device, presented).err();
         Ok(match refusal {
             Some(refusal) => {
                 tracing::info!(
@@ -217,7 +231,9 @@ impl Validator {
                 );
                 Admission::Refused(refusal)
             }
-            None => Admission::Admitted,
+            None => Admission::Admitted {
+                gate_name: device.gate_name.clone(),
+            },
         })
     }
 
@@ -268,7 +284,7 @@ impl Validator {
             )
             .await?
         {
-            Admission::Admitted => {}
+            Admission::Admitted { .. } => {}
             Admission::NotConfigured(rejection) => {
                 return Ok((Decided::Fresh(rejection), request.token.clone()));
             }
@@ -304,6 +320,7 @@ impl Validator {
                     decided_at,
                     command.shown.is_some(),
                 )
+                .replacing(&context.state, outcome.next_state.is_some())
             });
             let remembered = RememberedDecision {
                 scan_id: command.scan_id.clone(),
@@ -359,16 +376,281 @@ impl Validator {
             gate_id: request.gate_id,
             gate_name: request.gate_name.clone(),
             device_id: request.device_id,
-            device_os: request.device_os,
+            device_os: Some(request.device_os),
             channel_id: request.channel_id.clone(),
             scan_time: request.scan_time,
             decided_at,
             offline: command.shown.is_some(),
             shown: command.shown,
+            annuls: None,
+            annulled: None,
         };
         self.decisions
             .publish(event)
             .await
             .map_err(ValidatorError::from)
+    }
+
+    /// Decides one annulment (SPEC §6), records it, and publishes it.
+    ///
+    /// Rule 1 and the device's credentials come first, as for a scan. The
+    /// annulled scan's ticket is found by the scan's id and the annulment
+    /// decided from the ticket's history ([`annul::decide`]). One carried out
+    /// is committed like a scan: only if the ticket is unchanged since it was
+    /// read, else read and decided again, so of an annulment and a scan racing
+    /// on one ticket exactly one wins, and of two annulments of one passage the
+    /// first (its remembered key) wins. A refusal changes and remembers nothing
+    /// and is published. An annulment of an annulled scan answers the first
+    /// annulment with its scan id, published again only for a redelivery of
+    /// that very annulment (as [`Validator::decide`] does for a scan).
+    pub async fn annul(&self, command: &AnnulCommand) -> Result<Answer, ValidatorError> {
+        let request = &command.request;
+        let span = tracing::info_span!(
+            "annul",
+            scan_id = %command.scan_id,
+            annuls = %request.scan_id,
+            venue = %request.venue_id,
+            gate = %request.gate_id,
+            device = %request.device_id,
+            status = field::Empty,
+        );
+        async move {
+            let answer = self.annul_once(command).await?;
+            tracing::Span::current().record("status", answer.decision.status.as_str());
+            Ok(answer)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn annul_once(&self, command: &AnnulCommand) -> Result<Answer, ValidatorError> {
+        let request = &command.request;
+        let decided_at = unix_millis(SystemTime::now());
+        let answer = |decision| Answer {
+            scan_id: command.scan_id.clone(),
+            decision,
+        };
+        let gate_name = match self
+            .admit_device(
+                &request.venue_id,
+                request.device_id,
+                request.gate_id,
+                command.device_secret.as_ref(),
+            )
+            .await?
+        {
+            Admission::Admitted { gate_name } => gate_name,
+            Admission::NotConfigured(rejection) => {
+                let unknown = Publication::refused(Token::new(""), String::new());
+                self.publish_annulment(command, &unknown, &rejection, decided_at)
+                    .await?;
+                return Ok(answer(rejection));
+            }
+            Admission::Refused(refusal) => return Ok(answer(refusal)),
+        };
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let (token, history) = self.annulled_ticket(&request.scan_id).await?;
+            let allowed = match self.judge_annulment(request, &history, decided_at) {
+                AnnulOutcome::Refused(decision) => {
+                    // The ticket is named only when it is this venue's (a
+                    // NOT_FOUND may be another venue's ticket).
+                    let named = history.ticket.is_some() && decision.status != Status::NotFound;
+                    let token = if named { token } else { Token::new("") };
+                    let refused = Publication::refused(token, gate_name);
+                    self.publish_annulment(command, &refused, &decision, decided_at)
+                        .await?;
+                    return Ok(answer(decision));
+                }
+                AnnulOutcome::AlreadyAnnulled(annulled) => {
+                    return self.answer_annulled(command, token, annulled).await;
+                }
+                AnnulOutcome::Annul(allowed) => allowed,
+            };
+            let commit = Commit {
+                key: allowed.key,
+                expected_version: history.state.version,
+                next_state: Some(allowed.next_state),
+                remembered: RememberedDecision {
+                    scan_id: command.scan_id.clone(),
+                    decision: allowed.decision.clone(),
+                    decided_at,
+                },
+                history: Some(annul::record(
+                    &command.scan_id,
+                    request,
+                    &gate_name,
+                    &allowed.decision,
+                    decided_at,
+                )),
+            };
+            let committed = match self.tickets.commit(commit).await {
+                Ok(committed) => committed,
+                Err(StoreError::Unavailable(reason)) => {
+                    return Err(ValidatorError::CommitUnknown(reason));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            match committed {
+                CommitOutcome::Committed => {
+                    let done = Publication {
+                        token,
+                        gate_name,
+                        passage: Some(allowed.passage),
+                    };
+                    self.publish_annulment(command, &done, &allowed.decision, decided_at)
+                        .await?;
+                    return Ok(answer(allowed.decision));
+                }
+                CommitOutcome::AlreadyDecided(first) => {
+                    let annulled = Annulled {
+                        first,
+                        gate_name,
+                        passage: allowed.passage,
+                    };
+                    return self.answer_annulled(command, token, annulled).await;
+                }
+                CommitOutcome::Conflict => {
+                    tracing::debug!("ticket changed while annulling; deciding again")
+                }
+            }
+        }
+        Err(ValidatorError::Contention)
+    }
+
+    /// Finishes an annulment whose decision may already be recorded, as
+    /// [`Validator::redeliver`] does for a scan: when this very annulment was
+    /// carried out, it is published and answered; otherwise `None`, and
+    /// nothing is decided.
+    pub async fn redeliver_annul(
+        &self,
+        command: &AnnulCommand,
+    ) -> Result<Option<Answer>, ValidatorError> {
+        let (token, history) = self.annulled_ticket(&command.request.scan_id).await?;
+        let now = unix_millis(SystemTime::now());
+        match self.judge_annulment(&command.request, &history, now) {
+            AnnulOutcome::AlreadyAnnulled(annulled)
+                if annulled.first.scan_id == command.scan_id =>
+            {
+                self.answer_annulled(command, token, annulled)
+                    .await
+                    .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The annul rule at `now`, on what the store holds of the ticket whose
+    /// history has the annulled scan.
+    fn judge_annulment(
+        &self,
+        request: &AnnulRequest,
+        history: &TicketHistory,
+        now: i64,
+    ) -> AnnulOutcome {
+        let facts = AnnulFacts {
+            ticket: history.ticket.as_ref(),
+            event: history.event.as_ref(),
+            state: &history.state,
+            history: &history.scans,
+        };
+        annul::decide(request, facts, now, self.annul_window_ms)
+    }
+
+    /// The ticket whose history has the scan `scan_id`, and that history (all
+    /// of it that is kept); an empty history when no ticket's has it.
+    async fn annulled_ticket(
+        &self,
+        scan_id: &ScanId,
+    ) -> Result<(Token, TicketHistory), StoreError> {
+        let Some(token) = self.tickets.scan_token(scan_id).await? else {
+            return Ok((Token::new(""), TicketHistory::default()));
+        };
+        let history = self
+            .tickets
+            .ticket_history(&token, MAX_HISTORY_ENTRIES)
+            .await?;
+        Ok((token, history))
+    }
+
+    /// The answer of an annulment carried out earlier, published again only
+    /// when this command is that annulment (a redelivery).
+    async fn answer_annulled(
+        &self,
+        command: &AnnulCommand,
+        token: Token,
+        annulled: Annulled,
+    ) -> Result<Answer, ValidatorError> {
+        let Annulled {
+            first,
+            gate_name,
+            passage,
+        } = annulled;
+        if first.scan_id == command.scan_id {
+            let done = Publication {
+                token,
+                gate_name,
+                passage: Some(passage),
+            };
+            self.publish_annulment(command, &done, &first.decision, first.decided_at)
+                .await?;
+        }
+        Ok(Answer {
+            scan_id: first.scan_id,
+            decision: first.decision,
+        })
+    }
+
+    /// Publishes an annulment's decision. It has no scanner time: its scan
+    /// time is its decision time.
+    async fn publish_annulment(
+        &self,
+        command: &AnnulCommand,
+        publication: &Publication,
+        decision: &Decision,
+        decided_at: i64,
+    ) -> Result<(), ValidatorError> {
+        let request = &command.request;
+        let event = DecisionEvent {
+            scan_id: command.scan_id.clone(),
+            kind: ScanKind::Annul,
+            decision: decision.clone(),
+            token: publication.token.clone(),
+            venue_id: request.venue_id.clone(),
+            gate_id: request.gate_id,
+            gate_name: publication.gate_name.clone(),
+            device_id: request.device_id,
+            device_os: None,
+            channel_id: None,
+            scan_time: decided_at,
+            decided_at,
+            offline: false,
+            shown: None,
+            annuls: Some(request.scan_id.clone()),
+            annulled: publication.passage.clone(),
+        };
+        self.decisions
+            .publish(event)
+            .await
+            .map_err(ValidatorError::from)
+    }
+}
+
+/// What an annulment's decision event says beside the request and decision.
+struct Publication {
+    /// The annulled scan's ticket; empty when it is not to be named.
+    token: Token,
+    /// The annulling device's gate; empty when the device is not configured.
+    gate_name: String,
+    /// The passage taken back, for one carried out.
+    passage: Option<AnnulledPassage>,
+}
+
+impl Publication {
+    fn refused(token: Token, gate_name: String) -> Self {
+        Self {
+            token,
+            gate_name,
+            passage: None,
+        }
     }
 }

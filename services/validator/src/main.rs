@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use presence_domain::annul::DEFAULT_ANNUL_WINDOW_MS;
 use presence_kafka::KafkaDecisions;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::observed::ObservedTickets;
@@ -33,6 +34,10 @@ struct Settings {
     /// Scans of different tickets decided at once.
     #[arg(long, env = "PRESENCE_VALIDATOR_LANES", default_value_t = 64)]
     lanes: usize,
+    /// How long after its decision a passage may still be annulled
+    /// (`ticket/annul`), in ms.
+    #[arg(long, env = "PRESENCE_ANNUL_WINDOW_MS", default_value_t = DEFAULT_ANNUL_WINDOW_MS)]
+    annul_window_ms: u64,
 }
 
 #[tokio::main]
@@ -84,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             drain,
         },
         handler: Arc::new(ScanHandler::new(
-            Validator::new(&stores, decisions),
+            Validator::new(&stores, decisions).with_annul_window(settings.annul_window_ms),
             producer.clone(),
         )),
         assignment: Assignment::default(),

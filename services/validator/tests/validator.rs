@@ -5,12 +5,12 @@
 
 use presence_domain::inventory::{LineErrors, parse_ndjson};
 use presence_domain::{
-    DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,
+    AnnulRequest, DeviceOs, GateId, Mac, ScanId, ScanKind, ScanRequest, Status, Token, VenueId,
 };
 use presence_ports::in_process::BroadcastDecisions;
 use presence_ports::{
-    Commit, CommitOutcome, DeviceDraft, InventoryOutcome, ScanCommand, ScanContext, StoreError,
-    Stores, TicketStore,
+    AnnulCommand, Commit, CommitOutcome, DeviceDraft, InventoryOutcome, ScanCommand, ScanContext,
+    StoreError, Stores, TicketStore,
 };
 use presence_store_embedded::{EmbeddedOptions, EmbeddedStore};
 use presence_validator::{InventoryApplier, Validator, ValidatorError};
@@ -121,7 +121,7 @@ async fn publishes_each_fresh_decision_with_every_field() {
     );
     assert_eq!(
         (event.gate_id, event.device_id, event.device_os),
-        (f.gate, f.device, DeviceOs::Android)
+        (f.gate, f.device, Some(DeviceOs::Android))
     );
     assert_eq!(
         (event.channel_id.as_deref(), event.scan_time),
@@ -423,6 +423,10 @@ impl TicketStore for AnswerLost {
         self.0.ticket_history(token, limit).await
     }
 
+    async fn scan_token(&self, scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
+        self.0.scan_token(scan_id).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
     }
@@ -454,6 +458,126 @@ async fn a_commit_whose_answer_is_lost_is_settled_by_reading_it_back() {
         (ScanId::new("s1"), Status::Okay)
     );
     assert_eq!(events.try_recv().unwrap().scan_id, ScanId::new("s1"));
+}
+
+impl Fixture {
+    fn annulment(&self, scan_id: &str, annulled: &str) -> AnnulCommand {
+        AnnulCommand {
+            scan_id: ScanId::new(scan_id),
+            request: AnnulRequest {
+                venue_id: VenueId::new("V"),
+                device_id: self.device,
+                gate_id: self.gate,
+                scan_id: ScanId::new(annulled),
+            },
+            device_secret: None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_annulment_restores_the_state_and_publishes_what_it_took_back() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    f.validator
+        .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    let _entry = events.try_recv().unwrap();
+    let answer = f.validator.annul(&f.annulment("a1", "s1")).await.unwrap();
+    assert_eq!(
+        (answer.scan_id.as_str(), answer.decision.status),
+        ("a1", Status::Okay)
+    );
+    let event = events.try_recv().unwrap();
+    assert_eq!(
+        (event.kind, event.token.as_str(), event.device_os),
+        (ScanKind::Annul, "T1", None)
+    );
+    assert_eq!(event.annuls, Some(ScanId::new("s1")));
+    let passage = event.annulled.unwrap();
+    assert_eq!((passage.kind, passage.gate_id), (ScanKind::Enter, f.gate));
+    let again = f.validator.annul(&f.annulment("a2", "s1")).await.unwrap();
+    assert_eq!(
+        again.scan_id,
+        ScanId::new("a1"),
+        "the first annulment's answer"
+    );
+    assert!(
+        matches!(events.try_recv(), Err(TryRecvError::Empty)),
+        "a retry is not published again"
+    );
+    let entry = f
+        .validator
+        .decide(&f.command("s2", ScanKind::Enter, "T1", 2001))
+        .await
+        .unwrap();
+    assert_eq!(
+        entry.decision.status,
+        Status::Okay,
+        "the ticket was NEVER again"
+    );
+}
+
+#[tokio::test]
+async fn an_annulment_whose_commit_answer_is_lost_is_settled_by_reading_it_back() {
+    let f = fixture().await;
+    f.validator
+        .decide(&f.command("s1", ScanKind::Enter, "T1", 2000))
+        .await
+        .unwrap();
+    let mut events = f.decisions.subscribe();
+    let lossy = Stores {
+        tickets: Arc::new(AnswerLost(f.stores.tickets.clone())),
+        ..f.stores.clone()
+    };
+    let validator = Validator::new(&lossy, Arc::new(f.decisions.clone()));
+    let command = f.annulment("a1", "s1");
+    let error = validator.annul(&command).await.unwrap_err();
+    assert!(error.may_be_recorded(), "{error:?}");
+    assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+    let other = f
+        .validator
+        .redeliver_annul(&f.annulment("a2", "s1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other, None,
+        "another annulment is not this one's redelivery"
+    );
+    let settled = f
+        .validator
+        .redeliver_annul(&command)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (settled.scan_id.as_str(), settled.decision.status),
+        ("a1", Status::Okay)
+    );
+    let event = events.try_recv().unwrap();
+    assert_eq!(
+        (event.scan_id.as_str(), event.kind),
+        ("a1", ScanKind::Annul)
+    );
+    assert!(event.annulled.is_some());
+}
+
+#[tokio::test]
+async fn an_annulment_of_an_unknown_scan_is_not_found_and_published() {
+    let f = fixture().await;
+    let mut events = f.decisions.subscribe();
+    let answer = f
+        .validator
+        .annul(&f.annulment("a1", "nothing"))
+        .await
+        .unwrap();
+    assert_eq!(answer.decision.status, Status::NotFound);
+    let event = events.try_recv().unwrap();
+    assert_eq!(
+        (event.token.as_str(), event.annuls, event.annulled),
+        ("", Some(ScanId::new("nothing")), None)
+    );
 }
 
 #[tokio::test]
@@ -496,6 +620,10 @@ impl TicketStore for Down {
         _token: &presence_domain::Token,
         _limit: usize,
     ) -> Result<presence_ports::TicketHistory, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+
+    async fn scan_token(&self, _scan_id: &ScanId) -> Result<Option<Token>, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
 

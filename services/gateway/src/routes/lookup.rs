@@ -24,7 +24,8 @@ use presence_domain::{FieldError, FieldErrors, Status, TicketQuery, Token, Venue
     summary = "Look a ticket up",
     description = "The ticket's places, status and state (NEVER, IN or OUT), and the scans decided about it, \
 newest first: each with its status and message, gate, device, scanTime, when it was decided, and whether it \
-was offline or a forced offline passage. The last 500 scans of a ticket are kept, each as long as the retry \
+was offline, a forced offline passage, or annulled (`ticket/annul`, listed too with kind `annul` and the \
+scan id it undid in `annuls`). The last 500 scans of a ticket are kept, each as long as the retry \
 memory keeps its decision (24 hours by default). Also at `/presence/v1/ticket.json`.",
     params(TicketLookupQuery),
     responses(

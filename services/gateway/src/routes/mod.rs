@@ -1,6 +1,7 @@
 //! The handlers, one module per resource. Each handler carries its OpenAPI
 //! description, so the document lists exactly what the handler answers.
 
+pub(crate) mod annul;
 pub(crate) mod backup;
 pub(crate) mod board;
 pub(crate) mod devices;

@@ -199,7 +199,9 @@ pub(crate) fn presented_device_secret(headers: &HeaderMap) -> Option<SecretDiges
         .map(|value| SecretDigest::of(value.as_bytes()))
 }
 
-fn decision_response(decision: Decision, scan_id: ScanId) -> Response {
+/// A decision as a scan's answer (an annulment's too): its status's HTTP code,
+/// `result.scanId`, and `message.tickets`.
+pub(crate) fn decision_response(decision: Decision, scan_id: ScanId) -> Response {
     let body = TicketEnvelope {
         result: ResultBody {
             status: decision.status,

@@ -9,7 +9,8 @@
 -- KEYS[5]  the devices' latest scans   <prefix>{vs:<venue>}:d
 -- KEYS[6]  the entry's minute (hash)   <prefix>{vs:<venue>}:m:<minute start>
 -- ARGV[1]  how long to keep the marker, in milliseconds
--- ARGV[2]  how much to add to each counter
+-- ARGV[2]  how much to add to each counter: negative for an annulment, which
+--          takes its passage back (a counter never goes below 0)
 -- ARGV[3]  the gate id;  ARGV[4]  its name
 -- ARGV[5]  when the decision was made, Unix milliseconds
 -- ARGV[6]  the device id
@@ -21,8 +22,15 @@
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
     return 0
 end
+-- Adds ARGV[2] to a hash field, never below 0.
+local function add(key, field)
+    if redis.call('HINCRBY', key, field, ARGV[2]) < 0 then
+        redis.call('HSET', key, field, 0)
+    end
+end
+
 for i = 8, #ARGV do
-    redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[2])
+    add(KEYS[2], ARGV[i])
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 local latest = redis.call('GET', KEYS[4])
@@ -34,7 +42,7 @@ if not device or tonumber(string.match(device, '^%-?%d+')) < tonumber(ARGV[5]) t
     redis.call('HSET', KEYS[5], ARGV[6], ARGV[5] .. ':' .. ARGV[3])
 end
 if ARGV[7] ~= '' then
-    redis.call('HINCRBY', KEYS[6], ARGV[3], ARGV[2])
+    add(KEYS[6], ARGV[3])
     redis.call('PEXPIREAT', KEYS[6], ARGV[7])
 end
 return 1
