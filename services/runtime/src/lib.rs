@@ -6,6 +6,7 @@
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 pub mod allocator;
+mod json_fields;
 pub mod metrics;
 pub mod ops;
 pub mod telemetry;
