@@ -10,7 +10,10 @@
 # Paths: validator-embedded, validator-redis, gateway (all three by default).
 # validator-redis runs against a redis-server this script starts on a free
 # loopback port (Redis's own CPU is not counted: it is another process).
+# Logs are written as production writes them (PRESENCE_LOG_FORMAT=json, as the
+# k8s manifests set it; RUST_LOG=info), to a file.
 # Environment:
+#   PRESENCE_LOG_FORMAT=json  text measures the default of a terminal instead
 #   PRESENCE_INSTR_RUNS=1   runs of each path (two show whether the count repeats)
 #   PRESENCE_INSTR_TOP=25   functions listed per path (0: none)
 #   PRESENCE_INSTR_OUT=dir  where the profiles are kept (default: a temporary
@@ -25,6 +28,7 @@ paths=("$@")
 [ ${#paths[@]} -gt 0 ] || paths=(validator-embedded validator-redis gateway)
 runs=${PRESENCE_INSTR_RUNS:-1}
 top=${PRESENCE_INSTR_TOP:-25}
+export PRESENCE_LOG_FORMAT=${PRESENCE_LOG_FORMAT:-json} RUST_LOG=${RUST_LOG:-info}
 
 for tool in valgrind callgrind_annotate; do
     command -v "$tool" >/dev/null || { echo "needs $tool (Debian: apt-get install valgrind)" >&2; exit 2; }
@@ -77,7 +81,7 @@ for path in "${paths[@]}"; do
     esac
 done
 
-echo "instructions per scan, $scans measured scans a run ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), valgrind $(valgrind --version | sed 's/valgrind-//'))"
+echo "instructions per scan, $scans measured scans a run, $PRESENCE_LOG_FORMAT logs ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), valgrind $(valgrind --version | sed 's/valgrind-//'))"
 for path in "${paths[@]}"; do
     for run in $(seq "$runs"); do
         [ "$path" != validator-redis ] || redis-cli -u "$redis_url" flushall >/dev/null

@@ -67,7 +67,10 @@ impl Plan {
                     tickets += 1;
                     (ticket_token(block_start_ticket + position), Status::Okay)
                 } else if let Some(nth) = DUPLICATES.iter().position(|p| *p == position) {
-                    (ticket_token(block_start_ticket + nth), Status::AlreadyEntered)
+                    (
+                        ticket_token(block_start_ticket + nth),
+                        Status::AlreadyEntered,
+                    )
                 } else {
                     (format!("X{index:07}"), Status::NotFound)
                 };
@@ -125,7 +128,10 @@ mod tests {
         let scans: Vec<_> = plan.warmup.iter().chain(&plan.measured).collect();
         assert_eq!(scans.len(), 50);
         for (index, scan) in scans.iter().enumerate() {
-            let earlier = scans[..index].iter().filter(|s| s.token == scan.token).count();
+            let earlier = scans[..index]
+                .iter()
+                .filter(|s| s.token == scan.token)
+                .count();
             match scan.expected {
                 Status::Okay => assert_eq!(earlier, 0, "{scan:?}"),
                 Status::AlreadyEntered => assert_eq!(earlier, 1, "{scan:?}"),

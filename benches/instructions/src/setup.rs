@@ -15,7 +15,10 @@ use std::net::{IpAddr, Ipv4Addr};
 pub async fn prepare(stores: &Stores, plan: &Plan) -> Result<Scanner> {
     let (records, syntax_errors) = parse_ndjson(&plan.inventory());
     if !syntax_errors.is_empty() {
-        bail!("the plan's inventory has {} bad lines", syntax_errors.total());
+        bail!(
+            "the plan's inventory has {} bad lines",
+            syntax_errors.total()
+        );
     }
     match InventoryApplier::new(stores)
         .apply(records, syntax_errors)
