@@ -33,6 +33,8 @@ struct Settings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = presence_runtime::init_tracing("presence-gateway")?;
+    #[cfg(not(target_env = "msvc"))]
+    presence_runtime::allocator::purge_in_background();
     let settings = Settings::parse();
     let keys = ApiKeys::from_args(&settings.keys).context("loading API keys")?;
     anyhow::ensure!(

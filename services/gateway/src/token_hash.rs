@@ -20,16 +20,36 @@ const MIN_KEY_FILE_BYTES: usize = 16;
 const HASH_BYTES: usize = 8;
 
 /// The key of [`TokenHashKey::hash`]. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenHashKey([u8; 32]);
+#[derive(Clone)]
+pub struct TokenHashKey {
+    key: [u8; 32],
+    /// The HMAC with the key absorbed: each hash starts from a copy instead of
+    /// keying anew, two SHA-256 blocks fewer per scan.
+    keyed: Hmac<Sha256>,
+}
+
+impl PartialEq for TokenHashKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for TokenHashKey {}
 
 impl TokenHashKey {
+    fn new(key: [u8; 32]) -> Self {
+        let Ok(keyed) = Hmac::<Sha256>::new_from_slice(&key) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        Self { key, keyed }
+    }
+
     /// A key drawn at random once per process: hashes match within this
     /// process's logs only. Deployments that follow a ticket across gateways or
     /// restarts give every instance the same key file instead.
     pub fn per_process() -> Self {
         static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-        Self(*KEY.get_or_init(|| {
+        Self::new(*KEY.get_or_init(|| {
             let mut key = [0; 32];
             // Without an operating-system random source nothing else in the
             // process is safe either; a zero key would be a reversible hash.
@@ -53,14 +73,12 @@ impl TokenHashKey {
                 min_bytes: MIN_KEY_FILE_BYTES,
             });
         }
-        Ok(Self(Sha256::digest(secret).into()))
+        Ok(Self::new(Sha256::digest(secret).into()))
     }
 
     /// 16 hex characters that are the same for the same token under this key.
     pub fn hash(&self, token: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            unreachable!("HMAC takes keys of any length")
-        };
+        let mut mac = self.keyed.clone();
         mac.update(token.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..HASH_BYTES])
     }
@@ -90,6 +108,21 @@ mod tests {
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(hash, TokenHashKey::per_process().hash("721744537954"));
         assert_ne!(hash, key.hash("721744537955"));
+    }
+
+    #[test]
+    fn the_hash_is_hmac_sha256_of_the_token_under_the_key() {
+        let key = TokenHashKey::from_file(key_file("a deployment secret key").path()).unwrap();
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&Sha256::digest(b"a deployment secret key")).unwrap();
+        mac.update(b"721744537954");
+        let expected = hex::encode(&mac.finalize().into_bytes()[..HASH_BYTES]);
+        assert_eq!(key.hash("721744537954"), expected);
+        assert_eq!(
+            key.hash("721744537954"),
+            expected,
+            "the keyed state is not consumed"
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl EmbeddedApp {
         if settings.api_keys.is_empty() {
             bail!("no API keys configured: pass --api-key or --api-keys-file");
         }
-        crate::allocator::purge_in_background();
+        #[cfg(not(target_env = "msvc"))]
+        presence_runtime::allocator::purge_in_background();
         let store = EmbeddedStore::open(&settings.data_dir, settings.store).with_context(|| {
             format!(
                 "opening the embedded store in {}",

@@ -20,10 +20,8 @@
 //! - [`inventory_upload`]: `presence inventory upload`, a file streamed to a server;
 //! - [`scan`]: `presence scan`, one scan shown as a gate shows it; [`ticket`]:
 //!   `presence ticket`, a ticket's state and history as a table;
-//! - [`metrics`]: the embedded store's group-commit figures on `/metrics`;
-//! - `allocator`: jemalloc as the process's allocator, and why.
+//! - [`metrics`]: the embedded store's group-commit figures on `/metrics`.
 
-mod allocator;
 pub mod app;
 pub mod audit;
 pub mod audit_log;

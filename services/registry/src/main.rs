@@ -37,6 +37,8 @@ struct Settings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = presence_runtime::init_tracing("presence-registry")?;
+    #[cfg(not(target_env = "msvc"))]
+    presence_runtime::allocator::purge_in_background();
     let settings = Settings::parse();
     let kafka = settings
         .service

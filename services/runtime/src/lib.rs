@@ -1,8 +1,12 @@
 //! What every Presence binary does the same way: logs and traces
 //! ([`telemetry`]), the metrics registry ([`metrics`]), one shutdown signal
 //! (Ctrl-C or SIGTERM), and, for the services without a public API, the probes
-//! and metrics an orchestrator polls ([`ops`]).
+//! and metrics an orchestrator polls ([`ops`]). With the `jemalloc` feature,
+//! which every binary enables, also the process's allocator (`allocator`).
 
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+pub mod allocator;
+mod json_fields;
 pub mod metrics;
 pub mod ops;
 pub mod telemetry;

@@ -3,14 +3,19 @@
 //! spans are also exported by OTLP over HTTP, and the W3C `traceparent` of the
 //! current span is what records carry to the next service.
 
+use crate::json_fields::AppendedJsonFields;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
+use std::io::IsTerminal;
+use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -95,15 +100,19 @@ impl Drop for Telemetry {
 /// (default `info`) chooses what is logged and traced.
 pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match LogFormat::from_env()? {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_span_events(FmtSpan::CLOSE)
-            .boxed(),
+        LogFormat::Text => {
+            // Colours only on a terminal: escape codes are noise in a
+            // collector, and styling every field of every span costs CPU on
+            // each request.
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .boxed()
+        }
+        LogFormat::Json => json_logs(std::io::stderr).boxed(),
     };
     let provider = std::env::var(OTLP_ENDPOINT_ENV)
         .ok()
@@ -125,6 +134,21 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
         tracing::info!(service, "exporting spans by OTLP");
     }
     Ok(Telemetry { provider })
+}
+
+/// The JSON log lines of [`LogFormat::Json`], written to `writer`.
+fn json_logs<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_span_events(FmtSpan::CLOSE)
+        .fmt_fields(AppendedJsonFields)
+        .with_writer(writer)
 }
 
 /// Spans batched and sent by OTLP/HTTP (protobuf) to the endpoint the standard
@@ -165,6 +189,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn log_format_is_text_unless_json_is_asked_for() {
@@ -172,6 +197,68 @@ mod tests {
         assert_eq!(LogFormat::parse("text").unwrap(), LogFormat::Text);
         assert_eq!(LogFormat::parse(" JSON ").unwrap(), LogFormat::Json);
         assert!(LogFormat::parse("yaml").is_err());
+    }
+
+    /// The JSON lines `log` writes while a subscriber with [`json_logs`] is
+    /// the default.
+    fn json_lines(log: impl FnOnce()) -> Vec<serde_json::Value> {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let writer = move || SharedBuffer(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(json_logs(writer));
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_span_fields_recorded_later_join_those_given_at_the_start() {
+        let lines = json_lines(|| {
+            let span = tracing::info_span!(
+                "request",
+                route = "/presence/v1/ticket/enter",
+                venue = tracing::field::Empty,
+                gate = tracing::field::Empty,
+                status = tracing::field::Empty,
+            );
+            span.record("venue", "Venue \"1\"");
+            span.record("gate", 7);
+            span.record("status", 500);
+            span.record("status", 200);
+            span.in_scope(|| tracing::info!("answered"));
+        });
+        let expected = serde_json::json!({
+            "name": "request",
+            "route": "/presence/v1/ticket/enter",
+            "venue": "Venue \"1\"",
+            "gate": 7,
+            "status": 200,
+        });
+        let [event, close] = lines.as_slice() else {
+            panic!("an event and the span's close: {lines:?}")
+        };
+        assert_eq!(event["fields"]["message"], "answered");
+        assert_eq!(event["span"], expected, "{event}");
+        assert_eq!(event["spans"], serde_json::json!([expected]), "{event}");
+        assert_eq!(close["fields"]["message"], "close");
+        assert_eq!(close["span"], expected, "{close}");
     }
 
     #[test]
