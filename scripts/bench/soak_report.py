@@ -172,7 +172,9 @@ def main(argv):
 
     taken = snapshots(out)
     processes = process_order({p for snap in taken.values() for p in snap})
-    services = sorted({p.name.split(".", 1)[1].removesuffix(".txt") for p in (out / "metrics").glob("*.txt")})
+    # The services with Kafka clients: none in embedded mode.
+    services = sorted({p.name.split(".", 1)[1].removesuffix(".txt") for p in (out / "metrics").glob("*.txt")
+                       if kafka_counters(p)})
 
     def cpu_us_per_scan(process, window):
         before, after = taken.get(window - 1, {}).get(process), taken.get(window, {}).get(process)
