@@ -133,8 +133,9 @@ search() {
         verdict=passed
         PRESENCE_SOAK_DIR=$step_dir PRESENCE_SOAK_FAIL_FAST=1 \
             "${BASH_SOURCE[0]}" distributed "$try" "$minutes" || verdict=failed
-        used=$(cat "$step_dir/rate" 2>/dev/null || echo "$try")
-        rows+=("| $used | $verdict | $(cat "$step_dir/summary" 2>/dev/null || echo 'did not run') |")
+        [ -f "$step_dir/window-1.json" ] || die "the step at $try scans/s did not run; see $step_dir"
+        used=$(<"$step_dir/rate")
+        rows+=("| $used | $verdict | $(cat "$step_dir/summary" 2>/dev/null) |")
         if [ "$verdict" = passed ]; then
             held=$used
             break

@@ -80,8 +80,9 @@ pub enum Fetching {
     /// Nobody waits on a single record (decisions counted into the venue
     /// stats): let records gather at the broker for up to `wait`, or until
     /// [`GATHERED_FETCH_BYTES`] are there, so that a busy topic costs one fetch
-    /// per batch of records instead of one per record or two. The records are
-    /// handled and their offsets committed exactly as with `Prompt`.
+    /// per few hundred records instead of one per few records (docs/reliability.md,
+    /// "What Presence asks of the broker"). The records are handled and their
+    /// offsets committed exactly as with `Prompt`.
     Gathered { wait: Duration },
 }
 
