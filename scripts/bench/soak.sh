@@ -231,10 +231,12 @@ attach() {
     read_pairs metrics "${PRESENCE_SOAK_METRICS:-}"
 }
 
-# One CSV line per process: LABEL, name, CPU ticks so far, RSS KiB; and each
-# service's /metrics as metrics/LABEL.NAME.txt.
+# One CSV line per process: LABEL, name, CPU ticks so far, RSS KiB; each
+# service's /metrics as metrics/LABEL.NAME.txt; and the machine's load average
+# (a soak measures whatever else runs beside it).
 snapshot() {
     local label=$1 name cpu rss
+    cut -d' ' -f1 /proc/loadavg >"$out/metrics/$label.loadavg"
     for name in "${!pids[@]}"; do
         cpu=$(cpu_ticks "${pids[$name]}") || continue
         rss=$(rss_kib "${pids[$name]}") || continue

@@ -127,10 +127,14 @@ def window_line(out, window):
     latency = report["latency_us"]
     unexpected = sum(op["unexpected"] for op in report["ops"].values())
     late = (report.get("open_loop") or {}).get("late")
+    try:
+        load = (out / "metrics" / f"{window}.loadavg").read_text().strip()
+    except OSError:
+        load = "?"
     return (f"window {window}: {report['throughput_per_second']:,.0f}/s  p50 {latency['p50'] / 1000} ms  "
             f"p99 {latency['p99'] / 1000} ms  max {latency['max'] / 1000} ms  "
             f"errors {sum(report['errors'].values())}  unexpected {unexpected}  "
-            f"codes {json.dumps(report['http_codes'])}  late {late}")
+            f"codes {json.dumps(report['http_codes'])}  late {late}  load average {load}")
 
 
 def main(argv):
