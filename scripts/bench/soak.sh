@@ -282,7 +282,7 @@ measure_half() {
     log "closed-loop maximum ${maximum%.*}/s (p99 $p99 ms): soaking at $rate/s"
 }
 
-[ "$mode" = attached ] || find_binaries
+find_binaries
 case $mode in
     embedded) start_embedded ;;
     distributed) start_distributed ;;
