@@ -263,7 +263,7 @@ sample() {
 
 # The verdict, the tables and the lines printed: scripts/bench/soak_report.py.
 report() {
-    python3 "$repo/scripts/bench/soak_report.py" "$@"
+    python3 -B "$repo/scripts/bench/soak_report.py" "$@"
 }
 
 loadgen() {
