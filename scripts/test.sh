@@ -202,6 +202,16 @@ test_local_stack() {
     PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" deploy/local/test-stack.sh
 }
 
+# A short soak of the embedded server (scripts/bench/soak.sh): 4 windows of 20 s
+# at 300 scans/s on the debug binaries built above, with a store cache smaller
+# than the data so that the cache is full after the warm-up window: no error,
+# p99 level, and the server's RSS flat after the warm-up. About 95 s.
+test_embedded_soak() {
+    log "scripts/bench/soak.sh embedded 300 4 (20 s windows)"
+    PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" PRESENCE_SOAK_WINDOW=20 \
+        PRESENCE_STORE_CACHE_MIB=8 scripts/bench/soak.sh embedded 300 4
+}
+
 # The container image, built as deploy/docker/Dockerfile describes from release
 # binaries compiled here and a base made from Debian's packages (no registry to
 # pull base images from), then the local stack's three services run from it
@@ -239,6 +249,7 @@ main() {
     build_binaries
     run_tests "$@"
     test_local_stack
+    test_embedded_soak
     test_image
     test_deploy
     scripts/schemathesis.sh

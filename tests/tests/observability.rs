@@ -194,7 +194,8 @@ async fn check(app: &TestApp, receiver: &OtlpReceiver) -> Result<()> {
         ) >= 1.0,
         "the registry handled the device init"
     );
-    // Lag comes with the consumer's statistics, every few seconds.
+    // Lag, and what each client asked of the broker, come with the clients'
+    // statistics, every few seconds.
     let client = reqwest::Client::new();
     let validator_url = app
         .service_ops_urls()
@@ -205,15 +206,30 @@ async fn check(app: &TestApp, receiver: &OtlpReceiver) -> Result<()> {
     let deadline = std::time::Instant::now() + ARRIVAL;
     loop {
         let samples = scrape(&client, &validator_url).await?;
-        if samples
+        let lag = samples
             .iter()
-            .any(|s| s.name == "presence_kafka_consumer_lag" && s.labels.contains_key("partition"))
-        {
+            .any(|s| s.name == "presence_kafka_consumer_lag" && s.labels.contains_key("partition"));
+        let fetched_scans = samples.iter().any(|s| {
+            s.name == "presence_kafka_client_requests_total"
+                && s.labels.get("request").is_some_and(|r| r == "Fetch")
+                && s.labels
+                    .get("client")
+                    .is_some_and(|c| c.starts_with("consumer:") && c.ends_with("scans"))
+                && s.value >= 1.0
+        });
+        // The decision and the answer.
+        let produced = sum(
+            &samples,
+            "presence_kafka_client_records_total",
+            &[("client", "producer"), ("direction", "produced")],
+        ) >= 2.0;
+        if lag && fetched_scans && produced {
             break;
         }
         ensure!(
             std::time::Instant::now() < deadline,
-            "no consumer lag on the validator's /metrics"
+            "on the validator's /metrics: consumer lag {lag}, fetches of the scans topic \
+             {fetched_scans}, the decision and the answer produced {produced}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

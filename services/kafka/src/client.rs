@@ -28,6 +28,10 @@ pub const TRACEPARENT: &str = "traceparent";
 /// Why a record went to a dead-letter topic.
 pub const DEAD_LETTER_REASON: &str = "presence-dead-letter-reason";
 
+/// How often each producer and consumer reports its statistics: what it asked
+/// of the brokers (`kafka_client_*` on `/metrics`) and, for a consumer, its lag.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// A producer for every topic: idempotent, acknowledged by all in-sync replicas.
 pub fn producer(settings: &KafkaSettings) -> Result<KafkaProducer, KafkaError> {
     let timeout = settings.delivery_timeout.as_millis().to_string();
@@ -37,10 +41,12 @@ pub fn producer(settings: &KafkaSettings) -> Result<KafkaProducer, KafkaError> {
         // A scan waits for its acknowledgement: batch only what arrives together.
         ("linger.ms", "1"),
         ("message.timeout.ms", &timeout),
+        ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
     ]))?)
 }
 
 /// A consumer configuration in `group`, storing offsets only when told to.
+/// Its context must take the statistics ([`crate::metrics`]).
 pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     let fetch_wait = settings.fetch_wait.as_millis().to_string();
     settings.client_config(&[
@@ -60,6 +66,7 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         // an empty fetch for the default 500 ms instead of answering when data
         // arrives would add that to every scan.
         ("fetch.wait.max.ms", &fetch_wait),
+        ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
     ])
 }
 

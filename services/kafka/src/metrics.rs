@@ -1,7 +1,8 @@
 //! What the Kafka side of a process shows on `/metrics`: decisions published by
 //! kind, status and venue, records handled and dead-lettered per topic, how long
-//! handling and request round trips take, client errors and consumer lag per
-//! partition. Labels have few values: a deployment has a handful of topics and
+//! handling and request round trips take, client errors, consumer lag per
+//! partition, and what each client asks of the brokers (requests by type,
+//! bytes, records and produced batches, from librdkafka's statistics). Labels have few values: a deployment has a handful of topics and
 //! partitions, and venues beyond [`MAX_VENUES`] share one label value; never a
 //! token or a device.
 //!
@@ -16,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::statistics::Statistics;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +63,23 @@ struct OperationLabels {
     operation: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientRequestLabels {
+    client: String,
+    request: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientDirectionLabels {
+    client: String,
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client: String,
+}
+
 type Histograms = Family<TopicLabels, Histogram, fn() -> Histogram>;
 
 fn histogram() -> Histogram {
@@ -93,6 +111,13 @@ struct KafkaMetrics {
     request_duration: Histograms,
     errors: Family<OperationLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
+    client_requests: Family<ClientRequestLabels, Counter>,
+    client_bytes: Family<ClientDirectionLabels, Counter>,
+    client_records: Family<ClientDirectionLabels, Counter>,
+    client_batches: Family<ClientLabels, Counter>,
+    /// librdkafka reports running totals per client handle; the counters
+    /// above grow by the difference to the handle's previous report.
+    reported: Mutex<HashMap<(String, String), u64>>,
 }
 
 static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
@@ -104,6 +129,11 @@ static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
     request_duration: Family::new_with_constructor(histogram),
     errors: Family::default(),
     consumer_lag: Family::default(),
+    client_requests: Family::default(),
+    client_bytes: Family::default(),
+    client_records: Family::default(),
+    client_batches: Family::default(),
+    reported: Mutex::default(),
 });
 
 /// Adds this process's Kafka figures to `metrics`.
@@ -147,6 +177,31 @@ pub fn register(metrics: &MetricsHandle) {
             "Records not yet consumed, by topic and partition, as the consumer last \
              reported (every few seconds)",
             m.consumer_lag.clone(),
+        );
+        registry.register(
+            "kafka_client_requests",
+            "Requests the Kafka clients sent to the brokers, by client (producer, or \
+             consumer:<topic>) and request type (Produce, Fetch, OffsetCommit, ...), \
+             as librdkafka last reported (every few seconds)",
+            m.client_requests.clone(),
+        );
+        registry.register(
+            "kafka_client_bytes",
+            "Bytes the Kafka clients sent to and received from the brokers, by client \
+             and direction (sent, received), as librdkafka last reported",
+            m.client_bytes.clone(),
+        );
+        registry.register(
+            "kafka_client_records",
+            "Records the Kafka clients produced or consumed, by client and direction \
+             (produced, consumed), as librdkafka last reported",
+            m.client_records.clone(),
+        );
+        registry.register(
+            "kafka_client_batches",
+            "Record batches the producers sent (a broker stores and serves each \
+             batch as one unit), as librdkafka last reported",
+            m.client_batches.clone(),
         );
     });
 }
@@ -251,6 +306,95 @@ fn consumer_lags<'a>(lags: impl IntoIterator<Item = (&'a str, i32, i64)>) {
     }
 }
 
+/// Adds what a client asked of the brokers since its previous report to the
+/// `kafka_client_*` counters. Every producer and consumer reports every
+/// `statistics.interval.ms` ([`STATISTICS_INTERVAL_MS`](crate::client::STATISTICS_INTERVAL_MS)).
+pub(crate) fn client_statistics(statistics: &Statistics) {
+    let client = client_label(statistics);
+    let mut requests: HashMap<&str, i64> = HashMap::new();
+    for broker in statistics.brokers.values() {
+        for (request, count) in &broker.req {
+            *requests.entry(request.as_str()).or_default() += count;
+        }
+    }
+    let mut reported = METRICS
+        .reported
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut since_last = |figure: &str, total: i64| {
+        let total = u64::try_from(total).unwrap_or(0);
+        let last = reported
+            .insert((statistics.name.clone(), figure.to_owned()), total)
+            .unwrap_or(0);
+        total.saturating_sub(last)
+    };
+    for (request, count) in requests {
+        let added = since_last(request, count);
+        // librdkafka lists every request type it knows, most of them never sent.
+        if added > 0 {
+            METRICS
+                .client_requests
+                .get_or_create(&ClientRequestLabels {
+                    client: client.clone(),
+                    request: request.to_owned(),
+                })
+                .inc_by(added);
+        }
+    }
+    for (direction, total) in [
+        ("sent", statistics.tx_bytes),
+        ("received", statistics.rx_bytes),
+    ] {
+        METRICS
+            .client_bytes
+            .get_or_create(&ClientDirectionLabels {
+                client: client.clone(),
+                direction,
+            })
+            .inc_by(since_last(direction, total));
+    }
+    for (direction, total) in [
+        ("produced", statistics.txmsgs),
+        ("consumed", statistics.rxmsgs),
+    ] {
+        METRICS
+            .client_records
+            .get_or_create(&ClientDirectionLabels {
+                client: client.clone(),
+                direction,
+            })
+            .inc_by(since_last(direction, total));
+    }
+    drop(reported);
+    if statistics.client_type == "producer" {
+        // A topic's batch count window covers the interval since the previous report.
+        let batches: i64 = statistics
+            .topics
+            .values()
+            .map(|topic| topic.batchcnt.cnt)
+            .sum();
+        METRICS
+            .client_batches
+            .get_or_create(&ClientLabels { client })
+            .inc_by(u64::try_from(batches).unwrap_or(0));
+    }
+}
+
+/// `producer`, or `consumer:<topics it reads>`: a service has one consumer per
+/// topic it reads, and its producers write to many topics.
+fn client_label(statistics: &Statistics) -> String {
+    if statistics.client_type != "consumer" {
+        return statistics.client_type.clone();
+    }
+    let mut topics: Vec<&str> = statistics.topics.keys().map(String::as_str).collect();
+    topics.sort_unstable();
+    if topics.is_empty() {
+        "consumer".to_owned()
+    } else {
+        format!("consumer:{}", topics.join(","))
+    }
+}
+
 /// Forgets the lag of partitions given up, so a revoked partition does not
 /// show its last figure forever.
 pub(crate) fn partitions_revoked() {
@@ -287,5 +431,71 @@ mod tests {
         assert!(!text.contains("partition=\"1\""), "unknown lag: {text}");
         partitions_revoked();
         assert!(!metrics.encode().unwrap().contains("partition=\"0\""));
+    }
+
+    fn statistics(name: &str, client_type: &str, topic: &str) -> Statistics {
+        let mut statistics = Statistics {
+            name: name.to_owned(),
+            client_type: client_type.to_owned(),
+            ..Statistics::default()
+        };
+        statistics
+            .topics
+            .insert(topic.to_owned(), rdkafka::statistics::Topic::default());
+        statistics
+    }
+
+    fn requests(statistics: &mut Statistics, broker: &str, sent: &[(&str, i64)]) {
+        statistics.brokers.insert(
+            broker.to_owned(),
+            rdkafka::statistics::Broker {
+                req: sent.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                ..rdkafka::statistics::Broker::default()
+            },
+        );
+    }
+
+    #[test]
+    fn client_statistics_count_what_each_client_asked_since_its_last_report() {
+        let metrics = MetricsHandle::default();
+        register(&metrics);
+        // Running totals: 10 fetches, then 25 in all; two brokers add up.
+        let mut first = statistics("rdkafka#consumer-t1", "consumer", "t.scans");
+        requests(&mut first, "a", &[("Fetch", 6), ("Produce", 0)]);
+        requests(&mut first, "b", &[("Fetch", 4)]);
+        first.rxmsgs = 4;
+        first.rx_bytes = 1000;
+        client_statistics(&first);
+        let mut second = first.clone();
+        requests(&mut second, "a", &[("Fetch", 21), ("OffsetCommit", 2)]);
+        second.rxmsgs = 9;
+        second.rx_bytes = 3000;
+        client_statistics(&second);
+        // A producer's batches are counted per report (librdkafka's window).
+        let mut producer = statistics("rdkafka#producer-t2", "producer", "t.decisions");
+        requests(&mut producer, "a", &[("Produce", 3)]);
+        producer.txmsgs = 5;
+        if let Some(topic) = producer.topics.get_mut("t.decisions") {
+            topic.batchcnt.cnt = 3;
+        }
+        client_statistics(&producer);
+        client_statistics(&producer);
+
+        let text = metrics.encode().unwrap();
+        for line in [
+            "presence_kafka_client_requests_total{client=\"consumer:t.scans\",request=\"Fetch\"} 25",
+            "presence_kafka_client_requests_total{client=\"consumer:t.scans\",request=\"OffsetCommit\"} 2",
+            "presence_kafka_client_records_total{client=\"consumer:t.scans\",direction=\"consumed\"} 9",
+            "presence_kafka_client_bytes_total{client=\"consumer:t.scans\",direction=\"received\"} 3000",
+            "presence_kafka_client_requests_total{client=\"producer\",request=\"Produce\"} 3",
+            "presence_kafka_client_records_total{client=\"producer\",direction=\"produced\"} 5",
+            "presence_kafka_client_batches_total{client=\"producer\"} 6",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("client=\"consumer:t.scans\",request=\"Produce\""),
+            "a request type never sent has no line: {text}"
+        );
     }
 }

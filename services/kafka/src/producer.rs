@@ -108,7 +108,12 @@ impl Drop for PollingThread {
 #[derive(Debug)]
 pub struct Acknowledgements;
 
-impl ClientContext for Acknowledgements {}
+impl ClientContext for Acknowledgements {
+    /// What the producer asks of the brokers, for `/metrics`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::client_statistics(&statistics);
+    }
+}
 
 impl ProducerContext for Acknowledgements {
     type DeliveryOpaque = Box<oneshot::Sender<Result<(), KafkaError>>>;

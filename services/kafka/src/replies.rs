@@ -80,7 +80,12 @@ impl HeldPartitions {
     }
 }
 
-impl ClientContext for HeldPartitions {}
+impl ClientContext for HeldPartitions {
+    /// What the reply reader asks of the brokers, for `/metrics`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::client_statistics(&statistics);
+    }
+}
 
 impl ConsumerContext for HeldPartitions {
     /// Eager rebalances revoke and assign whole assignments, cooperative ones

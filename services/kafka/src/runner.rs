@@ -67,7 +67,28 @@ pub struct RunnerConfig {
     pub lanes: usize,
     /// How long a stopping runner waits for records in flight.
     pub drain: Duration,
+    pub fetching: Fetching,
 }
+
+/// How a consumer's fetches wait at the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetching {
+    /// Someone waits on each record (a scan's answer, a device init): take
+    /// records as soon as there are any, waiting at most the service's fetch
+    /// wait (`PRESENCE_KAFKA_FETCH_WAIT_MS`) while there are none.
+    Prompt,
+    /// Nobody waits on a single record (decisions counted into the venue
+    /// stats): let records gather at the broker for up to `wait`, or until
+    /// [`GATHERED_FETCH_BYTES`] are there, so that a busy topic costs one fetch
+    /// per few hundred records instead of one per few records (docs/reliability.md,
+    /// "What Presence asks of the broker"). The records are handled and their
+    /// offsets committed exactly as with `Prompt`.
+    Gathered { wait: Duration },
+}
+
+/// The most a [`Fetching::Gathered`] fetch lets gather before the broker answers:
+/// a few hundred decisions.
+pub const GATHERED_FETCH_BYTES: &str = "65536";
 
 /// How many partitions a runner's consumer holds, for readiness: a service whose
 /// consumer has joined its group and holds partitions is doing its job.
@@ -81,8 +102,10 @@ impl Assignment {
 }
 
 impl ClientContext for Assignment {
+    /// Consumer lag per partition and the client's requests, for `/metrics`.
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::metrics::consumer_statistics(&statistics);
+        crate::metrics::client_statistics(&statistics);
     }
 }
 
@@ -141,8 +164,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
     let mut consumer_config = client::consumer_config(&settings, &config.group);
-    // Consumer lag per partition for `/metrics` (see `Assignment::stats`).
-    consumer_config.set("statistics.interval.ms", "5000");
+    if let Fetching::Gathered { wait } = config.fetching {
+        consumer_config
+            .set("fetch.wait.max.ms", wait.as_millis().to_string())
+            .set("fetch.min.bytes", GATHERED_FETCH_BYTES);
+    }
     if let Some(id) = &settings.group_instance_id {
         // Static membership: a member that comes back under the same name
         // within `session.timeout.ms` gets its partitions back without a

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::observed::ObservedTickets;
-use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
+use presence_kafka::runner::{Assignment, Consumer, Fetching, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_registry::distributed::{DecisionCounter, RegistryHandler};
@@ -32,6 +32,12 @@ struct Settings {
     ops_listen: SocketAddr,
     #[command(flatten)]
     caps: VenueCapArgs,
+    /// How long the stats consumer lets decisions gather at the broker before
+    /// counting them (or until 64 KiB are there): one fetch per batch of
+    /// decisions instead of one per decision. The venue stats lag the scans by
+    /// up to this much. 0 fetches like the other consumers.
+    #[arg(long, env = "PRESENCE_STATS_FETCH_WAIT_MS", default_value_t = 500)]
+    stats_fetch_wait_ms: u64,
 }
 
 #[tokio::main]
@@ -80,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             topic: topics.registry(),
             lanes: 16,
             drain: Duration::from_secs(10),
+            fetching: Fetching::Prompt,
         },
         handler: Arc::new(RegistryHandler::new(
             Registry::new(&stores, settings.caps.caps()),
@@ -98,6 +105,12 @@ async fn main() -> anyhow::Result<()> {
             topic: topics.decisions(),
             lanes: 16,
             drain: Duration::from_secs(10),
+            fetching: match settings.stats_fetch_wait_ms {
+                0 => Fetching::Prompt,
+                wait => Fetching::Gathered {
+                    wait: Duration::from_millis(wait),
+                },
+            },
         },
         handler: Arc::new(DecisionCounter::new(store.clone())),
         assignment: Assignment::default(),

@@ -6,7 +6,7 @@ use presence_domain::annul::DEFAULT_ANNUL_WINDOW_MS;
 use presence_kafka::KafkaDecisions;
 use presence_kafka::client::{self, TopicSpec};
 use presence_kafka::observed::ObservedTickets;
-use presence_kafka::runner::{Assignment, Consumer, RunnerConfig};
+use presence_kafka::runner::{Assignment, Consumer, Fetching, RunnerConfig};
 use presence_kafka::service::ServiceArgs;
 use presence_ports::Stores;
 use presence_runtime::metrics::MetricsHandle;
@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             topic: topics.scans(),
             lanes: settings.lanes,
             drain,
+            fetching: Fetching::Prompt,
         },
         handler: Arc::new(ScanHandler::new(
             Validator::new(&stores, decisions).with_annul_window(settings.annul_window_ms),
@@ -105,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             topic: topics.inventory(),
             lanes: 1,
             drain,
+            fetching: Fetching::Prompt,
         },
         handler: Arc::new(InventoryHandler::new(applier, producer)),
         assignment: Assignment::default(),
