@@ -20,7 +20,7 @@ use presence_tests::scans::{
 use presence_tests::stack::{
     Cluster, DistributedOptions, Probe, SESSION_EXPIRY, Shutdown, assigned_scan_partitions,
 };
-use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, unique_mac};
+use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, prometheus, unique_mac};
 use prost::Message as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -302,6 +302,100 @@ async fn gateways_share_the_reply_topic_and_a_killed_one_leaves_nothing_behind()
         ensure!(
             topics_after == topics_before,
             "topics with both gateways {topics_before:?}, after one was killed {topics_after:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- scaled out
+
+/// Two of each service on a 3-node Redis Cluster ([`TestApp::scaled`]), scans
+/// taking turns across the gateways: one validator and one gateway killed
+/// (SIGKILL) at once with a dozen scans in flight, and nothing restarted. The
+/// other instances carry on: scans cut off by the dead gateway are retried
+/// through the other (as a load balancer that checks its backends sends them),
+/// scans on the other validator's partitions are decided meanwhile, and those
+/// on the dead one's wait (503, retried) until its session expires and the
+/// group hands its partitions over. Every answered scan is on `decisions` once
+/// after deduplication by scan id (the dead validator's uncommitted records are
+/// redelivered), and no ticket is entered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_a_gateway_and_a_validator_killed_under_load_lose_no_answered_decision()
+-> Result<()> {
+    with_app(TestApp::scaled().await?, |app| async move {
+        let (_show, tokens, scanners) = venue(&app, 60, 6).await?;
+        let cluster = app.cluster().context("distributed")?;
+        ensure!(
+            (0..2).all(|index| app.validator_partitions(index).is_ok_and(|held| held > 0)),
+            "the two validators do not share the scan partitions"
+        );
+        let flow = Flow::start(
+            &app,
+            enters(SCANS, &tokens, &scanners),
+            IN_FLIGHT,
+            Retry::UnavailableOrUnreachable,
+        );
+        flow.wait_for(SCANS / 4).await?;
+        // The scans take turns across the gateways: each has decided some.
+        for base_url in app.base_urls() {
+            let page = reqwest::get(format!("{base_url}/metrics"))
+                .await?
+                .text()
+                .await?;
+            let scans = prometheus::sum(&prometheus::parse(&page)?, "presence_scans_total", &[]);
+            ensure!(scans > 0.0, "the gateway at {base_url} has decided no scan");
+        }
+        let dead_share = app.validator_partitions(0)?;
+        app.kill_validator(0)?;
+        app.kill_gateway()?;
+        let killed = Instant::now();
+        let answered_before = flow.answered();
+        let every_partition = usize::try_from(cluster.partitions)?;
+        // The registries and the surviving validator hold every partition: the
+        // dead member's session expired and its share moved.
+        app.settle().await?;
+        let took_over = killed.elapsed();
+        ensure!(
+            app.validator_partitions(1)? == every_partition,
+            "validator 1 holds {} of {every_partition} scan partitions",
+            app.validator_partitions(1)?
+        );
+        let sent = flow.finish().await?;
+
+        let cut = sent.iter().filter(|s| s.unreachable() > 0).count();
+        ensure!(
+            cut > 0,
+            "no scan lost its connection: the gateway's kill interrupted nothing"
+        );
+        let waited = sent.iter().filter(|s| s.unavailable() > 0).count();
+        // Decided while the dead validator's partitions were still its own.
+        let carried_on = sent
+            .iter()
+            .flat_map(|scan| &scan.attempts)
+            .filter(|attempt| {
+                attempt.code == Some(200)
+                    && attempt.started > killed
+                    && attempt.finished < killed + SESSION_EXPIRY
+            })
+            .count();
+        ensure!(
+            carried_on > 0,
+            "no scan was decided between the kills and the dead validator's session expiry: \
+             the other instances did not carry on"
+        );
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::AtLeastOnce).await?;
+        eprintln!(
+            "fault: 2 of each service, validator 0 (holding {dead_share}/{every_partition} scan \
+             partitions) and gateway 0 SIGKILLed after {answered_before}/{SCANS} scans answered, \
+             {IN_FLIGHT} in flight, nothing restarted; {carried_on} scans decided by the others \
+             within {SESSION_EXPIRY:?} of the kills; validator 1 held every scan partition \
+             {took_over:?} after the kills; {cut} scans cut off (connection error) and retried \
+             through gateway 1; {waited} scans answered 503 and retried; tries by HTTP code \
+             {:?}; decisions on the stream {} ({} duplicates by scan id)",
+            codes(&sent),
+            stream.raw,
+            stream.duplicates,
         );
         Ok(())
     })
