@@ -358,6 +358,13 @@ start_redis() {
         redis_env=()
         return
     fi
+    # A cluster is formed of empty nodes on new ports: an earlier one's data and
+    # node table cannot be taken over.
+    for ((index = 1; index <= CLUSTER_NODES; index++)); do
+        name=$(instance_name redis "$index")
+        [ -z "$(ls -A "$dir/$name" 2>/dev/null)" ] ||
+            die "$dir/$name holds an earlier Redis's data: a Redis Cluster starts empty; use another PRESENCE_STACK_DIR"
+    done
     for ((index = 1; index <= CLUSTER_NODES; index++)); do
         name=$(instance_name redis "$index")
         # The default bus port is the port + 10000, which may be taken or past 65535.

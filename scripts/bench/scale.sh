@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Scale-out on one machine: the single-instance stack against two of each service
-# over a 3-node Redis Cluster, in one run, driven alike:
+# Scale-out on one machine: the single-instance stack against two of each service,
+# on one Redis and over a 3-node Redis Cluster, in one run, driven alike:
 #
 #   scripts/bench/scale.sh [OUT_DIR]
 #
 # Builds the release binaries, then for each round starts deploy/local/stack.sh
 # with one of each service and one Redis, drives it, stops it, and does the same
-# with PRESENCE_STACK_INSTANCES=2 PRESENCE_STACK_REDIS=cluster. Each drive is
+# with PRESENCE_STACK_INSTANCES=2, then with PRESENCE_STACK_INSTANCES=2
+# PRESENCE_STACK_REDIS=cluster (the middle layout tells what the instances cost
+# from what the cluster costs). Each drive is
 # presence-loadgen's closed loop of enters of distinct tickets at 64 connections,
 # spread over every gateway (--url takes PRESENCE_URLS), after a 5 s warm-up.
 # Prints a markdown table: the rate, p50 and p99, and the CPU per scan of each kind
@@ -17,7 +19,7 @@
 # OUT_DIR (default a new temporary directory). Loopback only.
 #
 #   PRESENCE_BENCH_SECONDS  measured seconds of each drive (default 20)
-#   PRESENCE_BENCH_ROUNDS   rounds, each driving both layouts in turn (default 2):
+#   PRESENCE_BENCH_ROUNDS   rounds, each driving the three layouts in turn (default 2):
 #                           the spread between rounds shows how noisy the machine is
 #   PRESENCE_TANSU_STORAGE  the stacks' broker storage (deploy/local/stack.sh)
 set -euo pipefail
@@ -50,11 +52,12 @@ stop_stack() {
 }
 trap stop_stack EXIT
 
-# Drives the stack of layout $1 (PRESENCE_STACK_INSTANCES=$2, PRESENCE_STACK_REDIS=$3)
-# once, as run $4, and adds its row.
+# Drives the stack of PRESENCE_STACK_INSTANCES=$1, PRESENCE_STACK_REDIS=$2 once,
+# as round $3, and adds its row.
 measure() {
-    local layout=$1 instances=$2 redis=$3 run=$4 name stack_env driver sent file kind pid i
-    name="$layout-$run"
+    local instances=$1 redis=$2 run=$3 layout name stack_env driver sent file kind pid i
+    layout="$instances of each, Redis $redis"
+    name="$instances-$redis-$run"
     log "$name: stack.sh up with $instances of each service, Redis $redis"
     stack_env=$(PRESENCE_API_KEY=$key PRESENCE_BIN_DIR="$bin" PRESENCE_STACK_DIR="$out/$name" \
         PRESENCE_STACK_INSTANCES=$instances PRESENCE_STACK_REDIS=$redis \
@@ -110,8 +113,9 @@ cargo build --release --all-features --bins -q \
     -p presence-gateway -p presence-validator -p presence-registry -p presence-loadgen
 
 for ((run = 1; run <= rounds; run++)); do
-    measure "1 of each, one Redis" 1 server "$run"
-    measure "2 of each, Redis Cluster (3)" 2 cluster "$run"
+    measure 1 server "$run"
+    measure 2 server "$run"
+    measure 2 cluster "$run"
 done
 
 printf '| layout | round | scans/s | p50 ms | p99 ms | HTTP codes | gateway µs | validator µs | registry µs | Redis µs | tansu µs | Redis per node µs | Presence µs | all µs |\n'
