@@ -743,8 +743,25 @@ impl TestApp {
     /// SIGKILL to the gateway: requests in flight lose their connection, and
     /// its reply partitions stay with it until its group session expires.
     pub fn kill_gateway(&self) -> Result<()> {
+        self.kill_gateway_at(0)
+    }
+
+    /// SIGKILL to gateway `index` of a scaled-out fixture (0 is the first, the
+    /// one [`TestApp::kill_gateway`] kills): requests go to the others from then on.
+    pub fn kill_gateway_at(&self, index: usize) -> Result<()> {
         self.distributed_plan()?;
-        self.running().api.kill()
+        let mut running = self.running();
+        match index.checked_sub(1) {
+            None => running.api.kill()?,
+            Some(other) => running
+                .more_gateways
+                .get_mut(other)
+                .ok_or_else(|| anyhow!("no gateway {index}"))?
+                .process
+                .kill()?,
+        }
+        running.last_kill = Some(Instant::now());
+        Ok(())
     }
 
     /// SIGTERM to the gateway, watching its `/readyz` until it exits.
@@ -774,11 +791,16 @@ impl TestApp {
 
     /// Starts a new gateway (a new instance in the gateways' group, on a new
     /// port) in place of the one that stopped or was killed, and waits until it
-    /// is ready. Requests go to it from then on.
+    /// is ready. Requests go to it from then on. After a SIGKILL the new process
+    /// starts only once the killed one's group session has expired (see
+    /// [`outlive_session`]): a newcomer that joins the group of a dead leader may
+    /// never be given a reply partition by the test broker.
     pub async fn restart_gateway(&self) -> Result<()> {
         if self.running().api.try_exit()?.is_none() {
             bail!("the gateway is still running");
         }
+        let last_kill = self.running().last_kill;
+        outlive_session(last_kill).await;
         let (api, base_url) = self
             .distributed_plan()?
             .start_gateway(&self.inner.client)

@@ -475,21 +475,37 @@ impl Plan {
 
 impl Distributed {
     async fn start(&self, client: &reqwest::Client, slots: &[bool]) -> Result<Running> {
-        // All at once: each creates the topics it needs, and creating an existing
-        // topic is no error.
-        let gateways = futures_util::future::try_join_all(
-            (0..self.instances).map(|_| self.start_gateway(client)),
-        );
-        let registries =
-            futures_util::future::try_join_all((0..self.instances).map(|_| async {
-                Ok::<_, anyhow::Error>(Some(self.start_registry(client).await?))
-            }));
-        let validators = futures_util::future::try_join_all(slots.iter().map(|live| async move {
-            Ok::<_, anyhow::Error>(match live {
-                true => Some(self.start_validator(client).await?),
-                false => None,
-            })
-        }));
+        // The kinds all at once: each creates the topics it needs, and creating
+        // an existing topic is no error. The instances of a kind one after the
+        // other, each ready before the next starts, so that the first leads its
+        // group: tansu 0.6 can leave a group whose leader died with nothing
+        // assigned (see [`outlive_session`]), and the tests that kill an
+        // instance of a scaled-out fixture kill one that does not lead.
+        let gateways = async {
+            let mut started = Vec::new();
+            for _ in 0..self.instances {
+                started.push(self.start_gateway(client).await?);
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
+        let registries = async {
+            let mut started = Vec::new();
+            for _ in 0..self.instances {
+                started.push(Some(self.start_registry(client).await?));
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
+        let validators = async {
+            let mut started = Vec::new();
+            for live in slots {
+                started.push(if *live {
+                    Some(self.start_validator(client).await?)
+                } else {
+                    None
+                });
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
         let (gateways, registries, validators) = tokio::join!(gateways, registries, validators);
         let mut gateways = gateways?.into_iter();
         let (api, base_url) = gateways
