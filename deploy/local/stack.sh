@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Presence's distributed mode on one machine: Redis, a Kafka-protocol broker
-# (tansu) and one presence-gateway, presence-validator and presence-registry,
-# each on a free loopback port.
+# Presence's distributed mode on one machine: Redis (one server, or a 3-node
+# Redis Cluster), a Kafka-protocol broker (tansu) and one or more of each of
+# presence-gateway, presence-validator and presence-registry, each on a free
+# loopback port.
 #
 #   PRESENCE_API_KEY=secret deploy/local/stack.sh up   # starts it; prints KEY=value lines
 #   deploy/local/stack.sh status [DIR]                 # what runs, and whether it is ready
 #   deploy/local/stack.sh down [DIR]                   # stops what `up` started
 #
 # `up` prints only KEY=value lines on stdout (PRESENCE_STACK_DIR, PRESENCE_REDIS_URL,
-# PRESENCE_KAFKA_BROKERS, ..., and PRESENCE_URL last), so `eval "$(... up)"` sets
+# PRESENCE_KAFKA_BROKERS, ..., PRESENCE_URLS: every gateway's URL, separated by
+# commas, and PRESENCE_URL last: the first gateway's), so `eval "$(... up)"` sets
 # them in a shell; progress and errors go to stderr. `status` and `down` find the
-# stack in DIR, else in $PRESENCE_STACK_DIR.
+# stack in DIR, else in $PRESENCE_STACK_DIR, and handle every instance.
 #
 # Environment:
 #   PRESENCE_API_KEY        the gateway's admin key; `up` refuses to start without it
@@ -40,6 +42,17 @@
 #                           tansu's in-memory log costs more CPU per record as it
 #                           grows; PostgreSQL storage does not (docs/reliability.md)
 #   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
+#   PRESENCE_STACK_INSTANCES
+#                           how many of each service to start (default 1): the
+#                           gateways share the reply topic, the validators and the
+#                           registries their consumer groups. The first of each is
+#                           named `gateway`, `validator`, `registry` in the stack
+#                           directory, the others `gateway-2`, ...
+#   PRESENCE_STACK_REDIS    `server` (default): one Redis; `cluster`: a Redis
+#                           Cluster of 3 primaries (`redis`, `redis-2`, `redis-3`),
+#                           the services given every node as a seed
+#                           (PRESENCE_REDIS_CLUSTER=true). Both persist as in
+#                           production
 # Other settings the services read (RUST_LOG, PRESENCE_TOPIC_PREFIX,
 # PRESENCE_PARTITIONS, PRESENCE_REPLY_PARTITIONS, PRESENCE_API_KEYS_FILE, ...) pass
 # through to them. `up` logs each service's time from start to ready.
@@ -47,9 +60,12 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-# Start order; `down` stops in the reverse order, so the services still reach the
-# broker while they drain (the gateway leaves the gateways' group last thing).
-readonly COMPONENTS=(redis tansu validator registry gateway)
+# Start order by kind; `down` stops in the reverse order, so the services still
+# reach the broker while they drain (a gateway leaves the gateways' group last
+# thing). A kind may run several instances: `gateway`, `gateway-2`, ...
+readonly KINDS=(redis tansu validator registry gateway)
+# Primaries of a Redis Cluster: the fewest Redis Cluster accepts.
+readonly CLUSTER_NODES=3
 readonly TANSU_VERSION=0.6.0
 readonly SERVICES_BUILD=(cargo build --release --all-features --bins
     -p presence-gateway -p presence-validator -p presence-registry)
@@ -60,11 +76,13 @@ readonly POLL=0.1
 readonly PORT_ATTEMPTS=3
 
 timeout=${PRESENCE_STACK_TIMEOUT:-60}
+instances=${PRESENCE_STACK_INSTANCES:-1}
+redis_kind=${PRESENCE_STACK_REDIS:-server}
 dir=
 started=()
 declare -A launched=()
 # The stack's own settings: never passed to a service's container.
-readonly STACK_SETTINGS='^(PRESENCE_STACK_DIR|PRESENCE_STACK_TIMEOUT|PRESENCE_BIN_DIR|PRESENCE_IMAGE|PRESENCE_PODMAN|PRESENCE_TANSU|PRESENCE_TANSU_STORAGE)$'
+readonly STACK_SETTINGS='^(PRESENCE_STACK_DIR|PRESENCE_STACK_TIMEOUT|PRESENCE_STACK_INSTANCES|PRESENCE_STACK_REDIS|PRESENCE_BIN_DIR|PRESENCE_IMAGE|PRESENCE_PODMAN|PRESENCE_TANSU|PRESENCE_TANSU_STORAGE)$'
 read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
 
 log() {
@@ -80,12 +98,33 @@ usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
 }
 
+# The kind of component $1: `gateway` for `gateway` and `gateway-2`.
+kind_of() {
+    echo "${1%-[0-9]*}"
+}
+
 binary_of() {
-    case $1 in
+    case $(kind_of "$1") in
         redis) echo redis-server ;;
         tansu) echo tansu ;;
-        *) echo "presence-$1" ;;
+        *) echo "presence-$(kind_of "$1")" ;;
     esac
+}
+
+# The name of instance $2 (from 1) of kind $1.
+instance_name() {
+    if (($2 == 1)); then echo "$1"; else echo "$1-$2"; fi
+}
+
+# The components of the stack in $dir that have a pid file, in start order.
+components_in_dir() {
+    local kind file
+    for kind in "${KINDS[@]}"; do
+        for file in "$dir/$kind.pid" "$dir/$kind"-[0-9]*.pid; do
+            [ -f "$file" ] && basename "$file" .pid
+        done
+    done
+    return 0
 }
 
 # Whether pid $1 is a live process (a zombie is not).
@@ -123,7 +162,7 @@ log_tail() {
 stop() {
     local name=$1 pid deadline
     pid=$(running_pid "$name") || {
-        rm -f "$dir/$name.pid" "$dir/$name.started"
+        rm -f "$dir/$name.pid" "$dir/$name.started" "$dir/$name.port"
         return 1
     }
     kill -TERM "$pid" 2>/dev/null || true
@@ -144,7 +183,7 @@ stop() {
     fi
     # `up` reaps its own children when it cleans up after a failure.
     wait "$pid" 2>/dev/null || true
-    rm -f "$dir/$name.pid" "$dir/$name.started" "$dir/$name.container"
+    rm -f "$dir/$name.pid" "$dir/$name.started" "$dir/$name.container" "$dir/$name.port"
 }
 
 # Runs "$@" in the background as component $1, output to NAME.log, and records
@@ -203,11 +242,12 @@ ready() {
     curl -fsS -o /dev/null --max-time 2 "$1/readyz" 2>/dev/null
 }
 
+# Whether Redis component $1 answers on port $2.
 redis_ready() {
     # Only our server writes our log: a PONG from another server on the port
     # must not count.
-    grep -q 'Ready to accept connections' "$dir/redis.log" 2>/dev/null &&
-        [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
+    grep -q 'Ready to accept connections' "$dir/$1.log" 2>/dev/null &&
+        [ "$(redis-cli -h 127.0.0.1 -p "$2" ping 2>/dev/null)" = PONG ]
 }
 
 tansu_ready() {
@@ -278,26 +318,71 @@ find_services() {
     done
 }
 
-start_redis() {
-    local attempt status
-    mkdir -p "$dir/redis"
+# Starts Redis node $1 (a component name) with "${@:2}" added to its
+# arguments; sets redis_port to its port.
+start_redis_node() {
+    local name=$1 attempt status
+    shift
+    mkdir -p "$dir/$name"
     for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
         redis_port=$(free_port)
         # Persistence as in production (docs/design.md, "Redis: durability"): every
         # answered scan is in the synced append-only file, so it survives a Redis restart.
-        launch redis redis-server --port "$redis_port" --bind 127.0.0.1 \
-            --dir "$dir/redis" --appendonly yes --appendfsync always --daemonize no
+        launch "$name" redis-server --port "$redis_port" --bind 127.0.0.1 \
+            --dir "$dir/$name" --appendonly yes --appendfsync always --daemonize no "$@"
         status=0
-        wait_until redis redis_ready "$redis_port" || status=$?
+        wait_until "$name" redis_ready "$name" "$redis_port" || status=$?
         ((status == 1)) || break
         # Most likely another process took the port since it was picked.
         log "redis-server exited on port $redis_port; trying another port"
     done
     case $status in
-        0) log "redis-server listening on 127.0.0.1:$redis_port" ;;
-        1) log_tail redis; die "redis-server did not start in $PORT_ATTEMPTS attempts" ;;
-        *) log_tail redis; die "redis-server did not answer PING within ${timeout}s" ;;
+        0) log "redis-server ($name) listening on 127.0.0.1:$redis_port" ;;
+        1) log_tail "$name"; die "redis-server did not start in $PORT_ATTEMPTS attempts" ;;
+        *) log_tail "$name"; die "redis-server did not answer PING within ${timeout}s" ;;
     esac
+    echo "$redis_port" >"$dir/$name.port"
+}
+
+cluster_ok() {
+    redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
+
+# Sets redis_url (and redis_env) for the services: one server, or the seed
+# list of a Redis Cluster formed of CLUSTER_NODES new nodes.
+start_redis() {
+    local index name ports=() seeds=()
+    if [ "$redis_kind" = server ]; then
+        start_redis_node redis
+        redis_url="redis://127.0.0.1:$redis_port/0"
+        redis_env=()
+        return
+    fi
+    # A cluster is formed of empty nodes on new ports: an earlier one's data and
+    # node table cannot be taken over.
+    for ((index = 1; index <= CLUSTER_NODES; index++)); do
+        name=$(instance_name redis "$index")
+        [ -z "$(ls -A "$dir/$name" 2>/dev/null)" ] ||
+            die "$dir/$name holds an earlier Redis's data: a Redis Cluster starts empty; use another PRESENCE_STACK_DIR"
+    done
+    for ((index = 1; index <= CLUSTER_NODES; index++)); do
+        name=$(instance_name redis "$index")
+        # The default bus port is the port + 10000, which may be taken or past 65535.
+        start_redis_node "$name" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-port "$(free_port)"
+        ports+=("$redis_port")
+        seeds+=("redis://127.0.0.1:$redis_port/0")
+    done
+    redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-yes >"$dir/redis-cluster.log" 2>&1 || {
+        cat "$dir/redis-cluster.log" >&2
+        die "redis-cli --cluster create failed"
+    }
+    for ((index = 1; index <= CLUSTER_NODES; index++)); do
+        must_wait "$(instance_name redis "$index")" "cluster_state:ok" cluster_ok "${ports[index - 1]}"
+    done
+    log "Redis Cluster of $CLUSTER_NODES primaries formed (ports ${ports[*]})"
+    redis_url=$(IFS=,; echo "${seeds[*]}")
+    redis_env=(PRESENCE_REDIS_CLUSTER=true)
 }
 
 # The broker's --storage-engine, creating its PostgreSQL database if asked to.
@@ -362,13 +447,13 @@ start_tansu() {
     esac
 }
 
-# The command that runs service $1 with the settings "${@:2}" (NAME=value): the
+# The command that runs service instance $1 with the settings "${@:2}" (NAME=value): the
 # binary, or with PRESENCE_IMAGE a container of the image, as Kubernetes runs it.
 service_command() {
     local name=$1 setting var container
     shift
     if [ -z "${PRESENCE_IMAGE:-}" ]; then
-        printf '%s\0' env "$@" "$bin_dir/presence-$name"
+        printf '%s\0' env "$@" "$bin_dir/$(binary_of "$name")"
         return
     fi
     container="presence-stack-$(basename "$dir" | tr -c 'a-zA-Z0-9_.\n-' _)-$name"
@@ -389,7 +474,7 @@ service_command() {
     for setting in "$@"; do
         printf '%s\0' --env "$setting"
     done
-    printf '%s\0' "$PRESENCE_IMAGE" "presence-$name"
+    printf '%s\0' "$PRESENCE_IMAGE" "$(binary_of "$name")"
 }
 
 launch_service() {
@@ -399,20 +484,27 @@ launch_service() {
     launch "$name" "${command[@]}"
 }
 
-# Waits until the three services are ready, polling them together, and logs each
-# one's time from its start to its first ready /readyz.
+# The URL component $1 announced: a gateway's API, another service's probes.
+announced_url() {
+    case $(kind_of "$1") in
+        gateway) announced "$1" PRESENCE_URL= ;;
+        *) announced "$1" PRESENCE_OPS_URL= ;;
+    esac
+}
+
+# Waits until every service instance is ready, polling them together, and logs
+# each one's time from its start to its first ready /readyz.
 wait_ready() {
-    local deadline=$((SECONDS + timeout)) name url pending=(validator registry gateway) left
-    declare -A urls=([validator]=$validator_url [registry]=$registry_url [gateway]=$gateway_url)
+    local deadline=$((SECONDS + timeout)) name url pending=("${services[@]}") left
     while ((${#pending[@]} > 0)); do
         left=()
         for name in "${pending[@]}"; do
-            url=${urls[$name]}
+            url=$(announced_url "$name")
             if ready "$url"; then
-                log "$(binary_of "$name") ready at $url/readyz $(awk -v a="${launched[$name]}" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') s after its start"
+                log "$(binary_of "$name") ($name) ready at $url/readyz $(awk -v a="${launched[$name]}" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') s after its start"
             elif ! running_pid "$name" >/dev/null; then
                 log_tail "$name"
-                die "$(binary_of "$name") exited before ready at $url/readyz"
+                die "$(binary_of "$name") ($name) exited before ready at $url/readyz"
             else
                 left+=("$name")
             fi
@@ -421,10 +513,19 @@ wait_ready() {
         ((${#pending[@]} == 0)) && break
         if ((SECONDS >= deadline)); then
             log_tail "${pending[0]}"
-            die "$(binary_of "${pending[0]}"): no ready at ${urls[${pending[0]}]}/readyz within ${timeout}s"
+            die "$(binary_of "${pending[0]}") (${pending[0]}): no ready at $(announced_url "${pending[0]}")/readyz within ${timeout}s"
         fi
         sleep "$POLL"
     done
+}
+
+# The announced URLs of every instance of kind $1, separated by commas.
+urls_of() {
+    local name urls=()
+    for name in "${services[@]}"; do
+        [ "$(kind_of "$name")" = "$1" ] && urls+=("$(announced_url "$name")")
+    done
+    (IFS=,; echo "${urls[*]}")
 }
 
 start_services() {
@@ -432,18 +533,25 @@ start_services() {
     # empty fetch to its end even when records arrive, so consumers ask it for short
     # waits (docs/design.md, "The test broker"); Kafka needs no such thing.
     local common=(NO_COLOR=1 "PRESENCE_KAFKA_BROKERS=127.0.0.1:$kafka_port"
-        "PRESENCE_REDIS_URL=redis://127.0.0.1:$redis_port/0"
+        "PRESENCE_REDIS_URL=$redis_url" "${redis_env[@]}"
         "PRESENCE_KAFKA_FETCH_WAIT_MS=${PRESENCE_KAFKA_FETCH_WAIT_MS:-10}")
-    # Port 0: each service binds a free port and announces it.
-    launch_service validator "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0
-    launch_service registry "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0
-    launch_service gateway "${common[@]}" PRESENCE_LISTEN=127.0.0.1:0
-    must_wait validator "announcing its address" announced validator PRESENCE_OPS_URL=
-    must_wait registry "announcing its address" announced registry PRESENCE_OPS_URL=
-    must_wait gateway "announcing its address" announced gateway PRESENCE_URL=
-    validator_url=$(announced validator PRESENCE_OPS_URL=)
-    registry_url=$(announced registry PRESENCE_OPS_URL=)
-    gateway_url=$(announced gateway PRESENCE_URL=)
+    local kind index name
+    services=()
+    for kind in validator registry gateway; do
+        for ((index = 1; index <= instances; index++)); do
+            name=$(instance_name "$kind" "$index")
+            # Port 0: each service binds a free port and announces it.
+            if [ "$kind" = gateway ]; then
+                launch_service "$name" "${common[@]}" PRESENCE_LISTEN=127.0.0.1:0
+            else
+                launch_service "$name" "${common[@]}" PRESENCE_OPS_LISTEN=127.0.0.1:0
+            fi
+            services+=("$name")
+        done
+    done
+    for name in "${services[@]}"; do
+        must_wait "$name" "announcing its address" announced_url "$name"
+    done
     # Ready once each consumer holds its partitions and Redis and the broker answer.
     wait_ready
 }
@@ -467,6 +575,14 @@ cmd_up() {
     [ -n "${PRESENCE_API_KEY:-}" ] ||
         die "PRESENCE_API_KEY is not set: it is the stack's admin API key (e.g. PRESENCE_API_KEY=\$(openssl rand -hex 16) $0 up)"
     [[ $timeout =~ ^[1-9][0-9]*$ ]] || die "PRESENCE_STACK_TIMEOUT=$timeout is not a number of seconds"
+    [[ $instances =~ ^[1-9][0-9]?$ ]] ||
+        die "PRESENCE_STACK_INSTANCES=$instances is not a number of instances from 1 to 99"
+    [[ $redis_kind =~ ^(server|cluster)$ ]] ||
+        die "PRESENCE_STACK_REDIS=$redis_kind is neither server nor cluster"
+    # A static group member's id names one process: two sharing it fence each other.
+    if ((instances > 1)) && [ -n "${PRESENCE_INSTANCE_ID:-}" ]; then
+        die "PRESENCE_INSTANCE_ID names one instance; unset it to start $instances of each service"
+    fi
     require python3 "it picks the free ports"
     require curl "it probes /readyz"
     require redis-server "apt-get install redis-server"
@@ -475,7 +591,7 @@ cmd_up() {
         mkdir -p "$PRESENCE_STACK_DIR"
         dir=$(cd "$PRESENCE_STACK_DIR" && pwd)
         local name
-        for name in "${COMPONENTS[@]}"; do
+        for name in $(components_in_dir); do
             if running_pid "$name" >/dev/null; then
                 die "a stack is already running in $dir: stop it first with \`$0 down $dir\`"
             fi
@@ -495,12 +611,18 @@ cmd_up() {
     start_services
     {
         printf 'PRESENCE_STACK_DIR=%q\n' "$dir"
-        printf 'PRESENCE_REDIS_URL=%q\n' "redis://127.0.0.1:$redis_port/0"
+        # Loopback URLs (digits, dots, colons, slashes, commas): nothing to quote,
+        # and a comma stays readable to scripts that split the lists.
+        printf 'PRESENCE_REDIS_URL=%s\n' "$redis_url"
+        [ "$redis_kind" = cluster ] && printf 'PRESENCE_REDIS_CLUSTER=true\n'
         printf 'PRESENCE_KAFKA_BROKERS=%q\n' "127.0.0.1:$kafka_port"
         printf 'PRESENCE_TOPIC_PREFIX=%q\n' "${PRESENCE_TOPIC_PREFIX:-presence.}"
-        printf 'PRESENCE_VALIDATOR_OPS_URL=%q\n' "$validator_url"
-        printf 'PRESENCE_REGISTRY_OPS_URL=%q\n' "$registry_url"
-        printf 'PRESENCE_URL=%q\n' "$gateway_url"
+        printf 'PRESENCE_VALIDATOR_OPS_URL=%q\n' "$(announced_url validator)"
+        printf 'PRESENCE_REGISTRY_OPS_URL=%q\n' "$(announced_url registry)"
+        printf 'PRESENCE_VALIDATOR_OPS_URLS=%s\n' "$(urls_of validator)"
+        printf 'PRESENCE_REGISTRY_OPS_URLS=%s\n' "$(urls_of registry)"
+        printf 'PRESENCE_URLS=%s\n' "$(urls_of gateway)"
+        printf 'PRESENCE_URL=%q\n' "$(announced_url gateway)"
     } >"$dir/stack.env"
     trap - EXIT INT TERM
     log "ready; stop it with: $0 down $dir"
@@ -509,14 +631,14 @@ cmd_up() {
 
 cmd_down() {
     find_stack "${1:-}"
-    local name i stopped=0
-    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-        name=${COMPONENTS[i]}
-        [ -f "$dir/$name.pid" ] || continue
+    local name i stopped=0 components
+    mapfile -t components < <(components_in_dir)
+    for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+        name=${components[i]}
         if stop "$name"; then
             stopped=$((stopped + 1))
         else
-            log "$(binary_of "$name") was not running"
+            log "$(binary_of "$name") ($name) was not running"
         fi
     done
     drop_tansu_database
@@ -531,30 +653,27 @@ cmd_down() {
 cmd_status() {
     find_stack "${1:-}"
     local name pid health healthy=0 total=0
-    local PRESENCE_REDIS_URL='' PRESENCE_KAFKA_BROKERS='' PRESENCE_VALIDATOR_OPS_URL='' \
-        PRESENCE_REGISTRY_OPS_URL='' PRESENCE_URL=''
+    local PRESENCE_KAFKA_BROKERS=''
     if [ -f "$dir/stack.env" ]; then
         # Written by `up` with %q: plain assignments.
         # shellcheck disable=SC1091
         source "$dir/stack.env"
     fi
-    for name in "${COMPONENTS[@]}"; do
+    for name in $(components_in_dir); do
         total=$((total + 1))
         if ! pid=$(running_pid "$name"); then
-            printf '%-20s not running\n' "$(binary_of "$name")"
+            printf '%-20s %-12s not running\n' "$(binary_of "$name")" "$name"
             continue
         fi
-        case $name in
-            redis) [ "$(redis-cli -u "$PRESENCE_REDIS_URL" ping 2>/dev/null)" = PONG ] ;;
+        case $(kind_of "$name") in
+            redis) [ "$(redis-cli -p "$(<"$dir/$name.port")" ping 2>/dev/null)" = PONG ] ;;
             tansu) port_open "${PRESENCE_KAFKA_BROKERS##*:}" ;;
-            validator) ready "$PRESENCE_VALIDATOR_OPS_URL" ;;
-            registry) ready "$PRESENCE_REGISTRY_OPS_URL" ;;
-            gateway) ready "$PRESENCE_URL" ;;
+            *) ready "$(announced_url "$name")" ;;
         esac && health=ready || health="NOT ready"
         [ "$health" = ready ] && healthy=$((healthy + 1))
-        printf '%-20s pid %-8s %s\n' "$(binary_of "$name")" "$pid" "$health"
+        printf '%-20s %-12s pid %-8s %s\n' "$(binary_of "$name")" "$name" "$pid" "$health"
     done
-    ((healthy == total))
+    ((total > 0 && healthy == total))
 }
 
 main() {

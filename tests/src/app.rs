@@ -7,7 +7,7 @@ use crate::process::{
 };
 use crate::scenario::{Scanner, unique, unique_mac};
 use crate::stack::{
-    Cluster, Distributed, DistributedOptions, Plan, Running, Service, Shutdown,
+    Cluster, Distributed, DistributedOptions, Plan, RedisSetup, Running, Service, Shutdown,
     held_scan_partitions, outlive_session, readiness, settle, watch_shutdown,
 };
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -181,6 +182,8 @@ struct Inner {
     keys: Keys,
     // Dropped first: the processes die before their broker, Redis and directory.
     running: Mutex<Running>,
+    /// Requests sent so far: with several gateways, each goes to the next.
+    turn: AtomicUsize,
     plan: Plan,
     dir: TempDir,
 }
@@ -225,8 +228,22 @@ impl TestApp {
         Self::distributed_with(DistributedOptions::default()).await
     }
 
+    /// The scaled-out fixture: two gateways, two validators and two registries
+    /// on the test broker and a private 3-node Redis Cluster. Requests take
+    /// turns across the gateways ([`TestApp::base_url`]), so consecutive calls
+    /// of a test go through different gateways, each answered by whichever
+    /// validator holds the scan's partition.
+    pub async fn scaled() -> Result<Self> {
+        Self::distributed_with(DistributedOptions {
+            instances: 2,
+            redis: RedisSetup::Cluster,
+            ..DistributedOptions::default()
+        })
+        .await
+    }
+
     /// The distributed fixture as `options` say (a durable broker, settings of
-    /// the gateway).
+    /// the gateway, several of each service).
     pub async fn distributed_with(options: DistributedOptions) -> Result<Self> {
         let (dir, keys, keys_file) = Self::prepare()?;
         let plan = Plan::distributed(dir.path(), &keys, &keys_file, &options).await?;
@@ -246,7 +263,7 @@ impl TestApp {
 
     async fn start(dir: TempDir, keys: Keys, plan: Plan) -> Result<Self> {
         let client = client()?;
-        let running = match plan.start(&client, &[true]).await {
+        let running = match plan.start(&client, &plan.validator_slots()).await {
             Ok(running) => running,
             Err(error) => {
                 print_logs_in(dir.path());
@@ -258,6 +275,7 @@ impl TestApp {
                 client,
                 keys,
                 running: Mutex::new(running),
+                turn: AtomicUsize::new(0),
                 plan,
                 dir,
             }),
@@ -280,9 +298,22 @@ impl TestApp {
         &self.inner.keys.admin
     }
 
-    /// `http://127.0.0.1:PORT`, as printed by the process.
+    /// `http://127.0.0.1:PORT`, as printed by the process. With several
+    /// gateways, each call gives the next one still running, so that
+    /// consecutive requests alternate.
     pub fn base_url(&self) -> String {
-        self.running().base_url.clone()
+        let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed);
+        let mut running = self.running();
+        // Polling a child fails only if waitpid does; then the first is as good.
+        running
+            .base_url_for(turn)
+            .unwrap_or_else(|_| running.base_url.clone())
+    }
+
+    /// The base URL of every process serving the HTTP API (`presence`, or each
+    /// gateway), to read something of each (its `/metrics`).
+    pub fn base_urls(&self) -> Vec<String> {
+        self.running().base_urls()
     }
 
     /// An absolute URL for `path` (which starts with `/`).
@@ -457,8 +488,9 @@ impl TestApp {
 
     /// Kills every process with SIGKILL (no chance to flush) and starts them again
     /// on the same data: the embedded server on its data directory; the
-    /// distributed services (each validator that was running) on the same broker
-    /// and Redis, waiting until every consumer group holds only the new processes.
+    /// distributed services (each validator that was running, and the fixture's
+    /// gateways and registries) on the same broker and Redis, waiting until every
+    /// consumer group holds only the new processes.
     /// The port changes.
     pub async fn crash_and_restart(&self) -> Result<()> {
         let slots: Vec<bool> = {
@@ -712,23 +744,26 @@ impl TestApp {
 
     // ---------------------------------------------------------- registry
 
+    // The registry of these calls is the first; a scaled-out fixture's others
+    // run beside it.
+
     /// The registry's `/readyz`: whether it is ready, and its answer.
     pub async fn registry_readiness(&self) -> Result<(bool, String)> {
-        let ops_url = self
-            .running()
-            .registry
-            .as_ref()
-            .map(|service| service.ops_url.clone())
-            .ok_or_else(|| anyhow!("the registry is not running"))?;
+        let ops_url = self.with_registry(|service| service.ops_url.clone())?;
         readiness(&self.inner.client, &ops_url).await
     }
 
     /// The log of the current registry process.
     pub fn registry_log(&self) -> Result<String> {
+        self.with_registry(|service| service.process.stderr())
+    }
+
+    fn with_registry<T>(&self, read: impl FnOnce(&Service) -> T) -> Result<T> {
         self.running()
-            .registry
-            .as_ref()
-            .map(|service| service.process.stderr())
+            .registries
+            .first()
+            .and_then(Option::as_ref)
+            .map(read)
             .ok_or_else(|| anyhow!("the registry is not running"))
     }
 
@@ -736,8 +771,9 @@ impl TestApp {
     pub async fn stop_registry_watching(&self) -> Result<Shutdown> {
         let service = self
             .running()
-            .registry
-            .take()
+            .registries
+            .first_mut()
+            .and_then(Option::take)
             .ok_or_else(|| anyhow!("the registry is not running"))?;
         service.stop_watching(&self.inner.client).await
     }
@@ -745,35 +781,59 @@ impl TestApp {
     /// Starts the registry again after it stopped, and waits until the groups
     /// have settled.
     pub async fn restart_registry(&self) -> Result<()> {
-        if self.running().registry.is_some() {
+        if self.with_registry(|_| ()).is_ok() {
             bail!("the registry is still running");
         }
         let service = self
             .distributed_plan()?
             .start_registry(&self.inner.client)
             .await?;
-        self.running().registry = Some(service);
+        match self.running().registries.first_mut() {
+            Some(slot) => *slot = Some(service),
+            None => bail!("not a distributed fixture"),
+        }
         self.settle().await
     }
 
     // ---------------------------------------------------------- gateway
 
+    // The gateway of these calls is the first; a scaled-out fixture's others
+    // run beside it.
+
     /// The gateway's `/readyz`: whether it is ready, and its answer.
     pub async fn gateway_readiness(&self) -> Result<(bool, String)> {
-        readiness(&self.inner.client, &self.base_url()).await
+        let base_url = self.running().base_url.clone();
+        readiness(&self.inner.client, &base_url).await
     }
 
     /// SIGKILL to the gateway: requests in flight lose their connection, and
     /// its reply partitions stay with it until its group session expires.
     pub fn kill_gateway(&self) -> Result<()> {
+        self.kill_gateway_at(0)
+    }
+
+    /// SIGKILL to gateway `index` of a scaled-out fixture (0 is the first, the
+    /// one [`TestApp::kill_gateway`] kills): requests go to the others from then on.
+    pub fn kill_gateway_at(&self, index: usize) -> Result<()> {
         self.distributed_plan()?;
-        self.running().api.kill()
+        let mut running = self.running();
+        match index.checked_sub(1) {
+            None => running.api.kill()?,
+            Some(other) => running
+                .more_gateways
+                .get_mut(other)
+                .ok_or_else(|| anyhow!("no gateway {index}"))?
+                .process
+                .kill()?,
+        }
+        running.last_kill = Some(Instant::now());
+        Ok(())
     }
 
     /// SIGTERM to the gateway, watching its `/readyz` until it exits.
     pub async fn stop_gateway_watching(&self) -> Result<Shutdown> {
         self.distributed_plan()?;
-        let base_url = self.base_url();
+        let base_url = self.running().base_url.clone();
         self.running().api.signal_term()?;
         let signalled = Instant::now();
         watch_shutdown(
@@ -787,8 +847,8 @@ impl TestApp {
 
     /// Starts another gateway beside the running one (a new instance in the
     /// gateways' group, on a new port) and waits until it is ready (it holds a
-    /// reply partition); returns it and its base URL. Requests still go to the
-    /// first; it is killed when dropped.
+    /// reply partition); returns it and its base URL. Requests do not take turns
+    /// with it; it is killed when dropped.
     pub async fn start_another_gateway(&self) -> Result<(PresenceProcess, String)> {
         self.distributed_plan()?
             .start_gateway(&self.inner.client)
@@ -797,11 +857,16 @@ impl TestApp {
 
     /// Starts a new gateway (a new instance in the gateways' group, on a new
     /// port) in place of the one that stopped or was killed, and waits until it
-    /// is ready. Requests go to it from then on.
+    /// is ready. Requests go to it from then on. After a SIGKILL the new process
+    /// starts only once the killed one's group session has expired (see
+    /// [`outlive_session`]): a newcomer that joins the group of a dead leader may
+    /// never be given a reply partition by the test broker.
     pub async fn restart_gateway(&self) -> Result<()> {
         if self.running().api.try_exit()?.is_none() {
             bail!("the gateway is still running");
         }
+        let last_kill = self.running().last_kill;
+        outlive_session(last_kill).await;
         let (api, base_url) = self
             .distributed_plan()?
             .start_gateway(&self.inner.client)
@@ -941,14 +1006,15 @@ impl TestApp {
         Ok(service.process.stderr())
     }
 
-    /// The program and ops URL (`/healthz`, `/readyz`, `/metrics`) of the
-    /// registry and of every running validator.
+    /// The program and ops URL (`/healthz`, `/readyz`, `/metrics`) of every
+    /// running registry and validator.
     pub fn service_ops_urls(&self) -> Vec<(String, String)> {
         let running = self.running();
         running
-            .registry
+            .registries
             .iter()
-            .chain(running.validators.iter().flatten())
+            .chain(&running.validators)
+            .flatten()
             .map(|service| {
                 (
                     service.process.program().to_owned(),

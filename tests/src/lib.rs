@@ -53,8 +53,9 @@ pub use stack::Cluster;
 /// `embedded::b`, `distributed::a` and `distributed::b`, each starting its own
 /// fixture (`TestApp::embedded()`, `TestApp::distributed()`) and calling
 /// `a(&app)` / `b(&app)`.
-/// A fixture is any `TestApp` constructor `async fn() -> anyhow::Result<TestApp>`;
-/// the server's logs are printed when a test fails.
+/// A fixture is any `TestApp` constructor `async fn() -> anyhow::Result<TestApp>`
+/// (`embedded`, `distributed`, `scaled`: two of each service over a Redis
+/// Cluster); the server's logs are printed when a test fails.
 #[macro_export]
 macro_rules! contract_tests {
     (@fixture $fixture:ident [$($test:ident),* $(,)?]) => {

@@ -1,6 +1,7 @@
 //! The processes behind a [`TestApp`](crate::TestApp), and how to start them
 //! again: `presence serve` alone (embedded), or a private broker and Redis with
-//! the gateway, registry and validator services on them (distributed).
+//! the gateway, registry and validator services on them (distributed), one of
+//! each or several ([`DistributedOptions::instances`]).
 
 use crate::app::Keys;
 use crate::broker::Broker;
@@ -80,6 +81,13 @@ impl Cluster {
     }
 }
 
+/// A running gateway and where it serves the HTTP API.
+#[derive(Debug)]
+pub struct Gateway {
+    pub process: PresenceProcess,
+    pub base_url: String,
+}
+
 /// A running validator or registry and where its probes are served.
 #[derive(Debug)]
 pub struct Service {
@@ -101,12 +109,19 @@ impl Service {
 }
 
 /// The processes running now. Dropping it kills them all.
+///
+/// The first process of each kind is the one a test stops, kills or restarts
+/// by name (`kill_gateway`, `restart_registry`); the others of a scaled-out
+/// fixture run beside it.
 #[derive(Debug)]
 pub(crate) struct Running {
     pub base_url: String,
-    /// The process serving the HTTP API: `presence` or `presence-gateway`.
+    /// The process serving the HTTP API: `presence` or the first `presence-gateway`.
     pub api: PresenceProcess,
-    pub registry: Option<Service>,
+    /// The gateways beside the first.
+    pub more_gateways: Vec<Gateway>,
+    /// Registry slots: a stopped registry leaves `None` until restarted.
+    pub registries: Vec<Option<Service>>,
     /// Validator slots: a stopped validator leaves `None` until restarted.
     pub validators: Vec<Option<Service>>,
     /// When a consumer was last killed with SIGKILL.
@@ -114,27 +129,62 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// The logs of the running registry and validators.
+    /// The logs of the running registries and validators.
     pub fn consumer_logs(&self) -> ConsumerLogs {
-        ConsumerLogs {
-            registry: self.registry.as_ref().map(|s| s.process.stderr()),
-            validators: self
-                .validators
+        let logs = |services: &[Option<Service>]| {
+            services
                 .iter()
                 .flatten()
                 .map(|s| s.process.stderr())
-                .collect(),
+                .collect()
+        };
+        ConsumerLogs {
+            registries: logs(&self.registries),
+            validators: logs(&self.validators),
         }
+    }
+
+    /// The base URL of the `turn`-th request: with several gateways, each
+    /// request goes to the next one still running (as a load balancer that
+    /// checks its backends would send it), so consecutive requests alternate;
+    /// the first's when none runs.
+    pub fn base_url_for(&mut self, turn: usize) -> Result<String> {
+        if self.more_gateways.is_empty() {
+            return Ok(self.base_url.clone());
+        }
+        let mut live = Vec::new();
+        if self.api.try_exit()?.is_none() {
+            live.push(self.base_url.clone());
+        }
+        for gateway in &mut self.more_gateways {
+            if gateway.process.try_exit()?.is_none() {
+                live.push(gateway.base_url.clone());
+            }
+        }
+        Ok(match turn.checked_rem(live.len()) {
+            Some(index) => live.swap_remove(index),
+            None => self.base_url.clone(),
+        })
+    }
+
+    /// The base URL of every gateway (or of `presence`), the first's first.
+    pub fn base_urls(&self) -> Vec<String> {
+        std::iter::once(self.base_url.clone())
+            .chain(self.more_gateways.iter().map(|g| g.base_url.clone()))
+            .collect()
     }
 
     /// Every process, the API's first.
     pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut PresenceProcess> {
-        std::iter::once(&mut self.api).chain(
-            self.registry
-                .iter_mut()
-                .chain(self.validators.iter_mut().flatten())
-                .map(|service| &mut service.process),
-        )
+        std::iter::once(&mut self.api)
+            .chain(self.more_gateways.iter_mut().map(|g| &mut g.process))
+            .chain(
+                self.registries
+                    .iter_mut()
+                    .chain(self.validators.iter_mut())
+                    .flatten()
+                    .map(|service| &mut service.process),
+            )
     }
 }
 
@@ -146,8 +196,11 @@ pub(crate) enum Plan {
 }
 
 /// How a distributed fixture differs from the default one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DistributedOptions {
+    /// How many gateways, registries and validators run (default 1 of each).
+    /// Requests take turns across the gateways.
+    pub instances: usize,
     /// Keep the broker's data in PostgreSQL ([`Broker::start_durable`]) so that it
     /// survives a broker restart; in memory otherwise.
     pub durable_broker: bool,
@@ -163,6 +216,20 @@ pub struct DistributedOptions {
     pub client_certificates: bool,
     /// Which Redis the validator and the registry use.
     pub redis: RedisSetup,
+}
+
+impl Default for DistributedOptions {
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            durable_broker: false,
+            gateway_env: Vec::new(),
+            env: Vec::new(),
+            sasl_ssl: false,
+            client_certificates: false,
+            redis: RedisSetup::default(),
+        }
+    }
 }
 
 /// The kinds of private Redis a distributed fixture can run.
@@ -252,6 +319,8 @@ impl Redis {
 #[derive(Debug)]
 pub(crate) struct Distributed {
     pub cluster: Cluster,
+    /// How many gateways and registries [`Plan::start`] starts.
+    instances: usize,
     gateway: Launch,
     registry: Launch,
     validator: Launch,
@@ -355,6 +424,7 @@ impl Plan {
             |launch, (key, value)| launch.env(key, value),
         );
         Ok(Plan::Distributed(Box::new(Distributed {
+            instances: options.instances.max(1),
             gateway,
             registry: service("presence-registry"),
             validator: service("presence-validator"),
@@ -372,6 +442,12 @@ impl Plan {
         }
     }
 
+    /// How many validators a fresh start runs: one, or as many as the
+    /// distributed fixture runs of each service.
+    pub fn validator_slots(&self) -> Vec<bool> {
+        vec![true; self.distributed_plan().map_or(1, |plan| plan.instances)]
+    }
+
     /// Starts every process and waits until each is ready and every consumer
     /// group holds only them. In distributed mode a validator is started for each
     /// `true` of `validator_slots`, keeping its index.
@@ -386,7 +462,8 @@ impl Plan {
                 Ok(Running {
                     base_url,
                     api,
-                    registry: None,
+                    more_gateways: Vec::new(),
+                    registries: Vec::new(),
                     validators: Vec::new(),
                     last_kill: None,
                 })
@@ -398,9 +475,26 @@ impl Plan {
 
 impl Distributed {
     async fn start(&self, client: &reqwest::Client, slots: &[bool]) -> Result<Running> {
-        // All at once: each creates the topics it needs, and creating an existing
-        // topic is no error.
-        let gateway = self.start_gateway(client);
+        // The kinds all at once: each creates the topics it needs, and creating
+        // an existing topic is no error. The instances of a kind one after the
+        // other, each ready before the next starts, so that the first leads its
+        // group: tansu 0.6 can leave a group whose leader died with nothing
+        // assigned (see [`outlive_session`]), and the tests that kill an
+        // instance of a scaled-out fixture kill one that does not lead.
+        let gateways = async {
+            let mut started = Vec::new();
+            for _ in 0..self.instances {
+                started.push(self.start_gateway(client).await?);
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
+        let registries = async {
+            let mut started = Vec::new();
+            for _ in 0..self.instances {
+                started.push(Some(self.start_registry(client).await?));
+            }
+            Ok::<_, anyhow::Error>(started)
+        };
         let validators = async {
             let mut started = Vec::new();
             for live in slots {
@@ -412,13 +506,18 @@ impl Distributed {
             }
             Ok::<_, anyhow::Error>(started)
         };
-        let (gateway, registry, validators) =
-            tokio::join!(gateway, self.start_registry(client), validators);
-        let (api, base_url) = gateway?;
+        let (gateways, registries, validators) = tokio::join!(gateways, registries, validators);
+        let mut gateways = gateways?.into_iter();
+        let (api, base_url) = gateways
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("a distributed fixture without a gateway"))?;
         let running = Running {
             base_url,
             api,
-            registry: Some(registry?),
+            more_gateways: gateways
+                .map(|(process, base_url)| Gateway { process, base_url })
+                .collect(),
+            registries: registries?,
             validators: validators?,
             last_kill: None,
         };
@@ -598,39 +697,64 @@ pub async fn watch_shutdown(
 /// What the running consumers logged, to tell which partitions each holds.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerLogs {
-    pub registry: Option<String>,
+    pub registries: Vec<String>,
     pub validators: Vec<String>,
 }
 
+/// The topics the registries read, each in a group they share: requests, and
+/// the decisions they count into the stats.
+const REGISTRY_TOPICS: [&str; 2] = ["registry", "decisions"];
+/// The topic the validators share in their group. (Their `inventory` group
+/// reads one partition, which only one of them holds.)
+const VALIDATOR_TOPICS: [&str; 1] = ["scans"];
+
 impl ConsumerLogs {
-    /// Whether the registry holds every registry partition and the validators
-    /// together hold every scan partition, each some, none twice: the groups
-    /// have settled on the running processes, and no killed member (whose session
-    /// has not expired yet) still holds partitions nobody reads.
+    /// Whether, for each topic the registries or the validators read in their
+    /// groups, the running ones together hold every partition, each some, none
+    /// twice: the groups have settled on the running processes, and no killed
+    /// member (whose session has not expired yet) still holds partitions
+    /// nobody reads.
     pub fn settled(&self) -> bool {
-        let registry = self
-            .registry
-            .as_deref()
-            .is_none_or(|log| held_partitions(log, 1) == PARTITIONS_USIZE);
-        let shares: Vec<usize> = self
-            .validators
-            .iter()
-            .map(|log| held_scan_partitions(log))
-            .collect();
-        let validators = shares.iter().all(|share| *share > 0)
-            && (shares.is_empty() || shares.iter().sum::<usize>() == PARTITIONS_USIZE);
-        registry && validators
+        shares_all(&self.registries, &REGISTRY_TOPICS)
+            && shares_all(&self.validators, &VALIDATOR_TOPICS)
+    }
+
+    /// What each consumer holds of each topic, for a report.
+    fn holdings(&self) -> String {
+        let of = |logs: &[String], topics: &[&str]| -> Vec<Vec<usize>> {
+            logs.iter()
+                .map(|log| {
+                    topics
+                        .iter()
+                        .map(|topic| held_partitions(log, topic))
+                        .collect()
+                })
+                .collect()
+        };
+        format!(
+            "registries hold {:?} of {REGISTRY_TOPICS:?}, validators hold {:?} of \
+             {VALIDATOR_TOPICS:?}, of {PARTITIONS} partitions each",
+            of(&self.registries, &REGISTRY_TOPICS),
+            of(&self.validators, &VALIDATOR_TOPICS),
+        )
     }
 }
 
+/// Whether the consumers whose logs are `logs` (if any) hold every partition of
+/// each of `topics` between them, each some.
+fn shares_all(logs: &[String], topics: &[&str]) -> bool {
+    logs.is_empty()
+        || topics.iter().all(|topic| {
+            let shares: Vec<usize> = logs.iter().map(|log| held_partitions(log, topic)).collect();
+            shares.iter().all(|share| *share > 0)
+                && shares.iter().sum::<usize>() == PARTITIONS_USIZE
+        })
+}
+
 const PARTITIONS_USIZE: usize = PARTITIONS as usize;
-/// The fewest scan partitions a validator holds while at most three share the
-/// six. A validator runs two consumers that log alike, and the other one (of the
-/// single-partition `inventory` topic) only ever holds 0 or 1: an assignment of
-/// at least this many is the scan consumer's.
-const SCAN_SHARE_MIN: usize = 2;
 
 /// A consumer's partitions changing, as the services' consumer runner logs it.
+/// Each consumer reads one topic, which the line names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PartitionChange {
     Assigned {
@@ -638,10 +762,18 @@ enum PartitionChange {
         topic: String,
         numbers: Vec<i32>,
     },
-    /// `count` partitions revoked; `held` is what the consumer still holds
+    /// Partitions of `topic` revoked; `held` is what the consumer still holds
     /// (an incremental rebalance takes back only the partitions that move), or
     /// `None` in logs that do not say, where a revocation took everything.
-    Revoked { count: usize, held: Option<usize> },
+    Revoked { topic: String, held: Option<usize> },
+}
+
+/// Whether `topic` is the topic `name` under some prefix ending with a dot
+/// (`presence-7.scans` is `scans`).
+fn is_topic(topic: &str, name: &str) -> bool {
+    topic
+        .strip_suffix(name)
+        .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('.'))
 }
 
 /// Reads a partition change from one log line, text or JSON
@@ -673,7 +805,7 @@ fn partition_change(line: &str) -> Option<PartitionChange> {
                 numbers: numbers(text("numbers")),
             }),
             "partitions revoked" => Some(PartitionChange::Revoked {
-                count,
+                topic: text("topic").to_owned(),
                 held: fields
                     .get("held")
                     .and_then(serde_json::Value::as_u64)
@@ -684,18 +816,22 @@ fn partition_change(line: &str) -> Option<PartitionChange> {
     }
     let after = |marker: &str| line.split_once(marker).map(|(_, rest)| rest);
     let count = |rest: &str| rest.split_whitespace().next()?.parse::<usize>().ok();
+    let topic = || {
+        after("topic=\"")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(topic, _)| topic.to_owned())
+            .unwrap_or_default()
+    };
     if let Some(rest) = after(ASSIGNED) {
         Some(PartitionChange::Assigned {
             count: count(rest)?,
-            topic: after("topic=\"")
-                .and_then(|rest| rest.split_once('"'))
-                .map(|(topic, _)| topic.to_owned())
-                .unwrap_or_default(),
+            topic: topic(),
             numbers: after("numbers=").map(numbers).unwrap_or_default(),
         })
     } else {
+        count(after(REVOKED)?)?;
         Some(PartitionChange::Revoked {
-            count: count(after(REVOKED)?)?,
+            topic: topic(),
             held: after(" held=").and_then(count),
         })
     }
@@ -705,15 +841,23 @@ fn partition_changes(log: &str) -> impl Iterator<Item = PartitionChange> + '_ {
     crate::process::complete_lines(log).filter_map(partition_change)
 }
 
-/// The partitions a consumer holds by its log: what it held after its last
-/// change of a holding of at least `min` partitions (the runner logs the whole
-/// holding after each assignment, and what is left after each revocation).
-pub fn held_partitions(log: &str, min: usize) -> usize {
+/// The partitions of `topic` (a name without the prefix: `scans`) a consumer
+/// holds by its log: what it held after its last change of that topic (the
+/// runner logs the whole holding after each assignment, and what is left
+/// after each revocation).
+pub fn held_partitions(log: &str, topic: &str) -> usize {
     let mut held = 0;
     for change in partition_changes(log) {
         match change {
-            PartitionChange::Assigned { count, .. } if count >= min => held = count,
-            PartitionChange::Revoked { count, held: left } if count + left.unwrap_or(0) >= min => {
+            PartitionChange::Assigned {
+                count, topic: of, ..
+            } if is_topic(&of, topic) => {
+                held = count;
+            }
+            PartitionChange::Revoked {
+                topic: of,
+                held: left,
+            } if is_topic(&of, topic) => {
                 held = left.unwrap_or(0);
             }
             _ => {}
@@ -724,7 +868,7 @@ pub fn held_partitions(log: &str, min: usize) -> usize {
 
 /// The scan partitions a validator holds by its log.
 pub fn held_scan_partitions(log: &str) -> usize {
-    held_partitions(log, SCAN_SHARE_MIN)
+    held_partitions(log, "scans")
 }
 
 /// The numbers of the `scans` partitions a validator was last assigned, by its
@@ -733,7 +877,7 @@ pub fn held_scan_partitions(log: &str) -> usize {
 pub fn assigned_scan_partitions(log: &str) -> Vec<i32> {
     partition_changes(log)
         .filter_map(|change| match change {
-            PartitionChange::Assigned { topic, numbers, .. } if topic.ends_with("scans") => {
+            PartitionChange::Assigned { topic, numbers, .. } if is_topic(&topic, "scans") => {
                 Some(numbers)
             }
             _ => None,
@@ -751,14 +895,8 @@ pub async fn settle(logs: impl Fn() -> ConsumerLogs) -> Result<()> {
         }
         if Instant::now() >= deadline {
             bail!(
-                "the consumer groups did not settle within {SETTLE_TIMEOUT:?}: registry holds \
-                 {:?}, validators hold {:?} of {PARTITIONS} partitions",
-                logs().registry.map(|log| held_partitions(&log, 1)),
-                logs()
-                    .validators
-                    .iter()
-                    .map(|log| held_scan_partitions(log))
-                    .collect::<Vec<_>>()
+                "the consumer groups did not settle within {SETTLE_TIMEOUT:?}: {}",
+                logs().holdings()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -771,44 +909,53 @@ mod tests {
 
     const LOG: &str = "\
 2026-11-27T14:15:01.525282Z  INFO presence_store_redis: redis store connected prefix=presence:
-2026-11-27T14:15:04.537366Z  INFO presence_kafka::runner: partitions assigned partitions=6
-2026-11-27T14:15:04.584600Z  INFO presence_kafka::runner: partitions assigned partitions=1
+2026-11-27T14:15:04.537366Z  INFO presence_kafka::runner: partitions assigned partitions=6 topic=\"p.scans\" numbers=[0, 1, 2, 3, 4, 5] added=6
+2026-11-27T14:15:04.584600Z  INFO presence_kafka::runner: partitions assigned partitions=1 topic=\"p.inventory\" numbers=[0] added=1
 ";
 
     #[test]
-    fn reads_the_partitions_held_from_the_log() {
-        assert_eq!(held_partitions(LOG, SCAN_SHARE_MIN), 6);
-        assert_eq!(
-            held_partitions(LOG, 1),
-            1,
-            "the last assignment of any size"
-        );
+    fn reads_the_partitions_held_of_each_topic_from_the_log() {
+        assert_eq!(held_partitions(LOG, "scans"), 6);
+        assert_eq!(held_partitions(LOG, "inventory"), 1);
+        assert_eq!(held_partitions(LOG, "decisions"), 0, "a topic not read");
+        assert_eq!(held_partitions("", "scans"), 0);
         let rebalanced = format!(
-            "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6\n\
-             x INFO presence_kafka::runner: partitions revoked partitions=1\n\
-             x INFO presence_kafka::runner: partitions assigned partitions=1\n"
+            "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6 topic=\"p.scans\"\n\
+             x INFO presence_kafka::runner: partitions revoked partitions=1 topic=\"p.inventory\"\n\
+             x INFO presence_kafka::runner: partitions assigned partitions=1 topic=\"p.inventory\"\n"
         );
-        assert_eq!(held_partitions(&rebalanced, SCAN_SHARE_MIN), 0);
+        assert_eq!(held_partitions(&rebalanced, "scans"), 0);
+        assert_eq!(held_partitions(&rebalanced, "inventory"), 1);
         let shared = format!(
-            "{rebalanced}x INFO presence_kafka::runner: partitions assigned partitions=3\n"
+            "{rebalanced}x INFO presence_kafka::runner: partitions assigned partitions=3 topic=\"p.scans\"\n"
         );
-        assert_eq!(held_partitions(&shared, SCAN_SHARE_MIN), 3);
-        assert_eq!(held_partitions("", 1), 0);
+        assert_eq!(held_partitions(&shared, "scans"), 3);
         let incremental = format!(
             "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=3 topic=\"p.scans\" numbers=[1, 3, 5] held=3\n\
-             x INFO presence_kafka::runner: partitions revoked partitions=1 topic=\"p.scans\" numbers=[0] held=1\n"
+             x INFO presence_kafka::runner: partitions revoked partitions=1 topic=\"p.scans\" numbers=[0] held=2\n"
         );
         assert_eq!(
-            held_partitions(&incremental, SCAN_SHARE_MIN),
-            1,
+            held_partitions(&incremental, "scans"),
+            2,
             "an incremental rebalance leaves the rest held"
         );
-        let cut = format!("{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6");
+        assert_eq!(held_partitions(&incremental, "inventory"), 1);
+        let cut = format!(
+            "{LOG}x INFO presence_kafka::runner: partitions revoked partitions=6 topic=\"p.sc"
+        );
         assert_eq!(
-            held_partitions(&cut, SCAN_SHARE_MIN),
+            held_partitions(&cut, "scans"),
             6,
             "a line still being written"
         );
+    }
+
+    #[test]
+    fn topics_are_matched_by_name_under_a_prefix() {
+        assert!(is_topic("presence-7.scans", "scans"));
+        assert!(is_topic("scans", "scans"));
+        assert!(!is_topic("presence-7.offline-scans", "scans"));
+        assert!(!is_topic("presence-7.registry-stats", "registry"));
     }
 
     #[test]
@@ -849,31 +996,56 @@ x INFO presence_kafka::runner: partitions assigned partitions=3 topic=\"p.scans\
     fn reads_partition_changes_from_json_logs_too() {
         let log = r#"{"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":6,"topic":"p.scans","numbers":"[0, 1, 2, 3, 4, 5]"},"target":"presence_kafka::runner"}
 {"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":1,"topic":"p.inventory","numbers":"[0]"},"target":"presence_kafka::runner"}
-{"timestamp":"x","level":"INFO","fields":{"message":"partitions revoked","partitions":6},"target":"presence_kafka::runner"}
+{"timestamp":"x","level":"INFO","fields":{"message":"partitions revoked","partitions":6,"topic":"p.scans","numbers":"[0, 1, 2, 3, 4, 5]","held":0},"target":"presence_kafka::runner"}
 {"timestamp":"x","level":"INFO","fields":{"message":"partitions assigned","partitions":3,"topic":"p.scans","numbers":"[1, 3, 5]"},"target":"presence_kafka::runner"}
 "#;
         assert_eq!(assigned_scan_partitions(log), [1, 3, 5]);
         assert_eq!(held_scan_partitions(log), 3);
         let revoked = format!(
             "{log}{}\n",
-            r#"{"fields":{"message":"partitions revoked","partitions":3}}"#
+            r#"{"fields":{"message":"partitions revoked","partitions":3,"topic":"p.scans"}}"#
         );
         assert_eq!(held_scan_partitions(&revoked), 0);
     }
 
     #[test]
     fn groups_settle_when_every_partition_has_one_live_holder() {
-        let held = |n: usize| format!("x {ASSIGNED}{n}\n");
-        let logs = |registry: usize, validators: &[usize]| ConsumerLogs {
-            registry: Some(held(registry)),
-            validators: validators.iter().map(|n| held(*n)).collect(),
+        let held = |topics: &[&str], n: usize| -> String {
+            topics
+                .iter()
+                .map(|topic| format!("x {ASSIGNED}{n} topic=\"p.{topic}\"\n"))
+                .collect()
         };
-        assert!(logs(6, &[6]).settled());
-        assert!(logs(6, &[3, 3]).settled());
-        assert!(logs(6, &[]).settled());
-        assert!(!logs(6, &[3]).settled(), "a dead member holds the rest");
-        assert!(!logs(6, &[6, 3]).settled(), "a rebalance in progress");
-        assert!(!logs(6, &[6, 0]).settled());
-        assert!(!logs(3, &[6]).settled());
+        let logs = |registries: &[usize], validators: &[usize]| ConsumerLogs {
+            registries: registries
+                .iter()
+                .map(|n| held(&REGISTRY_TOPICS, *n))
+                .collect(),
+            validators: validators
+                .iter()
+                .map(|n| held(&VALIDATOR_TOPICS, *n))
+                .collect(),
+        };
+        assert!(logs(&[6], &[6]).settled());
+        assert!(logs(&[6], &[3, 3]).settled());
+        assert!(logs(&[3, 3], &[2, 4]).settled());
+        assert!(logs(&[6], &[]).settled());
+        assert!(!logs(&[6], &[3]).settled(), "a dead member holds the rest");
+        assert!(!logs(&[6], &[6, 3]).settled(), "a rebalance in progress");
+        assert!(!logs(&[6], &[6, 0]).settled());
+        assert!(!logs(&[3], &[6]).settled());
+        assert!(!logs(&[6, 0], &[6]).settled(), "a registry without a share");
+        let one_topic_moved = ConsumerLogs {
+            registries: vec![
+                held(&["registry"], 3) + &held(&["decisions"], 6),
+                held(&["registry"], 3),
+            ],
+            validators: Vec::new(),
+        };
+        assert!(
+            !one_topic_moved.settled(),
+            "each topic is shared: {}",
+            one_topic_moved.holdings()
+        );
     }
 }

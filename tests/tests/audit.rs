@@ -242,7 +242,7 @@ async fn audit_tail_follows_new_records(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
-contract_tests!(embedded, distributed => [
+contract_tests!(embedded, distributed, scaled => [
     uploads_device_inits_and_revocations_are_on_the_trail_by_key_name,
     annulments_are_on_the_trail_by_key_name,
     audit_tail_follows_new_records,

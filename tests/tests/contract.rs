@@ -2494,29 +2494,46 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Every API process's `/metrics` (`presence`'s, or each gateway's), checked to
+/// be Prometheus text, and their samples summed by series: the counts of the
+/// whole deployment, whichever gateway served a request.
+async fn api_samples(app: &TestApp) -> Result<(BTreeMap<String, f64>, String)> {
+    let mut summed = BTreeMap::new();
+    let mut pages = String::new();
+    for base_url in app.base_urls() {
+        let page = app
+            .send(app.request_to(&base_url, Method::GET, "/metrics", Auth::None))
+            .await?;
+        ensure!(page.code == 200, "HTTP {} {}", page.code, page.text);
+        for line in page.text.lines().filter(|l| !l.trim().is_empty()) {
+            let ok = line.starts_with('#')
+                || line.rsplit_once(' ').is_some_and(|(series, value)| {
+                    !series.is_empty() && value.parse::<f64>().is_ok()
+                });
+            ensure!(ok, "not Prometheus text: {line:?}");
+        }
+        ensure!(
+            page.text.contains("# TYPE"),
+            "no metric types: {}",
+            page.text
+        );
+        for (series, value) in samples(&page.text) {
+            *summed.entry(series).or_insert(0.0) += value;
+        }
+        pages.push_str(&page.text);
+    }
+    Ok((summed, pages))
+}
+
 async fn metrics_count_scans(app: &TestApp) -> Result<()> {
     let (show, scanner) = setup(app).await?;
-    let before = app.get("/metrics", Auth::None).await?;
-    ensure!(before.code == 200, "HTTP {} {}", before.code, before.text);
-    for line in before.text.lines().filter(|l| !l.trim().is_empty()) {
-        let ok = line.starts_with('#')
-            || line
-                .rsplit_once(' ')
-                .is_some_and(|(series, value)| !series.is_empty() && value.parse::<f64>().is_ok());
-        ensure!(ok, "not Prometheus text: {line:?}");
-    }
-    ensure!(
-        before.text.contains("# TYPE"),
-        "no metric types: {}",
-        before.text
-    );
+    let (was, _) = api_samples(app).await?;
     const SCANS: f64 = 5.0;
     for _ in 0..5 {
         let token = new_ticket(app, &show, &["A:1:1"]).await?;
         decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
     }
-    let after = app.get("/metrics", Auth::None).await?;
-    let (was, now) = (samples(&before.text), samples(&after.text));
+    let (now, pages) = api_samples(app).await?;
     let moved: Vec<&String> = now
         .iter()
         .filter(|(series, value)| **value - was.get(*series).copied().unwrap_or(0.0) >= SCANS)
@@ -2526,8 +2543,7 @@ async fn metrics_count_scans(app: &TestApp) -> Result<()> {
         moved
             .iter()
             .any(|series| series.to_lowercase().contains("okay")),
-        "no OKAY-labelled series counted the {SCANS} scans; moved: {moved:?}\n{}",
-        after.text
+        "no OKAY-labelled series counted the {SCANS} scans; moved: {moved:?}\n{pages}"
     );
     Ok(())
 }
@@ -3406,7 +3422,7 @@ async fn concurrent_enters_and_annulments_keep_one_story(app: &TestApp) -> Resul
     Ok(())
 }
 
-contract_tests!(embedded, distributed => [
+contract_tests!(embedded, distributed, scaled => [
     every_path_answers_with_and_without_json_suffix,
     api_key_goes_in_the_query_or_a_header,
     missing_or_unknown_keys_are_unauthorized,

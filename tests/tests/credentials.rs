@@ -550,7 +550,7 @@ async fn revocation_everywhere(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
-contract_tests!(embedded, distributed => [
+contract_tests!(embedded, distributed, scaled => [
     rotating_tickets_need_a_current_barcode,
     rotation_secrets_are_checked_and_never_shown,
     device_secrets_guard_a_strict_venue,

@@ -20,7 +20,7 @@ use presence_tests::scans::{
 use presence_tests::stack::{
     Cluster, DistributedOptions, Probe, SESSION_EXPIRY, Shutdown, assigned_scan_partitions,
 };
-use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, unique_mac};
+use presence_tests::{ScanKind, TestApp, next_scan_time, now_ms, prometheus, unique_mac};
 use prost::Message as _;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,6 +36,14 @@ const REDIS_DOWN_FOR: Duration = Duration::from_secs(3);
 /// How long Redis stays frozen in the stall test: past the store's one-second
 /// response timeout.
 const REDIS_STALL: Duration = Duration::from_secs(3);
+/// How long after the kills of the scaled-out test its other instances must be
+/// seen deciding: well inside the dead validator's group session (10 s from its
+/// last heartbeat, sent every 3 s), so before its partitions can have moved.
+const CARRY_ON_WITHIN: Duration = Duration::from_secs(5);
+/// Fresh tickets the scaled-out test enters all at once right after the kills:
+/// each lands on the surviving validator's partitions with even odds, so some
+/// are decided at once (all missing them: 1 chance in 65,536).
+const CARRY_ON_PROBES: usize = 16;
 /// How long the broker stays down in the restart test: a blip of a few
 /// seconds, within the gateway's readiness grace (`PRESENCE_READY_GRACE_MS`).
 const BROKER_DOWN_FOR: Duration = Duration::from_secs(3);
@@ -302,6 +310,125 @@ async fn gateways_share_the_reply_topic_and_a_killed_one_leaves_nothing_behind()
         ensure!(
             topics_after == topics_before,
             "topics with both gateways {topics_before:?}, after one was killed {topics_after:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- scaled out
+
+/// Two of each service on a 3-node Redis Cluster ([`TestApp::scaled`]), scans
+/// taking turns across the gateways: one validator and one gateway killed
+/// (SIGKILL) at once with a dozen scans in flight, and nothing restarted. Those
+/// killed are the second of each, which do not lead their groups: tansu 0.6 can
+/// leave a group whose leader died with nothing assigned (the fixture starts
+/// the first of each kind first, so it leads; on Kafka any member may die). The
+/// other instances carry on: scans cut off by the dead gateway are retried
+/// through the other (as a load balancer that checks its backends sends them),
+/// scans on the other validator's partitions are decided meanwhile, and those
+/// on the dead one's wait (503, retried) until its session expires and the
+/// group hands its partitions over. Every answered scan is on `decisions` once
+/// after deduplication by scan id (the dead validator's uncommitted records are
+/// redelivered), and no ticket is entered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_a_gateway_and_a_validator_killed_under_load_lose_no_answered_decision()
+-> Result<()> {
+    with_app(TestApp::scaled().await?, |app| async move {
+        let (show, tokens, scanners) = venue(&app, 60, 6).await?;
+        let fresh: Vec<String> = (0..CARRY_ON_PROBES).map(|_| show.token()).collect();
+        app.load(
+            &fresh
+                .iter()
+                .map(|token| show.ticket(token, &["B:1:1"]))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+        let cluster = app.cluster().context("distributed")?;
+        ensure!(
+            (0..2).all(|index| app.validator_partitions(index).is_ok_and(|held| held > 0)),
+            "the two validators do not share the scan partitions"
+        );
+        let flow = Flow::start(
+            &app,
+            enters(SCANS, &tokens, &scanners),
+            IN_FLIGHT,
+            Retry::UnavailableOrUnreachable,
+        );
+        flow.wait_for(SCANS / 4).await?;
+        // The scans take turns across the gateways: each has decided some.
+        for base_url in app.base_urls() {
+            let page = reqwest::get(format!("{base_url}/metrics"))
+                .await?
+                .text()
+                .await?;
+            let scans = prometheus::sum(&prometheus::parse(&page)?, "presence_scans_total", &[]);
+            ensure!(scans > 0.0, "the gateway at {base_url} has decided no scan");
+        }
+        let dead_share = app.validator_partitions(1)?;
+        app.kill_validator(1)?;
+        app.kill_gateway_at(1)?;
+        let killed = Instant::now();
+        let answered_before = flow.answered();
+        let every_partition = usize::try_from(cluster.partitions)?;
+        let (took_over, probes) = tokio::join!(
+            // The registries and the surviving validator hold every partition:
+            // the dead member's session expired and its share moved.
+            async {
+                app.settle().await?;
+                Ok::<_, anyhow::Error>(killed.elapsed())
+            },
+            send_all(
+                &app,
+                enters(CARRY_ON_PROBES, &fresh, &scanners),
+                CARRY_ON_PROBES,
+                Arc::default(),
+                Retry::UnavailableOrUnreachable,
+            )
+        );
+        let (took_over, probes) = (took_over?, probes?);
+        ensure!(
+            app.validator_partitions(0)? == every_partition && took_over > CARRY_ON_WITHIN,
+            "validator 0 holds {} of {every_partition} scan partitions {took_over:?} after the \
+             kills",
+            app.validator_partitions(0)?
+        );
+        let mut sent = flow.finish().await?;
+        let cut = sent.iter().filter(|s| s.unreachable() > 0).count();
+        ensure!(
+            cut > 0,
+            "no scan lost its connection: the gateway's kill interrupted nothing"
+        );
+        sent.extend(probes);
+        let waited = sent.iter().filter(|s| s.unavailable() > 0).count();
+        // Decided while the dead validator's partitions were still its own.
+        let carried_on = sent
+            .iter()
+            .flat_map(|scan| &scan.attempts)
+            .filter(|attempt| {
+                attempt.code == Some(200)
+                    && attempt.started > killed
+                    && attempt.finished < killed + CARRY_ON_WITHIN
+            })
+            .count();
+        ensure!(
+            carried_on > 0,
+            "no scan was decided within {CARRY_ON_WITHIN:?} of the kills: the other instances \
+             did not carry on"
+        );
+        let stream = nothing_lost(&app, &sent, &scanners[0], Delivery::AtLeastOnce).await?;
+        eprintln!(
+            "fault: 2 of each service, validator 1 (holding {dead_share}/{every_partition} scan \
+             partitions) and gateway 1 SIGKILLed after {answered_before}/{SCANS} scans answered, \
+             {IN_FLIGHT} in flight, nothing restarted, {CARRY_ON_PROBES} fresh tickets entered \
+             at once right after; {carried_on} scans decided by the others within \
+             {CARRY_ON_WITHIN:?} of the kills; validator 0 held every scan partition \
+             {took_over:?} after the kills; {cut} scans cut off (connection error) and retried \
+             through gateway 0; {waited} scans answered 503 and retried; tries by HTTP code \
+             {:?}; decisions on the stream {} ({} duplicates by scan id)",
+            codes(&sent),
+            stream.raw,
+            stream.duplicates,
         );
         Ok(())
     })

@@ -319,7 +319,7 @@ async fn refusals_say_what_to_do_next(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
-contract_tests!(embedded, distributed => [
+contract_tests!(embedded, distributed, scaled => [
     inventory_upload_applies_a_file_and_is_safe_to_rerun,
     inventory_upload_lists_the_bad_lines_and_exits_non_zero,
     scan_shows_green_then_red_and_json_for_scripts,

@@ -359,7 +359,7 @@ async fn the_stored_gate_name_is_shown_whatever_name_is_sent(app: &TestApp) -> R
     Ok(())
 }
 
-contract_tests!(embedded, distributed => [
+contract_tests!(embedded, distributed, scaled => [
     the_stats_match_the_decisions,
     forced_offline_passages_count_as_passages_and_as_forced,
     annulled_passages_are_taken_back,

@@ -18,11 +18,19 @@ const DEFAULT_CONCURRENCY: usize = 64;
 #[derive(Debug, Parser)]
 #[command(name = "presence-loadgen", version)]
 pub struct Args {
-    /// Base URL of the server under test (http only).
+    /// Base URL of the server under test (http only); several, separated by
+    /// commas, spread the connections over them in turn (one per gateway of a
+    /// scaled-out deployment). Setup goes through the first.
     // A URL may carry credentials (`http://user:password@…`): `--help` does not
     // print the environment's value.
-    #[arg(long, env = "PRESENCE_URL", hide_env_values = true)]
-    pub url: String,
+    #[arg(
+        long = "url",
+        env = "PRESENCE_URL",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
+    pub urls: Vec<String>,
 
     /// An admin API key (the inventory goes through /admin/v1/inventory).
     #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
@@ -101,7 +109,7 @@ impl Args {
             },
         };
         let settings = Settings {
-            url: self.url,
+            urls: self.urls,
             api_key: ApiKey::new(self.api_key),
             tickets: self.tickets,
             devices: self.devices,
@@ -211,6 +219,25 @@ mod tests {
         assert!(parse(&["--tickets", "0"]).is_err());
         assert!(parse(&["--duration", "0s"]).is_err());
         assert!(parse(&["--mix", "enter=1,bogus=2"]).is_err());
+    }
+
+    #[test]
+    fn several_urls_are_separated_by_commas() {
+        let settings = Args::try_parse_from([
+            "presence-loadgen",
+            "--url",
+            "http://127.0.0.1:8080,http://127.0.0.1:8081",
+            "--api-key",
+            "k",
+        ])
+        .unwrap()
+        .into_settings()
+        .unwrap();
+        assert_eq!(
+            settings.urls,
+            ["http://127.0.0.1:8080", "http://127.0.0.1:8081"]
+        );
+        assert!(parse(&["--url", ""]).is_err(), "an empty URL");
     }
 
     #[test]

@@ -63,18 +63,28 @@ pub struct Plan {
     pub live: bool,
 }
 
-/// The three scan endpoints under the target's base URL.
+/// One base URL, and its three scan endpoints.
 #[derive(Debug)]
-struct ScanUris {
+struct Endpoint {
+    target: Target,
     enter: Uri,
     exit: Uri,
     validate: Uri,
 }
 
+impl Endpoint {
+    fn new(target: Target) -> Result<Self, LoadgenError> {
+        Ok(Self {
+            enter: target.uri("/presence/v1/ticket/enter")?,
+            exit: target.uri("/presence/v1/ticket/exit")?,
+            validate: target.uri("/presence/v1/ticket/validate")?,
+            target,
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    target: Target,
-    uris: ScanUris,
     devices: Vec<Device>,
     ids: RunIds,
     tickets: u64,
@@ -135,28 +145,28 @@ pub struct Outcome {
     pub scheduled: Option<u64>,
 }
 
-/// Runs the drive: opens one connection per worker, then sends until the
-/// warm-up plus the duration have passed (or the fresh tickets run out), and
-/// waits for the requests still in flight.
+/// Runs the drive: opens one connection per worker, the workers taking turns
+/// over `targets` (one base URL each), then sends until the warm-up plus the
+/// duration have passed (or the fresh tickets run out), and waits for the
+/// requests still in flight.
 pub async fn drive(
-    target: Target,
+    targets: Vec<Target>,
     devices: Vec<Device>,
     ids: RunIds,
     tickets: u64,
     plan: &Plan,
 ) -> Result<Outcome, LoadgenError> {
+    let endpoints = targets
+        .into_iter()
+        .map(|target| Endpoint::new(target).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let workers = plan.load.workers();
     let mut connections = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    for endpoint in endpoints.iter().cycle().take(workers) {
         // A worker without a connection opens one on its first request, and
         // counts the failure there if it cannot.
-        connections.push(target.connect().await.ok());
+        connections.push((Arc::clone(endpoint), endpoint.target.connect().await.ok()));
     }
-    let uris = ScanUris {
-        enter: target.uri("/presence/v1/ticket/enter")?,
-        exit: target.uri("/presence/v1/ticket/exit")?,
-        validate: target.uri("/presence/v1/ticket/validate")?,
-    };
     let schedule = match plan.load {
         Load::Open { rate, .. } => Some(Schedule::new(rate)),
         Load::Closed { .. } => None,
@@ -165,8 +175,6 @@ pub async fn drive(
     let warmup_end = start + plan.warmup;
     let end = warmup_end + plan.duration;
     let shared = Arc::new(Shared {
-        target,
-        uris,
         devices,
         ids,
         tickets,
@@ -187,8 +195,8 @@ pub async fn drive(
     });
 
     let mut handles = Vec::with_capacity(workers);
-    for (index, connection) in connections.into_iter().enumerate() {
-        let worker = Worker::new(Arc::clone(&shared), index, connection)?;
+    for (index, (endpoint, connection)) in connections.into_iter().enumerate() {
+        let worker = Worker::new(Arc::clone(&shared), index, endpoint, connection)?;
         handles.push(tokio::spawn(worker.run()));
     }
     let (stop_line, line_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -258,6 +266,8 @@ struct Scan {
 #[derive(Debug)]
 struct Worker {
     shared: Arc<Shared>,
+    /// Where this worker sends: one of the base URLs, in turn.
+    endpoint: Arc<Endpoint>,
     connection: Option<Connection>,
     rng: u64,
     /// This worker's number, and its tally in the live line.
@@ -270,9 +280,11 @@ impl Worker {
     fn new(
         shared: Arc<Shared>,
         index: usize,
+        endpoint: Arc<Endpoint>,
         connection: Option<Connection>,
     ) -> Result<Self, LoadgenError> {
         Ok(Self {
+            endpoint,
             rng: splitmix(index as u64 ^ now_ms()) | 1,
             index,
             device: index,
@@ -339,9 +351,9 @@ impl Worker {
         };
         let body = self.body(&scan);
         let uri = match scan.op {
-            Op::Enter | Op::Duplicate | Op::Unknown => self.shared.uris.enter.clone(),
-            Op::Exit => self.shared.uris.exit.clone(),
-            Op::Validate => self.shared.uris.validate.clone(),
+            Op::Enter | Op::Duplicate | Op::Unknown => self.endpoint.enter.clone(),
+            Op::Exit => self.endpoint.exit.clone(),
+            Op::Validate => self.endpoint.validate.clone(),
         };
         let result = tokio::time::timeout(self.shared.timeout, self.send(uri, body))
             .await
@@ -488,7 +500,7 @@ impl Worker {
         };
         if !reusable {
             self.connection = Some(
-                self.shared
+                self.endpoint
                     .target
                     .connect()
                     .await
@@ -498,7 +510,7 @@ impl Worker {
         let Some(connection) = self.connection.as_mut() else {
             return Err(Failure::Connect);
         };
-        self.shared
+        self.endpoint
             .target
             .post(connection, uri, body)
             .await

@@ -61,8 +61,9 @@ impl fmt::Debug for ApiKey {
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Base URL of the server, `http://HOST[:PORT][/PREFIX]`.
-    pub url: String,
+    /// Base URLs of the server, `http://HOST[:PORT][/PREFIX]`: the drive's
+    /// connections take turns over them; setup goes through the first.
+    pub urls: Vec<String>,
     /// An admin key: the inventory is loaded through `/admin/v1/inventory`.
     pub api_key: ApiKey,
     pub tickets: u64,
@@ -88,6 +89,9 @@ impl Settings {
     /// Checks what the types cannot say.
     pub fn validate(&self) -> Result<(), LoadgenError> {
         let fail = |reason: String| Err(LoadgenError::Settings(reason));
+        if self.urls.is_empty() || self.urls.iter().any(|url| url.trim().is_empty()) {
+            return fail("--url must name at least one base URL, none empty".to_owned());
+        }
         if self.tickets == 0 {
             return fail("--tickets must be at least 1".to_owned());
         }
@@ -128,7 +132,8 @@ impl Settings {
 /// A server with this run's inventory and devices, ready to be driven.
 #[derive(Debug)]
 pub struct Prepared {
-    target: Target,
+    /// One per base URL, the first used for setup.
+    targets: Vec<Target>,
     ids: RunIds,
     devices: Vec<Device>,
     setup: SetupReport,
@@ -145,11 +150,17 @@ impl Prepared {
 /// devices. Any refusal (bad key, server down, bad answer) stops here.
 pub async fn prepare(settings: &Settings) -> Result<Prepared, LoadgenError> {
     settings.validate()?;
-    let target = Target::resolve(&settings.url, settings.api_key.expose()).await?;
+    let mut targets = Vec::with_capacity(settings.urls.len());
+    for url in &settings.urls {
+        targets.push(Target::resolve(url, settings.api_key.expose()).await?);
+    }
+    let target = targets
+        .first()
+        .ok_or_else(|| LoadgenError::Settings("--url names no base URL".to_owned()))?;
     let ids = RunIds::new();
     let mut connection = target.connect().await?;
     let inventory = setup::load_inventory(
-        &target,
+        target,
         &mut connection,
         &ids,
         settings.tickets,
@@ -159,7 +170,7 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, LoadgenError> {
     )
     .await?;
     let (devices, devices_report) = setup::init_devices(
-        &target,
+        target,
         &mut connection,
         &ids,
         settings.devices,
@@ -168,7 +179,7 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, LoadgenError> {
     )
     .await?;
     Ok(Prepared {
-        target,
+        targets,
         ids,
         devices,
         setup: SetupReport {
@@ -188,9 +199,14 @@ pub async fn run(settings: &Settings, prepared: Prepared) -> Result<Report, Load
         mix: settings.mix.clone(),
         live: settings.live,
     };
-    let url = prepared.target.url().to_owned();
+    let url = prepared
+        .targets
+        .iter()
+        .map(Target::url)
+        .collect::<Vec<_>>()
+        .join(",");
     let outcome = drive::drive(
-        prepared.target,
+        prepared.targets,
         prepared.devices,
         prepared.ids,
         settings.tickets,

@@ -57,7 +57,7 @@ fn run(settings: &Settings) -> anyhow::Result<presence_loadgen::Report> {
     runtime.block_on(async {
         eprintln!(
             "presence-loadgen: loading {} tickets and configuring {} devices on {} gates at {}",
-            settings.tickets, settings.devices, settings.gates, settings.url
+            settings.tickets, settings.devices, settings.gates, settings.urls.join(",")
         );
         let prepared = presence_loadgen::prepare(settings).await.context("setup")?;
         let inventory = &prepared.setup().inventory;

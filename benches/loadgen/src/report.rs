@@ -17,6 +17,7 @@ pub const SCHEMA: u32 = 1;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: u32,
+    /// The base URL driven, or several separated by commas.
     pub url: String,
     /// `closed` or `open`.
     pub mode: &'static str,

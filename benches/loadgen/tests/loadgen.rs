@@ -263,6 +263,42 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         "{report:#}"
     );
 
+    // Several base URLs: the connections take turns over them. With the second
+    // refusing connections, its workers count connect errors while the
+    // first's are answered.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let urls = format!("{url},http://127.0.0.1:{closed_port}");
+    let output = loadgen(
+        &[
+            "--url",
+            urls.as_str(),
+            "--api-key",
+            KEY,
+            "--json",
+            "--tickets",
+            "5000",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+        ],
+        deadline,
+    )
+    .await?;
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("not a JSON report: {output:?}"))?;
+    ensure!(
+        output.status.code() == Some(1) && report["passed"] == false,
+        "connect errors should fail the run: {output:?}"
+    );
+    ensure!(report["url"] == urls.as_str(), "{report:#}");
+    ensure!(
+        u(&report, "/errors/connect")? > 0 && u(&report, "/statuses/OKAY")? > 0,
+        "one connection on each URL: {report:#}"
+    );
+
     // A wrong key stops the run at setup, with the server's answer.
     let output = loadgen(
         &[
