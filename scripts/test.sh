@@ -205,11 +205,15 @@ test_local_stack() {
 # A short soak of the embedded server (scripts/bench/soak.sh): 4 windows of 20 s
 # at 300 scans/s on the debug binaries built above, with a store cache smaller
 # than the data so that the cache is full after the warm-up window: no error,
-# p99 level, and the server's RSS flat after the warm-up. About 95 s.
+# p99 level, and the server's RSS flat after the warm-up. About 95 s. A CI machine
+# is shared and a debug server's p99 at 20 ms moves with its neighbours (one run
+# here went 160 → 385 ms under other builds), so a window fails on p99 only when
+# it doubled and rose by more than 200 ms: a slowdown that grows with the data,
+# not a noisy neighbour. The 10-minute soaks (docs/benchmarks.md) keep 5 ms.
 test_embedded_soak() {
     log "scripts/bench/soak.sh embedded 300 4 (20 s windows)"
     PRESENCE_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" PRESENCE_SOAK_WINDOW=20 \
-        PRESENCE_STORE_CACHE_MIB=8 scripts/bench/soak.sh embedded 300 4
+        PRESENCE_STORE_CACHE_MIB=8 PRESENCE_SOAK_P99_SLACK_MS=200 scripts/bench/soak.sh embedded 300 4
 }
 
 # The container image, built as deploy/docker/Dockerfile describes from release

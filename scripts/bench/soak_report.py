@@ -16,6 +16,7 @@ when the soak failed: a window with an error, a p99 after the warm-up more than 
 
 import csv
 import json
+import os
 import re
 import sys
 from collections import defaultdict
@@ -26,7 +27,10 @@ OWN = re.compile(r"^(presence|gateway|validator|registry)")
 BROKER = re.compile(r"^tansu")
 RSS_GROWTH_LIMIT = 10.0
 P99_FACTOR = 2.0
-P99_SLACK_MS = 5.0
+# How far above the first window's p99 a later one must also be to count as
+# drift: 5 ms by default; PRESENCE_SOAK_P99_SLACK_MS widens it where the machine
+# is shared (the test command's short soak), so that only a real slowdown fails.
+P99_SLACK_MS = float(os.environ.get("PRESENCE_SOAK_P99_SLACK_MS", "5"))
 METRIC = re.compile(r'^presence_kafka_client_(requests|records|batches|bytes)_total\{([^}]*)\} (\S+)$')
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 # The request types shown in columns of their own; the rest are summed as "other".
@@ -70,7 +74,10 @@ def check_window(out, window, warmup):
     if not problems and window > warmup + 1:
         first = window_report(out, warmup + 1)
         if first is not None and drifted(p99_ms(first), p99_ms(report)):
-            problems.append(f"p99 {p99_ms(report):.1f} ms, more than twice window {warmup + 1}'s")
+            problems.append(
+                f"p99 {p99_ms(report):.1f} ms, more than twice window {warmup + 1}'s "
+                f"and over {P99_SLACK_MS:g} ms above it"
+            )
     for problem in problems:
         print(f"window {window}: {problem}")
     return not problems
