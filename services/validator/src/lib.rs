@@ -268,6 +268,19 @@ impl Validator {
         })
     }
 
+    /// Commits a decision. A store that became unreachable may have applied the
+    /// commit before the connection broke: only reading it back tells
+    /// ([`ValidatorError::CommitUnknown`]).
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, ValidatorError> {
+        self.tickets
+            .commit(commit)
+            .await
+            .map_err(|error| match error {
+                StoreError::Unavailable(reason) => ValidatorError::CommitUnknown(reason),
+                error => error.into(),
+            })
+    }
+
     /// Decides a scan; returns how, and the ticket token it is recorded under.
     async fn decide_once(
         &self,
@@ -340,14 +353,7 @@ impl Validator {
             };
             let decision = commit.remembered.decision.clone();
             let token = commit.key.token.clone();
-            let committed = match self.tickets.commit(commit).await {
-                Ok(committed) => committed,
-                // The request may have reached the store and been applied.
-                Err(StoreError::Unavailable(reason)) => {
-                    return Err(ValidatorError::CommitUnknown(reason));
-                }
-                Err(error) => return Err(error.into()),
-            };
+            let committed = self.commit(commit).await?;
             match committed {
                 CommitOutcome::Committed => return Ok((Decided::Fresh(decision), token)),
                 CommitOutcome::AlreadyDecided(first) => {
@@ -487,13 +493,7 @@ impl Validator {
                     decided_at,
                 )),
             };
-            let committed = match self.tickets.commit(commit).await {
-                Ok(committed) => committed,
-                Err(StoreError::Unavailable(reason)) => {
-                    return Err(ValidatorError::CommitUnknown(reason));
-                }
-                Err(error) => return Err(error.into()),
-            };
+            let committed = self.commit(commit).await?;
             match committed {
                 CommitOutcome::Committed => {
                     let done = Publication {
