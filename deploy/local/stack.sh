@@ -40,7 +40,8 @@
 #                           on which `up` creates a database of its own, with the
 #                           tables of tests/src/tansu_postgres.sql, and `down` drops it.
 #                           tansu's in-memory log costs more CPU per record as it
-#                           grows; PostgreSQL storage does not (docs/reliability.md)
+#                           grows; its PostgreSQL storage does not grow that way but
+#                           collapsed at 85 scans/s here (docs/reliability.md)
 #   PRESENCE_STACK_TIMEOUT  seconds each start-up step may take (default 60)
 #   PRESENCE_STACK_INSTANCES
 #                           how many of each service to start (default 1): the
