@@ -457,13 +457,36 @@ async fn bodies_over_64_kib_are_too_large(app: &TestApp) -> Result<()> {
 
 /// POSTs a body the server may refuse without reading, on a connection that is
 /// not reused: see `refusals_of_unread_bodies_close_the_connection` for why.
+/// The server answers and closes while a large body is still being sent, so the
+/// client's write may fail (broken pipe) before it reads the answer; such a try
+/// is sent again, a few times at most.
 async fn post_unread(app: &TestApp, path: &str, auth: Auth<'_>, body: String) -> Result<Reply> {
-    let request = app
-        .request(Method::POST, path, auth)
-        .header(CONNECTION, "close")
-        .header(CONTENT_TYPE, "application/json")
-        .body(body);
-    app.send(request).await
+    const TRIES: usize = 3;
+    let mut last_error = None;
+    for _ in 0..TRIES {
+        let request = app
+            .request(Method::POST, path, auth)
+            .header(CONNECTION, "close")
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        match app.send(request).await {
+            Ok(reply) => return Ok(reply),
+            Err(error) if cut_off_while_sending(&error) => last_error = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(anyhow!(
+        "{TRIES} tries to send an unread body all failed: {last_error:?}"
+    ))
+}
+
+/// Whether a request failed in the transport while being sent (not on a
+/// timeout, not on an answer that could not be read).
+fn cut_off_while_sending(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<reqwest::Error>())
+        .any(|error| (error.is_request() || error.is_body()) && !error.is_timeout())
 }
 
 async fn refusals_of_unread_bodies_close_the_connection(app: &TestApp) -> Result<()> {
