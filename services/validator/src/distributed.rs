@@ -1,11 +1,13 @@
 //! The validator as a Kafka service: scan requests and annulments in, decisions
 //! and answers out; inventory chunks in, applied to the store.
 
-use crate::{InventoryApplier, Validator, ValidatorError};
+use crate::{
+    InventoryApplier, Publication, Validator, ValidatorError, annulment_event, scan_event,
+};
 use async_trait::async_trait;
 use presence_domain::inventory::{LineErrors, NumberedRecord};
 use presence_domain::time::unix_millis;
-use presence_domain::{DecisionEvent, ScanId, ScanKind, Token};
+use presence_domain::{ScanId, Token};
 use presence_kafka::client;
 use presence_kafka::producer::KafkaProducer;
 use presence_kafka::replies::{answer, expired};
@@ -112,51 +114,23 @@ impl Request {
     /// The reply to the gateway: the answer as a decision.
     fn reply(self, answer: Answer) -> pb::Decision {
         let decided_at = unix_millis(SystemTime::now());
-        let event = match self {
-            Self::Scan(command) => {
-                let request = command.request;
-                DecisionEvent {
-                    scan_id: answer.scan_id,
-                    kind: command.kind,
-                    decision: answer.decision,
-                    token: request.token,
-                    venue_id: request.venue_id,
-                    gate_id: request.gate_id,
-                    gate_name: request.gate_name,
-                    device_id: request.device_id,
-                    device_os: Some(request.device_os),
-                    channel_id: request.channel_id,
-                    scan_time: request.scan_time,
-                    decided_at,
-                    offline: command.shown.is_some(),
-                    shown: command.shown,
-                    annuls: None,
-                    annulled: None,
-                }
-            }
+        let event = match &self {
+            Self::Scan(command) => scan_event(
+                command,
+                answer.scan_id,
+                command.request.token.clone(),
+                answer.decision,
+                decided_at,
+            ),
             // The gateway reads the scan id and the decision; the rest of an
             // annulment's event is on the decisions stream.
-            Self::Annul(command) => {
-                let request = command.request;
-                DecisionEvent {
-                    scan_id: answer.scan_id,
-                    kind: ScanKind::Annul,
-                    decision: answer.decision,
-                    token: Token::new(""),
-                    venue_id: request.venue_id,
-                    gate_id: request.gate_id,
-                    gate_name: String::new(),
-                    device_id: request.device_id,
-                    device_os: None,
-                    channel_id: None,
-                    scan_time: decided_at,
-                    decided_at,
-                    offline: false,
-                    shown: None,
-                    annuls: Some(request.scan_id),
-                    annulled: None,
-                }
-            }
+            Self::Annul(command) => annulment_event(
+                command,
+                answer.scan_id,
+                Publication::refused(Token::new(""), String::new()),
+                answer.decision,
+                decided_at,
+            ),
         };
         pb::Decision::from(&event)
     }

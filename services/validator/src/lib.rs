@@ -376,25 +376,13 @@ impl Validator {
         decision: &Decision,
         decided_at: i64,
     ) -> Result<(), ValidatorError> {
-        let request = &command.request;
-        let event = DecisionEvent {
-            scan_id: command.scan_id.clone(),
-            kind: command.kind,
-            decision: decision.clone(),
-            token: token.clone(),
-            venue_id: request.venue_id.clone(),
-            gate_id: request.gate_id,
-            gate_name: request.gate_name.clone(),
-            device_id: request.device_id,
-            device_os: Some(request.device_os),
-            channel_id: request.channel_id.clone(),
-            scan_time: request.scan_time,
+        let event = scan_event(
+            command,
+            command.scan_id.clone(),
+            token.clone(),
+            decision.clone(),
             decided_at,
-            offline: command.shown.is_some(),
-            shown: command.shown,
-            annuls: None,
-            annulled: None,
-        };
+        );
         self.decisions
             .publish(event)
             .await
@@ -604,8 +592,7 @@ impl Validator {
         })
     }
 
-    /// Publishes an annulment's decision. It has no scanner time: its scan
-    /// time is its decision time.
+    /// Publishes an annulment's decision.
     async fn publish_annulment(
         &self,
         command: &AnnulCommand,
@@ -613,25 +600,13 @@ impl Validator {
         decision: &Decision,
         decided_at: i64,
     ) -> Result<(), ValidatorError> {
-        let request = &command.request;
-        let event = DecisionEvent {
-            scan_id: command.scan_id.clone(),
-            kind: ScanKind::Annul,
-            decision: decision.clone(),
-            token: publication.token.clone(),
-            venue_id: request.venue_id.clone(),
-            gate_id: request.gate_id,
-            gate_name: publication.gate_name.clone(),
-            device_id: request.device_id,
-            device_os: None,
-            channel_id: None,
-            scan_time: decided_at,
+        let event = annulment_event(
+            command,
+            command.scan_id.clone(),
+            publication.clone(),
+            decision.clone(),
             decided_at,
-            offline: false,
-            shown: None,
-            annuls: Some(request.scan_id.clone()),
-            annulled: publication.passage.clone(),
-        };
+        );
         self.decisions
             .publish(event)
             .await
@@ -639,8 +614,69 @@ impl Validator {
     }
 }
 
+/// The decision event of a scan: `scan_id` the scan's the decision was made
+/// for, `token` the ticket's it is recorded under.
+pub(crate) fn scan_event(
+    command: &ScanCommand,
+    scan_id: ScanId,
+    token: Token,
+    decision: Decision,
+    decided_at: i64,
+) -> DecisionEvent {
+    let request = &command.request;
+    DecisionEvent {
+        scan_id,
+        kind: command.kind,
+        decision,
+        token,
+        venue_id: request.venue_id.clone(),
+        gate_id: request.gate_id,
+        gate_name: request.gate_name.clone(),
+        device_id: request.device_id,
+        device_os: Some(request.device_os),
+        channel_id: request.channel_id.clone(),
+        scan_time: request.scan_time,
+        decided_at,
+        offline: command.shown.is_some(),
+        shown: command.shown,
+        annuls: None,
+        annulled: None,
+    }
+}
+
+/// The decision event of an annulment. It has no scanner time: its scan time
+/// is its decision time.
+pub(crate) fn annulment_event(
+    command: &AnnulCommand,
+    scan_id: ScanId,
+    publication: Publication,
+    decision: Decision,
+    decided_at: i64,
+) -> DecisionEvent {
+    let request = &command.request;
+    DecisionEvent {
+        scan_id,
+        kind: ScanKind::Annul,
+        decision,
+        token: publication.token,
+        venue_id: request.venue_id.clone(),
+        gate_id: request.gate_id,
+        gate_name: publication.gate_name,
+        device_id: request.device_id,
+        device_os: None,
+        channel_id: None,
+        scan_time: decided_at,
+        decided_at,
+        offline: false,
+        shown: None,
+        annuls: Some(request.scan_id.clone()),
+        annulled: publication.passage,
+    }
+}
+
 /// What an annulment's decision event says beside the request and decision.
-struct Publication {
+#[derive(Debug, Clone)]
+pub(crate) struct Publication {
     /// The annulled scan's ticket; empty when it is not to be named.
     token: Token,
     /// The annulling device's gate; empty when the device is not configured.
@@ -650,7 +686,7 @@ struct Publication {
 }
 
 impl Publication {
-    fn refused(token: Token, gate_name: String) -> Self {
+    pub(crate) fn refused(token: Token, gate_name: String) -> Self {
         Self {
             token,
             gate_name,
