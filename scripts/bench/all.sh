@@ -60,7 +60,7 @@ loadgen() {
     local name=$1
     shift
     log "loadgen $name: $*"
-    "$bin/presence-loadgen" --url "$url" --api-key "$key" --json "$@" \
+    PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$url" --json "$@" \
         >"$out/$name.json" 2>"$out/$name.log" || log "loadgen $name did not pass (see $out/$name.json)"
 }
 
