@@ -52,7 +52,7 @@ url=$(sed -n 's/^PRESENCE_URL=//p' "$out/server.out")
 drive() {
     local name=$1 open=$2 venue i
     log "drive $name: $open boards open"
-    "$bin/presence-loadgen" --url "$url" --api-key "$key" --json --tickets 400000 \
+    PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$url" --json --tickets 400000 \
         --concurrency 64 --duration "${seconds}s" --warmup 5s \
         >"$out/$name.json" 2>"$out/$name.log" &
     local driver=$!

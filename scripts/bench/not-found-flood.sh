@@ -58,7 +58,7 @@ fi
 flood() {
     local name=$1
     log "$name: $rate unknown tokens a second for ${seconds}s"
-    "$bin/presence-loadgen" --url "$url" --api-key "$key" --json --tickets 1000 \
+    PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$url" --json --tickets 1000 \
         --mix unknown=1 --rate "$rate" --duration "${seconds}s" --allow-errors \
         >"$out/$name.json" 2>"$out/$name.log" &
     driver=$!

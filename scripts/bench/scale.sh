@@ -73,7 +73,7 @@ measure() {
         kinds+=("${kind%-[0-9]*}")
     done
     log "$name: presence-loadgen at $CONNECTIONS connections over $PRESENCE_URLS"
-    "$bin/presence-loadgen" --url "$PRESENCE_URLS" --api-key "$key" --json \
+    PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URLS" --json \
         --tickets 200000 --concurrency "$CONNECTIONS" --duration "${seconds}s" --warmup 5s \
         >"$out/$name.json" 2>"$out/$name.log" &
     driver=$!

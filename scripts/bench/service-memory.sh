@@ -62,7 +62,7 @@ for name in "${SERVICES[@]}"; do
 done
 
 log "loadgen: $tickets tickets, then enters at 64 connections for ${seconds}s"
-"$bin/presence-loadgen" --url "$PRESENCE_URL" --api-key "$key" --json \
+PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URL" --json \
     --tickets "$tickets" --inventory-batch "$tickets" --concurrency 64 \
     --duration "${seconds}s" --warmup 5s >"$out/loadgen.json" 2>"$out/loadgen.log" &
 driver=$!

@@ -268,7 +268,7 @@ report() {
 }
 
 loadgen() {
-    "$PRESENCE_BIN_DIR/presence-loadgen" --url "$PRESENCE_URL" --api-key "$key" --json "$@"
+    PRESENCE_API_KEY=$key "$PRESENCE_BIN_DIR/presence-loadgen" --url "$PRESENCE_URL" --json "$@"
 }
 
 # Half the closed-loop maximum of the server under test, measured now.

@@ -12,7 +12,7 @@ use crate::stack::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 use presence_domain::{DecisionEvent, ScanKind};
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::{CONNECTION, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -165,6 +165,15 @@ impl Reply {
         }
         Ok(self)
     }
+}
+
+/// Whether a request failed in the transport while being sent (not on a
+/// timeout, not on an answer that could not be read).
+fn cut_off_while_sending(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<reqwest::Error>())
+        .any(|error| (error.is_request() || error.is_body()) && !error.is_timeout())
 }
 
 /// A running Presence for one test, with its own port, data and keys: either the
@@ -367,6 +376,32 @@ impl TestApp {
             request = request.header(CONTENT_TYPE, content_type);
         }
         self.send(request).await
+    }
+
+    /// POSTs a body the server may refuse without reading (its key, its size),
+    /// on a connection that is not reused: the server closes such a connection,
+    /// since the unread bytes would be taken for the next request. It answers
+    /// and closes while a large body is still being sent, so the client's write
+    /// may fail (broken pipe) before it reads the answer; such a try is sent
+    /// again, a few times at most.
+    pub async fn post_unread(&self, path: &str, auth: Auth<'_>, body: String) -> Result<Reply> {
+        const TRIES: usize = 3;
+        let mut last_error = None;
+        for _ in 0..TRIES {
+            let request = self
+                .request(Method::POST, path, auth)
+                .header(CONNECTION, "close")
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            match self.send(request).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) if cut_off_while_sending(&error) => last_error = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(anyhow!(
+            "{TRIES} tries to send an unread body all failed: {last_error:?}"
+        ))
     }
 
     /// POSTs JSON with the admin key in the header.

@@ -1,5 +1,6 @@
 //! Reading the curl commands `presence demo` prints, so a test can send exactly
-//! what a reader would paste into a shell.
+//! what a reader would paste into a shell; and any printed command's words
+//! ([`shell_words`]).
 //!
 //! Only what such commands use is understood: backslash-newline continuations,
 //! single and double quotes, `-X`, `-H`, `-d`/`--data*`/`--json` and the URL.
@@ -100,7 +101,7 @@ fn logical_lines(text: &str) -> Vec<String> {
 
 /// Splits a command line into words as a POSIX shell would (quotes and
 /// backslashes; no expansions).
-fn shell_words(line: &str) -> Result<Vec<String>> {
+pub fn shell_words(line: &str) -> Result<Vec<String>> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;

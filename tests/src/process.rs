@@ -31,10 +31,13 @@ const LOG_FILTER: &str = "info,presence=debug,presence_gateway=debug,presence_va
 const POLL: Duration = Duration::from_millis(10);
 
 /// Settings a developer's shell may export; a test process must not inherit them.
-const AMBIENT_SETTINGS: [&str; 35] = [
+const AMBIENT_SETTINGS: [&str; 38] = [
     "PRESENCE_LOG_FORMAT",
     "PRESENCE_URL",
     "PRESENCE_API_KEY_FILE",
+    "PRESENCE_DEVICE_SECRET",
+    "PRESENCE_DEVICE_SECRET_FILE",
+    "PRESENCE_MAX_INVENTORY_BYTES",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "PRESENCE_LISTEN",
     "PRESENCE_OPS_LISTEN",

@@ -112,6 +112,14 @@ impl Show {
         json!({"type": "venue", "id": self.venue_id, "name": format!("Arena {}", self.venue_id)})
     }
 
+    /// The venue requiring device secrets (SPEC §7): its device/init answers
+    /// issue one, and its scans must send it.
+    pub fn strict_venue(&self) -> Value {
+        let mut venue = self.venue();
+        venue["requireDeviceSecret"] = json!(true);
+        venue
+    }
+
     pub fn event(&self) -> Value {
         json!({
             "type": "event", "id": self.event_id, "venueId": self.venue_id,

@@ -7,6 +7,7 @@ use presence_tests::process::{Launch, PresenceProcess, run_to_completion, served
 use presence_tests::{Show, TestApp, ndjson, next_scan_time};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -119,6 +120,22 @@ async fn enter_via(
     .await
 }
 
+/// `presence inventory check FILE` with `extra` flags: its exit code, stdout and stderr.
+async fn check(dir: &Path, file: &str, extra: &[&str]) -> Result<(Option<i32>, String, String)> {
+    let launch = extra.iter().fold(
+        Launch::new(dir).arg("inventory").arg("check").arg(file),
+        |launch, flag| launch.arg(flag),
+    );
+    let output = run_to_completion(&launch).await?;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// Not on a terminal: one plain line of counts (no progress bar, no escape
+/// sequence), or with `--json` one JSON object for scripts.
 #[tokio::test]
 async fn inventory_check_accepts_a_good_file() -> Result<()> {
     let dir = temp_dir()?;
@@ -128,29 +145,23 @@ async fn inventory_check_accepts_a_good_file() -> Result<()> {
         "good.ndjson",
         &good_inventory(&show, ["T1", "T2"]),
     )?;
-    let output = run_to_completion(
-        &Launch::new(dir.path())
-            .arg("inventory")
-            .arg("check")
-            .arg(&file),
-    )
-    .await?;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
+    let (code, stdout, stderr) = check(dir.path(), &file, &[]).await?;
+    ensure!(code == Some(0), "exit {code:?}: {stdout}\n{stderr}");
+    ensure!(
+        stdout == format!("{file}: valid, 1 venues, 1 events, 1 gates, 2 tickets\n"),
+        "{stdout:?}"
     );
     ensure!(
-        output.status.success(),
-        "exit {}: {stdout}\n{stderr}",
-        output.status
+        !stderr.contains("checking") && !stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'),
+        "a progress bar or colour off a terminal: {stderr:?}"
     );
+    let (code, stdout, _) = check(dir.path(), &file, &["--json"]).await?;
+    let verdict: Value = serde_json::from_str(&stdout)?;
     ensure!(
-        !stdout.trim().is_empty(),
-        "no summary on stdout; stderr: {stderr}"
-    );
-    ensure!(
-        !stderr.lines().any(|l| l.starts_with("line ")),
-        "errors for a good file: {stderr}"
+        code == Some(0)
+            && verdict
+                == json!({"valid": true, "counts": {"venues": 1, "events": 1, "gates": 1, "tickets": 2}}),
+        "{stdout}"
     );
     Ok(())
 }
@@ -210,15 +221,8 @@ async fn inventory_check_names_every_bad_line() -> Result<()> {
         show.ticket("T2", &[]).to_string(),
     ];
     let file = write(dir.path(), "bad.ndjson", &(lines.join("\n") + "\n"))?;
-    let output = run_to_completion(
-        &Launch::new(dir.path())
-            .arg("inventory")
-            .arg("check")
-            .arg(&file),
-    )
-    .await?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(!output.status.success(), "a bad file passed: {stderr}");
+    let (code, _, stderr) = check(dir.path(), &file, &[]).await?;
+    ensure!(code == Some(1), "a bad file passed: {stderr}");
     let reported: Vec<u64> = stderr
         .lines()
         .filter_map(|line| line.strip_prefix("line "))
@@ -231,6 +235,19 @@ async fn inventory_check_names_every_bad_line() -> Result<()> {
         reported == [2, 4, 5, 7],
         "reported lines {reported:?}:\n{stderr}"
     );
+    let (code, stdout, _) = check(dir.path(), &file, &["--json"]).await?;
+    let verdict: Value = serde_json::from_str(&stdout)?;
+    let listed: Vec<u64> = verdict["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["line"].as_u64()).collect())
+        .unwrap_or_default();
+    ensure!(
+        code == Some(1)
+            && verdict["valid"] == false
+            && verdict["errorCount"] == 4
+            && listed == [2, 4, 5, 7],
+        "{stdout}"
+    );
     Ok(())
 }
 
@@ -238,15 +255,8 @@ async fn inventory_check_names_every_bad_line() -> Result<()> {
 async fn inventory_check_fails_on_a_missing_file() -> Result<()> {
     let dir = temp_dir()?;
     let missing = dir.path().join("missing.ndjson");
-    let output = run_to_completion(
-        &Launch::new(dir.path())
-            .arg("inventory")
-            .arg("check")
-            .arg(&missing),
-    )
-    .await?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(!output.status.success(), "a missing file passed");
+    let (code, _, stderr) = check(dir.path(), &missing.to_string_lossy(), &[]).await?;
+    ensure!(code == Some(1), "a missing file passed");
     ensure!(
         stderr.contains("missing.ndjson"),
         "the error does not name the file: {stderr}"
@@ -254,14 +264,61 @@ async fn inventory_check_fails_on_a_missing_file() -> Result<()> {
     Ok(())
 }
 
-/// `--help` of every binary names the environment variables that may hold a
-/// secret (a Redis URL with its password, an API key, a URL with credentials)
-/// but never prints their values, which clap shows by default.
+/// The words of a text: runs of letters, digits, `_` and `-`, so that
+/// `--api-key-file` is one word and `PRESENCE_API_KEY` is not found inside
+/// `PRESENCE_API_KEY_FILE`.
+fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .filter(|word| !word.is_empty())
+        .collect()
+}
+
+/// The exit statuses a help lists: the numbers of its `Exit status:` paragraph.
+fn exit_statuses(help: &str) -> BTreeSet<&str> {
+    help.find("Exit status:")
+        .and_then(|start| help[start..].split("\n\n").next())
+        .map(|paragraph| {
+            words(paragraph)
+                .into_iter()
+                .filter(|word| word.bytes().all(|b| b.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What one `--help` must name.
+struct Help {
+    program: &'static str,
+    command: &'static [&'static str],
+    /// Arguments, options and the settings (environment) it reads, as words.
+    names: &'static [&'static str],
+    /// Its exit statuses, for the operator's commands.
+    exits: &'static [&'static str],
+    /// It talks to a running server: it takes [`SERVER`], and no secret as a flag.
+    client: bool,
+}
+
+/// How every command that talks to a server is pointed at it.
+const SERVER: [&str; 5] = [
+    "--url",
+    "PRESENCE_URL",
+    "--api-key-file",
+    "PRESENCE_API_KEY_FILE",
+    "PRESENCE_API_KEY",
+];
+
+/// `--help` of every binary and command names its options, the settings it
+/// reads (those that may hold a secret included: a Redis URL with its
+/// password, an API key, a device secret, a URL with credentials) and, for the
+/// operator's commands, its exit statuses, each as a word of its own; it
+/// never prints a secret's value from the environment, which clap shows by
+/// default, and no command takes the API key or a device secret as a flag.
 #[tokio::test]
-async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
+async fn every_help_names_its_options_settings_and_exit_statuses_and_no_secret() -> Result<()> {
     let dir = temp_dir()?;
     let password = presence_tests::unique("redis-password");
     let api_key = presence_tests::unique("api-key");
+    let device_secret = presence_tests::unique("device-secret");
     let url_password = presence_tests::unique("url-password");
     let kafka_password = presence_tests::unique("kafka-password");
     let rotation_secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -272,47 +329,179 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             format!("redis://presence:{password}@127.0.0.1:6379/0"),
         ),
         ("PRESENCE_API_KEY", api_key.clone()),
+        ("PRESENCE_DEVICE_SECRET", device_secret.clone()),
         ("PRESENCE_ROTATION_SECRET", rotation_secret.to_owned()),
         (
             "PRESENCE_URL",
             format!("http://bench:{url_password}@127.0.0.1:8080"),
         ),
     ];
-    // Each binary (and subcommand) with the secret-holding variables it takes.
-    let helps: [(&str, &[&str], &[&str]); 13] = [
-        ("presence", &["serve"], &["PRESENCE_API_KEY"]),
-        (
-            "presence",
-            &["inventory", "upload"],
-            &["PRESENCE_URL", "PRESENCE_API_KEY"],
-        ),
-        ("presence", &["scan"], &["PRESENCE_URL", "PRESENCE_API_KEY"]),
-        (
-            "presence",
-            &["ticket"],
-            &["PRESENCE_URL", "PRESENCE_API_KEY"],
-        ),
-        ("presence", &["audit", "tail"], &["PRESENCE_DATA_DIR"]),
-        (
-            "presence",
-            &["backup"],
-            &["PRESENCE_URL", "PRESENCE_API_KEY"],
-        ),
-        ("presence", &["demo"], &[]),
-        ("presence", &["barcode"], &["PRESENCE_ROTATION_SECRET"]),
-        ("presence", &["decisions", "tail"], &[]),
-        ("presence-gateway", &[], &["PRESENCE_API_KEY"]),
-        ("presence-validator", &[], &["PRESENCE_REDIS_URL"]),
-        ("presence-registry", &[], &["PRESENCE_REDIS_URL"]),
-        (
-            "presence-loadgen",
-            &[],
-            &["PRESENCE_URL", "PRESENCE_API_KEY"],
-        ),
+    let helps = [
+        Help {
+            program: "presence",
+            command: &["serve"],
+            names: &[
+                "PRESENCE_API_KEY",
+                "--max-inventory-bytes",
+                "PRESENCE_MAX_INVENTORY_BYTES",
+            ],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence",
+            command: &["inventory", "upload"],
+            names: &["FILE", "--json"],
+            exits: &["0", "1"],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["inventory", "check"],
+            names: &["FILE", "--json"],
+            exits: &["0", "1"],
+            client: false,
+        },
+        Help {
+            program: "presence",
+            command: &["scan"],
+            names: &[
+                "KIND",
+                "TOKEN",
+                "--venue",
+                "--device",
+                "--gate",
+                "--gate-name",
+                "--os",
+                "--scan-time",
+                "--channel",
+                "--device-secret-file",
+                "PRESENCE_DEVICE_SECRET_FILE",
+                "PRESENCE_DEVICE_SECRET",
+                "NO_COLOR",
+                "--json",
+            ],
+            exits: &["0", "1", "2"],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["ticket"],
+            names: &["TOKEN", "--venue", "--limit", "--json"],
+            exits: &["0", "1"],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["device", "init"],
+            names: &[
+                "--venue",
+                "--mac",
+                "--gate-name",
+                "--gate",
+                "--name",
+                "--ip",
+                "--serial",
+                "--model",
+                "--json",
+            ],
+            exits: &["0", "1"],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["device", "show"],
+            names: &["--venue", "--mac", "--json"],
+            exits: &["0", "1"],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["audit", "tail"],
+            names: &["PRESENCE_DATA_DIR"],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence",
+            command: &["backup"],
+            names: &[],
+            exits: &[],
+            client: true,
+        },
+        Help {
+            program: "presence",
+            command: &["demo"],
+            names: &[],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence",
+            command: &["barcode"],
+            names: &["PRESENCE_ROTATION_SECRET"],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence",
+            command: &["decisions", "tail"],
+            names: &[],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence-gateway",
+            command: &[],
+            names: &[
+                "PRESENCE_API_KEY",
+                "--max-inventory-bytes",
+                "PRESENCE_MAX_INVENTORY_BYTES",
+            ],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence-validator",
+            command: &[],
+            names: &["PRESENCE_REDIS_URL"],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence-registry",
+            command: &[],
+            names: &["PRESENCE_REDIS_URL"],
+            exits: &[],
+            client: false,
+        },
+        Help {
+            program: "presence-loadgen",
+            command: &[],
+            names: &[
+                "--tickets",
+                "--devices",
+                "--gates",
+                "--duration",
+                "--warmup",
+                "--concurrency",
+                "--rate",
+                "--max-in-flight",
+                "--mix",
+                "--json",
+                "--timeout",
+                "--inventory-batch",
+                "--threads",
+                "--allow-errors",
+                "live",
+            ],
+            exits: &["0", "1", "2"],
+            client: true,
+        },
     ];
-    for (program, subcommand, takes) in helps {
-        let mut launch = Launch::program(program, dir.path());
-        for word in subcommand {
+    for help in helps {
+        let mut launch = Launch::program(help.program, dir.path());
+        for word in help.command {
             launch = launch.arg(word);
         }
         launch = launch.arg("--help");
@@ -320,29 +509,42 @@ async fn help_never_prints_a_secret_from_the_environment() -> Result<()> {
             launch = launch.env(name, value);
         }
         let output = run_to_completion(&launch).await?;
-        let help = String::from_utf8_lossy(&output.stdout);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let what = format!("{} {:?} --help", help.program, help.command);
         ensure!(
             output.status.success(),
-            "{program} {subcommand:?} --help exited with {}: {}",
+            "{what} exited with {}: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-        for name in takes {
+        let named = words(&text);
+        let server: &[&str] = if help.client { &SERVER } else { &[] };
+        for name in help.names.iter().chain(server) {
+            ensure!(named.contains(name), "{what} does not name {name}:\n{text}");
+        }
+        for flag in ["--api-key", "--device-secret"] {
             ensure!(
-                help.contains(name),
-                "{program} {subcommand:?} --help does not name {name}:\n{help}"
+                !(help.client && named.contains(flag)),
+                "{what} takes a secret on the command line ({flag}):\n{text}"
             );
         }
+        let exits = exit_statuses(&text);
+        ensure!(
+            help.exits.iter().copied().collect::<BTreeSet<_>>() == exits || help.exits.is_empty(),
+            "{what} lists exit statuses {exits:?}, not {:?}:\n{text}",
+            help.exits
+        );
         for secret in [
             password.as_str(),
             api_key.as_str(),
+            device_secret.as_str(),
             url_password.as_str(),
             kafka_password.as_str(),
             rotation_secret,
         ] {
             ensure!(
-                !help.contains(secret),
-                "{program} {subcommand:?} --help prints a secret from the environment:\n{help}"
+                !text.contains(secret),
+                "{what} prints a secret from the environment:\n{text}"
             );
         }
     }
@@ -550,6 +752,33 @@ async fn serve_refuses_to_start_with_a_broken_keys_file() -> Result<()> {
     Ok(())
 }
 
+/// Runs `script` with bash in `cwd`, as a reader who pasted it would, with
+/// nothing of the test's environment but `PATH`; its exit code, stdout and
+/// stderr.
+async fn paste(cwd: &Path, script: &str) -> Result<(Option<i32>, String, String)> {
+    let mut command = tokio::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .map_err(|_| anyhow!("bash -c {script:?} ran for a minute"))??;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// What `presence demo` prints works as pasted: the `export` line points the
+/// command line at the demo (the key in the environment, printed on its own
+/// too), each `presence` command then exits 0 (the enter green, and red with
+/// exit status 2 when pasted again), and each curl command of the raw API is
+/// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
     let dir = temp_dir()?;
@@ -559,11 +788,9 @@ async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
         .arg("127.0.0.1:0");
     let mut process = PresenceProcess::spawn(&launch)?;
     let url = process.wait_for_url().await?;
-    let commands = process
+    process
         .wait_for_stdout(Duration::from_secs(10), |stdout| {
-            curl_commands(stdout)
-                .ok()
-                .filter(|commands| commands.iter().any(|c| c.url.contains("/ticket/enter")))
+            stdout.contains("API description:").then_some(())
         })
         .await?;
     let stdout = process.stdout();
@@ -571,47 +798,62 @@ async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
         served_url(&stdout).as_deref() == Some(url.as_str()),
         "{stdout}"
     );
+    let key = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("API key: "))
+        .ok_or_else(|| anyhow!("no API key printed:\n{stdout}"))?;
+    let export = stdout
+        .lines()
+        .find(|line| line.starts_with("export "))
+        .ok_or_else(|| anyhow!("no export line:\n{stdout}"))?;
+    ensure!(
+        export.contains(&format!("PRESENCE_URL={url} PRESENCE_API_KEY={key}")),
+        "{export}"
+    );
+    let commands: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("presence "))
+        .collect();
+    let enter = commands
+        .iter()
+        .find(|line| line.starts_with("presence scan enter DEMO-0001 "))
+        .ok_or_else(|| anyhow!("no enter command:\n{stdout}"))?;
+    ensure!(
+        [
+            "presence scan exit ",
+            "presence scan validate ",
+            "presence ticket ",
+            "presence device init ",
+            "presence device show "
+        ]
+        .iter()
+        .all(|start| commands.iter().any(|line| line.starts_with(start))),
+        "a command is missing:\n{stdout}"
+    );
     for command in &commands {
+        let (code, out, err) = paste(dir.path(), &format!("{export}\n{command}")).await?;
+        ensure!(code == Some(0), "{command}: exit {code:?}\n{out}\n{err}");
+        if command == enter {
+            ensure!(out.starts_with("GREEN OKAY"), "{command}: {out}");
+            // The server keeps state like any other: pasted again, already in.
+            let (code, again, _) = paste(dir.path(), &format!("{export}\n{command}")).await?;
+            ensure!(
+                code == Some(2) && again.starts_with("RED ALREADY_ENTERED"),
+                "{command} again: {code:?} {again}"
+            );
+        }
+    }
+    // The raw API's commands answer too.
+    let client = http_client()?;
+    let curls = curl_commands(&stdout)?;
+    ensure!(!curls.is_empty(), "no curl command:\n{stdout}");
+    for command in &curls {
         ensure!(
             command.url.starts_with(&url),
             "{} is not on {url}",
             command.url
         );
-    }
-    let client = http_client()?;
-    let enter = commands
-        .iter()
-        .find(|c| c.url.contains("/ticket/enter"))
-        .ok_or_else(|| anyhow!("no enter command in:\n{stdout}"))?;
-
-    // The key the commands use is printed for the reader too.
-    let key =
-        api_key_of(enter).ok_or_else(|| anyhow!("the enter command carries no key: {enter:?}"))?;
-    ensure!(
-        stdout
-            .lines()
-            .any(|line| line.contains(&key) && !line.contains("curl ")),
-        "the API key is not printed on its own:\n{stdout}"
-    );
-
-    // Pasting the enter command admits the ticket, and the server keeps state like
-    // any other: the same ticket scanned again later is already in.
-    let (code, reply) = send(&client, enter).await?;
-    ensure!(
-        code == 200 && reply["result"]["status"] == "OKAY",
-        "enter: HTTP {code} {reply}\n{stdout}"
-    );
-    let mut later = enter.clone();
-    let mut body: Value = serde_json::from_str(enter.body.as_deref().unwrap_or("{}"))?;
-    body["scanTime"] = json!(next_scan_time());
-    later.body = Some(body.to_string());
-    let (code, reply) = send(&client, &later).await?;
-    ensure!(
-        code == 200 && reply["result"]["status"] == "ALREADY_ENTERED",
-        "HTTP {code} {reply}"
-    );
-    // Every other printed command answers too.
-    for command in commands.iter().filter(|c| !c.url.contains("/ticket/enter")) {
+        ensure!(api_key_of(command).as_deref() == Some(key), "{command:?}");
         let (code, reply) = send(&client, command).await?;
         ensure!(
             (200..300).contains(&code) && reply["result"]["status"].is_string(),
@@ -632,49 +874,59 @@ fn repository_root() -> Result<&'static Path> {
         .ok_or_else(|| anyhow!("the tests crate has no parent folder"))
 }
 
+/// The fenced block of `markdown` that holds `text`, without its fence's
+/// language line.
+fn block_with<'a>(markdown: &'a str, text: &str) -> Result<&'a str> {
+    markdown
+        .split("```")
+        .find(|block| block.contains(text))
+        .map(|block| block.split_once('\n').map_or(block, |(_, code)| code))
+        .ok_or_else(|| anyhow!("README.md has no block with {text:?}"))
+}
+
 /// The README's inventory, `examples/tonight.ndjson`, passes `presence inventory
-/// check` and is what `presence serve --inventory` loads; the README's API
-/// commands (the block that loads it, configures a device and enters a ticket),
-/// sent as written to such a server, are each answered 200 OKAY.
+/// check` and is what `presence serve --inventory` loads; the README's command
+/// line block (upload it, configure a device, enter a ticket, look it up), run
+/// as written against such a server, succeeds command by command, and its curl
+/// example of the scan is then answered 200 OKAY (the same scan, answered as
+/// the first time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_examples_work_with_examples_tonight_ndjson() -> Result<()> {
     let root = repository_root()?;
     let inventory = root.join("examples/tonight.ndjson");
     let readme = std::fs::read_to_string(root.join("README.md"))?;
     let dir = temp_dir()?;
-    let output = run_to_completion(
-        &Launch::new(dir.path())
-            .arg("inventory")
-            .arg("check")
-            .arg(&inventory),
-    )
-    .await?;
+    let (code, _, stderr) = check(dir.path(), &inventory.to_string_lossy(), &[]).await?;
     ensure!(
-        output.status.success(),
-        "presence inventory check examples/tonight.ndjson: {}",
-        String::from_utf8_lossy(&output.stderr)
+        code == Some(0),
+        "presence inventory check examples/tonight.ndjson: {stderr}"
     );
     let key = "dev-key";
     let launch = serve_with_inventory(dir.path(), key, &inventory.to_string_lossy());
     let (_process, url) = PresenceProcess::start(&launch).await?;
-    // The fenced block that loads the inventory through `$PRESENCE_URL`.
-    let block = readme
-        .split("```")
-        .find(|block| block.contains("$PRESENCE_URL/admin/v1/inventory"))
-        .ok_or_else(|| anyhow!("README.md has no block loading the inventory"))?
+    let presence = presence_tests::process::presence_bin()?;
+    let bin_dir = presence
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no folder", presence.display()))?;
+    let block = block_with(
+        &readme,
+        "presence inventory upload examples/tonight.ndjson\npresence device init",
+    )?;
+    let script = format!(
+        "set -e\nexport PATH=\"{}:$PATH\" PRESENCE_URL={url}\n{block}",
+        bin_dir.display()
+    );
+    let (code, stdout, stderr) = paste(root, &script).await?;
+    ensure!(
+        code == Some(0) && stdout.contains("GREEN OKAY"),
+        "the README's command line block: exit {code:?}\n{stdout}\n{stderr}"
+    );
+    let block = block_with(&readme, "$PRESENCE_URL/presence/v1/ticket/enter")?
         .replace("$PRESENCE_URL", &url);
     let commands = curl_commands(&block)?;
-    ensure!(
-        commands.len() >= 3,
-        "expected the inventory, device/init and enter commands: {commands:?}"
-    );
+    ensure!(!commands.is_empty(), "no curl command in {block}");
     let client = http_client()?;
-    for mut command in commands {
-        // `--data-binary @FILE` sends the file, relative to where the README's
-        // commands run.
-        if let Some(file) = command.body.as_deref().and_then(|b| b.strip_prefix('@')) {
-            command.body = Some(std::fs::read_to_string(root.join(file))?);
-        }
+    for command in commands {
         let (code, reply) = send(&client, &command).await?;
         ensure!(
             code == 200 && reply["result"]["status"] == "OKAY",

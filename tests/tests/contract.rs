@@ -12,7 +12,7 @@ use presence_tests::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::Method;
-use reqwest::header::{CONNECTION, CONTENT_TYPE};
+use reqwest::header::CONNECTION;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -262,7 +262,7 @@ async fn authentication_is_checked_before_the_request(app: &TestApp) -> Result<(
             ),
             ("/admin/v1/inventory", "{\"type\":\"stadium\"}\n".to_owned()),
         ] {
-            let reply = post_unread(app, path, auth, body).await?;
+            let reply = app.post_unread(path, auth, body).await?;
             reply
                 .expect(401, "UNAUTHORIZED")
                 .map_err(|e| anyhow!("POST {path} with {auth:?}: {e}"))?;
@@ -408,6 +408,32 @@ async fn unknown_paths_are_not_found(app: &TestApp) -> Result<()> {
     Ok(())
 }
 
+/// `GET /admin/v1/inventory` answers how large an upload may be (the default
+/// limit here), to the keys the upload takes and no other.
+async fn the_inventory_limit_is_answered_to_admin_keys(app: &TestApp) -> Result<()> {
+    let path = "/admin/v1/inventory";
+    let reply = app.get(path, Auth::Header(app.admin_key())).await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["maxBytes"] == 256 * 1024 * 1024,
+        "{}",
+        reply.text
+    );
+    let keys = app.keys();
+    app.get(path, Auth::Query(&keys.ops))
+        .await?
+        .expect(200, "OKAY")?;
+    for key in [&keys.scanner, &keys.limited] {
+        app.get(path, Auth::Header(key))
+            .await?
+            .expect(403, "FORBIDDEN")?;
+    }
+    app.get(path, Auth::None)
+        .await?
+        .expect(401, "UNAUTHORIZED")?;
+    Ok(())
+}
+
 async fn wrong_methods_are_not_allowed(app: &TestApp) -> Result<()> {
     let key = Auth::Header(app.admin_key());
     for (method, path) in [
@@ -418,7 +444,7 @@ async fn wrong_methods_are_not_allowed(app: &TestApp) -> Result<()> {
         (Method::GET, "/presence/v1/device/init"),
         (Method::POST, "/presence/v1/device"),
         (Method::DELETE, "/presence/v1/device.json"),
-        (Method::GET, "/admin/v1/inventory"),
+        (Method::PUT, "/admin/v1/inventory"),
     ] {
         let reply = app.send(app.request(method.clone(), path, key)).await?;
         reply
@@ -447,46 +473,12 @@ async fn bodies_over_64_kib_are_too_large(app: &TestApp) -> Result<()> {
     let mut body = scanner.body(&other, next_scan_time()).to_string();
     body.push_str(&" ".repeat(LIMIT + 1 - body.len()));
     for path in &POST_PATHS[..8] {
-        let reply = post_unread(app, path, key, body.clone()).await?;
+        let reply = app.post_unread(path, key, body.clone()).await?;
         reply
             .expect(413, "PAYLOAD_TOO_LARGE")
             .map_err(|e| anyhow!("{path}: {e}"))?;
     }
     decided(&scan_now(app, ENTER, &scanner, &other).await?, "OKAY")
-}
-
-/// POSTs a body the server may refuse without reading, on a connection that is
-/// not reused: see `refusals_of_unread_bodies_close_the_connection` for why.
-/// The server answers and closes while a large body is still being sent, so the
-/// client's write may fail (broken pipe) before it reads the answer; such a try
-/// is sent again, a few times at most.
-async fn post_unread(app: &TestApp, path: &str, auth: Auth<'_>, body: String) -> Result<Reply> {
-    const TRIES: usize = 3;
-    let mut last_error = None;
-    for _ in 0..TRIES {
-        let request = app
-            .request(Method::POST, path, auth)
-            .header(CONNECTION, "close")
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.clone());
-        match app.send(request).await {
-            Ok(reply) => return Ok(reply),
-            Err(error) if cut_off_while_sending(&error) => last_error = Some(error),
-            Err(error) => return Err(error),
-        }
-    }
-    Err(anyhow!(
-        "{TRIES} tries to send an unread body all failed: {last_error:?}"
-    ))
-}
-
-/// Whether a request failed in the transport while being sent (not on a
-/// timeout, not on an answer that could not be read).
-fn cut_off_while_sending(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|cause| cause.downcast_ref::<reqwest::Error>())
-        .any(|error| (error.is_request() || error.is_body()) && !error.is_timeout())
 }
 
 async fn refusals_of_unread_bodies_close_the_connection(app: &TestApp) -> Result<()> {
@@ -2080,13 +2072,13 @@ async fn bad_offline_uploads_name_each_scan_and_apply_nothing(app: &TestApp) -> 
     ensure!(state == "NEVER" && scans.is_empty(), "{state} {scans:?}");
 
     let over = "x".repeat(1024 * 1024 + 1);
-    let reply = post_unread(
-        app,
-        "/presence/v1/ticket/offline.json",
-        Auth::Header(app.admin_key()),
-        over,
-    )
-    .await?;
+    let reply = app
+        .post_unread(
+            "/presence/v1/ticket/offline.json",
+            Auth::Header(app.admin_key()),
+            over,
+        )
+        .await?;
     reply.expect(413, "PAYLOAD_TOO_LARGE")?;
     Ok(())
 }
@@ -3452,6 +3444,7 @@ contract_tests!(embedded, distributed, scaled => [
     authentication_is_checked_before_the_request,
     venue_limited_keys_are_forbidden_elsewhere,
     only_admin_keys_load_inventory,
+    the_inventory_limit_is_answered_to_admin_keys,
     unknown_paths_are_not_found,
     wrong_methods_are_not_allowed,
     bodies_over_64_kib_are_too_large,

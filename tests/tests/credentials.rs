@@ -127,9 +127,7 @@ fn device_secret(reply: &Reply) -> Result<String> {
 /// A show at a venue that requires device secrets.
 async fn strict_show(app: &TestApp) -> Result<Show> {
     let show = Show::new();
-    let mut venue = show.venue();
-    venue["requireDeviceSecret"] = json!(true);
-    app.load(&[venue, show.event()]).await?;
+    app.load(&[show.strict_venue(), show.event()]).await?;
     Ok(show)
 }
 

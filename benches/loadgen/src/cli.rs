@@ -5,6 +5,7 @@ use crate::mix::Mix;
 use crate::{ApiKey, Load, Settings};
 use clap::Parser;
 use std::num::NonZeroU64;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const DEFAULT_CONCURRENCY: usize = 64;
@@ -12,6 +13,15 @@ const DEFAULT_CONCURRENCY: usize = 64;
 /// Load generator for the Presence HTTP API: loads a fresh inventory, configures
 /// devices, drives scans in a closed loop (--concurrency) or an open loop
 /// (--rate) and reports throughput, latency percentiles and answers.
+///
+/// The API key, an admin key of the server under test, comes from
+/// PRESENCE_API_KEY or the file --api-key-file names, never from the command
+/// line, where the process list and the shell's history would show it.
+///
+/// While the drive runs, a live line on stderr shows the time elapsed, the rate
+/// of answers, p50 and p99 so far and the errors, when stderr is a terminal;
+/// piped or redirected, stderr gets the setup lines only. The report follows on
+/// stdout either way.
 ///
 /// Exit status: 0 when the run passed, 1 when it ran but saw a 5xx, a request
 /// without an answer or ran out of tickets, 2 when it could not run.
@@ -32,9 +42,10 @@ pub struct Args {
     )]
     pub urls: Vec<String>,
 
-    /// An admin API key (the inventory goes through /admin/v1/inventory).
-    #[arg(long, env = "PRESENCE_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    /// A file holding an admin API key (the inventory goes through
+    /// /admin/v1/inventory) [default: the PRESENCE_API_KEY environment variable].
+    #[arg(long, env = "PRESENCE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
 
     /// Fresh tickets to load; the run stops (and fails) if it needs more.
     #[arg(long, default_value_t = 100_000)]
@@ -97,8 +108,34 @@ pub struct Args {
     pub allow_errors: bool,
 }
 
+/// The environment variable holding the API key, when no file is named.
+const API_KEY_VARIABLE: &str = "PRESENCE_API_KEY";
+
 impl Args {
+    /// The settings, the key read from `--api-key-file` or `PRESENCE_API_KEY`.
     pub fn into_settings(self) -> Result<Settings, LoadgenError> {
+        let from_environment = std::env::var(API_KEY_VARIABLE).ok();
+        self.into_settings_with(from_environment)
+    }
+
+    /// The settings, with `from_environment` the value of `PRESENCE_API_KEY`.
+    fn into_settings_with(
+        self,
+        from_environment: Option<String>,
+    ) -> Result<Settings, LoadgenError> {
+        let key = match &self.api_key_file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| LoadgenError::ApiKeyFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => from_environment.ok_or(LoadgenError::NoApiKey)?,
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(LoadgenError::Settings("the API key is empty".to_owned()));
+        }
         let load = match self.rate {
             Some(rate) => Load::Open {
                 rate,
@@ -110,7 +147,7 @@ impl Args {
         };
         let settings = Settings {
             urls: self.urls,
-            api_key: ApiKey::new(self.api_key),
+            api_key: ApiKey::new(key),
             tickets: self.tickets,
             devices: self.devices,
             gates: self.gates,
@@ -160,17 +197,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Settings, String> {
-        let mut all = vec![
-            "presence-loadgen",
-            "--url",
-            "http://127.0.0.1:8080",
-            "--api-key",
-            "k",
-        ];
+        let mut all = vec!["presence-loadgen", "--url", "http://127.0.0.1:8080"];
         all.extend_from_slice(args);
         Args::try_parse_from(all)
             .map_err(|e| e.to_string())?
-            .into_settings()
+            .into_settings_with(Some("k".to_owned()))
             .map_err(|e| e.to_string())
     }
 
@@ -227,17 +258,53 @@ mod tests {
             "presence-loadgen",
             "--url",
             "http://127.0.0.1:8080,http://127.0.0.1:8081",
-            "--api-key",
-            "k",
         ])
         .unwrap()
-        .into_settings()
+        .into_settings_with(Some("k".to_owned()))
         .unwrap();
         assert_eq!(
             settings.urls,
             ["http://127.0.0.1:8080", "http://127.0.0.1:8081"]
         );
         assert!(parse(&["--url", ""]).is_err(), "an empty URL");
+    }
+
+    #[test]
+    fn the_key_comes_from_a_file_or_the_environment_never_a_flag() {
+        assert!(
+            parse(&["--api-key", "k"]).is_err(),
+            "a key on the command line"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let args = Args::try_parse_from([
+            "presence-loadgen",
+            "--url",
+            "http://127.0.0.1:8080",
+            "--api-key-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let settings = args
+            .into_settings_with(Some("from-env".to_owned()))
+            .unwrap();
+        assert_eq!(settings.api_key, ApiKey::new("from-file"));
+        let without = Args::try_parse_from(["presence-loadgen", "--url", "http://h"]).unwrap();
+        assert!(matches!(
+            without.into_settings_with(None),
+            Err(LoadgenError::NoApiKey)
+        ));
+        std::fs::write(&file, " \n").unwrap();
+        let empty = Args::try_parse_from([
+            "presence-loadgen",
+            "--url",
+            "http://h",
+            "--api-key-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(empty.into_settings_with(None).is_err());
     }
 
     #[test]

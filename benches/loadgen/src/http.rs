@@ -94,6 +94,7 @@ impl Target {
     /// Opens one keep-alive connection.
     pub async fn connect(&self) -> Result<Connection, LoadgenError> {
         let connect = |source| LoadgenError::Connect {
+            url: self.url.clone(),
             addr: self.addr,
             source,
         };

@@ -1,6 +1,8 @@
 //! `presence-loadgen` against the real embedded server: a closed loop and an
-//! open loop with every op of the mix, a run that outgrows its inventory, and a
-//! refused key. Checks the JSON report's arithmetic and the server's answers.
+//! open loop with every op of the mix, a run that outgrows its inventory, and
+//! runs that cannot start (no key, a refused key, nothing listening), each
+//! saying what to do next. Checks the JSON report's arithmetic, the server's
+//! answers, and that no live line is drawn when stderr is not a terminal.
 
 use anyhow::{Context, Result, ensure};
 use presence_tests::process::{Launch, PresenceProcess};
@@ -10,31 +12,45 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 const KEY: &str = "loadgen-test-key";
+/// A key the server knows, not an admin key.
+const SCANNER_KEY: &str = "loadgen-scanner-key";
 const MIX: &str = "enter=90,duplicate=5,exit=3,validate=1,unknown=1";
 /// The whole test, server start included, must finish within this.
 const BUDGET: Duration = Duration::from_secs(20);
 
+/// `presence serve` with [`KEY`] (admin) and [`SCANNER_KEY`] (not admin).
 async fn serve(dir: &TempDir) -> Result<(PresenceProcess, String)> {
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!("[[keys]]\nname = \"scanner\"\nkey = \"{SCANNER_KEY}\"\n"),
+    )?;
     let launch = Launch::new(dir.path())
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .arg("--api-key")
-        .arg(KEY);
+        .arg("--api-keys-file")
+        .arg(&keys)
+        .env("PRESENCE_API_KEY", KEY);
     PresenceProcess::start(&launch).await
 }
 
-/// Runs the load generator to completion, bounded by what is left of the budget.
-async fn loadgen(args: &[&str], deadline: Instant) -> Result<Output> {
+/// Runs the load generator to completion with `key` in `PRESENCE_API_KEY`
+/// (none when `None`), bounded by what is left of the budget.
+async fn loadgen(args: &[&str], key: Option<&str>, deadline: Instant) -> Result<Output> {
     let left = deadline.saturating_duration_since(Instant::now());
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence-loadgen"));
     command
         .args(args)
         .env_remove("PRESENCE_URL")
         .env_remove("PRESENCE_API_KEY")
+        .env_remove("PRESENCE_API_KEY_FILE")
         .kill_on_drop(true);
+    if let Some(key) = key {
+        command.env("PRESENCE_API_KEY", key);
+    }
     tokio::time::timeout(left, command.output())
         .await
         .with_context(|| format!("presence-loadgen {args:?} ran past the test's budget"))?
@@ -158,15 +174,7 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         .prefix("presence-loadgen-")
         .tempdir()?;
     let (_server, url) = serve(&dir).await?;
-    let base = [
-        "--url",
-        url.as_str(),
-        "--api-key",
-        KEY,
-        "--json",
-        "--mix",
-        MIX,
-    ];
+    let base = ["--url", url.as_str(), "--json", "--mix", MIX];
 
     let closed = [
         "--tickets",
@@ -180,8 +188,19 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         "--concurrency",
         "4",
     ];
-    let output = loadgen(&[&base[..], &closed[..]].concat(), deadline).await?;
+    let output = loadgen(&[&base[..], &closed[..]].concat(), Some(KEY), deadline).await?;
     let report = passed_report(&output)?;
+    // stderr is not a terminal here: the setup lines, and no live line.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr
+            .lines()
+            .all(|line| line.starts_with("presence-loadgen: "))
+            && !stderr.contains("req/s")
+            && !stderr.contains('\r')
+            && !stderr.contains('\u{1b}'),
+        "a live line drawn off a terminal:\n{stderr:?}"
+    );
     check_report(&report)?;
     ensure!(
         report["mode"] == "closed" && report["connections"] == 4,
@@ -215,7 +234,17 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         "--max-in-flight",
         "160",
     ];
-    let output = loadgen(&[&base[..], &open[..]].concat(), deadline).await?;
+    // The key from a file this time.
+    let key_file = dir.path().join("admin.key");
+    std::fs::write(&key_file, format!("{KEY}\n"))?;
+    let key_file = key_file.to_string_lossy().into_owned();
+    let from_file = ["--api-key-file", key_file.as_str()];
+    let output = loadgen(
+        &[&base[..], &open[..], &from_file[..]].concat(),
+        None,
+        deadline,
+    )
+    .await?;
     let report = passed_report(&output)?;
     check_report(&report)?;
     ensure!(
@@ -247,7 +276,7 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
 
     // Twelve tickets cannot feed a second of scans: reported, and a failure.
     let short = ["--tickets", "12", "--duration", "1s", "--concurrency", "2"];
-    let output = loadgen(&[&base[..], &short[..]].concat(), deadline).await?;
+    let output = loadgen(&[&base[..], &short[..]].concat(), Some(KEY), deadline).await?;
     ensure!(
         output.status.code() == Some(1),
         "exhaustion should exit 1: {output:?}"
@@ -278,8 +307,6 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         &[
             "--url",
             urls.as_str(),
-            "--api-key",
-            KEY,
             "--json",
             "--tickets",
             "5000",
@@ -288,6 +315,7 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
             "--concurrency",
             "2",
         ],
+        Some(KEY),
         deadline,
     )
     .await?;
@@ -303,28 +331,67 @@ async fn drives_the_embedded_server_in_both_loops_and_reports_what_it_saw() -> R
         "one connection on each URL: {report:#}"
     );
 
-    // A wrong key stops the run at setup, with the server's answer.
-    let output = loadgen(
-        &[
-            "--url",
+    Ok(())
+}
+
+/// Runs that cannot start stop at once (exit status 2) with what to do next,
+/// and never print the key.
+#[tokio::test]
+async fn runs_that_cannot_start_say_what_to_do_next() -> Result<()> {
+    let deadline = Instant::now() + BUDGET;
+    let dir = tempfile::Builder::new()
+        .prefix("presence-loadgen-")
+        .tempdir()?;
+    let (_server, url) = serve(&dir).await?;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let nowhere = format!("http://127.0.0.1:{closed_port}");
+    let cases: [(&str, &str, Option<&str>, &[&str]); 4] = [
+        (
+            "no key",
             url.as_str(),
-            "--api-key",
-            "not-the-key",
-            "--duration",
-            "1s",
-        ],
-        deadline,
-    )
-    .await?;
-    ensure!(
-        output.status.code() == Some(2),
-        "a refused setup should exit 2: {output:?}"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        stderr.contains("HTTP 401") && stderr.contains("UNAUTHORIZED"),
-        "{stderr}"
-    );
-    ensure!(!stderr.contains("not-the-key"), "the key leaked: {stderr}");
+            None,
+            &["no API key: set PRESENCE_API_KEY or pass --api-key-file"],
+        ),
+        (
+            "an unknown key",
+            url.as_str(),
+            Some("not-the-key"),
+            &[
+                "HTTP 401",
+                "UNAUTHORIZED",
+                "what to do: the API key is missing or unknown to this server",
+            ],
+        ),
+        (
+            "not an admin key",
+            url.as_str(),
+            Some(SCANNER_KEY),
+            &["HTTP 403", "what to do: use an admin key"],
+        ),
+        (
+            "nothing listening",
+            nowhere.as_str(),
+            Some(KEY),
+            &["is Presence running there? Check --url (PRESENCE_URL)"],
+        ),
+    ];
+    for (case, url, key, says) in cases {
+        // A small inventory: the server answers a refused key before reading the body.
+        let args = ["--url", url, "--duration", "1s", "--tickets", "100"];
+        let output = loadgen(&args, key, deadline).await?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(
+            output.status.code() == Some(2),
+            "{case}: a run that cannot start should exit 2: {output:?}"
+        );
+        for said in says {
+            ensure!(stderr.contains(said), "{case}: no {said:?} in {stderr}");
+        }
+        if let Some(key) = key {
+            ensure!(!stderr.contains(key), "{case}: the key leaked: {stderr}");
+        }
+    }
     Ok(())
 }

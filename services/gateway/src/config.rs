@@ -19,6 +19,8 @@ const READY_GRACE_MS: u64 = 10_000;
 const BOARD_SILENT_AFTER_MS: u64 = 2 * 60 * 1_000;
 /// A quarter of the default connection limit: boards never crowd out scanners.
 const BOARD_MAX_STREAMS: usize = 256;
+/// SPEC §2's default inventory limit: 256 MiB.
+const MAX_INVENTORY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Limits and deadlines of the HTTP gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +75,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit: 64 * 1024,
-            inventory_limit: 256 * 1024 * 1024,
+            inventory_limit: inventory_limit(MAX_INVENTORY_BYTES),
             decision_timeout: Duration::from_millis(DECISION_TIMEOUT_MS),
             retry_after: Duration::from_secs(1),
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
@@ -146,6 +148,16 @@ pub struct GatewayArgs {
     /// Venue board streams served at once by this process (503 beyond).
     #[arg(long, env = "PRESENCE_BOARD_MAX_STREAMS", default_value_t = BOARD_MAX_STREAMS)]
     pub board_max_streams: usize,
+    /// Largest inventory upload (/admin/v1/inventory) accepted, in bytes (413
+    /// beyond). The records of an upload are held in memory until applied.
+    #[arg(long, env = "PRESENCE_MAX_INVENTORY_BYTES", default_value_t = MAX_INVENTORY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inventory_bytes: u64,
+}
+
+/// `bytes` as a body limit; where `usize` is narrower, its largest value.
+fn inventory_limit(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 impl GatewayArgs {
@@ -171,6 +183,7 @@ impl GatewayArgs {
             max_scan_ahead_ms: self.max_scan_ahead_ms,
             board_silent_after: Duration::from_millis(self.board_silent_after_ms),
             board_max_streams: self.board_max_streams,
+            inventory_limit: inventory_limit(self.max_inventory_bytes),
             ..GatewayConfig::default()
         })
     }
@@ -224,6 +237,8 @@ mod tests {
             "7",
             "--max-scan-ahead-ms",
             "60000",
+            "--max-inventory-bytes",
+            "4096",
         ];
         let config = parse(&flags).unwrap();
         assert_eq!(
@@ -239,6 +254,7 @@ mod tests {
                     burst: Some(7)
                 },
                 max_scan_ahead_ms: 60_000,
+                inventory_limit: 4096,
                 ..GatewayConfig::default()
             }
         );
@@ -276,6 +292,7 @@ mod tests {
             ["--key-rate", "-1"],
             ["--shutdown-grace-ms", "5s"],
             ["--max-scan-ahead-ms", "-1"],
+            ["--max-inventory-bytes", "0"],
         ] {
             assert!(parse(&flags).is_err(), "{flags:?} accepted");
         }

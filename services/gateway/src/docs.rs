@@ -36,6 +36,7 @@ both as envelopes and both after the API key is checked (401 UNAUTHORIZED first)
         board::venue_live,
         board::page,
         inventory::upload,
+        inventory::limits,
         backup::backup,
         revoke::revoke,
         ops::healthz,

@@ -79,7 +79,7 @@ pub fn router(state: GatewayState) -> Router {
         (VENUE_BOARD, get(board::page)),
         (BOARD_SCRIPT, get(board::script)),
         (BOARD_STYLE, get(board::style)),
-        (INVENTORY, post(inventory::upload)),
+        (INVENTORY, post(inventory::upload).get(inventory::limits)),
         (BACKUP, get(backup::backup)),
         (DEVICE_REVOKE, post(revoke::revoke)),
         (HEALTHZ, get(ops::healthz)),

@@ -1408,6 +1408,16 @@ async fn inventory_has_its_own_size_limit() {
         .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.result_status(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(
+        reply.result_message(),
+        "The body is larger than 102400 bytes"
+    );
+    // Asked beforehand, with the upload's admin key.
+    let reply = harness.get("/admin/v1/inventory", Some(ADMIN_KEY)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["message"]["maxBytes"], 100 * 1024);
+    let reply = harness.get("/admin/v1/inventory", Some(GATE_KEY)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -277,6 +277,21 @@ pub struct AppliedMessage {
     pub applied: u64,
 }
 
+/// What an inventory upload may be, before sending one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryLimitsEnvelope {
+    pub result: ResultBody,
+    pub message: InventoryLimitsMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryLimitsMessage {
+    /// The largest body `POST /admin/v1/inventory` accepts, in bytes (413
+    /// beyond): the server's `PRESENCE_MAX_INVENTORY_BYTES`.
+    pub max_bytes: u64,
+}
+
 /// The answer of a rejected inventory: nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InventoryErrorEnvelope {

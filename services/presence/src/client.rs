@@ -4,7 +4,7 @@
 //! history), refusals explained with what to do next, and the terminal
 //! (progress and colour only when a person is watching).
 
-use anyhow::{Context, anyhow, ensure};
+use anyhow::{Context, anyhow, bail, ensure};
 use clap::Args;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -41,37 +41,55 @@ impl ServerArgs {
 
     /// Why a request could not be sent, with what to check.
     pub fn unreachable(&self, error: &reqwest::Error) -> anyhow::Error {
-        let cause = if error.is_timeout() {
-            "no answer in time".to_owned()
-        } else {
-            // reqwest's Display stops at "error sending request"; the cause
-            // (connection refused, DNS) is further down the chain.
-            let mut cause = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(inner) = source {
-                cause = format!("{cause}: {inner}");
-                source = inner.source();
-            }
-            cause
-        };
         anyhow!(
-            "cannot reach Presence at {} ({cause}). Is it running there? \
+            "cannot reach Presence at {} ({}). Is it running there? \
              Check --url (or PRESENCE_URL)",
-            self.url
+            self.url,
+            cause(error)
         )
     }
 }
 
+/// What went wrong with a request, down to its root cause: reqwest's own
+/// message stops at "error sending request", the cause (connection refused,
+/// DNS, broken pipe) is further down the chain.
+pub fn cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "no answer in time".to_owned();
+    }
+    let mut cause = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause = format!("{cause}: {inner}");
+        source = inner.source();
+    }
+    cause
+}
+
 fn api_key(file: Option<&Path>) -> anyhow::Result<String> {
-    let key = match file {
+    secret(file, API_KEY_VARIABLE, "API key")?
+        .ok_or_else(|| anyhow!("no API key: set PRESENCE_API_KEY or pass --api-key-file"))
+}
+
+/// The environment variable holding the API key, when no file is named.
+const API_KEY_VARIABLE: &str = "PRESENCE_API_KEY";
+
+/// A secret (`what`: "API key", "device secret") from `file`, else from the
+/// environment `variable`; `None` when neither is set. Trimmed; empty is an
+/// error. Errors name the file or the variable, never what it holds.
+pub fn secret(file: Option<&Path>, variable: &str, what: &str) -> anyhow::Result<Option<String>> {
+    let text = match file {
         Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the API key file {}", path.display()))?,
-        None => std::env::var("PRESENCE_API_KEY")
-            .context("no API key: set PRESENCE_API_KEY or pass --api-key-file")?,
+            .with_context(|| format!("reading the {what} file {}", path.display()))?,
+        None => match std::env::var(variable) {
+            Ok(text) => text,
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{variable} is not valid UTF-8"),
+        },
     };
-    let key = key.trim().to_owned();
-    ensure!(!key.is_empty(), "the API key is empty");
-    Ok(key)
+    let text = text.trim().to_owned();
+    ensure!(!text.is_empty(), "the {what} is empty");
+    Ok(Some(text))
 }
 
 /// An HTTP client whose requests give up after `timeout`.
@@ -90,6 +108,12 @@ pub fn result_of(body: &Value) -> (&str, &str) {
     )
 }
 
+/// What to do with an inventory file larger than the server takes.
+pub const TOO_LARGE_ADVICE: &str = "the server takes no more than the limit named above: \
+    split the file and upload the parts one after another (inventory is an upsert, the order \
+    of parts only matters for venues and events before what refers to them), or raise the \
+    server's PRESENCE_MAX_INVENTORY_BYTES";
+
 /// A refusal of `what` (the server answered `code` with `body`) as an error
 /// that says what to do next.
 pub fn refusal(what: &str, code: StatusCode, body: &str) -> anyhow::Error {
@@ -104,19 +128,24 @@ pub fn refusal(what: &str, code: StatusCode, body: &str) -> anyhow::Error {
         format!("HTTP {} {status}: {message}", code.as_u16())
     };
     let next = match code {
+        // SPEC §7: a strict venue's scans need the scanner's device secret too.
+        StatusCode::UNAUTHORIZED if message.contains("device secret") => {
+            "this venue requires the scanning device's secret (issued by its device/init, \
+             shown once; a re-init issues a new one): set PRESENCE_DEVICE_SECRET or pass \
+             --device-secret-file"
+        }
         StatusCode::UNAUTHORIZED => {
             "the API key is missing or unknown to this server: set PRESENCE_API_KEY or pass \
              --api-key-file with a key from its keys file"
+        }
+        StatusCode::FORBIDDEN if message.contains("revoked") => {
+            "this device was revoked: initialise it again (`presence device init`) to use it"
         }
         StatusCode::FORBIDDEN => {
             "this key may not do that: /admin needs an admin key, and a key limited to \
              venues works for those venues only; use a key allowed for it"
         }
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            "the server takes no more than the limit named above: split the file and upload \
-             the parts one after another (inventory is an upsert, the order of parts only \
-             matters for venues and events before what refers to them)"
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => TOO_LARGE_ADVICE,
         StatusCode::TOO_MANY_REQUESTS => "this key is over its rate limit: wait and retry",
         StatusCode::SERVICE_UNAVAILABLE => {
             "the server or one of its dependencies is not available now: retry shortly; \
@@ -174,6 +203,26 @@ mod tests {
                 && unauthorized.contains("set PRESENCE_API_KEY or pass --api-key-file"),
             "{unauthorized}"
         );
+        for message in ["device secret required", "device secret rejected"] {
+            let device = refusal(
+                "the scan",
+                StatusCode::UNAUTHORIZED,
+                &envelope("UNAUTHORIZED", message),
+            )
+            .to_string();
+            assert!(
+                device.contains("set PRESENCE_DEVICE_SECRET or pass --device-secret-file")
+                    && !device.contains("PRESENCE_API_KEY"),
+                "{device}"
+            );
+        }
+        let revoked = refusal(
+            "the scan",
+            StatusCode::FORBIDDEN,
+            &envelope("FORBIDDEN", "device revoked"),
+        )
+        .to_string();
+        assert!(revoked.contains("presence device init"), "{revoked}");
         let forbidden = refusal(
             "upload",
             StatusCode::FORBIDDEN,
@@ -192,7 +241,8 @@ mod tests {
         .to_string();
         assert!(
             too_large.contains("larger than 268435456 bytes")
-                && too_large.contains("split the file"),
+                && too_large.contains("split the file")
+                && too_large.contains("PRESENCE_MAX_INVENTORY_BYTES"),
             "{too_large}"
         );
         let not_presence =

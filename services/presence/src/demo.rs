@@ -1,10 +1,12 @@
 //! `presence demo`: a venue, an event, gates and tickets around the current
-//! time, one configured scanner, and curl commands to paste.
+//! time, one configured scanner, and commands to paste: the command line's,
+//! and curl for the raw API.
 
-use presence_domain::barcode::{self, DEFAULT_STEP_SECONDS, Rotation, RotationSecret};
+use crate::device::shell_word;
 use presence_domain::{Device, DeviceInitRequest, GateRef, Mac, VenueId};
 use presence_ports::{DeviceInitOutcome, Transport};
 use std::fmt::Write;
+use std::path::Path;
 
 pub const VENUE: &str = "DEMO-ARENA";
 pub const EVENT: &str = "DEMO-SHOW";
@@ -67,14 +69,23 @@ pub async fn configure_scanner(transport: &dyn Transport) -> anyhow::Result<Devi
     }
 }
 
-/// What `presence demo` prints: the key and commands to paste into a shell.
-pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> String {
-    let scan_body = |token: &str| {
-        format!(
-            r#"{{"deviceOs":"Printed","gateName":"{}","token":"{token}","venueId":"{VENUE}","deviceId":{},"gateId":{},"scanTime":{now}}}"#,
-            scanner.gate_name, scanner.id, scanner.gate_id
-        )
-    };
+/// What `presence demo` prints: the key, and commands to paste into another
+/// shell: the command line (found in `bin_dir` when given) for scans, lookups
+/// and devices, curl for the raw API that has no command (offline uploads,
+/// annulments).
+pub fn instructions(
+    url: &str,
+    api_key: &str,
+    scanner: &Device,
+    now: i64,
+    bin_dir: Option<&Path>,
+) -> String {
+    let at_gate = format!(
+        "--venue {VENUE} --device {} --gate {} --gate-name {}",
+        scanner.id,
+        scanner.gate_id,
+        shell_word(&scanner.gate_name)
+    );
     let mut out = String::new();
     let _ = writeln!(out, "Presence demo is running at {url}");
     let _ = writeln!(out, "API key: {api_key}");
@@ -87,19 +98,20 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
         "A scanner is configured at the North Gate: deviceId {}, gateId {}.\n",
         scanner.id, scanner.gate_id
     );
-    let _ = writeln!(out, "# Configure another scanner (device init):");
     let _ = writeln!(
         out,
-        r#"curl -s -X POST "{url}/presence/v1/device/init?apikey={api_key}" -H 'Content-Type: application/json' -d '{{"venueId":"{VENUE}","name":"Scanner 2","mac":"00:00:00:00:00:02","ip":"192.168.1.2","gateName":"VIP Gate","serial":"SN-2","model":"Demo Phone"}}'"#
+        "# In another shell, point the command line at the demo (the key in the environment, never on the command line):"
     );
-    let _ = writeln!(out, "\n# Look a scanner up:");
+    let path = bin_dir
+        .map(|dir| format!("PATH=\"{}:$PATH\" ", dir.display()))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        r#"curl -s "{url}/presence/v1/device?venue={VENUE}&mac=00:00:00:00:00:01" -H 'X-Api-Key: {api_key}'"#
+        "export {path}PRESENCE_URL={url} PRESENCE_API_KEY={api_key}"
     );
     for (what, kind, token) in [
         (
-            "Enter (OKAY; again with a new scanTime: ALREADY_ENTERED)",
+            "Enter (green OKAY; again: red ALREADY_ENTERED, exit status 2)",
             "enter",
             "DEMO-0001",
         ),
@@ -111,15 +123,26 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
         ),
     ] {
         let _ = writeln!(out, "\n# {what}:");
-        let _ = writeln!(
-            out,
-            r#"curl -s -X POST "{url}/presence/v1/ticket/{kind}?apikey={api_key}" -H 'Content-Type: application/json' -d '{}'"#,
-            scan_body(token)
-        );
+        let _ = writeln!(out, "presence scan {kind} {token} {at_gate}");
     }
+    let _ = writeln!(out, "\n# Look a ticket up (state, places, its scans):");
+    let _ = writeln!(out, "presence ticket DEMO-0001 --venue {VENUE}");
     let _ = writeln!(
         out,
-        "\nThe same scan (device, token, scanTime, kind) sent twice returns its first answer."
+        "\n# Configure another scanner, at the VIP Gate (it prints the scan command for it):"
+    );
+    let _ = writeln!(
+        out,
+        "presence device init --venue {VENUE} --mac 00:00:00:00:00:02 --gate-name 'VIP Gate' --name 'Scanner 2'"
+    );
+    let _ = writeln!(out, "\n# Look a scanner up:");
+    let _ = writeln!(
+        out,
+        "presence device show --venue {VENUE} --mac 00:00:00:00:00:01"
+    );
+    let _ = writeln!(
+        out,
+        "\nA scan sent again with the same --scan-time (device, token, kind) is a retry: it returns its first answer."
     );
     let _ = writeln!(
         out,
@@ -129,25 +152,18 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
         out,
         "# The bare token is INVALID_TICKET \"Barcode required\"; a code older than a step, \"Barcode has expired\"."
     );
+    let _ = writeln!(out, "# Enter with the barcode it shows now:");
     let _ = writeln!(
         out,
-        "# Its barcode now: PRESENCE_ROTATION_SECRET={ROTATING_SECRET} presence barcode {ROTATING_TICKET}"
+        r#"presence scan enter "$(PRESENCE_ROTATION_SECRET={ROTATING_SECRET} presence barcode {ROTATING_TICKET})" {at_gate}"#
     );
-    if let Ok(secret) = RotationSecret::from_base32(ROTATING_SECRET) {
-        let rotation = Rotation {
-            secret,
-            step_seconds: DEFAULT_STEP_SECONDS,
-        };
-        let _ = writeln!(out, "# Enter with the barcode shown at the scanTime below:");
-        let _ = writeln!(
-            out,
-            r#"curl -s -X POST "{url}/presence/v1/ticket/enter?apikey={api_key}" -H 'Content-Type: application/json' -d '{}'"#,
-            scan_body(&barcode::barcode(ROTATING_TICKET, &rotation, now))
-        );
-    }
     let _ = writeln!(
         out,
-        "\n# Upload scans made offline (the scanner let DEMO-0001 in again: a forced passage if it is inside):"
+        "\n# The raw API, for what has no command (docs/api.md has every call):"
+    );
+    let _ = writeln!(
+        out,
+        "# Upload scans made offline (the scanner let DEMO-0001 in again: a forced passage if it is inside):"
     );
     let _ = writeln!(
         out,
@@ -160,21 +176,16 @@ pub fn instructions(url: &str, api_key: &str, scanner: &Device, now: i64) -> Str
     );
     let _ = writeln!(
         out,
-        "\n# Undo a passage (within 10 minutes, the ticket's latest): put the result.scanId of a scan answered OKAY or EXIT in scanId:"
+        "\n# Undo a passage (within 10 minutes, the ticket's latest): put the scan id a scan printed (OKAY or EXIT) in scanId:"
     );
     let _ = writeln!(
         out,
         r#"curl -s -X POST "{url}/presence/v1/ticket/annul?apikey={api_key}" -H 'Content-Type: application/json' -d '{{"venueId":"{VENUE}","deviceId":{},"gateId":{},"scanId":"SCAN-ID"}}'"#,
         scanner.id, scanner.gate_id
     );
-    let _ = writeln!(out, "\n# Look a ticket up (state, places, latest scans):");
     let _ = writeln!(
         out,
-        r#"curl -s "{url}/presence/v1/ticket?venueId={VENUE}&token=DEMO-0001" -H 'X-Api-Key: {api_key}'"#
-    );
-    let _ = writeln!(
-        out,
-        "API description: {url}/openapi.json   Metrics: {url}/metrics   Stop: Ctrl-C"
+        "\nAPI description: {url}/openapi.json   Metrics: {url}/metrics   Stop: Ctrl-C"
     );
     out
 }

@@ -13,13 +13,14 @@
 //! - [`barcode`]: `presence barcode`, a rotating ticket's current barcode;
 //! - [`decisions`]: `presence decisions`: the decisions topic tailed as JSON lines
 //!   (the `--decisions-log` format), and the protobuf descriptor set;
-//! - [`demo`]: the demo inventory and the curl commands printed for newcomers;
+//! - [`demo`]: the demo inventory and the commands printed for newcomers;
 //! - [`client`]: what the commands that call a running server share (URL, API
 //!   key, refusals explained, the terminal); [`progress`]: their progress bars;
 //! - [`inventory_file`]: reading and checking NDJSON inventory files offline;
 //! - [`inventory_upload`]: `presence inventory upload`, a file streamed to a server;
 //! - [`scan`]: `presence scan`, one scan shown as a gate shows it; [`ticket`]:
-//!   `presence ticket`, a ticket's state and history as a table;
+//!   `presence ticket`, a ticket's state and history as a table; [`device`]:
+//!   `presence device init` and `show`, a scanning device set up or looked up;
 //! - [`metrics`]: the embedded store's group-commit figures on `/metrics`.
 
 pub mod app;
@@ -30,6 +31,7 @@ pub mod barcode;
 pub mod client;
 pub mod decisions;
 pub mod demo;
+pub mod device;
 pub mod inventory_file;
 pub mod inventory_upload;
 pub mod metrics;

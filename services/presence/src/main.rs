@@ -8,6 +8,7 @@ use presence::backup::{self, BackupArgs, RestoreArgs};
 use presence::barcode::{self, BarcodeArgs};
 use presence::client::Terminal;
 use presence::decisions::{self, DecisionsCommand};
+use presence::device::{self, DeviceCommand};
 use presence::inventory_upload::{self, UploadArgs};
 use presence::scan::{self, ScanArgs};
 use presence::ticket::{self, TicketArgs};
@@ -39,7 +40,7 @@ enum Command {
     /// Serve the Presence API from the embedded store.
     // Boxed: the serve flags are by far the largest variant.
     Serve(Box<ServeArgs>),
-    /// Serve a demo venue with tickets in a fresh data dir, and print curl commands to try it.
+    /// Serve a demo venue with tickets in a fresh data dir, and print commands to try it.
     Demo(DemoArgs),
     /// Inventory files: check one offline, or upload one to a running server.
     Inventory {
@@ -56,11 +57,29 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Send one scan as a scanner would and show the decision as a gate shows it
-    /// (exit status 0 green, 2 red, 1 no decision).
+    /// Send one scan as a scanner would and show the decision as a gate shows it.
+    ///
+    /// The decision shows as a band, green or red, with the status, the message
+    /// and the places. Colour only when stdout is a terminal, and none when
+    /// NO_COLOR is set (to anything but empty); otherwise the band reads GREEN or
+    /// RED. At a venue that requires device secrets, the device's secret comes
+    /// from PRESENCE_DEVICE_SECRET or --device-secret-file, never from the
+    /// command line.
+    ///
+    /// Exit status: 0 green (the scan did what it asked), 2 red (the gate
+    /// refuses), 1 no decision (a bad request, a refused key or device secret,
+    /// no server).
     Scan(ScanArgs),
     /// Show a ticket's state and the history of its scans, newest first.
+    ///
+    /// Exit status: 0 shown, 1 not (no such ticket at the venue, a refused key,
+    /// no server).
     Ticket(TicketArgs),
+    /// Scanning devices: configure one at a gate, or look one up.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Copy a running server's store to a file, while it serves (admin key).
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's store (its server stopped).
@@ -72,6 +91,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum InventoryCommand {
     /// Validate an NDJSON inventory file offline (the admin endpoint's errors, against an empty store).
+    ///
+    /// A progress bar (bytes and lines, rate, time left) on stderr when it is
+    /// a terminal and --json is not given.
+    ///
+    /// Exit status: 0 valid, 1 bad lines (listed on stderr) or an unreadable file.
     Check {
         /// The NDJSON inventory file.
         file: PathBuf,
@@ -82,6 +106,14 @@ enum InventoryCommand {
     },
     /// Upload an NDJSON inventory file to a running server (admin key), with
     /// progress on a terminal. Safe to re-run: records are upserted by id.
+    ///
+    /// The server is first asked how large an upload it takes, which checks the
+    /// key as well: a file over the limit is not sent. While the file goes out,
+    /// a progress bar (bytes and lines, rate, time left) on stderr when it is a
+    /// terminal and --json is not given.
+    ///
+    /// Exit status: 0 applied, 1 not (bad lines, listed on stderr; a refused
+    /// key; a file over the server's limit; no server).
     Upload(UploadArgs),
 }
 
@@ -151,6 +183,7 @@ fn main() -> ExitCode {
         Command::Audit { command } => run_async(audit::run(command)),
         Command::Scan(args) => run_async(scan::scan(args)),
         Command::Ticket(args) => run_async(ticket::ticket(args)),
+        Command::Device { command } => run_async(device::run(command)),
         Command::Backup(args) => {
             run_async(async { backup::backup(args).await.map(|()| ExitCode::SUCCESS) })
         }
@@ -286,7 +319,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("loading the demo inventory")?;
     let scanner = demo::configure_scanner(app.transport()).await?;
     let url = format!("http://{}", app.local_addr());
-    println!("{}", demo::instructions(&url, &api_key, &scanner, now));
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf));
+    println!(
+        "{}",
+        demo::instructions(&url, &api_key, &scanner, now, bin_dir.as_deref())
+    );
     presence_runtime::announce(&format!("PRESENCE_URL={url}")).context("writing to stdout")?;
     app.run_until_stopped(presence_runtime::shutdown_signal())
         .await;

@@ -1,17 +1,26 @@
 //! `presence scan enter|exit|validate TOKEN`: one scan sent as a scanner
 //! sends it, and its decision shown as a gate shows it (green or red, the
-//! status, the message, the places). For testing a gate before doors open.
+//! status, the message, the places). For testing a gate before doors open;
+//! at a venue that requires device secrets, with the device's secret from the
+//! environment or a file (never a flag, which the process list would show).
 
-use crate::client::{ServerArgs, Terminal, http_client, refusal, result_of};
+use crate::client::{ServerArgs, Terminal, http_client, refusal, result_of, secret};
 use anstyle::{AnsiColor, Style};
 use clap::{Args, ValueEnum};
 use presence_domain::time::unix_millis;
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 /// The SPEC's decision timeout is 2 s; a little more covers the network.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The environment variable holding the device secret, when no file is named.
+const DEVICE_SECRET_VARIABLE: &str = "PRESENCE_DEVICE_SECRET";
+
+/// How a scan at a venue that requires device secrets carries its device's (SPEC §7).
+const DEVICE_SECRET_HEADER: &str = "X-Device-Secret";
 
 /// Exit status of a scan the gate refuses (red), so scripts tell it apart
 /// from a failure to scan at all (1).
@@ -65,6 +74,11 @@ pub struct ScanArgs {
     /// Recorded with the scan in the decisions stream.
     #[arg(long)]
     pub channel: Option<String>,
+    /// A file holding the scanning device's secret, for a venue that requires
+    /// one (the device's init answered it); sent as X-Device-Secret [default:
+    /// the PRESENCE_DEVICE_SECRET environment variable; neither: none sent].
+    #[arg(long, env = "PRESENCE_DEVICE_SECRET_FILE")]
+    pub device_secret_file: Option<PathBuf>,
     /// The server, and a key allowed for the venue.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -105,6 +119,11 @@ impl Os {
 /// was made (a bad request, a refused key, no server).
 pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let key = args.server.api_key()?;
+    let device_secret = secret(
+        args.device_secret_file.as_deref(),
+        DEVICE_SECRET_VARIABLE,
+        "device secret",
+    )?;
     let mut body = json!({
         "token": args.token,
         "venueId": args.venue,
@@ -117,9 +136,13 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if let Some(channel) = &args.channel {
         body["channelId"] = json!(channel);
     }
-    let response = http_client(SCAN_TIMEOUT)?
+    let mut request = http_client(SCAN_TIMEOUT)?
         .post(args.server.endpoint(args.kind.path()))
-        .header("X-Api-Key", key)
+        .header("X-Api-Key", key);
+    if let Some(device_secret) = device_secret {
+        request = request.header(DEVICE_SECRET_HEADER, device_secret);
+    }
+    let response = request
         .json(&body)
         .send()
         .await

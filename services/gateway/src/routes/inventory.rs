@@ -1,12 +1,15 @@
 //! `POST /admin/v1/inventory`: NDJSON validated whole, then applied all at once.
 //! Lines are parsed as the body arrives, so the body is never held whole.
+//! `GET` on the same path answers how large an upload may be, so a client can
+//! check its key and its file before sending a large body.
 
 use crate::body::stream_limited;
 use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
 use crate::wire::{
-    AppliedMessage, ErrorEnvelope, InventoryAppliedEnvelope, InventoryErrorEnvelope, ResultBody,
+    AppliedMessage, ErrorEnvelope, InventoryAppliedEnvelope, InventoryErrorEnvelope,
+    InventoryLimitsEnvelope, InventoryLimitsMessage, ResultBody,
 };
 use axum::Json;
 use axum::body::Body;
@@ -24,13 +27,13 @@ use presence_ports::InventoryOutcome;
     summary = "Upload inventory",
     description = "One JSON record a line (venue, event, gate, ticket), upserted by id. Validated whole first: any bad line and nothing is applied. When the answer arrives, scans see the new data.",
     request_body(content = String, content_type = "application/x-ndjson",
-        description = "NDJSON, UTF-8, up to the configured limit (default 256 MiB)."),
+        description = "NDJSON, UTF-8, up to the server's limit (`PRESENCE_MAX_INVENTORY_BYTES`, default 256 MiB; `GET /admin/v1/inventory` answers it)."),
     responses(
         (status = 200, description = "OKAY: every record applied", body = InventoryAppliedEnvelope),
         (status = 400, description = "BAD_REQUEST: bad lines, the first 100 listed with their number (from 1) and every problem of each, `errorCount` counting them all; or a body with no records; nothing applied", body = InventoryErrorEnvelope),
         (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: the key is not an admin key", body = ErrorEnvelope),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than the limit, which the message names in bytes", body = ErrorEnvelope),
         (status = 503, description = "UNAVAILABLE: the store did not answer in time or is down", body = ErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
@@ -98,4 +101,34 @@ fn rejected(errors: &LineErrors) -> Response {
         n => format!("{n} bad lines; nothing applied"),
     };
     Failure::bad_request(message).with_line_errors(errors)
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/inventory",
+    tag = "admin",
+    summary = "Inventory upload limit",
+    description = "How large an inventory upload may be on this server. A client asks before sending a large file: the answer checks its key (the upload's admin key) and its file's size without sending the file, since a refused upload is answered before its body is read and the connection closed.",
+    responses(
+        (status = 200, description = "OKAY: the limit", body = InventoryLimitsEnvelope),
+        (status = 400, description = "BAD_REQUEST: the query names the API key twice", body = ErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key is not an admin key", body = ErrorEnvelope),
+        (status = 503, description = "UNAVAILABLE: the server is shutting down or overloaded and did not answer in time", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
+    ),
+    security(("apikey" = []), ("X-Api-Key" = [])),
+)]
+pub(crate) async fn limits(
+    State(state): State<GatewayState>,
+    // Authentication refused non-admin keys already.
+    _admin: Caller,
+) -> Json<InventoryLimitsEnvelope> {
+    Json(InventoryLimitsEnvelope {
+        result: ResultBody::new(Status::Okay, "Okay"),
+        message: InventoryLimitsMessage {
+            max_bytes: u64::try_from(state.config().inventory_limit).unwrap_or(u64::MAX),
+        },
+    })
 }
