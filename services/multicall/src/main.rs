@@ -18,8 +18,11 @@ mod registry;
 #[path = "../../validator/src/main.rs"]
 mod validator;
 
+/// A service's own `main`.
+type ServiceMain = fn() -> anyhow::Result<()>;
+
 /// The names this binary answers to, and the service each runs.
-const SERVICES: [(&str, fn() -> anyhow::Result<()>); 3] = [
+const SERVICES: [(&str, ServiceMain); 3] = [
     ("presence-gateway", gateway::main),
     ("presence-validator", validator::main),
     ("presence-registry", registry::main),
