@@ -2,8 +2,9 @@
 # Builds deploy/docker/Dockerfile's image with podman on a machine that can reach
 # no image registry: the release binaries are compiled on the host (the packages
 # and features of the Dockerfile's PACKAGES and FEATURES, with its
-# LIBZ_SYS_STATIC=1), stripped into a build context of their own, and installed
-# on a base that make-base.sh makes from Debian's packages
+# LIBZ_SYS_STATIC=1), stripped into a build context of their own beside the
+# links its SERVICES name, and installed on a base that make-base.sh makes from
+# Debian's packages
 # (--build-arg BINARIES=prebuilt RUNTIME_BASE=...). The result is the image the
 # Dockerfile's default path builds, on a base with the same contents as
 # distroless's cc image for these binaries.
@@ -14,12 +15,17 @@
 #
 # Environment:
 #   CARGO_TARGET_DIR  where cargo builds (default: target/ of this workspace)
-#   PODMAN            the podman command (default: podman)
+#   PRESENCE_PODMAN   the podman command (default: podman; deploy/docker/podman.sh).
+#                     Without CONTAINERS_CONF, podman gets a containers.conf with
+#                     `default_ulimits = []`, as deploy/local/stack.sh gives it
+# Runs as any user that can run podman: nothing here needs root (make-base.sh
+# says when it does).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dockerfile="$repo/deploy/docker/Dockerfile"
-read -r -a podman <<<"${PODMAN:-podman}"
+# shellcheck source=podman.sh
+. "$repo/deploy/docker/podman.sh"
 
 log() {
     printf '==> %s\n' "$*" >&2
@@ -41,6 +47,7 @@ read -r -a packages <<<"$(dockerfile_arg PACKAGES)"
 features=$(dockerfile_arg FEATURES)
 mapfile -t binaries < <(grep -o 'target/release/[a-z0-9-]*' "$dockerfile" | sed 's|target/release/||' | sort -u)
 [ ${#binaries[@]} -gt 0 ] || die "the Dockerfile installs no target/release/ binary"
+read -r -a services <<<"$(dockerfile_arg SERVICES)"
 
 started=$SECONDS
 log "LIBZ_SYS_STATIC=1 cargo build --release --locked --bins ${packages[*]} --features $features"
@@ -49,11 +56,17 @@ compiled=$((SECONDS - started))
 target_dir=${CARGO_TARGET_DIR:-$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')}
 
-context=$(mktemp -d "${TMPDIR:-/tmp}/presence-image.XXXXXX")
-trap 'rm -rf "$context"' EXIT
-mkdir "$context/prebuilt"
+work=$(mktemp -d "${TMPDIR:-/tmp}/presence-image.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+podman_keeps_ulimits "$work"
+context="$work/context"
+mkdir -p "$context/prebuilt"
 for binary in "${binaries[@]}"; do
     install -m 0755 --strip "$target_dir/release/$binary" "$context/prebuilt/"
+done
+# As the Dockerfile's builder stage links them.
+for service in "${services[@]}"; do
+    ln -s presence-services "$context/prebuilt/$service"
 done
 
 base="localhost/presence-base:local"

@@ -17,8 +17,13 @@
 # The binaries must have been built on this machine (or one with the same Debian
 # release): the libraries are this system's.
 #
+# Runs as any user: the root's owners are set in the archive podman imports
+# (root's, and 65532 for /home/nonroot), not on disk, so nothing is chowned.
+# Only when apt's package lists are missing or stale does it need root, for the
+# `apt-get update` it then runs.
+#
 # Environment:
-#   PODMAN  the podman command (default: podman)
+#   PRESENCE_PODMAN  the podman command (default: podman; deploy/docker/podman.sh)
 set -euo pipefail
 
 log() {
@@ -33,10 +38,12 @@ die() {
 [ $# -ge 2 ] || die "usage: $0 IMAGE BINARY..."
 image=$1
 shift
-read -r -a podman <<<"${PODMAN:-podman}"
+# shellcheck source=podman.sh
+. "$(dirname "${BASH_SOURCE[0]}")/podman.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/presence-base.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+podman_keeps_ulimits "$work"
 root="$work/root"
 mkdir -p "$root" "$work/debs" "$work/unpacked"
 
@@ -111,8 +118,10 @@ EOF
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
 mkdir -p "$root/tmp" "$root/home/nonroot" "$root/root"
 chmod 1777 "$root/tmp"
-chown 65532:65532 "$root/home/nonroot"
 chmod 0700 "$root/root"
 
+# Everything root's, but nonroot's home: owners given to tar, not set on disk.
 log "podman import: $image ($(du -sh "$root" | cut -f1))"
-tar --numeric-owner -C "$root" -c . | "${podman[@]}" import --quiet - "$image" >/dev/null
+tar --numeric-owner --owner=0 --group=0 --exclude=./home/nonroot -C "$root" -cf "$work/root.tar" .
+tar --numeric-owner --owner=65532 --group=65532 --no-recursion -C "$root" -rf "$work/root.tar" ./home/nonroot
+"${podman[@]}" import --quiet "$work/root.tar" "$image" >/dev/null

@@ -29,10 +29,11 @@
 #                           manifests run them. Settings pass through as below;
 #                           a file a *_FILE setting names is mounted read-only
 #   PRESENCE_PODMAN         the podman command for PRESENCE_IMAGE (default: podman;
-#                           e.g. `podman --runtime runc`). Without CONTAINERS_CONF,
-#                           `up` points podman at a containers.conf in the stack
-#                           directory with `default_ulimits = []`, so the runtime
-#                           keeps the host's open-files limit
+#                           e.g. `podman --runtime runc`; deploy/docker/podman.sh).
+#                           Without CONTAINERS_CONF, `up` points podman at a
+#                           containers.conf in the stack directory with
+#                           `default_ulimits = []`, so the runtime keeps the host's
+#                           open-files limit
 #   PRESENCE_TANSU          the tansu binary; default: tansu on PATH or in
 #                           ~/.cargo/bin, installed with cargo when missing
 #   PRESENCE_TANSU_STORAGE  where the broker keeps topics: `memory` (default), or a
@@ -84,7 +85,8 @@ started=()
 declare -A launched=()
 # The stack's own settings: never passed to a service's container.
 readonly STACK_SETTINGS='^(PRESENCE_STACK_DIR|PRESENCE_STACK_TIMEOUT|PRESENCE_STACK_INSTANCES|PRESENCE_STACK_REDIS|PRESENCE_BIN_DIR|PRESENCE_IMAGE|PRESENCE_PODMAN|PRESENCE_TANSU|PRESENCE_TANSU_STORAGE)$'
-read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
+# shellcheck source=../docker/podman.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../docker/podman.sh"
 
 log() {
     printf '==> %s\n' "$*" >&2
@@ -297,10 +299,7 @@ find_services() {
         require "${podman[0]}" "PRESENCE_IMAGE runs the services with podman (apt-get install podman)"
         "${podman[@]}" image exists "$PRESENCE_IMAGE" ||
             die "no image $PRESENCE_IMAGE in podman's storage: build it with deploy/docker/build-local.sh"
-        if [ -z "${CONTAINERS_CONF:-}" ]; then
-            printf '[containers]\ndefault_ulimits = []\n' >"$dir/containers.conf"
-            export CONTAINERS_CONF="$dir/containers.conf"
-        fi
+        podman_keeps_ulimits "$dir"
         return
     fi
     if [ -n "${PRESENCE_BIN_DIR:-}" ]; then

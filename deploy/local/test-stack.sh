@@ -20,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 stack=deploy/local/stack.sh
+# shellcheck source=../docker/podman.sh
+. deploy/docker/podman.sh
 # A developer's shell may export settings the services read; the test sets its own.
 unset PRESENCE_API_KEY PRESENCE_API_KEYS_FILE PRESENCE_STACK_DIR PRESENCE_TOPIC_PREFIX \
     PRESENCE_PARTITIONS PRESENCE_REPLY_PARTITIONS PRESENCE_INSTANCE_ID PRESENCE_KAFKA_BROKERS \
@@ -126,7 +128,6 @@ test_failed_start_leaves_nothing() {
 # root filesystem with no writable mount, no capability, no privilege gain.
 test_containers_hardened() {
     local dir=$1 name container facts
-    read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
     for name in validator registry gateway; do
         container=$(<"$dir/$name.container")
         facts=$("${podman[@]}" inspect --format \

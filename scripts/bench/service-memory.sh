@@ -25,7 +25,8 @@ tickets=${PRESENCE_BENCH_TICKETS:-200000}
 bin=${CARGO_TARGET_DIR:-$repo/target}/release
 key=memory-$RANDOM$RANDOM
 image=${PRESENCE_IMAGE:-localhost/presence:memory}
-read -r -a podman <<<"${PRESENCE_PODMAN:-podman}"
+# shellcheck source=../../deploy/docker/podman.sh
+. "$repo/deploy/docker/podman.sh"
 readonly SERVICES=(gateway validator registry)
 
 log() {

@@ -3,18 +3,24 @@
 //! gateway and the validator (spans exported by OTLP to a test receiver), the
 //! `/metrics` page of every service moving as scans happen, and JSON log lines
 //! from every service, whose scan spans carry the scan's fields but neither the
-//! token nor the key.
+//! token nor the key. And what each service shows of the broker it reaches.
 
 use anyhow::{Context, Result, ensure};
 use presence_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use presence_tests::prometheus::{self, Sample, sum};
+use presence_tests::scans::with_app;
 use presence_tests::stack::DistributedOptions;
 use presence_tests::{ScanKind, Show, TestApp, next_scan_time};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long exported spans and the consumer's statistics may take to arrive.
 const ARRIVAL: Duration = Duration::from_secs(15);
+/// How long the services' broker figures may take to follow the broker: the
+/// clients' statistics come every 5 s, and a reconnect takes up to a second.
+const BROKER_FIGURE_FOLLOWS: Duration = Duration::from_secs(20);
+/// What the `PresenceKafkaUnreachableFromPods` alert reads.
+const BROKERS_UP: &str = "presence_kafka_client_brokers_up";
 
 async fn scrape(client: &reqwest::Client, url: &str) -> Result<Vec<Sample>> {
     let text = client
@@ -35,7 +41,9 @@ async fn scrape_all(app: &TestApp) -> Result<Vec<(String, Vec<Sample>)>> {
         scrape(&client, &app.base_url()).await?,
     )];
     for (program, url) in app.service_ops_urls() {
-        let samples = scrape(&client, &url).await?;
+        let samples = scrape(&client, &url)
+            .await
+            .with_context(|| format!("{program}'s /metrics"))?;
         pages.push((program, samples));
     }
     Ok(pages)
@@ -285,4 +293,69 @@ async fn check(app: &TestApp, receiver: &OtlpReceiver) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The most brokers any Kafka client of each service reports connected: the
+/// gateway, the registry and each validator, by program (`None`: no figure).
+async fn connected_brokers(app: &TestApp) -> Result<Vec<(String, Option<f64>)>> {
+    Ok(scrape_all(app)
+        .await?
+        .into_iter()
+        .map(|(program, samples)| {
+            let most = samples
+                .iter()
+                .filter(|sample| sample.name == BROKERS_UP)
+                .map(|sample| sample.value)
+                .reduce(f64::max);
+            (program, most)
+        })
+        .collect())
+}
+
+/// Waits until every service's figure passes `wanted`.
+async fn connected_brokers_until(
+    app: &TestApp,
+    broker: &str,
+    wanted: impl Fn(f64) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + BROKER_FIGURE_FOLLOWS;
+    loop {
+        let most = connected_brokers(app).await?;
+        if most
+            .iter()
+            .all(|(_, connected)| connected.is_some_and(&wanted))
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{BROKER_FIGURE_FOLLOWS:?} after the broker {broker}, the most brokers each \
+             service's Kafka clients report connected ({BROKERS_UP}): {most:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every service's count of connected brokers, which the
+/// `PresenceKafkaUnreachableFromPods` alert pages on when a pod's is 0, follows
+/// the broker: at least 1 while it runs, 0 in every client of every service
+/// once it is killed, at least 1 again once it is back. The broker keeps its
+/// topics across the restart (PostgreSQL storage), as a Kafka broker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_services_broker_figure_follows_the_broker() -> Result<()> {
+    let options = DistributedOptions {
+        durable_broker: true,
+        ..DistributedOptions::default()
+    };
+    with_app(
+        TestApp::distributed_with(options).await?,
+        |app| async move {
+            connected_brokers_until(&app, "started", |most| most >= 1.0).await?;
+            app.kill_broker().await?;
+            connected_brokers_until(&app, "was killed", |most| most == 0.0).await?;
+            app.restart_broker().await?;
+            connected_brokers_until(&app, "came back", |most| most >= 1.0).await
+        },
+    )
+    .await
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Static checks of deploy/: every rendered resource against its schema, and the
-manifests against the workspace (the binaries' settings, ports and shutdown
-deadlines, topic and group names, the image's build).
+manifests against the workspace (the binaries' settings and ports, topic and
+group names, the image's build); night.py adds the event-night items (grace
+periods against the shutdown deadlines among them).
 
     check_manifests.py --repo ROOT --bin-dir DIR --examples DIR --rules-out FILE NAME=RENDERED.yaml ...
 
 Schemas: Kubernetes kinds with kubernetes-validate (strict: unknown fields are
 errors) for the oldest supported and the newest known Kubernetes; KEDA and
 Prometheus Operator kinds with models generated from their published CRDs, read
-strictly; Strimzi's KafkaTopic with the schema in kafkatopic-v1beta2.schema.json.
+strictly; Strimzi's KafkaTopic, Gateway API's HTTPRoute and Envoy Gateway's EnvoyProxy
+(its access log) with the JSON schemas beside this file.
 Each validator is first shown a broken resource and must reject it.
 Writes the PrometheusRule's groups of the first overlay to --rules-out for promtool.
 """
@@ -59,11 +61,10 @@ HERE = Path(__file__).resolve().parent
 JSON_SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): json.loads((HERE / "kafkatopic-v1beta2.schema.json").read_text()),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): json.loads((HERE / "httproute-v1.schema.json").read_text()),
+    ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy"): json.loads((HERE / "envoyproxy-v1alpha1.schema.json").read_text()),
 }
 # The ports each binary's probes must use: the listen address it reads.
 LISTEN_VARS = ("PRESENCE_LISTEN", "PRESENCE_OPS_LISTEN")
-# Margin after a consumer's drain for the final offset commit and leaving the group.
-CONSUMER_CLOSE_SECONDS = 10
 # What each autoscaled Deployment's Kafka triggers watch: (topic, consumer group)
 # suffixes after the prefix; the code's groups (services/*/src/main.rs).
 SCALED_ON = {
@@ -71,6 +72,8 @@ SCALED_ON = {
     "presence-registry": {("decisions", "registry-stats"), ("registry", "registry")},
 }
 IMAGE_BIN_DIR = "/usr/local/bin"
+# The image's multi-call binary: its SERVICES table names what it runs.
+MULTICALL_MAIN = "services/multicall/src/main.rs"
 
 
 # --- schemas ---------------------------------------------------------------
@@ -126,7 +129,16 @@ def broken_copies(docs: list[dict]) -> list[tuple[str, dict]]:
     for doc in docs:
         kind = doc["kind"]
         if (
-            kind in ("Deployment", "ScaledObject", "TriggerAuthentication", "PrometheusRule", "KafkaTopic", "HTTPRoute")
+            kind
+            in (
+                "Deployment",
+                "ScaledObject",
+                "TriggerAuthentication",
+                "PrometheusRule",
+                "KafkaTopic",
+                "HTTPRoute",
+                "EnvoyProxy",
+            )
             and kind not in dict(broken)
         ):
             bad = copy.deepcopy(doc)
@@ -182,7 +194,6 @@ def check_containers(rendered: Rendered, binaries: Binaries, installed: set[str]
                 f"{probe} port {get['port']} is not the port {binary} listens on ({listen_port})",
             )
         check_security(where, pod, container, problems)
-        check_grace(where, binary, pod, env, binaries.source, problems)
 
 
 def check_security(where: str, pod: dict, container: dict, problems: Problems) -> None:
@@ -203,33 +214,6 @@ def check_security(where: str, pod: dict, container: dict, problems: Problems) -
             )
     keys = {constraint["topologyKey"] for constraint in pod.get("topologySpreadConstraints", [])}
     problems.check("topology.kubernetes.io/zone" in keys, where, "pods are not spread across zones")
-
-
-def check_grace(where: str, binary: str, pod: dict, env: dict, source: Source, problems: Problems) -> None:
-    """terminationGracePeriodSeconds covers the preStop pause, the binary's own
-    shutdown deadline and a margin, and not much more."""
-    grace = pod.get("terminationGracePeriodSeconds", 30)
-    pause = night.prestop_seconds(pod["containers"][0])
-    if binary == "presence-gateway":
-        needed = {"PRESENCE_SHUTDOWN_GRACE_MS", "PRESENCE_REQUEST_TIMEOUT_MS"}
-        if not needed <= set(env):
-            problems.add(where, f"the shutdown deadline depends on {sorted(needed)}: set them explicitly")
-            return
-        deadline = (
-            int(env["PRESENCE_SHUTDOWN_GRACE_MS"].value) / 1000
-            + int(env["PRESENCE_REQUEST_TIMEOUT_MS"].value) / 1000
-            # Leaving the gateways' group, its last act.
-            + CONSUMER_CLOSE_SECONDS
-        )
-    else:
-        deadline = source.drain_seconds(binary) + CONSUMER_CLOSE_SECONDS
-    least = pause + deadline + night.GRACE_MARGIN_SECONDS
-    problems.check(
-        least <= grace <= least + 10,
-        where,
-        f"terminationGracePeriodSeconds {grace} does not cover the preStop pause {pause} s, the shutdown "
-        f"deadline {deadline:g} s and {night.GRACE_MARGIN_SECONDS} s of margin ({least:g} s) closely",
-    )
 
 
 def check_kafka(rendered: Rendered, source: Source, problems: Problems) -> None:
@@ -472,7 +456,8 @@ def dockerfile_arg(text: str, name: str) -> str:
 
 def check_dockerfile(repo: Path, problems: Problems) -> set[str]:
     """The build's packages, features and installed binaries exist in the
-    workspace; returns the binaries the image installs."""
+    workspace, and the services' links name exactly the services the multi-call
+    binary runs; returns the programs the image installs (binaries and links)."""
     where = "deploy/docker/Dockerfile"
     text = (repo / where).read_text()
     metadata = json.loads(
@@ -496,6 +481,22 @@ def check_dockerfile(repo: Path, problems: Problems) -> set[str]:
     bins = {t["name"] for name in chosen for t in packages.get(name, {}).get("targets", []) if "bin" in t["kind"]}
     installed = set(re.findall(r"target/release/(\S+)", text))
     problems.check(installed == bins, where, f"installs {sorted(installed)}, the packages build {sorted(bins)}")
+    services = set(dockerfile_arg(text, "SERVICES").split())
+    problems.check(
+        re.search(r'for service in \$\{SERVICES\}; do ln -s presence-services "/out/\$\{service\}"', text)
+        is not None,
+        where,
+        "does not link each of SERVICES to presence-services",
+    )
+    dispatched = set(
+        re.findall(r'\("(presence-[a-z]+)", \w+::main\)', (repo / MULTICALL_MAIN).read_text())
+    )
+    problems.check(
+        services == dispatched,
+        where,
+        f"links {sorted(services)}, but presence-services ({MULTICALL_MAIN}) runs {sorted(dispatched)}",
+    )
+    installed |= services
     problems.check(
         f"COPY --from=binaries /out/ {IMAGE_BIN_DIR}/" in text, where, f"binaries do not land in {IMAGE_BIN_DIR}"
     )
@@ -547,9 +548,7 @@ def main() -> int:
     binaries = Binaries(args.bin_dir, source)
     problems = Problems()
     examples = [doc for path in sorted(args.examples.glob("*.yaml")) for doc in load_documents(path)]
-    for doc in examples:
-        for error in schema_errors(doc):
-            problems.add(f"examples {describe(doc)}", error)
+    check_schemas(Rendered("examples", examples), problems)
     installed = check_dockerfile(args.repo, problems)
     overlays = []
     for item in args.rendered:
@@ -571,8 +570,8 @@ def main() -> int:
     print(
         f"manifests: {sum(len(r.docs) for r in overlays)} resources in {len(overlays)} overlays and "
         f"{len(examples)} examples valid (Kubernetes {OLDEST_KUBERNETES} and {NEWEST_KUBERNETES}, "
-        "KEDA 2.16 and Prometheus Operator 0.80 CRD models, Strimzi KafkaTopic v1beta2 and Gateway API "
-        "HTTPRoute v1 schemas); "
+        "KEDA 2.16 and Prometheus Operator 0.80 CRD models, Strimzi KafkaTopic v1beta2, Gateway API "
+        "HTTPRoute v1 and Envoy Gateway EnvoyProxy access log schemas); "
         "settings, ports, probes, deadlines, topics and image agree with the workspace",
         file=sys.stderr,
     )

@@ -15,7 +15,8 @@ keys file is mounted (a temporary directory standing in for the mount path).
 
 Checks: each probe answers 200 on its port and path; a scan through the
 gateway is decided; /metrics serves every presence_* metric the alerts and the
-HPA use, with the labels they match; on SIGTERM the gateway's /readyz turns red
+HPA use, with the labels they match, and each service's Kafka clients count a
+broker connected, where its PodMonitor scrapes it; on SIGTERM the gateway's /readyz turns red
 before it stops listening, and each binary exits within its pod's
 terminationGracePeriodSeconds; resident memory stays under the memory limit.
 """
@@ -56,6 +57,10 @@ VENUE = "KovZpZAnAtJJ"
 PASSWORD_PLACEHOLDER = "REPLACE_WITH_THE_PASSWORD"
 DIGEST_PLACEHOLDER = "REPLACE_WITH_SHA256_OF_THE_KEY"
 METRIC_NAME = re.compile(r"\b(presence_[a-z0-9_]+)")
+# What each pod's broker alert reads: brokers a Kafka client is connected to,
+# from librdkafka's statistics (every 5 s, so not at once after start-up).
+BROKERS_UP = re.compile(r"^presence_kafka_client_brokers_up\{[^}]*\} (\d+)$", re.MULTILINE)
+STATISTICS_TIMEOUT = 15
 QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
 
@@ -349,9 +354,31 @@ class Stack:
         problems.check(status == "OKAY", "ticket/enter", f"HTTP {code}: {body[:300]!r}")
         print(f"  a scan through the gateway: HTTP {code} {status}", file=sys.stderr)
 
+    def metrics_port(self, name: str) -> int:
+        """Where the PodMonitor of Deployment `name` scrapes its pods."""
+        container = self.services[name]["container"]
+        for monitor in self.rendered.of_kind("PodMonitor"):
+            if monitor["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/name") == name:
+                return named_port(container, monitor["spec"]["podMetricsEndpoints"][0]["port"])
+        raise CheckFailed(f"no PodMonitor scrapes {name}")
+
+    def check_brokers_up(self, problems: Problems) -> None:
+        """Each service's Kafka clients report a broker connected, on the port
+        Prometheus scrapes: what PresenceKafkaUnreachableFromPods reads."""
+        for name in sorted(self.services):
+            port = self.metrics_port(name)
+            counts = wait_for(
+                f"{name}: presence_kafka_client_brokers_up on port {port}",
+                lambda port=port: [int(n) for n in BROKERS_UP.findall(request(port, "GET", "/metrics")[1].decode())],
+                timeout=STATISTICS_TIMEOUT,
+            )
+            problems.check(max(counts) >= 1, name, f"its Kafka clients report no broker connected: {counts}")
+            print(f"  {name}: Kafka clients connected to at most {max(counts)} broker(s)", file=sys.stderr)
+
     def check_metrics(self, problems: Problems) -> None:
         """Every presence_* metric the alerts and the HPA name is served, with the
         labels their matchers use."""
+        self.check_brokers_up(problems)
         code, body = request(self.gateway_port(), "GET", "/metrics")
         problems.check(code == 200, "/metrics", f"HTTP {code}")
         samples = [line for line in body.decode().splitlines() if line and not line.startswith("#")]

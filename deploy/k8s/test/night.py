@@ -1,10 +1,10 @@
 """The event-night checks of the rendered manifests (an SRE's review: draining,
-what the public entry exposes, scaling the registry, alerts, budgets, priority,
-zones, memory, egress, secrets, KEDA's credentials, image pinning, ingress
-neutrality, runbooks), each with a breaker: a function that returns a broken
-copy of a rendering (or None where the item does not apply to it). check_all
-runs every check on every rendering, then on every broken copy, where it must
-fail: a check that passes a broken copy proves nothing."""
+grace periods, what the public entry exposes and routes, scaling the registry,
+alerts, budgets, priority, zones, memory, egress, secrets, KEDA's credentials,
+image pinning, ingress neutrality, access logs, runbooks), each with breakers:
+functions that break a copy of a rendering (or find nothing to break in it).
+check_all runs every check on every rendering, then on every broken copy, where
+it must fail: a check that passes a broken copy proves nothing."""
 
 from __future__ import annotations
 
@@ -14,18 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from manifests import Problems, Rendered, container_env, describe, port_of
+from manifests import Problems, Rendered, Source, container_env, describe, port_of
 
 # The scan path's Deployments: scanners wait on each (a decision, a device call).
 SCAN_PATH = ("presence-gateway", "presence-validator", "presence-registry")
 ZONE = "topology.kubernetes.io/zone"
 # Margin the kubelet's grace keeps beyond the pause and the service's own shutdown.
 GRACE_MARGIN_SECONDS = 10
+# How much longer than that the grace may be: a longer one only slows node
+# drains and rollouts.
+GRACE_SLACK_SECONDS = 10
+# After a consumer's drain: the final offset commit and leaving the group.
+CONSUMER_CLOSE_SECONDS = 10
 # The shortest preStop pause that outlasts endpoint propagation (kube-proxy,
 # ingress controllers sync within a few seconds).
 MIN_PRESTOP_SECONDS = 5
-# nginx variables that carry the query string (and so the `apikey` parameter).
-QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|arg_apikey)\b")
+# nginx variables that carry the query string (and so the `apikey` parameter),
+# or the Referer: the venue board's page address, `?apikey=` included, is the
+# Referer of its script, style and live stream requests.
+QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|arg_apikey|http_referer)\b")
+# Envoy command operators (Envoy Gateway's EnvoyProxy access log) that carry the
+# query string: the request path (`:PATH`, and Envoy Gateway's default
+# `X-ENVOY-ORIGINAL-PATH?:PATH`) unless through REQ_WITHOUT_QUERY, and the Referer.
+ENVOY_QUERY_OPERATORS = re.compile(r"%(REQ|REQUEST_HEADER)\([^)]*PATH[^)]*\)|REFERER", re.IGNORECASE)
+ENVOY_PATH_WITHOUT_QUERY = "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"
 # Annotations every controller honours or ignores alike.
 NEUTRAL_ANNOTATIONS = ("cert-manager.io/",)
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -88,14 +100,46 @@ def prestop_seconds(container: dict) -> int:
     return container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
 
 
-def alert_expressions(rendered: Rendered) -> dict[str, str]:
+def alert_rules(rendered: Rendered) -> dict[str, dict]:
     return {
-        rule["alert"]: rule["expr"]
+        rule["alert"]: rule
         for doc in rendered.of_kind("PrometheusRule")
         for group in doc["spec"]["groups"]
         for rule in group["rules"]
         if "alert" in rule
     }
+
+
+def alert_expressions(rendered: Rendered) -> dict[str, str]:
+    return {name: rule["expr"] for name, rule in alert_rules(rendered).items()}
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (`90s`, `1m`, `1h30m`) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(value) * units[unit] for value, unit in re.findall(r"(\d+)(ms|s|m|h|d)", text))
+
+
+def public_paths(entry: dict) -> set[tuple[str, str]]:
+    """(path, match type) of every route of an Ingress or an HTTPRoute, in
+    Gateway API's terms (an Ingress's Prefix is a PathPrefix)."""
+    if entry["kind"] == "Ingress":
+        return {
+            (path["path"], "PathPrefix" if path["pathType"] == "Prefix" else path["pathType"])
+            for rule in entry["spec"]["rules"]
+            for path in rule["http"]["paths"]
+        }
+    return {
+        (match["path"]["value"], match["path"]["type"])
+        for rule in entry["spec"].get("rules", [])
+        for match in rule.get("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])
+    }
+
+
+def under_prefix(path: str, prefix: str) -> bool:
+    """Whether a PathPrefix `prefix` matches `path` (element by element)."""
+    base = prefix.rstrip("/")
+    return path == base or path.startswith(base + "/")
 
 
 # --- the checks ------------------------------------------------------------
@@ -110,6 +154,37 @@ def check_prestop(rendered: Rendered, problems: Problems) -> None:
                 f"{rendered.name} {name}",
                 f"no preStop sleep of at least {MIN_PRESTOP_SECONDS} s: endpoints may still route to it after SIGTERM",
             )
+
+
+def check_grace(rendered: Rendered, problems: Problems, source: Source) -> None:
+    """terminationGracePeriodSeconds covers the preStop pause, the binary's own
+    shutdown deadline and GRACE_MARGIN_SECONDS, and not much more."""
+    for name, pod, container in deployments(rendered):
+        where = f"{rendered.name} {name}"
+        binary = container["command"][0].rsplit("/", 1)[-1]
+        env = container_env(rendered, container)
+        if binary == "presence-gateway":
+            needed = {"PRESENCE_SHUTDOWN_GRACE_MS", "PRESENCE_REQUEST_TIMEOUT_MS"}
+            if not needed <= set(env):
+                problems.add(where, f"the shutdown deadline depends on {sorted(needed)}: set them explicitly")
+                continue
+            deadline = (
+                int(env["PRESENCE_SHUTDOWN_GRACE_MS"].value) / 1000
+                + int(env["PRESENCE_REQUEST_TIMEOUT_MS"].value) / 1000
+                # Leaving the gateways' group, its last act.
+                + CONSUMER_CLOSE_SECONDS
+            )
+        else:
+            deadline = source.drain_seconds(binary) + CONSUMER_CLOSE_SECONDS
+        pause = prestop_seconds(container)
+        least = pause + deadline + GRACE_MARGIN_SECONDS
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        problems.check(
+            least <= grace <= least + GRACE_SLACK_SECONDS,
+            where,
+            f"terminationGracePeriodSeconds {grace} does not cover the preStop pause {pause} s, the shutdown "
+            f"deadline {deadline:g} s and {GRACE_MARGIN_SECONDS} s of margin ({least:g} s) closely",
+        )
 
 
 def check_admin_private(rendered: Rendered, problems: Problems) -> None:
@@ -148,9 +223,11 @@ def check_admin_private(rendered: Rendered, problems: Problems) -> None:
     )
 
 
-def check_public_entry(rendered: Rendered, problems: Problems) -> None:
-    """The scanners' way in is controller-neutral: an Ingress with no controller's
-    annotations, or a Gateway API HTTPRoute."""
+def check_public_entry(rendered: Rendered, problems: Problems, routes: set[tuple[str, str]]) -> None:
+    """The scanners' way in is controller-neutral (an Ingress with no
+    controller's annotations, or a Gateway API HTTPRoute) and routes what the
+    production Ingress routes (`routes`): each of its paths, and nothing outside
+    them (a longer prefix under one of them may carry its own settings)."""
     entries = rendered.of_kind("Ingress") + rendered.of_kind("HTTPRoute")
     problems.check(len(entries) >= 1, rendered.name, "no Ingress or HTTPRoute routes the scanners' API")
     for ingress in rendered.of_kind("Ingress"):
@@ -161,8 +238,19 @@ def check_public_entry(rendered: Rendered, problems: Problems) -> None:
                 f"annotation {annotation} ties the Ingress to one controller",
             )
     for entry in entries:
-        text = repr(entry["spec"])
-        problems.check("/presence/" in text, f"{rendered.name} {describe(entry)}", "does not route /presence/")
+        paths = public_paths(entry)
+        missing = routes - paths
+        beyond = {
+            (path, kind)
+            for path, kind in paths - routes
+            if not any(route_kind == "PathPrefix" and under_prefix(path, route) for route, route_kind in routes)
+        }
+        problems.check(
+            not missing, f"{rendered.name} {describe(entry)}", f"does not route {sorted(missing)}, as the Ingress does"
+        )
+        problems.check(
+            not beyond, f"{rendered.name} {describe(entry)}", f"routes {sorted(beyond)}, which the Ingress does not"
+        )
 
 
 def check_registry_scaling(rendered: Rendered, problems: Problems, prefix: str) -> None:
@@ -183,21 +271,53 @@ def check_registry_scaling(rendered: Rendered, problems: Problems, prefix: str) 
         "no ScaledObject scales the registry on its decisions lag",
     )
     problems.check(
-        any(f'consumergroup="{prefix}registry-stats"' in expr for expr in alert_expressions(rendered).values()),
+        any(
+            f'consumergroup="{prefix}registry-stats"' in expr and f'topic="{prefix}decisions"' in expr
+            for expr in alert_expressions(rendered).values()
+        ),
         rendered.name,
         "no alert watches the registry's decisions lag",
     )
 
 
+BROKER_COUNT_DROPS = re.compile(r"max\(kafka_brokers\)\s*<\s*max\(max_over_time\(kafka_brokers\[")
+BROKER_COUNT_ABSENT = re.compile(r"\bor\s+absent\(kafka_brokers\)")
+POD_SEES_NO_BROKER = re.compile(
+    r"max by \(namespace, pod\) \(presence_kafka_client_brokers_up(\{[^}]*\})?\)\s*==\s*0"
+)
+POD_REPORTS_NO_BROKER_FIGURE = re.compile(r"unless on \(namespace, pod\)\s*presence_kafka_client_brokers_up\b")
+# The longest an unreachable broker may go unpaged from Presence's own pods.
+POD_BROKER_ALERT_SECONDS = 60
+
+
 def check_night_alerts(rendered: Rendered, problems: Problems) -> None:
-    """Alerts for an unreachable broker and for gateways up but not ready
-    (alerts.test.yaml proves they fire)."""
-    exprs = alert_expressions(rendered).values()
-    problems.check(any("kafka_brokers" in e for e in exprs), rendered.name, "no alert for an unreachable broker")
+    """Paging alerts for an unreachable broker, seen from the cluster (the
+    exporter's broker count dropping, or no count at all) and from Presence's
+    pods (no Kafka client of a pod connected to a broker, or a scraped pod that
+    reports no such figure, within a minute), and for gateways up but not ready.
+    alerts.test.yaml proves they fire."""
+    rules = [rule for rule in alert_rules(rendered).values() if rule.get("labels", {}).get("severity") == "page"]
     problems.check(
-        any("kube_pod_status_ready" in e and "presence-gateway" in e for e in exprs),
+        any(BROKER_COUNT_DROPS.search(r["expr"]) and BROKER_COUNT_ABSENT.search(r["expr"]) for r in rules),
         rendered.name,
-        "no alert for gateways that run but are not ready",
+        "no paging alert for brokers the cluster lost: the Kafka Exporter's kafka_brokers below its recent "
+        "maximum, or absent (every broker or the exporter down)",
+    )
+    problems.check(
+        any(
+            POD_SEES_NO_BROKER.search(r["expr"])
+            and POD_REPORTS_NO_BROKER_FIGURE.search(r["expr"])
+            and duration_seconds(r.get("for", "0s")) <= POD_BROKER_ALERT_SECONDS
+            for r in rules
+        ),
+        rendered.name,
+        f"no paging alert within {POD_BROKER_ALERT_SECONDS} s for a Presence pod connected to no broker "
+        "(presence_kafka_client_brokers_up == 0 per pod, or not reported by a scraped pod)",
+    )
+    problems.check(
+        any("kube_pod_status_ready" in r["expr"] and "presence-gateway" in r["expr"] for r in rules),
+        rendered.name,
+        "no paging alert for gateways that run but are not ready",
     )
 
 
@@ -383,18 +503,41 @@ def check_digest(rendered: Rendered, problems: Problems) -> None:
         )
 
 
-def check_access_log(examples: list[dict], problems: Problems) -> None:
-    """The controller access log example logs the path, never the query string."""
-    formats = [
-        doc["data"]["log-format-upstream"]
+def nginx_log_formats(examples: list[dict]) -> list[dict]:
+    """ingress-nginx ConfigMaps setting the access log format."""
+    return [doc for doc in examples if doc["kind"] == "ConfigMap" and "log-format-upstream" in doc.get("data", {})]
+
+
+def envoy_log_formats(examples: list[dict]) -> list[dict]:
+    """The format of each access log setting of Envoy Gateway's EnvoyProxy resources."""
+    return [
+        setting["format"]
         for doc in examples
-        if doc["kind"] == "ConfigMap" and "log-format-upstream" in doc.get("data", {})
+        if doc["kind"] == "EnvoyProxy"
+        for setting in doc["spec"].get("telemetry", {}).get("accessLog", {}).get("settings", [])
     ]
-    problems.check(bool(formats), "examples", "no access log format for the ingress controller")
-    for text in formats:
+
+
+def check_access_log(examples: list[dict], problems: Problems) -> None:
+    """The access log examples, for ingress-nginx and for Envoy Gateway, log the
+    path and never the query string (nor the Referer, which holds the board's)."""
+    nginx = [doc["data"]["log-format-upstream"] for doc in nginx_log_formats(examples)]
+    problems.check(bool(nginx), "examples", "no access log format for ingress-nginx")
+    for text in nginx:
         problems.check("$uri" in text, "examples access log", "does not log the path ($uri)")
         for variable in QUERY_VARIABLES.findall(text):
             problems.check(False, "examples access log", f"${variable} would record the apikey query parameter")
+    envoy = envoy_log_formats(examples)
+    problems.check(bool(envoy), "examples", "no access log format for Envoy Gateway (EnvoyProxy)")
+    for log_format in envoy:
+        text = log_format.get("text", "") + " ".join(log_format.get("json", {}).values())
+        problems.check(
+            ENVOY_PATH_WITHOUT_QUERY in text, "examples EnvoyProxy access log", f"does not log {ENVOY_PATH_WITHOUT_QUERY}"
+        )
+        for operator in ENVOY_QUERY_OPERATORS.finditer(text):
+            problems.check(
+                False, "examples EnvoyProxy access log", f"{operator.group(0)} would record the apikey query parameter"
+            )
 
 
 def check_runbooks(docs: str, rendered: Rendered, problems: Problems) -> None:
@@ -436,6 +579,19 @@ def drop_prestop(docs):
     return True
 
 
+def lengthen_prestop(docs):
+    """The gateway pauses longer before SIGTERM, its grace period unchanged."""
+    lifecycle = container_of(docs, "presence-gateway")["lifecycle"]
+    lifecycle["preStop"]["sleep"]["seconds"] += GRACE_SLACK_SECONDS + 1
+    return True
+
+
+def prolong_grace(docs):
+    pod = each(docs, "Deployment", "presence-validator")[0]["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = pod.get("terminationGracePeriodSeconds", 30) + 60
+    return True
+
+
 def expose_admin(docs):
     changed = False
     for ingress in each(docs, "Ingress"):
@@ -453,6 +609,28 @@ def expose_admin(docs):
     return changed
 
 
+def drop_admin_service(docs):
+    docs[:] = [d for d in docs if not (d["kind"] == "Service" and d["metadata"]["name"] == "presence-admin")]
+    return True
+
+
+def drop_board_routes(docs):
+    """Removes the venue board's page and assets (/venues/, /board/) from every public entry."""
+    board = ("/venues/", "/board/")
+    changed = False
+    for ingress in each(docs, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            kept = [p for p in rule["http"]["paths"] if p["path"] not in board]
+            changed |= len(kept) != len(rule["http"]["paths"])
+            rule["http"]["paths"] = kept
+    for route in each(docs, "HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            kept = [m for m in rule.get("matches", []) if m.get("path", {}).get("value") not in board]
+            changed |= len(kept) != len(rule.get("matches", []))
+            rule["matches"] = kept
+    return changed
+
+
 def tie_to_nginx(docs):
     for ingress in each(docs, "Ingress"):
         ingress["metadata"].setdefault("annotations", {})["nginx.ingress.kubernetes.io/proxy-body-size"] = "256m"
@@ -465,11 +643,72 @@ def drop_registry_scaling(docs):
     return True
 
 
-def drop_night_alerts(docs):
+def drop_alerts(docs, unwanted: Callable[[dict], bool]) -> bool:
+    """Removes the alert rules `unwanted` picks; whether it found any."""
+    removed = False
     for rule in each(docs, "PrometheusRule"):
         for group in rule["spec"]["groups"]:
-            group["rules"] = [r for r in group["rules"] if "kube_pod_status_ready" not in r.get("expr", "")]
-    return True
+            kept = [r for r in group["rules"] if not ("alert" in r and unwanted(r))]
+            removed |= len(kept) != len(group["rules"])
+            group["rules"] = kept
+    return removed
+
+
+def change_alerts(docs, change: Callable[[dict], bool]) -> bool:
+    """Applies `change` to every alert rule; whether it changed any."""
+    return any(
+        [change(r) for rule in each(docs, "PrometheusRule") for g in rule["spec"]["groups"] for r in g["rules"]]
+    )
+
+
+def drop_registry_lag_alert(docs):
+    return drop_alerts(docs, lambda rule: "registry-stats" in rule["expr"])
+
+
+def drop_not_ready_alert(docs):
+    return drop_alerts(docs, lambda rule: "kube_pod_status_ready" in rule["expr"])
+
+
+def drop_broker_count_alert(docs):
+    return drop_alerts(docs, lambda rule: "kafka_brokers" in rule["expr"])
+
+
+def ignore_absent_broker_count(docs):
+    """The cluster's broker alert without its `or absent(...)`: silent when no count is scraped."""
+
+    def change(rule):
+        expr = re.sub(r"\s*or\s+absent\(kafka_brokers\)\s*-\s*1", "", rule["expr"])
+        changed, rule["expr"] = expr != rule["expr"], expr
+        return changed
+
+    return change_alerts(docs, change)
+
+
+def drop_pod_broker_alert(docs):
+    return drop_alerts(docs, lambda rule: "presence_kafka_client_brokers_up" in rule["expr"])
+
+
+def slow_pod_broker_alert(docs):
+    def change(rule):
+        if "presence_kafka_client_brokers_up" not in rule["expr"]:
+            return False
+        rule["for"] = "10m"
+        return True
+
+    return change_alerts(docs, change)
+
+
+def ignore_silent_pods(docs):
+    """The pods' broker alert without the pods that report no figure."""
+
+    def change(rule):
+        expr = rule["expr"]
+        if "presence_kafka_client_brokers_up" in expr:
+            expr = re.split(r"\bor\b", expr, maxsplit=1)[0]
+        changed, rule["expr"] = expr != rule["expr"], expr
+        return changed
+
+    return change_alerts(docs, change)
 
 
 def strict_budgets(docs):
@@ -497,6 +736,11 @@ def starve_memory(docs):
     return True
 
 
+def hoard_memory(docs):
+    container_of(docs, "presence-validator")["resources"]["requests"]["memory"] = "4Gi"
+    return True
+
+
 def drop_redis_egress(docs):
     """Removes every egress rule to the validator's Redis port."""
     redis = [
@@ -511,6 +755,31 @@ def drop_redis_egress(docs):
             if not {p.get("port") for p in rule.get("ports", [])} & set(redis)
         ]
     return bool(redis)
+
+
+def drop_external_kafka_egress(docs):
+    """Removes the egress rules to Kafka outside the cluster (ipBlock peers on
+    the brokers' port); finds nothing where Kafka is a cluster service."""
+    kafka = {
+        port
+        for what, host, port in endpoints(Rendered("", docs), container_of(docs, "presence-validator"))
+        if what == "Kafka" and not host.endswith((".svc", ".svc.cluster.local"))
+    }
+    removed = False
+    for policy in each(docs, "NetworkPolicy"):
+        rules = policy["spec"].get("egress", [])
+        kept = [
+            rule
+            for rule in rules
+            if not (
+                {p.get("port") for p in rule.get("ports", [])} & kafka
+                and any("ipBlock" in peer for peer in rule.get("to", []))
+            )
+        ]
+        removed |= len(kept) != len(rules)
+        if "egress" in policy["spec"]:
+            policy["spec"]["egress"] = kept
+    return removed
 
 
 def drop_otlp_egress(docs):
@@ -579,30 +848,55 @@ class Item:
     production_only: bool = False
 
 
-def items(repo: Path, examples: list[dict], prefix: str) -> list[Item]:
+def items(repo: Path, examples: list[dict], prefix: str, routes: set[tuple[str, str]]) -> list[Item]:
     docs = (repo / "docs/operations.md").read_text()
     measured = measured_memory(docs)
     shapes = {d["metadata"]["name"]: set(d.get("stringData", {})) for d in examples if d["kind"] == "Secret"}
+    source = Source(repo)
     return [
         Item("preStop pause before SIGTERM", check_prestop, (drop_prestop,)),
-        Item("/admin/ off the public entry", check_admin_private, (expose_admin,)),
-        Item("controller-neutral public entry", check_public_entry, (tie_to_nginx,)),
+        Item(
+            "grace period covers pause, shutdown and margin",
+            lambda r, p: check_grace(r, p, source),
+            (lengthen_prestop, prolong_grace),
+        ),
+        Item("/admin/ off the public entry", check_admin_private, (expose_admin, drop_admin_service)),
+        Item(
+            "controller-neutral public entry routing what the Ingress routes",
+            lambda r, p: check_public_entry(r, p, routes),
+            (tie_to_nginx, drop_board_routes),
+        ),
         Item(
             "registry scaled on its decisions lag, alerted",
             lambda r, p: check_registry_scaling(r, p, prefix),
-            (drop_registry_scaling,),
+            (drop_registry_scaling, drop_registry_lag_alert),
         ),
-        Item("broker and not-ready alerts", check_night_alerts, (drop_night_alerts,)),
+        Item(
+            "broker and not-ready alerts",
+            check_night_alerts,
+            (
+                drop_not_ready_alert,
+                drop_broker_count_alert,
+                ignore_absent_broker_count,
+                drop_pod_broker_alert,
+                slow_pod_broker_alert,
+                ignore_silent_pods,
+            ),
+        ),
         Item("PDBs evict unhealthy pods", check_budgets, (strict_budgets,)),
         Item("scan path priority", check_priority, (drop_priority,)),
         Item("zone spread survives a lost zone", check_zone_spread, (hard_zone_spread,)),
         Item(
             "memory requests as measured",
             lambda r, p: check_memory_requests(r, p, measured),
-            (starve_memory,),
+            (starve_memory, hoard_memory),
             production_only=True,
         ),
-        Item("egress to every configured address", check_egress, (drop_redis_egress, drop_otlp_egress)),
+        Item(
+            "egress to every configured address",
+            check_egress,
+            (drop_redis_egress, drop_external_kafka_egress, drop_otlp_egress),
+        ),
         Item(
             "credentials as mounted files",
             lambda r, p: check_secret_files(r, p, shapes),
@@ -614,20 +908,38 @@ def items(repo: Path, examples: list[dict], prefix: str) -> list[Item]:
     ]
 
 
+def query_logging_copies(examples: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Copies of the examples whose access log formats record the query string."""
+    copies = []
+    for breaks, into in (("$uri", "$request_uri"), ("%REQ_WITHOUT_QUERY(", "%REQ(")):
+        bad = copy.deepcopy(examples)
+        for doc in nginx_log_formats(bad):
+            doc["data"]["log-format-upstream"] = doc["data"]["log-format-upstream"].replace(breaks, into)
+        for log_format in envoy_log_formats(bad):
+            log_format["json"] = {k: v.replace(breaks, into) for k, v in log_format.get("json", {}).items()}
+        copies.append((f"{breaks} as {into}", bad))
+    return copies
+
+
+def ingress_routes(overlays: list[Rendered], problems: Problems) -> set[tuple[str, str]]:
+    """What the production overlay's Ingress routes: every public entry must route the same."""
+    production = [r for r in overlays if r.name == "overlays-production"]
+    ingresses = production[0].of_kind("Ingress") if production else []
+    problems.check(len(ingresses) == 1, "overlays-production", "no single Ingress to compare the public entries with")
+    return public_paths(ingresses[0]) if ingresses else set()
+
+
 def check_all(repo: Path, overlays: list[Rendered], examples: list[dict], prefix: str, problems: Problems) -> int:
     """Runs every item on every rendering, then on each broken copy, where it
     must fail; returns how many broken copies were rejected."""
     rejected = 0
     check_access_log(examples, problems)
-    for example in examples:
-        if example["kind"] == "ConfigMap" and "log-format-upstream" in example.get("data", {}):
-            bad = copy.deepcopy(example)
-            bad["data"]["log-format-upstream"] = bad["data"]["log-format-upstream"].replace("$uri", "$request_uri")
-            caught = Problems()
-            check_access_log([bad], caught)
-            problems.check(bool(caught.items), "access log check", "accepted a format logging $request_uri")
-            rejected += bool(caught.items)
-    for item in items(repo, examples, prefix):
+    for what, bad in query_logging_copies(examples):
+        caught = Problems()
+        check_access_log(bad, caught)
+        problems.check(bool(caught.items), "access log check", f"accepted formats with {what}")
+        rejected += bool(caught.items)
+    for item in items(repo, examples, prefix, ingress_routes(overlays, problems)):
         for rendered in overlays:
             item.check(rendered, problems)
         for breaker in item.breakers:

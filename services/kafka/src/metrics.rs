@@ -1,8 +1,9 @@
 //! What the Kafka side of a process shows on `/metrics`: decisions published by
 //! kind, status and venue, records handled and dead-lettered per topic, how long
 //! handling and request round trips take, client errors, consumer lag per
-//! partition, and what each client asks of the brokers (requests by type,
-//! bytes, records and produced batches, from librdkafka's statistics). Labels have few values: a deployment has a handful of topics and
+//! partition, what each client asks of the brokers (requests by type, bytes,
+//! records and produced batches, from librdkafka's statistics) and how many
+//! brokers it is connected to. Labels have few values: a deployment has a handful of topics and
 //! partitions, and venues beyond [`MAX_VENUES`] share one label value; never a
 //! token or a device.
 //!
@@ -19,7 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::statistics::Statistics;
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// From a quarter of a millisecond to ten seconds: a record handled, a request
 /// answered.
@@ -33,6 +34,11 @@ const BUCKETS: [f64; 16] = [
 pub const MAX_VENUES: usize = 200;
 /// The venue label of venues beyond [`MAX_VENUES`].
 pub const OTHER_VENUE: &str = "other";
+
+/// A client handle's connected-broker count older than this is from a handle
+/// since dropped: three of its statistics intervals
+/// ([`STATISTICS_INTERVAL_MS`](crate::client::STATISTICS_INTERVAL_MS)) missed.
+const CONNECTED_REPORT_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -118,6 +124,17 @@ struct KafkaMetrics {
     /// librdkafka reports running totals per client handle; the counters
     /// above grow by the difference to the handle's previous report.
     reported: Mutex<HashMap<(String, String), u64>>,
+    brokers_up: Family<ClientLabels, Gauge>,
+    /// Each client handle's last count of connected brokers: its label, the
+    /// count and when it came. Handles sharing a label (a process's producers)
+    /// show the most any of them counts.
+    connected: Mutex<HashMap<String, ConnectedReport>>,
+}
+
+struct ConnectedReport {
+    client: String,
+    brokers: i64,
+    at: Instant,
 }
 
 static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
@@ -134,6 +151,8 @@ static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
     client_records: Family::default(),
     client_batches: Family::default(),
     reported: Mutex::default(),
+    brokers_up: Family::default(),
+    connected: Mutex::default(),
 });
 
 /// Adds this process's Kafka figures to `metrics`.
@@ -202,6 +221,14 @@ pub fn register(metrics: &MetricsHandle) {
             "Record batches the producers sent (a broker stores and serves each \
              batch as one unit), as librdkafka last reported",
             m.client_batches.clone(),
+        );
+        registry.register(
+            "kafka_client_brokers_up",
+            "Brokers the Kafka client is connected to (librdkafka state UP; its \
+             bootstrap and learned brokers), by client, as librdkafka last reported \
+             (every few seconds); clients sharing a label show the most any of them \
+             is connected to. 0 in every client: the process reaches no broker",
+            m.brokers_up.clone(),
         );
     });
 }
@@ -311,6 +338,12 @@ fn consumer_lags<'a>(lags: impl IntoIterator<Item = (&'a str, i32, i64)>) {
 /// `statistics.interval.ms` ([`STATISTICS_INTERVAL_MS`](crate::client::STATISTICS_INTERVAL_MS)).
 pub(crate) fn client_statistics(statistics: &Statistics) {
     let client = client_label(statistics);
+    brokers_connected(
+        &statistics.name,
+        &client,
+        connected_brokers(statistics),
+        Instant::now(),
+    );
     let mut requests: HashMap<&str, i64> = HashMap::new();
     for broker in statistics.brokers.values() {
         for (request, count) in &broker.req {
@@ -378,6 +411,49 @@ pub(crate) fn client_statistics(statistics: &Statistics) {
             .get_or_create(&ClientLabels { client })
             .inc_by(u64::try_from(batches).unwrap_or(0));
     }
+}
+
+/// Brokers the client holds a connection to: bootstrap (`configured`) and
+/// `learned` brokers in state `UP`. Its `internal` broker (always up) and the
+/// `logical` group coordinator (a second name for a learned broker) are left out.
+fn connected_brokers(statistics: &Statistics) -> i64 {
+    let connected = statistics
+        .brokers
+        .values()
+        .filter(|broker| matches!(broker.source.as_str(), "configured" | "learned"))
+        .filter(|broker| broker.state == "UP")
+        .count();
+    i64::try_from(connected).unwrap_or(i64::MAX)
+}
+
+/// Records `handle`'s count and sets its label's gauge to the most any fresh
+/// handle of that label counts.
+fn brokers_connected(handle: &str, client: &str, brokers: i64, now: Instant) {
+    let mut reports = METRICS
+        .connected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    reports.insert(
+        handle.to_owned(),
+        ConnectedReport {
+            client: client.to_owned(),
+            brokers,
+            at: now,
+        },
+    );
+    reports.retain(|_, report| now.saturating_duration_since(report.at) <= CONNECTED_REPORT_TTL);
+    let most = reports
+        .values()
+        .filter(|report| report.client == client)
+        .map(|report| report.brokers)
+        .max()
+        .unwrap_or(brokers);
+    METRICS
+        .brokers_up
+        .get_or_create(&ClientLabels {
+            client: client.to_owned(),
+        })
+        .set(most);
 }
 
 /// `producer`, or `consumer:<topics it reads>`: a service has one consumer per
@@ -453,6 +529,58 @@ mod tests {
                 ..rdkafka::statistics::Broker::default()
             },
         );
+    }
+
+    fn broker(source: &str, state: &str) -> rdkafka::statistics::Broker {
+        rdkafka::statistics::Broker {
+            source: source.to_owned(),
+            state: state.to_owned(),
+            ..rdkafka::statistics::Broker::default()
+        }
+    }
+
+    #[test]
+    fn connected_brokers_count_bootstrap_and_learned_brokers_up_only() {
+        let mut statistics = statistics("rdkafka#producer-b1", "producer", "b.scans");
+        for (name, source, state) in [
+            ("a:9092/bootstrap", "configured", "UP"),
+            ("a:9092/1", "learned", "UP"),
+            ("b:9092/2", "learned", "TRY_CONNECT"),
+            ("c:9092/3", "learned", "DOWN"),
+            (":0/internal", "internal", "UP"),
+            ("GroupCoordinator", "logical", "UP"),
+        ] {
+            statistics
+                .brokers
+                .insert(name.to_owned(), broker(source, state));
+        }
+        assert_eq!(connected_brokers(&statistics), 2);
+    }
+
+    #[test]
+    fn a_label_shows_the_most_brokers_its_fresh_handles_are_connected_to() {
+        let metrics = MetricsHandle::default();
+        register(&metrics);
+        let gauge = |client: &str| {
+            let text = metrics.encode().unwrap();
+            let prefix = format!("presence_kafka_client_brokers_up{{client=\"{client}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no {prefix}in:\n{text}"))
+        };
+        let start = Instant::now();
+        // Two producers: one connected to 2 brokers, the other to none.
+        brokers_connected("h1", "b-producer", 2, start);
+        brokers_connected("h2", "b-producer", 0, start);
+        assert_eq!(gauge("b-producer"), "2");
+        // A consumer's only handle losing its broker: 0.
+        brokers_connected("h3", "b-consumer", 1, start);
+        brokers_connected("h3", "b-consumer", 0, start + Duration::from_secs(5));
+        assert_eq!(gauge("b-consumer"), "0");
+        // The connected producer stopped reporting (dropped): its count expires.
+        brokers_connected("h2", "b-producer", 0, start + CONNECTED_REPORT_TTL * 2);
+        assert_eq!(gauge("b-producer"), "0");
     }
 
     #[test]

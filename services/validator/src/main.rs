@@ -40,8 +40,9 @@ struct Settings {
     annul_window_ms: u64,
 }
 
+// `pub`: presence-services (services/multicall), the image's binary, runs it too.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub async fn main() -> anyhow::Result<()> {
     let _telemetry = presence_runtime::init_tracing("presence-validator")?;
     #[cfg(not(target_env = "msvc"))]
     presence_runtime::allocator::purge_in_background();
