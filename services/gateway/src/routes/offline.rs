@@ -2,9 +2,11 @@
 //! network. The whole upload is read and checked first (a bad scan is a 400
 //! naming `scans[i].field`, and nothing is applied); then each scan goes to
 //! the validator as a scan of its own, through the same transport as an online
-//! scan (in distributed mode: the scans topic, keyed by token), so per-ticket
+//! scan (in distributed mode: the scans topic, keyed by ticket), so per-ticket
 //! order and exactly-once entry hold as for online scans. One ticket's scans
 //! go one after another in scanTime order; different tickets' go side by side.
+//! A rotating ticket's barcodes are that ticket's scans whatever their codes
+//! ([`OfflineUpload::per_ticket`]).
 
 use super::forbidden_venue;
 use super::tickets::presented_device_secret;
