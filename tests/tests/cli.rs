@@ -2,6 +2,7 @@
 //! signals, `inventory check`, and `demo`.
 
 use anyhow::{Result, anyhow, ensure};
+use presence_domain::barcode;
 use presence_tests::curl::{CurlCommand, curl_commands};
 use presence_tests::process::{Launch, PresenceProcess, run_to_completion, served_url};
 use presence_tests::{Show, TestApp, ndjson, next_scan_time};
@@ -610,6 +611,17 @@ async fn demo_prints_a_key_and_commands_that_work() -> Result<()> {
         code == 200 && reply["result"]["status"] == "ALREADY_ENTERED",
         "HTTP {code} {reply}"
     );
+    // The rotating ticket's enter, with the barcode of the scanTime it carries,
+    // admits that ticket: the printed code is the one the server expects.
+    let rotating = commands
+        .iter()
+        .find(|c| c.url.contains("/ticket/enter") && barcode::split(&scanned_token(c)).is_some())
+        .ok_or_else(|| anyhow!("no enter command with a rotating barcode in:\n{stdout}"))?;
+    let (code, reply) = send(&client, rotating).await?;
+    ensure!(
+        code == 200 && reply["result"]["status"] == "OKAY",
+        "rotating enter: HTTP {code} {reply}\n{stdout}"
+    );
     // Every other printed command answers too.
     for command in commands.iter().filter(|c| !c.url.contains("/ticket/enter")) {
         let (code, reply) = send(&client, command).await?;
@@ -687,6 +699,16 @@ async fn the_readme_examples_work_with_examples_tonight_ndjson() -> Result<()> {
 }
 
 /// The API key a printed command sends, in its query or its `X-Api-Key` header.
+/// The `token` of a scan command's body; empty for any other command.
+fn scanned_token(command: &CurlCommand) -> String {
+    command
+        .body
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<Value>(body).ok())
+        .and_then(|body| body["token"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn api_key_of(command: &CurlCommand) -> Option<String> {
     let from_header = command
         .headers
