@@ -36,6 +36,15 @@ pub enum Auth<'a> {
     Header(&'a str),
 }
 
+/// One scan of a ticket's history as [`TestApp::ticket_history`] reads it:
+/// (kind, status, forced).
+pub type HistoryEntry = (String, String, bool);
+
+/// A [`HistoryEntry`] to compare a history with.
+pub fn history_entry(kind: ScanKind, status: &str, forced: bool) -> HistoryEntry {
+    (kind.as_str().to_owned(), status.to_owned(), forced)
+}
+
 /// Where [`TestApp::embedded_publishing`] writes its decisions, in its directory.
 const DECISIONS_LOG: &str = "decisions.ndjson";
 
@@ -458,6 +467,36 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// `GET ticket` of `token` with the admin key, expecting 200 OKAY: its
+    /// state and its scans newest first, each as [`history_entry`] makes one.
+    pub async fn ticket_history(
+        &self,
+        venue_id: &str,
+        token: &str,
+    ) -> Result<(String, Vec<HistoryEntry>)> {
+        let reply = self
+            .lookup_ticket(venue_id, token, Auth::Header(self.admin_key()))
+            .await?;
+        reply.expect(200, "OKAY")?;
+        let message = &reply.json["message"];
+        let scans = message["scans"]
+            .as_array()
+            .ok_or_else(|| anyhow!("lookup without message.scans: {}", reply.text))?
+            .iter()
+            .map(|scan| {
+                (
+                    scan["kind"].as_str().unwrap_or_default().to_owned(),
+                    scan["status"].as_str().unwrap_or_default().to_owned(),
+                    scan["forced"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Ok((
+            message["state"].as_str().unwrap_or_default().to_owned(),
+            scans,
+        ))
+    }
+
     /// `POST /admin/v1/inventory` with the admin key; any answer.
     pub async fn load_inventory(&self, ndjson: &str) -> Result<Reply> {
         self.post(
@@ -633,6 +672,20 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The decisions of `venue_id` on the stream, once [`TestApp::published`]
+    /// has at least `expected` decisions of any venue.
+    pub async fn published_at(
+        &self,
+        venue_id: &str,
+        expected: usize,
+    ) -> Result<Vec<DecisionEvent>> {
+        let all = self.published(expected).await?;
+        Ok(all
+            .into_iter()
+            .filter(|event| event.venue_id.as_str() == venue_id)
+            .collect())
     }
 
     /// Everything this app's processes logged so far (every restart included).

@@ -39,7 +39,7 @@ pub mod stack;
 pub mod terminal;
 
 pub use anyhow;
-pub use app::{Auth, Keys, Reply, TestApp};
+pub use app::{Auth, HistoryEntry, Keys, Reply, TestApp, history_entry};
 pub use presence_domain::ScanKind;
 pub use process::{Launch, PresenceProcess};
 pub use scenario::{

@@ -1057,6 +1057,13 @@ async fn a_backup_taken_while_serving_restores_every_answered_scan() -> Result<(
         "backup failed: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The copy holds the store's secrets: its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "the backup's mode is {mode:o}, not 600");
+    }
     let mut answered = Vec::new();
     for scanner in scanners {
         answered.extend(scanner.await??);

@@ -6,8 +6,8 @@ use presence_domain::DecisionEvent;
 use presence_tests::scans::scan_id;
 use presence_tests::stack::{DistributedOptions, RedisSetup};
 use presence_tests::{
-    Auth, HOUR_MS, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, ndjson, next_scan_time,
-    now_ms, offline_scan, unique, unique_mac,
+    Auth, HOUR_MS, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, history_entry, ndjson,
+    next_scan_time, now_ms, offline_scan, unique, unique_mac,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -1830,40 +1830,6 @@ fn result(status: &str, forced: bool) -> (String, bool) {
     (status.to_owned(), forced)
 }
 
-/// `GET ticket` of `token` with the admin key: (state, [(kind, status, forced)]
-/// newest first).
-async fn ticket_history(
-    app: &TestApp,
-    venue_id: &str,
-    token: &str,
-) -> Result<(String, Vec<(String, String, bool)>)> {
-    let reply = app
-        .lookup_ticket(venue_id, token, Auth::Header(app.admin_key()))
-        .await?;
-    reply.expect(200, "OKAY")?;
-    let message = &reply.json["message"];
-    let scans = message["scans"]
-        .as_array()
-        .ok_or_else(|| anyhow!("lookup without message.scans: {}", reply.text))?
-        .iter()
-        .map(|scan| {
-            (
-                scan["kind"].as_str().unwrap_or_default().to_owned(),
-                scan["status"].as_str().unwrap_or_default().to_owned(),
-                scan["forced"].as_bool().unwrap_or_default(),
-            )
-        })
-        .collect();
-    Ok((
-        message["state"].as_str().unwrap_or_default().to_owned(),
-        scans,
-    ))
-}
-
-fn history_entry(kind: ScanKind, status: &str, forced: bool) -> (String, String, bool) {
-    (kind.as_str().to_owned(), status.to_owned(), forced)
-}
-
 async fn offline_scans_apply_in_scan_time_order_per_ticket(app: &TestApp) -> Result<()> {
     let (show, scanner) = setup(app).await?;
     let a = new_ticket(app, &show, &["A:1:1"]).await?;
@@ -1898,7 +1864,7 @@ async fn offline_scans_apply_in_scan_time_order_per_ticket(app: &TestApp) -> Res
         "{first}"
     );
     ensure!(
-        ticket_history(app, &show.venue_id, &a).await?
+        app.ticket_history(&show.venue_id, &a).await?
             == (
                 "IN".to_owned(),
                 vec![
@@ -1950,7 +1916,7 @@ async fn allowed_offline_passages_are_forced_when_the_rules_refuse_them(
         "a forced scan lists the ticket's places: {}",
         reply.text
     );
-    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, scans) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(
         state == "IN",
         "forced enter leaves the ticket IN, not {state}"
@@ -1984,7 +1950,7 @@ async fn refused_offline_scans_change_nothing(app: &TestApp) -> Result<()> {
         "{}",
         reply.text
     );
-    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, scans) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(state == "NEVER" && scans.len() == 3, "{state} {scans:?}");
     decided(&scan_now(app, ENTER, &scanner, &token).await?, "OKAY")?;
     Ok(())
@@ -2027,7 +1993,7 @@ async fn offline_uploads_may_be_sent_again(app: &TestApp) -> Result<()> {
         "the scan sent online keeps its id: {}",
         first.text
     );
-    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, scans) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(state == "OUT" && scans.len() == 2, "{state} {scans:?}");
     Ok(())
 }
@@ -2068,7 +2034,7 @@ async fn bad_offline_uploads_name_each_scan_and_apply_nothing(app: &TestApp) -> 
     reply.expect(400, "BAD_REQUEST")?;
     ensure!(reply.message().contains("gateId"), "{}", reply.text);
 
-    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, scans) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(state == "NEVER" && scans.is_empty(), "{state} {scans:?}");
 
     let over = "x".repeat(1024 * 1024 + 1);
@@ -2151,7 +2117,7 @@ async fn ticket_lookup_shows_state_places_and_history_newest_first(app: &TestApp
     let exit = scan_now(app, EXIT, &scanner, &token).await?;
     decided(&exit, "EXIT")?;
     ensure!(
-        ticket_history(app, &show.venue_id, &token).await?
+        app.ticket_history(&show.venue_id, &token).await?
             == (
                 "OUT".to_owned(),
                 vec![
@@ -2987,7 +2953,7 @@ async fn annulling_an_entry_returns_the_ticket_to_never(app: &TestApp) -> Result
         reply.text
     );
     ensure!(
-        ticket_history(app, &show.venue_id, &token).await?
+        app.ticket_history(&show.venue_id, &token).await?
             == (
                 "NEVER".to_owned(),
                 vec![
@@ -3011,7 +2977,7 @@ async fn annulling_an_exit_or_a_reentry_restores_the_state_before(app: &TestApp)
     passage(app, ENTER, &scanner, &token, "OKAY").await?;
     let exit = passage(app, EXIT, &scanner, &token, "EXIT").await?;
     decided_as(&annul(app, &scanner, &exit).await?, "OKAY", SCAN_ANNULLED)?;
-    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, _) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(
         state == "IN",
         "an annulled exit leaves the holder inside: {state}"
@@ -3028,7 +2994,7 @@ async fn annulling_an_exit_or_a_reentry_restores_the_state_before(app: &TestApp)
         "OKAY",
         SCAN_ANNULLED,
     )?;
-    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, _) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(
         state == "OUT",
         "an annulled re-entry leaves the holder outside: {state}"
@@ -3061,7 +3027,7 @@ async fn annulling_twice_answers_the_first_annulment_and_changes_nothing(
     let late = annul(app, &scanner, &entry).await?;
     decided_as(&late, "OKAY", SCAN_ANNULLED)?;
     ensure!(answered_id(&late)? == answered_id(&first)?, "{}", late.text);
-    let (state, scans) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, scans) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(
         state == "IN"
             && scans
@@ -3114,7 +3080,7 @@ async fn annulments_that_cannot_be_done_are_refused(app: &TestApp) -> Result<()>
         "NOT_FOUND",
         "Scan was not found",
     )?;
-    let (away_state, _) = ticket_history(app, &away.venue_id, &away_token).await?;
+    let (away_state, _) = app.ticket_history(&away.venue_id, &away_token).await?;
     ensure!(away_state == "IN", "{away_state}");
 
     // A key limited to another venue, a device not configured there, bad fields.
@@ -3148,7 +3114,7 @@ async fn annulments_that_cannot_be_done_are_refused(app: &TestApp) -> Result<()>
         reply.text
     );
 
-    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, _) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(state == "OUT", "no refusal changed the ticket: {state}");
     Ok(())
 }
@@ -3191,7 +3157,7 @@ async fn passages_past_the_window_stay(app: &TestApp) -> Result<()> {
         "INVALID_TICKET",
         "Too late to annul: the scan was decided more than 1 ms ago",
     )?;
-    let (state, _) = ticket_history(app, &show.venue_id, &token).await?;
+    let (state, _) = app.ticket_history(&show.venue_id, &token).await?;
     ensure!(state == "IN", "{state}");
     Ok(())
 }
@@ -3245,15 +3211,6 @@ async fn distributed_annulments_on_a_redis_cluster() -> Result<()> {
     .await
 }
 
-/// The decisions of `venue` on the stream, at least `expected` of them.
-async fn published_at(app: &TestApp, venue: &str, expected: usize) -> Result<Vec<DecisionEvent>> {
-    let all = app.published(expected).await?;
-    Ok(all
-        .into_iter()
-        .filter(|event| event.venue_id.as_str() == venue)
-        .collect())
-}
-
 async fn annulments_are_published_once_with_what_they_annul(app: &TestApp) -> Result<()> {
     let (show, scanner) = setup(app).await?;
     let token = new_ticket(app, &show, &["A:1:1"]).await?;
@@ -3266,7 +3223,7 @@ async fn annulments_are_published_once_with_what_they_annul(app: &TestApp) -> Re
     let missing = annul(app, &scanner, &unknown).await?;
     decided(&missing, "NOT_FOUND")?;
 
-    let published = published_at(app, &show.venue_id, 3).await?;
+    let published = app.published_at(&show.venue_id, 3).await?;
     let annulments: Vec<&DecisionEvent> = published
         .iter()
         .filter(|event| event.kind == ScanKind::Annul)
@@ -3403,7 +3360,7 @@ async fn concurrent_enters_and_annulments_keep_one_story(app: &TestApp) -> Resul
 
     // Each decision of this ticket is on the stream once, and the story the
     // stream tells is the history's.
-    let published = published_at(app, &show.venue_id, decided).await?;
+    let published = app.published_at(&show.venue_id, decided).await?;
     ensure!(
         published.len() == decided,
         "{decided} decisions made, {} published",

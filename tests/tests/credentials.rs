@@ -5,7 +5,8 @@
 use anyhow::{Result, anyhow, ensure};
 use presence_domain::barcode::{self, Rotation, RotationSecret};
 use presence_tests::{
-    Auth, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, next_scan_time, unique_mac,
+    Auth, Reply, ScanKind, Scanner, Show, TestApp, contract_tests, history_entry, next_scan_time,
+    now_ms, offline_scan, unique_mac,
 };
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
@@ -133,12 +134,18 @@ async fn strict_show(app: &TestApp) -> Result<Show> {
 
 // ---------------------------------------------------------------- rotating barcodes
 
-async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
+/// A show with one rotating ticket and a scanner at "Gate 1"; the ticket's token.
+async fn rotating_show(app: &TestApp) -> Result<(Show, Scanner, String)> {
     let show = Show::new();
     let token = show.token();
     app.load(&[show.venue(), show.event(), rotating_ticket(&show, &token)])
         .await?;
     let scanner = app.scanner(&show.venue_id, "Gate 1").await?;
+    Ok((show, scanner, token))
+}
+
+async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
+    let (show, scanner, token) = rotating_show(app).await?;
 
     // The bare token, as read off a printout: refused, nothing changes.
     let reply = app
@@ -166,12 +173,14 @@ async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
     retry.expect(200, "OKAY")?;
 
     // The step before and after pass too (clocks a step apart).
-    let scan_time = next_scan_time();
-    let previous = barcode_at(&token, scan_time - STEP_MS)?;
-    let reply = app
-        .scan(ScanKind::Validate, &scanner.body(&previous, scan_time))
-        .await?;
-    reply.expect(200, "INTERNAL_SCAN")?;
+    for step in [-STEP_MS, STEP_MS] {
+        let scan_time = next_scan_time();
+        let neighbour = barcode_at(&token, scan_time + step)?;
+        let reply = app
+            .scan(ScanKind::Validate, &scanner.body(&neighbour, scan_time))
+            .await?;
+        reply.expect(200, "INTERNAL_SCAN")?;
+    }
 
     // State is the ticket's, whatever the code: a new code is already in, and
     // an exit needs no code (rule 4 does not apply to exits).
@@ -199,6 +208,116 @@ async fn rotating_tickets_need_a_current_barcode(app: &TestApp) -> Result<()> {
             .await?;
         reply.expect(200, "NOT_FOUND")?;
     }
+    Ok(())
+}
+
+/// An offline upload holding a rotating ticket's enter and exit, each with the
+/// code of its own step, applies them as one ticket's scans in scanTime order,
+/// although the exit comes first in the body and, as a string, sorts first.
+async fn offline_barcodes_of_one_ticket_apply_in_scan_time_order(app: &TestApp) -> Result<()> {
+    let (show, scanner, token) = rotating_show(app).await?;
+    // A minute ago, so both scans are in the past; the exit two steps after
+    // the enter. The enter's step is chosen so that the exit's barcode sorts
+    // before the enter's: ordered by the scanned string, the exit would go
+    // first and be forced on a ticket never entered.
+    let (enter, exit) = (0..100)
+        .map(|step| {
+            let enter_time = now_ms() - 60_000 - step * STEP_MS;
+            let exit_time = enter_time + 2 * STEP_MS;
+            Ok((
+                (barcode_at(&token, enter_time)?, enter_time),
+                (barcode_at(&token, exit_time)?, exit_time),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .find(|((enter, _), (exit, _))| exit < enter)
+        .ok_or_else(|| anyhow!("no step whose exit barcode sorts before its enter's"))?;
+    let body = scanner.offline_body(&[
+        offline_scan(ScanKind::Exit, &exit.0, exit.1, "EXIT"),
+        offline_scan(ScanKind::Enter, &enter.0, enter.1, "OKAY"),
+    ]);
+    let reply = app.upload_offline(&body).await?;
+    reply.expect(200, "OKAY")?;
+    let results: Vec<(&str, bool)> = reply.json["message"]["scans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|scan| {
+            (
+                scan["status"].as_str().unwrap_or_default(),
+                scan["forced"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ensure!(
+        results == [("EXIT", false), ("OKAY", false)],
+        "in body order, neither forced: {}",
+        reply.text
+    );
+    let history = app.ticket_history(&show.venue_id, &token).await?;
+    ensure!(
+        history
+            == (
+                "OUT".to_owned(),
+                vec![
+                    history_entry(ScanKind::Exit, "EXIT", false),
+                    history_entry(ScanKind::Enter, "OKAY", false),
+                ]
+            ),
+        "the history of {token}: {history:?}"
+    );
+    Ok(())
+}
+
+/// `GET ticket` of a rotating ticket's token lists the scans of its barcodes
+/// (as the ticket's, whatever their codes) and answers no secret.
+async fn a_rotating_tickets_lookup_shows_its_barcode_scans(app: &TestApp) -> Result<()> {
+    let (show, scanner, token) = rotating_show(app).await?;
+    let scan_time = next_scan_time();
+    let current = barcode_at(&token, scan_time)?;
+    app.scan(ScanKind::Enter, &scanner.body(&current, scan_time))
+        .await?
+        .expect(200, "OKAY")?;
+    let scan_time = next_scan_time();
+    let stale = barcode_at(&token, scan_time - 2 * STEP_MS)?;
+    let reply = app
+        .scan(ScanKind::Validate, &scanner.body(&stale, scan_time))
+        .await?;
+    decided(&reply, "INVALID_TICKET", BARCODE_EXPIRED)?;
+    let scan_time = next_scan_time();
+    let leaving = barcode_at(&token, scan_time)?;
+    app.scan(ScanKind::Exit, &scanner.body(&leaving, scan_time))
+        .await?
+        .expect(200, "EXIT")?;
+
+    let history = app.ticket_history(&show.venue_id, &token).await?;
+    ensure!(
+        history
+            == (
+                "OUT".to_owned(),
+                vec![
+                    history_entry(ScanKind::Exit, "EXIT", false),
+                    history_entry(ScanKind::Validate, "INVALID_TICKET", false),
+                    history_entry(ScanKind::Enter, "OKAY", false),
+                ]
+            ),
+        "the history of {token}: {history:?}"
+    );
+    let reply = app
+        .lookup_ticket(&show.venue_id, &token, Auth::Header(app.admin_key()))
+        .await?;
+    reply.expect(200, "OKAY")?;
+    ensure!(
+        reply.json["message"]["token"] == json!(token),
+        "{}",
+        reply.text
+    );
+    ensure!(
+        !reply.text.contains(SECRET) && !reply.text.contains("rotation"),
+        "the lookup answers the rotation: {}",
+        reply.text
+    );
     Ok(())
 }
 
@@ -230,8 +349,11 @@ async fn rotation_secrets_are_checked_and_never_shown(app: &TestApp) -> Result<(
     ]) {
         ensure!(error.starts_with(field), "line {line}: {error}");
     }
+    let refused_secrets = ["GEZDGNBVGY3TQOJQ", "not base32 at all"];
     ensure!(
-        !reply.text.contains("GEZDGNBVGY3TQOJQ") && !reply.text.contains("not base32"),
+        !refused_secrets
+            .iter()
+            .any(|secret| reply.text.contains(secret)),
         "an answer quotes a secret: {}",
         reply.text
     );
@@ -249,8 +371,48 @@ async fn rotation_secrets_are_checked_and_never_shown(app: &TestApp) -> Result<(
         .await?;
     reply.expect(200, "OKAY")?;
     ensure!(!reply.text.contains(SECRET), "{}", reply.text);
+    // Neither the refused secrets (the short one is SECRET's first half) nor
+    // the one in use are in any process's log.
     let logs = app.logs();
-    ensure!(!logs.contains(SECRET), "a log holds the rotation secret");
+    for secret in refused_secrets.iter().chain([&SECRET]) {
+        ensure!(
+            !logs.contains(secret),
+            "a log holds the rotation secret {secret}"
+        );
+    }
+    Ok(())
+}
+
+/// The decisions stream carries a rotating ticket's scans under its token,
+/// without the code, whatever the decision.
+async fn rotating_scans_are_published_under_the_ticket_token(app: &TestApp) -> Result<()> {
+    let (show, scanner, token) = rotating_show(app).await?;
+    let scan_time = next_scan_time();
+    let current = barcode_at(&token, scan_time)?;
+    let entry = app
+        .scan(ScanKind::Enter, &scanner.body(&current, scan_time))
+        .await?;
+    entry.expect(200, "OKAY")?;
+    let scan_time = next_scan_time();
+    let stale = barcode_at(&token, scan_time - 2 * STEP_MS)?;
+    let refused = app
+        .scan(ScanKind::Validate, &scanner.body(&stale, scan_time))
+        .await?;
+    decided(&refused, "INVALID_TICKET", BARCODE_EXPIRED)?;
+
+    let published = app.published_at(&show.venue_id, 2).await?;
+    for (reply, barcode) in [(&entry, &current), (&refused, &stale)] {
+        let scan_id = reply.json["result"]["scanId"].as_str().unwrap_or_default();
+        let event = published
+            .iter()
+            .find(|event| event.scan_id.as_str() == scan_id)
+            .ok_or_else(|| anyhow!("scan {scan_id} is not on the stream: {published:#?}"))?;
+        ensure!(event.token.as_str() == token, "{event:#?}");
+        ensure!(
+            !format!("{event:?}").contains(barcode.as_str()),
+            "the decision carries the barcode {barcode}: {event:#?}"
+        );
+    }
     Ok(())
 }
 
@@ -406,14 +568,12 @@ async fn offline_uploads_at_a_strict_venue_need_the_device_secret(app: &TestApp)
     app.load(&[show.ticket(&token, &["A:1:1"])]).await?;
     let (reply, scanner) = init(app, &show, &unique_mac()).await?;
     let secret = device_secret(&reply)?;
-    let mut upload = scanner.body(&token, next_scan_time());
-    let scan =
-        json!({"kind": "enter", "token": token, "scanTime": next_scan_time(), "shown": "OKAY"});
-    if let Some(fields) = upload.as_object_mut() {
-        fields.remove("token");
-        fields.remove("scanTime");
-        fields.insert("scans".into(), json!([scan]));
-    }
+    let upload = scanner.offline_body(&[offline_scan(
+        ScanKind::Enter,
+        &token,
+        next_scan_time(),
+        "OKAY",
+    )]);
     let base = app.base_url();
     let reply = post_with_secret(app, &base, OFFLINE, &upload, None).await?;
     reply.expect(401, "UNAUTHORIZED")?;
@@ -470,18 +630,86 @@ async fn annulments_at_a_strict_venue_need_the_device_secret(app: &TestApp) -> R
     // Refused without deciding anything: the annulment is still to be made.
     let reply = post_with_secret(app, &base, ANNUL, &annul, Some(&secret)).await?;
     decided(&reply, "OKAY", "Scan annulled")?;
+
+    // A revoked device annuls nothing, even with its secret, until re-inited.
+    let entry = scan_with_secret(
+        app,
+        ScanKind::Enter,
+        &scanner.body(&token, next_scan_time()),
+        Some(&secret),
+    )
+    .await?;
+    entry.expect(200, "OKAY")?;
+    let annul = scanner.annul_body(entry.json["result"]["scanId"].as_str().unwrap_or_default());
+    let revocation = json!({"venueId": show.venue_id, "deviceId": scanner.device_id});
+    app.post_json(REVOKE, &revocation)
+        .await?
+        .expect(200, "OKAY")?;
+    let reply = post_with_secret(app, &base, ANNUL, &annul, Some(&secret)).await?;
+    reply.expect(403, "FORBIDDEN")?;
+    ensure!(reply.message() == "device revoked", "{}", reply.text);
+    let (reply, _) = init(app, &show, &scanner.mac).await?;
+    let renewed = device_secret(&reply)?;
+    let reply = post_with_secret(app, &base, ANNUL, &annul, Some(&renewed)).await?;
+    decided(&reply, "OKAY", "Scan annulled")?;
     Ok(())
 }
 
 async fn the_new_endpoint_and_header_are_documented(app: &TestApp) -> Result<()> {
     let reply = app.get("/openapi.json", Auth::None).await?;
+    ensure!(reply.code == 200, "/openapi.json: HTTP {}", reply.code);
     let paths = &reply.json["paths"];
     ensure!(
         paths[REVOKE]["post"].is_object(),
         "no {REVOKE} in /openapi.json"
     );
-    let parameters = paths["/presence/v1/ticket/enter"]["post"]["parameters"].to_string();
-    ensure!(parameters.contains("X-Device-Secret"), "{parameters}");
+    // Every request a device secret guards takes the header, and its refusals
+    // are described.
+    for path in [
+        "/presence/v1/ticket/enter",
+        "/presence/v1/ticket/exit",
+        "/presence/v1/ticket/validate",
+        OFFLINE,
+        ANNUL,
+    ] {
+        let operation = &paths[path]["post"];
+        let parameters = operation["parameters"].to_string();
+        ensure!(
+            parameters.contains("X-Device-Secret"),
+            "{path}: {parameters}"
+        );
+        let responses = &operation["responses"];
+        for (code, wording) in [
+            ("401", "device secret required"),
+            ("401", "device secret rejected"),
+            ("403", "device revoked"),
+        ] {
+            let description = responses[code]["description"].as_str().unwrap_or_default();
+            ensure!(
+                description.contains(wording),
+                "{path} {code}: {description}"
+            );
+        }
+    }
+    // The barcode form and its two refusals, where a code is checked.
+    for path in [
+        "/presence/v1/ticket/enter",
+        "/presence/v1/ticket/validate",
+        OFFLINE,
+    ] {
+        let description = paths[path]["post"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        for wording in ["<token>:<6-digit code>", BARCODE_REQUIRED, BARCODE_EXPIRED] {
+            ensure!(description.contains(wording), "{path}: {description}");
+        }
+    }
+    let inventory = paths["/admin/v1/inventory"]["post"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    for field in ["rotation", "stepSeconds", "requireDeviceSecret"] {
+        ensure!(inventory.contains(field), "inventory: {inventory}");
+    }
     Ok(())
 }
 
@@ -538,11 +766,35 @@ async fn revocation_everywhere(app: &TestApp) -> Result<()> {
         first_refused.get_or_insert_with(|| revoked_at.elapsed());
     }
     let took = revoked_at.elapsed();
+    // Both validators refused some of them: each logs a refusal as it makes it
+    // (the log is written behind the answer, so it is waited for).
+    let refusals = |index: usize| -> Result<usize> {
+        Ok(app
+            .validator_log(index)?
+            .lines()
+            .filter(|line| line.contains("device refused") && line.contains("device revoked"))
+            .count())
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let by_validator = loop {
+        let by_validator = [refusals(0)?, refusals(1)?];
+        if by_validator.iter().sum::<usize>() >= tokens.len() || Instant::now() > deadline {
+            break by_validator;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    ensure!(
+        by_validator.iter().sum::<usize>() == tokens.len() && by_validator.iter().all(|n| *n > 0),
+        "refusals logged by each validator: {by_validator:?}, of {} scans",
+        tokens.len()
+    );
     println!(
         "revocation: the first scan after its answer refused {} ms after it; all {} scans \
-         through 2 gateways and 2 validators refused within {} ms",
+         through 2 gateways and 2 validators ({} and {} refused) refused within {} ms",
         first_refused.unwrap_or_default().as_millis(),
         tokens.len(),
+        by_validator[0],
+        by_validator[1],
         took.as_millis()
     );
     Ok(())
@@ -550,6 +802,8 @@ async fn revocation_everywhere(app: &TestApp) -> Result<()> {
 
 contract_tests!(embedded, distributed, scaled => [
     rotating_tickets_need_a_current_barcode,
+    offline_barcodes_of_one_ticket_apply_in_scan_time_order,
+    a_rotating_tickets_lookup_shows_its_barcode_scans,
     rotation_secrets_are_checked_and_never_shown,
     device_secrets_guard_a_strict_venue,
     revoked_devices_are_forbidden_until_reinit,
@@ -557,3 +811,12 @@ contract_tests!(embedded, distributed, scaled => [
     annulments_at_a_strict_venue_need_the_device_secret,
     the_new_endpoint_and_header_are_documented,
 ]);
+
+/// The checks of the decisions stream: the embedded fixture writes it to a log.
+mod published {
+    use super::*;
+
+    contract_tests!(embedded_publishing, distributed, scaled => [
+        rotating_scans_are_published_under_the_ticket_token,
+    ]);
+}

@@ -203,6 +203,23 @@ pub fn split(scanned: &str) -> Option<(&str, &str)> {
     (!prefix.is_empty() && parse_code(code).is_some()).then_some((prefix, code))
 }
 
+/// The ticket token a scanned token shares with every other scan of its ticket,
+/// known without reading the store: the prefix of `<prefix>:<6 digits>`, else
+/// the token itself. It is what keeps one ticket's scans together where they
+/// are ordered or serialised before the store is read (an offline upload's
+/// per-ticket order, the scans topic's partition key).
+///
+/// Which ticket a scanned token names depends on the store (SPEC §7: a known
+/// ticket as it is, else `<prefix>:<6 digits>` of a rotating ticket `prefix`),
+/// but every ticket's scans get one key: a rotating ticket's token holds no
+/// `:`, so its bare token and each of its barcodes give that token, and any
+/// other ticket is only ever scanned as its own token. Two tickets may share a
+/// key (a plain `A:123456` beside a rotating `A`); that only serialises scans
+/// that could have gone side by side, never splits one ticket's scans.
+pub fn ticket_key(scanned: &str) -> &str {
+    split(scanned).map_or(scanned, |(prefix, _code)| prefix)
+}
+
 /// The code a scan of `ticket_token` carries: `None` when the scanned token is
 /// the bare ticket token.
 pub fn code_of<'a>(scanned: &'a str, ticket_token: &str) -> Option<&'a str> {
@@ -386,6 +403,10 @@ mod tests {
         assert_eq!(split("T1:12345"), None);
         assert_eq!(split(":123456"), None);
         assert_eq!(split("T1"), None);
+        assert_eq!(ticket_key("T1:123456"), "T1");
+        assert_eq!(ticket_key("T1"), "T1");
+        assert_eq!(ticket_key("a:b:000001"), "a:b");
+        assert_eq!(ticket_key("a:b"), "a:b");
         assert_eq!(code_of("T1:123456", "T1"), Some("123456"));
         assert_eq!(code_of("T1", "T1"), None);
         let rotation = rfc_rotation(15);

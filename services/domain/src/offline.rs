@@ -8,6 +8,7 @@
 //! status, so that duplicate use shows in analytics instead of being lost. A
 //! scan the scanner refused changes nothing.
 
+use crate::barcode;
 use crate::decision::{Decision, Status};
 use crate::fields::{FieldError, FieldErrors, FieldReader};
 use crate::rules::{self, Outcome, TicketFacts};
@@ -95,21 +96,26 @@ impl OfflineUpload {
     /// The order to apply the scans in: each ticket's scans by scanTime (ties:
     /// body order), as indexes into [`OfflineUpload::scans`], one list per
     /// ticket. Different tickets' lists are independent of each other.
+    ///
+    /// A ticket is told by [`barcode::ticket_key`], not by the scanned token:
+    /// a rotating ticket's barcodes carry a different code each step, and its
+    /// enter and exit must still be applied one after the other, in scanTime
+    /// order. The store is not read here, so two tickets sharing a key (a
+    /// plain `A:123456` beside a rotating `A`) share a list: applied one after
+    /// the other, each in its own order, which is as correct, if less parallel.
     pub fn per_ticket(&self) -> Vec<Vec<usize>> {
+        let ticket_of =
+            |index: usize| barcode::ticket_key(self.scans[index].request.token.as_str());
         let mut order: Vec<usize> = (0..self.scans.len()).collect();
-        // Stable: equal (token, scanTime) keep body order.
+        // Stable: equal (ticket, scanTime) keep body order.
         order.sort_by(|&a, &b| {
-            let (a, b) = (&self.scans[a].request, &self.scans[b].request);
-            (&a.token, a.scan_time).cmp(&(&b.token, b.scan_time))
+            (ticket_of(a), self.scans[a].request.scan_time)
+                .cmp(&(ticket_of(b), self.scans[b].request.scan_time))
         });
         let mut tickets: Vec<Vec<usize>> = Vec::new();
         for index in order {
             match tickets.last_mut() {
-                Some(ticket)
-                    if self.scans[ticket[0]].request.token == self.scans[index].request.token =>
-                {
-                    ticket.push(index)
-                }
+                Some(ticket) if ticket_of(ticket[0]) == ticket_of(index) => ticket.push(index),
                 _ => tickets.push(vec![index]),
             }
         }
@@ -294,6 +300,18 @@ mod tests {
         ]));
         let upload = OfflineUpload::parse(&body).unwrap();
         assert_eq!(upload.per_ticket(), [vec![1, 3], vec![2, 0]]);
+    }
+
+    #[test]
+    fn a_rotating_tickets_barcodes_are_one_ticket_whatever_their_codes() {
+        let body = upload(json!([
+            scan("exit", "R:222222", 9),
+            scan("enter", "B", 8),
+            scan("enter", "R:111111", 7),
+            scan("validate", "R", 8),
+        ]));
+        let upload = OfflineUpload::parse(&body).unwrap();
+        assert_eq!(upload.per_ticket(), [vec![1], vec![2, 3, 0]]);
     }
 
     fn facts_world() -> (Ticket, Event) {

@@ -64,6 +64,12 @@ const DOCUMENTED_PATHS: [&str; 28] = [
 #[derive(Clone)]
 enum ScanAnswer {
     Decide(Decision),
+    /// OKAY to the first `okays` scans, then `refusal` (a device revoked
+    /// while an upload is applied).
+    RefuseAfter {
+        okays: usize,
+        refusal: Decision,
+    },
     Hang,
     Fail,
     Panic,
@@ -105,10 +111,18 @@ impl Default for Fake {
 impl presence_ports::Transport for Fake {
     async fn scan(&self, command: ScanCommand) -> Result<Answer, TransportError> {
         let scan_id = command.scan_id.clone();
-        self.scans.lock().unwrap().push(command);
+        let earlier = {
+            let mut scans = self.scans.lock().unwrap();
+            scans.push(command);
+            scans.len() - 1
+        };
         let answer = self.scan_answer.lock().unwrap().clone();
         match answer {
             ScanAnswer::Decide(decision) => Ok(Answer { scan_id, decision }),
+            ScanAnswer::RefuseAfter { okays, refusal } => Ok(Answer {
+                scan_id,
+                decision: if earlier < okays { okay() } else { refusal },
+            }),
             ScanAnswer::Hang => std::future::pending().await,
             ScanAnswer::Fail => Err(TransportError::Unavailable(
                 "broker at 10.0.0.7 down".into(),
@@ -649,6 +663,32 @@ async fn an_offline_upload_from_an_unconfigured_device_is_refused_whole() {
         1,
         "only the first scan was sent"
     );
+}
+
+#[tokio::test]
+async fn an_offline_upload_whose_device_is_revoked_midway_is_refused_whole() {
+    let harness = Harness::new();
+    *harness.fake.scan_answer.lock().unwrap() = ScanAnswer::RefuseAfter {
+        okays: 2,
+        refusal: Decision::new(Status::Forbidden, "device revoked", Vec::new()),
+    };
+    // One ticket's scans go one after another: the third is refused, and
+    // the two after it are not sent.
+    let scans: Vec<Value> = (1..=5)
+        .map(|n| json!({"kind": "validate", "token": "T1", "scanTime": n, "shown": "OKAY"}))
+        .collect();
+    let body = json!({"venueId": VENUE, "deviceId": 224, "gateId": 274, "gateName": "Gate 2",
+                      "deviceOs": "iOS", "scans": scans});
+    let reply = harness
+        .post(
+            "/presence/v1/ticket/offline",
+            Some(ADMIN_KEY),
+            json_body(&body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert_eq!(reply.result_message(), "device revoked");
+    assert_eq!(harness.fake.scans.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -113,7 +113,8 @@ pub struct DeviceRevokeBody {
     pub device_id: u64,
 }
 
-/// The device secret header of a scan (SPEC §7).
+/// The device secret header of a scan, an offline upload or an annulment
+/// (SPEC §7).
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct DeviceSecretHeader {

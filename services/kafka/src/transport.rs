@@ -358,8 +358,7 @@ impl Transport for KafkaTransport {
         );
         // Keyed by the ticket's token: a rotating ticket's barcodes, whatever
         // their code, go to one partition in order, as any ticket's scans do.
-        let token = command.request.token.as_str();
-        let key = barcode::split(token).map_or(token, |(ticket_token, _code)| ticket_token);
+        let key = barcode::ticket_key(command.request.token.as_str());
         let outcome = self
             .request(
                 &self.topics.scans(),

@@ -59,9 +59,13 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         return Err(refusal("the backup", code, &text));
     }
     let partial = partial_path(&args.to);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // The copy is the whole store, rotation secrets and device secret digests
+    // included: readable by its owner only, as the store should be.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
         .open(&partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let written = async {

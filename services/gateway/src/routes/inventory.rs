@@ -25,7 +25,7 @@ use presence_ports::InventoryOutcome;
     path = "/admin/v1/inventory",
     tag = "admin",
     summary = "Upload inventory",
-    description = "One JSON record a line (venue, event, gate, ticket), upserted by id. Validated whole first: any bad line and nothing is applied. When the answer arrives, scans see the new data.",
+    description = "One JSON record a line (venue, event, gate, ticket), upserted by id. Validated whole first: any bad line and nothing is applied. When the answer arrives, scans see the new data. A ticket may carry `rotation` {`secret`: base32, at least 16 bytes; `stepSeconds`: 5 to 60, default 15} to be scanned as a rotating barcode `<token>:<6-digit TOTP>` (its token must not contain `:`); the secret is never logged, published or returned, and a bad one is named without being quoted. A venue may carry `requireDeviceSecret: true`: device/init there answers a `deviceSecret`, and its scans, offline uploads and annulments need it as `X-Device-Secret`.",
     request_body(content = String, content_type = "application/x-ndjson",
         description = "NDJSON, UTF-8, up to the server's limit (`PRESENCE_MAX_INVENTORY_BYTES`, default 256 MiB; `GET /admin/v1/inventory` answers it)."),
     responses(

@@ -2,9 +2,11 @@
 //! network. The whole upload is read and checked first (a bad scan is a 400
 //! naming `scans[i].field`, and nothing is applied); then each scan goes to
 //! the validator as a scan of its own, through the same transport as an online
-//! scan (in distributed mode: the scans topic, keyed by token), so per-ticket
+//! scan (in distributed mode: the scans topic, keyed by ticket), so per-ticket
 //! order and exactly-once entry hold as for online scans. One ticket's scans
 //! go one after another in scanTime order; different tickets' go side by side.
+//! A rotating ticket's barcodes are that ticket's scans whatever their codes
+//! ([`OfflineUpload::per_ticket`]).
 
 use super::forbidden_venue;
 use super::tickets::presented_device_secret;
@@ -13,8 +15,8 @@ use crate::keys::Caller;
 use crate::reply::Failure;
 use crate::state::GatewayState;
 use crate::wire::{
-    ErrorEnvelope, OfflineBody, OfflineEnvelope, OfflineMessage, OfflineResultBody, ResultBody,
-    TicketPlaceBody,
+    DeviceSecretHeader, ErrorEnvelope, OfflineBody, OfflineEnvelope, OfflineMessage,
+    OfflineResultBody, ResultBody, TicketPlaceBody,
 };
 use axum::Json;
 use axum::body::Body;
@@ -50,14 +52,20 @@ offline); one ticket's scans are applied in scanTime order (ties: body order). A
 (`shown` OKAY for an enter, EXIT for an exit) is applied even when the rules now refuse it, reported with the \
 rules' status and `forced: true`; a scan the scanner refused changes nothing. A scan recorded before (same kind, \
 device, token and scanTime) returns its first result and changes nothing, so re-uploading is safe. \
-Also at `/presence/v1/ticket/offline.json`.",
+A rotating ticket's scans may carry its barcode `<token>:<6-digit code>`, judged with the scan's own scanTime \
+(\"Barcode required: open the ticket in the app\", \"Barcode has expired\" as online); its barcodes are that \
+one ticket's scans whatever their codes, applied in scanTime order. At a venue that requires device secrets \
+the upload needs the device's `X-Device-Secret`. A device refused partway through the upload (revoked, \
+re-initialised or moved while it is applied) makes the whole answer that refusal (400, 401 or 403): the scans \
+decided before it stay recorded, none after it is sent, and uploading the same batch again once the device \
+is re-initialised is safe. Also at `/presence/v1/ticket/offline.json`.",
     request_body(content = OfflineBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 1 MiB."),
     responses(
         (status = 200, description = "OKAY: every scan recorded; `message.scans` holds each one's result, in body order", body = OfflineEnvelope),
-        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (a scan's named as `scans[i].field`), more than 1000 scans, or the device is not configured at this venue and gate; nothing was applied", body = ErrorEnvelope),
-        (status = 401, description = "UNAUTHORIZED: missing or unknown API key", body = ErrorEnvelope),
-        (status = 403, description = "FORBIDDEN: the key may not be used for this venue", body = ErrorEnvelope),
+        (status = 400, description = "BAD_REQUEST: malformed body, a missing or invalid field (a scan's named as `scans[i].field`), more than 1000 scans, or the device is not configured at this venue and gate; nothing was applied (or, the device moved partway, none after the refusal)", body = ErrorEnvelope),
+        (status = 401, description = "UNAUTHORIZED: missing or unknown API key; or, at a venue that requires device secrets, `X-Device-Secret` missing (\"device secret required\") or not the device's (\"device secret rejected\"): nothing of the batch applied (or, refused partway, none after the refusal)", body = ErrorEnvelope),
+        (status = 403, description = "FORBIDDEN: the key may not be used for this venue, or the device is revoked (\"device revoked\") until it is re-initialised: nothing of the batch applied (or, revoked partway, none after the refusal)", body = ErrorEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body is larger than 1 MiB", body = ErrorEnvelope),
         (status = 429, description = "RATE_LIMITED: this API key sent more requests than its limit allows", body = ErrorEnvelope,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -65,6 +73,7 @@ Also at `/presence/v1/ticket/offline.json`.",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "INTERNAL: a bug", body = ErrorEnvelope),
     ),
+    params(DeviceSecretHeader),
     security(("apikey" = []), ("X-Api-Key" = [])),
 )]
 pub(crate) async fn ticket_offline(
@@ -144,8 +153,11 @@ async fn read_upload(
 /// scan goes alone: a device not configured at the venue and gate is refused
 /// by it (rule 1, the same for every scan of the batch), and so is a device
 /// whose secret is missing, wrong or revoked (SPEC §7): nothing of the batch
-/// is applied. Any scan that gets no answer makes the whole upload
-/// 503: what was recorded stays recorded, and an upload again finds it.
+/// is applied. A device refused by a later scan (revoked, re-inited or moved
+/// to another gate while the upload is applied) makes the whole upload that
+/// refusal, as the first scan's would, and no further scan is sent; as for
+/// any scan that gets no answer (503), what was recorded before stays
+/// recorded, and the same upload sent again finds it.
 async fn decide_all(
     state: &GatewayState,
     upload: &OfflineUpload,
@@ -157,12 +169,7 @@ async fn decide_all(
         return Ok(Vec::new());
     };
     let answer = decide(state, &upload.scans[first], device_secret.as_ref()).await?;
-    match answer.decision.status {
-        Status::BadRequest => return Err(Failure::bad_request(answer.decision.message)),
-        Status::Unauthorized => return Err(Failure::unauthorized(answer.decision.message)),
-        Status::Forbidden => return Err(Failure::forbidden(answer.decision.message)),
-        _ => {}
-    }
+    refuse_whole_upload(&answer)?;
     answers[first] = Some(answer);
 
     let permits = Arc::new(Semaphore::new(TICKETS_AT_ONCE));
@@ -192,6 +199,7 @@ async fn decide_all(
                     Some(first) => first.clone(),
                     None => {
                         let answer = decide(&state, &scan, device_secret.as_ref()).await?;
+                        refuse_whole_upload(&answer)?;
                         by_key.insert(key, answer.clone());
                         answer
                     }
@@ -213,6 +221,19 @@ async fn decide_all(
             answer.ok_or_else(|| Failure::internal("a scan of the upload was not decided"))
         })
         .collect()
+}
+
+/// The failure the whole upload gets when a scan's answer refuses the device
+/// rather than judging the ticket: not configured at the venue and gate (400),
+/// device secret missing or wrong (401), device revoked (403).
+fn refuse_whole_upload(answer: &Answer) -> Result<(), Failure> {
+    let message = || answer.decision.message.clone();
+    match answer.decision.status {
+        Status::BadRequest => Err(Failure::bad_request(message())),
+        Status::Unauthorized => Err(Failure::unauthorized(message())),
+        Status::Forbidden => Err(Failure::forbidden(message())),
+        _ => Ok(()),
+    }
 }
 
 /// One scan of the upload, as a scan command of its own.

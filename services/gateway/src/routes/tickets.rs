@@ -27,7 +27,7 @@ use uuid::Uuid;
     path = "/presence/v1/ticket/enter",
     tag = "tickets",
     summary = "Admit a ticket",
-    description = "Checks the ticket against the rules and marks it entered. A rotating ticket is scanned as `<token>:<6-digit code>`. Also at `/presence/v1/ticket/enter.json`.",
+    description = "Checks the ticket against the rules and marks it entered. A rotating ticket (one with a `rotation` in inventory) is scanned as its barcode `<token>:<6-digit code>`, the code its app shows: its bare token is INVALID_TICKET \"Barcode required: open the ticket in the app\", a code not of scanTime's step or one either side is INVALID_TICKET \"Barcode has expired\"; the decision, state and retries are the ticket's, under its token without the code. Also at `/presence/v1/ticket/enter.json`.",
     request_body(content = ScanBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
@@ -59,7 +59,7 @@ pub(crate) async fn ticket_enter(
     path = "/presence/v1/ticket/exit",
     tag = "tickets",
     summary = "Let a ticket out",
-    description = "Marks an entered ticket as exited. Also at `/presence/v1/ticket/exit.json`.",
+    description = "Marks an entered ticket as exited. A rotating ticket may leave by its bare token or its barcode `<token>:<6-digit code>`, whose code is not checked (\"Barcode required…\" and \"Barcode has expired\" are entry and validate checks); the exit is the ticket's, under its token without the code. Also at `/presence/v1/ticket/exit.json`.",
     request_body(content = ScanBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
@@ -91,7 +91,7 @@ pub(crate) async fn ticket_exit(
     path = "/presence/v1/ticket/validate",
     tag = "tickets",
     summary = "Secondary scan of a ticket",
-    description = "Checks the ticket without changing its state. Also at `/presence/v1/ticket/validate.json`.",
+    description = "Checks the ticket without changing its state. A rotating ticket is scanned as its barcode `<token>:<6-digit code>`: its bare token is INVALID_TICKET \"Barcode required: open the ticket in the app\", a code not of scanTime's step or one either side is INVALID_TICKET \"Barcode has expired\". Also at `/presence/v1/ticket/validate.json`.",
     request_body(content = ScanBody, content_type = "application/json",
         description = "Read as JSON whatever the Content-Type; at most 64 KiB."),
     responses(
