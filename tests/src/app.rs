@@ -582,6 +582,50 @@ impl TestApp {
         Ok(())
     }
 
+    /// SIGTERM to the process serving the HTTP API (`presence`, or the first
+    /// gateway) alone; returns its exit status once it has exited (an error,
+    /// and SIGKILL, after [`STOP_TIMEOUT`]). The distributed services behind it
+    /// keep running, and so do a scaled-out fixture's other gateways, which
+    /// take the requests meanwhile.
+    pub async fn stop_api(&self) -> Result<ExitStatus> {
+        self.running().api.signal_term()?;
+        match wait_for_exit(|| self.running().api.try_exit()).await? {
+            Some(status) => Ok(status),
+            None => {
+                self.running().api.kill()?;
+                bail!("the API process did not exit within {STOP_TIMEOUT:?} of SIGTERM")
+            }
+        }
+    }
+
+    /// Starts the process serving the HTTP API again, after [`TestApp::stop_api`],
+    /// on the port it had, so that a page loaded from it (the venue board)
+    /// reconnects to the same address: `presence` on its data directory, or a
+    /// new gateway in the gateways' group (ready once it holds a reply
+    /// partition).
+    pub async fn start_api_on_its_port(&self) -> Result<()> {
+        let listen = {
+            let mut running = self.running();
+            if running.api.try_exit()?.is_none() {
+                bail!("the API process is still running");
+            }
+            running
+                .base_url
+                .strip_prefix("http://")
+                .ok_or_else(|| anyhow!("not an http URL: {}", running.base_url))?
+                .to_owned()
+        };
+        let (api, base_url) = self
+            .inner
+            .plan
+            .start_api_listening_on(&self.inner.client, &listen)
+            .await?;
+        let mut running = self.running();
+        running.api = api;
+        running.base_url = base_url;
+        Ok(())
+    }
+
     /// Sends SIGTERM to every process at once and returns how they exited: the
     /// first unsuccessful status, else the API process's. An error (and SIGKILL)
     /// if they have not all exited within [`STOP_TIMEOUT`].

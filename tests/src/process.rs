@@ -196,6 +196,19 @@ impl Launch {
         self.envs.push((key.to_owned(), value.into()));
         self
     }
+
+    /// This launch with `value` after `flag` instead of the value it had there
+    /// (`--listen 127.0.0.1:0` becoming a fixed port), or with both added.
+    pub fn with_flag(mut self, flag: &str, value: impl Into<OsString>) -> Self {
+        match self.args.iter().position(|arg| arg == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.into(),
+            _ => {
+                self.args.push(flag.into());
+                self.args.push(value.into());
+            }
+        }
+        self
+    }
 }
 
 /// A running process of a workspace binary. Dropping it kills it (SIGKILL) and

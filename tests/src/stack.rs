@@ -473,6 +473,30 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The process serving the HTTP API (`presence`, or a gateway) listening
+    /// on `listen` (`127.0.0.1:PORT`) rather than a port of its choosing; its
+    /// base URL. A gateway is waited for until it is ready.
+    pub async fn start_api_listening_on(
+        &self,
+        client: &reqwest::Client,
+        listen: &str,
+    ) -> Result<(PresenceProcess, String)> {
+        match self {
+            Plan::Embedded(launch) => {
+                PresenceProcess::start(&launch.clone().with_flag("--listen", listen)).await
+            }
+            Plan::Distributed(plan) => {
+                plan.start_gateway_from(
+                    client,
+                    &plan.gateway.clone().env("PRESENCE_LISTEN", listen),
+                )
+                .await
+            }
+        }
+    }
+}
+
 impl Distributed {
     async fn start(&self, client: &reqwest::Client, slots: &[bool]) -> Result<Running> {
         // The kinds all at once: each creates the topics it needs, and creating
@@ -531,7 +555,15 @@ impl Distributed {
         &self,
         client: &reqwest::Client,
     ) -> Result<(PresenceProcess, String)> {
-        let (process, base_url) = PresenceProcess::start(&self.gateway).await?;
+        self.start_gateway_from(client, &self.gateway).await
+    }
+
+    async fn start_gateway_from(
+        &self,
+        client: &reqwest::Client,
+        launch: &Launch,
+    ) -> Result<(PresenceProcess, String)> {
+        let (process, base_url) = PresenceProcess::start(launch).await?;
         wait_ready(client, &format!("{base_url}/readyz"), process.program()).await?;
         Ok((process, base_url))
     }

@@ -9,6 +9,9 @@ const KEY_STORAGE = "presence.board.apikey";
 const MAX_BACKOFF_MS = 15000;
 // Heartbeats come every 15 s; a stream quiet for longer than this is dead.
 const STALL_MS = 40000;
+// Screen readers hear the totals at most this often (the latest ones, and only
+// when they changed): a busy venue changes them every second.
+const ANNOUNCE_EVERY_MS = 10000;
 
 const venue = decodeURIComponent(location.pathname.split("/")[2] || "");
 const $ = (id) => document.getElementById(id);
@@ -18,6 +21,11 @@ let backoffMs = 1000;
 let latest = null;
 let clockOffsetMs = 0;
 let controller = null;
+// Set when the server says the venue is gone: no more reconnecting.
+let stopped = false;
+let announcedAt = 0;
+let announceTimer = null;
+let pendingAnnouncement = "";
 
 function takeKey() {
   const params = new URLSearchParams(location.search);
@@ -47,7 +55,17 @@ function setConnection(text, state) {
   element.className = "connection " + state;
 }
 
+// Ends the board for good, saying why; the last numbers stay on screen.
+function stop(message) {
+  stopped = true;
+  if (controller) controller.abort();
+  setConnection("Stopped", "lost");
+  $("problem").textContent = message;
+  $("problem").hidden = false;
+}
+
 function reconnectLater(reason) {
+  if (stopped) return;
   setConnection(reason + " Reconnecting in " + Math.round(backoffMs / 1000) + " s…", "lost");
   setTimeout(connect, backoffMs);
   backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
@@ -76,7 +94,11 @@ async function connect() {
   }
   if (response.status === 401) { clearTimeout(stall); askForKey("This API key is not known."); return; }
   if (response.status === 403) { clearTimeout(stall); askForKey("This API key may not be used for this venue."); return; }
-  if (response.status === 404) { clearTimeout(stall); setConnection("No venue " + venue + " is known.", "lost"); return; }
+  if (response.status === 404) {
+    clearTimeout(stall);
+    stop("No venue " + venue + " is known to the server: check the address.");
+    return;
+  }
   if (!response.ok || !response.body) {
     clearTimeout(stall);
     reconnectLater("The server answered " + response.status + ".");
@@ -123,6 +145,9 @@ function handleEvent(block) {
     setConnection("Live", "live");
   } else if (type === "unavailable") {
     setConnection("Live, but the numbers cannot be read now; showing the last ones.", "lost");
+  } else if (type === "unknown-venue") {
+    stop("Venue " + venue + " is no longer known to the server. The numbers shown are the last ones " +
+      "received; reload the page to try again.");
   }
 }
 
@@ -175,19 +200,21 @@ function gateCard(gate) {
   const perMinute = gate.entriesPerMinute;
   const last30 = perMinute.reduce((sum, n) => sum + n, 0);
   const lastMinute = perMinute[perMinute.length - 1] || 0;
-  const stat = (name, value) => el("div", {}, [el("dt", {}, [name]), el("dd", {}, [String(value)])]);
+  const stat = (name, count, value) =>
+    el("div", {}, [el("dt", {}, [name]), el("dd", { "data-count": count }, [String(value)])]);
   const stats = [
-    stat("Entries", gate.entries),
-    stat("Exits", gate.exits),
-    stat("Net", gate.occupancy),
-    stat("Refused", refused(gate)),
+    stat("Entries", "entries", gate.entries),
+    stat("Exits", "exits", gate.exits),
+    stat("Net", "occupancy", gate.occupancy),
+    stat("Refused", "refused", refused(gate)),
+    stat("Forced offline", "forced", gate.forced),
   ];
-  if (gate.forced !== undefined) stats.push(stat("Forced offline", gate.forced));
   const refusals = el("ul", { class: "refusals", "aria-label": "Refusals by status" },
-    Object.entries(gate.denials || {}).map(([status, n]) => el("li", {}, [status + ": " + n])));
+    Object.entries(gate.denials || {}).map(([status, n]) =>
+      el("li", { "data-status": status }, [status + ": " + n])));
   const chartLabel = "Entries per minute over the last 30 minutes at " + (gate.name || "gate " + gate.gateId) +
     ": " + last30 + " in total, " + lastMinute + " this minute";
-  return el("article", { class: "gate", "aria-label": gate.name || "Gate " + gate.gateId }, [
+  return el("article", { class: "gate", "data-gate-id": String(gate.gateId), "aria-label": gate.name || "Gate " + gate.gateId }, [
     el("h3", {}, [gate.name || "Gate " + gate.gateId]),
     el("dl", {}, stats),
     refusals,
@@ -218,8 +245,9 @@ function render(snapshot) {
   setText("total-entries", totals.entries);
   setText("total-exits", totals.exits);
   setText("total-refused", refused(totals));
-  $("total-forced-box").hidden = totals.forced === undefined;
-  if (totals.forced !== undefined) setText("total-forced", totals.forced);
+  setText("total-forced", totals.forced);
+  announce("In venue " + totals.occupancy + ". Entries " + totals.entries + ", exits " + totals.exits +
+    ", refused " + refused(totals) + ", forced offline " + totals.forced + ".");
   setText("doors", snapshot.doorsOpen ? "Doors are open." : "Doors are closed (no event with scans is between its doors-open time and its end).");
   const silent = snapshot.scanners.filter((s) => s.silent);
   const warning = $("silent-warning");
@@ -240,6 +268,19 @@ function render(snapshot) {
   setText("updated-at", snapshot.updatedAt ? new Date(snapshot.updatedAt).toLocaleTimeString() : "none yet");
   $("key-form").hidden = true;
   $("board").hidden = false;
+}
+
+// The totals for screen readers (#summary, a polite live region): the latest
+// ones, at most every ANNOUNCE_EVERY_MS, and nothing when they did not change.
+function announce(text) {
+  pendingAnnouncement = text;
+  if (announceTimer) return;
+  announceTimer = setTimeout(() => {
+    announceTimer = null;
+    if ($("summary").textContent === pendingAnnouncement) return;
+    $("summary").textContent = pendingAnnouncement;
+    announcedAt = Date.now();
+  }, Math.max(0, announcedAt + ANNOUNCE_EVERY_MS - Date.now()));
 }
 
 function tickAges() {

@@ -87,6 +87,8 @@ struct Fake {
     inventory_rejects: Mutex<Option<LineErrors>>,
     applied: Mutex<Vec<NumberedRecord>>,
     ready: Mutex<bool>,
+    /// Whether `venue_stats` knows the venue (else it answers "no such venue").
+    venue_known: Mutex<bool>,
 }
 
 impl Default for Fake {
@@ -103,6 +105,7 @@ impl Default for Fake {
             inventory_rejects: Mutex::default(),
             applied: Mutex::default(),
             ready: Mutex::new(true),
+            venue_known: Mutex::new(true),
         }
     }
 }
@@ -183,7 +186,8 @@ impl presence_ports::Transport for Fake {
         &self,
         venue_id: &presence_domain::VenueId,
     ) -> Result<Option<presence_domain::VenueStats>, TransportError> {
-        Ok(Some(presence_domain::VenueStats::empty(venue_id.clone())))
+        Ok((*self.venue_known.lock().unwrap())
+            .then(|| presence_domain::VenueStats::empty(venue_id.clone())))
     }
 
     /// Knows no ticket: what the gateway does with a found one is the
@@ -1691,6 +1695,32 @@ async fn the_board_feed_sends_a_whole_snapshot_first() {
     assert_eq!(snapshot["venueId"], VENUE);
     assert_eq!(snapshot["silentAfterMs"], 120_000);
     assert_eq!(snapshot["totals"]["entries"], 0);
+}
+
+/// A venue the stats stop knowing while its board is open: the stream says so
+/// (`unknown-venue`, which the page shows and stops on) rather than going quiet.
+#[tokio::test]
+async fn the_board_feed_says_when_its_venue_is_gone() {
+    let harness = Harness::new();
+    let live = format!("/presence/v1/venues/{VENUE}/live");
+    let response = router(harness.state.clone())
+        .oneshot(request(Method::GET, &live, Some(ADMIN_KEY), Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut next_event = async || {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within the poll interval")
+            .expect("the stream goes on")
+            .unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    };
+    assert!(next_event().await.starts_with("event: board\n"));
+    *harness.fake.venue_known.lock().unwrap() = false;
+    let event = next_event().await;
+    assert!(event.starts_with("event: unknown-venue\n"), "{event}");
 }
 
 #[tokio::test]

@@ -340,8 +340,9 @@ pub fn inventory_outcome_from_pb(reply: pb::InventoryReply) -> InventoryOutcome 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_domain::DeviceId;
     use presence_domain::inventory::parse_ndjson;
+    use presence_domain::stats::{MINUTE_MS, minute_of};
+    use presence_domain::{DeviceActivity, DeviceId};
 
     fn init() -> DeviceInitRequest {
         DeviceInitRequest {
@@ -406,21 +407,49 @@ mod tests {
         );
     }
 
+    /// Everything the board reads travels: counts (forced ones too), the
+    /// gates' entries per minute, the scanners' last scans, whether doors
+    /// are open.
     #[test]
     fn stats_round_trip() {
-        let stats = VenueStats::from_fields(
+        let now = 1_480_003_200_042;
+        let this_minute = minute_of(now);
+        let mut stats = VenueStats::from_fields(
             VenueId::new("V"),
-            Some(5),
+            Some(now),
             [
                 ("t|entries", 3),
+                ("t|forced", 1),
                 ("t|denied:NOT_FOUND", 1),
                 ("g:2|entries", 3),
+                ("g:2|forced", 1),
                 ("g:2|denied:NOT_FOUND", 1),
                 ("e:E|exits", 1),
             ],
             [(GateId::new(2), "North".to_owned())],
         )
-        .unwrap();
+        .unwrap()
+        .with_minutes(
+            now,
+            [
+                (GateId::new(2), this_minute, 2),
+                (GateId::new(2), this_minute - 7 * MINUTE_MS, 1),
+            ],
+        )
+        .with_devices([
+            DeviceActivity {
+                device_id: DeviceId::new(5),
+                gate_id: GateId::new(2),
+                last_scan_at: now,
+            },
+            DeviceActivity {
+                device_id: DeviceId::new(6),
+                gate_id: GateId::new(2),
+                last_scan_at: now - 300_000,
+            },
+        ]);
+        stats.doors_open = true;
+        assert_eq!(stats.gates[0].entries_by_minute.len(), 2);
         assert_eq!(
             stats_outcome_from_pb(stats_outcome_to_pb(Some(&stats))).unwrap(),
             Some(stats)
