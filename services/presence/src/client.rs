@@ -48,6 +48,34 @@ impl ServerArgs {
             cause(error)
         )
     }
+
+    /// Sends `request` and reads its whole answer: the status and the body.
+    pub async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(StatusCode, String)> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| self.unreachable(&error))?;
+        let code = response.status();
+        Ok((code, response.text().await.unwrap_or_default()))
+    }
+
+    /// Sends `request`; the body when the server accepted it (2xx), else the
+    /// refusal of `what`, explained.
+    pub async fn accepted(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<String> {
+        let (code, text) = self.exchange(request).await?;
+        if code.is_success() {
+            Ok(text)
+        } else {
+            Err(refusal(what, code, &text))
+        }
+    }
 }
 
 /// What went wrong with a request, down to its root cause: reqwest's own

@@ -5,7 +5,7 @@
 //! requires device secrets, init prints the new secret once, as the server
 //! answers it once.
 
-use crate::client::{ServerArgs, http_client, refusal};
+use crate::client::{ServerArgs, http_client};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -108,36 +108,22 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(id) = args.gate {
         body["gateId"] = json!(id);
     }
-    let response = http_client(DEVICE_TIMEOUT)?
+    let request = http_client(DEVICE_TIMEOUT)?
         .post(args.server.endpoint("/presence/v1/device/init"))
         .header("X-Api-Key", key)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|error| args.server.unreachable(&error))?;
-    let code = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !code.is_success() {
-        return Err(refusal("the device init", code, &text));
-    }
+        .json(&body);
+    let text = args.server.accepted(request, "the device init").await?;
     print_device(&text, args.json, "configured ");
     Ok(ExitCode::SUCCESS)
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let key = args.server.api_key()?;
-    let response = http_client(DEVICE_TIMEOUT)?
+    let request = http_client(DEVICE_TIMEOUT)?
         .get(args.server.endpoint("/presence/v1/device"))
         .query(&[("venue", args.venue.as_str()), ("mac", args.mac.as_str())])
-        .header("X-Api-Key", key)
-        .send()
-        .await
-        .map_err(|error| args.server.unreachable(&error))?;
-    let code = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !code.is_success() {
-        return Err(refusal("the device lookup", code, &text));
-    }
+        .header("X-Api-Key", key);
+    let text = args.server.accepted(request, "the device lookup").await?;
     print_device(&text, args.json, "");
     Ok(ExitCode::SUCCESS)
 }

@@ -205,15 +205,11 @@ async fn ask_limit(
     server: &ServerArgs,
     key: &str,
 ) -> anyhow::Result<Option<u64>> {
-    let response = client
+    let request = client
         .get(server.endpoint(INVENTORY_PATH))
         .header("X-Api-Key", key)
-        .timeout(LIMIT_TIMEOUT)
-        .send()
-        .await
-        .map_err(|error| server.unreachable(&error))?;
-    let code = response.status();
-    let text = response.text().await.unwrap_or_default();
+        .timeout(LIMIT_TIMEOUT);
+    let (code, text) = server.exchange(request).await?;
     match code {
         StatusCode::OK => {
             let answer: Value = serde_json::from_str(&text).unwrap_or_default();

@@ -142,13 +142,7 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if let Some(device_secret) = device_secret {
         request = request.header(DEVICE_SECRET_HEADER, device_secret);
     }
-    let response = request
-        .json(&body)
-        .send()
-        .await
-        .map_err(|error| args.server.unreachable(&error))?;
-    let code = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let (code, text) = args.server.exchange(request.json(&body)).await?;
     if code != reqwest::StatusCode::OK {
         return Err(refusal("the scan", code, &text));
     }

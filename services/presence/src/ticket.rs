@@ -2,7 +2,7 @@
 //! from `GET /presence/v1/ticket?venueId=&token=` (SPEC §6, "what happened to
 //! this ticket").
 
-use crate::client::{ServerArgs, http_client, refusal};
+use crate::client::{ServerArgs, http_client};
 use clap::Args;
 use presence_domain::time::iso8601;
 use serde_json::Value;
@@ -32,22 +32,15 @@ pub struct TicketArgs {
 /// Prints the ticket; exits 1 when the server does not know it at this venue.
 pub async fn ticket(args: TicketArgs) -> anyhow::Result<ExitCode> {
     let key = args.server.api_key()?;
-    let response = http_client(LOOKUP_TIMEOUT)?
+    let request = http_client(LOOKUP_TIMEOUT)?
         .get(args.server.endpoint("/presence/v1/ticket"))
         .query(&[
             ("venueId", args.venue.as_str()),
             ("token", args.token.as_str()),
             ("limit", &args.limit.to_string()),
         ])
-        .header("X-Api-Key", key)
-        .send()
-        .await
-        .map_err(|error| args.server.unreachable(&error))?;
-    let code = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !code.is_success() {
-        return Err(refusal("the ticket lookup", code, &text));
-    }
+        .header("X-Api-Key", key);
+    let text = args.server.accepted(request, "the ticket lookup").await?;
     if args.json {
         println!("{text}");
     } else {
