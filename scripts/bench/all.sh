@@ -73,13 +73,6 @@ micros_per_scan() {
     echo $(((($(cpu_ticks "$1") - $2) * 1000000 / ticks) / $3))
 }
 
-# Waits until loadgen's report $1 says its setup is done (it logs "driving").
-wait_for_drive() {
-    until grep -q driving "$out/$1.log" 2>/dev/null || ! kill -0 "$2" 2>/dev/null; do
-        sleep 0.05
-    done
-}
-
 rss_mib() {
     echo "$(($(rss_kib "$1") / 1024)) MiB"
 }
@@ -127,7 +120,7 @@ url=$(sed -n 's/^PRESENCE_URL=//p' "$out/embedded.out")
 loadgen embedded-closed --tickets "$MILLION" --inventory-batch "$MILLION" \
     --concurrency 64 --duration "${seconds}s" --warmup 5s &
 driver=$!
-wait_for_drive embedded-closed "$driver"
+wait_for_drive "$out/embedded-closed.log" "$driver"
 server_before=$(cpu_ticks "$server")
 wait "$driver"
 embedded_cpu=$(micros_per_scan "$server" "$server_before" "$(field embedded-closed '.sent + .warmup.sent')")
@@ -184,7 +177,7 @@ done
 loadgen distributed-closed --tickets 200000 --concurrency 64 --duration "${seconds}s" --warmup 5s &
 driver=$!
 # The CPU of the drive alone, from the moment the generator's setup is done.
-wait_for_drive distributed-closed "$driver"
+wait_for_drive "$out/distributed-closed.log" "$driver"
 cpu_before=()
 for pid in "${pids[@]}"; do cpu_before+=("$(cpu_ticks "$pid")"); done
 wait "$driver"

@@ -14,3 +14,11 @@ cpu_ticks() {
 rss_kib() {
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null
 }
+
+# Waits until presence-loadgen, pid $2, has logged "driving" to $1 (its setup,
+# the inventory and the devices, is done), or has exited.
+wait_for_drive() {
+    until grep -q driving "$1" 2>/dev/null || ! kill -0 "$2" 2>/dev/null; do
+        sleep 0.05
+    done
+}

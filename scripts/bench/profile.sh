@@ -69,9 +69,7 @@ PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URL" --json \
     --tickets 200000 --concurrency "$CONNECTIONS" --duration "${seconds}s" --warmup 5s \
     >"$out/drive.json" 2>"$out/drive.log" &
 driver=$!
-until grep -q driving "$out/drive.log" 2>/dev/null || ! kill -0 "$driver" 2>/dev/null; do
-    sleep 0.05
-done
+wait_for_drive "$out/drive.log" "$driver"
 sleep 5 # the warm-up
 sent_before=$(curl -sf "$PRESENCE_URL/metrics" | awk '/^presence_http_requests_total\{.*enter/ {n += $2} END {print n + 0}')
 cpu_before=() switch_before=() recorders=()

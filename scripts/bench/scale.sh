@@ -78,9 +78,7 @@ measure() {
         >"$out/$name.json" 2>"$out/$name.log" &
     driver=$!
     # The CPU of the drive alone, from the moment the generator's setup is done.
-    until grep -q driving "$out/$name.log" 2>/dev/null || ! kill -0 "$driver" 2>/dev/null; do
-        sleep 0.05
-    done
+    wait_for_drive "$out/$name.log" "$driver"
     local before=()
     for pid in "${pids[@]}"; do before+=("$(cpu_ticks "$pid")"); done
     wait "$driver" || log "$name: loadgen did not pass (see $out/$name.json)"

@@ -68,9 +68,7 @@ PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URL" --json \
     --duration "${seconds}s" --warmup 5s >"$out/loadgen.json" 2>"$out/loadgen.log" &
 driver=$!
 # Only the drive's samples: from the moment the generator's setup is done.
-until grep -q driving "$out/loadgen.log" 2>/dev/null || ! kill -0 "$driver" 2>/dev/null; do
-    sleep 0.05
-done
+wait_for_drive "$out/loadgen.log" "$driver"
 while kill -0 "$driver" 2>/dev/null; do
     for name in "${SERVICES[@]}"; do
         rss=$(rss_kib "${pid[$name]}")
