@@ -46,6 +46,12 @@ switches() {
         awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
 }
 
+# Enter requests the gateway has answered so far (its /metrics).
+enters_answered() {
+    curl -sf "$PRESENCE_URL/metrics" |
+        awk '/^presence_http_requests_total\{.*enter/ {n += $2} END {print n + 0}'
+}
+
 threads() {
     ls /proc/"$1"/task | wc -l
 }
@@ -71,7 +77,7 @@ PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URL" --json \
 driver=$!
 wait_for_drive "$out/drive.log" "$driver"
 sleep 5 # the warm-up
-sent_before=$(curl -sf "$PRESENCE_URL/metrics" | awk '/^presence_http_requests_total\{.*enter/ {n += $2} END {print n + 0}')
+sent_before=$(enters_answered)
 cpu_before=() switch_before=() recorders=()
 for i in "${!pids[@]}"; do
     cpu_before+=("$(cpu_ticks "${pids[i]}")")
@@ -87,7 +93,7 @@ for i in "${!pids[@]}"; do
     switch_after+=("$(switches "${pids[i]}")")
     thread_counts+=("$(threads "${pids[i]}")")
 done
-sent_after=$(curl -sf "$PRESENCE_URL/metrics" | awk '/^presence_http_requests_total\{.*enter/ {n += $2} END {print n + 0}')
+sent_after=$(enters_answered)
 wait "$driver" || log "loadgen did not pass (see $out/drive.json)"
 scans=$((sent_after - sent_before))
 [ "$scans" -gt 0 ] || { echo "no scans counted by the gateway's /metrics during the profile" >&2; exit 1; }
