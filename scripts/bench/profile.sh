@@ -12,6 +12,11 @@
 # - per process: CPU per scan (µs), threads, context switches per scan
 #   (voluntary + involuntary, summed over its threads, from /proc), and the share
 #   of its samples in the kernel;
+# - per process: what it costs with no scan at all (CPU ms and context switches a
+#   second over PRESENCE_PROFILE_IDLE_SECONDS, default 20, on the idle stack just
+#   before the drive: consumers polling the broker, timers, statistics), and the
+#   CPU per scan beyond that idle cost, so that a fixed cost spread over few
+#   scans is not read as a cost of each scan;
 # - per process: its samples by what they were doing (scheduler and futex,
 #   network, other system calls, librdkafka, tokio, Redis client, HTTP, tracing,
 #   allocation, protobuf, JSON, the project's own code, ...), from
@@ -27,6 +32,7 @@ out=${1:-$(mktemp -d -t presence-profile.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 seconds=${PRESENCE_BENCH_SECONDS:-20}
+idle_seconds=${PRESENCE_PROFILE_IDLE_SECONDS:-20}
 readonly CONNECTIONS=64
 readonly KINDS=(gateway validator registry redis tansu)
 bin=${PRESENCE_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}
@@ -70,6 +76,21 @@ trap '"$repo/deploy/local/stack.sh" down "$PRESENCE_STACK_DIR" >/dev/null 2>&1 |
 pids=()
 for kind in "${KINDS[@]}"; do pids+=("$(<"$PRESENCE_STACK_DIR/$kind.pid")"); done
 
+# The idle cost, after a settle: the stack is ready, no scan has been sent.
+sleep 5
+log "idle for ${idle_seconds}s"
+idle_cpu_before=() idle_switch_before=()
+for pid in "${pids[@]}"; do
+    idle_cpu_before+=("$(cpu_ticks "$pid")")
+    idle_switch_before+=("$(switches "$pid")")
+done
+sleep "$idle_seconds"
+idle_cpu=() idle_switches=()
+for i in "${!pids[@]}"; do
+    idle_cpu+=($(($(cpu_ticks "${pids[i]}") - idle_cpu_before[i])))
+    idle_switches+=($(($(switches "${pids[i]}") - idle_switch_before[i])))
+done
+
 log "presence-loadgen: $CONNECTIONS connections, ${seconds}s after a 5 s warm-up"
 PRESENCE_API_KEY=$key "$bin/presence-loadgen" --url "$PRESENCE_URL" --json \
     --tickets 200000 --concurrency "$CONNECTIONS" --duration "${seconds}s" --warmup 5s \
@@ -102,12 +123,21 @@ echo
 echo "$(nproc) cores, commit $(cd "$repo" && git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "drive: $(jq -r '"\(.throughput_per_second | floor) scans/s, p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, codes \(.http_codes | tostring)"' "$out/drive.json"); profiled: $scans scans in $((seconds - 2)) s"
 echo
-echo "| process | CPU µs per scan | threads | context switches per scan |"
-echo "|---|---|---|---|"
+echo "| process | CPU µs per scan | threads | context switches per scan | idle: CPU ms/s | idle: switches/s | CPU µs per scan beyond idle |"
+echo "|---|---|---|---|---|---|---|"
+# Beyond idle: the drive's CPU time less what the process spends idle in as long.
 for i in "${!pids[@]}"; do
-    micros=$((((cpu_after[i] - cpu_before[i]) * 1000000 / ticks) / scans))
-    per_scan=$(python3 -c "print(f'{(${switch_after[i]} - ${switch_before[i]}) / $scans:.2f}')")
-    echo "| ${KINDS[i]} | $micros | ${thread_counts[i]} | $per_scan |"
+    python3 -c '
+import sys
+kind, ticks, scans, profiled, idle_seconds, threads, cpu, switches, idle_cpu, idle_switches = sys.argv[1:]
+ticks, scans, profiled, idle_seconds = int(ticks), int(scans), int(profiled), int(idle_seconds)
+cpu_us, idle_us_per_s = int(cpu) * 1e6 / ticks, int(idle_cpu) * 1e6 / ticks / idle_seconds
+beyond = (cpu_us - idle_us_per_s * profiled) / scans
+print(f"| {kind} | {cpu_us / scans:.0f} | {threads} | {int(switches) / scans:.2f} "
+      f"| {idle_us_per_s / 1000:.1f} | {int(idle_switches) / idle_seconds:.0f} | {beyond:.0f} |")
+' "${KINDS[i]}" "$ticks" "$scans" $((seconds - 2)) "$idle_seconds" "${thread_counts[i]}" \
+        $((cpu_after[i] - cpu_before[i])) $((switch_after[i] - switch_before[i])) \
+        "${idle_cpu[i]}" "${idle_switches[i]}"
 done
 echo
 for kind in "${KINDS[@]}"; do

@@ -15,7 +15,9 @@
 # PRESENCE_SOAK_WINDOW seconds (default 60), each with a fresh inventory. At the
 # end of every window it reads each process's CPU time and resident memory
 # (/proc) and each service's /metrics; the 5 s samples in between go to
-# processes.csv. It prints one line per window, then two tables:
+# processes.csv. It prints one line per window (for the embedded server, with the
+# store's batches over 100 ms while the window drove: a stalled disk holds every
+# scan queued behind such a batch), then two tables:
 # - per window, each process's CPU per answered scan (µs, the window's CPU time,
 #   its inventory load included, over the scans it answered) and RSS (MiB): on
 #   the local stack this shows Presence's own processes level while the test
@@ -25,8 +27,10 @@
 #   counters (librdkafka's statistics, reported every 5 s).
 # It fails when
 # - a window saw an error (5xx, no answer, an unexpected status);
-# - a window after the warm-up had a p99 more than twice (and 5 ms above) the p99
-#   of the first window after it;
+# - a window after the warm-up had a p99 more than twice (and 5 ms above) its
+#   baseline: the lowest p99 of the first three windows after the warm-up that
+#   came before it (the lowest, so that one noisy early window cannot excuse a
+#   later slowdown);
 # - one of Presence's processes (presence, gateway, validator, registry) grew its
 #   RSS by 10 % or more between the end of the warm-up and the end. Redis and the
 #   broker are shown, not judged: they keep every ticket and record by design.
@@ -243,6 +247,12 @@ snapshot() {
         rss=$(rss_kib "${pids[$name]}") || continue
         echo "$label,$name,$cpu,$rss" >>"$out/snapshots.csv"
     done
+    metrics_now "$label"
+}
+
+# Each service's /metrics as metrics/LABEL.NAME.txt.
+metrics_now() {
+    local label=$1 name
     for name in "${!metrics[@]}"; do
         curl -fsS --max-time 5 "${metrics[$name]}" >"$out/metrics/$label.$name.txt" 2>/dev/null ||
             rm -f "$out/metrics/$label.$name.txt"
@@ -303,7 +313,13 @@ snapshot 0
 windows=0
 for window in $(seq 1 "$minutes"); do
     loadgen --rate "$rate" --duration "${window_seconds}s" --tickets "$tickets" \
-        >"$out/window-$window.json" 2>"$out/window-$window.log" || true
+        >"$out/window-$window.json" 2>"$out/window-$window.log" &
+    driver=$!
+    # The services' figures once the window's inventory is loaded, so that the
+    # store's batches are told apart from the inventory's.
+    wait_for_drive "$out/window-$window.log" "$driver"
+    metrics_now "$window-driving"
+    wait "$driver" || true
     snapshot "$window"
     windows=$window
     report line "$out" "$window"

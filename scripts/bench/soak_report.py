@@ -8,9 +8,11 @@
 
 OUT holds window-N.json (presence-loadgen's reports), snapshots.csv (LABEL, process,
 CPU ticks, RSS KiB at the end of each window; label 0 before the first) and
-metrics/LABEL.SERVICE.txt (each service's /metrics at the same moments). Exits 1
+metrics/LABEL.SERVICE.txt (each service's /metrics at the same moments, and as
+each window starts driving, LABEL WINDOW-driving). Exits 1
 when the soak failed: a window with an error, a p99 after the warm-up more than twice
-(and 5 ms above) the first one after it, or one of Presence's processes grown by
+(and 5 ms above) its baseline (the lowest p99 of the first three windows after the
+warm-up that came before it), or one of Presence's processes grown by
 10 % or more between the end of the warm-up and the end.
 """
 
@@ -33,6 +35,10 @@ P99_FACTOR = 2.0
 P99_SLACK_MS = float(os.environ.get("PRESENCE_SOAK_P99_SLACK_MS", "5"))
 METRIC = re.compile(r'^presence_kafka_client_(requests|records|batches|bytes)_total\{([^}]*)\} (\S+)$')
 LABEL = re.compile(r'(\w+)="([^"]*)"')
+# The embedded store's batch durations (`presence serve`): cumulative buckets by bound.
+STORE_BUCKET = re.compile(r'^presence_store_batch_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+# A batch slower than this holds every scan queued behind it past a good p99.
+SLOW_BATCH_SECONDS = 0.1
 # The request types shown in columns of their own; the rest are summed as "other".
 REQUESTS = ["Produce", "Fetch", "OffsetCommit", "Heartbeat", "Metadata"]
 
@@ -64,18 +70,34 @@ def p99_ms(report):
     return report["latency_us"]["p99"] / 1000
 
 
-def drifted(first, p99):
-    return p99 > P99_FACTOR * first and p99 > first + P99_SLACK_MS
+# A window's p99 is judged against the lowest of the first BASELINE_WINDOWS after the
+# warm-up that came before it: the lowest, so that one noisy early window cannot
+# excuse a later slowdown; only earlier ones, so that no window is its own baseline.
+BASELINE_WINDOWS = 3
+
+
+def drifted(baseline, p99):
+    return p99 > P99_FACTOR * baseline and p99 > baseline + P99_SLACK_MS
+
+
+def baseline(p99s, warmup, window):
+    """(p99, window) a window is judged against; None for the first after the warm-up.
+    p99s: {window: p99 ms} of the windows run."""
+    earlier = [(p99s[w], w) for w in range(warmup + 1, min(warmup + BASELINE_WINDOWS, window - 1) + 1)
+               if w in p99s]
+    return min(earlier, default=None)
 
 
 def check_window(out, window, warmup):
     report = window_report(out, window)
     problems = window_problems(report)
-    if not problems and window > warmup + 1:
-        first = window_report(out, warmup + 1)
-        if first is not None and drifted(p99_ms(first), p99_ms(report)):
+    if not problems:
+        reports = {w: window_report(out, w) for w in range(warmup + 1, window)}
+        p99s = {w: p99_ms(r) for w, r in reports.items() if r is not None}
+        base = baseline(p99s, warmup, window)
+        if base is not None and drifted(base[0], p99_ms(report)):
             problems.append(
-                f"p99 {p99_ms(report):.1f} ms, more than twice window {warmup + 1}'s "
+                f"p99 {p99_ms(report):.1f} ms, more than twice window {base[1]}'s {base[0]:.1f} ms "
                 f"and over {P99_SLACK_MS:g} ms above it"
             )
     for problem in problems:
@@ -123,6 +145,31 @@ def kafka_delta(out, services, before, after):
     return deltas
 
 
+def store_buckets(path):
+    """{bound: batches at or under it} of the embedded store, from one /metrics page."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return {float(m[1]): float(m[2]) for m in map(STORE_BUCKET.match, text.splitlines()) if m}
+
+
+def store_batches(out, window):
+    """(batches slower than SLOW_BATCH_SECONDS, the bound the slowest one was under)
+    of the embedded store while one window drove its scans (from when its inventory
+    was loaded, metrics/WINDOW-driving.presence.txt, to its end); None where the
+    store reports no durations."""
+    before = store_buckets(out / "metrics" / f"{window}-driving.presence.txt")
+    after = store_buckets(out / "metrics" / f"{window}.presence.txt")
+    if not after:
+        return None
+    delta = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = delta[float("inf")]
+    slow = total - delta.get(SLOW_BATCH_SECONDS, total)
+    slowest = min((bound for bound, count in delta.items() if count >= total), default=float("inf"))
+    return int(slow), slowest
+
+
 def process_order(names):
     return sorted(names, key=lambda n: (0 if OWN.match(n) else 1 if not BROKER.match(n) else 2, n))
 
@@ -138,10 +185,13 @@ def window_line(out, window):
         load = (out / "metrics" / f"{window}.loadavg").read_text().strip()
     except OSError:
         load = "?"
+    batches = store_batches(out, window)
+    store = "" if batches is None else (
+        f"  store batches over {SLOW_BATCH_SECONDS * 1000:g} ms {batches[0]} (slowest ≤ {batches[1]:g} s)")
     return (f"window {window}: {report['throughput_per_second']:,.0f}/s  p50 {latency['p50'] / 1000} ms  "
             f"p99 {latency['p99'] / 1000} ms  max {latency['max'] / 1000} ms  "
             f"errors {sum(report['errors'].values())}  unexpected {unexpected}  "
-            f"codes {json.dumps(report['http_codes'])}  late {late}  load average {load}")
+            f"codes {json.dumps(report['http_codes'])}  late {late}  load average {load}{store}")
 
 
 def main(argv):
@@ -168,14 +218,17 @@ def main(argv):
     judged = {w: p99_ms(r) for w, r in reports.items() if w > warmup and r is not None}
     summary = []
     if judged:
-        first = judged[min(judged)]
         print()
-        print(f"p99 after the warm-up: {first:.1f} ms in window {warmup + 1}, "
-              f"{min(judged.values()):.1f} to {max(judged.values()):.1f} ms in windows {warmup + 1} to {windows}")
+        print(f"p99 after the warm-up: {min(judged.values()):.1f} to {max(judged.values()):.1f} ms "
+              f"in windows {warmup + 1} to {windows}")
         summary.append(f"p99 {min(judged.values()):.1f}–{max(judged.values()):.1f} ms")
-        grown = [w for w, ms in judged.items() if drifted(first, ms)]
+        grown = []
+        for w, ms in judged.items():
+            base = baseline(judged, warmup, w)
+            if base is not None and drifted(base[0], ms):
+                grown.append(f"{w} ({ms:.1f} ms against window {base[1]}'s {base[0]:.1f})")
         if grown:
-            print(f"p99 more than doubled in windows {grown}")
+            print(f"p99 more than doubled in windows {', '.join(grown)}")
             failed = True
     else:
         print("\nno window after the warm-up to judge")
@@ -211,7 +264,9 @@ def main(argv):
         print("CPU per answered scan, µs (the window's CPU time, its inventory load included)"
               + (", and Kafka requests per scan from all services" if services else ""))
         print()
-        header = ["window", "scans/s", "p99 ms"] + processes + (["Kafka requests/scan"] if services else [])
+        timed = store_batches(out, 1) is not None
+        header = ["window", "scans/s", "p99 ms"] + processes + (["Kafka requests/scan"] if services else []) + (
+            [f"store batches over {SLOW_BATCH_SECONDS * 1000:g} ms", "slowest batch ≤ s"] if timed else [])
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for w in range(1, windows + 1):
@@ -220,6 +275,9 @@ def main(argv):
             row += [cell(cpu_us_per_scan(p, w)) for p in processes]
             if services:
                 row.append(cell(requests_per_scan(w), 2))
+            if timed:
+                slow, slowest = store_batches(out, w) or (None, None)
+                row += [cell(slow), "" if slowest is None else f"{slowest:g}"]
             print("| " + " | ".join(row) + " |")
 
         print()

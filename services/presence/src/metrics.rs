@@ -1,14 +1,16 @@
 //! The embedded store's figures on `/metrics`, read at each scrape.
 
-use presence_store_embedded::EmbeddedStore;
+use presence_store_embedded::{BATCH_DURATION_BOUNDS, EmbeddedStore};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::sync::Arc;
 
 /// Group-commit figures an operator graphs: how many writes share an fsync,
-/// and whether commits fail.
+/// how long a batch takes (a slow disk shows here before anywhere else), and
+/// whether commits fail.
 #[derive(Debug)]
 pub struct StoreMetrics {
     store: Arc<EmbeddedStore>,
@@ -60,7 +62,29 @@ impl Collector for StoreMetrics {
             "Most writes one transaction has held since start",
             None,
             largest.metric_type(),
-        )?)
+        )?)?;
+        let durations = stats.batch_durations;
+        // The encoder adds the buckets up; the last bound, f64::MAX, reads +Inf.
+        let buckets: Vec<(f64, u64)> = BATCH_DURATION_BOUNDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(durations.counts)
+            .collect();
+        let total_seconds = std::time::Duration::from_micros(durations.total_micros).as_secs_f64();
+        encoder
+            .encode_descriptor(
+                "store_batch_duration_seconds",
+                "Time the store writer took per batch: its writes, the commit and the fsync",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                total_seconds,
+                durations.counts.iter().sum(),
+                &buckets,
+                None,
+            )
     }
 }
 
@@ -97,6 +121,14 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE presence_store_largest_batch gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("presence_store_batch_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("presence_store_batch_duration_seconds_bucket{le=\"+Inf\"} 1"),
             "{text}"
         );
     }

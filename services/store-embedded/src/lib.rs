@@ -19,7 +19,7 @@ mod tables;
 mod writer;
 
 pub use backup::{BackupSummary, data_file, inspect_backup};
-pub use writer::WriterStats;
+pub use writer::{BATCH_DURATION_BOUNDS, BatchDurations, WriterStats};
 
 use async_trait::async_trait;
 use presence_domain::inventory::{InventoryRecord, Reference};

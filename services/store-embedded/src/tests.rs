@@ -91,6 +91,10 @@ async fn concurrent_commits_share_transactions() {
         "200 commits should share few transactions: {stats:?}"
     );
     assert_eq!(stats.durable_commits, stats.batches);
+    // Every batch is timed once, and a commit with an fsync takes some time.
+    let durations = stats.batch_durations;
+    assert_eq!(durations.counts.iter().sum::<u64>(), stats.batches);
+    assert!(durations.total_micros > 0, "{durations:?}");
 }
 
 #[tokio::test]

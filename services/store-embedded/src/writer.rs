@@ -12,7 +12,7 @@ use redb::{Database, Durability};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) type JobSender = mpsc::Sender<Box<dyn Job>>;
@@ -134,6 +134,25 @@ pub struct WriterStats {
     pub failed_batches: u64,
     /// The most jobs one batch held.
     pub largest_batch: u64,
+    /// How long batches took, from the first write to the fsync's return.
+    pub batch_durations: BatchDurations,
+}
+
+/// Upper bounds, in seconds, of [`BatchDurations`]' buckets; a last bucket takes
+/// the rest. A batch on a healthy disk commits in about a millisecond; every
+/// scan queued behind a batch of hundreds of milliseconds waits that long, so
+/// the slow buckets are the ones that explain a p99.
+pub const BATCH_DURATION_BOUNDS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A histogram of batch durations: batches per bucket of
+/// [`BATCH_DURATION_BOUNDS`] (not cumulative; the last bucket holds every
+/// batch above the last bound) and their total time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchDurations {
+    pub counts: [u64; BATCH_DURATION_BOUNDS.len() + 1],
+    pub total_micros: u64,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +162,8 @@ pub(crate) struct Counters {
     durable_commits: AtomicU64,
     failed_batches: AtomicU64,
     largest_batch: AtomicU64,
+    duration_counts: [AtomicU64; BATCH_DURATION_BOUNDS.len() + 1],
+    duration_micros: AtomicU64,
 }
 
 impl Counters {
@@ -153,7 +174,27 @@ impl Counters {
             durable_commits: self.durable_commits.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            batch_durations: BatchDurations {
+                counts: self
+                    .duration_counts
+                    .each_ref()
+                    .map(|count| count.load(Ordering::Relaxed)),
+                total_micros: self.duration_micros.load(Ordering::Relaxed),
+            },
         }
+    }
+
+    fn observe_duration(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BATCH_DURATION_BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BATCH_DURATION_BOUNDS.len());
+        self.duration_counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -262,7 +303,9 @@ pub(crate) fn run_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>, counters: 
     let _entered = span.enter();
     let started = Instant::now();
     let settled = execute(db, batch);
-    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    counters.observe_duration(elapsed);
+    let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let size = u64::try_from(size).unwrap_or(u64::MAX);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.jobs.fetch_add(size, Ordering::Relaxed);
