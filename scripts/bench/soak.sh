@@ -59,8 +59,8 @@
 # temporary directory), PRESENCE_BIN_DIR (built binaries; default: a release build
 # here), PRESENCE_SOAK_WINDOW, PRESENCE_SOAK_WARMUP, PRESENCE_SOAK_MAX_SECONDS
 # (default 20), PRESENCE_SOAK_STEP, PRESENCE_SOAK_FAIL_FAST=1 (stop at the first
-# failing window), PRESENCE_SOAK_P99_SLACK_MS (default 5: how far above the first
-# window's p99 a doubled p99 must also be to fail).
+# failing window), PRESENCE_SOAK_P99_SLACK_MS (default 5: how far above its
+# baseline's p99 a doubled p99 must also be to fail).
 #
 # Not part of the test suite at these lengths (scripts/test.sh runs a short
 # embedded one). Loopback only, unless `attached` is pointed elsewhere.
