@@ -19,8 +19,9 @@
 #   scans is not read as a cost of each scan;
 # - per process: its samples by what they were doing (scheduler and futex,
 #   network, other system calls, librdkafka, tokio, Redis client, HTTP, tracing,
-#   allocation, protobuf, JSON, the project's own code, ...), from
-#   scripts/bench/profile_report.py.
+#   allocation, protobuf, JSON, the project's own code, ...), and its context
+#   switches per scan by kind of thread (tokio's workers, each librdkafka thread,
+#   the delivery-report thread), from scripts/bench/profile_report.py.
 # The perf data and reports stay in OUT_DIR (default a new temporary directory).
 # Needs perf (Debian's linux-perf) and jq. Loopback only.
 set -euo pipefail
@@ -60,6 +61,16 @@ enters_answered() {
 
 threads() {
     ls /proc/"$1"/task | wc -l
+}
+
+# One line per thread of process $1: its id, its context switches so far, its name.
+thread_switches() {
+    local task
+    for task in /proc/"$1"/task/*; do
+        awk -v tid="${task##*/}" -v comm="$(cat "$task/comm" 2>/dev/null)" \
+            '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print tid, n + 0, comm}' \
+            "$task/status" 2>/dev/null
+    done
 }
 
 if [ -z "${PRESENCE_BIN_DIR:-}" ]; then
@@ -103,6 +114,7 @@ cpu_before=() switch_before=() recorders=()
 for i in "${!pids[@]}"; do
     cpu_before+=("$(cpu_ticks "${pids[i]}")")
     switch_before+=("$(switches "${pids[i]}")")
+    thread_switches "${pids[i]}" >"$out/${KINDS[i]}.threads-before"
     perf record -F 499 -g -p "${pids[i]}" -o "$out/${KINDS[i]}.perf" -- sleep $((seconds - 2)) \
         >"$out/${KINDS[i]}.perf.log" 2>&1 &
     recorders+=($!)
@@ -113,6 +125,7 @@ for i in "${!pids[@]}"; do
     cpu_after+=("$(cpu_ticks "${pids[i]}")")
     switch_after+=("$(switches "${pids[i]}")")
     thread_counts+=("$(threads "${pids[i]}")")
+    thread_switches "${pids[i]}" >"$out/${KINDS[i]}.threads-after"
 done
 sent_after=$(enters_answered)
 wait "$driver" || log "loadgen did not pass (see $out/drive.json)"
@@ -144,5 +157,5 @@ for kind in "${KINDS[@]}"; do
     perf report -i "$out/$kind.perf" --no-children --sort sym --stdio -g none \
         --percent-limit 0 2>/dev/null >"$out/$kind.report" || true
 done
-python3 "$repo/scripts/bench/profile_report.py" "$out" "${KINDS[@]}"
+python3 "$repo/scripts/bench/profile_report.py" "$out" "$scans" "${KINDS[@]}"
 log "perf data and reports: $out"

@@ -1,6 +1,7 @@
-"""Groups each process's perf samples by what they were doing.
+"""Groups each process's perf samples by what they were doing, and its context
+switches by thread.
 
-    python3 scripts/bench/profile_report.py OUT_DIR KIND...
+    python3 scripts/bench/profile_report.py OUT_DIR SCANS KIND...
 
 Reads OUT_DIR/KIND.report (`perf report --no-children --sort sym --stdio -g none`,
 written by scripts/bench/profile.sh) and prints one markdown table: per process,
@@ -8,6 +9,12 @@ the percentage of its samples in each group. A symbol belongs to the first group
 whose pattern matches it; kernel symbols ([k]) are split by what the kernel was
 doing for the process. The top symbols of each process follow, so that a group's
 content can be checked.
+
+Then, from OUT_DIR/KIND.threads-before and .threads-after (thread id, context
+switches, thread name, taken around the profiled SCANS scans), each process's
+context switches per scan by kind of thread (the name without its number:
+tokio's workers, each librdkafka thread, the delivery-report thread), so that the
+hand-offs a scan costs can be told apart.
 """
 
 import re
@@ -64,8 +71,35 @@ def grouped(report: Path):
     return shares, top
 
 
+def thread_kind(name: str) -> str:
+    """A thread's name without what numbers it (rdk:broker3, rdk:broker-1)."""
+    return re.sub(r"[-_]?[0-9]+$", "", name) or name
+
+
+def switches_by_thread(out: Path, kind: str) -> dict:
+    """Context switches per kind of thread between the two snapshots; threads
+    that started meanwhile count from zero, those that ended are not counted."""
+    def read(path: Path) -> dict:
+        threads = {}
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                fields = line.split(" ", 2)
+                if len(fields) == 3:
+                    threads[fields[0]] = (int(fields[1]), fields[2])
+        return threads
+
+    before = read(out / f"{kind}.threads-before")
+    after = read(out / f"{kind}.threads-after")
+    kinds = {}
+    for tid, (switches, name) in after.items():
+        earlier = before.get(tid, (0, name))[0]
+        count, total = kinds.get(thread_kind(name), (0, 0))
+        kinds[thread_kind(name)] = (count + 1, total + switches - earlier)
+    return kinds
+
+
 def main() -> None:
-    out, kinds = Path(sys.argv[1]), sys.argv[2:]
+    out, scans, kinds = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
     results = {kind: grouped(out / f"{kind}.report") for kind in kinds}
     print("| samples (%) | " + " | ".join(kinds) + " |")
     print("|---|" + "---|" * len(kinds))
@@ -76,6 +110,14 @@ def main() -> None:
     print()
     for kind in kinds:
         print(f"{kind}: " + "; ".join(results[kind][1]))
+    print()
+    print("| process | context switches per scan, by thread (threads of that kind) |")
+    print("|---|---|")
+    for kind in kinds:
+        by_thread = sorted(switches_by_thread(out, kind).items(), key=lambda item: -item[1][1])
+        cells = [f"{name} ({count}): {total / max(scans, 1):.2f}"
+                 for name, (count, total) in by_thread if total / max(scans, 1) >= 0.01]
+        print(f"| {kind} | " + "; ".join(cells) + " |")
 
 
 if __name__ == "__main__":

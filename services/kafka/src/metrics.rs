@@ -29,6 +29,10 @@ const BUCKETS: [f64; 16] = [
     2.5, 10.0,
 ];
 
+/// Records in one hand-over, from one to the runner's most
+/// ([`MAX_BATCH`](crate::runner::MAX_BATCH)).
+const HANDOVER_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Venues counted under their own label; later ones count as [`OTHER_VENUE`],
 /// so a flood of made-up venue ids cannot grow the page without bound.
 pub const MAX_VENUES: usize = 200;
@@ -92,6 +96,10 @@ fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+fn handover_histogram() -> Histogram {
+    Histogram::new(HANDOVER_BUCKETS)
+}
+
 /// How a record's handling ended, for `kafka_records_handled_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handled {
@@ -113,6 +121,7 @@ struct KafkaMetrics {
     venues: Mutex<HashSet<String>>,
     handled: Family<OutcomeLabels, Counter>,
     handle_duration: Histograms,
+    handover_records: Histograms,
     dead_letters: Family<TopicLabels, Counter>,
     request_duration: Histograms,
     errors: Family<OperationLabels, Counter>,
@@ -142,6 +151,7 @@ static METRICS: LazyLock<KafkaMetrics> = LazyLock::new(|| KafkaMetrics {
     venues: Mutex::default(),
     handled: Family::default(),
     handle_duration: Family::new_with_constructor(histogram),
+    handover_records: Family::new_with_constructor(handover_histogram),
     dead_letters: Family::default(),
     request_duration: Family::new_with_constructor(histogram),
     errors: Family::default(),
@@ -174,6 +184,13 @@ pub fn register(metrics: &MetricsHandle) {
             "Time a handler took over one record (for a scan: the store and the \
              decision's publication), by topic",
             m.handle_duration.clone(),
+        );
+        registry.register(
+            "kafka_handover_records",
+            "Records a consumer handed to its lanes at once (what had been fetched, \
+             up to 256), by topic: the scans one batch of Redis commands and produced \
+             records carries",
+            m.handover_records.clone(),
         );
         registry.register(
             "kafka_dead_letters",
@@ -255,6 +272,15 @@ pub(crate) fn decision_published(event: &DecisionEvent) {
             venue,
         })
         .inc();
+}
+
+pub(crate) fn handed_over(topic: &str, records: usize) {
+    METRICS
+        .handover_records
+        .get_or_create(&TopicLabels {
+            topic: topic.to_owned(),
+        })
+        .observe(records as f64);
 }
 
 pub(crate) fn record_handled(topic: &str, outcome: Handled, elapsed: Duration) {

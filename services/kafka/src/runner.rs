@@ -1,12 +1,20 @@
 //! The consumer loop every service runs on.
 //!
 //! Records of one key (one ticket, one venue) are handled one after another in
-//! arrival order, on one of several lanes; records of different keys run side by
-//! side. A record's offset is stored for commit only when it and every earlier
-//! record of its partition are done, so a crash at any point redelivers whatever
-//! was not finished: at-least-once, with the handlers making a redelivery
-//! harmless. A record the handler cannot understand goes to `<topic>.dlq` with
-//! the reason, and the partition keeps flowing.
+//! arrival order; records of different keys run side by side, up to the
+//! runner's lanes at once. A record's offset is stored for commit only when it
+//! and every earlier record of its partition are done, so a crash at any point
+//! redelivers whatever was not finished: at-least-once, with the handlers making
+//! a redelivery harmless. A record the handler cannot understand goes to
+//! `<topic>.dlq` with the reason, and the partition keeps flowing.
+//!
+//! Everything runs on the consumer loop's own task: it takes what has been
+//! fetched as one batch (up to [`MAX_BATCH`]), starts the records it may, and
+//! polls them all together. So the Redis commands a batch sends and the records
+//! it produces leave together, their answers wake one task once, and finished
+//! records are stored without crossing to another task: a scan is not handed
+//! from the consumer to a lane, to the Redis connection, to the producer and
+//! back each on its own (docs/benchmarks.md, "Batched hand-offs").
 
 use crate::KafkaError;
 use crate::client::{self, DEAD_LETTER_REASON};
@@ -14,18 +22,18 @@ use crate::metrics::Handled;
 use crate::producer::KafkaProducer;
 use crate::settings::KafkaSettings;
 use async_trait::async_trait;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 /// What became of a record.
@@ -89,6 +97,12 @@ pub enum Fetching {
 /// The most a [`Fetching::Gathered`] fetch lets gather before the broker answers:
 /// a few hundred decisions.
 pub const GATHERED_FETCH_BYTES: &str = "65536";
+
+/// The most records the consumer loop takes from what has been fetched before
+/// handing them to the lanes, and the most a lane handles at once: enough to
+/// carry a busy fetch in one hand-over, few enough that a batch's records wait
+/// on each other for milliseconds, not longer.
+pub const MAX_BATCH: usize = 256;
 
 /// How many partitions a runner's consumer holds, for readiness: a service whose
 /// consumer has joined its group and holds partitions is doing its job.
@@ -182,23 +196,21 @@ pub async fn run(
         producer: client::producer(&settings)?,
         settings,
     };
-    let (done_sender, mut done) = mpsc::unbounded_channel::<Finished>();
-    let lanes: Vec<mpsc::Sender<OwnedMessage>> = (0..config.lanes.max(1))
-        .map(|_| {
-            let (sender, receiver) = mpsc::channel(64);
-            tokio::spawn(lane(
-                receiver,
-                handler.clone(),
-                dead_letters.clone(),
-                done_sender.clone(),
-                shutdown.clone(),
-            ));
-            sender
-        })
-        .collect();
-    drop(done_sender);
+    // One lane keeps the partition's order across keys too (RunnerConfig::lanes).
+    let order = if config.lanes <= 1 {
+        Order::Partition
+    } else {
+        Order::Key
+    };
+    let mut schedule = Schedule::new(order, config.lanes.max(1));
+    let stopping = shutdown.clone();
+    let mut running = FuturesUnordered::new();
+    let start = |record: OwnedMessage, key: ChainKey| {
+        let (handler, dead_letters, stopping) = (&handler, &dead_letters, &stopping);
+        async move { (key, handle(&record, handler, dead_letters, stopping).await) }.boxed()
+    };
     let mut offsets = OffsetTracker::default();
-    tracing::info!(topic = %config.topic, group = %config.group, lanes = lanes.len(), "consuming");
+    tracing::info!(topic = %config.topic, group = %config.group, lanes = config.lanes, "consuming");
     loop {
         tokio::select! {
             biased;
@@ -207,31 +219,61 @@ pub async fn run(
                     break;
                 }
             }
-            Some(finished) = done.recv() => {
-                store(&consumer, &config.topic, offsets.finish(finished));
-            }
-            received = consumer.recv() => match received {
-                Ok(message) => {
-                    let message = message.detach();
-                    offsets.start(message.partition(), message.offset());
-                    let lane = lane_of(message.key(), lanes.len());
-                    if lanes[lane].send(message).await.is_err() {
-                        break;
+            Some(first) = running.next(), if !running.is_empty() => {
+                // Report everything that is done by now together.
+                let mut finished = Vec::new();
+                let mut next = Some(first);
+                while let Some((key, record)) = next.take() {
+                    schedule.finish(key);
+                    finished.extend(record);
+                    if let Some(done) = running.next().now_or_never() {
+                        next = done;
                     }
                 }
+                store_finished(&consumer, &config.topic, &mut offsets, finished);
+            }
+            received = consumer.recv(), if schedule.has_room() => match received {
+                Ok(message) => {
+                    let mut taken = 0;
+                    let mut next = Some(message.detach());
+                    // Take what has been fetched already, without waiting for more.
+                    while let Some(message) = next.take() {
+                        offsets.start(message.partition(), message.offset());
+                        schedule.admit(message);
+                        taken += 1;
+                        if taken < MAX_BATCH {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(fetched)) => next = Some(fetched.detach()),
+                                Some(Err(error)) => consumer_error(&config.topic, &error),
+                                None => {}
+                            }
+                        }
+                    }
+                    crate::metrics::handed_over(&config.topic, taken);
+                }
                 Err(error) => {
-                    crate::metrics::client_error(crate::metrics::Operation::Consume);
-                    tracing::warn!(%error, topic = %config.topic, "consumer error");
+                    consumer_error(&config.topic, &error);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
         }
+        while let Some((record, key)) = schedule.next() {
+            running.push(start(record, key));
+        }
     }
-    // Stop feeding the lanes; let them finish what they hold.
-    drop(lanes);
+    // Take no more records; finish those taken.
     let drained = tokio::time::timeout(config.drain, async {
-        while let Some(finished) = done.recv().await {
-            store(&consumer, &config.topic, offsets.finish(finished));
+        while let Some((key, record)) = running.next().await {
+            schedule.finish(key);
+            store_finished(
+                &consumer,
+                &config.topic,
+                &mut offsets,
+                record.into_iter().collect(),
+            );
+            while let Some((record, key)) = schedule.next() {
+                running.push(start(record, key));
+            }
         }
     })
     .await;
@@ -321,18 +363,29 @@ pub fn dead_letter_topics(
         .collect()
 }
 
-fn lane_of(key: Option<&[u8]>, lanes: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    usize::try_from(hasher.finish() % u64::try_from(lanes).unwrap_or(1)).unwrap_or(0)
+fn consumer_error(topic: &str, error: &rdkafka::error::KafkaError) {
+    crate::metrics::client_error(crate::metrics::Operation::Consume);
+    tracing::warn!(%error, topic, "consumer error");
 }
 
-fn store(consumer: &StreamConsumer<Assignment>, topic: &str, advanced: Option<(i32, i64)>) {
-    if let Some((partition, offset)) = advanced
-        && let Err(error) = consumer.store_offset(topic, partition, offset)
-    {
-        // The partition was revoked meanwhile: its new owner redelivers from the last commit.
-        tracing::debug!(%error, partition, offset, "offset not stored");
+/// Stores, for each partition, the last offset a finished batch lets advance to.
+fn store_finished(
+    consumer: &StreamConsumer<Assignment>,
+    topic: &str,
+    offsets: &mut OffsetTracker,
+    finished: Vec<Finished>,
+) {
+    let mut advanced: HashMap<i32, i64> = HashMap::new();
+    for record in finished {
+        if let Some((partition, offset)) = offsets.finish(record) {
+            advanced.insert(partition, offset);
+        }
+    }
+    for (partition, offset) in advanced {
+        if let Err(error) = consumer.store_offset(topic, partition, offset) {
+            // The partition was revoked meanwhile: its new owner redelivers from the last commit.
+            tracing::debug!(%error, partition, offset, "offset not stored");
+        }
     }
 }
 
@@ -343,70 +396,146 @@ struct Finished {
     disposition: Disposition,
 }
 
-async fn lane(
-    mut records: mpsc::Receiver<OwnedMessage>,
-    handler: Arc<dyn Handler>,
-    dead_letters: DeadLetters,
-    done: mpsc::UnboundedSender<Finished>,
-    shutdown: watch::Receiver<bool>,
-) {
-    while let Some(record) = records.recv().await {
-        let mut pause = Duration::from_millis(100);
-        let disposition = loop {
-            let traceparent = client::header(record.headers(), client::TRACEPARENT);
-            let trace = traceparent.and_then(client::TraceContext::parse);
-            let span = tracing::info_span!(
-                "record",
-                topic = record.topic(),
-                partition = record.partition(),
-                offset = record.offset(),
-                trace_id = trace.as_ref().map(client::TraceContext::trace_id),
-            );
-            if let Some(traceparent) = traceparent {
-                presence_runtime::telemetry::continue_trace(&span, traceparent);
+/// Which records must wait for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Those of one key: the others run side by side.
+    Key,
+    /// All of them, in the partition's order (a runner with one lane).
+    Partition,
+}
+
+/// What records wait on: their key, or with [`Order::Partition`] one chain for all.
+type ChainKey = Option<Vec<u8>>;
+
+/// Which taken records run now and which wait. At most `lanes` run at once and
+/// never two of one chain; each chain runs in arrival order, and chains wait
+/// for a free lane in the order they became ready. The runner stops taking
+/// records while [`MAX_BATCH`] of them wait beyond the lanes.
+#[derive(Debug)]
+struct Schedule {
+    order: Order,
+    lanes: usize,
+    /// The records not started yet of every chain running or waiting.
+    chains: HashMap<ChainKey, VecDeque<OwnedMessage>>,
+    /// Chains with records to start and none running, oldest first.
+    ready: VecDeque<ChainKey>,
+    running: HashSet<ChainKey>,
+    waiting: usize,
+}
+
+impl Schedule {
+    fn new(order: Order, lanes: usize) -> Self {
+        Self {
+            order,
+            lanes,
+            chains: HashMap::new(),
+            ready: VecDeque::new(),
+            running: HashSet::new(),
+            waiting: 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.waiting < self.lanes + MAX_BATCH
+    }
+
+    fn admit(&mut self, record: OwnedMessage) {
+        let key = match self.order {
+            Order::Key => record.key().map(<[u8]>::to_vec),
+            Order::Partition => None,
+        };
+        let chain = self.chains.entry(key.clone()).or_default();
+        if chain.is_empty() && !self.running.contains(&key) {
+            self.ready.push_back(key);
+        }
+        chain.push_back(record);
+        self.waiting += 1;
+    }
+
+    /// The next record to start, while a lane is free.
+    fn next(&mut self) -> Option<(OwnedMessage, ChainKey)> {
+        if self.running.len() >= self.lanes {
+            return None;
+        }
+        let key = self.ready.pop_front()?;
+        let record = self.chains.get_mut(&key)?.pop_front()?;
+        self.waiting -= 1;
+        self.running.insert(key.clone());
+        Some((record, key))
+    }
+
+    /// The running record of `key` is done: its chain's next record may start.
+    fn finish(&mut self, key: ChainKey) {
+        self.running.remove(&key);
+        match self.chains.get(&key) {
+            Some(chain) if !chain.is_empty() => self.ready.push_back(key),
+            _ => {
+                self.chains.remove(&key);
             }
-            let started = std::time::Instant::now();
-            let handled = client::with_trace(trace, handler.handle(&record))
-                .instrument(span)
-                .await;
-            let outcome = match handled {
-                Err(HandlerError::Poison(reason)) => {
-                    let sent = dead_letters.send(&record, &reason).await;
-                    if sent.is_ok() {
-                        crate::metrics::dead_lettered(record.topic());
-                    }
-                    sent.map(|()| Disposition::Done)
+        }
+    }
+}
+
+/// Handles one record until it is done (or dead-lettered), retrying with a
+/// growing pause while what it needs is down; `None` when the service stops
+/// while it is still being retried (it will be redelivered).
+async fn handle(
+    record: &OwnedMessage,
+    handler: &Arc<dyn Handler>,
+    dead_letters: &DeadLetters,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<Finished> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let traceparent = client::header(record.headers(), client::TRACEPARENT);
+        let trace = traceparent.and_then(client::TraceContext::parse);
+        let span = tracing::info_span!(
+            "record",
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            trace_id = trace.as_ref().map(client::TraceContext::trace_id),
+        );
+        if let Some(traceparent) = traceparent {
+            presence_runtime::telemetry::continue_trace(&span, traceparent);
+        }
+        let started = std::time::Instant::now();
+        let handled = client::with_trace(trace, handler.handle(record))
+            .instrument(span)
+            .await;
+        let outcome = match handled {
+            Err(HandlerError::Poison(reason)) => {
+                let sent = dead_letters.send(record, &reason).await;
+                if sent.is_ok() {
+                    crate::metrics::dead_lettered(record.topic());
                 }
-                other => other,
-            };
-            let handled = if outcome.is_ok() {
-                Handled::Done
-            } else {
-                Handled::Retried
-            };
-            crate::metrics::record_handled(record.topic(), handled, started.elapsed());
-            match outcome {
-                Ok(disposition) => break Some(disposition),
-                Err(error) => {
-                    tracing::warn!(%error, topic = record.topic(), partition = record.partition(), offset = record.offset(), "record not handled; retrying");
-                    if *shutdown.borrow() {
-                        break None;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
+                sent.map(|()| Disposition::Done)
             }
+            other => other,
         };
-        let Some(disposition) = disposition else {
-            continue;
+        let handled = if outcome.is_ok() {
+            Handled::Done
+        } else {
+            Handled::Retried
         };
-        let finished = Finished {
-            partition: record.partition(),
-            offset: record.offset(),
-            disposition,
-        };
-        if done.send(finished).is_err() {
-            return;
+        crate::metrics::record_handled(record.topic(), handled, started.elapsed());
+        match outcome {
+            Ok(disposition) => {
+                return Some(Finished {
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    disposition,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic = record.topic(), partition = record.partition(), offset = record.offset(), "record not handled; retrying");
+                if *shutdown.borrow() {
+                    return None;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }
@@ -558,10 +687,89 @@ mod tests {
         );
     }
 
+    fn record(key: &str, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            Some(key.as_bytes().to_vec()),
+            "scans".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    /// Starts what the schedule lets start; returns the offsets started.
+    fn start_all(schedule: &mut Schedule, running: &mut Vec<(i64, ChainKey)>) -> Vec<i64> {
+        let mut started = Vec::new();
+        while let Some((record, key)) = schedule.next() {
+            started.push(record.offset());
+            running.push((record.offset(), key));
+        }
+        started
+    }
+
+    /// Finishes the running record at `offset`.
+    fn finish_offset(schedule: &mut Schedule, running: &mut Vec<(i64, ChainKey)>, offset: i64) {
+        let at = running.iter().position(|(o, _)| *o == offset);
+        let (_, key) = running.remove(at.unwrap_or_else(|| panic!("{offset} is not running")));
+        schedule.finish(key);
+    }
+
     #[test]
-    fn keys_keep_their_lane() {
-        assert_eq!(lane_of(Some(b"T1"), 8), lane_of(Some(b"T1"), 8));
-        assert!(lane_of(Some(b"T1"), 8) < 8);
-        assert_eq!(lane_of(None, 1), 0);
+    fn records_of_one_key_run_in_turn_and_other_keys_side_by_side() {
+        let mut schedule = Schedule::new(Order::Key, 8);
+        let mut running = Vec::new();
+        for (key, offset) in [("T1", 1), ("T2", 2), ("T1", 3), ("T3", 4), ("T2", 5)] {
+            schedule.admit(record(key, offset));
+        }
+        assert_eq!(start_all(&mut schedule, &mut running), [1, 2, 4]);
+        finish_offset(&mut schedule, &mut running, 2);
+        assert_eq!(start_all(&mut schedule, &mut running), [5]);
+        finish_offset(&mut schedule, &mut running, 1);
+        assert_eq!(start_all(&mut schedule, &mut running), [3]);
+        for offset in [3, 4, 5] {
+            finish_offset(&mut schedule, &mut running, offset);
+        }
+        assert!(start_all(&mut schedule, &mut running).is_empty());
+        assert!(schedule.chains.is_empty() && schedule.running.is_empty());
+    }
+
+    #[test]
+    fn no_more_run_at_once_than_there_are_lanes() {
+        let mut schedule = Schedule::new(Order::Key, 2);
+        let mut running = Vec::new();
+        for (key, offset) in [("T1", 1), ("T2", 2), ("T3", 3), ("T4", 4)] {
+            schedule.admit(record(key, offset));
+        }
+        assert_eq!(start_all(&mut schedule, &mut running), [1, 2]);
+        finish_offset(&mut schedule, &mut running, 2);
+        assert_eq!(start_all(&mut schedule, &mut running), [3]);
+        assert_eq!(schedule.waiting, 1);
+    }
+
+    #[test]
+    fn one_lane_runs_the_partition_in_order_whatever_the_keys() {
+        let mut schedule = Schedule::new(Order::Partition, 1);
+        let mut running = Vec::new();
+        for (key, offset) in [("B1", 7), ("B2", 8), ("B1", 9)] {
+            schedule.admit(record(key, offset));
+        }
+        for offset in [7, 8, 9] {
+            assert_eq!(start_all(&mut schedule, &mut running), [offset]);
+            finish_offset(&mut schedule, &mut running, offset);
+        }
+    }
+
+    #[test]
+    fn taking_stops_while_a_full_batch_waits_beyond_the_lanes() {
+        let mut schedule = Schedule::new(Order::Key, 1);
+        for offset in 0..=i64::try_from(MAX_BATCH).unwrap_or(i64::MAX) {
+            assert!(schedule.has_room());
+            schedule.admit(record("T1", offset));
+        }
+        assert!(!schedule.has_room());
+        assert!(schedule.next().is_some());
+        assert!(schedule.has_room());
     }
 }
