@@ -616,6 +616,63 @@ fn first_ids(scan: &Sent) -> Vec<String> {
 
 // ---------------------------------------------------------------- broker
 
+/// How long the gateway's producer tries to deliver a request in
+/// [`a_request_the_broker_never_takes_is_answered_when_its_delivery_fails`],
+/// and how long its scans may wait for an answer: far apart, so which of the
+/// two ended the wait shows.
+const DELIVERY_TIMEOUT_MS: u64 = 1_000;
+const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The broker gone: a scan request the producer cannot deliver is answered 503
+/// UNAVAILABLE as soon as its delivery fails (the producer's
+/// `message.timeout.ms`, here 1 s), not when its answer deadline (20 s) runs
+/// out. The gateway does not wait for a request's acknowledgement (its answer
+/// can only follow the broker's taking it) but must hear of its failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_broker_never_takes_is_answered_when_its_delivery_fails() -> Result<()> {
+    let options = DistributedOptions {
+        gateway_env: vec![
+            (
+                "PRESENCE_KAFKA_PROPERTIES".to_owned(),
+                format!("message.timeout.ms={DELIVERY_TIMEOUT_MS}"),
+            ),
+            (
+                "PRESENCE_DECISION_TIMEOUT_MS".to_owned(),
+                ANSWER_DEADLINE.as_millis().to_string(),
+            ),
+            (
+                "PRESENCE_REQUEST_TIMEOUT_MS".to_owned(),
+                (ANSWER_DEADLINE * 2).as_millis().to_string(),
+            ),
+        ],
+        ..DistributedOptions::default()
+    };
+    with_app(
+        TestApp::distributed_with(options).await?,
+        |app| async move {
+            let (_, tokens, scanners) = venue(&app, 1, 1).await?;
+            app.kill_broker().await?;
+            let sent = Instant::now();
+            let reply = app
+                .scan(
+                    ScanKind::Enter,
+                    &scanners[0].body(&tokens[0], next_scan_time()),
+                )
+                .await?;
+            let answered_after = sent.elapsed();
+            reply.expect(503, "UNAVAILABLE")?;
+            ensure!(
+                answered_after < ANSWER_DEADLINE / 2,
+                "answered after {answered_after:?}: at the answer deadline, not when the request's \
+             delivery failed ({DELIVERY_TIMEOUT_MS} ms)"
+            );
+            println!("broker gone: the scan was answered 503 after {answered_after:?}");
+            Ok(())
+        },
+    )
+    .await
+}
+
 /// The broker killed (SIGKILL) while scans flow and started again three
 /// seconds later on its port and storage (PostgreSQL, so topics, records,
 /// committed offsets and producer state survive). Producers and consumers

@@ -276,6 +276,26 @@ pub async fn send(
     send_to_partition(producer, topic, None, key, payload, headers).await
 }
 
+/// Sends a request whose answer comes on the replies topic, without waiting
+/// for the broker's acknowledgement ([`KafkaProducer::send_unacknowledged`]):
+/// the returned future resolves only if the request cannot be delivered.
+pub fn send_request(
+    producer: &KafkaProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: OwnedHeaders,
+) -> Result<impl Future<Output = KafkaError>, KafkaError> {
+    let failed = |error| {
+        crate::metrics::client_error(crate::metrics::Operation::Produce);
+        KafkaError::Client(error)
+    };
+    let failure = producer
+        .send_unacknowledged(topic, key, payload, headers)
+        .map_err(failed)?;
+    Ok(async move { failed(failure.failed().await) })
+}
+
 /// [`send`] to `partition` (a reply, to the one its gateway reads), or else
 /// to the partition the key hashes to.
 pub async fn send_to_partition(

@@ -1,5 +1,6 @@
 //! [`KafkaProducer`]: the producer every service sends with, one future per
-//! record, resolved when the broker acknowledges it.
+//! record, resolved when the broker acknowledges it; or, for a record whose
+//! answer comes another way (a gateway's request), only a failure reported.
 //!
 //! rdkafka's `FutureProducer` serves delivery reports from a thread that polls in
 //! 100 ms cycles, and its poll loop hands librdkafka the remaining time truncated
@@ -16,10 +17,10 @@ use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// How long one poll of the delivery-report thread lasts at most; also how long
 /// the thread outlives the last handle on the producer.
@@ -78,13 +79,56 @@ impl KafkaProducer {
         headers: OwnedHeaders,
     ) -> Result<(), KafkaError> {
         let (acknowledge, acknowledged) = oneshot::channel();
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(acknowledge))
+        self.enqueue(
+            Delivery::Acknowledge(acknowledge),
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+        )?;
+        acknowledged.await.map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// Sends one record without waiting for the broker: for a request whose
+    /// answer can only come after the broker has it, so waiting for the
+    /// acknowledgement too would wake the sender once more per request for
+    /// nothing. The returned [`DeliveryFailure`] resolves only if the record
+    /// cannot be delivered; a delivered record wakes nobody.
+    pub fn send_unacknowledged(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<DeliveryFailure, KafkaError> {
+        let failure = Arc::new(FailureSlot::default());
+        self.enqueue(
+            Delivery::ReportFailure(failure.clone()),
+            topic,
+            None,
+            key,
+            payload,
+            headers,
+        )?;
+        Ok(DeliveryFailure(failure))
+    }
+
+    fn enqueue(
+        &self,
+        delivery: Delivery,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(delivery))
             .key(key)
             .payload(payload)
             .headers(headers);
         record.partition = partition;
-        self.producer.send(record).map_err(|(error, _)| error)?;
-        acknowledged.await.map_err(|_| KafkaError::Canceled)?
+        self.producer.send(record).map_err(|(error, _)| error)
     }
 
     /// The underlying client, for metadata requests.
@@ -104,6 +148,46 @@ impl Drop for PollingThread {
     }
 }
 
+/// Who learns how a record's delivery went.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Its sender, either way.
+    Acknowledge(oneshot::Sender<Result<(), KafkaError>>),
+    /// Its [`DeliveryFailure`], only if it failed.
+    ReportFailure(Arc<FailureSlot>),
+}
+
+/// Where a failed delivery is left for its [`DeliveryFailure`].
+#[derive(Debug, Default)]
+pub struct FailureSlot {
+    error: Mutex<Option<KafkaError>>,
+    failed: Notify,
+}
+
+/// Resolves when a record sent with [`KafkaProducer::send_unacknowledged`]
+/// could not be delivered (the producer's `message.timeout.ms` passed, or the
+/// broker refused it); never, when it was.
+#[derive(Debug)]
+pub struct DeliveryFailure(Arc<FailureSlot>);
+
+impl DeliveryFailure {
+    pub async fn failed(&self) -> KafkaError {
+        loop {
+            // A failure reported before this wait left a permit: no wake is lost.
+            self.0.failed.notified().await;
+            let error = self
+                .0
+                .error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(error) = error {
+                return error;
+            }
+        }
+    }
+}
+
 /// Resolves each record's future with its delivery report.
 #[derive(Debug)]
 pub struct Acknowledgements;
@@ -116,14 +200,23 @@ impl ClientContext for Acknowledgements {
 }
 
 impl ProducerContext for Acknowledgements {
-    type DeliveryOpaque = Box<oneshot::Sender<Result<(), KafkaError>>>;
+    type DeliveryOpaque = Box<Delivery>;
 
-    fn delivery(&self, report: &DeliveryResult<'_>, acknowledge: Self::DeliveryOpaque) {
+    fn delivery(&self, report: &DeliveryResult<'_>, delivery: Self::DeliveryOpaque) {
         let outcome = report
             .as_ref()
             .map(|_| ())
             .map_err(|(error, _)| error.clone());
-        // The sender stopped waiting (its request was cancelled): nobody to tell.
-        let _ = acknowledge.send(outcome);
+        match (*delivery, outcome) {
+            // The sender stopped waiting (its request was cancelled): nobody to tell.
+            (Delivery::Acknowledge(acknowledge), outcome) => {
+                let _ = acknowledge.send(outcome);
+            }
+            (Delivery::ReportFailure(_), Ok(())) => {}
+            (Delivery::ReportFailure(slot), Err(error)) => {
+                *slot.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                slot.failed.notify_one();
+            }
+        }
     }
 }

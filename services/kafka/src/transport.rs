@@ -182,7 +182,7 @@ impl KafkaTransport {
                 &self.topics.registry(),
                 venue_id.as_str().as_bytes(),
                 &id,
-                vec![message.encode_to_vec()],
+                Payloads::one(message.encode_to_vec()),
                 self.deadlines.request,
             )
             .await?;
@@ -198,7 +198,7 @@ impl KafkaTransport {
         topic: &str,
         key: &[u8],
         correlation_id: &str,
-        payloads: Vec<Vec<u8>>,
+        payloads: Payloads,
         deadline: Duration,
     ) -> Result<Outcome, TransportError> {
         // The round trip is a span of its own: the services' spans hang under it.
@@ -209,27 +209,39 @@ impl KafkaTransport {
         let (replies, reply_partition) = self.reply_partition()?;
         let reply_partition = reply_partition.to_string();
         let mut waiting = replies.wait_for(correlation_id);
+        let headers = || {
+            [
+                (REPLY_TO, replies.topic()),
+                (REPLY_PARTITION, reply_partition.as_str()),
+                (CORRELATION_ID, correlation_id),
+                (DEADLINE, expires.as_str()),
+                (TRACEPARENT, trace.header_value().as_str()),
+            ]
+            .into_iter()
+            .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                client::with_header(headers, name, value)
+            })
+        };
+        let unavailable = |error: KafkaError| TransportError::Unavailable(error.to_string());
         let answer = async {
-            for payload in payloads {
-                let headers = [
-                    (REPLY_TO, replies.topic()),
-                    (REPLY_PARTITION, reply_partition.as_str()),
-                    (CORRELATION_ID, correlation_id),
-                    (DEADLINE, expires.as_str()),
-                    (TRACEPARENT, trace.header_value().as_str()),
-                ]
-                .into_iter()
-                .fold(OwnedHeaders::new(), |headers, (name, value)| {
-                    client::with_header(headers, name, value)
-                });
-                client::send(&self.producer, topic, key, &payload, headers)
+            for payload in &payloads.leading {
+                // Each chunk is in the broker's hands before the next is sent:
+                // an upload never outruns the producer's queue.
+                client::send(&self.producer, topic, key, payload, headers())
                     .await
-                    .map_err(|error| TransportError::Unavailable(error.to_string()))?;
+                    .map_err(unavailable)?;
             }
-            waiting
-                .answer()
-                .await
-                .ok_or_else(|| TransportError::Unavailable("reply reader stopped".into()))
+            // The answer comes only after the broker has the request, so its
+            // acknowledgement is not waited for; a failure to deliver it
+            // answers at once.
+            let failed =
+                client::send_request(&self.producer, topic, key, &payloads.last, headers())
+                    .map_err(unavailable)?;
+            tokio::select! {
+                answer = waiting.answer() => answer
+                    .ok_or_else(|| TransportError::Unavailable("reply reader stopped".into())),
+                error = failed => Err(unavailable(error)),
+            }
         };
         let reply = tokio::time::timeout(deadline, answer)
             .instrument(span)
@@ -307,6 +319,22 @@ fn undecodable(error: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(format!("undecodable reply: {error}"))
 }
 
+/// A request's records: `leading` sent one after another, each acknowledged
+/// before the next, then `last`, which its answer follows.
+struct Payloads {
+    leading: Vec<Vec<u8>>,
+    last: Vec<u8>,
+}
+
+impl Payloads {
+    fn one(payload: Vec<u8>) -> Self {
+        Self {
+            leading: Vec::new(),
+            last: payload,
+        }
+    }
+}
+
 /// Splits inventory into chunks under the size limit; the syntax errors (at
 /// most [`presence_domain::inventory::MAX_LISTED_LINES`], each of bounded size)
 /// and the `last` flag go on the final chunk, alone if they would not fit beside
@@ -315,7 +343,7 @@ fn inventory_chunks(
     batch_id: &str,
     records: &[NumberedRecord],
     syntax_errors: &LineErrors,
-) -> Vec<Vec<u8>> {
+) -> Payloads {
     let empty = || pb::InventoryChunk {
         batch_id: batch_id.to_owned(),
         ..Default::default()
@@ -342,8 +370,10 @@ fn inventory_chunks(
         };
         chunks.push(records.encode_to_vec());
     }
-    chunks.push(current.encode_to_vec());
-    chunks
+    Payloads {
+        leading: chunks,
+        last: current.encode_to_vec(),
+    }
 }
 
 #[async_trait]
@@ -364,7 +394,7 @@ impl Transport for KafkaTransport {
                 &self.topics.scans(),
                 key.as_bytes(),
                 command.scan_id.as_str(),
-                vec![message.encode_to_vec()],
+                Payloads::one(message.encode_to_vec()),
                 self.deadlines.request,
             )
             .await?;
@@ -385,7 +415,7 @@ impl Transport for KafkaTransport {
                 &self.topics.scans(),
                 command.request.scan_id.as_str().as_bytes(),
                 command.scan_id.as_str(),
-                vec![message.encode_to_vec()],
+                Payloads::one(message.encode_to_vec()),
                 self.deadlines.request,
             )
             .await?;
@@ -440,7 +470,7 @@ impl Transport for KafkaTransport {
                 &self.topics.registry(),
                 query.venue_id.as_str().as_bytes(),
                 &id,
-                vec![message.encode_to_vec()],
+                Payloads::one(message.encode_to_vec()),
                 self.deadlines.request,
             )
             .await?;
@@ -506,9 +536,11 @@ mod tests {
         parse_ndjson(&text).0
     }
 
-    fn decode(chunks: &[Vec<u8>]) -> Vec<pb::InventoryChunk> {
+    fn decode(chunks: &Payloads) -> Vec<pb::InventoryChunk> {
         chunks
+            .leading
             .iter()
+            .chain([&chunks.last])
             .map(|c| pb::InventoryChunk::decode(c.as_slice()).unwrap())
             .collect()
     }
@@ -550,7 +582,7 @@ mod tests {
         let records = tickets(20_000);
         let errors = LineErrors::from_parts(vec![LineError::new(3, "bad")], 1);
         let chunks = inventory_chunks("b", &records, &errors);
-        assert!(chunks.len() > 1);
+        assert!(!chunks.leading.is_empty());
         let decoded = decode(&chunks);
         assert!(
             decoded
