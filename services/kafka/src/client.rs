@@ -2,7 +2,7 @@
 //! record carries.
 
 use crate::KafkaError;
-use crate::producer::KafkaProducer;
+use crate::producer::{KafkaProducer, Record};
 use crate::settings::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -291,7 +291,13 @@ pub fn send_request(
         KafkaError::Client(error)
     };
     let failure = producer
-        .send_unacknowledged(topic, key, payload, headers)
+        .send_unacknowledged(Record {
+            topic,
+            partition: None,
+            key,
+            payload,
+            headers,
+        })
         .map_err(failed)?;
     Ok(async move { failed(failure.failed().await) })
 }
@@ -307,7 +313,13 @@ pub async fn send_to_partition(
     headers: OwnedHeaders,
 ) -> Result<(), KafkaError> {
     producer
-        .send(topic, partition, key, payload, headers)
+        .send(Record {
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+        })
         .await
         .map_err(|error| {
             crate::metrics::client_error(crate::metrics::Operation::Produce);

@@ -66,27 +66,12 @@ impl KafkaProducer {
         })
     }
 
-    /// Sends one record, to `partition` or else the one its key hashes to, and
-    /// waits until the broker acknowledges it (or the producer's
+    /// Sends one record and waits until the broker acknowledges it (or the producer's
     /// `message.timeout.ms` gives up). A full local queue fails at once rather
     /// than waiting for room.
-    pub async fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
+    pub async fn send(&self, record: Record<'_>) -> Result<(), KafkaError> {
         let (acknowledge, acknowledged) = oneshot::channel();
-        self.enqueue(
-            Delivery::Acknowledge(acknowledge),
-            topic,
-            partition,
-            key,
-            payload,
-            headers,
-        )?;
+        self.enqueue(Delivery::Acknowledge(acknowledge), record)?;
         acknowledged.await.map_err(|_| KafkaError::Canceled)?
     }
 
@@ -95,39 +80,18 @@ impl KafkaProducer {
     /// acknowledgement too would wake the sender once more per request for
     /// nothing. The returned [`DeliveryFailure`] resolves only if the record
     /// cannot be delivered; a delivered record wakes nobody.
-    pub fn send_unacknowledged(
-        &self,
-        topic: &str,
-        key: &[u8],
-        payload: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<DeliveryFailure, KafkaError> {
+    pub fn send_unacknowledged(&self, record: Record<'_>) -> Result<DeliveryFailure, KafkaError> {
         let failure = Arc::new(FailureSlot::default());
-        self.enqueue(
-            Delivery::ReportFailure(failure.clone()),
-            topic,
-            None,
-            key,
-            payload,
-            headers,
-        )?;
+        self.enqueue(Delivery::ReportFailure(failure.clone()), record)?;
         Ok(DeliveryFailure(failure))
     }
 
-    fn enqueue(
-        &self,
-        delivery: Delivery,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(delivery))
-            .key(key)
-            .payload(payload)
-            .headers(headers);
-        record.partition = partition;
+    fn enqueue(&self, delivery: Delivery, outgoing: Record<'_>) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::with_opaque_to(outgoing.topic, Box::new(delivery))
+            .key(outgoing.key)
+            .payload(outgoing.payload)
+            .headers(outgoing.headers);
+        record.partition = outgoing.partition;
         self.producer.send(record).map_err(|(error, _)| error)
     }
 
@@ -146,6 +110,16 @@ impl Drop for PollingThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// One record to send: to `partition`, or else to the one its key hashes to.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+    pub headers: OwnedHeaders,
 }
 
 /// Who learns how a record's delivery went.
