@@ -209,6 +209,11 @@ pub async fn run(
         let (handler, dead_letters, stopping) = (&handler, &dead_letters, &stopping);
         async move { (key, handle(&record, handler, dead_letters, stopping).await) }.boxed()
     };
+    let start_ready = |schedule: &mut Schedule, running: &mut FuturesUnordered<_>| {
+        while let Some((record, key)) = schedule.next() {
+            running.push(start(record, key));
+        }
+    };
     let mut offsets = OffsetTracker::default();
     tracing::info!(topic = %config.topic, group = %config.group, lanes = config.lanes, "consuming");
     loop {
@@ -257,11 +262,10 @@ pub async fn run(
                 }
             },
         }
-        while let Some((record, key)) = schedule.next() {
-            running.push(start(record, key));
-        }
+        start_ready(&mut schedule, &mut running);
     }
     // Take no more records; finish those taken.
+    start_ready(&mut schedule, &mut running);
     let drained = tokio::time::timeout(config.drain, async {
         while let Some((key, record)) = running.next().await {
             schedule.finish(key);
@@ -271,9 +275,7 @@ pub async fn run(
                 &mut offsets,
                 record.into_iter().collect(),
             );
-            while let Some((record, key)) = schedule.next() {
-                running.push(start(record, key));
-            }
+            start_ready(&mut schedule, &mut running);
         }
     })
     .await;
