@@ -98,10 +98,10 @@ pub enum Fetching {
 /// a few hundred decisions.
 pub const GATHERED_FETCH_BYTES: &str = "65536";
 
-/// The most records the consumer loop takes from what has been fetched before
-/// handing them to the lanes, and the most a lane handles at once: enough to
-/// carry a busy fetch in one hand-over, few enough that a batch's records wait
-/// on each other for milliseconds, not longer.
+/// The most records the consumer loop takes at once from what has been
+/// fetched, and the most it lets wait beyond its lanes before it takes no more:
+/// enough to carry a busy fetch in one batch, few enough to bound what a runner
+/// holds in memory.
 pub const MAX_BATCH: usize = 256;
 
 /// How many partitions a runner's consumer holds, for readiness: a service whose
