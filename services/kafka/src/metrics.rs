@@ -187,9 +187,9 @@ pub fn register(metrics: &MetricsHandle) {
         );
         registry.register(
             "kafka_handover_records",
-            "Records a consumer handed to its lanes at once (what had been fetched, \
-             up to 256), by topic: the scans one batch of Redis commands and produced \
-             records carries",
+            "Records a consumer took at once from what had been fetched (up to 256), \
+             by topic: the scans one batch of Redis commands and produced records \
+             carries",
             m.handover_records.clone(),
         );
         registry.register(
