@@ -286,10 +286,6 @@ pub fn send_request(
     payload: &[u8],
     headers: OwnedHeaders,
 ) -> Result<impl Future<Output = KafkaError>, KafkaError> {
-    let failed = |error| {
-        crate::metrics::client_error(crate::metrics::Operation::Produce);
-        KafkaError::Client(error)
-    };
     let failure = producer
         .send_unacknowledged(Record {
             topic,
@@ -298,8 +294,8 @@ pub fn send_request(
             payload,
             headers,
         })
-        .map_err(failed)?;
-    Ok(async move { failed(failure.failed().await) })
+        .map_err(produce_failed)?;
+    Ok(async move { produce_failed(failure.failed().await) })
 }
 
 /// [`send`] to `partition` (a reply, to the one its gateway reads), or else
@@ -321,10 +317,13 @@ pub async fn send_to_partition(
             headers,
         })
         .await
-        .map_err(|error| {
-            crate::metrics::client_error(crate::metrics::Operation::Produce);
-            KafkaError::Client(error)
-        })
+        .map_err(produce_failed)
+}
+
+/// A send that failed, counted in `kafka_errors_total`.
+fn produce_failed(error: rdkafka::error::KafkaError) -> KafkaError {
+    crate::metrics::client_error(crate::metrics::Operation::Produce);
+    KafkaError::Client(error)
 }
 
 /// Adds a text header.
