@@ -6,7 +6,7 @@
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 pub mod allocator;
-mod json_fields;
+mod json_lines;
 pub mod metrics;
 pub mod ops;
 pub mod telemetry;

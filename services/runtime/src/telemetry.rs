@@ -3,19 +3,15 @@
 //! spans are also exported by OTLP over HTTP, and the W3C `traceparent` of the
 //! current span is what records carry to the next service.
 
-use crate::json_fields::AppendedJsonFields;
+use crate::json_lines::JsonLines;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -112,7 +108,7 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
                 .with_ansi(colour)
                 .boxed()
         }
-        LogFormat::Json => json_logs(std::io::stderr).boxed(),
+        LogFormat::Json => JsonLines::new(std::io::stderr).boxed(),
     };
     let provider = std::env::var(OTLP_ENDPOINT_ENV)
         .ok()
@@ -134,21 +130,6 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
         tracing::info!(service, "exporting spans by OTLP");
     }
     Ok(Telemetry { provider })
-}
-
-/// The JSON log lines of [`LogFormat::Json`], written to `writer`.
-fn json_logs<S, W>(writer: W) -> impl Layer<S>
-where
-    S: Subscriber + for<'span> LookupSpan<'span>,
-    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
-{
-    tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(true)
-        .with_span_events(FmtSpan::CLOSE)
-        .fmt_fields(AppendedJsonFields)
-        .with_writer(writer)
 }
 
 /// Spans batched and sent by OTLP/HTTP (protobuf) to the endpoint the standard
@@ -199,13 +180,13 @@ mod tests {
         assert!(LogFormat::parse("yaml").is_err());
     }
 
-    /// The JSON lines `log` writes while a subscriber with [`json_logs`] is
+    /// The JSON lines `log` writes while a subscriber with [`JsonLines`] is
     /// the default.
     fn json_lines(log: impl FnOnce()) -> Vec<serde_json::Value> {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let sink = buffer.clone();
         let writer = move || SharedBuffer(sink.clone());
-        let subscriber = tracing_subscriber::registry().with(json_logs(writer));
+        let subscriber = tracing_subscriber::registry().with(JsonLines::new(writer));
         tracing::subscriber::with_default(subscriber, log);
         let bytes = buffer.lock().unwrap().clone();
         String::from_utf8(bytes)
@@ -259,6 +240,79 @@ mod tests {
         assert_eq!(event["spans"], serde_json::json!([expected]), "{event}");
         assert_eq!(close["fields"]["message"], "close");
         assert_eq!(close["span"], expected, "{close}");
+    }
+
+    #[test]
+    fn json_events_carry_their_fields_level_target_and_every_enclosing_span() {
+        let lines = json_lines(|| {
+            let record = tracing::info_span!("record", partition = 3_u64, offset = -1_i64);
+            let scan =
+                tracing::info_span!(parent: &record, "scan", offline = false, r#type = "enter");
+            scan.in_scope(|| {
+                tracing::warn!(
+                    ratio = 0.5,
+                    count = 2_u64,
+                    reason = %"refused \"x\"\n",
+                    bytes = &b"\x01\xff"[..],
+                    "slow {}",
+                    7
+                );
+            });
+        });
+        let record = serde_json::json!({"name": "record", "partition": 3, "offset": -1});
+        let scan = serde_json::json!({"name": "scan", "offline": false, "type": "enter"});
+        let [event, scan_closed, record_closed] = lines.as_slice() else {
+            panic!("the event, then each span's close: {lines:?}")
+        };
+        assert_eq!(event["level"], "WARN");
+        assert_eq!(event["target"], module_path!());
+        let timestamp = event["timestamp"].as_str().unwrap_or_default();
+        assert!(
+            timestamp.starts_with("20") && timestamp.ends_with('Z'),
+            "{event}"
+        );
+        assert_eq!(
+            event["fields"],
+            serde_json::json!({
+                "message": "slow 7",
+                "ratio": 0.5,
+                "count": 2,
+                "reason": "refused \"x\"\n",
+                "bytes": [1, 255],
+            })
+        );
+        assert_eq!(event["span"], scan, "{event}");
+        assert_eq!(event["spans"], serde_json::json!([record, scan]), "{event}");
+        for (closed, span, spans) in [
+            (scan_closed, &scan, serde_json::json!([record, scan])),
+            (record_closed, &record, serde_json::json!([record])),
+        ] {
+            assert_eq!(closed["level"], "INFO");
+            assert_eq!(closed["fields"]["message"], "close");
+            for time in ["time.busy", "time.idle"] {
+                let shown = closed["fields"][time].as_str().unwrap_or_default();
+                assert!(shown.ends_with('s'), "{time} of {closed}");
+            }
+            assert_eq!(&closed["span"], span, "{closed}");
+            assert_eq!(closed["spans"], spans, "{closed}");
+        }
+    }
+
+    #[test]
+    fn records_of_the_log_crate_are_lines_under_their_own_target() {
+        // Installed once per process, as tracing-subscriber's `try_init` does.
+        let _ = tracing_log::LogTracer::init();
+        let lines = json_lines(|| log::warn!(target: "rdkafka::client", "broker down"));
+        let [line] = lines.as_slice() else {
+            panic!("one line: {lines:?}")
+        };
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], "rdkafka::client");
+        assert_eq!(
+            line["fields"],
+            serde_json::json!({"message": "broker down"})
+        );
+        assert!(line.get("span").is_none(), "{line}");
     }
 
     #[test]
