@@ -38,8 +38,22 @@ impl Keys {
         }
     }
 
+    /// The prefix, then `pieces`, in a string allocated once at its length.
+    /// `format!` sizes its string by the literal pieces alone and grows it
+    /// again for each argument: with a dozen keys a scan, that was a tenth of
+    /// the validator's instructions (docs/benchmarks.md, "Instructions per scan").
+    fn key(&self, pieces: &[&str]) -> String {
+        let length = self.prefix.len() + pieces.iter().map(|piece| piece.len()).sum::<usize>();
+        let mut key = String::with_capacity(length);
+        key.push_str(&self.prefix);
+        for piece in pieces {
+            key.push_str(piece);
+        }
+        key
+    }
+
     fn token_key(&self, token: &Token, suffix: &str) -> String {
-        format!("{}{{t:{}}}:{suffix}", self.prefix, token.as_str())
+        self.key(&["{t:", token.as_str(), "}:", suffix])
     }
 
     pub(crate) fn ticket(&self, token: &Token) -> String {
@@ -58,79 +72,88 @@ impl Keys {
     /// The decision remembered for one scan. The token is already in the hash tag,
     /// so the suffix holds the rest of the scan key only.
     pub(crate) fn decision(&self, key: &ScanKey) -> String {
-        self.token_key(
-            &key.token,
-            &format!("sc:{}:{}:{}", key.kind, key.device_id, key.scan_time),
-        )
+        let mut device = itoa::Buffer::new();
+        let mut scan_time = itoa::Buffer::new();
+        self.key(&[
+            "{t:",
+            key.token.as_str(),
+            "}:sc:",
+            key.kind.as_str(),
+            ":",
+            device.format(key.device_id.get()),
+            ":",
+            scan_time.format(key.scan_time),
+        ])
     }
 
     /// The token whose history holds this scan's record. The scan id is the
     /// whole hash tag: a scan id (letters, digits, `-`) holds no brace.
     pub(crate) fn scan_token(&self, scan_id: &ScanId) -> String {
-        format!("{}{{s:{scan_id}}}", self.prefix)
+        self.key(&["{s:", scan_id.as_str(), "}"])
     }
 
     pub(crate) fn venue(&self, id: &VenueId) -> String {
-        format!("{}vn:{id}", self.prefix)
+        self.key(&["vn:", id.as_str()])
     }
 
     pub(crate) fn event(&self, id: &EventId) -> String {
-        format!("{}ev:{id}", self.prefix)
+        self.key(&["ev:", id.as_str()])
     }
 
     pub(crate) fn gate(&self, id: GateId) -> String {
-        format!("{}gt:{id}", self.prefix)
+        self.key(&["gt:", itoa::Buffer::new().format(id.get())])
     }
 
     /// Hash of the venue's gates: gate key (NFKC, trimmed, lower-case name) → gate id.
     pub(crate) fn gate_names(&self, venue_id: &VenueId) -> String {
-        format!("{}vg:{venue_id}", self.prefix)
+        self.key(&["vg:", venue_id.as_str()])
     }
 
     pub(crate) fn device(&self, id: DeviceId) -> String {
-        format!("{}dv:{id}", self.prefix)
+        self.key(&["dv:", itoa::Buffer::new().format(id.get())])
     }
 
     /// Hash of the venue's devices: MAC → device id.
     pub(crate) fn device_macs(&self, venue_id: &VenueId) -> String {
-        format!("{}vm:{venue_id}", self.prefix)
+        self.key(&["vm:", venue_id.as_str()])
     }
 
     /// A venue's stats keys share the hash tag `{vs:<venue>}`, so the script
     /// that counts a decision touches one slot.
-    fn venue_stats_key(&self, venue_id: &VenueId, suffix: &str) -> String {
-        format!("{}{{vs:{venue_id}}}:{suffix}", self.prefix)
+    /// `{vs:<venue>}:<suffix><id>`.
+    fn venue_stats_key(&self, venue_id: &VenueId, suffix: &str, id: &str) -> String {
+        self.key(&["{vs:", venue_id.as_str(), "}:", suffix, id])
     }
 
     /// Hash of the venue's counters: `scope|counter` field → count.
     pub(crate) fn stats_counters(&self, venue_id: &VenueId) -> String {
-        self.venue_stats_key(venue_id, "c")
+        self.venue_stats_key(venue_id, "c", "")
     }
 
     /// Hash: gate id → the name its scanners last sent.
     pub(crate) fn stats_gate_names(&self, venue_id: &VenueId) -> String {
-        self.venue_stats_key(venue_id, "g")
+        self.venue_stats_key(venue_id, "g", "")
     }
 
     /// When the venue's latest counted decision was made.
     pub(crate) fn stats_updated(&self, venue_id: &VenueId) -> String {
-        self.venue_stats_key(venue_id, "u")
+        self.venue_stats_key(venue_id, "u", "")
     }
 
     /// Hash of one minute's entries: gate id → people admitted; expires when
     /// the board no longer shows the minute.
     pub(crate) fn stats_minute(&self, venue_id: &VenueId, minute: UnixMillis) -> String {
-        self.venue_stats_key(venue_id, &format!("m:{minute}"))
+        self.venue_stats_key(venue_id, "m:", itoa::Buffer::new().format(minute))
     }
 
     /// Hash: device id → `<latest counted decision time>:<gate id>`.
     pub(crate) fn stats_devices(&self, venue_id: &VenueId) -> String {
-        self.venue_stats_key(venue_id, "d")
+        self.venue_stats_key(venue_id, "d", "")
     }
 
     /// Present (with a TTL) once this scan's decision was counted.
     pub(crate) fn stats_seen(&self, venue_id: &VenueId, scan_id: &ScanId) -> String {
-        self.venue_stats_key(venue_id, &format!("sn:{scan_id}"))
+        self.venue_stats_key(venue_id, "sn:", scan_id.as_str())
     }
 
     pub(crate) fn inventory_size(&self, counted: Counted) -> String {
@@ -139,7 +162,7 @@ impl Keys {
             Counted::Events => "events",
             Counted::Tickets => "tickets",
         };
-        format!("{}inv:{name}", self.prefix)
+        self.key(&["inv:", name])
     }
 
     pub(crate) fn sequence(&self, sequence: Sequence) -> String {
@@ -147,7 +170,7 @@ impl Keys {
             Sequence::Gate => "gate",
             Sequence::Device => "device",
         };
-        format!("{}seq:{name}", self.prefix)
+        self.key(&["seq:", name])
     }
 }
 
@@ -231,6 +254,27 @@ mod tests {
         assert_eq!(keys.gate_names(&VenueId::new("V")), "presence:vg:V");
         assert_eq!(keys.device_macs(&VenueId::new("V")), "presence:vm:V");
         assert_eq!(keys.sequence(Sequence::Device), "presence:seq:device");
+        assert_eq!(keys.history(&token), "presence:{t:721744537954}:h");
+        assert_eq!(keys.venue(&VenueId::new("V")), "presence:vn:V");
+        assert_eq!(keys.event(&EventId::new("E")), "presence:ev:E");
+        assert_eq!(keys.device(DeviceId::new(224)), "presence:dv:224");
+        assert_eq!(
+            keys.inventory_size(Counted::Tickets),
+            "presence:inv:tickets"
+        );
+        let venue = VenueId::new("V");
+        assert_eq!(keys.stats_counters(&venue), "presence:{vs:V}:c");
+        assert_eq!(keys.stats_gate_names(&venue), "presence:{vs:V}:g");
+        assert_eq!(keys.stats_updated(&venue), "presence:{vs:V}:u");
+        assert_eq!(keys.stats_devices(&venue), "presence:{vs:V}:d");
+        assert_eq!(
+            keys.stats_minute(&venue, 1_480_003_200_000),
+            "presence:{vs:V}:m:1480003200000"
+        );
+        assert_eq!(
+            keys.stats_seen(&venue, &ScanId::new("0190-ab")),
+            "presence:{vs:V}:sn:0190-ab"
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ type Bytes = Option<Vec<u8>>;
 
 const COMMIT_LUA: &str = include_str!("lua/commit.lua");
 const TOUCH_EXPIRY_LUA: &str = include_str!("lua/touch_expiry.lua");
+/// The commit script's five numeric arguments as text at their longest (four
+/// 64-bit integers and the key count).
+const COMMIT_NUMBERS_SIZE: usize = 4 * 20 + 1;
 
 /// Built once per store: `Script` hashes the source, and [`commit`] sends only
 /// that hash (EVALSHA), and the source when Redis answers NOSCRIPT.
@@ -184,13 +187,27 @@ pub(crate) async fn commit(
             .arg(retention_ms);
         set
     });
+    let state_key = store.keys.state(&commit.key.token);
+    let history_key = store.keys.history(&commit.key.token);
     let call = |verb: &str, script: &str| {
-        let mut call = redis::cmd(verb);
-        call.arg(script)
+        // Sized for its arguments up front: grown argument by argument, the
+        // command's buffer was copied again for most of its twelve.
+        let keys = [verb, script, &decision_key, &state_key, &history_key];
+        let values = [Some(&remembered), next_state.as_ref(), history.as_ref()];
+        let size = keys.iter().map(|key| key.len()).sum::<usize>()
+            + values
+                .iter()
+                .flatten()
+                .map(|value| value.len())
+                .sum::<usize>()
+            + COMMIT_NUMBERS_SIZE;
+        let mut call = Cmd::with_capacity(13, size);
+        call.arg(verb)
+            .arg(script)
             .arg(3)
             .arg(&decision_key)
-            .arg(store.keys.state(&commit.key.token))
-            .arg(store.keys.history(&commit.key.token))
+            .arg(&state_key)
+            .arg(&history_key)
             .arg(commit.expected_version)
             .arg(&remembered)
             .arg(retention_ms)
