@@ -139,13 +139,18 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let metadata = span.metadata();
+        // Read before the line is written, which takes the extensions' lock of
+        // every span in the scope, this one included.
+        let busy_and_idle = span.extensions().get::<SpanFields>().map(|fields| {
+            let timing = &fields.timing;
+            let idle = timing.idle_nanos + (Instant::now() - timing.since).as_nanos();
+            (timing.busy_nanos, idle)
+        });
         self.write_line(metadata, |line| {
             line.extend_from_slice(b"{\"message\":\"close\"");
-            if let Some(fields) = span.extensions().get::<SpanFields>() {
-                let timing = &fields.timing;
-                let idle = timing.idle_nanos + (Instant::now() - timing.since).as_nanos();
+            if let Some((busy, idle)) = busy_and_idle {
                 line.extend_from_slice(b",\"time.busy\":");
-                write_duration(line, timing.busy_nanos);
+                write_duration(line, busy);
                 line.extend_from_slice(b",\"time.idle\":");
                 write_duration(line, idle);
             }

@@ -192,15 +192,16 @@ pub(crate) async fn commit(
     let call = |verb: &str, script: &str| {
         // Sized for its arguments up front: grown argument by argument, the
         // command's buffer was copied again for most of its twelve.
-        let keys = [verb, script, &decision_key, &state_key, &history_key];
+        let texts = [verb, script, &decision_key, &state_key, &history_key];
         let values = [Some(&remembered), next_state.as_ref(), history.as_ref()];
-        let size = keys.iter().map(|key| key.len()).sum::<usize>()
+        let size = texts.iter().map(|text| text.len()).sum::<usize>()
             + values
                 .iter()
                 .flatten()
                 .map(|value| value.len())
                 .sum::<usize>()
             + COMMIT_NUMBERS_SIZE;
+        // The verb, the script, the key count, three keys and seven values.
         let mut call = Cmd::with_capacity(13, size);
         call.arg(verb)
             .arg(script)
