@@ -60,7 +60,11 @@
 # here), PRESENCE_SOAK_WINDOW, PRESENCE_SOAK_WARMUP, PRESENCE_SOAK_MAX_SECONDS
 # (default 20), PRESENCE_SOAK_STEP, PRESENCE_SOAK_FAIL_FAST=1 (stop at the first
 # failing window), PRESENCE_SOAK_P99_SLACK_MS (default 5: how far above its
-# baseline's p99 a doubled p99 must also be to fail).
+# baseline's p99 a doubled p99 must also be to fail), PRESENCE_SOAK_SERVER_CPUS and
+# PRESENCE_SOAK_LOADGEN_CPUS (CPU lists for `taskset -c`: the embedded server and
+# the load generator, the maximum's drive included, each kept to its own cores; on
+# a small machine a generator sharing the server's cores falls behind its
+# timetable, and its lateness counts in the p99).
 #
 # Not part of the test suite at these lengths (scripts/test.sh runs a short
 # embedded one). Loopback only, unless `attached` is pointed elsewhere.
@@ -92,6 +96,11 @@ if ((minutes >= 5)); then warmup=${PRESENCE_SOAK_WARMUP:-2}; else warmup=${PRESE
 }
 max_seconds=${PRESENCE_SOAK_MAX_SECONDS:-20}
 step=${PRESENCE_SOAK_STEP:-20}
+
+server_pin=()
+[ -z "${PRESENCE_SOAK_SERVER_CPUS:-}" ] || server_pin=(taskset -c "$PRESENCE_SOAK_SERVER_CPUS")
+loadgen_pin=()
+[ -z "${PRESENCE_SOAK_LOADGEN_CPUS:-}" ] || loadgen_pin=(taskset -c "$PRESENCE_SOAK_LOADGEN_CPUS")
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=proc.sh
@@ -201,7 +210,7 @@ read_pairs() {
 start_embedded() {
     local data="$out/data" i
     mkdir -p "$data"
-    PRESENCE_KEY_RATE=0 "$PRESENCE_BIN_DIR/presence" serve --listen 127.0.0.1:0 \
+    PRESENCE_KEY_RATE=0 "${server_pin[@]}" "$PRESENCE_BIN_DIR/presence" serve --listen 127.0.0.1:0 \
         --data-dir "$data" --api-key "$key" >"$out/presence.out" 2>"$out/presence.log" &
     server=$!
     for i in $(seq 100); do
@@ -278,7 +287,7 @@ report() {
 }
 
 loadgen() {
-    PRESENCE_API_KEY=$key "$PRESENCE_BIN_DIR/presence-loadgen" --url "$PRESENCE_URL" --json "$@"
+    PRESENCE_API_KEY=$key "${loadgen_pin[@]}" "$PRESENCE_BIN_DIR/presence-loadgen" --url "$PRESENCE_URL" --json "$@"
 }
 
 # Half the closed-loop maximum of the server under test, measured now.

@@ -99,14 +99,14 @@ where
                 entered: 0,
             },
         };
-        attributes.record(&mut SpanVisitor(&mut fields));
+        attributes.record(&mut Rendering(&mut fields));
         span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if let Some(fields) = span.extensions_mut().get_mut::<SpanFields>() {
-            values.record(&mut SpanVisitor(fields));
+            values.record(&mut Rendering(fields));
         }
     }
 
@@ -167,7 +167,7 @@ where
         let span = ctx.event_span(event);
         self.write_line(metadata, |line| {
             line.push(b'{');
-            event.record(&mut EventVisitor { line, first: true });
+            event.record(&mut Rendering(EventMembers { line, first: true }));
             line.push(b'}');
             write_target_and_spans(line, metadata.target(), span.as_ref());
         });
@@ -257,55 +257,26 @@ fn is_log_metadata(name: &str) -> bool {
     name.starts_with("log.")
 }
 
-/// Records a span's fields into its [`SpanFields`].
-struct SpanVisitor<'a>(&'a mut SpanFields);
+/// Where a visited field goes once rendered: into a span's [`SpanFields`], or
+/// into the event's line ([`EventMembers`]).
+trait Members {
+    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>));
+}
 
-impl Visit for SpanVisitor<'_> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0
-            .record(field_name(field), |out| write_f64(out, value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0
-            .record(field_name(field), |out| write_display(out, value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0
-            .record(field_name(field), |out| write_display(out, value));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0
-            .record(field_name(field), |out| write_display(out, value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .record(field_name(field), |out| write_string(out, value));
-    }
-
-    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.0
-            .record(field_name(field), |out| write_bytes(out, value));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .record(field_name(field), |out| write_debug(out, value));
+impl Members for &mut SpanFields {
+    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.record(name, value);
     }
 }
 
 /// Writes an event's fields as members of the object `line` has open.
-struct EventVisitor<'a> {
+struct EventMembers<'a> {
     line: &'a mut Vec<u8>,
     first: bool,
 }
 
-impl EventVisitor<'_> {
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Vec<u8>)) {
-        let name = field_name(field);
+impl Members for EventMembers<'_> {
+    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
         if is_log_metadata(name) {
             return;
         }
@@ -319,33 +290,43 @@ impl EventVisitor<'_> {
     }
 }
 
-impl Visit for EventVisitor<'_> {
+/// Renders each field it visits as JSON and hands it to its [`Members`].
+struct Rendering<M>(M);
+
+impl<M: Members> Visit for Rendering<M> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.member(field, |out| write_f64(out, value));
+        self.0
+            .member(field_name(field), |out| write_f64(out, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |out| write_display(out, value));
+        self.0
+            .member(field_name(field), |out| write_display(out, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |out| write_display(out, value));
+        self.0
+            .member(field_name(field), |out| write_display(out, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, |out| write_display(out, value));
+        self.0
+            .member(field_name(field), |out| write_display(out, value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |out| write_string(out, value));
+        self.0
+            .member(field_name(field), |out| write_string(out, value));
     }
 
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.member(field, |out| write_bytes(out, value));
+        self.0
+            .member(field_name(field), |out| write_bytes(out, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, |out| write_debug(out, value));
+        self.0
+            .member(field_name(field), |out| write_debug(out, value));
     }
 }
 
