@@ -188,8 +188,8 @@ where
             line.clear();
             line.extend_from_slice(b"{\"timestamp\":\"");
             let mut timestamp = Escaped(line);
-            // SystemTime writes RFC 3339 digits and letters; it only fails
-            // when the clock is before 1970, and then the line has no time.
+            // RFC 3339 in UTC, as tracing-subscriber's own lines have it;
+            // writing into the line cannot fail.
             let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
             line.extend_from_slice(b"\",\"level\":\"");
             line.extend_from_slice(metadata.level().as_str().as_bytes());
